@@ -1,0 +1,475 @@
+//! The lane reducer: the scheduling state of one lane, changed only by [`LaneState::apply`].
+//!
+//! Every input (configure done, a process exit, an operator's rerun or cancel) is one
+//! [`LaneEvent`]; the result is the list of [`LaneEffect`]s the runner must carry out, in order.
+//! Invariants: a node only starts when every need is `ok`; a dependent of a blocked need is
+//! `skipped`; effects from a stale attempt (an exit of a generation that was rerun) are ignored.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::node_id::SETUP;
+use crate::status::NodeStatus;
+
+/// One task as a lane receives it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    pub id: String,
+    pub argv: Vec<String>,
+    #[serde(default)]
+    pub needs: Vec<String>,
+}
+
+/// The public state of one node, as the `nodes` cell serves it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeView {
+    pub id: String,
+    /// What runs: `just --no-deps ci::e2e`, or a description for bookkeeping nodes.
+    pub command: String,
+    pub needs: Vec<String>,
+    pub status: NodeStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// Bumped on every rerun; a log snapshot carries the generation it belongs to.
+    #[serde(default)]
+    pub generation: u32,
+}
+
+/// How a node's process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    /// Killed by a signal without an exit code.
+    Signal(i32),
+    /// The process could not be spawned (or setup could not run).
+    SpawnFailed,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LaneEvent {
+    /// Configuration is done: start scheduling.
+    Started {
+        at: u64,
+    },
+    NodeExited {
+        id: String,
+        generation: u32,
+        exit: Exit,
+        at: u64,
+    },
+    RerunRequested {
+        id: String,
+        at: u64,
+    },
+    CancelRequested {
+        id: String,
+        at: u64,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LaneEffect {
+    /// Kill the process group of that attempt (TERM, then KILL after the grace period).
+    Kill { id: String, generation: u32 },
+    /// Start a fresh, empty log for the new generation (a rerun reopens the log).
+    ResetLog { id: String, generation: u32 },
+    /// Start the node's process (`argv` empty for the bookkeeping setup node).
+    Spawn { id: String, generation: u32, argv: Vec<String> },
+    /// The node will write nothing more to this generation's log.
+    EndLog { id: String, generation: u32, note: Option<String> },
+    /// These nodes changed: publish them.
+    Publish { changed: Vec<String> },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("no node {0:?} in this lane")]
+    UnknownNode(String),
+    #[error("node {0:?} already finished: rerun it instead")]
+    AlreadyFinished(String),
+    #[error("the lane is not configured yet")]
+    NotStarted,
+}
+
+#[derive(Clone, Debug)]
+struct NodeState {
+    view: NodeView,
+    argv: Vec<String>,
+}
+
+/// The scheduling state of one lane.
+#[derive(Clone, Debug)]
+pub struct LaneState {
+    order: Vec<String>,
+    nodes: BTreeMap<String, NodeState>,
+    dependents: BTreeMap<String, Vec<String>>,
+    jobs: Option<usize>,
+    started: bool,
+}
+
+impl LaneState {
+    /// Seeds the setup node and the tasks, each of which needs setup. `tasks` must be in a
+    /// topological order (dependencies first) and reference only ids among them.
+    pub fn new(tasks: &[TaskSpec], setup_command: &str, jobs: Option<usize>) -> Result<Self, String> {
+        let mut order = vec![SETUP.to_string()];
+        let mut nodes = BTreeMap::new();
+        nodes.insert(
+            SETUP.to_string(),
+            NodeState { view: pending_view(SETUP, setup_command.to_string(), vec![]), argv: vec![] },
+        );
+        for task in tasks {
+            if task.id.is_empty() || task.argv.is_empty() {
+                return Err(format!("task {:?} has an empty id or command", task.id));
+            }
+            if nodes.contains_key(&task.id) {
+                return Err(format!("duplicate task id {:?}", task.id));
+            }
+            let mut needs: Vec<String> = task.needs.clone();
+            for need in &needs {
+                if !nodes.contains_key(need) {
+                    return Err(format!(
+                        "task {:?} needs {:?}, which is unknown or comes later (tasks must be in dependency order)",
+                        task.id, need
+                    ));
+                }
+            }
+            needs.push(SETUP.to_string());
+            needs.sort();
+            needs.dedup();
+            let command = shell_words(&task.argv);
+            nodes.insert(
+                task.id.clone(),
+                NodeState { view: pending_view(&task.id, command, needs), argv: task.argv.clone() },
+            );
+            order.push(task.id.clone());
+        }
+        let mut dependents: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for id in &order {
+            for need in &nodes[id].view.needs {
+                dependents.entry(need.clone()).or_default().push(id.clone());
+            }
+        }
+        Ok(LaneState { order, nodes, dependents, jobs: jobs.filter(|&j| j > 0), started: false })
+    }
+
+    pub fn order(&self) -> &[String] {
+        &self.order
+    }
+
+    pub fn view(&self, id: &str) -> Option<&NodeView> {
+        self.nodes.get(id).map(|n| &n.view)
+    }
+
+    /// Every node in scheduling order.
+    pub fn views(&self) -> Vec<NodeView> {
+        self.order.iter().map(|id| self.nodes[id].view.clone()).collect()
+    }
+
+    /// Every node is terminal.
+    pub fn settled(&self) -> bool {
+        self.nodes.values().all(|n| n.view.status.is_terminal())
+    }
+
+    /// Node ids that are running, with their generation.
+    pub fn running(&self) -> Vec<(String, u32)> {
+        self.order
+            .iter()
+            .filter(|id| self.nodes[*id].view.status == NodeStatus::Running)
+            .map(|id| (id.clone(), self.nodes[id].view.generation))
+            .collect()
+    }
+
+    #[must_use = "effects must be carried out"]
+    pub fn apply(&mut self, event: LaneEvent) -> Result<Vec<LaneEffect>, Refusal> {
+        let mut fx = Effects::default();
+        match event {
+            LaneEvent::Started { at } => {
+                self.started = true;
+                self.tick(at, &mut fx);
+            }
+            LaneEvent::NodeExited { id, generation, exit, at } => {
+                let Some(node) = self.nodes.get_mut(&id) else {
+                    return Err(Refusal::UnknownNode(id));
+                };
+                if node.view.generation == generation && node.view.status == NodeStatus::Running {
+                    let (status, code) = match exit {
+                        Exit::Code(0) => (NodeStatus::Ok, Some(0)),
+                        Exit::Code(code) => (NodeStatus::Failed, Some(code)),
+                        Exit::Signal(sig) => (NodeStatus::Failed, Some(128 + sig)),
+                        Exit::SpawnFailed => (NodeStatus::Failed, None),
+                    };
+                    node.view.status = status;
+                    node.view.exit_code = code;
+                    node.view.duration_ms = node.view.started_at.map(|s| at.saturating_sub(s));
+                    fx.changed(&id);
+                    self.tick(at, &mut fx);
+                }
+            }
+            LaneEvent::RerunRequested { id, at } => {
+                if !self.nodes.contains_key(&id) {
+                    return Err(Refusal::UnknownNode(id));
+                }
+                if !self.started {
+                    return Err(Refusal::NotStarted);
+                }
+                for target in self.closure_of_dependents(&id) {
+                    let node = self.nodes.get_mut(&target).expect("closure holds known ids");
+                    if node.view.status == NodeStatus::Running {
+                        fx.push(LaneEffect::Kill { id: target.clone(), generation: node.view.generation });
+                    }
+                    node.view.generation += 1;
+                    node.view.status = NodeStatus::Pending;
+                    node.view.exit_code = None;
+                    node.view.started_at = None;
+                    node.view.duration_ms = None;
+                    fx.push(LaneEffect::ResetLog { id: target.clone(), generation: node.view.generation });
+                    fx.changed(&target);
+                }
+                self.tick(at, &mut fx);
+            }
+            LaneEvent::CancelRequested { id, at } => {
+                let Some(node) = self.nodes.get_mut(&id) else {
+                    return Err(Refusal::UnknownNode(id));
+                };
+                match node.view.status {
+                    NodeStatus::Cancelled => {}
+                    NodeStatus::Running => {
+                        node.view.status = NodeStatus::Cancelled;
+                        node.view.duration_ms = node.view.started_at.map(|s| at.saturating_sub(s));
+                        fx.push(LaneEffect::Kill { id: id.clone(), generation: node.view.generation });
+                        fx.changed(&id);
+                        self.tick(at, &mut fx);
+                    }
+                    NodeStatus::Pending => {
+                        node.view.status = NodeStatus::Cancelled;
+                        fx.push(LaneEffect::EndLog {
+                            id: id.clone(),
+                            generation: node.view.generation,
+                            note: Some("[odu] cancelled by operator before it started\n".into()),
+                        });
+                        fx.changed(&id);
+                        self.tick(at, &mut fx);
+                    }
+                    _ => return Err(Refusal::AlreadyFinished(id)),
+                }
+            }
+        }
+        Ok(fx.finish())
+    }
+
+    /// The node and everything that transitively needs it, in scheduling order.
+    fn closure_of_dependents(&self, id: &str) -> Vec<String> {
+        let mut seen = BTreeSet::from([id.to_string()]);
+        let mut stack = vec![id.to_string()];
+        while let Some(next) = stack.pop() {
+            for dependent in self.dependents.get(&next).into_iter().flatten() {
+                if seen.insert(dependent.clone()) {
+                    stack.push(dependent.clone());
+                }
+            }
+        }
+        self.order.iter().filter(|id| seen.contains(*id)).cloned().collect()
+    }
+
+    /// One pass in topological order: blocked nodes skip (cascading within the pass), ready
+    /// nodes start while the jobs cap allows.
+    fn tick(&mut self, at: u64, fx: &mut Effects) {
+        if !self.started {
+            return;
+        }
+        let mut running = self.nodes.values().filter(|n| n.view.status == NodeStatus::Running).count();
+        for id in &self.order {
+            if self.nodes[id].view.status != NodeStatus::Pending {
+                continue;
+            }
+            let needs = &self.nodes[id].view.needs;
+            let blocked = needs.iter().any(|n| self.nodes[n].view.status.blocks_dependents());
+            let ready = needs.iter().all(|n| self.nodes[n].view.status == NodeStatus::Ok);
+            let node = self.nodes.get_mut(id).expect("order holds known ids");
+            if blocked {
+                node.view.status = NodeStatus::Skipped;
+                fx.push(LaneEffect::EndLog { id: id.clone(), generation: node.view.generation, note: None });
+                fx.changed(id);
+            } else if ready && self.jobs.is_none_or(|cap| running < cap) {
+                running += 1;
+                node.view.status = NodeStatus::Running;
+                node.view.started_at = Some(at);
+                fx.push(LaneEffect::Spawn {
+                    id: id.clone(),
+                    generation: node.view.generation,
+                    argv: node.argv.clone(),
+                });
+                fx.changed(id);
+            }
+        }
+    }
+}
+
+fn pending_view(id: &str, command: String, needs: Vec<String>) -> NodeView {
+    NodeView {
+        id: id.to_string(),
+        command,
+        needs,
+        status: NodeStatus::Pending,
+        exit_code: None,
+        started_at: None,
+        duration_ms: None,
+        generation: 0,
+    }
+}
+
+/// Renders argv for display, quoting words a shell would split.
+pub fn shell_words(argv: &[String]) -> String {
+    argv.iter()
+        .map(|w| {
+            if !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:/@=+,()".contains(c)) {
+                w.clone()
+            } else {
+                format!("'{}'", w.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[derive(Default)]
+struct Effects {
+    effects: Vec<LaneEffect>,
+    changed: BTreeSet<String>,
+}
+
+impl Effects {
+    fn push(&mut self, effect: LaneEffect) {
+        self.effects.push(effect);
+    }
+    fn changed(&mut self, id: &str) {
+        self.changed.insert(id.to_string());
+    }
+    fn finish(mut self) -> Vec<LaneEffect> {
+        if !self.changed.is_empty() {
+            self.effects.push(LaneEffect::Publish { changed: self.changed.into_iter().collect() });
+        }
+        self.effects
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(id: &str, needs: &[&str]) -> TaskSpec {
+        TaskSpec {
+            id: id.into(),
+            argv: vec!["just".into(), "--no-deps".into(), id.into()],
+            needs: needs.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn chain() -> LaneState {
+        LaneState::new(&[task("build", &[]), task("test", &["build"])], "(workspace)", None).unwrap()
+    }
+
+    fn spawned(fx: &[LaneEffect]) -> Vec<&str> {
+        fx.iter()
+            .filter_map(|e| match e {
+                LaneEffect::Spawn { id, .. } => Some(id.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn exit(lane: &mut LaneState, id: &str, code: i32) -> Vec<LaneEffect> {
+        let generation = lane.view(id).unwrap().generation;
+        lane.apply(LaneEvent::NodeExited { id: id.into(), generation, exit: Exit::Code(code), at: 10 })
+            .unwrap()
+    }
+
+    fn status(lane: &LaneState, id: &str) -> NodeStatus {
+        lane.view(id).unwrap().status
+    }
+
+    #[test]
+    fn setup_runs_first_then_nodes_in_dependency_order() {
+        let mut lane = chain();
+        let fx = lane.apply(LaneEvent::Started { at: 0 }).unwrap();
+        assert_eq!(spawned(&fx), vec![SETUP]);
+        assert_eq!(spawned(&exit(&mut lane, SETUP, 0)), vec!["build"]);
+        assert_eq!(spawned(&exit(&mut lane, "build", 0)), vec!["test"]);
+        assert!(spawned(&exit(&mut lane, "test", 0)).is_empty());
+        assert!(lane.settled());
+    }
+
+    #[test]
+    fn failed_node_keeps_its_exit_code_and_skips_dependents() {
+        let mut lane = chain();
+        let _ = lane.apply(LaneEvent::Started { at: 0 }).unwrap();
+        let _ = exit(&mut lane, SETUP, 0);
+        let fx = exit(&mut lane, "build", 3);
+        assert_eq!(lane.view("build").unwrap().exit_code, Some(3));
+        assert_eq!(status(&lane, "test"), NodeStatus::Skipped);
+        assert!(fx.iter().any(|e| matches!(e, LaneEffect::EndLog { id, .. } if id == "test")));
+    }
+
+    #[test]
+    fn setup_failure_skips_everything() {
+        let mut lane = chain();
+        let _ = lane.apply(LaneEvent::Started { at: 0 }).unwrap();
+        let _ = exit(&mut lane, SETUP, 1);
+        assert_eq!(status(&lane, "build"), NodeStatus::Skipped);
+        assert_eq!(status(&lane, "test"), NodeStatus::Skipped);
+    }
+
+    #[test]
+    fn rerun_resets_the_node_and_its_dependents_and_ignores_stale_exits() {
+        let mut lane = chain();
+        let _ = lane.apply(LaneEvent::Started { at: 0 }).unwrap();
+        let _ = exit(&mut lane, SETUP, 0);
+        let _ = exit(&mut lane, "build", 1);
+        let fx = lane.apply(LaneEvent::RerunRequested { id: "build".into(), at: 20 }).unwrap();
+        assert_eq!(spawned(&fx), vec!["build"]);
+        assert_eq!(status(&lane, "test"), NodeStatus::Pending);
+        assert_eq!(lane.view("build").unwrap().generation, 1);
+        // A rerun of a running node kills the old attempt; its late exit changes nothing.
+        let fx = lane.apply(LaneEvent::RerunRequested { id: "build".into(), at: 30 }).unwrap();
+        assert!(fx.contains(&LaneEffect::Kill { id: "build".into(), generation: 1 }));
+        let stale = lane
+            .apply(LaneEvent::NodeExited { id: "build".into(), generation: 1, exit: Exit::Code(0), at: 31 })
+            .unwrap();
+        assert!(stale.is_empty());
+        assert_eq!(status(&lane, "build"), NodeStatus::Running);
+    }
+
+    #[test]
+    fn cancel_stops_a_running_node_and_skips_dependents() {
+        let mut lane = chain();
+        let _ = lane.apply(LaneEvent::Started { at: 0 }).unwrap();
+        let _ = exit(&mut lane, SETUP, 0);
+        let fx = lane.apply(LaneEvent::CancelRequested { id: "build".into(), at: 5 }).unwrap();
+        assert!(fx.contains(&LaneEffect::Kill { id: "build".into(), generation: 0 }));
+        assert_eq!(status(&lane, "build"), NodeStatus::Cancelled);
+        assert_eq!(status(&lane, "test"), NodeStatus::Skipped);
+        assert_eq!(lane.apply(LaneEvent::CancelRequested { id: "build".into(), at: 6 }), Ok(vec![]));
+        assert_eq!(
+            lane.apply(LaneEvent::CancelRequested { id: "nope".into(), at: 6 }),
+            Err(Refusal::UnknownNode("nope".into()))
+        );
+        assert_eq!(
+            lane.apply(LaneEvent::CancelRequested { id: SETUP.into(), at: 6 }),
+            Err(Refusal::AlreadyFinished(SETUP.into()))
+        );
+    }
+
+    #[test]
+    fn jobs_cap_limits_concurrent_nodes() {
+        let tasks: Vec<TaskSpec> = (0..5).map(|i| task(&format!("t{i}"), &[])).collect();
+        let mut lane = LaneState::new(&tasks, "(workspace)", Some(2)).unwrap();
+        let _ = lane.apply(LaneEvent::Started { at: 0 }).unwrap();
+        assert_eq!(spawned(&exit(&mut lane, SETUP, 0)), vec!["t0", "t1"]);
+        assert_eq!(spawned(&exit(&mut lane, "t0", 0)), vec!["t2"]);
+    }
+}

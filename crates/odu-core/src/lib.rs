@@ -1,0 +1,17 @@
+//! odu's pure model.
+//!
+//! Everything here is a function of its inputs: no tokio, no files, no processes and no clock.
+//! Time arrives inside events as milliseconds since the Unix epoch. The crate's `Cargo.toml`
+//! proves the rule: it depends on no IO crate.
+
+pub mod duration;
+pub mod lane;
+pub mod node_id;
+pub mod plan;
+pub mod platform;
+pub mod status;
+
+pub use lane::{LaneEffect, LaneEvent, LaneState, NodeView, TaskSpec};
+pub use node_id::{NodeId, SETUP};
+pub use plan::{IngestError, Plan, Task};
+pub use status::NodeStatus;

@@ -1,0 +1,150 @@
+//! JSON-RPC 2.0 messages.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub mod error_code {
+    pub const PARSE_ERROR: i64 = -32700;
+    pub const INVALID_REQUEST: i64 = -32600;
+    pub const METHOD_NOT_FOUND: i64 = -32601;
+    pub const INVALID_PARAMS: i64 = -32602;
+    /// The request was understood and refused (unknown node, already configured, …).
+    pub const REFUSED: i64 = -32000;
+    /// The peer speaks another protocol version.
+    pub const VERSION_MISMATCH: i64 = -32001;
+    /// A request arrived before the handshake.
+    pub const NO_HANDSHAKE: i64 = -32002;
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message} (code {code})")]
+pub struct RpcError {
+    pub code: i64,
+    pub message: String,
+}
+
+impl RpcError {
+    pub fn new(code: i64, message: impl Into<String>) -> Self {
+        RpcError { code, message: message.into() }
+    }
+    pub fn refused(message: impl Into<String>) -> Self {
+        RpcError::new(error_code::REFUSED, message)
+    }
+    pub fn invalid_params(message: impl Into<String>) -> Self {
+        RpcError::new(error_code::INVALID_PARAMS, message)
+    }
+}
+
+/// One JSON-RPC message, classified.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Message {
+    Request { id: Value, method: String, params: Value },
+    Notification { method: String, params: Value },
+    Response { id: Value, result: Result<Value, RpcError> },
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    jsonrpc: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    method: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    params: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    result: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<RpcError>,
+}
+
+impl Message {
+    pub fn request(id: u64, method: &str, params: Value) -> Message {
+        Message::Request { id: Value::from(id), method: method.into(), params }
+    }
+    pub fn notification(method: &str, params: Value) -> Message {
+        Message::Notification { method: method.into(), params }
+    }
+    pub fn ok(id: Value, result: Value) -> Message {
+        Message::Response { id, result: Ok(result) }
+    }
+    pub fn err(id: Value, error: RpcError) -> Message {
+        Message::Response { id, result: Err(error) }
+    }
+
+    /// Parses one decoded frame. Errors carry the JSON-RPC error to answer with.
+    pub fn parse(bytes: &[u8]) -> Result<Message, RpcError> {
+        let envelope: Envelope = serde_json::from_slice(bytes)
+            .map_err(|e| RpcError::new(error_code::PARSE_ERROR, format!("not a JSON-RPC message: {e}")))?;
+        if envelope.jsonrpc != "2.0" {
+            return Err(RpcError::new(error_code::INVALID_REQUEST, "jsonrpc must be \"2.0\""));
+        }
+        let params = envelope.params.unwrap_or(Value::Null);
+        match (envelope.method, envelope.id) {
+            (Some(method), Some(id)) => Ok(Message::Request { id, method, params }),
+            (Some(method), None) => Ok(Message::Notification { method, params }),
+            (None, Some(id)) => match (envelope.result, envelope.error) {
+                (_, Some(error)) => Ok(Message::Response { id, result: Err(error) }),
+                (result, None) => Ok(Message::Response { id, result: Ok(result.unwrap_or(Value::Null)) }),
+            },
+            (None, None) => {
+                Err(RpcError::new(error_code::INVALID_REQUEST, "message has neither method nor id"))
+            }
+        }
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        let envelope = match self.clone() {
+            Message::Request { id, method, params } => Envelope {
+                jsonrpc: "2.0".into(),
+                id: Some(id),
+                method: Some(method),
+                params: Some(params),
+                result: None,
+                error: None,
+            },
+            Message::Notification { method, params } => Envelope {
+                jsonrpc: "2.0".into(),
+                id: None,
+                method: Some(method),
+                params: Some(params),
+                result: None,
+                error: None,
+            },
+            Message::Response { id, result } => {
+                let (result, error) = match result {
+                    Ok(v) => (Some(v), None),
+                    Err(e) => (None, Some(e)),
+                };
+                Envelope { jsonrpc: "2.0".into(), id: Some(id), method: None, params: None, result, error }
+            }
+        };
+        serde_json::to_vec(&envelope).expect("messages always serialize")
+    }
+
+    /// The whole frame, newline included.
+    pub fn to_frame(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        crate::frame::encode_frame(&self.to_json(), &mut out);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn messages_round_trip() {
+        for m in [
+            Message::request(1, "nodes.get", json!({})),
+            Message::notification("$/item", json!({"id": 1, "value": 2})),
+            Message::ok(json!(1), json!({"ok": true})),
+            Message::err(json!(1), RpcError::refused("no")),
+        ] {
+            assert_eq!(Message::parse(&m.to_json()).unwrap(), m);
+        }
+        assert_eq!(Message::parse(b"[1,2]").unwrap_err().code, error_code::PARSE_ERROR);
+    }
+}

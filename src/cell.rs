@@ -1,0 +1,141 @@
+//! Cells: a value served as a snapshot, then deltas, to any number of subscribers.
+//!
+//! The owner publishes every change as (delta, fresh snapshot). Each subscriber has a bounded
+//! queue of deltas; one that falls behind is never waited for: its queue overflows, the
+//! overflow is flagged, and its reader skips what is queued and resumes from the latest
+//! snapshot. So a slow subscriber costs at most its queue, and no change is ever lost: a
+//! subscriber either sees every delta or a snapshot that contains them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::{mpsc, watch};
+
+pub trait Revisioned {
+    fn revision(&self) -> u64;
+}
+
+struct Sub<F> {
+    tx: mpsc::Sender<F>,
+    overflowed: Arc<AtomicBool>,
+}
+
+/// The publishing side, owned by the actor that owns the value.
+pub struct Hub<F> {
+    latest: watch::Sender<Arc<F>>,
+    subs: Vec<Sub<F>>,
+    capacity: usize,
+}
+
+impl<F: Revisioned + Clone + Send + Sync + 'static> Hub<F> {
+    pub fn new(snapshot: F, capacity: usize) -> Self {
+        Hub { latest: watch::channel(Arc::new(snapshot)).0, subs: Vec::new(), capacity }
+    }
+
+    /// Publishes a change: `snapshot` is the whole value after it, `delta` the change alone.
+    pub fn publish(&mut self, snapshot: F, delta: F) {
+        self.latest.send_replace(Arc::new(snapshot));
+        self.subs.retain(|sub| {
+            if sub.overflowed.load(Ordering::SeqCst) {
+                return !sub.tx.is_closed();
+            }
+            match sub.tx.try_send(delta.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    sub.overflowed.store(true, Ordering::SeqCst);
+                    true
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            }
+        });
+    }
+
+    /// Replaces the value without a delta (every subscriber resynchronises).
+    pub fn replace(&mut self, snapshot: F) {
+        self.latest.send_replace(Arc::new(snapshot));
+        for sub in &self.subs {
+            sub.overflowed.store(true, Ordering::SeqCst);
+        }
+        // Wake readers whose queues are empty so they notice the flag.
+        self.subs.retain(|sub| !sub.tx.is_closed());
+    }
+
+    /// A new subscriber, whose first item is the current snapshot.
+    pub fn subscribe(&mut self) -> Subscription<F> {
+        let (tx, rx) = mpsc::channel(self.capacity);
+        let overflowed = Arc::new(AtomicBool::new(false));
+        self.subs.push(Sub { tx, overflowed: overflowed.clone() });
+        let mut latest = self.latest.subscribe();
+        let first = (**latest.borrow_and_update()).clone();
+        Subscription {
+            rx,
+            overflowed,
+            latest,
+            first: Some(first),
+            last_revision: 0,
+            resyncs: 0,
+            hub_gone: false,
+        }
+    }
+
+    pub fn current(&self) -> Arc<F> {
+        self.latest.borrow().clone()
+    }
+
+    pub fn subscribers(&self) -> usize {
+        self.subs.len()
+    }
+}
+
+/// The reading side of one subscriber.
+pub struct Subscription<F> {
+    rx: mpsc::Receiver<F>,
+    overflowed: Arc<AtomicBool>,
+    latest: watch::Receiver<Arc<F>>,
+    first: Option<F>,
+    last_revision: u64,
+    /// How many times this subscriber fell behind and was resynchronised.
+    pub resyncs: u64,
+    hub_gone: bool,
+}
+
+impl<F: Revisioned + Clone> Subscription<F> {
+    /// The next frame: a snapshot first (and after any overflow), then deltas. `None` when the
+    /// hub is gone.
+    pub async fn next(&mut self) -> Option<F> {
+        if let Some(first) = self.first.take() {
+            self.last_revision = first.revision();
+            return Some(first);
+        }
+        loop {
+            if self.overflowed.load(Ordering::SeqCst) {
+                while self.rx.try_recv().is_ok() {}
+                self.overflowed.store(false, Ordering::SeqCst);
+                let snapshot = (**self.latest.borrow_and_update()).clone();
+                self.resyncs += 1;
+                self.last_revision = snapshot.revision();
+                return Some(snapshot);
+            }
+            tokio::select! {
+                delta = self.rx.recv() => match delta {
+                    Some(delta) if delta.revision() <= self.last_revision => continue,
+                    Some(delta) => {
+                        if self.overflowed.load(Ordering::SeqCst) {
+                            continue;
+                        }
+                        self.last_revision = delta.revision();
+                        return Some(delta);
+                    }
+                    None => return None,
+                },
+                changed = self.latest.changed(), if !self.hub_gone => {
+                    if changed.is_err() {
+                        self.hub_gone = true;
+                    } else {
+                        self.latest.borrow_and_update();
+                    }
+                }
+            }
+        }
+    }
+}

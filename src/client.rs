@@ -1,0 +1,142 @@
+//! The protocol client: one per link, owned by the task that consumes it.
+//!
+//! The owner drives it with [`Client::next`]; [`Client::call`] waits for one response and
+//! keeps whatever else arrived meanwhile for the next `next`.
+
+use std::collections::VecDeque;
+
+use odu_proto::{CANCEL_STREAM, HANDSHAKE, Handshake, ITEM, Message, PROTOCOL_VERSION, RpcError};
+use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+
+use crate::wire::{FrameReader, Incoming, ReadError, spawn_writer};
+
+#[derive(Debug)]
+pub enum ClientEvent {
+    Item { stream: u64, value: Value },
+    Response { id: u64, result: Result<Value, RpcError> },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{0}")]
+    Read(#[from] ReadError),
+    #[error("the link closed")]
+    Closed,
+    #[error("{0}")]
+    Refused(RpcError),
+}
+
+pub struct Client<R> {
+    frames: FrameReader<R>,
+    out: mpsc::Sender<Vec<u8>>,
+    next_id: u64,
+    backlog: VecDeque<ClientEvent>,
+    /// The peer's build, from the handshake.
+    pub peer_build: String,
+}
+
+impl<R: AsyncRead + Unpin> Client<R> {
+    /// Wraps a link and performs the handshake.
+    pub async fn connect<W>(reader: R, writer: W, label: &'static str) -> Result<Self, ClientError>
+    where
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let (out, _writer) = spawn_writer(writer, 256);
+        let mut client = Client {
+            frames: FrameReader::new(reader, label),
+            out,
+            next_id: 0,
+            backlog: VecDeque::new(),
+            peer_build: String::new(),
+        };
+        let hello = Handshake { protocol: PROTOCOL_VERSION, build: odu_proto::BUILD_ID.into() };
+        let reply = client.call(HANDSHAKE, json!(hello)).await?;
+        let reply: Handshake = serde_json::from_value(reply).map_err(|e| {
+            ClientError::Refused(RpcError::invalid_params(format!("bad handshake reply: {e}")))
+        })?;
+        if reply.protocol != PROTOCOL_VERSION {
+            return Err(ClientError::Refused(RpcError::new(
+                odu_proto::error_code::VERSION_MISMATCH,
+                format!(
+                    "protocol version mismatch: the peer ({}) speaks {}, this odu ({}) speaks {PROTOCOL_VERSION}",
+                    reply.build,
+                    reply.protocol,
+                    odu_proto::BUILD_ID
+                ),
+            )));
+        }
+        client.peer_build = reply.build;
+        Ok(client)
+    }
+
+    /// Sends a request and returns its id without waiting.
+    pub async fn send(&mut self, method: &str, params: Value) -> Result<u64, ClientError> {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.out
+            .send(Message::request(id, method, params).to_frame())
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        Ok(id)
+    }
+
+    /// Stops a stream.
+    pub async fn cancel_stream(&mut self, stream: u64) -> Result<(), ClientError> {
+        let frame = Message::notification(CANCEL_STREAM, json!({ "id": stream })).to_frame();
+        self.out.send(frame).await.map_err(|_| ClientError::Closed)
+    }
+
+    /// Sends a request and waits for its response.
+    pub async fn call(&mut self, method: &str, params: Value) -> Result<Value, ClientError> {
+        let id = self.send(method, params).await?;
+        loop {
+            match self.read_event().await? {
+                Some(ClientEvent::Response { id: got, result }) if got == id => {
+                    return result.map_err(ClientError::Refused);
+                }
+                Some(other) => self.backlog.push_back(other),
+                None => return Err(ClientError::Closed),
+            }
+        }
+    }
+
+    /// The next item or response; `None` when the link closed.
+    pub async fn next(&mut self) -> Result<Option<ClientEvent>, ClientError> {
+        if let Some(event) = self.backlog.pop_front() {
+            return Ok(Some(event));
+        }
+        self.read_event().await
+    }
+
+    async fn read_event(&mut self) -> Result<Option<ClientEvent>, ClientError> {
+        loop {
+            let Some(incoming) = self.frames.next().await? else { return Ok(None) };
+            match incoming {
+                Incoming::Message(Message::Notification { method, params }) if method == ITEM => {
+                    let mut params = params;
+                    let stream = params.get("id").and_then(Value::as_u64);
+                    let value = params.get_mut("value").map(Value::take);
+                    if let (Some(stream), Some(value)) = (stream, value) {
+                        return Ok(Some(ClientEvent::Item { stream, value }));
+                    }
+                }
+                Incoming::Message(Message::Response { id, result }) => {
+                    if let Some(id) = id.as_u64() {
+                        return Ok(Some(ClientEvent::Response { id, result }));
+                    }
+                    if let Err(error) = result {
+                        eprintln!("odu: the peer reported an error: {error}");
+                    }
+                }
+                Incoming::Message(_) | Incoming::Invalid(_) => {}
+            }
+        }
+    }
+
+    /// Whether the writer side is still open.
+    pub fn sender(&self) -> mpsc::Sender<Vec<u8>> {
+        self.out.clone()
+    }
+}

@@ -1,0 +1,528 @@
+//! The lane side: `odu-runner --stdio` serves one client (the coordinator) over the protocol.
+//!
+//! It starts idle, accepts one `run.configure`, seeds `_ci-setup`, and schedules nodes through
+//! the lane reducer. One actor task owns all state; node tasks, stream tasks and the reader
+//! talk to it by messages. When its input closes (the coordinator went away), every process
+//! group it started is killed and it exits. Nothing but protocol frames is written to stdout.
+
+pub mod spawner;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use odu_core::lane::{Exit, LaneEffect, LaneEvent, LaneState};
+use odu_core::{NodeView, SETUP};
+use odu_proto::{
+    CANCEL_STREAM, CancelStream, Configure, HANDSHAKE, Handshake, LogFrame, Message, NODE_CANCEL,
+    NODE_LOG_GET, NODE_RERUN, NODES_GET, NodeParams, NodesFrame, PROTOCOL_VERSION, RUN_CONFIGURE, RpcError,
+    error_code,
+};
+use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+
+use crate::cell::{Hub, Revisioned};
+use crate::spool::{Spool, SpoolChunk, SpoolReader};
+use crate::wire::{FrameReader, Incoming, spawn_writer};
+
+/// The smallest `just` that dumps child-module dependencies with their paths.
+pub const MIN_JUST: (u64, u64) = (1, 57);
+
+/// Bytes per log frame on the wire.
+pub const LOG_CHUNK: usize = 256 * 1024;
+
+impl Revisioned for NodesFrame {
+    fn revision(&self) -> u64 {
+        match self {
+            NodesFrame::Snapshot { revision, .. } | NodesFrame::Delta { revision, .. } => *revision,
+        }
+    }
+}
+
+enum ActorMsg {
+    Request { id: Value, method: String, params: Value },
+    CancelStream(Value),
+    Spawned { id: String, generation: u32, pgid: i32 },
+    Exited { id: String, generation: u32, exit: Exit },
+    Shutdown,
+}
+
+struct Running {
+    generation: u32,
+    pgid: Option<i32>,
+    kill_requested: bool,
+}
+
+struct Actor {
+    out: mpsc::Sender<Vec<u8>>,
+    me: mpsc::UnboundedSender<ActorMsg>,
+    lane: Option<LaneState>,
+    name: String,
+    workspace: PathBuf,
+    env: BTreeMap<String, String>,
+    hub: Hub<NodesFrame>,
+    revision: u64,
+    spools: BTreeMap<String, Spool>,
+    spool_dir: PathBuf,
+    running: BTreeMap<String, Running>,
+    streams: BTreeMap<String, AbortHandle>,
+}
+
+/// Serves the lane protocol on (reader, writer) until the reader closes or `shutdown` fires,
+/// then kills every process group it started.
+pub async fn serve<R, W>(
+    reader: R,
+    writer: W,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (out, writer_task) = spawn_writer(writer, 256);
+    let spool_dir = make_spool_dir()?;
+    let (me, inbox) = mpsc::unbounded_channel();
+    let actor = Actor {
+        out: out.clone(),
+        me: me.clone(),
+        lane: None,
+        name: String::new(),
+        workspace: PathBuf::new(),
+        env: BTreeMap::new(),
+        hub: Hub::new(empty_snapshot(), 1024),
+        revision: 0,
+        spools: BTreeMap::new(),
+        spool_dir,
+        running: BTreeMap::new(),
+        streams: BTreeMap::new(),
+    };
+    let actor_task = tokio::spawn(actor.run(inbox));
+    let mut frames = FrameReader::new(reader, "odu-runner");
+    let mut greeted = false;
+    tokio::pin!(shutdown);
+    loop {
+        let incoming = tokio::select! {
+            incoming = frames.next() => incoming,
+            _ = &mut shutdown => break,
+        };
+        let message = match incoming {
+            Ok(Some(Incoming::Message(m))) => m,
+            Ok(Some(Incoming::Invalid(error))) => {
+                let _ = out.send(Message::err(Value::Null, error).to_frame()).await;
+                continue;
+            }
+            Ok(None) => break,
+            Err(e) => {
+                eprintln!("odu-runner: {e}");
+                break;
+            }
+        };
+        match message {
+            Message::Request { id, method, params } if method == HANDSHAKE => {
+                match serde_json::from_value::<Handshake>(params) {
+                    Ok(h) if h.protocol == PROTOCOL_VERSION => {
+                        greeted = true;
+                        let reply =
+                            Handshake { protocol: PROTOCOL_VERSION, build: odu_proto::BUILD_ID.into() };
+                        let _ = out.send(Message::ok(id, json!(reply)).to_frame()).await;
+                    }
+                    Ok(h) => {
+                        let msg = format!(
+                            "protocol version mismatch: this runner ({}) speaks {PROTOCOL_VERSION}, the client ({}) speaks {}: run the same odu build on both ends",
+                            odu_proto::BUILD_ID,
+                            h.build,
+                            h.protocol
+                        );
+                        let _ = out
+                            .send(
+                                Message::err(id, RpcError::new(error_code::VERSION_MISMATCH, msg)).to_frame(),
+                            )
+                            .await;
+                        break;
+                    }
+                    Err(e) => {
+                        let _ = out
+                            .send(Message::err(id, RpcError::invalid_params(e.to_string())).to_frame())
+                            .await;
+                    }
+                }
+            }
+            Message::Request { id, .. } if !greeted => {
+                let error = RpcError::new(error_code::NO_HANDSHAKE, "send the handshake first");
+                let _ = out.send(Message::err(id, error).to_frame()).await;
+            }
+            Message::Request { id, method, params } => {
+                let _ = me.send(ActorMsg::Request { id, method, params });
+            }
+            Message::Notification { method, params } if method == CANCEL_STREAM => {
+                if let Ok(c) = serde_json::from_value::<CancelStream>(params) {
+                    let _ = me.send(ActorMsg::CancelStream(c.id));
+                }
+            }
+            Message::Notification { .. } | Message::Response { .. } => {}
+        }
+    }
+    let _ = me.send(ActorMsg::Shutdown);
+    drop(me);
+    let _ = actor_task.await;
+    drop(out);
+    let _ = writer_task.await;
+    Ok(())
+}
+
+/// The process's stdin and stdout as async streams: pipes are driven by the reactor directly
+/// (the hot path of log throughput); anything else falls back to tokio's blocking adapters.
+pub fn stdio() -> (Box<dyn AsyncRead + Unpin + Send>, Box<dyn AsyncWrite + Unpin + Send>) {
+    use std::os::fd::AsFd;
+    let reader: Box<dyn AsyncRead + Unpin + Send> = match std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .and_then(tokio::net::unix::pipe::Receiver::from_owned_fd)
+    {
+        Ok(pipe) => Box::new(pipe),
+        Err(_) => Box::new(tokio::io::stdin()),
+    };
+    let writer: Box<dyn AsyncWrite + Unpin + Send> = match std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .and_then(tokio::net::unix::pipe::Sender::from_owned_fd)
+    {
+        Ok(pipe) => Box::new(pipe),
+        Err(_) => Box::new(tokio::io::stdout()),
+    };
+    (reader, writer)
+}
+
+fn make_spool_dir() -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let base = std::env::temp_dir();
+    for attempt in 0..100u32 {
+        let dir = base.join(format!("odu-runner-{}-{attempt}", std::process::id()));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other("cannot create a private spool directory"))
+}
+
+fn empty_snapshot() -> NodesFrame {
+    NodesFrame::Snapshot { revision: 0, name: String::new(), order: vec![], nodes: vec![] }
+}
+
+/// Encodes a stream item frame. Log data is base64 already, so the hot path builds the JSON by
+/// hand instead of escaping megabytes it knows need none.
+pub fn item_frame(stream: &Value, value_json: &[u8]) -> Vec<u8> {
+    let id = serde_json::to_vec(stream).expect("ids serialize");
+    let mut json = Vec::with_capacity(value_json.len() + id.len() + 64);
+    json.extend_from_slice(br#"{"jsonrpc":"2.0","method":"$/item","params":{"id":"#);
+    json.extend_from_slice(&id);
+    json.extend_from_slice(br#","value":"#);
+    json.extend_from_slice(value_json);
+    json.extend_from_slice(b"}}");
+    let mut frame = Vec::with_capacity(json.len() / 3 * 4 + 8);
+    odu_proto::encode_frame(&json, &mut frame);
+    frame
+}
+
+/// The JSON of one log frame, built without re-escaping base64 data.
+pub fn log_frame_json(frame: &SpoolChunk) -> Vec<u8> {
+    let b64 = |bytes: &[u8]| LogFrame::encode_data(bytes);
+    match frame {
+        SpoolChunk::Start { generation, bytes } => {
+            format!(r#"{{"kind":"snapshot","generation":{generation},"data":"{}"}}"#, b64(bytes)).into_bytes()
+        }
+        SpoolChunk::Bytes(bytes) => format!(r#"{{"kind":"append","data":"{}"}}"#, b64(bytes)).into_bytes(),
+        SpoolChunk::End => br#"{"kind":"end"}"#.to_vec(),
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Actor {
+    async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<ActorMsg>) {
+        while let Some(msg) = inbox.recv().await {
+            match msg {
+                ActorMsg::Request { id, method, params } => {
+                    let reply = self.handle_request(id.clone(), &method, params);
+                    if let Some(reply) = reply {
+                        let _ = self.out.send(reply.to_frame()).await;
+                    }
+                }
+                ActorMsg::CancelStream(id) => {
+                    if let Some(handle) = self.streams.remove(&id.to_string()) {
+                        handle.abort();
+                        let _ = self.out.send(Message::ok(id, Value::Null).to_frame()).await;
+                    }
+                }
+                ActorMsg::Spawned { id, generation, pgid } => {
+                    if let Some(r) = self.running.get_mut(&id).filter(|r| r.generation == generation) {
+                        r.pgid = Some(pgid);
+                        if r.kill_requested {
+                            spawner::kill_group(pgid, libc::SIGTERM);
+                            spawner::escalate_later(pgid);
+                        }
+                    }
+                }
+                ActorMsg::Exited { id, generation, exit } => {
+                    if self.running.get(&id).is_some_and(|r| r.generation == generation) {
+                        self.running.remove(&id);
+                    }
+                    self.apply(LaneEvent::NodeExited { id, generation, exit, at: now_ms() });
+                }
+                ActorMsg::Shutdown => break,
+            }
+        }
+        for handle in self.streams.values() {
+            handle.abort();
+        }
+        let pgids: Vec<i32> = self.running.values().filter_map(|r| r.pgid).collect();
+        tokio::task::spawn_blocking(move || spawner::terminate_groups(&pgids)).await.ok();
+        let _ = std::fs::remove_dir_all(&self.spool_dir);
+    }
+
+    /// Answers a request; `None` when the answer comes later (streams answer when they end).
+    fn handle_request(&mut self, id: Value, method: &str, params: Value) -> Option<Message> {
+        let result = match method {
+            RUN_CONFIGURE => self.configure(params),
+            NODES_GET => {
+                let mut sub = self.hub.subscribe();
+                let out = self.out.clone();
+                let stream = id.clone();
+                let task = tokio::spawn(async move {
+                    while let Some(frame) = sub.next().await {
+                        let json = serde_json::to_vec(&frame).expect("frames serialize");
+                        if out.send(item_frame(&stream, &json)).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                self.streams.insert(id.to_string(), task.abort_handle());
+                return None;
+            }
+            NODE_LOG_GET => match self.node_param(params) {
+                Ok(node) => {
+                    let Some(spool) = self.spools.get(&node) else {
+                        return Some(Message::err(
+                            id,
+                            RpcError::refused(format!("no node {node:?} in this lane")),
+                        ));
+                    };
+                    let mut reader = SpoolReader::new(spool, LOG_CHUNK);
+                    let out = self.out.clone();
+                    let stream = id.clone();
+                    let task = tokio::spawn(async move {
+                        while let Some(chunk) = reader.next().await {
+                            if out.send(item_frame(&stream, &log_frame_json(&chunk))).await.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                    self.streams.insert(id.to_string(), task.abort_handle());
+                    return None;
+                }
+                Err(e) => Err(e),
+            },
+            NODE_RERUN => self
+                .node_param(params)
+                .and_then(|node| self.operate(LaneEvent::RerunRequested { id: node, at: now_ms() })),
+            NODE_CANCEL => self
+                .node_param(params)
+                .and_then(|node| self.operate(LaneEvent::CancelRequested { id: node, at: now_ms() })),
+            other => Err(RpcError::new(error_code::METHOD_NOT_FOUND, format!("unknown method {other:?}"))),
+        };
+        Some(match result {
+            Ok(value) => Message::ok(id, value),
+            Err(error) => Message::err(id, error),
+        })
+    }
+
+    fn node_param(&self, params: Value) -> Result<String, RpcError> {
+        let p: NodeParams =
+            serde_json::from_value(params).map_err(|e| RpcError::invalid_params(e.to_string()))?;
+        if self.lane.is_none() {
+            return Err(RpcError::refused("the runner is not configured yet: send run.configure first"));
+        }
+        Ok(p.id)
+    }
+
+    fn operate(&mut self, event: LaneEvent) -> Result<Value, RpcError> {
+        let lane = self.lane.as_mut().ok_or_else(|| RpcError::refused("the runner is not configured yet"))?;
+        let effects = lane.apply(event).map_err(|r| RpcError::refused(r.to_string()))?;
+        self.execute(effects);
+        Ok(json!({"ok": true}))
+    }
+
+    fn configure(&mut self, params: Value) -> Result<Value, RpcError> {
+        if self.lane.is_some() {
+            return Err(RpcError::refused("runner is already configured (one run per runner process)"));
+        }
+        let c: Configure =
+            serde_json::from_value(params).map_err(|e| RpcError::invalid_params(e.to_string()))?;
+        let setup_command = format!("(workspace {})", c.workspace);
+        let lane = LaneState::new(&c.tasks, &setup_command, c.jobs).map_err(RpcError::invalid_params)?;
+        for (index, id) in lane.order().iter().enumerate() {
+            let path = self.spool_path(index, 0);
+            let spool = Spool::create(&path).map_err(|e| {
+                RpcError::refused(format!("cannot create a log spool in {}: {e}", self.spool_dir.display()))
+            })?;
+            self.spools.insert(id.clone(), spool);
+        }
+        self.name = c.name;
+        self.workspace = PathBuf::from(c.workspace);
+        self.env = c.env;
+        self.lane = Some(lane);
+        self.revision += 1;
+        self.hub.replace(self.snapshot());
+        let effects = self.lane.as_mut().expect("just set").apply(LaneEvent::Started { at: now_ms() });
+        self.execute(effects.unwrap_or_default());
+        Ok(json!({"ok": true}))
+    }
+
+    fn spool_path(&self, index: usize, generation: u32) -> PathBuf {
+        self.spool_dir.join(format!("{index}.{generation}.log"))
+    }
+
+    fn snapshot(&self) -> NodesFrame {
+        let lane = self.lane.as_ref();
+        NodesFrame::Snapshot {
+            revision: self.revision,
+            name: self.name.clone(),
+            order: lane.map(|l| l.order().to_vec()).unwrap_or_default(),
+            nodes: lane.map(|l| l.views()).unwrap_or_default(),
+        }
+    }
+
+    fn apply(&mut self, event: LaneEvent) {
+        let Some(lane) = self.lane.as_mut() else { return };
+        if let Ok(effects) = lane.apply(event) {
+            self.execute(effects);
+        }
+    }
+
+    fn execute(&mut self, effects: Vec<LaneEffect>) {
+        for effect in effects {
+            match effect {
+                LaneEffect::Kill { id, generation } => {
+                    if let Some(r) = self.running.get_mut(&id).filter(|r| r.generation == generation) {
+                        r.kill_requested = true;
+                        if let Some(pgid) = r.pgid {
+                            spawner::kill_group(pgid, libc::SIGTERM);
+                            spawner::escalate_later(pgid);
+                        }
+                    }
+                }
+                LaneEffect::ResetLog { id, generation } => {
+                    let index = self.lane.as_ref().and_then(|l| l.order().iter().position(|o| *o == id));
+                    if let (Some(index), Some(spool)) = (index, self.spools.get(&id)) {
+                        let old = spool.state().path;
+                        let path = self.spool_path(index, generation);
+                        if let Err(e) = spool.reset(generation, &path) {
+                            eprintln!("odu-runner: cannot reset the log of {id}: {e}");
+                        }
+                        let _ = std::fs::remove_file(old);
+                    }
+                }
+                LaneEffect::Spawn { id, generation, argv } => self.spawn(id, generation, argv),
+                LaneEffect::EndLog { id, generation, note } => {
+                    if let Some(spool) = self.spools.get(&id) {
+                        if let Some(note) = note {
+                            let _ = spool.append(generation, note.as_bytes());
+                        }
+                        spool.end(generation);
+                    }
+                }
+                LaneEffect::Publish { changed } => {
+                    let Some(lane) = self.lane.as_ref() else { continue };
+                    let nodes: Vec<NodeView> =
+                        changed.iter().filter_map(|id| lane.view(id).cloned()).collect();
+                    self.revision += 1;
+                    let delta = NodesFrame::Delta { revision: self.revision, nodes };
+                    let snapshot = self.snapshot();
+                    self.hub.publish(snapshot, delta);
+                }
+            }
+        }
+    }
+
+    fn spawn(&mut self, id: String, generation: u32, argv: Vec<String>) {
+        let Some(spool) = self.spools.get(&id).cloned() else { return };
+        self.running.insert(id.clone(), Running { generation, pgid: None, kill_requested: false });
+        let me = self.me.clone();
+        let workspace = self.workspace.clone();
+        if id == SETUP {
+            tokio::spawn(async move {
+                let exit = prepare_workspace(&workspace, &spool, generation).await;
+                spool.end(generation);
+                let _ = me.send(ActorMsg::Exited { id, generation, exit });
+            });
+            return;
+        }
+        let launch = spawner::NodeLaunch { argv, workspace, env: self.env.clone(), generation };
+        tokio::spawn(async move {
+            let spawned = me.clone();
+            let node = id.clone();
+            let exit = spawner::run_node(launch, &spool, move |pgid| {
+                let _ = spawned.send(ActorMsg::Spawned { id: node, generation, pgid });
+            })
+            .await;
+            spool.end(generation);
+            let _ = me.send(ActorMsg::Exited { id, generation, exit });
+        });
+    }
+}
+
+/// `_ci-setup` on a lane whose workspace is provided: check it exists and `just` is usable,
+/// narrating each step into the setup log.
+async fn prepare_workspace(workspace: &Path, spool: &Spool, generation: u32) -> Exit {
+    let say = |line: String| {
+        let _ = spool.append(generation, format!("[odu] {line}\n").as_bytes());
+    };
+    if !workspace.is_dir() {
+        say(format!("provided workspace {} does not exist", workspace.display()));
+        return Exit::SpawnFailed;
+    }
+    say(format!("using provided workspace {}", workspace.display()));
+    match spawner::tool_output("just", &["--version"], workspace).await {
+        Ok((true, stdout, _)) => {
+            let version = stdout.trim().to_string();
+            match parse_version(&version) {
+                Some(v) if v >= MIN_JUST => {
+                    say(version);
+                    Exit::Code(0)
+                }
+                _ => {
+                    say(format!(
+                        "{version} is too old: odu needs just >= {}.{} (pip install rust-just, or cargo install just)",
+                        MIN_JUST.0, MIN_JUST.1
+                    ));
+                    Exit::SpawnFailed
+                }
+            }
+        }
+        Ok((false, _, stderr)) => {
+            say(format!("just --version failed: {}", stderr.trim()));
+            Exit::SpawnFailed
+        }
+        Err(e) => {
+            say(format!(
+                "just is not usable on this lane ({e}): install just >= 1.57 (pip install rust-just, or cargo install just)"
+            ));
+            Exit::SpawnFailed
+        }
+    }
+}
+
+/// `just 1.59.0` → (1, 59).
+pub fn parse_version(text: &str) -> Option<(u64, u64)> {
+    let version = text.split_whitespace().find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
+    let mut parts = version.split('.');
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}

@@ -1,0 +1,215 @@
+//! The one place node processes are spawned and killed.
+//!
+//! A node runs as `just --no-deps <namepath> [args]` in its own process group, with stdin
+//! `/dev/null` and stdout and stderr merged into one real pipe (a recipe that reopens
+//! `/dev/stderr` works, which it would not on a socketpair). When the node's process exits, any
+//! stray left in its group is sent SIGTERM, then SIGKILL after the grace period, and the pipe is
+//! drained to its end before the node is reported terminal.
+
+use std::collections::BTreeMap;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use odu_core::lane::Exit;
+use tokio::io::AsyncReadExt;
+
+use crate::spool::Spool;
+
+/// How long a process group gets between SIGTERM and SIGKILL.
+pub const TERM_GRACE: Duration = Duration::from_secs(2);
+
+/// What to run for one node attempt.
+pub struct NodeLaunch {
+    pub argv: Vec<String>,
+    pub workspace: PathBuf,
+    pub env: BTreeMap<String, String>,
+    pub generation: u32,
+}
+
+/// Runs one node attempt to its end: spawns it, streams its output into `spool`, reaps its
+/// group, and returns how it ended once the log is complete. `on_spawn` receives the process
+/// group id as soon as it exists, so the caller can cancel it.
+pub async fn run_node(launch: NodeLaunch, spool: &Spool, on_spawn: impl FnOnce(i32)) -> Exit {
+    let generation = launch.generation;
+    let (read_end, write_end) = match pipe() {
+        Ok(fds) => fds,
+        Err(e) => {
+            let _ = spool
+                .append(generation, format!("[odu] spawn failed: cannot create a pipe: {e}\n").as_bytes());
+            return Exit::SpawnFailed;
+        }
+    };
+    let mut cmd = std::process::Command::new(&launch.argv[0]);
+    cmd.args(&launch.argv[1..])
+        .current_dir(&launch.workspace)
+        .envs(&launch.env)
+        .stdin(Stdio::null())
+        .process_group(0);
+    match write_end.try_clone() {
+        Ok(dup) => {
+            cmd.stdout(Stdio::from(write_end)).stderr(Stdio::from(dup));
+        }
+        Err(e) => {
+            let _ = spool.append(generation, format!("[odu] spawn failed: {e}\n").as_bytes());
+            return Exit::SpawnFailed;
+        }
+    }
+    let mut cmd = tokio::process::Command::from(cmd);
+    cmd.kill_on_drop(false);
+    let spawned = cmd.spawn();
+    // Our copies of the write end must close, or the pipe never reaches its end.
+    drop(cmd);
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            let what = launch.argv[0].as_str();
+            let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                format!("{what} is not on PATH")
+            } else {
+                e.to_string()
+            };
+            let _ = spool.append(generation, format!("[odu] spawn failed: {hint}\n").as_bytes());
+            return Exit::SpawnFailed;
+        }
+    };
+    let pgid = child.id().map(|p| p as i32).unwrap_or(0);
+    on_spawn(pgid);
+
+    let mut reader = match tokio::net::unix::pipe::Receiver::from_owned_fd(read_end) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ =
+                spool.append(generation, format!("[odu] cannot read the node's output: {e}\n").as_bytes());
+            kill_group(pgid, libc::SIGKILL);
+            let _ = child.wait().await;
+            return Exit::SpawnFailed;
+        }
+    };
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut status = None;
+    let mut drain_deadline = None;
+    loop {
+        tokio::select! {
+            read = reader.read(&mut buf) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if let Err(e) = spool.append(generation, &buf[..n]) {
+                        eprintln!("odu-runner: cannot write a log: {e}");
+                    }
+                }
+            },
+            exited = child.wait(), if status.is_none() => {
+                status = Some(exited);
+                // Strays left in the group are reaped: TERM now, KILL after the grace period.
+                kill_group(pgid, libc::SIGTERM);
+                drain_deadline = Some(tokio::time::Instant::now() + TERM_GRACE);
+            }
+            _ = sleep_until(drain_deadline), if drain_deadline.is_some() => {
+                if kill_group(pgid, libc::SIGKILL) {
+                    drain_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                } else {
+                    // The group is gone yet the pipe stays open: a process that left the group
+                    // holds it. Stop waiting; say so in the log.
+                    let _ = spool.append(
+                        generation,
+                        b"\n[odu] log truncated: a process outside the node's group still holds its output open\n",
+                    );
+                    break;
+                }
+            }
+        }
+    }
+    let status = match status {
+        Some(status) => status,
+        None => child.wait().await,
+    };
+    // Whatever is still in the group after the pipe closed goes too.
+    if kill_group(pgid, libc::SIGTERM) {
+        escalate_later(pgid);
+    }
+    match status {
+        Ok(status) => match (status.code(), status.signal()) {
+            (Some(code), _) => Exit::Code(code),
+            (None, Some(sig)) => Exit::Signal(sig),
+            (None, None) => Exit::SpawnFailed,
+        },
+        Err(_) => Exit::SpawnFailed,
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid two-element array for pipe2 to fill.
+    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Sends `signal` to process group `pgid`; true when the group still had members.
+pub fn kill_group(pgid: i32, signal: i32) -> bool {
+    if pgid <= 1 {
+        return false;
+    }
+    // SAFETY: kill has no memory-safety preconditions; a negative pid addresses the group.
+    unsafe { libc::kill(-pgid, signal) == 0 }
+}
+
+/// Whether any process of the group is still alive.
+pub fn group_alive(pgid: i32) -> bool {
+    kill_group(pgid, 0)
+}
+
+/// SIGKILLs the group after the grace period if it is still there.
+pub fn escalate_later(pgid: i32) {
+    tokio::spawn(async move {
+        tokio::time::sleep(TERM_GRACE).await;
+        if group_alive(pgid) {
+            kill_group(pgid, libc::SIGKILL);
+        }
+    });
+}
+
+/// TERM every group, wait up to the grace period for them to go, KILL what is left. Blocking:
+/// used on the way out, when nothing else is left to do.
+pub fn terminate_groups(pgids: &[i32]) {
+    let alive: Vec<i32> = pgids.iter().copied().filter(|&p| kill_group(p, libc::SIGTERM)).collect();
+    let deadline = std::time::Instant::now() + TERM_GRACE;
+    while std::time::Instant::now() < deadline && alive.iter().any(|&p| group_alive(p)) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for p in alive {
+        kill_group(p, libc::SIGKILL);
+    }
+}
+
+/// Runs a short tool command to completion (stdin closed), returning its stdout on success.
+pub async fn tool_output(
+    program: &str,
+    args: &[&str],
+    dir: &Path,
+) -> std::io::Result<(bool, String, String)> {
+    let out = tokio::process::Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .await?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}

@@ -1,0 +1,255 @@
+//! The lane runner over an in-memory link: the protocol and scheduling contract.
+
+use std::time::Duration;
+
+use odu_core::NodeStatus::*;
+use odu_core::{NodeStatus, SETUP};
+use odu_proto::NodesFrame;
+use serde_json::json;
+
+use crate::harness::*;
+
+const CHAIN: &str = "build:\n    echo building\ntest:\n    echo testing\n";
+
+/// Every frame, applied in order, never shows a node started before all its needs were ok.
+fn assert_topological_in_every_frame(h: &LaneHarness) {
+    let mut state = std::collections::BTreeMap::new();
+    for frame in &h.frames {
+        match frame {
+            NodesFrame::Snapshot { nodes, .. } => {
+                state = nodes.iter().map(|n| (n.id.clone(), n.clone())).collect();
+            }
+            NodesFrame::Delta { nodes, .. } => {
+                for n in nodes {
+                    state.insert(n.id.clone(), n.clone());
+                }
+            }
+        }
+        for node in state.values() {
+            if matches!(node.status, Running | Ok) {
+                for need in &node.needs {
+                    assert_eq!(
+                        state[need].status, Ok,
+                        "{} was {} before its need {need} was ok",
+                        node.id, node.status
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn green_run_in_dependency_order_in_every_frame() {
+    let ws = workspace(CHAIN);
+    let mut h = LaneHarness::start().await;
+    let ack = h.configure(ws.path(), &[task("build", &[]), task("test", &["build"])]).await;
+    assert_eq!(ack.unwrap(), json!({"ok": true}));
+    h.until(|h| h.settled(3)).await;
+    assert_eq!(h.order, vec![SETUP, "build", "test"]);
+    assert!(h.state.values().all(|n| n.status == Ok), "{:?}", h.statuses());
+    assert_topological_in_every_frame(&h);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn configure_right_after_the_first_frame_loses_no_state_change() {
+    let ws = workspace("a:\n    true\nb:\n    true\nc:\n    true\n");
+    for _ in 0..5 {
+        let mut h = LaneHarness::start().await;
+        let tasks = [task("a", &[]), task("b", &["a"]), task("c", &["a"])];
+        let id = h
+            .client
+            .send("run.configure", json!({"name":"t","workspace":ws.path(),"tasks":tasks}))
+            .await
+            .unwrap();
+        h.until(|h| h.settled(4)).await;
+        h.response(id).await.unwrap();
+        assert!(h.state.values().all(|n| n.status == Ok));
+        assert_topological_in_every_frame(&h);
+        h.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn failing_node_keeps_its_exit_code_skips_dependents_and_siblings_finish() {
+    let ws = workspace("build:\n    exit 3\ntest:\n    true\nsibling:\n    sleep 0.3\n");
+    let mut h = LaneHarness::start().await;
+    h.configure(ws.path(), &[task("build", &[]), task("sibling", &[]), task("test", &["build"])])
+        .await
+        .unwrap();
+    h.until(|h| h.settled(4)).await;
+    assert_eq!(h.status("build"), Some(Failed));
+    assert_eq!(h.state["build"].exit_code, Some(3));
+    assert_eq!(h.status("test"), Some(Skipped));
+    assert_eq!(h.status("sibling"), Some(Ok));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn setup_failure_skips_everything() {
+    let mut h = LaneHarness::start().await;
+    let ack = h
+        .configure("/nonexistent/odu-workspace".as_ref(), &[task("build", &[]), task("test", &["build"])])
+        .await;
+    assert!(ack.is_ok(), "configure acks fast; setup failures surface as the setup node");
+    h.until(|h| h.settled(3)).await;
+    assert_eq!(h.status(SETUP), Some(Failed));
+    assert_eq!(h.status("build"), Some(Skipped));
+    assert_eq!(h.status("test"), Some(Skipped));
+    let log = h.subscribe_log(SETUP).await;
+    h.until(|h| h.log_kinds(log).contains(&"end")).await;
+    assert!(h.log_text(log).contains("does not exist"), "{}", h.log_text(log));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn rerun_resets_a_node_and_its_transitive_dependents() {
+    let ws = workspace("build:\n    true\ntest:\n    true\ndeploy:\n    true\nother:\n    true\n");
+    let mut h = LaneHarness::start().await;
+    let tasks = [task("build", &[]), task("other", &[]), task("test", &["build"]), task("deploy", &["test"])];
+    h.configure(ws.path(), &tasks).await.unwrap();
+    h.until(|h| h.settled(5)).await;
+    let before = h.frames.len();
+    h.request("node.rerun", json!({"id": "build"})).await.unwrap();
+    h.until(|h| h.settled(5) && h.state["deploy"].generation == 1).await;
+    let reset: Vec<String> = h.frames[before..]
+        .iter()
+        .flat_map(|f| match f {
+            NodesFrame::Delta { nodes, .. } => {
+                nodes.iter().filter(|n| n.status == Pending).map(|n| n.id.clone()).collect()
+            }
+            _ => vec![],
+        })
+        .collect();
+    for id in ["test", "deploy"] {
+        assert!(reset.contains(&id.to_string()), "{id} was not reset to pending: {reset:?}");
+    }
+    for id in ["build", "test", "deploy"] {
+        assert_eq!(h.state[id].generation, 1, "{id} ran again");
+        assert_eq!(h.status(id), Some(Ok));
+    }
+    assert_eq!(h.state["other"].generation, 0, "an unrelated node is untouched");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_of_a_running_node_skips_dependents() {
+    let ws = workspace("slow:\n    sleep 30\nafter:\n    true\n");
+    let mut h = LaneHarness::start().await;
+    h.configure(ws.path(), &[task("slow", &[]), task("after", &["slow"])]).await.unwrap();
+    h.until(|h| h.status("slow") == Some(Running)).await;
+    h.request("node.cancel", json!({"id": "slow"})).await.unwrap();
+    h.until(|h| h.settled(3)).await;
+    assert_eq!(h.status("slow"), Some(Cancelled));
+    assert_eq!(h.status("after"), Some(Skipped));
+    let outcome = odu_core::status::Outcome::of(h.state.values().map(|n| &n.status));
+    assert_ne!(outcome, odu_core::status::Outcome::Passed, "a cancelled run is not green");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_escalates_a_term_ignoring_recipe_tree_to_sigkill() {
+    let ws = workspace(
+        "stubborn:\n    #!/usr/bin/env bash\n    echo $$ > pid\n    trap '' TERM\n    while :; do sleep 0.1; done\n",
+    );
+    let mut h = LaneHarness::start().await;
+    h.configure(ws.path(), &[task("stubborn", &[])]).await.unwrap();
+    let pid = read_pid(ws.path().join("pid")).await;
+    h.request("node.cancel", json!({"id": "stubborn"})).await.unwrap();
+    assert!(wait_until_dead(pid, Duration::from_secs(15)).await, "the TERM-ignoring recipe survived");
+    h.until(|h| h.settled(2)).await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_stray_left_by_a_finished_node_is_reaped() {
+    let ws = workspace("leaky:\n    sleep 30 </dev/null >/dev/null 2>&1 & echo $! > stray\n");
+    let mut h = LaneHarness::start().await;
+    h.configure(ws.path(), &[task("leaky", &[])]).await.unwrap();
+    h.until(|h| h.settled(2)).await;
+    assert_eq!(h.status("leaky"), Some(Ok));
+    let stray = read_pid(ws.path().join("stray")).await;
+    assert!(wait_until_dead(stray, Duration::from_secs(10)).await, "the stray survived its node");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_recipe_writing_to_dev_stderr_works() {
+    let ws = workspace("reopen:\n    echo REOPENED > /dev/stderr\n");
+    let mut h = LaneHarness::start().await;
+    h.configure(ws.path(), &[task("reopen", &[])]).await.unwrap();
+    h.until(|h| h.settled(2)).await;
+    assert_eq!(h.status("reopen"), Some(Ok));
+    let log = h.subscribe_log("reopen").await;
+    h.until(|h| h.log_kinds(log).contains(&"end")).await;
+    assert!(h.log_text(log).contains("REOPENED"));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_late_subscriber_gets_the_snapshot_and_the_log_replay_then_end() {
+    let ws = workspace("mark:\n    echo MARK-ODU-LOG\n");
+    let mut h = LaneHarness::start().await;
+    h.configure(ws.path(), &[task("mark", &[])]).await.unwrap();
+    h.until(|h| h.settled(2)).await;
+    let late = h.client.send("nodes.get", json!({})).await.unwrap();
+    let mut first = None;
+    while first.is_none() {
+        if let Some(odu::client::ClientEvent::Item { stream, value }) = h.client.next().await.unwrap() {
+            if stream == late {
+                first = Some(serde_json::from_value::<NodesFrame>(value).unwrap());
+            }
+        }
+    }
+    match first.unwrap() {
+        NodesFrame::Snapshot { nodes, .. } => assert!(nodes.iter().all(|n| n.status == Ok)),
+        other => panic!("first frame was not a snapshot: {other:?}"),
+    }
+    let log = h.subscribe_log("mark").await;
+    h.until(|h| h.log_kinds(log).contains(&"end")).await;
+    assert_eq!(h.log_kinds(log), vec!["snapshot", "end"]);
+    assert!(h.log_text(log).contains("MARK-ODU-LOG"));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn rerun_reopens_an_ended_empty_log() {
+    let ws = workspace("build:\n    exit 1\ntest:\n    true\n");
+    let mut h = LaneHarness::start().await;
+    h.configure(ws.path(), &[task("build", &[]), task("test", &["build"])]).await.unwrap();
+    h.until(|h| h.settled(3)).await;
+    let log = h.subscribe_log("test").await;
+    h.until(|h| h.log_kinds(log) == ["snapshot", "end"]).await;
+    h.request("node.rerun", json!({"id": "build"})).await.unwrap();
+    h.until(|h| h.log_kinds(log).len() >= 3).await;
+    assert_eq!(h.log_kinds(log)[2], "snapshot", "the skipped node's empty log reopened");
+    h.until(|h| h.log_kinds(log).iter().filter(|k| **k == "end").count() == 2).await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_second_configure_is_refused() {
+    let ws = workspace(CHAIN);
+    let mut h = LaneHarness::start().await;
+    h.configure(ws.path(), &[task("build", &[])]).await.unwrap();
+    let second = h.configure(ws.path(), &[task("build", &[])]).await.unwrap_err();
+    assert!(second.message.contains("already configured"), "{second}");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn rerun_or_cancel_of_an_unknown_node_is_refused() {
+    let ws = workspace(CHAIN);
+    let mut h = LaneHarness::start().await;
+    h.configure(ws.path(), &[task("build", &[])]).await.unwrap();
+    h.until(|h| h.settled(2)).await;
+    for method in ["node.rerun", "node.cancel"] {
+        let err = h.request(method, json!({"id": "nope"})).await.unwrap_err();
+        assert!(err.message.contains("nope"), "{err}");
+    }
+    let err = h.request("node.cancel", json!({"id": "build"})).await.unwrap_err();
+    assert!(err.message.contains("already finished"), "{err}");
+    assert_eq!(h.status("build"), Some(NodeStatus::Ok));
+    h.stop().await;
+}
