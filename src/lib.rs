@@ -4,7 +4,20 @@
 //! thin `main`s over this library so tests can drive every part in-process.
 
 pub mod cell;
+pub mod cli;
 pub mod client;
+pub mod clock;
+pub mod command;
+pub mod coordinator;
+pub mod error;
+pub mod face;
+pub mod fan_in;
+pub mod git;
+pub mod hosts;
+pub mod just;
+pub mod lane;
+pub mod ledger;
 pub mod runner;
 pub mod spool;
+pub mod tool;
 pub mod wire;

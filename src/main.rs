@@ -1,1 +1,22 @@
-fn main() {}
+//! `odu`: the coordinator and its faces.
+
+use clap::Parser;
+use odu::cli::{Cli, Command};
+use odu::command;
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => command::run::run(args),
+        Command::Dump(args) => command::plan::dump(args),
+        Command::Graph(args) => command::plan::graph(args),
+        Command::Runs(args) => command::runs::runs(args),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("odu: {}", e.message);
+            std::process::exit(e.code);
+        }
+    }
+}

@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use crate::cell::{Hub, Revisioned};
+use crate::clock::now_ms;
 use crate::spool::{Spool, SpoolChunk, SpoolReader};
 use crate::wire::{FrameReader, Incoming, spawn_writer};
 
@@ -237,13 +238,6 @@ pub fn log_frame_json(frame: &SpoolChunk) -> Vec<u8> {
         SpoolChunk::Bytes(bytes) => format!(r#"{{"kind":"append","data":"{}"}}"#, b64(bytes)).into_bytes(),
         SpoolChunk::End => br#"{"kind":"end"}"#.to_vec(),
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl Actor {

@@ -1,0 +1,87 @@
+//! The command line as typed (clap). Nothing below `main` sees these types: each command
+//! resolves them into its own configuration first.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "odu",
+    version,
+    about = "A CI runner you attach to: runs a justfile's [metadata(\"ci\")] recipe DAG on local and remote lanes",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the pipeline (or the selected recipes) and wait for the verdict.
+    Run(RunArgs),
+    /// Print the plan as JSON with a content digest.
+    Dump(PlanArgs),
+    /// Print the plan as a Mermaid flowchart.
+    Graph(PlanArgs),
+    /// List the runs recorded in this checkout, newest first.
+    Runs(RunsArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProgressFormat {
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Recipes to run, as `recipe` (every platform) or `recipe@platform` (one lane).
+    #[arg(value_name = "RECIPE[@PLATFORM]")]
+    pub selectors: Vec<String>,
+    /// Only run these platforms (repeatable).
+    #[arg(long = "platform", value_name = "P")]
+    pub platforms: Vec<String>,
+    /// Run platform P on ADDR for this run only (repeatable), e.g. x86_64-linux=localhost.
+    #[arg(long = "host", value_name = "P=ADDR")]
+    pub hosts: Vec<String>,
+    /// Use this recipe as the root instead of the [metadata("ci")] one.
+    #[arg(long, value_name = "NAMEPATH")]
+    pub root: Option<String>,
+    /// Run the selected recipes without their dependencies.
+    #[arg(long)]
+    pub no_deps: bool,
+    /// Strict run, but post no GitHub statuses.
+    #[arg(long)]
+    pub no_post: bool,
+    /// Run the live working tree instead of a snapshot of HEAD (implies --no-post).
+    #[arg(long)]
+    pub no_snapshot: bool,
+    /// Shorthand for --no-snapshot --no-post: a dev iteration on a dirty tree.
+    #[arg(long)]
+    pub no_strict: bool,
+    /// Print one JSON line per node transition on stdout.
+    #[arg(long, value_name = "FORMAT")]
+    pub progress: Option<ProgressFormat>,
+    /// Cap concurrently running nodes per lane.
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Use this recipe as the root instead of the [metadata("ci")] one.
+    #[arg(long, value_name = "NAMEPATH")]
+    pub root: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+    pub output: OutputFormat,
+}

@@ -1,0 +1,286 @@
+//! How a run looks: a live matrix on a TTY, one line per transition when piped, NDJSON with
+//! `--progress json`, and always a verdict summary on stderr at the end.
+
+use std::io::Write;
+
+use odu_core::NodeStatus;
+use odu_core::duration::go_duration;
+use odu_core::status::Outcome;
+use serde_json::json;
+
+use crate::clock::now_ms;
+use crate::fan_in::{FanIn, FanNode, Transition};
+
+pub trait Face {
+    fn start(&mut self, _fan: &FanIn) {}
+    fn transition(&mut self, fan: &FanIn, change: &Transition);
+    /// Called periodically; faces that animate repaint here.
+    fn tick(&mut self, _fan: &FanIn) {}
+    /// Leaves the terminal clean before the verdict is printed.
+    fn finish(&mut self, _fan: &FanIn) {}
+}
+
+/// Whether to colour output written to a terminal.
+pub fn colors_enabled(is_tty: bool) -> bool {
+    is_tty && std::env::var_os("NO_COLOR").is_none() && std::env::var("TERM").map_or(true, |t| t != "dumb")
+}
+
+fn paint(on: bool, sgr: &str, text: &str) -> String {
+    if on { format!("\x1b[{sgr}m{text}\x1b[0m") } else { text.to_string() }
+}
+
+/// The duration shown for a node: final when terminal, ticking while it runs.
+pub fn shown_duration(node: &FanNode, now: u64) -> Option<String> {
+    match (node.view.status, node.view.duration_ms, node.view.started_at) {
+        (_, Some(ms), _) => Some(go_duration(ms)),
+        (NodeStatus::Running, None, Some(start)) => Some(go_duration(now.saturating_sub(start))),
+        _ => None,
+    }
+}
+
+/// One `--progress json` line.
+pub fn progress_line(node: &FanNode) -> Option<String> {
+    let word = node.view.status.progress_word()?;
+    let mut value = json!({
+        "node": node.id,
+        "recipe": node.task,
+        "platform": node.platform,
+        "status": word,
+        "log": node.log,
+    });
+    if let Some(code) = node.view.exit_code {
+        value["exit_code"] = json!(code);
+    }
+    Some(value.to_string())
+}
+
+/// NDJSON on stdout, one line per transition (never for `pending`).
+pub struct JsonFace;
+
+impl Face for JsonFace {
+    fn transition(&mut self, fan: &FanIn, change: &Transition) {
+        if let Some(line) = progress_line(&fan.nodes[&change.id]) {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+    }
+}
+
+/// One line per transition on stdout, with a heartbeat when nothing happened for a minute.
+pub struct PlainFace {
+    color: bool,
+    last_line: std::time::Instant,
+}
+
+impl PlainFace {
+    pub fn new(color: bool) -> Self {
+        PlainFace { color, last_line: std::time::Instant::now() }
+    }
+}
+
+impl Face for PlainFace {
+    fn transition(&mut self, fan: &FanIn, change: &Transition) {
+        let node = &fan.nodes[&change.id];
+        if change.to == NodeStatus::Pending {
+            return;
+        }
+        let mut line = format!("{} {:<9} {}", node.view.status.glyph(), node.view.status.as_str(), node.id);
+        if change.to.is_terminal() {
+            if let Some(d) = shown_duration(node, now_ms()) {
+                line.push_str(&format!(" {d}"));
+            }
+        }
+        if change.to.is_red() {
+            line.push_str(&format!("  → {}", node.log));
+        }
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{}", paint(self.color, node.view.status.sgr(), &line));
+        let _ = out.flush();
+        self.last_line = std::time::Instant::now();
+    }
+
+    fn tick(&mut self, fan: &FanIn) {
+        if self.last_line.elapsed() < std::time::Duration::from_secs(60) {
+            return;
+        }
+        let now = now_ms();
+        let running: Vec<String> = fan
+            .ordered()
+            .filter(|n| n.view.status == NodeStatus::Running)
+            .map(|n| format!("{} ({})", n.id, shown_duration(n, now).unwrap_or_default()))
+            .collect();
+        if !running.is_empty() {
+            println!("… still running: {}", running.join(", "));
+        }
+        self.last_line = std::time::Instant::now();
+    }
+}
+
+/// The live matrix (recipes × platforms) repainted in place on a TTY. Red transitions are
+/// printed above it so they stay in the scrollback.
+pub struct LiveFace {
+    color: bool,
+    drawn: usize,
+    spinner: usize,
+}
+
+impl LiveFace {
+    pub fn new(color: bool) -> Self {
+        LiveFace { color, drawn: 0, spinner: 0 }
+    }
+
+    fn clear(&mut self, out: &mut impl Write) {
+        if self.drawn > 0 {
+            let _ = write!(out, "\x1b[{}F\x1b[J", self.drawn);
+            self.drawn = 0;
+        }
+    }
+
+    fn draw(&mut self, fan: &FanIn, out: &mut impl Write) {
+        let lines = render_matrix(fan, now_ms(), self.color, self.spinner);
+        for line in &lines {
+            let _ = writeln!(out, "{line}");
+        }
+        self.drawn = lines.len();
+        let _ = out.flush();
+    }
+}
+
+impl Face for LiveFace {
+    fn start(&mut self, fan: &FanIn) {
+        let mut out = std::io::stdout().lock();
+        let _ = write!(out, "\x1b[?25l");
+        self.draw(fan, &mut out);
+    }
+
+    fn transition(&mut self, fan: &FanIn, change: &Transition) {
+        if !change.to.is_red() {
+            return;
+        }
+        let node = &fan.nodes[&change.id];
+        let mut out = std::io::stdout().lock();
+        self.clear(&mut out);
+        let line = format!("{} {} {}  → {}", node.view.status.glyph(), node.view.status, node.id, node.log);
+        let _ = writeln!(out, "{}", paint(self.color, node.view.status.sgr(), &line));
+        self.draw(fan, &mut out);
+    }
+
+    fn tick(&mut self, fan: &FanIn) {
+        self.spinner = self.spinner.wrapping_add(1);
+        let mut out = std::io::stdout().lock();
+        self.clear(&mut out);
+        self.draw(fan, &mut out);
+    }
+
+    fn finish(&mut self, fan: &FanIn) {
+        let mut out = std::io::stdout().lock();
+        self.clear(&mut out);
+        self.draw(fan, &mut out);
+        let _ = write!(out, "\x1b[?25h");
+        let _ = out.flush();
+    }
+}
+
+const SPINNER: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+
+/// The matrix: a header, one row per task with a cell per platform, and a counts line.
+pub fn render_matrix(fan: &FanIn, now: u64, color: bool, spinner: usize) -> Vec<String> {
+    let platforms: Vec<&str> = fan.lanes.iter().map(|(p, _)| p.as_str()).collect();
+    let mut tasks: Vec<&str> = Vec::new();
+    for node in fan.ordered() {
+        if !tasks.contains(&node.task.as_str()) {
+            tasks.push(&node.task);
+        }
+    }
+    let mark = match (fan.settled(), fan.outcome()) {
+        (false, _) => SPINNER[spinner % SPINNER.len()].to_string(),
+        (true, Outcome::Passed) => paint(color, "32", "✔"),
+        (true, _) => paint(color, "31", "✗"),
+    };
+    let mut lines = vec![format!(
+        "odu {mark} {} @ {} · {}",
+        fan.name,
+        fan.label,
+        go_duration(now.saturating_sub(fan.started_at))
+    )];
+    let label = |t: &str| t.strip_prefix("ci::").unwrap_or(t).to_string();
+    let width = tasks.iter().map(|t| label(t).chars().count()).max().unwrap_or(6).max(6);
+    let cell_width = platforms.iter().map(|p| p.len()).max().unwrap_or(8).max(10);
+    let mut header = format!("  {:<width$}", "recipe");
+    for p in &platforms {
+        header.push_str(&format!("  {p:<cell_width$}"));
+    }
+    lines.push(paint(color, "1", header.trim_end()));
+    for task in &tasks {
+        let mut row = format!("  {:<width$}", label(task));
+        for p in &platforms {
+            let cell = match fan.nodes.get(&format!("{task}@{p}")) {
+                Some(node) => {
+                    let text = format!(
+                        "{} {}",
+                        node.view.status.glyph(),
+                        shown_duration(node, now).unwrap_or_default()
+                    );
+                    let padded = format!("{text:<cell_width$}");
+                    paint(color, node.view.status.sgr(), &padded)
+                }
+                None => format!("{:<cell_width$}", "·"),
+            };
+            row.push_str("  ");
+            row.push_str(&cell);
+        }
+        lines.push(row.trim_end().to_string());
+    }
+    lines.push(counts_line(fan));
+    lines
+}
+
+/// `3 ok · 1 running · 1 failed` (empty buckets dropped).
+pub fn counts_line(fan: &FanIn) -> String {
+    NodeStatus::ALL
+        .iter()
+        .filter_map(|s| {
+            let n = fan.count(*s);
+            (n > 0).then(|| format!("{n} {s}"))
+        })
+        .collect::<Vec<_>>()
+        .join(" · ")
+}
+
+/// The verdict summary printed on stderr at the end of every run.
+pub fn verdict(fan: &FanIn, interrupted: bool, color: bool) -> String {
+    let mut out = format!("── ci run summary @ {} ──\n", fan.label);
+    let now = now_ms();
+    for node in fan.ordered() {
+        let status = node.view.status;
+        let mut line = format!("  {} {:<44} {:<9}", status.glyph(), node.id, status.as_str());
+        if let Some(d) = shown_duration(node, now) {
+            line.push_str(&format!(" {d}"));
+        }
+        if let Some(code) = node.view.exit_code.filter(|c| *c != 0) {
+            line.push_str(&format!(" (exit {code})"));
+        }
+        if status.is_red() || status == NodeStatus::Cancelled {
+            line.push_str(&format!("  {}", node.log));
+        }
+        out.push_str(&paint(color, status.sgr(), line.trim_end()));
+        out.push('\n');
+    }
+    let word = match (interrupted, fan.outcome()) {
+        (true, _) => paint(color, "33", "INTERRUPTED"),
+        (false, Outcome::Passed) => paint(color, "32", "OK"),
+        (false, Outcome::Failed) => paint(color, "31", "FAILED"),
+        (false, Outcome::Incomplete) => paint(color, "33", "INCOMPLETE"),
+    };
+    out.push_str(&format!(
+        "{} ok · {} failed · {} errored · {} skipped · {} cancelled — {word} in {}\n",
+        fan.count(NodeStatus::Ok),
+        fan.count(NodeStatus::Failed),
+        fan.count(NodeStatus::Errored),
+        fan.count(NodeStatus::Skipped),
+        fan.count(NodeStatus::Cancelled),
+        go_duration(now.saturating_sub(fan.started_at)),
+    ));
+    out
+}

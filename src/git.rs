@@ -1,0 +1,103 @@
+//! The git facts odu needs: the checkout, its HEAD, whether it is dirty, and detached
+//! worktrees that pin HEAD for strict runs.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{CliError, CliResult};
+use crate::tool;
+
+fn git(dir: &Path, args: &[&str]) -> CliResult<tool::ToolOutput> {
+    tool::run("git", args, dir).map_err(|e| CliError::refused(format!("cannot run git ({e}): install git")))
+}
+
+/// The top level of the checkout containing `dir`.
+pub fn toplevel(dir: &Path) -> CliResult<PathBuf> {
+    let out = git(dir, &["rev-parse", "--show-toplevel"])?;
+    if !out.success {
+        return Err(CliError::refused(format!(
+            "{} is not inside a git checkout: run odu from a git repository (or git init one)",
+            dir.display()
+        )));
+    }
+    Ok(PathBuf::from(out.stdout.trim()))
+}
+
+/// The full sha of HEAD.
+pub fn head(repo: &Path) -> CliResult<String> {
+    let out = git(repo, &["rev-parse", "--verify", "HEAD^{commit}"])?;
+    if !out.success {
+        return Err(CliError::refused("the repository has no commit yet: commit the justfile first"));
+    }
+    Ok(out.stdout.trim().to_string())
+}
+
+/// Paths `git status --porcelain` reports, ignoring odu's own `.ci` folder.
+pub fn dirty_paths(repo: &Path) -> CliResult<Vec<String>> {
+    let out = git(repo, &["status", "--porcelain", "--", ".", ":(exclude).ci"])?;
+    if !out.success {
+        return Err(CliError::refused(format!("git status failed: {}", out.stderr.trim())));
+    }
+    Ok(out.stdout.lines().map(|l| l.get(3..).unwrap_or(l).to_string()).collect())
+}
+
+/// The `origin` remote's URL, if any.
+pub fn origin(repo: &Path) -> Option<String> {
+    let out = git(repo, &["remote", "get-url", "origin"]).ok()?;
+    out.success.then(|| out.stdout.trim().to_string())
+}
+
+/// `owner/repo` for a GitHub origin (https or ssh form).
+pub fn github_repo(url: &str) -> Option<String> {
+    let rest = url
+        .strip_prefix("https://github.com/")
+        .or_else(|| url.strip_prefix("http://github.com/"))
+        .or_else(|| url.strip_prefix("git@github.com:"))
+        .or_else(|| url.strip_prefix("ssh://git@github.com/"))?;
+    let rest = rest.trim_end_matches('/').trim_end_matches(".git");
+    let mut parts = rest.split('/');
+    let (owner, name) = (parts.next()?, parts.next()?);
+    (parts.next().is_none() && !owner.is_empty() && !name.is_empty()).then(|| format!("{owner}/{name}"))
+}
+
+/// A detached worktree of one commit, removed when dropped.
+pub struct Snapshot {
+    repo: PathBuf,
+    pub dir: PathBuf,
+}
+
+impl Snapshot {
+    pub fn create(repo: &Path, sha: &str) -> CliResult<Snapshot> {
+        let parent = std::env::temp_dir();
+        let dir = (0..1000)
+            .map(|i| parent.join(format!("odu-{}-{}-{i}", &sha[..7], std::process::id())))
+            .find(|d| !d.exists())
+            .ok_or_else(|| CliError::refused("cannot find a free temporary directory for the snapshot"))?;
+        let dir_str = dir.display().to_string();
+        let out = git(repo, &["worktree", "add", "--detach", "--quiet", &dir_str, sha])?;
+        if !out.success {
+            return Err(CliError::refused(format!("cannot pin HEAD in a worktree: {}", out.stderr.trim())));
+        }
+        Ok(Snapshot { repo: repo.to_path_buf(), dir })
+    }
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        let dir = self.dir.display().to_string();
+        let _ = git(&self.repo, &["worktree", "remove", "--force", &dir]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = git(&self.repo, &["worktree", "prune"]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::github_repo;
+
+    #[test]
+    fn understands_https_and_ssh_github_remotes() {
+        assert_eq!(github_repo("git@github.com:juspay/kolu.git").as_deref(), Some("juspay/kolu"));
+        assert_eq!(github_repo("https://github.com/juspay/odu").as_deref(), Some("juspay/odu"));
+        assert_eq!(github_repo("https://git.sr.ht/~x/y"), None);
+    }
+}

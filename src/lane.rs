@@ -1,0 +1,350 @@
+//! A lane as the coordinator sees it: a runner reached over a transport, driven through the
+//! protocol client, with its logs written into the trail as bytes arrive.
+//!
+//! The localhost lane is `odu-runner --stdio` as a child process; every transport yields the
+//! same (reader, writer) pair for the same client. A node's terminal status is released to the
+//! coordinator only after its whole log reached the trail (the runner's `end` frame for that
+//! generation), so nothing reports done with output still owed.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use odu_core::{NodeView, SETUP, TaskSpec};
+use odu_proto::{
+    Configure, LogFrame, NODE_CANCEL, NODE_LOG_GET, NODE_RERUN, NODES_GET, NodesFrame, RUN_CONFIGURE,
+};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
+use tokio::sync::mpsc;
+
+use crate::client::{Client, ClientError, ClientEvent};
+use crate::spool::Spool;
+
+/// Everything a lane needs to run.
+#[derive(Clone, Debug)]
+pub struct LaneSpec {
+    pub platform: String,
+    /// `localhost` or an ssh destination, as configured.
+    pub host: String,
+    pub name: String,
+    pub workspace: PathBuf,
+    pub tasks: Vec<TaskSpec>,
+    pub jobs: Option<usize>,
+    pub env: BTreeMap<String, String>,
+    /// `.ci/<sha7>/<platform>`: where the lane's logs go.
+    pub log_dir: PathBuf,
+    /// The runner binary for a local lane.
+    pub runner: PathBuf,
+}
+
+/// What the coordinator asks of a lane.
+#[derive(Debug)]
+pub enum LaneCommand {
+    Rerun {
+        id: String,
+        reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+    },
+    Cancel {
+        id: String,
+        reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+    },
+    /// Close the link: the runner kills its process groups and exits.
+    Shutdown,
+}
+
+/// What a lane tells the coordinator. Node ids are the lane's own (`ci::e2e`, `_ci-setup`).
+#[derive(Debug)]
+pub enum LaneReport {
+    Nodes {
+        platform: String,
+        nodes: Vec<NodeView>,
+    },
+    /// The link died before the lane was shut down.
+    Died {
+        platform: String,
+        reason: String,
+    },
+    /// The lane finished shutting down.
+    Closed {
+        platform: String,
+    },
+}
+
+/// The trail spools of one lane, by lane-local node id.
+pub struct LaneLogs {
+    pub spools: BTreeMap<String, Spool>,
+}
+
+impl LaneLogs {
+    /// Creates the lane's log folder and claims every node's file: a new run of the same sha
+    /// replaces the files of the last one.
+    pub fn create(spec: &LaneSpec) -> std::io::Result<LaneLogs> {
+        std::fs::create_dir_all(&spec.log_dir)?;
+        let mut spools = BTreeMap::new();
+        spools.insert(SETUP.to_string(), Spool::create(&spec.log_dir.join(format!("{SETUP}.log")))?);
+        for task in &spec.tasks {
+            let file = format!("{}.log", odu_core::node_id::log_file_stem(&task.id));
+            spools.insert(task.id.clone(), Spool::create(&spec.log_dir.join(file))?);
+        }
+        Ok(LaneLogs { spools })
+    }
+
+    /// Appends a coordinator line (`[odu] …`) to the setup log.
+    pub fn narrate(&self, line: &str) {
+        if let Some(spool) = self.spools.get(SETUP) {
+            let _ = spool.append(spool.generation(), format!("[odu] {line}\n").as_bytes());
+        }
+    }
+}
+
+/// Runs a local lane: spawns the runner and drives it until shutdown or death.
+pub async fn run_local(
+    spec: LaneSpec,
+    logs: LaneLogs,
+    commands: mpsc::UnboundedReceiver<LaneCommand>,
+    reports: mpsc::UnboundedSender<LaneReport>,
+) {
+    let platform = spec.platform.clone();
+    logs.narrate(&format!("lane {platform}: starting {} --stdio on localhost", spec.runner.display()));
+    let child = tokio::process::Command::new(&spec.runner)
+        .arg("--stdio")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) => {
+            let reason = format!("cannot start the runner {}: {e}", spec.runner.display());
+            die(&spec, &logs, &reports, reason, &BTreeMap::new());
+            let _ = reports.send(LaneReport::Closed { platform });
+            return;
+        }
+    };
+    let stdin = child.stdin.take().expect("piped");
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+    // The runner's diagnostics belong in the setup log, not on the user's terminal.
+    let setup_spool = logs.spools.get(SETUP).cloned();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(spool) = &setup_spool {
+                let _ = spool.append(spool.generation(), format!("[runner] {line}\n").as_bytes());
+            }
+        }
+    });
+    drive(&spec, &logs, stdout, stdin, commands, &reports).await;
+    // The link is closed: the runner kills its groups and exits on its own; give it the grace
+    // period plus a margin before forcing it.
+    match tokio::time::timeout(std::time::Duration::from_secs(5), child.wait()).await {
+        Ok(_) => {}
+        Err(_) => {
+            let _ = child.kill().await;
+        }
+    }
+    let _ = reports.send(LaneReport::Closed { platform });
+}
+
+/// Drives one runner link to its end.
+pub async fn drive<R, W>(
+    spec: &LaneSpec,
+    logs: &LaneLogs,
+    reader: R,
+    writer: W,
+    mut commands: mpsc::UnboundedReceiver<LaneCommand>,
+    reports: &mpsc::UnboundedSender<LaneReport>,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let mut link = LaneLink::new(spec);
+    let mut client = match Client::connect(reader, writer, "odu").await {
+        Ok(client) => client,
+        Err(e) => {
+            die(spec, logs, reports, format!("runner handshake failed: {e}"), &link.views);
+            return;
+        }
+    };
+    logs.narrate(&format!("lane {}: runner attached ({})", spec.platform, client.peer_build));
+    let setup = async {
+        link.nodes_stream = client.send(NODES_GET, json!({})).await?;
+        let configure = Configure {
+            name: spec.name.clone(),
+            workspace: spec.workspace.display().to_string(),
+            tasks: spec.tasks.clone(),
+            jobs: spec.jobs,
+            env: spec.env.clone(),
+        };
+        client.call(RUN_CONFIGURE, json!(configure)).await?;
+        for id in logs.spools.keys() {
+            let stream = client.send(NODE_LOG_GET, json!({ "id": id })).await?;
+            link.log_streams.insert(stream, id.clone());
+        }
+        Ok::<_, ClientError>(())
+    };
+    if let Err(e) = setup.await {
+        die(spec, logs, reports, format!("runner refused the lane: {e}"), &link.views);
+        return;
+    }
+    let mut pending_replies: BTreeMap<u64, tokio::sync::oneshot::Sender<Result<(), String>>> =
+        BTreeMap::new();
+    loop {
+        tokio::select! {
+            event = client.next() => match event {
+                Ok(Some(ClientEvent::Item { stream, value })) => {
+                    let released = link.on_item(logs, stream, value);
+                    if !released.is_empty() {
+                        let _ = reports.send(LaneReport::Nodes { platform: spec.platform.clone(), nodes: released });
+                    }
+                }
+                Ok(Some(ClientEvent::Response { id, result })) => {
+                    if let Some(reply) = pending_replies.remove(&id) {
+                        let _ = reply.send(result.map(|_| ()).map_err(|e| e.message));
+                    }
+                }
+                Ok(None) => {
+                    die(spec, logs, reports, "the runner's link closed".into(), &link.views);
+                    return;
+                }
+                Err(e) => {
+                    die(spec, logs, reports, format!("the runner's link failed: {e}"), &link.views);
+                    return;
+                }
+            },
+            command = commands.recv() => match command {
+                Some(LaneCommand::Rerun { id, reply }) => match client.send(NODE_RERUN, json!({ "id": id })).await {
+                    Ok(req) => { pending_replies.insert(req, reply); }
+                    Err(e) => { let _ = reply.send(Err(e.to_string())); }
+                },
+                Some(LaneCommand::Cancel { id, reply }) => match client.send(NODE_CANCEL, json!({ "id": id })).await {
+                    Ok(req) => { pending_replies.insert(req, reply); }
+                    Err(e) => { let _ = reply.send(Err(e.to_string())); }
+                },
+                Some(LaneCommand::Shutdown) | None => {
+                    for spool in logs.spools.values() {
+                        spool.end(spool.generation());
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Marks the lane dead in its logs and tells the coordinator.
+fn die(
+    spec: &LaneSpec,
+    logs: &LaneLogs,
+    reports: &mpsc::UnboundedSender<LaneReport>,
+    reason: String,
+    views: &BTreeMap<String, NodeView>,
+) {
+    logs.narrate(&format!("lane {} died: {reason}", spec.platform));
+    for (id, spool) in &logs.spools {
+        let running = views.get(id).is_some_and(|v| v.status == odu_core::NodeStatus::Running);
+        if running && id != SETUP {
+            let _ = spool.append(spool.generation(), format!("\n[odu] lane died: {reason}\n").as_bytes());
+        }
+        spool.end(spool.generation());
+    }
+    let _ = reports.send(LaneReport::Died { platform: spec.platform.clone(), reason });
+}
+
+/// The coordinator's mirror of one runner: its views, the log streams, and the terminal gate.
+struct LaneLink {
+    nodes_stream: u64,
+    log_streams: BTreeMap<u64, String>,
+    /// The runner's latest view of each node.
+    views: BTreeMap<String, NodeView>,
+    /// Per node: the log generation seen and whether its end arrived.
+    log_state: BTreeMap<String, (u32, bool)>,
+    /// Views held back until their log is complete.
+    held: BTreeMap<String, NodeView>,
+}
+
+impl LaneLink {
+    fn new(_spec: &LaneSpec) -> Self {
+        LaneLink {
+            nodes_stream: 0,
+            log_streams: BTreeMap::new(),
+            views: BTreeMap::new(),
+            log_state: BTreeMap::new(),
+            held: BTreeMap::new(),
+        }
+    }
+
+    fn log_complete(&self, view: &NodeView) -> bool {
+        self.log_state
+            .get(&view.id)
+            .is_some_and(|&(generation, ended)| generation == view.generation && ended)
+    }
+
+    /// Handles one stream item; returns the views now releasable to the coordinator.
+    fn on_item(&mut self, logs: &LaneLogs, stream: u64, value: Value) -> Vec<NodeView> {
+        if stream == self.nodes_stream {
+            let Ok(frame) = serde_json::from_value::<NodesFrame>(value) else { return vec![] };
+            let nodes = match frame {
+                NodesFrame::Snapshot { nodes, .. } | NodesFrame::Delta { nodes, .. } => nodes,
+            };
+            let mut released = Vec::new();
+            for view in nodes {
+                self.views.insert(view.id.clone(), view.clone());
+                if view.status.is_terminal() && !self.log_complete(&view) {
+                    self.held.insert(view.id.clone(), view);
+                } else {
+                    self.held.remove(&view.id);
+                    released.push(view);
+                }
+            }
+            return released;
+        }
+        let Some(id) = self.log_streams.get(&stream).cloned() else { return vec![] };
+        let Some(spool) = logs.spools.get(&id) else { return vec![] };
+        let Ok(frame) = serde_json::from_value::<LogFrame>(value) else { return vec![] };
+        match frame {
+            LogFrame::Snapshot { generation, data } => {
+                let bytes = LogFrame::decode_data(&data).unwrap_or_default();
+                if id == SETUP {
+                    // The setup log also holds the coordinator's narration: append, never reset.
+                    spool.reopen();
+                    let _ = spool.append(spool.generation(), &bytes);
+                } else {
+                    let known = self.log_state.get(&id).map(|s| s.0);
+                    if known.is_some() || generation > 0 {
+                        let path = spool.state().path;
+                        let _ = spool.reset(generation, &path);
+                    }
+                    let _ = spool.append(generation, &bytes);
+                }
+                self.log_state.insert(id.clone(), (generation, false));
+            }
+            LogFrame::Append { data } => {
+                let bytes = LogFrame::decode_data(&data).unwrap_or_default();
+                let _ = spool.append(spool.generation(), &bytes);
+            }
+            LogFrame::End => {
+                if let Some(state) = self.log_state.get_mut(&id) {
+                    state.1 = true;
+                }
+                if id != SETUP {
+                    spool.end(spool.generation());
+                }
+                if let Some(view) = self.held.get(&id) {
+                    if self.log_complete(view) {
+                        return self.held.remove(&id).into_iter().collect();
+                    }
+                }
+            }
+            LogFrame::Missed { bytes } => {
+                let _ = spool.append(
+                    spool.generation(),
+                    format!("\n[odu] log truncated: {bytes} bytes were lost on the link\n").as_bytes(),
+                );
+            }
+        }
+        vec![]
+    }
+}

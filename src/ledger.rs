@@ -1,0 +1,206 @@
+//! The run ledger: `.ci/<label>/runs/<seq>.json`, one record per run.
+//!
+//! A seq is reserved by exclusive create (never reused, even when its run crashed). The record
+//! is written at reservation (outcome `running`, with the coordinator's pid), and replaced
+//! atomically (write a temporary file, rename) on every terminal path. A `running` record whose
+//! pid is gone belongs to a coordinator that died: readers report it `incomplete`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaneRecord {
+    pub platform: String,
+    pub host: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub id: String,
+    pub status: odu_core::NodeStatus,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
+    pub log: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub version: u32,
+    /// `owner/repo` for a GitHub origin.
+    #[serde(default)]
+    pub repo: Option<String>,
+    pub sha: String,
+    /// `<sha7>` or `<sha7>+dirty`: the folder under `.ci`.
+    pub label: String,
+    pub seq: u64,
+    pub dirty: bool,
+    pub pipeline: String,
+    /// `running`, `passed`, `failed` or `incomplete`.
+    pub outcome: String,
+    #[serde(default)]
+    pub pid: Option<u32>,
+    pub started_at: u64,
+    #[serde(default)]
+    pub finished_at: Option<u64>,
+    pub lanes: Vec<LaneRecord>,
+    pub nodes: Vec<NodeRecord>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unposted: Vec<serde_json::Value>,
+}
+
+impl RunRecord {
+    /// `<sha7>#<seq>`.
+    pub fn reference(&self) -> String {
+        format!("{}#{}", &self.sha[..7.min(self.sha.len())], self.seq)
+    }
+
+    /// The outcome, with a `running` record of a dead coordinator read as `incomplete`.
+    pub fn effective_outcome(&self) -> &str {
+        if self.outcome == "running" && !self.pid.is_some_and(pid_alive) {
+            "incomplete"
+        } else {
+            &self.outcome
+        }
+    }
+}
+
+pub fn pid_alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    let alive = unsafe { libc::kill(pid as i32, 0) } == 0;
+    alive || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+fn runs_dir(ci: &Path, label: &str) -> PathBuf {
+    ci.join(label).join("runs")
+}
+
+/// Reserves the next seq for `label` by exclusive create, writing `record` (its seq filled in).
+pub fn reserve(ci: &Path, record: &mut RunRecord) -> std::io::Result<u64> {
+    let dir = runs_dir(ci, &record.label);
+    std::fs::create_dir_all(&dir)?;
+    let mut seq = highest_seq(&dir) + 1;
+    for _ in 0..1024 {
+        let path = dir.join(format!("{seq}.json"));
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(mut file) => {
+                record.seq = seq;
+                file.write_all(&to_pretty(record))?;
+                return Ok(seq);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => seq += 1,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other("could not reserve a run number after 1024 tries"))
+}
+
+fn highest_seq(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".json")?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+fn to_pretty(record: &RunRecord) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec_pretty(record).expect("records serialize");
+    bytes.push(b'\n');
+    bytes
+}
+
+/// Replaces the record atomically.
+pub fn write(ci: &Path, record: &RunRecord) -> std::io::Result<()> {
+    let dir = runs_dir(ci, &record.label);
+    let tmp = dir.join(format!(".{}.json.tmp-{}", record.seq, std::process::id()));
+    std::fs::write(&tmp, to_pretty(record))?;
+    std::fs::rename(&tmp, dir.join(format!("{}.json", record.seq)))
+}
+
+/// Every record under `.ci`, newest first; unreadable files are skipped.
+pub fn list(ci: &Path) -> Vec<RunRecord> {
+    let mut records: Vec<RunRecord> = std::fs::read_dir(ci)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .flat_map(|e| std::fs::read_dir(e.path().join("runs")).into_iter().flatten().flatten())
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.ends_with(".json") && !n.starts_with('.')))
+        .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
+        .collect();
+    records.sort_by(|a, b| {
+        let key = |r: &RunRecord| r.finished_at.unwrap_or(r.started_at);
+        key(b).cmp(&key(a)).then(b.seq.cmp(&a.seq))
+    });
+    records
+}
+
+/// `just now`, `5m ago`, `3h ago`, `2d ago`.
+pub fn format_ago(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..60 => "just now".into(),
+        60..3600 => format!("{}m ago", s / 60),
+        3600..86400 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(label: &str) -> RunRecord {
+        RunRecord {
+            version: 1,
+            repo: None,
+            sha: "0123456789abcdef0123456789abcdef01234567".into(),
+            label: label.into(),
+            seq: 0,
+            dirty: false,
+            pipeline: "ci::default".into(),
+            outcome: "running".into(),
+            pid: Some(std::process::id()),
+            started_at: 1,
+            finished_at: None,
+            lanes: vec![],
+            nodes: vec![],
+            unposted: vec![],
+        }
+    }
+
+    #[test]
+    fn seqs_are_reserved_once_and_never_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut a, mut b) = (record("0123456"), record("0123456"));
+        assert_eq!(reserve(dir.path(), &mut a).unwrap(), 1);
+        assert_eq!(reserve(dir.path(), &mut b).unwrap(), 2);
+        a.outcome = "passed".into();
+        a.finished_at = Some(5);
+        write(dir.path(), &a).unwrap();
+        let listed = list(dir.path());
+        assert_eq!(listed.len(), 2);
+        assert_eq!(listed[0].seq, 1, "newest finished first");
+        assert_eq!(listed[0].reference(), "0123456#1");
+    }
+
+    #[test]
+    fn a_running_record_of_a_dead_coordinator_reads_incomplete() {
+        let mut r = record("x");
+        r.pid = Some(999_999_999);
+        assert_eq!(r.effective_outcome(), "incomplete");
+    }
+
+    #[test]
+    fn ages_read_like_a_person_would_say_them() {
+        assert_eq!(format_ago(5_000), "just now");
+        assert_eq!(format_ago(120_000), "2m ago");
+        assert_eq!(format_ago(7_200_000), "2h ago");
+        assert_eq!(format_ago(2 * 86_400_000), "2d ago");
+    }
+}

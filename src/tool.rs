@@ -1,0 +1,22 @@
+//! Short-lived helper commands (`git`, `just --dump`) run to completion. Node processes are
+//! spawned elsewhere, in the runner's spawner, and nowhere else.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// The captured result of one tool run.
+pub struct ToolOutput {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `program args…` in `dir` with stdin closed. `Err` means it could not be started.
+pub fn run(program: &str, args: &[&str], dir: &Path) -> std::io::Result<ToolOutput> {
+    let out = Command::new(program).args(args).current_dir(dir).stdin(Stdio::null()).output()?;
+    Ok(ToolOutput {
+        success: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
