@@ -6,7 +6,6 @@ use std::io::Write;
 use odu_core::NodeStatus;
 use odu_core::duration::go_duration;
 use odu_core::status::Outcome;
-use serde_json::json;
 
 use crate::clock::now_ms;
 use crate::fan_in::{FanIn, FanNode, Transition};
@@ -38,20 +37,29 @@ pub fn shown_duration(node: &FanNode, now: u64) -> Option<String> {
     }
 }
 
+/// One line of the `--progress json` stream, fields in the documented order.
+#[derive(serde::Serialize)]
+struct ProgressLine<'a> {
+    node: &'a str,
+    recipe: &'a str,
+    platform: &'a str,
+    status: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exit_code: Option<i32>,
+    log: &'a str,
+}
+
 /// One `--progress json` line.
 pub fn progress_line(node: &FanNode) -> Option<String> {
-    let word = node.view.status.progress_word()?;
-    let mut value = json!({
-        "node": node.id,
-        "recipe": node.task,
-        "platform": node.platform,
-        "status": word,
-        "log": node.log,
-    });
-    if let Some(code) = node.view.exit_code {
-        value["exit_code"] = json!(code);
-    }
-    Some(value.to_string())
+    let line = ProgressLine {
+        node: &node.id,
+        recipe: &node.task,
+        platform: &node.platform,
+        status: node.view.status.progress_word()?,
+        exit_code: node.view.exit_code,
+        log: &node.log,
+    };
+    Some(serde_json::to_string(&line).expect("progress lines serialize"))
 }
 
 /// NDJSON on stdout, one line per transition (never for `pending`).
@@ -86,10 +94,10 @@ impl Face for PlainFace {
             return;
         }
         let mut line = format!("{} {:<9} {}", node.view.status.glyph(), node.view.status.as_str(), node.id);
-        if change.to.is_terminal() {
-            if let Some(d) = shown_duration(node, now_ms()) {
-                line.push_str(&format!(" {d}"));
-            }
+        if change.to.is_terminal()
+            && let Some(d) = shown_duration(node, now_ms())
+        {
+            line.push_str(&format!(" {d}"));
         }
         if change.to.is_red() {
             line.push_str(&format!("  → {}", node.log));

@@ -261,8 +261,10 @@ struct LaneLink {
     views: BTreeMap<String, NodeView>,
     /// Per node: the log generation seen and whether its end arrived.
     log_state: BTreeMap<String, (u32, bool)>,
-    /// Views held back until their log is complete.
-    held: BTreeMap<String, NodeView>,
+    /// Views not yet released, in arrival order: a terminal view waits for its log to be
+    /// complete, and everything after it waits too, so the coordinator never sees a dependent
+    /// start before its need finished.
+    held: std::collections::VecDeque<NodeView>,
 }
 
 impl LaneLink {
@@ -272,7 +274,7 @@ impl LaneLink {
             log_streams: BTreeMap::new(),
             views: BTreeMap::new(),
             log_state: BTreeMap::new(),
-            held: BTreeMap::new(),
+            held: std::collections::VecDeque::new(),
         }
     }
 
@@ -282,6 +284,20 @@ impl LaneLink {
             .is_some_and(|&(generation, ended)| generation == view.generation && ended)
     }
 
+    /// Releases held views from the front while they may be shown.
+    fn release(&mut self) -> Vec<NodeView> {
+        let mut released = Vec::new();
+        while let Some(front) = self.held.front() {
+            let superseded =
+                self.log_state.get(&front.id).is_some_and(|&(generation, _)| generation > front.generation);
+            if front.status.is_terminal() && !self.log_complete(front) && !superseded {
+                break;
+            }
+            released.extend(self.held.pop_front());
+        }
+        released
+    }
+
     /// Handles one stream item; returns the views now releasable to the coordinator.
     fn on_item(&mut self, logs: &LaneLogs, stream: u64, value: Value) -> Vec<NodeView> {
         if stream == self.nodes_stream {
@@ -289,17 +305,11 @@ impl LaneLink {
             let nodes = match frame {
                 NodesFrame::Snapshot { nodes, .. } | NodesFrame::Delta { nodes, .. } => nodes,
             };
-            let mut released = Vec::new();
             for view in nodes {
                 self.views.insert(view.id.clone(), view.clone());
-                if view.status.is_terminal() && !self.log_complete(&view) {
-                    self.held.insert(view.id.clone(), view);
-                } else {
-                    self.held.remove(&view.id);
-                    released.push(view);
-                }
+                self.held.push_back(view);
             }
-            return released;
+            return self.release();
         }
         let Some(id) = self.log_streams.get(&stream).cloned() else { return vec![] };
         let Some(spool) = logs.spools.get(&id) else { return vec![] };
@@ -332,11 +342,7 @@ impl LaneLink {
                 if id != SETUP {
                     spool.end(spool.generation());
                 }
-                if let Some(view) = self.held.get(&id) {
-                    if self.log_complete(view) {
-                        return self.held.remove(&id).into_iter().collect();
-                    }
-                }
+                return self.release();
             }
             LogFrame::Missed { bytes } => {
                 let _ = spool.append(

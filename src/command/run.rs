@@ -148,13 +148,13 @@ pub fn plan_lanes(plan: &Plan, config: &RunConfig, hosts: &Hosts) -> CliResult<V
         fanout.retain(|p| config.platforms.contains(p));
     }
     for selector in &config.selectors {
-        if let Some(p) = &selector.platform {
-            if !fanout.contains(p) {
-                return Err(CliError::refused(format!(
-                    "selector platform {p:?} is not in the fan-out ({}): configure a host for it or pass --host {p}=ADDR",
-                    fanout.join(", ")
-                )));
-            }
+        if let Some(p) = &selector.platform
+            && !fanout.contains(p)
+        {
+            return Err(CliError::refused(format!(
+                "selector platform {p:?} is not in the fan-out ({}): configure a host for it or pass --host {p}=ADDR",
+                fanout.join(", ")
+            )));
         }
     }
     let resolved = plan.resolve(&config.selectors)?;
@@ -177,12 +177,13 @@ pub fn plan_lanes(plan: &Plan, config: &RunConfig, hosts: &Hosts) -> CliResult<V
 pub fn run(args: RunArgs) -> CliResult<i32> {
     let config = RunConfig::from_args(args)?;
     let env = |k: &str| std::env::var(k).ok();
-    if let Some(outer) = env(RUN_ENV).filter(|v| !v.is_empty()) {
-        if config.pins.is_empty() && env("ODU_HOSTS").filter(|v| !v.is_empty()).is_none() {
-            return Err(CliError::refused(format!(
-                "refusing to start a run from inside a node of run {outer}: pass --host P=ADDR or set ODU_HOSTS to run a nested pipeline on purpose"
-            )));
-        }
+    if let Some(outer) = env(RUN_ENV).filter(|v| !v.is_empty())
+        && config.pins.is_empty()
+        && env("ODU_HOSTS").filter(|v| !v.is_empty()).is_none()
+    {
+        return Err(CliError::refused(format!(
+            "refusing to start a run from inside a node of run {outer}: pass --host P=ADDR or set ODU_HOSTS to run a nested pipeline on purpose"
+        )));
     }
     let cwd = super::current_dir()?;
     let repo = git::toplevel(&cwd)?;

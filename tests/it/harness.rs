@@ -219,10 +219,10 @@ fn is_zombie(pid: i32) -> bool {
 pub async fn read_pid(path: PathBuf) -> i32 {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            if let Ok(pid) = text.trim().parse() {
-                return pid;
-            }
+        if let Ok(text) = std::fs::read_to_string(&path)
+            && let Ok(pid) = text.trim().parse()
+        {
+            return pid;
         }
         assert!(tokio::time::Instant::now() < deadline, "no pid file at {}", path.display());
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -1,4 +1,7 @@
 //! odu's binary-level and protocol-level tests: real `just`, real git, real processes.
 
+mod bad_input;
+mod cli_run;
 mod harness;
+mod repo;
 mod runner_protocol;

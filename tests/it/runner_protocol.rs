@@ -196,10 +196,10 @@ async fn a_late_subscriber_gets_the_snapshot_and_the_log_replay_then_end() {
     let late = h.client.send("nodes.get", json!({})).await.unwrap();
     let mut first = None;
     while first.is_none() {
-        if let Some(odu::client::ClientEvent::Item { stream, value }) = h.client.next().await.unwrap() {
-            if stream == late {
-                first = Some(serde_json::from_value::<NodesFrame>(value).unwrap());
-            }
+        if let Some(odu::client::ClientEvent::Item { stream, value }) = h.client.next().await.unwrap()
+            && stream == late
+        {
+            first = Some(serde_json::from_value::<NodesFrame>(value).unwrap());
         }
     }
     match first.unwrap() {
