@@ -6,3 +6,19 @@ pub fn now_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+/// The process's peak resident set size in KiB (`VmHWM`), where the platform tells it.
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// With `ODU_REPORT_PEAK_RSS` set, prints the peak RSS on stderr: benchmarks read it.
+pub fn report_peak_rss(who: &str) {
+    if std::env::var_os("ODU_REPORT_PEAK_RSS").is_some() {
+        if let Some(kib) = peak_rss_kib() {
+            eprintln!("{who}: peak rss {kib} KiB");
+        }
+    }
+}

@@ -128,7 +128,7 @@ pub async fn run_local(
     let stderr = child.stderr.take().expect("piped");
     // The runner's diagnostics belong in the setup log, not on the user's terminal.
     let setup_spool = logs.spools.get(SETUP).cloned();
-    tokio::spawn(async move {
+    let stderr_task = tokio::spawn(async move {
         let mut lines = BufReader::new(stderr).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             if let Some(spool) = &setup_spool {
@@ -145,6 +145,7 @@ pub async fn run_local(
             let _ = child.kill().await;
         }
     }
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), stderr_task).await;
     let _ = reports.send(LaneReport::Closed { platform });
 }
 

@@ -12,6 +12,7 @@ fn main() {
         Command::Graph(args) => command::plan::graph(args),
         Command::Runs(args) => command::runs::runs(args),
     };
+    odu::clock::report_peak_rss("odu");
     match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {

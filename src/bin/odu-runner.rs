@@ -32,6 +32,7 @@ fn main() {
         let (reader, writer) = odu::runner::stdio();
         odu::runner::serve(reader, writer, shutdown).await
     });
+    odu::clock::report_peak_rss("odu-runner");
     if let Err(e) = result {
         eprintln!("odu-runner: {e}");
         std::process::exit(1);

@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod cli_run;
+mod golden_frames;
 mod harness;
 mod repo;
 mod runner_protocol;

@@ -154,6 +154,20 @@ impl Plan {
         Ok(Plan { root, tasks: order(tasks)? })
     }
 
+    /// The plan as a petgraph DAG: one node per task (weight: its index in `tasks`), one edge
+    /// from each need to the task that needs it.
+    pub fn graph(&self) -> petgraph::graph::DiGraph<usize, ()> {
+        let mut graph = petgraph::graph::DiGraph::new();
+        let index: BTreeMap<&str, petgraph::graph::NodeIndex> =
+            self.tasks.iter().enumerate().map(|(i, t)| (t.id.as_str(), graph.add_node(i))).collect();
+        for task in &self.tasks {
+            for need in &task.needs {
+                graph.add_edge(index[need.as_str()], index[task.id.as_str()], ());
+            }
+        }
+        graph
+    }
+
     /// `sha256:<hex>` over the compact JSON of the plan: equal plans, equal digests.
     pub fn digest(&self) -> String {
         // A plan is strings and vectors of strings, which serde_json always serializes.
@@ -1371,6 +1385,34 @@ mod tests {
         let sparse = r#"{"recipes": {"a": {"namepath": "a", "attributes": [{"metadata": ["ci"]}],
             "body": [["x"]], "dependencies": null}}, "modules": null}"#;
         assert_eq!(ids(&Plan::from_dump(sparse, None).unwrap().tasks), ["a"]);
+    }
+
+    #[test]
+    fn the_plan_is_a_petgraph_dag_in_topological_order() {
+        let plan = Plan::from_dump(&kolu_like_dump_for_graph(), None).unwrap();
+        let graph = plan.graph();
+        let order = petgraph::algo::toposort(&graph, None).expect("acyclic");
+        assert_eq!(graph.node_count(), plan.tasks.len());
+        assert_eq!(graph.edge_count(), plan.tasks.iter().map(|t| t.needs.len()).sum::<usize>());
+        // The plan's own order is a valid topological order too.
+        for edge in graph.raw_edges() {
+            assert!(graph[edge.source()] < graph[edge.target()]);
+        }
+        assert_eq!(order.len(), plan.tasks.len());
+    }
+
+    fn kolu_like_dump_for_graph() -> String {
+        serde_json::json!({
+            "recipes": {
+                "ci": {"namepath": "ci", "attributes": [{"metadata": ["ci"]}], "body": [],
+                       "dependencies": [{"recipe": "test", "arguments": []}, {"recipe": "lint", "arguments": []}], "priors": 2},
+                "build": {"namepath": "build", "body": [["true"]], "dependencies": []},
+                "test": {"namepath": "test", "body": [["true"]], "dependencies": [{"recipe": "build", "arguments": []}], "priors": 1},
+                "lint": {"namepath": "lint", "body": [["true"]], "dependencies": []}
+            },
+            "modules": {}
+        })
+        .to_string()
     }
 
     #[test]
