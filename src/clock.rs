@@ -16,9 +16,9 @@ pub fn peak_rss_kib() -> Option<u64> {
 
 /// With `ODU_REPORT_PEAK_RSS` set, prints the peak RSS on stderr: benchmarks read it.
 pub fn report_peak_rss(who: &str) {
-    if std::env::var_os("ODU_REPORT_PEAK_RSS").is_some() {
-        if let Some(kib) = peak_rss_kib() {
-            eprintln!("{who}: peak rss {kib} KiB");
-        }
+    if std::env::var_os("ODU_REPORT_PEAK_RSS").is_some()
+        && let Some(kib) = peak_rss_kib()
+    {
+        eprintln!("{who}: peak rss {kib} KiB");
     }
 }
