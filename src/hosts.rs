@@ -134,7 +134,7 @@ pub fn resolve(pins: &[(String, String)], env: &dyn Fn(&str) -> Option<String>) 
     for (platform, addr) in pins {
         hosts.entries.insert(platform.clone(), HostEntry::plain(addr));
     }
-    if !pins.is_empty() {
+    if !pins.is_empty() && hosts.source != "--host" {
         hosts.source = format!("{} + --host", hosts.source);
     }
     Ok(hosts)

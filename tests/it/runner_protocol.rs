@@ -253,3 +253,47 @@ async fn rerun_or_cancel_of_an_unknown_node_is_refused() {
     assert_eq!(h.status("build"), Some(NodeStatus::Ok));
     h.stop().await;
 }
+
+#[tokio::test]
+async fn the_runner_binary_kills_its_process_groups_when_its_stdin_closes() {
+    let ws = workspace("slow:\n    sleep 60 & echo $! > pid; wait\n");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_odu-runner"))
+        .arg("--stdio")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let (stdin, stdout) = (child.stdin.take().unwrap(), child.stdout.take().unwrap());
+    let mut client = odu::client::Client::connect(stdout, stdin, "test").await.unwrap();
+    let tasks = [task("slow", &[])];
+    client.call("run.configure", json!({"name": "t", "workspace": ws.path(), "tasks": tasks})).await.unwrap();
+    let pid = read_pid(ws.path().join("pid")).await;
+    drop(client);
+    let status = tokio::time::timeout(DEADLINE, child.wait()).await.expect("runner exits").unwrap();
+    assert!(status.success(), "{status}");
+    assert!(wait_until_dead(pid, Duration::from_secs(5)).await, "the node outlived its runner");
+}
+
+#[tokio::test]
+async fn undecodable_lines_are_skipped_and_a_wrong_protocol_version_is_refused() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let (client_end, server_end) = tokio::io::duplex(1 << 16);
+    let (sr, sw) = tokio::io::split(server_end);
+    let server = tokio::spawn(odu::runner::serve(sr, sw, std::future::pending()));
+    let (cr, mut cw) = tokio::io::split(client_end);
+    cw.write_all(b"Welcome to the host! (a banner)\n\n").await.unwrap();
+    let hello = odu_proto::Message::request(1, "handshake", json!({"protocol": 999, "build": "other"}));
+    cw.write_all(&hello.to_frame()).await.unwrap();
+    let mut lines = BufReader::new(cr).lines();
+    let line = tokio::time::timeout(DEADLINE, lines.next_line()).await.unwrap().unwrap().unwrap();
+    let reply = odu_proto::Message::parse(&odu_proto::decode_line(line.as_bytes()).unwrap().unwrap()).unwrap();
+    match reply {
+        odu_proto::Message::Response { result: Err(e), .. } => {
+            assert_eq!(e.code, odu_proto::error_code::VERSION_MISMATCH);
+            assert!(e.message.contains("999") && e.message.contains("other"), "{e}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    tokio::time::timeout(DEADLINE, server).await.expect("the runner closes the link").unwrap().unwrap();
+}
