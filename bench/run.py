@@ -493,7 +493,8 @@ def clean_env(home: Path) -> dict:
     return env
 
 
-def preflight(odu: Path) -> None:
+def preflight(odu: Path) -> str:
+    """Check the tools are there; return a description of the `just` in use."""
     for tool in ("just", "git"):
         if shutil.which(tool) is None:
             sys.exit(f"bench: `{tool}` is not on PATH; it is needed to run the fixtures")
@@ -502,6 +503,13 @@ def preflight(odu: Path) -> None:
     runner = odu.parent / "odu-runner"
     if not runner.is_file():
         sys.exit(f"bench: {runner} not found next to odu; build it with cargo build --release")
+    # A wrapper script (e.g. a pyenv shim) adds tens of ms per `just` call and
+    # odu makes a few more calls than the baselines (`just --version`), so
+    # say which `just` the figures were taken with.
+    just = shutil.which("just")
+    with open(just, "rb") as f:
+        wrapper = f.read(2) == b"#!"
+    return f"{just}{' (a wrapper script: its startup cost is in every figure)' if wrapper else ''}"
 
 
 def main() -> int:
@@ -515,7 +523,7 @@ def main() -> int:
         ap.error("--runs must be >= 1")
     odu = args.odu if args.odu.is_absolute() else (Path.cwd() / args.odu)
     odu = odu.resolve()
-    preflight(odu)
+    just_desc = preflight(odu)
 
     names = [args.only] if args.only else list(SCENARIOS)
     results: list[Result] = []
@@ -526,7 +534,7 @@ def main() -> int:
         home.mkdir()
         ctx = Ctx(odu, args.runs, tmp, clean_env(home))
         print(f"odu bench: {odu}, {args.runs} runs, lane {PLATFORM}=localhost, "
-              f"{os.cpu_count()} cpus, fixtures in {tmp}", file=sys.stderr)
+              f"{os.cpu_count()} cpus, fixtures in {tmp}\n  just: {just_desc}", file=sys.stderr)
         for name in names:
             print(f"  {name} ...", file=sys.stderr, flush=True)
             try:

@@ -81,7 +81,9 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let (out, writer_task) = spawn_writer(writer, 256);
+    // Log frames are up to ~450 KiB each: a short queue bounds the runner's memory, and a full
+    // queue is the backpressure that slows log readers (never the nodes themselves).
+    let (out, writer_task) = spawn_writer(writer, 16);
     let spool_dir = make_spool_dir()?;
     let (me, inbox) = mpsc::unbounded_channel();
     let actor = Actor {
