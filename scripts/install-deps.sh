@@ -32,4 +32,15 @@ if need_just; then
   fi
   hash -r
 fi
-just --version >&2
+# A version-manager shim (pyenv installs one for rust-just) costs tens of milliseconds per call,
+# and every node of a run calls just: put the real binary first on PATH, beside cargo.
+just_path=$(command -v just)
+if head -c 2 "$just_path" | grep -q '#!' && command -v python3 >/dev/null 2>&1; then
+  real=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/just
+  cargo_dir=$(dirname "$(command -v cargo 2>/dev/null || echo /usr/local/bin/cargo)")
+  if [ -x "$real" ] && [ -w "$cargo_dir" ] && ! head -c 2 "$real" | grep -q '#!'; then
+    ln -sf "$real" "$cargo_dir/just"
+    hash -r
+  fi
+fi
+echo "install-deps: $(just --version) at $(command -v just)" >&2

@@ -15,25 +15,32 @@ pub trait Revisioned {
     fn revision(&self) -> u64;
 }
 
+/// A cell's whole value. Publishing one on every change must be cheap (share parts behind
+/// `Arc`s); it becomes a wire frame only when a subscriber needs a snapshot.
+pub trait CellValue: Revisioned + Send + Sync + 'static {
+    type Frame: Revisioned + Clone + Send + Sync + 'static;
+    fn snapshot_frame(&self) -> Self::Frame;
+}
+
 struct Sub<F> {
     tx: mpsc::Sender<F>,
     overflowed: Arc<AtomicBool>,
 }
 
 /// The publishing side, owned by the actor that owns the value.
-pub struct Hub<F> {
-    latest: watch::Sender<Arc<F>>,
-    subs: Vec<Sub<F>>,
+pub struct Hub<V: CellValue> {
+    latest: watch::Sender<Arc<V>>,
+    subs: Vec<Sub<V::Frame>>,
     capacity: usize,
 }
 
-impl<F: Revisioned + Clone + Send + Sync + 'static> Hub<F> {
-    pub fn new(snapshot: F, capacity: usize) -> Self {
+impl<V: CellValue> Hub<V> {
+    pub fn new(snapshot: V, capacity: usize) -> Self {
         Hub { latest: watch::channel(Arc::new(snapshot)).0, subs: Vec::new(), capacity }
     }
 
     /// Publishes a change: `snapshot` is the whole value after it, `delta` the change alone.
-    pub fn publish(&mut self, snapshot: F, delta: F) {
+    pub fn publish(&mut self, snapshot: V, delta: V::Frame) {
         self.latest.send_replace(Arc::new(snapshot));
         self.subs.retain(|sub| {
             if sub.overflowed.load(Ordering::SeqCst) {
@@ -51,7 +58,7 @@ impl<F: Revisioned + Clone + Send + Sync + 'static> Hub<F> {
     }
 
     /// Replaces the value without a delta (every subscriber resynchronises).
-    pub fn replace(&mut self, snapshot: F) {
+    pub fn replace(&mut self, snapshot: V) {
         self.latest.send_replace(Arc::new(snapshot));
         for sub in &self.subs {
             sub.overflowed.store(true, Ordering::SeqCst);
@@ -61,12 +68,12 @@ impl<F: Revisioned + Clone + Send + Sync + 'static> Hub<F> {
     }
 
     /// A new subscriber, whose first item is the current snapshot.
-    pub fn subscribe(&mut self) -> Subscription<F> {
+    pub fn subscribe(&mut self) -> Subscription<V> {
         let (tx, rx) = mpsc::channel(self.capacity);
         let overflowed = Arc::new(AtomicBool::new(false));
         self.subs.push(Sub { tx, overflowed: overflowed.clone() });
         let mut latest = self.latest.subscribe();
-        let first = (**latest.borrow_and_update()).clone();
+        let first = latest.borrow_and_update().snapshot_frame();
         Subscription {
             rx,
             overflowed,
@@ -78,7 +85,7 @@ impl<F: Revisioned + Clone + Send + Sync + 'static> Hub<F> {
         }
     }
 
-    pub fn current(&self) -> Arc<F> {
+    pub fn current(&self) -> Arc<V> {
         self.latest.borrow().clone()
     }
 
@@ -88,21 +95,21 @@ impl<F: Revisioned + Clone + Send + Sync + 'static> Hub<F> {
 }
 
 /// The reading side of one subscriber.
-pub struct Subscription<F> {
-    rx: mpsc::Receiver<F>,
+pub struct Subscription<V: CellValue> {
+    rx: mpsc::Receiver<V::Frame>,
     overflowed: Arc<AtomicBool>,
-    latest: watch::Receiver<Arc<F>>,
-    first: Option<F>,
+    latest: watch::Receiver<Arc<V>>,
+    first: Option<V::Frame>,
     last_revision: u64,
     /// How many times this subscriber fell behind and was resynchronised.
     pub resyncs: u64,
     hub_gone: bool,
 }
 
-impl<F: Revisioned + Clone> Subscription<F> {
+impl<V: CellValue> Subscription<V> {
     /// The next frame: a snapshot first (and after any overflow), then deltas. `None` when the
     /// hub is gone.
-    pub async fn next(&mut self) -> Option<F> {
+    pub async fn next(&mut self) -> Option<V::Frame> {
         if let Some(first) = self.first.take() {
             self.last_revision = first.revision();
             return Some(first);
@@ -111,7 +118,7 @@ impl<F: Revisioned + Clone> Subscription<F> {
             if self.overflowed.load(Ordering::SeqCst) {
                 while self.rx.try_recv().is_ok() {}
                 self.overflowed.store(false, Ordering::SeqCst);
-                let snapshot = (**self.latest.borrow_and_update()).clone();
+                let snapshot = self.latest.borrow_and_update().snapshot_frame();
                 self.resyncs += 1;
                 self.last_revision = snapshot.revision();
                 return Some(snapshot);

@@ -6,6 +6,8 @@
 use std::collections::VecDeque;
 
 use odu_proto::{CANCEL_STREAM, HANDSHAKE, Handshake, ITEM, Message, PROTOCOL_VERSION, RpcError};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
@@ -14,8 +16,16 @@ use crate::wire::{FrameReader, Incoming, ReadError, spawn_writer};
 
 #[derive(Debug)]
 pub enum ClientEvent {
-    Item { stream: u64, value: Value },
-    Response { id: u64, result: Result<Value, RpcError> },
+    /// One item of a stream, as raw JSON: consumers parse it into their own type, borrowing
+    /// from it (log data is megabytes of base64 that need not be copied again).
+    Item {
+        stream: u64,
+        value: Box<RawValue>,
+    },
+    Response {
+        id: u64,
+        result: Result<Value, RpcError>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +36,21 @@ pub enum ClientError {
     Closed,
     #[error("{0}")]
     Refused(RpcError),
+}
+
+#[derive(Deserialize)]
+struct ItemEnvelope<'a> {
+    #[serde(borrow)]
+    method: &'a str,
+    #[serde(borrow)]
+    params: ItemParams<'a>,
+}
+
+#[derive(Deserialize)]
+struct ItemParams<'a> {
+    id: u64,
+    #[serde(borrow)]
+    value: &'a RawValue,
 }
 
 pub struct Client<R> {
@@ -112,16 +137,21 @@ impl<R: AsyncRead + Unpin> Client<R> {
 
     async fn read_event(&mut self) -> Result<Option<ClientEvent>, ClientError> {
         loop {
-            let Some(incoming) = self.frames.next().await? else { return Ok(None) };
+            let Some(bytes) = self.frames.next_frame().await? else { return Ok(None) };
+            // Stream items are most of the traffic: take them without building a JSON tree.
+            if let Ok(item) = serde_json::from_slice::<ItemEnvelope>(&bytes)
+                && item.method == ITEM
+            {
+                return Ok(Some(ClientEvent::Item {
+                    stream: item.params.id,
+                    value: item.params.value.to_owned(),
+                }));
+            }
+            let incoming = match Message::parse(&bytes) {
+                Ok(message) => Incoming::Message(message),
+                Err(error) => Incoming::Invalid(error),
+            };
             match incoming {
-                Incoming::Message(Message::Notification { method, params }) if method == ITEM => {
-                    let mut params = params;
-                    let stream = params.get("id").and_then(Value::as_u64);
-                    let value = params.get_mut("value").map(Value::take);
-                    if let (Some(stream), Some(value)) = (stream, value) {
-                        return Ok(Some(ClientEvent::Item { stream, value }));
-                    }
-                }
                 Incoming::Message(Message::Response { id, result }) => {
                     if let Some(id) = id.as_u64() {
                         return Ok(Some(ClientEvent::Response { id, result }));

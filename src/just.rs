@@ -4,14 +4,16 @@ use std::path::Path;
 
 use crate::error::{CliError, CliResult};
 use crate::runner::{MIN_JUST, parse_version};
-use crate::tool;
+use crate::tool::{self, ToolOutput};
 
 const INSTALL: &str = "install just >= 1.57 (pip install rust-just, or cargo install just)";
 
-/// Checks `just` is on PATH and new enough; returns its version line.
-pub fn check_version(dir: &Path) -> CliResult<String> {
-    let out = tool::run("just", &["--version"], dir)
-        .map_err(|_| CliError::refused(format!("just is not on PATH: {INSTALL}")))?;
+fn not_on_path() -> CliError {
+    CliError::refused(format!("just is not on PATH: {INSTALL}"))
+}
+
+/// Checks a `just --version` answer: new enough, or a refusal naming the version found.
+fn check_version(out: ToolOutput) -> CliResult<String> {
     let line = out.stdout.trim().to_string();
     match parse_version(&line) {
         Some(v) if v >= MIN_JUST => Ok(line),
@@ -20,10 +22,14 @@ pub fn check_version(dir: &Path) -> CliResult<String> {
     }
 }
 
-/// `just --dump --dump-format json` in `dir`.
+/// `just --dump --dump-format json` in `dir`, after checking just is new enough. The version
+/// check runs beside the dump, so it costs no wall time.
 pub fn dump(dir: &Path) -> CliResult<String> {
-    let out = tool::run("just", &["--dump", "--dump-format", "json"], dir)
-        .map_err(|_| CliError::refused(format!("just is not on PATH: {INSTALL}")))?;
+    let version = tool::start("just", &["--version"], dir).map_err(|_| not_on_path())?;
+    let dump = tool::start("just", &["--dump", "--dump-format", "json"], dir).map_err(|_| not_on_path())?;
+    let version = tool::finish(version).map_err(|_| not_on_path())?;
+    let out = tool::finish(dump).map_err(|_| not_on_path())?;
+    check_version(version)?;
     if out.success {
         return Ok(out.stdout);
     }

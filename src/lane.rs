@@ -11,10 +11,9 @@ use std::path::PathBuf;
 use std::process::Stdio;
 
 use odu_core::{NodeView, SETUP, TaskSpec};
-use odu_proto::{
-    Configure, LogFrame, NODE_CANCEL, NODE_LOG_GET, NODE_RERUN, NODES_GET, NodesFrame, RUN_CONFIGURE,
-};
-use serde_json::{Value, json};
+use odu_proto::{Configure, NODE_CANCEL, NODE_LOG_GET, NODE_RERUN, NODES_GET, NodesFrame, RUN_CONFIGURE};
+use serde_json::json;
+use serde_json::value::RawValue;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
 use tokio::sync::mpsc;
 
@@ -125,6 +124,10 @@ pub async fn run_local(
     };
     let stdin = child.stdin.take().expect("piped");
     let stdout = child.stdout.take().expect("piped");
+    {
+        use std::os::fd::AsFd;
+        crate::runner::spawner::enlarge_pipe(stdout.as_fd());
+    }
     let stderr = child.stderr.take().expect("piped");
     // The runner's diagnostics belong in the setup log, not on the user's terminal.
     let setup_spool = logs.spools.get(SETUP).cloned();
@@ -196,7 +199,7 @@ pub async fn drive<R, W>(
         tokio::select! {
             event = client.next() => match event {
                 Ok(Some(ClientEvent::Item { stream, value })) => {
-                    let released = link.on_item(logs, stream, value);
+                    let released = link.on_item(logs, stream, &value);
                     if !released.is_empty() {
                         let _ = reports.send(LaneReport::Nodes { platform: spec.platform.clone(), nodes: released });
                     }
@@ -254,6 +257,18 @@ fn die(
     let _ = reports.send(LaneReport::Died { platform: spec.platform.clone(), reason });
 }
 
+/// A `nodeLog` item, borrowed from the frame: the data is decoded straight into the trail.
+#[derive(serde::Deserialize)]
+struct LogItem<'a> {
+    kind: &'a str,
+    #[serde(default)]
+    generation: u32,
+    #[serde(default, borrow)]
+    data: Option<&'a str>,
+    #[serde(default)]
+    bytes: u64,
+}
+
 /// The coordinator's mirror of one runner: its views, the log streams, and the terminal gate.
 struct LaneLink {
     nodes_stream: u64,
@@ -262,6 +277,8 @@ struct LaneLink {
     views: BTreeMap<String, NodeView>,
     /// Per node: the log generation seen and whether its end arrived.
     log_state: BTreeMap<String, (u32, bool)>,
+    /// Reused buffer for decoded log bytes.
+    scratch: Vec<u8>,
     /// Views not yet released, in arrival order: a terminal view waits for its log to be
     /// complete, and everything after it waits too, so the coordinator never sees a dependent
     /// start before its need finished.
@@ -275,6 +292,7 @@ impl LaneLink {
             log_streams: BTreeMap::new(),
             views: BTreeMap::new(),
             log_state: BTreeMap::new(),
+            scratch: Vec::new(),
             held: std::collections::VecDeque::new(),
         }
     }
@@ -300,9 +318,9 @@ impl LaneLink {
     }
 
     /// Handles one stream item; returns the views now releasable to the coordinator.
-    fn on_item(&mut self, logs: &LaneLogs, stream: u64, value: Value) -> Vec<NodeView> {
+    fn on_item(&mut self, logs: &LaneLogs, stream: u64, value: &RawValue) -> Vec<NodeView> {
         if stream == self.nodes_stream {
-            let Ok(frame) = serde_json::from_value::<NodesFrame>(value) else { return vec![] };
+            let Ok(frame) = serde_json::from_str::<NodesFrame>(value.get()) else { return vec![] };
             let nodes = match frame {
                 NodesFrame::Snapshot { nodes, .. } | NodesFrame::Delta { nodes, .. } => nodes,
             };
@@ -314,29 +332,35 @@ impl LaneLink {
         }
         let Some(id) = self.log_streams.get(&stream).cloned() else { return vec![] };
         let Some(spool) = logs.spools.get(&id) else { return vec![] };
-        let Ok(frame) = serde_json::from_value::<LogFrame>(value) else { return vec![] };
-        match frame {
-            LogFrame::Snapshot { generation, data } => {
-                let bytes = LogFrame::decode_data(&data).unwrap_or_default();
+        let Ok(frame) = serde_json::from_str::<LogItem>(value.get()) else { return vec![] };
+        self.scratch.clear();
+        if let Some(data) = frame.data
+            && base64_simd::STANDARD.decode_append(data, &mut self.scratch).is_err()
+        {
+            self.scratch.clear();
+            self.scratch.extend_from_slice(b"\n[odu] an undecodable log chunk was dropped\n");
+        }
+        match frame.kind {
+            "snapshot" => {
+                let generation = frame.generation;
                 if id == SETUP {
                     // The setup log also holds the coordinator's narration: append, never reset.
                     spool.reopen();
-                    let _ = spool.append(spool.generation(), &bytes);
+                    let _ = spool.append(spool.generation(), &self.scratch);
                 } else {
                     let known = self.log_state.get(&id).map(|s| s.0);
                     if known.is_some() || generation > 0 {
                         let path = spool.state().path;
                         let _ = spool.reset(generation, &path);
                     }
-                    let _ = spool.append(generation, &bytes);
+                    let _ = spool.append(generation, &self.scratch);
                 }
                 self.log_state.insert(id.clone(), (generation, false));
             }
-            LogFrame::Append { data } => {
-                let bytes = LogFrame::decode_data(&data).unwrap_or_default();
-                let _ = spool.append(spool.generation(), &bytes);
+            "append" => {
+                let _ = spool.append(spool.generation(), &self.scratch);
             }
-            LogFrame::End => {
+            "end" => {
                 if let Some(state) = self.log_state.get_mut(&id) {
                     state.1 = true;
                 }
@@ -345,12 +369,11 @@ impl LaneLink {
                 }
                 return self.release();
             }
-            LogFrame::Missed { bytes } => {
-                let _ = spool.append(
-                    spool.generation(),
-                    format!("\n[odu] log truncated: {bytes} bytes were lost on the link\n").as_bytes(),
-                );
+            "missed" => {
+                let note = format!("\n[odu] log truncated: {} bytes were lost on the link\n", frame.bytes);
+                let _ = spool.append(spool.generation(), note.as_bytes());
             }
+            _ => {}
         }
         vec![]
     }

@@ -165,20 +165,14 @@ impl SpoolReader {
     }
 
     fn read_upto(&mut self, len: u64) -> Vec<u8> {
-        let want = (len.saturating_sub(self.offset)).min(self.chunk as u64) as usize;
-        let mut buf = vec![0; want];
+        let want = (len.saturating_sub(self.offset)).min(self.chunk as u64);
         let Some(file) = self.file.as_mut() else { return Vec::new() };
         if file.seek(SeekFrom::Start(self.offset)).is_err() {
             return Vec::new();
         }
-        let mut filled = 0;
-        while filled < want {
-            match file.read(&mut buf[filled..]) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => filled += n,
-            }
-        }
-        buf.truncate(filled);
+        // read_to_end fills spare capacity without zeroing it first.
+        let mut buf = Vec::with_capacity(want as usize);
+        let filled = file.take(want).read_to_end(&mut buf).unwrap_or(0);
         self.offset += filled as u64;
         buf
     }

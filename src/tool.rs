@@ -2,7 +2,7 @@
 //! spawned elsewhere, in the runner's spawner, and nowhere else.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 /// The captured result of one tool run.
 pub struct ToolOutput {
@@ -11,12 +11,28 @@ pub struct ToolOutput {
     pub stderr: String,
 }
 
-/// Runs `program args…` in `dir` with stdin closed. `Err` means it could not be started.
-pub fn run(program: &str, args: &[&str], dir: &Path) -> std::io::Result<ToolOutput> {
-    let out = Command::new(program).args(args).current_dir(dir).stdin(Stdio::null()).output()?;
+/// Starts `program args…` in `dir` with stdin closed and its output captured.
+pub fn start(program: &str, args: &[&str], dir: &Path) -> std::io::Result<Child> {
+    Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+}
+
+/// Waits for a started tool and collects what it printed.
+pub fn finish(child: Child) -> std::io::Result<ToolOutput> {
+    let out = child.wait_with_output()?;
     Ok(ToolOutput {
         success: out.status.success(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     })
+}
+
+/// Runs `program args…` in `dir` with stdin closed. `Err` means it could not be started.
+pub fn run(program: &str, args: &[&str], dir: &Path) -> std::io::Result<ToolOutput> {
+    finish(start(program, args, dir)?)
 }

@@ -5,7 +5,7 @@
 
 use odu_proto::frame::MAX_LINE_BYTES;
 use odu_proto::{FrameError, Message, RpcError, decode_line};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 /// What reading the next frame gave.
@@ -24,42 +24,83 @@ pub enum ReadError {
     Io(#[from] std::io::Error),
 }
 
-/// Reads frames; undecodable lines (banners, motd) are reported to `on_garbage` and skipped.
+/// Reads frames; undecodable lines (banners, motd) are logged to stderr and skipped.
+///
+/// Lines are gathered in the reader's own buffer and decoded in place, so a frame is copied
+/// once from the link and once by the base64 decoder: log throughput depends on it.
 pub struct FrameReader<R> {
-    inner: BufReader<R>,
-    line: Vec<u8>,
+    inner: R,
+    buf: Vec<u8>,
+    /// Bytes of `buf` already consumed.
+    start: usize,
+    /// How far `buf[start..]` was searched for a newline.
+    scanned: usize,
+    eof: bool,
     label: &'static str,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(reader: R, label: &'static str) -> Self {
-        FrameReader { inner: BufReader::with_capacity(1 << 18, reader), line: Vec::new(), label }
+        FrameReader { inner: reader, buf: Vec::new(), start: 0, scanned: 0, eof: false, label }
+    }
+
+    /// The next decoded frame's bytes, or `None` at end of stream.
+    pub async fn next_frame(&mut self) -> Result<Option<Vec<u8>>, ReadError> {
+        loop {
+            let Some(line) = self.next_line().await? else { return Ok(None) };
+            match line {
+                Err(e) => eprintln!("{}: skipped an undecodable line: {e}", self.label),
+                Ok(None) => continue,
+                Ok(Some(bytes)) => return Ok(Some(bytes)),
+            }
+        }
     }
 
     /// The next message, or `None` at end of stream.
     pub async fn next(&mut self) -> Result<Option<Incoming>, ReadError> {
+        let Some(bytes) = self.next_frame().await? else { return Ok(None) };
+        Ok(Some(match Message::parse(&bytes) {
+            Ok(message) => Incoming::Message(message),
+            Err(error) => Incoming::Invalid(error),
+        }))
+    }
+
+    async fn next_line(&mut self) -> Result<Option<Result<Option<Vec<u8>>, FrameError>>, ReadError> {
         loop {
-            self.line.clear();
-            let n =
-                (&mut self.inner).take(MAX_LINE_BYTES as u64 + 2).read_until(b'\n', &mut self.line).await?;
-            if n == 0 {
-                return Ok(None);
+            let pending = &self.buf[self.start..];
+            if let Some(at) = memchr::memchr(b'\n', &pending[self.scanned..]) {
+                let end = self.start + self.scanned + at;
+                let decoded = match decode_line(&self.buf[self.start..end]) {
+                    Err(FrameError::TooLarge(_)) => return Err(ReadError::TooLarge),
+                    other => other,
+                };
+                self.start = end + 1;
+                self.scanned = 0;
+                return Ok(Some(decoded));
             }
-            if self.line.last() != Some(&b'\n') && n as u64 > MAX_LINE_BYTES as u64 {
+            self.scanned = pending.len();
+            if self.scanned > MAX_LINE_BYTES {
                 return Err(ReadError::TooLarge);
             }
-            match decode_line(&self.line) {
-                Ok(None) => continue,
-                Ok(Some(bytes)) => {
-                    return Ok(Some(match Message::parse(&bytes) {
-                        Ok(message) => Incoming::Message(message),
-                        Err(error) => Incoming::Invalid(error),
-                    }));
+            if self.eof {
+                if pending.is_empty() {
+                    return Ok(None);
                 }
-                Err(FrameError::TooLarge(_)) => return Err(ReadError::TooLarge),
-                Err(e @ FrameError::NotBase64 { .. }) => {
-                    eprintln!("{}: skipped an undecodable line: {e}", self.label);
-                }
+                // A last line without its newline still counts.
+                let decoded = decode_line(pending);
+                self.start = self.buf.len();
+                self.scanned = 0;
+                return Ok(Some(decoded));
+            }
+            // Compact, then read more.
+            if self.start > 0 {
+                self.buf.drain(..self.start);
+                self.start = 0;
+            }
+            self.buf.reserve(1 << 20);
+            let n = self.inner.read_buf(&mut self.buf).await?;
+            if n == 0 {
+                self.eof = true;
             }
         }
     }

@@ -8,7 +8,6 @@ use crate::just;
 
 pub fn load(args: &PlanArgs) -> CliResult<Plan> {
     let dir = super::current_dir()?;
-    just::check_version(&dir)?;
     let dump = just::dump(&dir)?;
     Ok(Plan::from_dump(&dump, args.root.as_deref())?)
 }

@@ -188,7 +188,6 @@ pub fn run(args: RunArgs) -> CliResult<i32> {
     let cwd = super::current_dir()?;
     let repo = git::toplevel(&cwd)?;
     let hosts = hosts::resolve(&config.pins, &env)?;
-    just::check_version(&repo)?;
     let sha = git::head(&repo)?;
     let dirty_paths = git::dirty_paths(&repo)?;
     let dirty = !dirty_paths.is_empty();

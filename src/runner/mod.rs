@@ -13,25 +13,51 @@ use std::path::{Path, PathBuf};
 use odu_core::lane::{Exit, LaneEffect, LaneEvent, LaneState};
 use odu_core::{NodeView, SETUP};
 use odu_proto::{
-    CANCEL_STREAM, CancelStream, Configure, HANDSHAKE, Handshake, LogFrame, Message, NODE_CANCEL,
-    NODE_LOG_GET, NODE_RERUN, NODES_GET, NodeParams, NodesFrame, PROTOCOL_VERSION, RUN_CONFIGURE, RpcError,
-    error_code,
+    CANCEL_STREAM, CancelStream, Configure, HANDSHAKE, Handshake, Message, NODE_CANCEL, NODE_LOG_GET,
+    NODE_RERUN, NODES_GET, NodeParams, NodesFrame, PROTOCOL_VERSION, RUN_CONFIGURE, RpcError, error_code,
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
-use crate::cell::{Hub, Revisioned};
+use crate::cell::{CellValue, Hub, Revisioned};
 use crate::clock::now_ms;
 use crate::spool::{Spool, SpoolChunk, SpoolReader};
 use crate::wire::{FrameReader, Incoming, spawn_writer};
+use std::sync::Arc;
 
 /// The smallest `just` that dumps child-module dependencies with their paths.
 pub const MIN_JUST: (u64, u64) = (1, 57);
 
 /// Bytes per log frame on the wire.
-pub const LOG_CHUNK: usize = 256 * 1024;
+pub const LOG_CHUNK: usize = 1024 * 1024;
+
+/// The `nodes` cell's value: shared node views, so publishing a change copies pointers only.
+pub struct LaneCell {
+    revision: u64,
+    name: Arc<str>,
+    order: Arc<Vec<String>>,
+    nodes: Vec<Arc<NodeView>>,
+}
+
+impl Revisioned for LaneCell {
+    fn revision(&self) -> u64 {
+        self.revision
+    }
+}
+
+impl CellValue for LaneCell {
+    type Frame = NodesFrame;
+    fn snapshot_frame(&self) -> NodesFrame {
+        NodesFrame::Snapshot {
+            revision: self.revision,
+            name: self.name.to_string(),
+            order: self.order.to_vec(),
+            nodes: self.nodes.iter().map(|n| NodeView::clone(n)).collect(),
+        }
+    }
+}
 
 impl Revisioned for NodesFrame {
     fn revision(&self) -> u64 {
@@ -62,8 +88,12 @@ struct Actor {
     name: String,
     workspace: PathBuf,
     env: BTreeMap<String, String>,
-    hub: Hub<NodesFrame>,
+    hub: Hub<LaneCell>,
     revision: u64,
+    /// The cell's node views, in order, shared with published snapshots.
+    cell_nodes: Vec<Arc<NodeView>>,
+    cell_order: Arc<Vec<String>>,
+    cell_name: Arc<str>,
     spools: BTreeMap<String, Spool>,
     spool_dir: PathBuf,
     running: BTreeMap<String, Running>,
@@ -81,9 +111,9 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    // Log frames are up to ~450 KiB each: a short queue bounds the runner's memory, and a full
+    // Log frames are up to ~1.8 MiB each: a short queue bounds the runner's memory, and a full
     // queue is the backpressure that slows log readers (never the nodes themselves).
-    let (out, writer_task) = spawn_writer(writer, 16);
+    let (out, writer_task) = spawn_writer(writer, 8);
     let spool_dir = make_spool_dir()?;
     let (me, inbox) = mpsc::unbounded_channel();
     let actor = Actor {
@@ -93,8 +123,14 @@ where
         name: String::new(),
         workspace: PathBuf::new(),
         env: BTreeMap::new(),
-        hub: Hub::new(empty_snapshot(), 1024),
+        hub: Hub::new(
+            LaneCell { revision: 0, name: Arc::from(""), order: Arc::default(), nodes: vec![] },
+            1024,
+        ),
         revision: 0,
+        cell_nodes: vec![],
+        cell_order: Arc::default(),
+        cell_name: Arc::from(""),
         spools: BTreeMap::new(),
         spool_dir,
         running: BTreeMap::new(),
@@ -211,35 +247,66 @@ fn make_spool_dir() -> std::io::Result<PathBuf> {
     Err(std::io::Error::other("cannot create a private spool directory"))
 }
 
-fn empty_snapshot() -> NodesFrame {
-    NodesFrame::Snapshot { revision: 0, name: String::new(), order: vec![], nodes: vec![] }
+/// Encodes a stream item frame.
+pub fn item_frame(stream: &Value, value_json: &[u8]) -> Vec<u8> {
+    let mut json = item_prefix(stream, value_json.len());
+    json.extend_from_slice(value_json);
+    json.extend_from_slice(b"}}");
+    frame_of(&json)
 }
 
-/// Encodes a stream item frame. Log data is base64 already, so the hot path builds the JSON by
-/// hand instead of escaping megabytes it knows need none.
-pub fn item_frame(stream: &Value, value_json: &[u8]) -> Vec<u8> {
+fn item_prefix(stream: &Value, room: usize) -> Vec<u8> {
     let id = serde_json::to_vec(stream).expect("ids serialize");
-    let mut json = Vec::with_capacity(value_json.len() + id.len() + 64);
+    let mut json = Vec::with_capacity(room + id.len() + 64);
     json.extend_from_slice(br#"{"jsonrpc":"2.0","method":"$/item","params":{"id":"#);
     json.extend_from_slice(&id);
     json.extend_from_slice(br#","value":"#);
-    json.extend_from_slice(value_json);
-    json.extend_from_slice(b"}}");
-    let mut frame = Vec::with_capacity(json.len() / 3 * 4 + 8);
-    odu_proto::encode_frame(&json, &mut frame);
+    json
+}
+
+fn frame_of(json: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(json.len().div_ceil(3) * 4 + 1);
+    odu_proto::encode_frame(json, &mut frame);
     frame
 }
 
-/// The JSON of one log frame, built without re-escaping base64 data.
-pub fn log_frame_json(frame: &SpoolChunk) -> Vec<u8> {
-    let b64 = |bytes: &[u8]| LogFrame::encode_data(bytes);
-    match frame {
+/// The JSON of one log frame. Log data is base64, which needs no escaping, so the hot path
+/// writes it straight into the JSON instead of escaping megabytes through a serializer.
+pub fn log_frame_json(chunk: &SpoolChunk) -> Vec<u8> {
+    let mut json = Vec::new();
+    append_log_value(&mut json, chunk);
+    json
+}
+
+fn append_log_value(json: &mut Vec<u8>, chunk: &SpoolChunk) {
+    let data = |json: &mut Vec<u8>, bytes: &[u8]| {
+        json.extend_from_slice(br#","data":""#);
+        base64_simd::STANDARD.encode_append(bytes, json);
+        json.extend_from_slice(br#""}"#);
+    };
+    match chunk {
         SpoolChunk::Start { generation, bytes } => {
-            format!(r#"{{"kind":"snapshot","generation":{generation},"data":"{}"}}"#, b64(bytes)).into_bytes()
+            json.extend_from_slice(format!(r#"{{"kind":"snapshot","generation":{generation}"#).as_bytes());
+            data(json, bytes);
         }
-        SpoolChunk::Bytes(bytes) => format!(r#"{{"kind":"append","data":"{}"}}"#, b64(bytes)).into_bytes(),
-        SpoolChunk::End => br#"{"kind":"end"}"#.to_vec(),
+        SpoolChunk::Bytes(bytes) => {
+            json.extend_from_slice(br#"{"kind":"append""#);
+            data(json, bytes);
+        }
+        SpoolChunk::End => json.extend_from_slice(br#"{"kind":"end"}"#),
     }
+}
+
+/// The whole frame of one log item, built in one buffer.
+pub fn log_item_frame(stream: &Value, chunk: &SpoolChunk) -> Vec<u8> {
+    let size = match chunk {
+        SpoolChunk::Start { bytes, .. } | SpoolChunk::Bytes(bytes) => bytes.len().div_ceil(3) * 4,
+        SpoolChunk::End => 0,
+    };
+    let mut json = item_prefix(stream, size + 64);
+    append_log_value(&mut json, chunk);
+    json.extend_from_slice(b"}}");
+    frame_of(&json)
 }
 
 impl Actor {
@@ -316,7 +383,7 @@ impl Actor {
                     let stream = id.clone();
                     let task = tokio::spawn(async move {
                         while let Some(chunk) = reader.next().await {
-                            if out.send(item_frame(&stream, &log_frame_json(&chunk))).await.is_err() {
+                            if out.send(log_item_frame(&stream, &chunk)).await.is_err() {
                                 break;
                             }
                         }
@@ -376,6 +443,10 @@ impl Actor {
         self.env = c.env;
         self.lane = Some(lane);
         self.revision += 1;
+        let lane = self.lane.as_ref().expect("just set");
+        self.cell_order = Arc::new(lane.order().to_vec());
+        self.cell_nodes = lane.views().into_iter().map(Arc::new).collect();
+        self.cell_name = Arc::from(self.name.as_str());
         self.hub.replace(self.snapshot());
         let effects = self.lane.as_mut().expect("just set").apply(LaneEvent::Started { at: now_ms() });
         self.execute(effects.unwrap_or_default());
@@ -386,13 +457,12 @@ impl Actor {
         self.spool_dir.join(format!("{index}.{generation}.log"))
     }
 
-    fn snapshot(&self) -> NodesFrame {
-        let lane = self.lane.as_ref();
-        NodesFrame::Snapshot {
+    fn snapshot(&self) -> LaneCell {
+        LaneCell {
             revision: self.revision,
-            name: self.name.clone(),
-            order: lane.map(|l| l.order().to_vec()).unwrap_or_default(),
-            nodes: lane.map(|l| l.views()).unwrap_or_default(),
+            name: self.cell_name.clone(),
+            order: self.cell_order.clone(),
+            nodes: self.cell_nodes.clone(),
         }
     }
 
@@ -439,6 +509,11 @@ impl Actor {
                     let Some(lane) = self.lane.as_ref() else { continue };
                     let nodes: Vec<NodeView> =
                         changed.iter().filter_map(|id| lane.view(id).cloned()).collect();
+                    for view in &nodes {
+                        if let Some(at) = self.cell_order.iter().position(|o| *o == view.id) {
+                            self.cell_nodes[at] = Arc::new(view.clone());
+                        }
+                    }
                     self.revision += 1;
                     let delta = NodesFrame::Delta { revision: self.revision, nodes };
                     let snapshot = self.snapshot();

@@ -88,7 +88,7 @@ pub async fn run_node(launch: NodeLaunch, spool: &Spool, on_spawn: impl FnOnce(i
             return Exit::SpawnFailed;
         }
     };
-    let mut buf = vec![0u8; 256 * 1024];
+    let mut buf = vec![0u8; 1024 * 1024];
     let mut status = None;
     let mut drain_deadline = None;
     loop {
@@ -147,6 +147,20 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
+/// Asks for a larger pipe buffer: with the default 64 KiB, a node printing fast and a reader
+/// draining fast ping-pong on every 64 KiB. Best effort; the kernel caps it at
+/// `/proc/sys/fs/pipe-max-size`.
+pub fn enlarge_pipe(fd: std::os::fd::BorrowedFd<'_>) {
+    use std::os::fd::AsRawFd;
+    #[cfg(target_os = "linux")]
+    // SAFETY: fcntl on a descriptor we hold; F_SETPIPE_SZ only resizes the pipe's buffer.
+    unsafe {
+        libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = fd;
+}
+
 fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: `fds` is a valid two-element array for pipe2 to fill.
@@ -155,7 +169,10 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    use std::os::fd::AsFd;
+    enlarge_pipe(read.as_fd());
+    Ok((read, write))
 }
 
 /// Sends `signal` to process group `pgid`; true when the group still had members.

@@ -119,7 +119,7 @@ impl LaneHarness {
     async fn pump(&mut self) {
         match self.client.next().await.expect("link") {
             Some(ClientEvent::Item { stream, value }) if stream == self.nodes_stream => {
-                let frame: NodesFrame = serde_json::from_value(value).expect("nodes frame");
+                let frame: NodesFrame = serde_json::from_str(value.get()).expect("nodes frame");
                 match &frame {
                     NodesFrame::Snapshot { order, nodes, .. } => {
                         self.order = order.clone();
@@ -134,7 +134,7 @@ impl LaneHarness {
                 self.frames.push(frame);
             }
             Some(ClientEvent::Item { stream, value }) => {
-                let frame: LogFrame = serde_json::from_value(value).expect("log frame");
+                let frame: LogFrame = serde_json::from_str(value.get()).expect("log frame");
                 self.logs.entry(stream).or_default().push(frame);
             }
             Some(ClientEvent::Response { id, result }) => {

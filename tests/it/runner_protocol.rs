@@ -199,11 +199,11 @@ async fn a_late_subscriber_gets_the_snapshot_and_the_log_replay_then_end() {
         if let Some(odu::client::ClientEvent::Item { stream, value }) = h.client.next().await.unwrap()
             && stream == late
         {
-            first = Some(serde_json::from_value::<NodesFrame>(value).unwrap());
+            first = Some(serde_json::from_str::<NodesFrame>(value.get()).unwrap());
         }
     }
     match first.unwrap() {
-        NodesFrame::Snapshot { nodes, .. } => assert!(nodes.iter().all(|n| n.status == Ok)),
+        NodesFrame::Snapshot { nodes, .. } => assert!(nodes.iter().all(|n| n.status == Ok), "{nodes:?}"),
         other => panic!("first frame was not a snapshot: {other:?}"),
     }
     let log = h.subscribe_log("mark").await;
@@ -287,7 +287,8 @@ async fn undecodable_lines_are_skipped_and_a_wrong_protocol_version_is_refused()
     cw.write_all(&hello.to_frame()).await.unwrap();
     let mut lines = BufReader::new(cr).lines();
     let line = tokio::time::timeout(DEADLINE, lines.next_line()).await.unwrap().unwrap().unwrap();
-    let reply = odu_proto::Message::parse(&odu_proto::decode_line(line.as_bytes()).unwrap().unwrap()).unwrap();
+    let reply =
+        odu_proto::Message::parse(&odu_proto::decode_line(line.as_bytes()).unwrap().unwrap()).unwrap();
     match reply {
         odu_proto::Message::Response { result: Err(e), .. } => {
             assert_eq!(e.code, odu_proto::error_code::VERSION_MISMATCH);
