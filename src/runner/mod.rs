@@ -31,7 +31,7 @@ use std::sync::Arc;
 pub const MIN_JUST: (u64, u64) = (1, 57);
 
 /// Bytes per log frame on the wire.
-pub const LOG_CHUNK: usize = 1024 * 1024;
+pub const LOG_CHUNK: usize = 256 * 1024;
 
 /// The `nodes` cell's value: shared node views, so publishing a change copies pointers only.
 pub struct LaneCell {
@@ -111,9 +111,9 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    // Log frames are up to ~1.8 MiB each: a short queue bounds the runner's memory, and a full
+    // Log frames are up to ~460 KiB each: a short queue bounds the runner's memory, and a full
     // queue is the backpressure that slows log readers (never the nodes themselves).
-    let (out, writer_task) = spawn_writer(writer, 8);
+    let (out, writer_task) = spawn_writer(writer, 16);
     let spool_dir = make_spool_dir()?;
     let (me, inbox) = mpsc::unbounded_channel();
     let actor = Actor {
