@@ -20,7 +20,13 @@ fn no_run_recorded(repo: &Repo) {
 fn not_a_git_checkout() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("justfile"), OK).unwrap();
-    let out = std::process::Command::new(odu_bin()).arg("run").current_dir(dir.path()).output().unwrap();
+    let out = std::process::Command::new(odu_bin())
+        .arg("run")
+        .current_dir(dir.path())
+        .env_remove("ODU_RUN")
+        .env_remove("ODU_HOSTS")
+        .output()
+        .unwrap();
     refused(out, "not inside a git checkout");
 }
 
