@@ -70,15 +70,14 @@ impl Revisioned for NodesFrame {
 enum ActorMsg {
     Request { id: Value, method: String, params: Value },
     CancelStream(Value),
-    Spawned { id: String, generation: u32, pgid: i32 },
     Exited { id: String, generation: u32, exit: Exit },
     Shutdown,
 }
 
 struct Running {
     generation: u32,
+    /// The node's process group; `None` for the setup node, which runs in the runner itself.
     pgid: Option<i32>,
-    kill_requested: bool,
 }
 
 struct Actor {
@@ -325,15 +324,6 @@ impl Actor {
                         let _ = self.out.send(Message::ok(id, Value::Null).to_frame()).await;
                     }
                 }
-                ActorMsg::Spawned { id, generation, pgid } => {
-                    if let Some(r) = self.running.get_mut(&id).filter(|r| r.generation == generation) {
-                        r.pgid = Some(pgid);
-                        if r.kill_requested {
-                            spawner::kill_group(pgid, libc::SIGTERM);
-                            spawner::escalate_later(pgid);
-                        }
-                    }
-                }
                 ActorMsg::Exited { id, generation, exit } => {
                     if self.running.get(&id).is_some_and(|r| r.generation == generation) {
                         self.running.remove(&id);
@@ -477,12 +467,11 @@ impl Actor {
         for effect in effects {
             match effect {
                 LaneEffect::Kill { id, generation } => {
-                    if let Some(r) = self.running.get_mut(&id).filter(|r| r.generation == generation) {
-                        r.kill_requested = true;
-                        if let Some(pgid) = r.pgid {
-                            spawner::kill_group(pgid, libc::SIGTERM);
-                            spawner::escalate_later(pgid);
-                        }
+                    if let Some(pgid) =
+                        self.running.get(&id).filter(|r| r.generation == generation).and_then(|r| r.pgid)
+                    {
+                        spawner::kill_group(pgid, libc::SIGTERM);
+                        spawner::escalate_later(pgid);
                     }
                 }
                 LaneEffect::ResetLog { id, generation } => {
@@ -525,7 +514,7 @@ impl Actor {
 
     fn spawn(&mut self, id: String, generation: u32, argv: Vec<String>) {
         let Some(spool) = self.spools.get(&id).cloned() else { return };
-        self.running.insert(id.clone(), Running { generation, pgid: None, kill_requested: false });
+        self.running.insert(id.clone(), Running { generation, pgid: None });
         let me = self.me.clone();
         let workspace = self.workspace.clone();
         if id == SETUP {
@@ -537,16 +526,22 @@ impl Actor {
             return;
         }
         let launch = spawner::NodeLaunch { argv, workspace, env: self.env.clone(), generation };
-        tokio::spawn(async move {
-            let spawned = me.clone();
-            let node = id.clone();
-            let exit = spawner::run_node(launch, &spool, move |pgid| {
-                let _ = spawned.send(ActorMsg::Spawned { id: node, generation, pgid });
-            })
-            .await;
-            spool.end(generation);
-            let _ = me.send(ActorMsg::Exited { id, generation, exit });
-        });
+        match spawner::start_node(launch, &spool) {
+            Ok(started) => {
+                if let Some(r) = self.running.get_mut(&id) {
+                    r.pgid = Some(started.pgid);
+                }
+                tokio::spawn(async move {
+                    let exit = spawner::finish_node(started, &spool).await;
+                    spool.end(generation);
+                    let _ = me.send(ActorMsg::Exited { id, generation, exit });
+                });
+            }
+            Err(exit) => {
+                spool.end(generation);
+                let _ = me.send(ActorMsg::Exited { id, generation, exit });
+            }
+        }
     }
 }
 

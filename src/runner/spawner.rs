@@ -29,66 +29,60 @@ pub struct NodeLaunch {
     pub generation: u32,
 }
 
-/// Runs one node attempt to its end: spawns it, streams its output into `spool`, reaps its
-/// group, and returns how it ended once the log is complete. `on_spawn` receives the process
-/// group id as soon as it exists, so the caller can cancel it.
-pub async fn run_node(launch: NodeLaunch, spool: &Spool, on_spawn: impl FnOnce(i32)) -> Exit {
+/// A node process that was started: its group id, the child, and the read end of its output.
+pub struct StartedNode {
+    pub pgid: i32,
+    child: tokio::process::Child,
+    reader: tokio::net::unix::pipe::Receiver,
+    generation: u32,
+}
+
+/// Starts one node attempt. Synchronous, so the caller knows the process group at once and the
+/// next node of a chain starts without waiting for a task to be scheduled. A failure to start
+/// is written to the spool and returned as the attempt's exit.
+pub fn start_node(launch: NodeLaunch, spool: &Spool) -> Result<StartedNode, Exit> {
     let generation = launch.generation;
-    let (read_end, write_end) = match pipe() {
-        Ok(fds) => fds,
-        Err(e) => {
-            let _ = spool
-                .append(generation, format!("[odu] spawn failed: cannot create a pipe: {e}\n").as_bytes());
-            return Exit::SpawnFailed;
-        }
+    let fail = |message: String| {
+        let _ = spool.append(generation, format!("[odu] spawn failed: {message}\n").as_bytes());
+        Exit::SpawnFailed
     };
+    let (read_end, write_end) = pipe().map_err(|e| fail(format!("cannot create a pipe: {e}")))?;
     let mut cmd = std::process::Command::new(&launch.argv[0]);
     cmd.args(&launch.argv[1..])
         .current_dir(&launch.workspace)
         .envs(&launch.env)
         .stdin(Stdio::null())
         .process_group(0);
-    match write_end.try_clone() {
-        Ok(dup) => {
-            cmd.stdout(Stdio::from(write_end)).stderr(Stdio::from(dup));
-        }
-        Err(e) => {
-            let _ = spool.append(generation, format!("[odu] spawn failed: {e}\n").as_bytes());
-            return Exit::SpawnFailed;
-        }
-    }
+    let dup = write_end.try_clone().map_err(|e| fail(e.to_string()))?;
+    cmd.stdout(Stdio::from(write_end)).stderr(Stdio::from(dup));
     let mut cmd = tokio::process::Command::from(cmd);
     cmd.kill_on_drop(false);
     let spawned = cmd.spawn();
     // Our copies of the write end must close, or the pipe never reaches its end.
     drop(cmd);
-    let mut child = match spawned {
-        Ok(child) => child,
-        Err(e) => {
-            let what = launch.argv[0].as_str();
-            let hint = if e.kind() == std::io::ErrorKind::NotFound {
-                format!("{what} is not on PATH")
-            } else {
-                e.to_string()
-            };
-            let _ = spool.append(generation, format!("[odu] spawn failed: {hint}\n").as_bytes());
-            return Exit::SpawnFailed;
+    let mut child = spawned.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            fail(format!("{} is not on PATH", launch.argv[0]))
+        } else {
+            fail(e.to_string())
         }
-    };
+    })?;
     let pgid = child.id().map(|p| p as i32).unwrap_or(0);
-    on_spawn(pgid);
-
-    let mut reader = match tokio::net::unix::pipe::Receiver::from_owned_fd(read_end) {
-        Ok(r) => r,
+    match tokio::net::unix::pipe::Receiver::from_owned_fd(read_end) {
+        Ok(reader) => Ok(StartedNode { pgid, child, reader, generation }),
         Err(e) => {
-            let _ =
-                spool.append(generation, format!("[odu] cannot read the node's output: {e}\n").as_bytes());
             kill_group(pgid, libc::SIGKILL);
-            let _ = child.wait().await;
-            return Exit::SpawnFailed;
+            let _ = child.start_kill();
+            Err(fail(format!("cannot read the node's output: {e}")))
         }
-    };
-    let mut buf = vec![0u8; 1024 * 1024];
+    }
+}
+
+/// Runs a started node to its end: streams its output into `spool`, reaps its group, and
+/// returns how it ended once the log is complete.
+pub async fn finish_node(started: StartedNode, spool: &Spool) -> Exit {
+    let StartedNode { pgid, mut child, mut reader, generation } = started;
+    let mut buf = vec![0u8; 256 * 1024];
     let mut status = None;
     let mut drain_deadline = None;
     loop {
