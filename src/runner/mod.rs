@@ -475,7 +475,7 @@ impl Actor {
                     }
                 }
                 LaneEffect::ResetLog { id, generation } => {
-                    let index = self.lane.as_ref().and_then(|l| l.order().iter().position(|o| *o == id));
+                    let index = self.lane.as_ref().and_then(|l| l.position(&id));
                     if let (Some(index), Some(spool)) = (index, self.spools.get(&id)) {
                         let old = spool.state().path;
                         let path = self.spool_path(index, generation);
@@ -499,7 +499,7 @@ impl Actor {
                     let nodes: Vec<NodeView> =
                         changed.iter().filter_map(|id| lane.view(id).cloned()).collect();
                     for view in &nodes {
-                        if let Some(at) = self.cell_order.iter().position(|o| *o == view.id) {
+                        if let Some(at) = lane.position(&view.id) {
                             self.cell_nodes[at] = Arc::new(view.clone());
                         }
                     }

@@ -100,14 +100,17 @@ pub enum Refusal {
 struct NodeState {
     view: NodeView,
     argv: Vec<String>,
+    /// Indices of the needs, so scheduling never looks ids up.
+    needs: Vec<usize>,
+    dependents: Vec<usize>,
 }
 
-/// The scheduling state of one lane.
+/// The scheduling state of one lane. Nodes live in scheduling order; ids map to positions.
 #[derive(Clone, Debug)]
 pub struct LaneState {
     order: Vec<String>,
-    nodes: BTreeMap<String, NodeState>,
-    dependents: BTreeMap<String, Vec<String>>,
+    nodes: Vec<NodeState>,
+    index: BTreeMap<String, usize>,
     jobs: Option<usize>,
     started: bool,
 }
@@ -117,21 +120,23 @@ impl LaneState {
     /// topological order (dependencies first) and reference only ids among them.
     pub fn new(tasks: &[TaskSpec], setup_command: &str, jobs: Option<usize>) -> Result<Self, String> {
         let mut order = vec![SETUP.to_string()];
-        let mut nodes = BTreeMap::new();
-        nodes.insert(
-            SETUP.to_string(),
-            NodeState { view: pending_view(SETUP, setup_command.to_string(), vec![]), argv: vec![] },
-        );
+        let mut index = BTreeMap::from([(SETUP.to_string(), 0)]);
+        let mut nodes = vec![NodeState {
+            view: pending_view(SETUP, setup_command.to_string(), vec![]),
+            argv: vec![],
+            needs: vec![],
+            dependents: vec![],
+        }];
         for task in tasks {
             if task.id.is_empty() || task.argv.is_empty() {
                 return Err(format!("task {:?} has an empty id or command", task.id));
             }
-            if nodes.contains_key(&task.id) {
+            if index.contains_key(&task.id) {
                 return Err(format!("duplicate task id {:?}", task.id));
             }
             let mut needs: Vec<String> = task.needs.clone();
             for need in &needs {
-                if !nodes.contains_key(need) {
+                if !index.contains_key(need) {
                     return Err(format!(
                         "task {:?} needs {:?}, which is unknown or comes later (tasks must be in dependency order)",
                         task.id, need
@@ -141,46 +146,53 @@ impl LaneState {
             needs.push(SETUP.to_string());
             needs.sort();
             needs.dedup();
+            let at = nodes.len();
+            let need_positions: Vec<usize> = needs.iter().map(|n| index[n]).collect();
+            for &need in &need_positions {
+                nodes[need].dependents.push(at);
+            }
             let command = shell_words(&task.argv);
-            nodes.insert(
-                task.id.clone(),
-                NodeState { view: pending_view(&task.id, command, needs), argv: task.argv.clone() },
-            );
+            nodes.push(NodeState {
+                view: pending_view(&task.id, command, needs),
+                argv: task.argv.clone(),
+                needs: need_positions,
+                dependents: vec![],
+            });
+            index.insert(task.id.clone(), at);
             order.push(task.id.clone());
         }
-        let mut dependents: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for id in &order {
-            for need in &nodes[id].view.needs {
-                dependents.entry(need.clone()).or_default().push(id.clone());
-            }
-        }
-        Ok(LaneState { order, nodes, dependents, jobs: jobs.filter(|&j| j > 0), started: false })
+        Ok(LaneState { order, nodes, index, jobs: jobs.filter(|&j| j > 0), started: false })
     }
 
     pub fn order(&self) -> &[String] {
         &self.order
     }
 
+    /// The node's position in scheduling order.
+    pub fn position(&self, id: &str) -> Option<usize> {
+        self.index.get(id).copied()
+    }
+
     pub fn view(&self, id: &str) -> Option<&NodeView> {
-        self.nodes.get(id).map(|n| &n.view)
+        self.index.get(id).map(|&at| &self.nodes[at].view)
     }
 
     /// Every node in scheduling order.
     pub fn views(&self) -> Vec<NodeView> {
-        self.order.iter().map(|id| self.nodes[id].view.clone()).collect()
+        self.nodes.iter().map(|n| n.view.clone()).collect()
     }
 
     /// Every node is terminal.
     pub fn settled(&self) -> bool {
-        self.nodes.values().all(|n| n.view.status.is_terminal())
+        self.nodes.iter().all(|n| n.view.status.is_terminal())
     }
 
     /// Node ids that are running, with their generation.
     pub fn running(&self) -> Vec<(String, u32)> {
-        self.order
+        self.nodes
             .iter()
-            .filter(|id| self.nodes[*id].view.status == NodeStatus::Running)
-            .map(|id| (id.clone(), self.nodes[id].view.generation))
+            .filter(|n| n.view.status == NodeStatus::Running)
+            .map(|n| (n.view.id.clone(), n.view.generation))
             .collect()
     }
 
@@ -193,9 +205,10 @@ impl LaneState {
                 self.tick(at, &mut fx);
             }
             LaneEvent::NodeExited { id, generation, exit, at } => {
-                let Some(node) = self.nodes.get_mut(&id) else {
+                let Some(&pos) = self.index.get(&id) else {
                     return Err(Refusal::UnknownNode(id));
                 };
+                let node = &mut self.nodes[pos];
                 if node.view.generation == generation && node.view.status == NodeStatus::Running {
                     let (status, code) = match exit {
                         Exit::Code(0) => (NodeStatus::Ok, Some(0)),
@@ -206,74 +219,76 @@ impl LaneState {
                     node.view.status = status;
                     node.view.exit_code = code;
                     node.view.duration_ms = node.view.started_at.map(|s| at.saturating_sub(s));
-                    fx.changed(&id);
+                    fx.changed(pos);
                     self.tick(at, &mut fx);
                 }
             }
             LaneEvent::RerunRequested { id, at } => {
-                if !self.nodes.contains_key(&id) {
+                let Some(&pos) = self.index.get(&id) else {
                     return Err(Refusal::UnknownNode(id));
-                }
+                };
                 if !self.started {
                     return Err(Refusal::NotStarted);
                 }
-                for target in self.closure_of_dependents(&id) {
-                    let node = self.nodes.get_mut(&target).expect("closure holds known ids");
+                for target in self.closure_of_dependents(pos) {
+                    let node = &mut self.nodes[target];
+                    let id = node.view.id.clone();
                     if node.view.status == NodeStatus::Running {
-                        fx.push(LaneEffect::Kill { id: target.clone(), generation: node.view.generation });
+                        fx.push(LaneEffect::Kill { id: id.clone(), generation: node.view.generation });
                     }
                     node.view.generation += 1;
                     node.view.status = NodeStatus::Pending;
                     node.view.exit_code = None;
                     node.view.started_at = None;
                     node.view.duration_ms = None;
-                    fx.push(LaneEffect::ResetLog { id: target.clone(), generation: node.view.generation });
-                    fx.changed(&target);
+                    fx.push(LaneEffect::ResetLog { id, generation: node.view.generation });
+                    fx.changed(target);
                 }
                 self.tick(at, &mut fx);
             }
             LaneEvent::CancelRequested { id, at } => {
-                let Some(node) = self.nodes.get_mut(&id) else {
+                let Some(&pos) = self.index.get(&id) else {
                     return Err(Refusal::UnknownNode(id));
                 };
+                let node = &mut self.nodes[pos];
                 match node.view.status {
                     NodeStatus::Cancelled => {}
                     NodeStatus::Running => {
                         node.view.status = NodeStatus::Cancelled;
                         node.view.duration_ms = node.view.started_at.map(|s| at.saturating_sub(s));
-                        fx.push(LaneEffect::Kill { id: id.clone(), generation: node.view.generation });
-                        fx.changed(&id);
+                        fx.push(LaneEffect::Kill { id, generation: node.view.generation });
+                        fx.changed(pos);
                         self.tick(at, &mut fx);
                     }
                     NodeStatus::Pending => {
                         node.view.status = NodeStatus::Cancelled;
                         fx.push(LaneEffect::EndLog {
-                            id: id.clone(),
+                            id,
                             generation: node.view.generation,
                             note: Some("[odu] cancelled by operator before it started\n".into()),
                         });
-                        fx.changed(&id);
+                        fx.changed(pos);
                         self.tick(at, &mut fx);
                     }
                     _ => return Err(Refusal::AlreadyFinished(id)),
                 }
             }
         }
-        Ok(fx.finish())
+        Ok(fx.finish(&self.order))
     }
 
     /// The node and everything that transitively needs it, in scheduling order.
-    fn closure_of_dependents(&self, id: &str) -> Vec<String> {
-        let mut seen = BTreeSet::from([id.to_string()]);
-        let mut stack = vec![id.to_string()];
+    fn closure_of_dependents(&self, pos: usize) -> Vec<usize> {
+        let mut seen = BTreeSet::from([pos]);
+        let mut stack = vec![pos];
         while let Some(next) = stack.pop() {
-            for dependent in self.dependents.get(&next).into_iter().flatten() {
-                if seen.insert(dependent.clone()) {
-                    stack.push(dependent.clone());
+            for &dependent in &self.nodes[next].dependents {
+                if seen.insert(dependent) {
+                    stack.push(dependent);
                 }
             }
         }
-        self.order.iter().filter(|id| seen.contains(*id)).cloned().collect()
+        seen.into_iter().collect()
     }
 
     /// One pass in topological order: blocked nodes skip (cascading within the pass), ready
@@ -282,29 +297,33 @@ impl LaneState {
         if !self.started {
             return;
         }
-        let mut running = self.nodes.values().filter(|n| n.view.status == NodeStatus::Running).count();
-        for id in &self.order {
-            if self.nodes[id].view.status != NodeStatus::Pending {
+        let mut running = self.nodes.iter().filter(|n| n.view.status == NodeStatus::Running).count();
+        for pos in 0..self.nodes.len() {
+            if self.nodes[pos].view.status != NodeStatus::Pending {
                 continue;
             }
-            let needs = &self.nodes[id].view.needs;
-            let blocked = needs.iter().any(|n| self.nodes[n].view.status.blocks_dependents());
-            let ready = needs.iter().all(|n| self.nodes[n].view.status == NodeStatus::Ok);
-            let node = self.nodes.get_mut(id).expect("order holds known ids");
+            let needs = &self.nodes[pos].needs;
+            let blocked = needs.iter().any(|&n| self.nodes[n].view.status.blocks_dependents());
+            let ready = needs.iter().all(|&n| self.nodes[n].view.status == NodeStatus::Ok);
+            let node = &mut self.nodes[pos];
             if blocked {
                 node.view.status = NodeStatus::Skipped;
-                fx.push(LaneEffect::EndLog { id: id.clone(), generation: node.view.generation, note: None });
-                fx.changed(id);
+                fx.push(LaneEffect::EndLog {
+                    id: node.view.id.clone(),
+                    generation: node.view.generation,
+                    note: None,
+                });
+                fx.changed(pos);
             } else if ready && self.jobs.is_none_or(|cap| running < cap) {
                 running += 1;
                 node.view.status = NodeStatus::Running;
                 node.view.started_at = Some(at);
                 fx.push(LaneEffect::Spawn {
-                    id: id.clone(),
+                    id: node.view.id.clone(),
                     generation: node.view.generation,
                     argv: node.argv.clone(),
                 });
-                fx.changed(id);
+                fx.changed(pos);
             }
         }
     }
@@ -340,19 +359,22 @@ pub fn shell_words(argv: &[String]) -> String {
 #[derive(Default)]
 struct Effects {
     effects: Vec<LaneEffect>,
-    changed: BTreeSet<String>,
+    /// Positions of changed nodes.
+    changed: BTreeSet<usize>,
 }
 
 impl Effects {
     fn push(&mut self, effect: LaneEffect) {
         self.effects.push(effect);
     }
-    fn changed(&mut self, id: &str) {
-        self.changed.insert(id.to_string());
+    fn changed(&mut self, pos: usize) {
+        self.changed.insert(pos);
     }
-    fn finish(mut self) -> Vec<LaneEffect> {
+    /// The effects, then one `Publish` naming the changed nodes in scheduling order.
+    fn finish(mut self, order: &[String]) -> Vec<LaneEffect> {
         if !self.changed.is_empty() {
-            self.effects.push(LaneEffect::Publish { changed: self.changed.into_iter().collect() });
+            let changed = self.changed.into_iter().map(|pos| order[pos].clone()).collect();
+            self.effects.push(LaneEffect::Publish { changed });
         }
         self.effects
     }
