@@ -33,6 +33,13 @@ pub const MIN_JUST: (u64, u64) = (1, 57);
 /// Bytes per log frame on the wire.
 pub const LOG_CHUNK: usize = 256 * 1024;
 
+/// The first bytes of every node's log stay in a spool file, so any client can replay a short
+/// log from the top; the rest passes through memory (see `spool`).
+pub const LOG_HEAD: u64 = 4 * 1024 * 1024;
+
+/// How many unread bytes of a node's log may wait in the runner's memory.
+pub const LOG_WINDOW: usize = 4 * 1024 * 1024;
+
 /// The `nodes` cell's value: shared node views, so publishing a change copies pointers only.
 pub struct LaneCell {
     revision: u64,
@@ -292,6 +299,7 @@ fn append_log_value(json: &mut Vec<u8>, chunk: &SpoolChunk) {
             json.extend_from_slice(br#"{"kind":"append""#);
             data(json, bytes);
         }
+        SpoolChunk::Missed(bytes) => json.extend_from_slice(format!(r#"{{"kind":"missed","bytes":{bytes}}}"#).as_bytes()),
         SpoolChunk::End => json.extend_from_slice(br#"{"kind":"end"}"#),
     }
 }
@@ -300,7 +308,7 @@ fn append_log_value(json: &mut Vec<u8>, chunk: &SpoolChunk) {
 pub fn log_item_frame(stream: &Value, chunk: &SpoolChunk) -> Vec<u8> {
     let size = match chunk {
         SpoolChunk::Start { bytes, .. } | SpoolChunk::Bytes(bytes) => bytes.len().div_ceil(3) * 4,
-        SpoolChunk::End => 0,
+        SpoolChunk::End | SpoolChunk::Missed(_) => 0,
     };
     let mut json = item_prefix(stream, size + 64);
     append_log_value(&mut json, chunk);
@@ -423,7 +431,7 @@ impl Actor {
         let lane = LaneState::new(&c.tasks, &setup_command, c.jobs).map_err(RpcError::invalid_params)?;
         for (index, id) in lane.order().iter().enumerate() {
             let path = self.spool_path(index, 0);
-            let spool = Spool::create(&path).map_err(|e| {
+            let spool = Spool::windowed(&path, LOG_HEAD, LOG_WINDOW).map_err(|e| {
                 RpcError::refused(format!("cannot create a log spool in {}: {e}", self.spool_dir.display()))
             })?;
             self.spools.insert(id.clone(), spool);

@@ -87,7 +87,7 @@ pub async fn finish_node(started: StartedNode, spool: &Spool) -> Exit {
     let mut drain_deadline = None;
     loop {
         tokio::select! {
-            read = reader.read(&mut buf) => match read {
+            read = async { spool.room().await; reader.read(&mut buf).await } => match read {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     if let Err(e) = spool.append(generation, &buf[..n]) {
