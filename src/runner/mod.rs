@@ -299,7 +299,9 @@ fn append_log_value(json: &mut Vec<u8>, chunk: &SpoolChunk) {
             json.extend_from_slice(br#"{"kind":"append""#);
             data(json, bytes);
         }
-        SpoolChunk::Missed(bytes) => json.extend_from_slice(format!(r#"{{"kind":"missed","bytes":{bytes}}}"#).as_bytes()),
+        SpoolChunk::Missed(bytes) => {
+            json.extend_from_slice(format!(r#"{{"kind":"missed","bytes":{bytes}}}"#).as_bytes())
+        }
         SpoolChunk::End => json.extend_from_slice(br#"{"kind":"end"}"#),
     }
 }
