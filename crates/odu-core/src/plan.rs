@@ -7,11 +7,14 @@
 //! Invariants: the same dump and flags give a byte-identical plan (ordered collections only); the
 //! task order is topological, dependencies first, alphabetical within a rank.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
+use std::marker::PhantomData;
+use std::rc::Rc;
 
+use serde::de::{MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::platform::{OS_ATTRIBUTES, runs_on};
@@ -141,17 +144,19 @@ impl Plan {
     /// Reads `just --dump --dump-format json` (just 1.57 or newer) and builds the dependency
     /// closure of the root: the single `[metadata("ci")]` recipe, or `root` when given.
     pub fn from_dump(json: &str, root: Option<&str>) -> Result<Plan, IngestError> {
-        let dump: DumpModule = serde_json::from_str(json).map_err(|e| {
-            IngestError::BadDump(format!(
-                "{e}: pass the output of `just --dump --dump-format json` from just 1.57 or newer"
-            ))
-        })?;
-        let mut recipes = BTreeMap::new();
-        flatten(dump, "", &mut recipes)?;
+        let dump = match QuickReader::read(json) {
+            Some(dump) => dump,
+            None => serde_json::from_str(json).map_err(|e| {
+                IngestError::BadDump(format!(
+                    "{e}: pass the output of `just --dump --dump-format json` from just 1.57 or newer"
+                ))
+            })?,
+        };
+        let recipes = flatten_all(dump)?;
         let root = find_root(&recipes, root)?;
-        let graph = Closure::of(&recipes, &root)?;
+        let graph = Closure::of(&recipes, root)?;
         let tasks = graph.tasks()?;
-        Ok(Plan { root, tasks: order(tasks)? })
+        Ok(Plan { root: recipes[root].namepath.to_string(), tasks })
     }
 
     /// The plan as a petgraph DAG: one node per task (weight: its index in `tasks`), one edge
@@ -170,9 +175,11 @@ impl Plan {
 
     /// `sha256:<hex>` over the compact JSON of the plan: equal plans, equal digests.
     pub fn digest(&self) -> String {
-        // A plan is strings and vectors of strings, which serde_json always serializes.
-        let canonical = serde_json::to_vec(self).expect("a plan always serializes to JSON");
-        let hash = Sha256::digest(&canonical);
+        // The plan is written by hand rather than through `serde_json::to_vec`, which spends more
+        // time on its generic machinery than on the bytes; a test pins the two to the same output.
+        let mut canonical = String::with_capacity(self.text_len() + 64 * self.tasks.len() + 32);
+        self.write_compact(&mut canonical);
+        let hash = Sha256::digest(canonical.as_bytes());
         let mut out = String::with_capacity("sha256:".len() + hash.len() * 2);
         out.push_str("sha256:");
         for byte in hash {
@@ -184,27 +191,77 @@ impl Plan {
 
     /// The plan as pretty JSON with its digest and each task's command, newline-terminated.
     pub fn to_json_pretty(&self) -> String {
-        let view = PlanView {
-            root: &self.root,
-            digest: self.digest(),
-            tasks: self
+        // The layout is serde_json's pretty printer's (two-space indent, `[]` for an empty
+        // array) with the keys in a fixed order, written by hand because the plan is only
+        // strings and arrays of strings; a test pins it to serde_json's own output.
+        let digest = self.digest();
+        let mut out = String::with_capacity(2 * self.text_len() + 256 * self.tasks.len() + 128);
+        out.push_str("{\n  \"root\": ");
+        push_json_str(&mut out, &self.root);
+        out.push_str(",\n  \"digest\": ");
+        push_json_str(&mut out, &digest);
+        out.push_str(",\n  \"tasks\": ");
+        if self.tasks.is_empty() {
+            out.push_str("[]");
+        } else {
+            out.push('[');
+            for (i, task) in self.tasks.iter().enumerate() {
+                out.push_str(if i == 0 { "\n    {\n      \"id\": " } else { ",\n    {\n      \"id\": " });
+                push_json_str(&mut out, &task.id);
+                out.push_str(",\n      \"recipe\": ");
+                push_json_str(&mut out, &task.recipe);
+                out.push_str(",\n      \"args\": ");
+                push_pretty_strings(&mut out, task.args.iter().map(String::as_str));
+                // The command is `Task::argv`, whose first two words need no escaping.
+                out.push_str(",\n      \"command\": [\n        \"just\",\n        \"--no-deps\",\n        ");
+                push_json_str(&mut out, &task.recipe);
+                for arg in &task.args {
+                    out.push_str(",\n        ");
+                    push_json_str(&mut out, arg);
+                }
+                out.push_str("\n      ]");
+                out.push_str(",\n      \"needs\": ");
+                push_pretty_strings(&mut out, task.needs.iter().map(String::as_str));
+                out.push_str(",\n      \"os\": ");
+                push_pretty_strings(&mut out, task.os.iter().map(String::as_str));
+                out.push_str("\n    }");
+            }
+            out.push_str("\n  ]");
+        }
+        out.push_str("\n}\n");
+        out
+    }
+
+    /// The plan as compact JSON, byte for byte what `serde_json::to_vec` makes of it.
+    fn write_compact(&self, out: &mut String) {
+        out.push_str("{\"root\":");
+        push_json_str(out, &self.root);
+        out.push_str(",\"tasks\":[");
+        for (i, task) in self.tasks.iter().enumerate() {
+            out.push_str(if i == 0 { "{\"id\":" } else { ",{\"id\":" });
+            push_json_str(out, &task.id);
+            out.push_str(",\"recipe\":");
+            push_json_str(out, &task.recipe);
+            out.push_str(",\"args\":");
+            push_compact_strings(out, &task.args);
+            out.push_str(",\"needs\":");
+            push_compact_strings(out, &task.needs);
+            out.push_str(",\"os\":");
+            push_compact_strings(out, &task.os);
+            out.push('}');
+        }
+        out.push_str("]}");
+    }
+
+    /// The bytes of every string in the plan, to size output buffers up front.
+    fn text_len(&self) -> usize {
+        let strings = |items: &[String]| items.iter().map(String::len).sum::<usize>();
+        self.root.len()
+            + self
                 .tasks
                 .iter()
-                .map(|t| TaskView {
-                    id: &t.id,
-                    recipe: &t.recipe,
-                    args: &t.args,
-                    command: t.argv(),
-                    needs: &t.needs,
-                    os: &t.os,
-                })
-                .collect(),
-        };
-        // Structs rather than `serde_json::Value` keep the key order fixed whatever features
-        // serde_json is built with.
-        let mut out = serde_json::to_string_pretty(&view).expect("a plan always serializes to JSON");
-        out.push('\n');
-        out
+                .map(|t| t.id.len() + t.recipe.len() + strings(&t.args) + strings(&t.needs) + strings(&t.os))
+                .sum::<usize>()
     }
 
     /// A Mermaid flowchart: one node per task, then one edge per need, dependency first.
@@ -370,21 +427,47 @@ impl fmt::Display for Selector {
     }
 }
 
-#[derive(Serialize)]
-struct PlanView<'a> {
-    root: &'a str,
-    digest: String,
-    tasks: Vec<TaskView<'a>>,
+/// Appends `s` as a JSON string literal, exactly as serde_json writes it.
+fn push_json_str(out: &mut String, s: &str) {
+    // serde_json escapes only quotes, backslashes and control characters, so a string without
+    // them, which is nearly every id and namepath, is copied as it is; anything else goes through
+    // serde_json itself.
+    if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push_str(&serde_json::to_string(s).expect("a string always serializes to JSON"));
+    } else {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    }
 }
 
-#[derive(Serialize)]
-struct TaskView<'a> {
-    id: &'a str,
-    recipe: &'a str,
-    args: &'a [String],
-    command: Vec<String>,
-    needs: &'a [String],
-    os: &'a [String],
+/// Appends a compact JSON array of strings.
+fn push_compact_strings(out: &mut String, items: &[String]) {
+    out.push('[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_json_str(out, item);
+    }
+    out.push(']');
+}
+
+/// Appends a pretty JSON array of strings as a task field: items on their own lines at the
+/// fourth indent level, the closing bracket at the third.
+fn push_pretty_strings<'s>(out: &mut String, items: impl IntoIterator<Item = &'s str>) {
+    let mut items = items.into_iter();
+    let Some(first) = items.next() else {
+        out.push_str("[]");
+        return;
+    };
+    out.push_str("[\n        ");
+    push_json_str(out, first);
+    for item in items {
+        out.push_str(",\n        ");
+        push_json_str(out, item);
+    }
+    out.push_str("\n      ]");
 }
 
 fn hex_digit(nibble: u8) -> char {
@@ -434,35 +517,42 @@ fn mermaid_label(id: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // The dump, read leniently: every field defaults and unknown fields are ignored, so newer just
 // versions that add fields keep working.
+//
+// Only what the plan needs is kept, and strings are borrowed from the input when they have no
+// escapes: a large justfile's dump is mostly recipe bodies and settings odu never looks at. The
+// fields odu reads are still parsed as fully as a `serde_json::Value` would parse them, so a dump
+// is rejected, with the same message, exactly when it was before.
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 #[serde(default)]
-struct DumpModule {
-    #[serde(deserialize_with = "null_as_default")]
-    recipes: BTreeMap<String, DumpRecipe>,
-    #[serde(deserialize_with = "null_as_default")]
-    modules: BTreeMap<String, DumpModule>,
+struct DumpModule<'a> {
+    #[serde(borrow, deserialize_with = "null_as_default")]
+    recipes: Entries<'a, DumpRecipe<'a>>,
+    #[serde(borrow, deserialize_with = "null_as_default")]
+    modules: Entries<'a, DumpModule<'a>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 #[serde(default)]
-struct DumpRecipe {
-    namepath: Option<String>,
+struct DumpRecipe<'a> {
+    #[serde(borrow)]
+    namepath: Option<Str<'a>>,
     #[serde(deserialize_with = "null_as_default")]
-    attributes: Vec<Value>,
-    body: Value,
-    #[serde(deserialize_with = "null_as_default")]
-    dependencies: Vec<DumpDependency>,
+    attributes: Attributes,
+    body: Body,
+    #[serde(borrow, deserialize_with = "null_as_default")]
+    dependencies: Vec<DumpDependency<'a>>,
     priors: Option<usize>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 #[serde(default)]
-struct DumpDependency {
-    recipe: String,
-    #[serde(deserialize_with = "null_as_default")]
-    arguments: Vec<Value>,
-    star: Value,
+struct DumpDependency<'a> {
+    #[serde(borrow)]
+    recipe: Str<'a>,
+    #[serde(borrow, deserialize_with = "null_as_default")]
+    arguments: Arguments<'a>,
+    star: Star,
 }
 
 fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
@@ -473,101 +563,966 @@ where
     Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
-/// One recipe of the justfile, flattened out of its module.
-#[derive(Debug)]
-struct Recipe {
-    namepath: String,
-    /// The declaring module's namepath (`ci::sub`), empty at the top level; dependencies are
-    /// written relative to it.
-    module: String,
-    has_body: bool,
-    os: Vec<String>,
-    ci: bool,
-    dependencies: Vec<DumpDependency>,
-    /// How many of `dependencies` run before the recipe; the rest are `&&` subsequents.
-    priors: usize,
-}
+/// A JSON string, borrowed from the dump unless decoding its escapes needed a copy.
+#[derive(Debug, Default, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Str<'a>(Cow<'a, str>);
 
-fn flatten(module: DumpModule, path: &str, out: &mut BTreeMap<String, Recipe>) -> Result<(), IngestError> {
-    for (name, recipe) in module.recipes {
-        let namepath = match recipe.namepath {
-            Some(namepath) if !namepath.is_empty() => namepath,
-            _ => join(path, &name),
-        };
-        let mut os = BTreeSet::new();
-        let mut ci = false;
-        for attribute in &recipe.attributes {
-            match attribute {
-                Value::String(s) if OS_ATTRIBUTES.contains(&s.as_str()) => {
-                    os.insert(s.clone());
-                }
-                Value::Object(map) => ci |= map.get("metadata").is_some_and(metadata_has_ci),
-                _ => {}
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct StrVisitor<'a>(PhantomData<&'a str>);
+        impl<'de: 'a, 'a> Visitor<'de> for StrVisitor<'a> {
+            type Value = Str<'a>;
+            // The same words as `String`'s visitor, so a wrong type reads as it always did.
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Owned(v)))
             }
         }
-        let has_body = match &recipe.body {
-            Value::Null => false,
-            Value::Array(lines) => !lines.is_empty(),
-            _ => true,
-        };
-        let priors = recipe.priors.unwrap_or(recipe.dependencies.len()).min(recipe.dependencies.len());
-        let flat = Recipe {
-            namepath: namepath.clone(),
-            module: path.to_string(),
-            has_body,
-            os: os.into_iter().collect(),
-            ci,
-            dependencies: recipe.dependencies,
-            priors,
-        };
-        if out.insert(namepath.clone(), flat).is_some() {
-            return Err(IngestError::BadDump(format!(
-                "two recipes share the namepath \"{namepath}\": pass an unedited dump"
-            )));
+        deserializer.deserialize_str(StrVisitor(PhantomData))
+    }
+}
+
+/// A JSON object's entries sorted by key, the last of duplicate keys winning: what a `BTreeMap`
+/// would hold, without its per-insert search (just writes its maps sorted already).
+#[derive(Debug, PartialEq)]
+struct Entries<'a, T>(Vec<(Str<'a>, T)>);
+
+impl<T> Default for Entries<'_, T> {
+    fn default() -> Self {
+        Entries(Vec::new())
+    }
+}
+
+impl<'de: 'a, 'a, T: Deserialize<'de>> Deserialize<'de> for Entries<'a, T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntriesVisitor<'a, T>(PhantomData<(&'a str, T)>);
+        impl<'de: 'a, 'a, T: Deserialize<'de>> Visitor<'de> for EntriesVisitor<'a, T> {
+            type Value = Entries<'a, T>;
+            // The same words as `BTreeMap`'s visitor, so a wrong type reads as it always did.
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry::<Str<'a>, T>()? {
+                    entries.push(entry);
+                }
+                Ok(Entries::from_unsorted(entries))
+            }
+        }
+        deserializer.deserialize_map(EntriesVisitor(PhantomData))
+    }
+}
+
+impl<'a, T> Entries<'a, T> {
+    fn from_unsorted(mut entries: Vec<(Str<'a>, T)>) -> Self {
+        // A stable sort keeps duplicate keys in input order; swapping each later value into the
+        // kept slot makes the last one win, as `BTreeMap::insert` does.
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                std::mem::swap(later, kept);
+            }
+            same
+        });
+        Entries(entries)
+    }
+}
+
+/// A JSON value read with `deserialize_any`, the way `serde_json::Value` reads one, so the
+/// same dumps fail with the same messages; each implementation keeps only what odu needs of the
+/// value, and whatever it does not look at is checked and dropped without being built.
+trait Summary<'de>: Sized {
+    /// Numbers, and every kind of value the implementation does not look at.
+    fn other() -> Self;
+
+    fn null() -> Self {
+        Self::other()
+    }
+
+    fn boolean(_: bool) -> Self {
+        Self::other()
+    }
+
+    fn string(_: &str) -> Self {
+        Self::other()
+    }
+
+    fn borrowed_string(s: &'de str) -> Self {
+        Self::string(s)
+    }
+
+    fn array<A: SeqAccess<'de>>(mut items: A) -> Result<Self, A::Error> {
+        while items.next_element::<Skip>()?.is_some() {}
+        Ok(Self::other())
+    }
+
+    fn object<A: MapAccess<'de>>(mut entries: A) -> Result<Self, A::Error> {
+        while entries.next_entry::<Skip, Skip>()?.is_some() {}
+        Ok(Self::other())
+    }
+}
+
+fn summarize<'de, D: Deserializer<'de>, S: Summary<'de>>(deserializer: D) -> Result<S, D::Error> {
+    deserializer.deserialize_any(SummaryVisitor(PhantomData))
+}
+
+struct SummaryVisitor<S>(PhantomData<S>);
+
+impl<'de, S: Summary<'de>> Visitor<'de> for SummaryVisitor<S> {
+    type Value = S;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any valid JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<S, E> {
+        Ok(S::boolean(v))
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<S, E> {
+        Ok(S::other())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<S, E> {
+        Ok(S::other())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<S, E> {
+        Ok(S::other())
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<S, E> {
+        Ok(S::string(v))
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<S, E> {
+        Ok(S::borrowed_string(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<S, E> {
+        Ok(S::null())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, items: A) -> Result<S, A::Error> {
+        S::array(items)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, entries: A) -> Result<S, A::Error> {
+        S::object(entries)
+    }
+}
+
+/// Any JSON value, checked and dropped.
+struct Skip;
+
+impl<'de> Summary<'de> for Skip {
+    fn other() -> Self {
+        Skip
+    }
+}
+
+impl<'de> Deserialize<'de> for Skip {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        summarize(deserializer)
+    }
+}
+
+/// Whether a recipe has a body: a non-empty array of lines, or anything but null and an array.
+#[derive(Debug, Default, PartialEq)]
+struct Body(bool);
+
+impl<'de> Summary<'de> for Body {
+    fn other() -> Self {
+        Body(true)
+    }
+
+    fn null() -> Self {
+        Body(false)
+    }
+
+    fn array<A: SeqAccess<'de>>(mut lines: A) -> Result<Self, A::Error> {
+        let mut any = false;
+        while lines.next_element::<Skip>()?.is_some() {
+            any = true;
+        }
+        Ok(Body(any))
+    }
+}
+
+impl<'de> Deserialize<'de> for Body {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        summarize(deserializer)
+    }
+}
+
+/// Whether a dependency splats its arguments: anything but null and `false`.
+#[derive(Debug, Default, PartialEq)]
+struct Star(bool);
+
+impl<'de> Summary<'de> for Star {
+    fn other() -> Self {
+        Star(true)
+    }
+
+    fn null() -> Self {
+        Star(false)
+    }
+
+    fn boolean(v: bool) -> Self {
+        Star(v)
+    }
+}
+
+impl<'de> Deserialize<'de> for Star {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        summarize(deserializer)
+    }
+}
+
+/// A dependency's arguments; `None` when one of them is no literal string.
+#[derive(Debug, PartialEq)]
+struct Arguments<'a>(Option<Vec<Str<'a>>>);
+
+impl Default for Arguments<'_> {
+    fn default() -> Self {
+        Arguments(Some(Vec::new()))
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Arguments<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ArgumentsVisitor<'a>(PhantomData<&'a str>);
+        impl<'de: 'a, 'a> Visitor<'de> for ArgumentsVisitor<'a> {
+            type Value = Arguments<'a>;
+            // The same words as `Vec`'s visitor, so a wrong type reads as it always did.
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a sequence")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Self::Value, A::Error> {
+                let mut literals = Some(Vec::new());
+                while let Some(Argument(argument)) = items.next_element()? {
+                    match (argument, &mut literals) {
+                        (Some(literal), Some(literals)) => literals.push(literal),
+                        _ => literals = None,
+                    }
+                }
+                Ok(Arguments(literals))
+            }
+        }
+        deserializer.deserialize_seq(ArgumentsVisitor(PhantomData))
+    }
+}
+
+/// One dependency argument: its text when it is a literal string.
+struct Argument<'a>(Option<Str<'a>>);
+
+impl<'de: 'a, 'a> Summary<'de> for Argument<'a> {
+    fn other() -> Self {
+        Argument(None)
+    }
+
+    fn string(s: &str) -> Self {
+        Argument(Some(Str(Cow::Owned(s.to_string()))))
+    }
+
+    fn borrowed_string(s: &'de str) -> Self {
+        Argument(Some(Str(Cow::Borrowed(s))))
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Argument<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        summarize(deserializer)
+    }
+}
+
+/// What a recipe's attributes say to odu: its OS attributes, sorted and deduplicated, and
+/// whether one of them is `[metadata("ci")]`.
+#[derive(Debug, Default, PartialEq)]
+struct Attributes {
+    os: Vec<&'static str>,
+    ci: bool,
+}
+
+impl<'de> Deserialize<'de> for Attributes {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct AttributesVisitor;
+        impl<'de> Visitor<'de> for AttributesVisitor {
+            type Value = Attributes;
+            // The same words as `Vec`'s visitor, so a wrong type reads as it always did.
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a sequence")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Self::Value, A::Error> {
+                let mut os = BTreeSet::new();
+                let mut ci = false;
+                while let Some(attribute) = items.next_element()? {
+                    match attribute {
+                        Attribute::Os(name) => {
+                            os.insert(name);
+                        }
+                        Attribute::Metadata { ci: has_ci } => ci |= has_ci,
+                        Attribute::Other => {}
+                    }
+                }
+                Ok(Attributes { os: os.into_iter().collect(), ci })
+            }
+        }
+        deserializer.deserialize_seq(AttributesVisitor)
+    }
+}
+
+/// One attribute: an OS name, an object whose `metadata` may hold `ci`, or anything else.
+enum Attribute {
+    Os(&'static str),
+    Metadata { ci: bool },
+    Other,
+}
+
+impl<'de> Summary<'de> for Attribute {
+    fn other() -> Self {
+        Attribute::Other
+    }
+
+    fn string(s: &str) -> Self {
+        OS_ATTRIBUTES.iter().find(|os| **os == s).map_or(Attribute::Other, |os| Attribute::Os(os))
+    }
+
+    fn object<A: MapAccess<'de>>(mut entries: A) -> Result<Self, A::Error> {
+        // As in a `serde_json` map, the last of repeated `metadata` keys is the one that counts.
+        let mut ci = false;
+        while let Some(key) = entries.next_key::<Str<'_>>()? {
+            if key.0 == "metadata" {
+                ci = entries.next_value::<MetadataHasCi>()?.0;
+            } else {
+                entries.next_value::<Skip>()?;
+            }
+        }
+        Ok(Attribute::Metadata { ci })
+    }
+}
+
+impl<'de> Deserialize<'de> for Attribute {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        summarize(deserializer)
+    }
+}
+
+/// Whether a `metadata` attribute's value is `"ci"` or an array holding `"ci"`.
+struct MetadataHasCi(bool);
+
+impl<'de> Summary<'de> for MetadataHasCi {
+    fn other() -> Self {
+        MetadataHasCi(false)
+    }
+
+    fn string(s: &str) -> Self {
+        MetadataHasCi(s == "ci")
+    }
+
+    fn array<A: SeqAccess<'de>>(mut items: A) -> Result<Self, A::Error> {
+        let mut any = false;
+        while let Some(IsCi(is_ci)) = items.next_element()? {
+            any |= is_ci;
+        }
+        Ok(MetadataHasCi(any))
+    }
+}
+
+impl<'de> Deserialize<'de> for MetadataHasCi {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        summarize(deserializer)
+    }
+}
+
+/// Whether a value is the string `"ci"`.
+struct IsCi(bool);
+
+impl<'de> Summary<'de> for IsCi {
+    fn other() -> Self {
+        IsCi(false)
+    }
+
+    fn string(s: &str) -> Self {
+        IsCi(s == "ci")
+    }
+}
+
+impl<'de> Deserialize<'de> for IsCi {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        summarize(deserializer)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A quick reader for dumps as just writes them. serde spends most of an ingest on its generic
+// machinery, several times what scanning the bytes costs, so well-formed dumps are read here and
+// everything else goes to serde. The rule that keeps the two readers in step: this one gives up
+// (`None`) on anything it does not handle exactly as serde would, and it only ever accepts input
+// that serde accepts too; serde then reads what it gave up on and words every error. It gives up
+// on escapes in the strings it looks into (skipped strings are checked as serde checks them), on
+// numbers other than integers of up to 18 digits, on deep nesting, on repeated fields, and on
+// any malformed JSON.
+
+/// Where the first byte at or after `at` that needs attention inside a JSON string is: a quote,
+/// a backslash or a control character; `bytes.len()` when there is none. Eight bytes are checked
+/// at a time; in each of the three tests the lowest flagged byte is exact (a false flag can only
+/// come from a borrow out of a lower, truly flagged byte), so the lowest flag of all is the
+/// first byte that needs attention.
+#[inline(always)]
+fn plain_run(bytes: &[u8], mut at: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let word = u64::from_le_bytes(chunk.try_into().expect("a chunk of eight bytes"));
+        let quote = word ^ (ONES * u64::from(b'"'));
+        let backslash = word ^ (ONES * u64::from(b'\\'));
+        let zero_quote = quote.wrapping_sub(ONES) & !quote;
+        let zero_backslash = backslash.wrapping_sub(ONES) & !backslash;
+        let control = word.wrapping_sub(ONES * 0x20) & !word;
+        let flags = (zero_quote | zero_backslash | control) & HIGHS;
+        if flags != 0 {
+            return at + (flags.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    while bytes.get(at).is_some_and(|&b| b != b'"' && b != b'\\' && b >= 0x20) {
+        at += 1;
+    }
+    at
+}
+
+/// How deep arrays and objects may nest before the quick reader leaves the dump to serde, well
+/// inside serde_json's own limit of 128.
+const QUICK_MAX_DEPTH: usize = 100;
+
+/// The quick reader's result: `None` means "let serde read it", never "the dump is bad".
+type Quick<T> = Option<T>;
+
+struct QuickReader<'a> {
+    text: &'a str,
+    at: usize,
+    depth: usize,
+}
+
+impl<'a> QuickReader<'a> {
+    /// The dump, read quickly, or `None` when serde must read it.
+    fn read(text: &'a str) -> Quick<DumpModule<'a>> {
+        let mut reader = QuickReader { text, at: 0, depth: 0 };
+        let module = reader.module()?;
+        reader.whitespace();
+        (reader.at == text.len()).then_some(module)
+    }
+
+    #[inline(always)]
+    fn peek(&self) -> Quick<u8> {
+        self.text.as_bytes().get(self.at).copied()
+    }
+
+    #[inline(always)]
+    fn whitespace(&mut self) {
+        while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.peek() {
+            self.at += 1;
         }
     }
-    for (name, child) in module.modules {
-        flatten(child, &join(path, &name), out)?;
+
+    /// The next byte after whitespace, not consumed.
+    #[inline(always)]
+    fn next(&mut self) -> Quick<u8> {
+        let bytes = self.text.as_bytes();
+        loop {
+            let byte = *bytes.get(self.at)?;
+            // Every whitespace byte is at most a space, so one comparison settles most bytes.
+            if byte > b' ' || !matches!(byte, b' ' | b'\n' | b'\t' | b'\r') {
+                return Some(byte);
+            }
+            self.at += 1;
+        }
     }
-    Ok(())
+
+    #[inline(always)]
+    fn expect(&mut self, byte: u8) -> Quick<()> {
+        (self.next()? == byte).then(|| self.at += 1)
+    }
+
+    #[inline(always)]
+    fn literal(&mut self, word: &str) -> Quick<()> {
+        let end = self.at + word.len();
+        (self.text.as_bytes().get(self.at..end)? == word.as_bytes()).then(|| self.at = end)
+    }
+
+    /// Reads `null` if it comes next.
+    #[inline(always)]
+    fn null(&mut self) -> Quick<bool> {
+        if self.next()? == b'n' {
+            self.literal("null")?;
+            Some(true)
+        } else {
+            Some(false)
+        }
+    }
+
+    /// Opens an array or object, or reads `null` as an empty one; `false` when it is already
+    /// over (`null`, `[]`, `{}`).
+    #[inline(always)]
+    fn open(&mut self, open: u8, close: u8) -> Quick<bool> {
+        if self.null()? {
+            return Some(false);
+        }
+        self.expect(open)?;
+        self.depth += 1;
+        if self.depth > QUICK_MAX_DEPTH {
+            return None;
+        }
+        if self.next()? == close {
+            self.at += 1;
+            self.depth -= 1;
+            return Some(false);
+        }
+        Some(true)
+    }
+
+    /// After a member: `true` after a comma, `false` at the closing bracket.
+    #[inline(always)]
+    fn more(&mut self, close: u8) -> Quick<bool> {
+        match self.next()? {
+            b',' => {
+                self.at += 1;
+                Some(true)
+            }
+            byte if byte == close => {
+                self.at += 1;
+                self.depth -= 1;
+                Some(false)
+            }
+            _ => None,
+        }
+    }
+
+    /// A string without escapes, borrowed from the dump.
+    #[inline(always)]
+    fn string(&mut self) -> Quick<&'a str> {
+        self.expect(b'"')?;
+        let start = self.at;
+        let end = plain_run(self.text.as_bytes(), start);
+        if self.text.as_bytes().get(end) != Some(&b'"') {
+            return None;
+        }
+        self.at = end + 1;
+        self.text.get(start..end)
+    }
+
+    /// An object key without escapes, and the colon after it.
+    #[inline(always)]
+    fn key(&mut self) -> Quick<&'a str> {
+        let key = self.string()?;
+        self.expect(b':')?;
+        Some(key)
+    }
+
+    /// Skips a string, checking its escapes. Surrogate escapes are left to serde, which rejects
+    /// the unpaired ones.
+    fn skip_string(&mut self) -> Quick<()> {
+        self.expect(b'"')?;
+        let bytes = self.text.as_bytes();
+        loop {
+            self.at = plain_run(bytes, self.at);
+            match *bytes.get(self.at)? {
+                b'"' => {
+                    self.at += 1;
+                    return Some(());
+                }
+                b'\\' => match *bytes.get(self.at + 1)? {
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.at += 2,
+                    b'u' => {
+                        let hex = bytes.get(self.at + 2..self.at + 6)?;
+                        if !hex.iter().all(u8::is_ascii_hexdigit) {
+                            return None;
+                        }
+                        let code = hex
+                            .iter()
+                            .fold(0, |code, &digit| code * 16 + char::from(digit).to_digit(16).unwrap_or(0));
+                        if (0xd800..0xe000).contains(&code) {
+                            return None;
+                        }
+                        self.at += 6;
+                    }
+                    _ => return None,
+                },
+                // A control character, which JSON strings must escape.
+                _ => return None,
+            }
+        }
+    }
+
+    /// An integer of up to 18 digits, which every reader takes exactly; anything longer, or with
+    /// a fraction or an exponent, is left to serde.
+    fn integer(&mut self) -> Quick<(bool, u64)> {
+        self.whitespace();
+        let negative = self.peek()? == b'-';
+        if negative {
+            self.at += 1;
+        }
+        let start = self.at;
+        let bytes = self.text.as_bytes();
+        while bytes.get(self.at).is_some_and(u8::is_ascii_digit) {
+            self.at += 1;
+        }
+        let digits = &self.text[start..self.at];
+        let plain = !digits.is_empty() && digits.len() <= 18 && (digits == "0" || !digits.starts_with('0'));
+        if !plain || matches!(self.peek(), Some(b'.' | b'e' | b'E')) {
+            return None;
+        }
+        Some((negative, digits.parse().ok()?))
+    }
+
+    /// Skips any value, checking it as serde would.
+    fn skip(&mut self) -> Quick<()> {
+        match self.next()? {
+            b'"' => self.skip_string(),
+            b'{' => {
+                if self.open(b'{', b'}')? {
+                    loop {
+                        self.skip_string()?;
+                        self.expect(b':')?;
+                        self.skip()?;
+                        if !self.more(b'}')? {
+                            break;
+                        }
+                    }
+                }
+                Some(())
+            }
+            b'[' => {
+                if self.open(b'[', b']')? {
+                    loop {
+                        self.skip()?;
+                        if !self.more(b']')? {
+                            break;
+                        }
+                    }
+                }
+                Some(())
+            }
+            b't' => self.literal("true"),
+            b'f' => self.literal("false"),
+            b'n' => self.literal("null"),
+            b'-' | b'0'..=b'9' => self.integer().map(drop),
+            _ => None,
+        }
+    }
+
+    /// Reads an object's members with `member`, which is handed each key; `null` reads as no
+    /// members.
+    fn object(&mut self, mut member: impl FnMut(&mut Self, &'a str) -> Quick<()>) -> Quick<()> {
+        if self.open(b'{', b'}')? {
+            loop {
+                let key = self.key()?;
+                member(self, key)?;
+                if !self.more(b'}')? {
+                    break;
+                }
+            }
+        }
+        Some(())
+    }
+
+    /// Reads an array's items with `item`; `null` reads as no items.
+    fn array(&mut self, mut item: impl FnMut(&mut Self) -> Quick<()>) -> Quick<()> {
+        if self.open(b'[', b']')? {
+            loop {
+                item(self)?;
+                if !self.more(b']')? {
+                    break;
+                }
+            }
+        }
+        Some(())
+    }
+
+    /// Reads a field once; serde rejects a repeated field, so a repeat is left to it.
+    fn once<T>(slot: &mut Option<T>, value: Quick<T>) -> Quick<()> {
+        if slot.is_some() {
+            return None;
+        }
+        *slot = Some(value?);
+        Some(())
+    }
+
+    fn entries<T>(&mut self, mut read: impl FnMut(&mut Self) -> Quick<T>) -> Quick<Entries<'a, T>> {
+        let mut entries = Vec::new();
+        self.object(|reader, key| {
+            entries.push((Str(Cow::Borrowed(key)), read(reader)?));
+            Some(())
+        })?;
+        Some(Entries::from_unsorted(entries))
+    }
+
+    fn module(&mut self) -> Quick<DumpModule<'a>> {
+        if self.next()? != b'{' {
+            return None;
+        }
+        let (mut recipes, mut modules) = (None, None);
+        self.object(|reader, key| match key {
+            "recipes" => Self::once(&mut recipes, reader.entries(Self::recipe)),
+            "modules" => Self::once(&mut modules, reader.entries(Self::module)),
+            _ => reader.skip(),
+        })?;
+        Some(DumpModule { recipes: recipes.unwrap_or_default(), modules: modules.unwrap_or_default() })
+    }
+
+    fn recipe(&mut self) -> Quick<DumpRecipe<'a>> {
+        if self.next()? != b'{' {
+            return None;
+        }
+        let (mut namepath, mut attributes, mut body, mut dependencies, mut priors) =
+            (None, None, None, None, None);
+        self.object(|reader, key| match key {
+            "namepath" => {
+                let value = if reader.null()? { None } else { Some(Str(Cow::Borrowed(reader.string()?))) };
+                Self::once(&mut namepath, Some(value))
+            }
+            "attributes" => Self::once(&mut attributes, reader.attributes()),
+            "body" => Self::once(&mut body, reader.body()),
+            "dependencies" => {
+                let mut list = Vec::new();
+                let read = reader.array(|reader| {
+                    list.push(reader.dependency()?);
+                    Some(())
+                });
+                Self::once(&mut dependencies, read.map(|()| list))
+            }
+            "priors" => {
+                let value = if reader.null()? {
+                    None
+                } else {
+                    match reader.integer()? {
+                        (false, count) => Some(usize::try_from(count).ok()?),
+                        (true, _) => return None,
+                    }
+                };
+                Self::once(&mut priors, Some(value))
+            }
+            _ => reader.skip(),
+        })?;
+        Some(DumpRecipe {
+            namepath: namepath.flatten(),
+            attributes: attributes.unwrap_or_default(),
+            body: body.unwrap_or_default(),
+            dependencies: dependencies.unwrap_or_default(),
+            priors: priors.flatten(),
+        })
+    }
+
+    fn body(&mut self) -> Quick<Body> {
+        match self.next()? {
+            b'n' => self.literal("null").map(|()| Body(false)),
+            b'[' => {
+                let after = &self.text.as_bytes()[self.at + 1..];
+                let empty = after.iter().find(|b| !matches!(b, b' ' | b'\n' | b'\t' | b'\r')) == Some(&b']');
+                self.skip()?;
+                Some(Body(!empty))
+            }
+            _ => self.skip().map(|()| Body(true)),
+        }
+    }
+
+    fn dependency(&mut self) -> Quick<DumpDependency<'a>> {
+        if self.next()? != b'{' {
+            return None;
+        }
+        let (mut recipe, mut arguments, mut star) = (None, None, None);
+        self.object(|reader, key| match key {
+            "recipe" => Self::once(&mut recipe, reader.string().map(|s| Str(Cow::Borrowed(s)))),
+            "arguments" => {
+                let mut literals = Some(Vec::new());
+                let read = reader.array(|reader| {
+                    if reader.next()? == b'"' {
+                        let literal = Str(Cow::Borrowed(reader.string()?));
+                        if let Some(literals) = &mut literals {
+                            literals.push(literal);
+                        }
+                    } else {
+                        reader.skip()?;
+                        literals = None;
+                    }
+                    Some(())
+                });
+                Self::once(&mut arguments, read.map(|()| Arguments(literals)))
+            }
+            "star" => {
+                let splat = match reader.next()? {
+                    b'n' => reader.literal("null").map(|()| false),
+                    b'f' => reader.literal("false").map(|()| false),
+                    _ => reader.skip().map(|()| true),
+                };
+                Self::once(&mut star, splat.map(Star))
+            }
+            _ => reader.skip(),
+        })?;
+        Some(DumpDependency {
+            recipe: recipe.unwrap_or_default(),
+            arguments: arguments.unwrap_or_default(),
+            star: star.unwrap_or_default(),
+        })
+    }
+
+    fn attributes(&mut self) -> Quick<Attributes> {
+        let mut os = BTreeSet::new();
+        let mut ci = false;
+        self.array(|reader| {
+            match reader.next()? {
+                b'"' => {
+                    let name = reader.string()?;
+                    if let Some(known) = OS_ATTRIBUTES.iter().find(|known| **known == name) {
+                        os.insert(*known);
+                    }
+                }
+                b'{' => {
+                    // As in serde, the last of repeated `metadata` keys is the one that counts.
+                    let mut has_ci = false;
+                    reader.object(|reader, key| {
+                        if key == "metadata" {
+                            has_ci = reader.metadata_has_ci()?;
+                            Some(())
+                        } else {
+                            reader.skip()
+                        }
+                    })?;
+                    ci |= has_ci;
+                }
+                _ => reader.skip()?,
+            }
+            Some(())
+        })?;
+        Some(Attributes { os: os.into_iter().collect(), ci })
+    }
+
+    fn metadata_has_ci(&mut self) -> Quick<bool> {
+        match self.next()? {
+            b'"' => Some(self.string()? == "ci"),
+            b'[' => {
+                let mut any = false;
+                self.array(|reader| {
+                    if reader.next()? == b'"' {
+                        any |= reader.string()? == "ci";
+                        Some(())
+                    } else {
+                        reader.skip()
+                    }
+                })?;
+                Some(any)
+            }
+            _ => self.skip().map(|()| false),
+        }
+    }
+}
+
+/// One recipe of the justfile, flattened out of its module.
+#[derive(Debug)]
+struct Recipe<'a> {
+    namepath: Cow<'a, str>,
+    /// The declaring module's namepath (`ci::sub`), empty at the top level; dependencies are
+    /// written relative to it.
+    module: Rc<str>,
+    has_body: bool,
+    /// OS attributes, sorted.
+    os: Vec<&'static str>,
+    ci: bool,
+    dependencies: Vec<DumpDependency<'a>>,
+    /// How many of `dependencies` run before the recipe; the rest are `&&` subsequents.
+    priors: usize,
+    /// The recipe's place in the dump, module by module, to report namepath clashes in order.
+    position: usize,
+}
+
+/// Every recipe of the dump, sorted by namepath so that a namepath is found by binary search
+/// and recipe indices order recipes as their namepaths do.
+fn flatten_all(dump: DumpModule<'_>) -> Result<Vec<Recipe<'_>>, IngestError> {
+    let mut recipes = Vec::new();
+    flatten(dump, &Rc::from(""), &mut recipes);
+    recipes.sort_by(|a, b| a.namepath.cmp(&b.namepath));
+    // The stable sort leaves recipes that share a namepath adjacent and in dump order. The clash
+    // reported is the one whose second recipe comes first in the dump, where adding the recipes
+    // one by one would have stopped.
+    let clash = recipes
+        .windows(2)
+        .filter(|pair| pair[0].namepath == pair[1].namepath)
+        .map(|pair| &pair[1])
+        .min_by_key(|recipe| recipe.position);
+    if let Some(recipe) = clash {
+        return Err(IngestError::BadDump(format!(
+            "two recipes share the namepath \"{}\": pass an unedited dump",
+            recipe.namepath
+        )));
+    }
+    Ok(recipes)
+}
+
+fn flatten<'a>(module: DumpModule<'a>, path: &Rc<str>, out: &mut Vec<Recipe<'a>>) {
+    for (name, recipe) in module.recipes.0 {
+        let namepath = match recipe.namepath {
+            Some(Str(namepath)) if !namepath.is_empty() => namepath,
+            _ => Cow::Owned(join(path, &name.0)),
+        };
+        let priors = recipe.priors.unwrap_or(recipe.dependencies.len()).min(recipe.dependencies.len());
+        out.push(Recipe {
+            namepath,
+            module: Rc::clone(path),
+            has_body: recipe.body.0,
+            os: recipe.attributes.os,
+            ci: recipe.attributes.ci,
+            dependencies: recipe.dependencies,
+            priors,
+            position: out.len(),
+        });
+    }
+    for (name, child) in module.modules.0 {
+        flatten(child, &Rc::from(join(path, &name.0)), out);
+    }
 }
 
 fn join(module: &str, name: &str) -> String {
     if module.is_empty() { name.to_string() } else { format!("{module}::{name}") }
 }
 
-fn metadata_has_ci(value: &Value) -> bool {
-    match value {
-        Value::Array(items) => items.iter().any(|item| item == "ci"),
-        Value::String(s) => s == "ci",
-        _ => false,
-    }
+/// The index of the recipe with this namepath.
+fn lookup(recipes: &[Recipe<'_>], namepath: &str) -> Option<usize> {
+    recipes.binary_search_by(|recipe| recipe.namepath.as_ref().cmp(namepath)).ok()
 }
 
-fn find_root(recipes: &BTreeMap<String, Recipe>, root: Option<&str>) -> Result<String, IngestError> {
+fn find_root(recipes: &[Recipe<'_>], root: Option<&str>) -> Result<usize, IngestError> {
     if let Some(root) = root {
-        return if recipes.contains_key(root) {
-            Ok(root.to_string())
-        } else {
-            Err(IngestError::UnknownRoot {
-                root: root.to_string(),
-                candidates: close_namepaths(root, recipes.keys()),
-            })
-        };
+        return lookup(recipes, root).ok_or_else(|| IngestError::UnknownRoot {
+            root: root.to_string(),
+            candidates: close_namepaths(root, recipes.iter().map(|r| r.namepath.as_ref())),
+        });
     }
-    let found: Vec<String> = recipes.values().filter(|r| r.ci).map(|r| r.namepath.clone()).collect();
+    let found: Vec<usize> = (0..recipes.len()).filter(|&i| recipes[i].ci).collect();
     match found.as_slice() {
-        [root] => Ok(root.clone()),
-        _ => Err(IngestError::RootCount { found }),
+        [root] => Ok(*root),
+        _ => Err(IngestError::RootCount {
+            found: found.iter().map(|&i| recipes[i].namepath.to_string()).collect(),
+        }),
     }
 }
 
 /// Namepaths that look like `wanted` (same leaf, containing it, or a few edits away), closest
 /// first; when nothing looks alike, the first namepaths alphabetically.
-fn close_namepaths<'a>(wanted: &str, all: impl Iterator<Item = &'a String> + Clone) -> Vec<String> {
+fn close_namepaths<'a>(wanted: &str, all: impl Iterator<Item = &'a str> + Clone) -> Vec<String> {
     let leaf = leaf_of(wanted);
     let tolerance = (wanted.chars().count() / 3).max(1);
-    let mut scored: Vec<(usize, &String)> = all
+    let mut scored: Vec<(usize, &str)> = all
         .clone()
         .filter_map(|name| {
             if leaf_of(name) == leaf {
@@ -582,9 +1537,9 @@ fn close_namepaths<'a>(wanted: &str, all: impl Iterator<Item = &'a String> + Clo
         .collect();
     scored.sort();
     if scored.is_empty() {
-        return all.take(MAX_ROOT_CANDIDATES).cloned().collect();
+        return all.take(MAX_ROOT_CANDIDATES).map(str::to_string).collect();
     }
-    scored.into_iter().take(MAX_ROOT_CANDIDATES).map(|(_, name)| name.clone()).collect()
+    scored.into_iter().take(MAX_ROOT_CANDIDATES).map(|(_, name)| name.to_string()).collect()
 }
 
 fn leaf_of(namepath: &str) -> &str {
@@ -607,89 +1562,198 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-/// A dependency as a call: the target namepath and its literal arguments.
+/// A dependency as a call: the target recipe's index and its literal arguments. Recipes are
+/// sorted by namepath, so calls order as (namepath, arguments) would.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Call {
-    recipe: String,
-    args: Vec<String>,
-}
-
-impl Call {
-    fn id(&self) -> String {
-        if self.args.is_empty() {
-            self.recipe.clone()
-        } else {
-            format!("{}({})", self.recipe, self.args.join(","))
-        }
-    }
+struct Call<'r> {
+    recipe: usize,
+    args: Vec<&'r str>,
 }
 
 /// The recipes reachable from the root, with their dependencies resolved to calls.
-struct Closure<'a> {
-    recipes: &'a BTreeMap<String, Recipe>,
-    root: &'a str,
-    calls: BTreeMap<&'a str, Vec<Call>>,
+struct Closure<'r, 'a> {
+    recipes: &'r [Recipe<'a>],
+    root: usize,
+    /// The reached recipes' dependencies as calls, recipe after recipe in walk order, each
+    /// recipe's in the dump's order.
+    calls: Vec<Call<'r>>,
+    /// Where each reached recipe's calls lie in `calls`; `None` for the recipes never reached.
+    spans: Vec<Option<(usize, usize)>>,
     /// The reachable recipes in the order the walk first met them, the root first.
-    walk: Vec<&'a str>,
+    walk: Vec<usize>,
 }
 
-impl<'a> Closure<'a> {
+/// The tasks of a closure: one per distinct call of a body-bearing recipe.
+struct TaskIndex<'c, 'r> {
+    /// The distinct calls, grouped by recipe in namepath order and sorted by arguments within a
+    /// recipe.
+    calls: Vec<&'c Call<'r>>,
+    /// Where each recipe's calls start: recipe `r`'s are `calls[first[r]..first[r + 1]]`.
+    first: Vec<usize>,
+    /// Each call's id.
+    ids: Vec<String>,
+    /// Each call's task number. Tasks are numbered in id order, so sorting numbers sorts ids;
+    /// calls that make the same id share a number, which the caller reports as a duplicate.
+    number: Vec<usize>,
+    /// How many task numbers there are.
+    count: usize,
+}
+
+impl<'c, 'r> TaskIndex<'c, 'r> {
+    fn new(calls: impl Iterator<Item = &'c Call<'r>> + Clone, recipes: &[Recipe<'_>]) -> Self {
+        // A counting sort by recipe, then a sort of each recipe's (few) calls by arguments: far
+        // cheaper than comparing whole calls, and the same order.
+        let mut first = vec![0; recipes.len() + 1];
+        for call in calls.clone() {
+            first[call.recipe + 1] += 1;
+        }
+        for at in 0..recipes.len() {
+            first[at + 1] += first[at];
+        }
+        let mut next = first.clone();
+        let mut grouped: Vec<Option<&'c Call<'r>>> = vec![None; first[recipes.len()]];
+        for call in calls {
+            grouped[next[call.recipe]] = Some(call);
+            next[call.recipe] += 1;
+        }
+        let mut distinct: Vec<&'c Call<'r>> = Vec::with_capacity(grouped.len());
+        let mut start = 0;
+        for recipe in 0..recipes.len() {
+            let group = &mut grouped[first[recipe]..first[recipe + 1]];
+            group.sort_unstable_by(|a, b| a.map(|c| &c.args).cmp(&b.map(|c| &c.args)));
+            first[recipe] = start;
+            for call in group.iter().flatten() {
+                if distinct.len() == start || distinct.last().is_none_or(|last| last.args != call.args) {
+                    distinct.push(call);
+                }
+            }
+            start = distinct.len();
+        }
+        first[recipes.len()] = start;
+
+        let ids: Vec<String> =
+            distinct.iter().map(|call| call_id(&recipes[call.recipe].namepath, &call.args)).collect();
+        // Ids usually come out sorted already (they start with the namepath), so the sort is
+        // mostly skipped.
+        let mut by_id: Vec<usize> = (0..distinct.len()).collect();
+        if !ids.is_sorted() {
+            by_id.sort_by(|&a, &b| ids[a].cmp(&ids[b]));
+        }
+        let mut number = vec![0; distinct.len()];
+        let mut count = 0;
+        for (at, &call) in by_id.iter().enumerate() {
+            if at > 0 && ids[call] != ids[by_id[at - 1]] {
+                count += 1;
+            }
+            number[call] = count;
+        }
+        let count = if distinct.is_empty() { 0 } else { count + 1 };
+        TaskIndex { calls: distinct, first, ids, number, count }
+    }
+
+    /// The task number of a call to a body-bearing recipe of the closure.
+    fn of_call(&self, call: &Call<'r>) -> usize {
+        let start = self.first[call.recipe];
+        let group = &self.calls[start..self.first[call.recipe + 1]];
+        let at = group
+            .binary_search_by(|c| c.args.cmp(&call.args))
+            .expect("every call of a body-bearing recipe is a task");
+        self.number[start + at]
+    }
+
+    /// The task numbers of a recipe's calls, sorted.
+    fn of_recipe(&self, recipe: usize) -> Vec<usize> {
+        let mut numbers = self.number[self.first[recipe]..self.first[recipe + 1]].to_vec();
+        numbers.sort_unstable();
+        numbers.dedup();
+        numbers
+    }
+}
+
+fn call_id(namepath: &str, args: &[&str]) -> String {
+    if args.is_empty() { namepath.to_string() } else { format!("{namepath}({})", args.join(",")) }
+}
+
+/// The task numbers each recipe's priors stand for, filled in as they are first needed.
+struct Expansion {
+    expanded: Vec<Option<Rc<[usize]>>>,
+    /// The recipes being expanded, innermost last, to catch a cycle.
+    stack: Vec<usize>,
+    /// Where expansions collect their task numbers: each one works above the ones it is nested
+    /// in and gives the space back when done, so no expansion allocates its own buffer.
+    scratch: Vec<usize>,
+    /// Shared by every recipe whose priors stand for no task.
+    empty: Rc<[usize]>,
+}
+
+impl<'r, 'a> Closure<'r, 'a> {
     /// Walks priors and subsequents breadth-first from the root, resolving each dependency
     /// relative to its declaring module.
-    fn of(recipes: &'a BTreeMap<String, Recipe>, root: &'a str) -> Result<Self, IngestError> {
-        let mut calls = BTreeMap::new();
+    fn of(recipes: &'r [Recipe<'a>], root: usize) -> Result<Self, IngestError> {
+        // Hashing a namepath once beats comparing it with a dozen others in a binary search. The
+        // map only answers lookups; it never decides an order.
+        let by_namepath: HashMap<&str, usize> =
+            recipes.iter().enumerate().map(|(at, recipe)| (recipe.namepath.as_ref(), at)).collect();
+        let mut calls = Vec::new();
+        let mut spans = vec![None; recipes.len()];
         let mut walk = Vec::new();
         let mut queue = VecDeque::from([root]);
-        while let Some(namepath) = queue.pop_front() {
-            if calls.contains_key(namepath) {
+        while let Some(at) = queue.pop_front() {
+            if spans[at].is_some() {
                 continue;
             }
-            let recipe = &recipes[namepath];
-            let mut resolved = Vec::with_capacity(recipe.dependencies.len());
+            let recipe = &recipes[at];
+            let start = calls.len();
             for dependency in &recipe.dependencies {
-                let (target, call) = resolve_dependency(recipes, recipe, dependency)?;
-                resolved.push(call);
-                if !calls.contains_key(target) {
-                    queue.push_back(target);
+                let call = resolve_dependency(&by_namepath, recipe, dependency)?;
+                if spans[call.recipe].is_none() {
+                    queue.push_back(call.recipe);
                 }
+                calls.push(call);
             }
-            calls.insert(namepath, resolved);
-            walk.push(namepath);
+            spans[at] = Some((start, calls.len()));
+            walk.push(at);
         }
-        Ok(Closure { recipes, root, calls, walk })
+        Ok(Closure { recipes, root, calls, spans, walk })
     }
 
-    fn recipe(&self, namepath: &str) -> &'a Recipe {
-        &self.recipes[namepath]
+    fn calls_of(&self, recipe: usize) -> &[Call<'r>] {
+        self.spans[recipe].map_or(&[], |(start, end)| &self.calls[start..end])
     }
 
-    /// The tasks of the closure, unordered: one per body-bearing recipe and argument list.
+    /// The tasks of the closure, in plan order.
     fn tasks(&self) -> Result<Vec<Task>, IngestError> {
-        let mut instances: BTreeMap<&str, BTreeSet<Call>> = BTreeMap::new();
-        if self.recipe(self.root).has_body {
-            instances
-                .entry(self.root)
-                .or_default()
-                .insert(Call { recipe: self.root.to_string(), args: Vec::new() });
-        }
-        for call in self.calls.values().flatten() {
-            let recipe = self.recipe(&call.recipe);
-            if recipe.has_body {
-                instances.entry(&recipe.namepath).or_default().insert(call.clone());
-            }
-        }
+        let root_call = Call { recipe: self.root, args: Vec::new() };
+        let root_task = self.recipes[self.root].has_body.then_some(&root_call);
+        let index = TaskIndex::new(
+            root_task.into_iter().chain(self.calls.iter().filter(|call| self.recipes[call.recipe].has_body)),
+            self.recipes,
+        );
 
-        let mut expanded = BTreeMap::new();
-        let mut needs: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        let mut tasks: BTreeMap<String, (&Call, &Recipe)> = BTreeMap::new();
-        for (namepath, calls) in &instances {
-            let own = self.prior_needs(namepath, &mut expanded, &mut Vec::new())?;
-            for call in calls {
-                let id = call.id();
-                if tasks.insert(id.clone(), (call, self.recipe(namepath))).is_some() {
-                    return Err(IngestError::DuplicateTask { id });
+        // Every task needs what its recipe's priors stand for. Recipes go in namepath order, and
+        // each one's priors are expanded before its calls are checked for clashing ids, so the
+        // first error found is the one reported whichever kind it is.
+        let empty: Rc<[usize]> = Rc::from([]);
+        let mut expansion = Expansion {
+            expanded: vec![None; self.recipes.len()],
+            stack: Vec::new(),
+            scratch: Vec::new(),
+            empty: Rc::clone(&empty),
+        };
+        let mut needs: Vec<Rc<[usize]>> = vec![empty; index.count];
+        let mut taken = vec![false; index.count];
+        for recipe in 0..self.recipes.len() {
+            let (start, end) = (index.first[recipe], index.first[recipe + 1]);
+            if start == end {
+                continue;
+            }
+            let own = self.prior_needs(recipe, &index, &mut expansion)?;
+            for at in start..end {
+                let task = index.number[at];
+                if std::mem::replace(&mut taken[task], true) {
+                    return Err(IngestError::DuplicateTask { id: index.ids[at].clone() });
                 }
-                needs.insert(id, own.clone());
+                needs[task] = Rc::clone(&own);
             }
         }
 
@@ -698,190 +1762,235 @@ impl<'a> Closure<'a> {
         // just runs every recipe once, so a subsequent that already ran before the recipe (it is
         // among the recipe's transitive needs) is skipped there and adds no edge; the recipes
         // are visited in walk order, which makes that choice deterministic.
-        for namepath in &self.walk {
-            let recipe = self.recipe(namepath);
-            let providers = self.stand_ins(namepath, &instances, &mut expanded)?;
-            for subsequent in &self.calls[namepath][recipe.priors..] {
-                let dependents = if self.recipe(&subsequent.recipe).has_body {
-                    BTreeSet::from([subsequent.id()])
+        let mut reach = Reach::new(index.count);
+        for &at in &self.walk {
+            let recipe = &self.recipes[at];
+            // An empty-bodied recipe's priors are expanded even when no subsequent follows it:
+            // that is where a cycle among empty-bodied recipes shows.
+            let expanded_priors =
+                if recipe.has_body { None } else { Some(self.prior_needs(at, &index, &mut expansion)?) };
+            let subsequents = &self.calls_of(at)[recipe.priors..];
+            if subsequents.is_empty() {
+                continue;
+            }
+            let providers: Rc<[usize]> = match expanded_priors {
+                Some(priors) => priors,
+                None => index.of_recipe(at).into(),
+            };
+            for subsequent in subsequents {
+                let dependents: Rc<[usize]> = if self.recipes[subsequent.recipe].has_body {
+                    Rc::from([index.of_call(subsequent)])
                 } else {
-                    self.prior_needs(&subsequent.recipe, &mut expanded, &mut Vec::new())?
+                    self.prior_needs(subsequent.recipe, &index, &mut expansion)?
                 };
-                for dependent in &dependents {
-                    for provider in &providers {
-                        if !needs_transitively(&needs, provider, dependent) {
-                            needs.entry(dependent.clone()).or_default().insert(provider.clone());
+                for &dependent in dependents.iter() {
+                    for &provider in providers.iter() {
+                        if !reach.needs_transitively(&needs, provider, dependent)
+                            && let Err(slot) = needs[dependent].binary_search(&provider)
+                        {
+                            let mut grown = needs[dependent].to_vec();
+                            grown.insert(slot, provider);
+                            needs[dependent] = grown.into();
                         }
                     }
                 }
             }
         }
 
-        Ok(tasks
-            .into_iter()
-            .map(|(id, (call, recipe))| Task {
-                needs: needs.remove(&id).unwrap_or_default().into_iter().collect(),
-                id,
-                recipe: call.recipe.clone(),
-                args: call.args.clone(),
-                os: recipe.os.clone(),
-            })
-            .collect())
-    }
-
-    /// The task ids that stand in for a recipe: its own tasks when it has a body, else its
-    /// expanded priors.
-    fn stand_ins(
-        &self,
-        namepath: &str,
-        instances: &BTreeMap<&str, BTreeSet<Call>>,
-        expanded: &mut BTreeMap<String, BTreeSet<String>>,
-    ) -> Result<BTreeSet<String>, IngestError> {
-        if self.recipe(namepath).has_body {
-            Ok(instances.get(namepath).into_iter().flatten().map(Call::id).collect())
-        } else {
-            self.prior_needs(namepath, expanded, &mut Vec::new())
+        // Each task number now belongs to exactly one call.
+        let TaskIndex { calls, ids: call_ids, number, count, .. } = index;
+        let mut ids = vec![String::new(); count];
+        let mut task_calls = vec![&root_call; count];
+        for (at, id) in call_ids.into_iter().enumerate() {
+            ids[number[at]] = id;
+            task_calls[number[at]] = calls[at];
         }
+        let ordered = order(&needs, &ids)?;
+        let mut tasks: Vec<Task> = ordered
+            .iter()
+            .map(|&task| {
+                let call = task_calls[task];
+                let recipe = &self.recipes[call.recipe];
+                Task {
+                    // Filled in below, once every task has copied the ids of its needs.
+                    id: String::new(),
+                    recipe: recipe.namepath.to_string(),
+                    args: call.args.iter().map(|arg| arg.to_string()).collect(),
+                    needs: needs[task].iter().map(|&need| ids[need].clone()).collect(),
+                    os: recipe.os.iter().map(|os| os.to_string()).collect(),
+                }
+            })
+            .collect();
+        for (task, &number) in tasks.iter_mut().zip(&ordered) {
+            task.id = std::mem::take(&mut ids[number]);
+        }
+        Ok(tasks)
     }
 
-    /// The task ids a recipe's priors stand for: a body-bearing prior is its own task, an
-    /// empty-bodied one is replaced by its own prior needs, recursively.
+    /// The task numbers a recipe's priors stand for, sorted: a body-bearing prior is its own
+    /// task, an empty-bodied one is replaced by its own prior needs, recursively.
     fn prior_needs(
         &self,
-        namepath: &str,
-        expanded: &mut BTreeMap<String, BTreeSet<String>>,
-        stack: &mut Vec<String>,
-    ) -> Result<BTreeSet<String>, IngestError> {
-        if let Some(done) = expanded.get(namepath) {
-            return Ok(done.clone());
+        recipe: usize,
+        index: &TaskIndex<'_, 'r>,
+        expansion: &mut Expansion,
+    ) -> Result<Rc<[usize]>, IngestError> {
+        if let Some(done) = &expansion.expanded[recipe] {
+            return Ok(Rc::clone(done));
         }
-        if stack.iter().any(|s| s == namepath) {
-            return Err(IngestError::Cycle { node: namepath.to_string() });
+        if expansion.stack.contains(&recipe) {
+            return Err(IngestError::Cycle { node: self.recipes[recipe].namepath.to_string() });
         }
-        stack.push(namepath.to_string());
-        let mut out = BTreeSet::new();
-        let priors = self.calls.get(namepath).map(Vec::as_slice).unwrap_or_default();
-        for call in &priors[..self.recipe(namepath).priors.min(priors.len())] {
-            if self.recipe(&call.recipe).has_body {
-                out.insert(call.id());
+        expansion.stack.push(recipe);
+        let start = expansion.scratch.len();
+        let calls = self.calls_of(recipe);
+        for call in &calls[..self.recipes[recipe].priors.min(calls.len())] {
+            if self.recipes[call.recipe].has_body {
+                expansion.scratch.push(index.of_call(call));
             } else {
-                out.extend(self.prior_needs(&call.recipe, expanded, stack)?);
+                let nested = self.prior_needs(call.recipe, index, expansion)?;
+                expansion.scratch.extend_from_slice(&nested);
             }
         }
-        stack.pop();
-        expanded.insert(namepath.to_string(), out.clone());
+        expansion.stack.pop();
+        let found = &mut expansion.scratch[start..];
+        found.sort_unstable();
+        let mut kept = 0;
+        for at in 0..found.len() {
+            if kept == 0 || found[at] != found[kept - 1] {
+                found[kept] = found[at];
+                kept += 1;
+            }
+        }
+        let out = if kept == 0 { Rc::clone(&expansion.empty) } else { Rc::from(&found[..kept]) };
+        expansion.scratch.truncate(start);
+        expansion.expanded[recipe] = Some(Rc::clone(&out));
         Ok(out)
     }
 }
 
-/// Whether `from` is `to` or needs it through a chain of needs.
-fn needs_transitively(needs: &BTreeMap<String, BTreeSet<String>>, from: &str, to: &str) -> bool {
-    let mut seen = BTreeSet::from([from]);
-    let mut stack = vec![from];
-    while let Some(id) = stack.pop() {
-        if id == to {
-            return true;
-        }
-        for need in needs.get(id).into_iter().flatten() {
-            if seen.insert(need.as_str()) {
-                stack.push(need.as_str());
-            }
-        }
-    }
-    false
+/// Depth-first reachability over the needs, reusing its buffers across queries.
+struct Reach {
+    /// The query that last saw each task; a fresh query needs no clearing.
+    seen: Vec<usize>,
+    query: usize,
+    stack: Vec<usize>,
 }
 
-/// Resolves a dependency written inside `recipe`'s module to the target's namepath and a call
-/// with literal arguments.
-fn resolve_dependency<'a>(
-    recipes: &'a BTreeMap<String, Recipe>,
-    recipe: &Recipe,
-    dependency: &DumpDependency,
-) -> Result<(&'a str, Call), IngestError> {
-    let path = join(&recipe.module, &dependency.recipe);
-    let Some((target, _)) = recipes.get_key_value(&path) else {
+impl Reach {
+    fn new(tasks: usize) -> Self {
+        Reach { seen: vec![0; tasks], query: 0, stack: Vec::new() }
+    }
+
+    /// Whether `from` is `to` or needs it through a chain of needs.
+    fn needs_transitively(&mut self, needs: &[Rc<[usize]>], from: usize, to: usize) -> bool {
+        self.query += 1;
+        self.stack.clear();
+        self.seen[from] = self.query;
+        self.stack.push(from);
+        while let Some(task) = self.stack.pop() {
+            if task == to {
+                return true;
+            }
+            for &need in needs[task].iter() {
+                if self.seen[need] != self.query {
+                    self.seen[need] = self.query;
+                    self.stack.push(need);
+                }
+            }
+        }
+        false
+    }
+}
+
+/// Resolves a dependency written inside `recipe`'s module to a call with literal arguments.
+fn resolve_dependency<'r>(
+    by_namepath: &HashMap<&str, usize>,
+    recipe: &Recipe<'_>,
+    dependency: &'r DumpDependency<'_>,
+) -> Result<Call<'r>, IngestError> {
+    let name = dependency.recipe.0.as_ref();
+    // A top-level recipe's dependencies are namepaths already; only a module's need joining.
+    let target = if recipe.module.is_empty() {
+        by_namepath.get(name)
+    } else {
+        by_namepath.get(join(&recipe.module, name).as_str())
+    };
+    let target = target.copied();
+    let Some(target) = target else {
         return Err(IngestError::UnknownDependency {
-            recipe: recipe.namepath.clone(),
-            dependency: dependency.recipe.clone(),
+            recipe: recipe.namepath.to_string(),
+            dependency: name.to_string(),
         });
     };
     let non_literal = || IngestError::NonLiteralArgument {
-        recipe: recipe.namepath.clone(),
-        dependency: dependency.recipe.clone(),
+        recipe: recipe.namepath.to_string(),
+        dependency: name.to_string(),
     };
     // A splatted argument list is computed at run time, so it is no literal either.
-    if !matches!(dependency.star, Value::Null | Value::Bool(false)) {
+    if dependency.star.0 {
         return Err(non_literal());
     }
-    let args = dependency
-        .arguments
-        .iter()
-        .map(|argument| argument.as_str().map(str::to_string).ok_or_else(non_literal))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok((target.as_str(), Call { recipe: target.clone(), args }))
+    let Some(args) = &dependency.arguments.0 else {
+        return Err(non_literal());
+    };
+    Ok(Call { recipe: target, args: args.iter().map(|arg| arg.0.as_ref()).collect() })
 }
 
-/// Validates the tasks (unique ids, known needs, no cycle) and orders them by rank, the longest
-/// path from a task without needs, then by id.
-fn order(tasks: Vec<Task>) -> Result<Vec<Task>, IngestError> {
-    let mut by_id: BTreeMap<String, Task> = BTreeMap::new();
-    for mut task in tasks {
-        let needs: BTreeSet<String> = task.needs.into_iter().collect();
-        task.needs = needs.into_iter().collect();
-        if by_id.contains_key(&task.id) {
-            return Err(IngestError::DuplicateTask { id: task.id });
-        }
-        by_id.insert(task.id.clone(), task);
+/// Orders the tasks (by number) by rank, the longest path from a task without needs, then by
+/// id; fails naming a task on a cycle when some tasks wait on each other.
+fn order(needs: &[Rc<[usize]>], ids: &[String]) -> Result<Vec<usize>, IngestError> {
+    let count = needs.len();
+    // Each task's dependents, laid out back to back: task t's are `dependents[starts[t]..starts[t + 1]]`.
+    let mut starts = vec![0; count + 1];
+    for &need in needs.iter().flat_map(|task_needs| task_needs.iter()) {
+        starts[need + 1] += 1;
     }
-    let mut dependents: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    let mut waiting: BTreeMap<&str, usize> = BTreeMap::new();
-    for task in by_id.values() {
-        for need in &task.needs {
-            if !by_id.contains_key(need) {
-                return Err(IngestError::UnknownNeed { task: task.id.clone(), need: need.clone() });
-            }
-            dependents.entry(need.as_str()).or_default().push(task.id.as_str());
+    for at in 0..count {
+        starts[at + 1] += starts[at];
+    }
+    let mut fill = starts.clone();
+    let mut dependents = vec![0; starts[count]];
+    for (task, task_needs) in needs.iter().enumerate() {
+        for &need in task_needs.iter() {
+            dependents[fill[need]] = task;
+            fill[need] += 1;
         }
-        waiting.insert(task.id.as_str(), task.needs.len());
     }
 
-    let mut rank: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut ready: VecDeque<&str> = waiting.iter().filter(|(_, n)| **n == 0).map(|(id, _)| *id).collect();
-    while let Some(id) = ready.pop_front() {
-        let next = rank.get(id).copied().unwrap_or(0) + 1;
-        rank.entry(id).or_insert(0);
-        for dependent in dependents.get(id).map(Vec::as_slice).unwrap_or_default() {
-            let r = rank.entry(dependent).or_insert(0);
-            *r = (*r).max(next);
-            let w = waiting.get_mut(dependent).expect("every task has a waiting count");
-            *w -= 1;
-            if *w == 0 {
+    let mut waiting: Vec<usize> = needs.iter().map(|task_needs| task_needs.len()).collect();
+    let mut rank = vec![0; count];
+    let mut ready: VecDeque<usize> = (0..count).filter(|&task| waiting[task] == 0).collect();
+    while let Some(task) = ready.pop_front() {
+        let next = rank[task] + 1;
+        for &dependent in &dependents[starts[task]..starts[task + 1]] {
+            rank[dependent] = rank[dependent].max(next);
+            waiting[dependent] -= 1;
+            if waiting[dependent] == 0 {
                 ready.push_back(dependent);
             }
         }
     }
-    if let Some(node) = cycle_node(&by_id, &waiting) {
-        return Err(IngestError::Cycle { node });
+    if let Some(node) = cycle_node(needs, &waiting) {
+        return Err(IngestError::Cycle { node: ids[node].clone() });
     }
 
-    let rank: BTreeMap<String, usize> = rank.into_iter().map(|(id, r)| (id.to_string(), r)).collect();
-    let mut ordered: Vec<(usize, Task)> =
-        by_id.into_values().map(|t| (rank.get(&t.id).copied().unwrap_or(0), t)).collect();
-    ordered.sort_by(|(ra, a), (rb, b)| (ra, &a.id).cmp(&(rb, &b.id)));
-    Ok(ordered.into_iter().map(|(_, t)| t).collect())
+    let mut ordered: Vec<usize> = (0..count).collect();
+    ordered.sort_by_key(|&task| (rank[task], task));
+    Ok(ordered)
 }
 
 /// After a topological sort, the tasks still waiting all wait on each other; following the
 /// smallest waiting need from the smallest waiting task must come back round, and the first task
 /// seen twice lies on a cycle.
-fn cycle_node(by_id: &BTreeMap<String, Task>, waiting: &BTreeMap<&str, usize>) -> Option<String> {
-    let stuck: BTreeSet<&str> = waiting.iter().filter(|(_, n)| **n > 0).map(|(id, _)| *id).collect();
-    let mut current = *stuck.first()?;
-    let mut seen = BTreeSet::new();
-    while seen.insert(current) {
-        current = by_id[current].needs.iter().map(String::as_str).find(|n| stuck.contains(n))?;
+fn cycle_node(needs: &[Rc<[usize]>], waiting: &[usize]) -> Option<usize> {
+    let stuck = |task: usize| waiting[task] > 0;
+    let mut current = (0..needs.len()).find(|&task| stuck(task))?;
+    let mut seen = vec![false; needs.len()];
+    while !std::mem::replace(&mut seen[current], true) {
+        current = needs[current].iter().copied().find(|&need| stuck(need))?;
     }
-    Some(current.to_string())
+    Some(current)
 }
 
 #[cfg(test)]
@@ -1432,5 +2541,167 @@ mod tests {
         ]);
         let err = Plan::from_dump(&json, None).unwrap_err();
         assert!(matches!(&err, IngestError::Cycle { node } if node == "ci::e" || node == "ci::f"));
+    }
+
+    #[test]
+    fn dependencies_that_make_the_same_id_are_rejected() {
+        let json = dump(vec![
+            tagged(recipe("ci::default", false, &[("fmt", &["a,b"]), ("fmt", &["a", "b"])], 2)),
+            recipe("ci::fmt", true, &[], 0),
+        ]);
+        let err = Plan::from_dump(&json, None).unwrap_err();
+        assert_eq!(err, IngestError::DuplicateTask { id: "ci::fmt(a,b)".into() });
+    }
+
+    #[test]
+    fn recipes_sharing_a_namepath_are_a_bad_dump() {
+        let json = dump(vec![
+            tagged(recipe("ci::default", true, &[], 0)),
+            recipe("x", true, &[], 0),
+            recipe("ci::x", true, &[], 0),
+        ]);
+        let mut value: Value = serde_json::from_str(&json).unwrap();
+        value["recipes"]["x"]["namepath"] = json!("ci::x");
+        let err = Plan::from_dump(&value.to_string(), None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "just's JSON dump could not be read: two recipes share the namepath \"ci::x\": pass an \
+             unedited dump"
+        );
+    }
+
+    #[test]
+    fn arguments_with_escapes_are_read_and_written_back_escaped() {
+        // The quick reader leaves escaped strings it looks into to serde; the plan is the same.
+        let json = dump(vec![
+            tagged(recipe("ci::default", false, &[("say", &["q\"uote", "back\\slash", "é"])], 1)),
+            recipe("ci::say", true, &[], 0),
+        ]);
+        assert!(QuickReader::read(&json).is_none());
+        let plan = Plan::from_dump(&json, None).unwrap();
+        assert_eq!(ids(&plan.tasks), ["ci::say(q\"uote,back\\slash,é)"]);
+        assert_eq!(plan.to_json_pretty(), reference_pretty(&plan));
+        assert!(plan.to_json_pretty().contains(r#""q\"uote","#));
+    }
+
+    /// The plan's pretty JSON as serde_json writes it, the reference for the hand-written writer.
+    fn reference_pretty(plan: &Plan) -> String {
+        #[derive(Serialize)]
+        struct PlanView<'a> {
+            root: &'a str,
+            digest: String,
+            tasks: Vec<TaskView<'a>>,
+        }
+        #[derive(Serialize)]
+        struct TaskView<'a> {
+            id: &'a str,
+            recipe: &'a str,
+            args: &'a [String],
+            command: Vec<String>,
+            needs: &'a [String],
+            os: &'a [String],
+        }
+        let view = PlanView {
+            root: &plan.root,
+            digest: reference_digest(plan),
+            tasks: plan
+                .tasks
+                .iter()
+                .map(|t| TaskView {
+                    id: &t.id,
+                    recipe: &t.recipe,
+                    args: &t.args,
+                    command: t.argv(),
+                    needs: &t.needs,
+                    os: &t.os,
+                })
+                .collect(),
+        };
+        serde_json::to_string_pretty(&view).unwrap() + "\n"
+    }
+
+    /// The digest over `serde_json::to_vec` of the plan, the reference for the hand-written one.
+    fn reference_digest(plan: &Plan) -> String {
+        let hash = Sha256::digest(serde_json::to_vec(plan).unwrap());
+        "sha256:".to_string() + &hash.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    }
+
+    #[test]
+    fn hand_written_json_matches_serde_json_byte_for_byte() {
+        let every_ascii: String = (0u8..0x80).map(char::from).collect();
+        let task = |id: &str, args: &[&str], needs: &[&str], os: &[&str]| Task {
+            id: id.into(),
+            recipe: format!("{id}::recipe"),
+            args: strings(args),
+            needs: strings(needs),
+            os: strings(os),
+        };
+        let tricky = Plan {
+            root: "r\"o\\ot\u{1}\u{7f}".into(),
+            tasks: vec![
+                task(&every_ascii, &[&every_ascii, "", "é ü 漢 🦀"], &[], &["linux", "unix"]),
+                task("a\n(b,\"c\")", &[], &[&every_ascii], &[]),
+                task("plain", &["x\ty"], &["a\n(b,\"c\")", "plain"], &["macos"]),
+            ],
+        };
+        let empty = Plan { root: String::new(), tasks: vec![] };
+        for plan in [plan(), Plan::from_dump(&pipeline(), Some("ci::lint")).unwrap(), tricky, empty] {
+            assert_eq!(plan.digest(), reference_digest(&plan));
+            assert_eq!(plan.to_json_pretty(), reference_pretty(&plan));
+        }
+    }
+
+    #[test]
+    fn quick_reader_reads_plain_dumps_and_leaves_the_rest_to_serde() {
+        let deep = |depth: usize| format!("{{\"x\":{}{}}}", "[".repeat(depth), "]".repeat(depth));
+        let big = "9".repeat(19);
+        let quick = [
+            pipeline(),
+            kolu_like_dump_for_graph(),
+            "{}".to_string(),
+            " \t\r\n{ \"recipes\" : null , \"modules\" : null } \n".to_string(),
+            r#"{"recipes":{"a":{"body":[["echo \"hi\" \\ \u00e9 \/ \b\f\n\r\t"]],"priors":0}}}"#.to_string(),
+            r#"{"recipes":{"a":{"body":[["x"]]},"a":{"body":[]}},"x":[-1,0,-0,123456789012345678]}"#.to_string(),
+            r#"{"recipes":{"a":{"attributes":[{"metadata":["ci"],"metadata":"x"},"linux","unix","linux",7,null,["ci"],{"metadata":[["ci"],"ci"]}]}}}"#.to_string(),
+            r#"{"recipes":{"a":{"dependencies":[{"recipe":"b","arguments":["x",["variable","v"]],"star":null},{"recipe":"b","arguments":null,"star":false},{"star":"*"},{"star":true},{"star":0}]}}}"#.to_string(),
+            r#"{"recipes":{"a":{"body":null},"b":{"body":[[]]},"c":{"body":"x"},"d":{"body":{}},"e":{"body":[ ]},"f":{}}}"#.to_string(),
+            r#"{"recipes":{"a":{"namepath":null,"priors":null,"attributes":null,"dependencies":null}}}"#.to_string(),
+            deep(QUICK_MAX_DEPTH - 1),
+        ];
+        let left_to_serde = [
+            r#"{"recipes":{"a\u0062":{}}}"#.to_string(),
+            r#"{"x":"\ud800"}"#.to_string(),
+            r#"{"x":"\ud83e\udd80"}"#.to_string(),
+            r#"{"x":1.5}"#.to_string(),
+            r#"{"x":1e400}"#.to_string(),
+            format!(r#"{{"x":{big}}}"#),
+            format!(r#"{{"recipes":{{"a":{{"priors":{big}}}}}}}"#),
+            r#"{"x":01}"#.to_string(),
+            r#"{"x":[1,]}"#.to_string(),
+            r#"{"x":{"a":1,}}"#.to_string(),
+            r#"{"recipes":{},"recipes":{}}"#.to_string(),
+            r#"{"recipes":{"a":{"body":[],"body":[]}}}"#.to_string(),
+            r#"{"recipes":[]}"#.to_string(),
+            r#"{"recipes":{"a":null}}"#.to_string(),
+            r#"{"recipes":{"a":{"priors":-1}}}"#.to_string(),
+            r#"{"recipes":{"a":{"priors":"1"}}}"#.to_string(),
+            r#"{"recipes":{"a":{"dependencies":[{"recipe":null}]}}}"#.to_string(),
+            r#"{"recipes":{"a":{"attributes":["lin\u0075x"]}}}"#.to_string(),
+            "{\"x\":\"a\u{1}b\"}".to_string(),
+            "{} x".to_string(),
+            "[{}, {}]".to_string(),
+            "\u{feff}{}".to_string(),
+            "{\"x\":nul}".to_string(),
+            String::new(),
+            deep(200),
+        ];
+        for json in &quick {
+            let read = QuickReader::read(json).unwrap_or_else(|| panic!("left to serde: {json}"));
+            let serde: DumpModule = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"));
+            assert_eq!(read, serde, "{json}");
+        }
+        for json in &left_to_serde {
+            assert!(QuickReader::read(json).is_none(), "read quickly: {json}");
+        }
     }
 }
