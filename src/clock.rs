@@ -19,6 +19,18 @@ pub fn report_peak_rss(who: &str) {
     if std::env::var_os("ODU_REPORT_PEAK_RSS").is_some()
         && let Some(kib) = peak_rss_kib()
     {
-        eprintln!("{who}: peak rss {kib} KiB");
+        eprintln!("{who}: peak rss {kib} KiB, cpu {} ms", own_cpu_ms());
     }
+}
+
+/// CPU time this process used itself (user + system), children excluded.
+pub fn own_cpu_ms() -> u64 {
+    // SAFETY: getrusage fills the zeroed struct we pass and has no other effect.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let ms = |t: libc::timeval| t.tv_sec as u64 * 1000 + t.tv_usec as u64 / 1000;
+    ms(usage.ru_utime) + ms(usage.ru_stime)
 }

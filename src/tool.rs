@@ -27,7 +27,9 @@ pub fn finish(child: Child) -> std::io::Result<ToolOutput> {
     let out = child.wait_with_output()?;
     Ok(ToolOutput {
         success: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        // Valid UTF-8 (the usual case) is taken without a copy.
+        stdout: String::from_utf8(out.stdout)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     })
 }

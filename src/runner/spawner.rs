@@ -47,7 +47,10 @@ pub fn start_node(launch: NodeLaunch, spool: &Spool) -> Result<StartedNode, Exit
         Exit::SpawnFailed
     };
     let (read_end, write_end) = pipe().map_err(|e| fail(format!("cannot create a pipe: {e}")))?;
-    let mut cmd = std::process::Command::new(&launch.argv[0]);
+    // An absolute program path spares every spawn the PATH search, which tries each directory
+    // with a failing exec while the runner waits for the child to start.
+    let program = resolve_program(&launch.argv[0]);
+    let mut cmd = std::process::Command::new(&program);
     cmd.args(&launch.argv[1..])
         .current_dir(&launch.workspace)
         .envs(&launch.env)
@@ -139,6 +142,24 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
+}
+
+/// `name` as an absolute path found on PATH (or `name` itself when it has a slash or is not
+/// found, so the spawn reports the error).
+pub fn resolve_program(name: &str) -> std::path::PathBuf {
+    if name.contains('/') {
+        return name.into();
+    }
+    std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| is_executable(candidate))
+        })
+        .unwrap_or_else(|| name.into())
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// Asks for a larger pipe buffer: with the default 64 KiB, a node printing fast and a reader
