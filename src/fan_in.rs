@@ -47,12 +47,12 @@ impl FanIn {
             started_at,
         };
         for spec in specs {
-            let setup_view = pending(SETUP, format!("(provision {})", spec.host), vec![]);
+            let setup_view = NodeView::pending(SETUP, format!("(provision {})", spec.host), vec![]);
             fan.insert(&spec.platform, setup_view);
             for task in &spec.tasks {
                 let mut needs = task.needs.clone();
                 needs.push(SETUP.into());
-                let view = pending(&task.id, odu_core::lane::shell_words(&task.argv), needs);
+                let view = NodeView::pending(&task.id, odu_core::lane::shell_words(&task.argv), needs);
                 fan.insert(&spec.platform, view);
             }
         }
@@ -145,18 +145,5 @@ impl FanIn {
     /// The nodes in order.
     pub fn ordered(&self) -> impl Iterator<Item = &FanNode> {
         self.order.iter().map(|id| &self.nodes[id])
-    }
-}
-
-fn pending(id: &str, command: String, needs: Vec<String>) -> NodeView {
-    NodeView {
-        id: id.into(),
-        command,
-        needs,
-        status: NodeStatus::Pending,
-        exit_code: None,
-        started_at: None,
-        duration_ms: None,
-        generation: 0,
     }
 }

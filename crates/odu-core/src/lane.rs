@@ -40,6 +40,22 @@ pub struct NodeView {
     pub generation: u32,
 }
 
+impl NodeView {
+    /// A node that has not run yet.
+    pub fn pending(id: &str, command: String, needs: Vec<String>) -> NodeView {
+        NodeView {
+            id: id.to_string(),
+            command,
+            needs,
+            status: NodeStatus::Pending,
+            exit_code: None,
+            started_at: None,
+            duration_ms: None,
+            generation: 0,
+        }
+    }
+}
+
 /// How a node's process ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exit {
@@ -122,7 +138,7 @@ impl LaneState {
         let mut order = vec![SETUP.to_string()];
         let mut index = BTreeMap::from([(SETUP.to_string(), 0)]);
         let mut nodes = vec![NodeState {
-            view: pending_view(SETUP, setup_command.to_string(), vec![]),
+            view: NodeView::pending(SETUP, setup_command.to_string(), vec![]),
             argv: vec![],
             needs: vec![],
             dependents: vec![],
@@ -153,7 +169,7 @@ impl LaneState {
             }
             let command = shell_words(&task.argv);
             nodes.push(NodeState {
-                view: pending_view(&task.id, command, needs),
+                view: NodeView::pending(&task.id, command, needs),
                 argv: task.argv.clone(),
                 needs: need_positions,
                 dependents: vec![],
@@ -326,19 +342,6 @@ impl LaneState {
                 fx.changed(pos);
             }
         }
-    }
-}
-
-fn pending_view(id: &str, command: String, needs: Vec<String>) -> NodeView {
-    NodeView {
-        id: id.to_string(),
-        command,
-        needs,
-        status: NodeStatus::Pending,
-        exit_code: None,
-        started_at: None,
-        duration_ms: None,
-        generation: 0,
     }
 }
 
