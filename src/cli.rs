@@ -25,6 +25,42 @@ pub enum Command {
     Graph(PlanArgs),
     /// List the runs recorded in this checkout, newest first.
     Runs(RunsArgs),
+    /// Show the live run's nodes (or, with nothing running, the latest run's).
+    Status(StatusArgs),
+    /// Print a node's log; with -f, follow it until the node ends.
+    Logs(LogsArgs),
+    /// Rerun a node of the live run, and everything that needs it.
+    Rerun(RerunArgs),
+    /// Cancel the live run, one lane (@platform) or one node.
+    Cancel(CancelArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Keep printing until the node's log ends.
+    #[arg(short = 'f', long = "follow")]
+    pub follow: bool,
+    /// The node: a full id (ci::e2e@x86_64-linux) or a unique suffix (e2e@x86_64-linux, e2e).
+    pub node: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RerunArgs {
+    /// The node to rerun: a full id or a unique suffix.
+    pub target: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// A node id, or @platform for a lane; nothing cancels the whole run.
+    pub target: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

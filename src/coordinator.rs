@@ -11,11 +11,17 @@ use odu_core::status::Outcome;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
+use std::sync::{Arc, Mutex};
+
+use odu_proto::NodesFrame;
+
+use crate::cell::Hub;
 use crate::clock::now_ms;
 use crate::face::Face;
 use crate::fan_in::FanIn;
 use crate::lane::{LaneCommand, LaneLogs, LaneReport, LaneSpec};
 use crate::ledger::{self, NodeRecord, RunRecord};
+use crate::surface::{FanCell, SurfaceShared};
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +47,48 @@ pub struct Coordinator {
     pub record: RunRecord,
     pub face: Box<dyn Face>,
     pub interrupted: bool,
+    /// Where to serve the surface (`.ci/odu.sock`), if anywhere.
+    pub socket: Option<PathBuf>,
+}
+
+/// The coordinator's side of the `nodes` cell.
+struct NodesCell {
+    hub: Arc<Mutex<Hub<FanCell>>>,
+    positions: BTreeMap<String, usize>,
+    cell: FanCell,
+}
+
+impl NodesCell {
+    fn new(fan: &FanIn) -> NodesCell {
+        let cell = FanCell {
+            revision: 1,
+            name: Arc::from(fan.name.as_str()),
+            order: Arc::new(fan.order.clone()),
+            nodes: fan.ordered().map(|n| Arc::new(n.view.clone())).collect(),
+        };
+        let positions = fan.order.iter().enumerate().map(|(i, id)| (id.clone(), i)).collect();
+        let hub = Hub::new(cell.share(), 1024);
+        NodesCell { hub: Arc::new(Mutex::new(hub)), positions, cell }
+    }
+
+    /// Publishes the current views of `ids` as one delta.
+    fn publish(&mut self, fan: &FanIn, ids: &[String]) {
+        let mut nodes = Vec::new();
+        for id in ids {
+            if let (Some(&at), Some(node)) = (self.positions.get(id), fan.nodes.get(id))
+                && *self.cell.nodes[at] != node.view
+            {
+                self.cell.nodes[at] = Arc::new(node.view.clone());
+                nodes.push(node.view.clone());
+            }
+        }
+        if nodes.is_empty() {
+            return;
+        }
+        self.cell.revision += 1;
+        let delta = NodesFrame::Delta { revision: self.cell.revision, nodes };
+        self.hub.lock().expect("hub lock").publish(self.cell.share(), delta);
+    }
 }
 
 impl Coordinator {
@@ -49,12 +97,17 @@ impl Coordinator {
         let (reports_tx, mut reports) = mpsc::unbounded_channel();
         let mut lanes: BTreeMap<String, mpsc::UnboundedSender<LaneCommand>> = BTreeMap::new();
         let mut open = 0usize;
+        let mut trail = BTreeMap::new();
+        let mut starts = Vec::new();
         for spec in specs {
             let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
             let platform = spec.platform.clone();
             match LaneLogs::create(&spec) {
                 Ok(logs) => {
-                    tokio::spawn(crate::lane::run_local(spec, logs, cmd_rx, reports_tx.clone()));
+                    for (id, spool) in &logs.spools {
+                        trail.insert(format!("{id}@{platform}"), spool.clone());
+                    }
+                    starts.push((spec, logs, cmd_rx));
                     lanes.insert(platform, cmd_tx);
                     open += 1;
                 }
@@ -69,7 +122,33 @@ impl Coordinator {
                 }
             }
         }
+        // The surface is served before any lane starts, so provisioning is observable.
+        let mut cell = NodesCell::new(&self.fan);
+        let (cancel_tx, mut cancel_rx) = mpsc::unbounded_channel();
+        let server = match &self.socket {
+            Some(path) => match crate::surface::bind(path).await {
+                Ok(listener) => {
+                    let shared = SurfaceShared {
+                        nodes: cell.hub.clone(),
+                        logs: Arc::new(trail),
+                        lanes: Arc::new(lanes.clone()),
+                        cancel_run: cancel_tx,
+                    };
+                    Some(tokio::spawn(crate::surface::serve(listener, shared)))
+                }
+                Err(e) => {
+                    eprintln!("odu: not serving {}: {e}", path.display());
+                    None
+                }
+            },
+            None => None,
+        };
+        for (spec, logs, cmd_rx) in starts {
+            tokio::spawn(crate::lane::run_local(spec, logs, cmd_rx, reports_tx.clone()));
+        }
         drop(reports_tx);
+        // The record lists every node from the start, so clients find each log's path.
+        self.save(false);
         self.face.start(&self.fan);
         let mut sigint = signal(SignalKind::interrupt()).expect("SIGINT handler");
         let mut sigterm = signal(SignalKind::terminate()).expect("SIGTERM handler");
@@ -89,14 +168,22 @@ impl Coordinator {
             tokio::select! {
                 report = reports.recv() => {
                     let Some(report) = report else { break };
-                    let changes = match report {
-                        LaneReport::Nodes { platform, nodes } => self.fan.apply_lane(&platform, nodes),
-                        LaneReport::Died { platform, .. } => self.fan.lane_died(&platform, now_ms()),
+                    let (changes, touched) = match report {
+                        LaneReport::Nodes { platform, nodes } => {
+                            let touched: Vec<String> = nodes.iter().map(|n| format!("{}@{platform}", n.id)).collect();
+                            (self.fan.apply_lane(&platform, nodes), touched)
+                        }
+                        LaneReport::Died { platform, .. } => {
+                            let changes = self.fan.lane_died(&platform, now_ms());
+                            let touched = changes.iter().map(|c| c.id.clone()).collect();
+                            (changes, touched)
+                        }
                         LaneReport::Closed { .. } => {
                             open -= 1;
-                            vec![]
+                            (vec![], vec![])
                         }
                     };
+                    cell.publish(&self.fan, &touched);
                     for change in &changes {
                         self.face.transition(&self.fan, change);
                     }
@@ -111,13 +198,18 @@ impl Coordinator {
                 _ = sigint.recv() => {
                     if interrupted { break; }
                     interrupted = true;
-                    self.interrupt(&lanes);
+                    self.interrupt(&lanes, &mut cell);
+                    shutting_down = true;
+                }
+                Some(()) = cancel_rx.recv(), if !interrupted => {
+                    interrupted = true;
+                    self.interrupt(&lanes, &mut cell);
                     shutting_down = true;
                 }
                 _ = sigterm.recv() => {
                     if interrupted { break; }
                     interrupted = true;
-                    self.interrupt(&lanes);
+                    self.interrupt(&lanes, &mut cell);
                     shutting_down = true;
                 }
                 _ = ticker.tick() => self.face.tick(&self.fan),
@@ -125,6 +217,12 @@ impl Coordinator {
         }
         self.face.finish(&self.fan);
         self.save(true);
+        if let Some(server) = server {
+            server.abort();
+        }
+        if let Some(path) = &self.socket {
+            let _ = std::fs::remove_file(path);
+        }
         let verdict = Verdict {
             outcome: if interrupted { Outcome::Incomplete } else { self.fan.outcome() },
             interrupted,
@@ -132,10 +230,17 @@ impl Coordinator {
         (verdict, self.fan)
     }
 
-    fn interrupt(&mut self, lanes: &BTreeMap<String, mpsc::UnboundedSender<LaneCommand>>) {
+    fn interrupt(
+        &mut self,
+        lanes: &BTreeMap<String, mpsc::UnboundedSender<LaneCommand>>,
+        cell: &mut NodesCell,
+    ) {
         eprintln!("odu: interrupted: stopping every node (press Ctrl-C again to leave at once)");
         self.interrupted = true;
-        for change in self.fan.interrupt(now_ms()) {
+        let changes = self.fan.interrupt(now_ms());
+        let touched: Vec<String> = changes.iter().map(|c| c.id.clone()).collect();
+        cell.publish(&self.fan, &touched);
+        for change in changes {
             self.face.transition(&self.fan, &change);
         }
         for tx in lanes.values() {

@@ -19,5 +19,6 @@ pub mod lane;
 pub mod ledger;
 pub mod runner;
 pub mod spool;
+pub mod surface;
 pub mod tool;
 pub mod wire;

@@ -11,6 +11,10 @@ fn main() {
         Command::Dump(args) => command::plan::dump(args),
         Command::Graph(args) => command::plan::graph(args),
         Command::Runs(args) => command::runs::runs(args),
+        Command::Status(args) => command::surface_client::status(args),
+        Command::Logs(args) => command::surface_client::logs(args),
+        Command::Rerun(args) => command::surface_client::rerun(args),
+        Command::Cancel(args) => command::surface_client::cancel(args),
     };
     odu::clock::report_peak_rss("odu");
     match result {

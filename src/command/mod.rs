@@ -4,6 +4,7 @@
 pub mod plan;
 pub mod run;
 pub mod runs;
+pub mod surface_client;
 
 use std::path::PathBuf;
 

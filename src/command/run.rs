@@ -281,7 +281,8 @@ pub fn run(args: RunArgs) -> CliResult<i32> {
         Box::new(PlainFace::new(false))
     };
     let fan = FanIn::new(&plan.root, &label, &specs, started_at);
-    let coordinator = Coordinator { fan, ci_dir: ci, record, face, interrupted: false };
+    let socket = Some(crate::surface::socket_path(&repo));
+    let coordinator = Coordinator { fan, ci_dir: ci, record, face, interrupted: false, socket };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -6,3 +6,4 @@ mod golden_frames;
 mod harness;
 mod repo;
 mod runner_protocol;
+mod surface;

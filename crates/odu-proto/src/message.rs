@@ -87,9 +87,11 @@ impl Message {
                 (_, Some(error)) => Ok(Message::Response { id, result: Err(error) }),
                 (result, None) => Ok(Message::Response { id, result: Ok(result.unwrap_or(Value::Null)) }),
             },
-            (None, None) => {
-                Err(RpcError::new(error_code::INVALID_REQUEST, "message has neither method nor id"))
-            }
+            // An error about a frame that could not be read carries `"id": null`.
+            (None, None) => match envelope.error {
+                Some(error) => Ok(Message::Response { id: Value::Null, result: Err(error) }),
+                None => Err(RpcError::new(error_code::INVALID_REQUEST, "message has neither method nor id")),
+            },
         }
     }
 
@@ -141,7 +143,9 @@ mod tests {
             Message::request(1, "nodes.get", json!({})),
             Message::notification("$/item", json!({"id": 1, "value": 2})),
             Message::ok(json!(1), json!({"ok": true})),
+            Message::err(Value::Null, RpcError::refused("unreadable frame")),
             Message::err(json!(1), RpcError::refused("no")),
+            Message::err(Value::Null, RpcError::refused("unreadable frame")),
         ] {
             assert_eq!(Message::parse(&m.to_json()).unwrap(), m);
         }
