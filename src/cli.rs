@@ -33,6 +33,28 @@ pub enum Command {
     Rerun(RerunArgs),
     /// Cancel the live run, one lane (@platform) or one node.
     Cancel(CancelArgs),
+    /// Follow the live run as NDJSON transitions (or show the latest run with none live).
+    #[command(alias = "monitor")]
+    Attach(AttachArgs),
+    /// Block until the live run goes red (or, with --settle, finishes); print a JSON verdict.
+    Wait(WaitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// Output format: the NDJSON transition stream of `run --progress json`.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "json")]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// Wait for every node to finish instead of returning at the first red node.
+    #[arg(long)]
+    pub settle: bool,
+    /// Give up after this long (30s, 5m, 1h, 250ms).
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Args)]

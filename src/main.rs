@@ -15,6 +15,8 @@ fn main() {
         Command::Logs(args) => command::surface_client::logs(args),
         Command::Rerun(args) => command::surface_client::rerun(args),
         Command::Cancel(args) => command::surface_client::cancel(args),
+        Command::Attach(args) => command::surface_client::attach(args),
+        Command::Wait(args) => command::surface_client::wait(args),
     };
     odu::clock::report_peak_rss("odu");
     match result {

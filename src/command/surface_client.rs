@@ -219,3 +219,199 @@ fn no_run() -> CliError {
         "no run in progress in this checkout (nothing serves .ci/odu.sock): start one with odu run",
     )
 }
+
+/// Follows the live `nodes` cell, calling `on_change(state, changed ids)` on every frame until
+/// it returns `Some(exit code)`, the server goes away, or `deadline` passes (`Err(state)`).
+async fn follow_nodes(
+    client: &mut SurfaceClient,
+    deadline: Option<tokio::time::Instant>,
+    mut on_change: impl FnMut(&std::collections::BTreeMap<String, NodeView>, &[String]) -> Option<i32>,
+) -> CliResult<Result<i32, std::collections::BTreeMap<String, NodeView>>> {
+    let stream = client.send(NODES_GET, json!({})).await.map_err(|e| CliError::refused(e.to_string()))?;
+    let mut state = std::collections::BTreeMap::new();
+    loop {
+        let next = async { client.next().await };
+        let event = match deadline {
+            Some(at) => match tokio::time::timeout_at(at, next).await {
+                Ok(event) => event,
+                Err(_) => return Ok(Err(state)),
+            },
+            None => next.await,
+        };
+        match event.map_err(|e| CliError::refused(e.to_string()))? {
+            Some(ClientEvent::Item { stream: s, value }) if s == stream => {
+                let Ok(frame) = serde_json::from_str::<NodesFrame>(value.get()) else { continue };
+                let nodes = match frame {
+                    NodesFrame::Snapshot { nodes, .. } => {
+                        state.clear();
+                        nodes
+                    }
+                    NodesFrame::Delta { nodes, .. } => nodes,
+                };
+                let changed: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
+                for n in nodes {
+                    state.insert(n.id.clone(), n);
+                }
+                if let Some(code) = on_change(&state, &changed) {
+                    return Ok(Ok(code));
+                }
+            }
+            Some(_) => {}
+            None => return Ok(Err(state)),
+        }
+    }
+}
+
+/// Log paths of the live run's nodes, from its ledger record (written when the run starts).
+fn log_paths(repo: &Path) -> (String, std::collections::BTreeMap<String, String>) {
+    let records = ledger::list(&repo.join(".ci"));
+    let live = records.iter().find(|r| r.outcome == "running").or(records.first());
+    match live {
+        Some(r) => (r.reference(), r.nodes.iter().map(|n| (n.id.clone(), n.log.clone())).collect()),
+        None => (String::new(), Default::default()),
+    }
+}
+
+fn progress_of(view: &NodeView, logs: &std::collections::BTreeMap<String, String>) -> Option<String> {
+    let word = view.status.progress_word()?;
+    let (task, platform) = view.id.rsplit_once('@').unwrap_or((&view.id, ""));
+    let mut line = serde_json::Map::new();
+    line.insert("node".into(), json!(view.id));
+    line.insert("recipe".into(), json!(task));
+    line.insert("platform".into(), json!(platform));
+    line.insert("status".into(), json!(word));
+    if let Some(code) = view.exit_code {
+        line.insert("exit_code".into(), json!(code));
+    }
+    line.insert("log".into(), json!(logs.get(&view.id).cloned().unwrap_or_default()));
+    Some(serde_json::Value::Object(line).to_string())
+}
+
+fn all_settled(state: &std::collections::BTreeMap<String, NodeView>) -> bool {
+    !state.is_empty() && state.values().all(|n| n.status.is_terminal())
+}
+
+/// `attach -o json` (and `attach` when stdout is not a terminal): the same NDJSON transition
+/// stream as `run --progress json`, ending with the verdict.
+pub fn attach(args: crate::cli::AttachArgs) -> CliResult<i32> {
+    let repo = repo()?;
+    runtime()?.block_on(async {
+        let Some(mut client) = connect(&repo).await? else {
+            // Idle attach: the latest run, as it ended.
+            let records = ledger::list(&repo.join(".ci"));
+            let Some(record) = records.first() else {
+                return Err(CliError::refused(
+                    "no run in this checkout yet and none in progress: start one with odu run",
+                ));
+            };
+            let logs = record.nodes.iter().map(|n| (n.id.clone(), n.log.clone())).collect();
+            for n in &record.nodes {
+                let mut view = NodeView::pending(&n.id, String::new(), vec![]);
+                view.status = n.status;
+                view.exit_code = n.exit_code;
+                if let Some(line) = progress_of(&view, &logs) {
+                    println!("{line}");
+                }
+            }
+            let outcome = record.effective_outcome();
+            eprintln!("odu: {} {outcome} (no run in progress)", record.reference());
+            return Ok(i32::from(outcome != "passed"));
+        };
+        let json_lines = args.output == OutputFormat::Json;
+        let (reference, logs) = log_paths(&repo);
+        let mut last: std::collections::BTreeMap<String, NodeStatus> = Default::default();
+        let result = follow_nodes(&mut client, None, |state, changed| {
+            let mut out = std::io::stdout().lock();
+            for id in changed {
+                let view = &state[id];
+                if last.get(id) != Some(&view.status) {
+                    last.insert(id.clone(), view.status);
+                    if !json_lines && view.status != NodeStatus::Pending {
+                        let _ =
+                            writeln!(out, "{} {:<9} {}", view.status.glyph(), view.status.as_str(), view.id);
+                    } else if let Some(line) = progress_of(view, &logs).filter(|_| json_lines) {
+                        let _ = writeln!(out, "{line}");
+                    }
+                }
+            }
+            let _ = out.flush();
+            all_settled(state).then(|| i32::from(settled_red(state.values().map(|n| n.status))))
+        })
+        .await?;
+        let code = match result {
+            Ok(code) => code,
+            Err(state) => i32::from(!all_settled(&state) || settled_red(state.values().map(|n| n.status))),
+        };
+        eprintln!("odu: {reference} {}", if code == 0 { "passed" } else { "did not pass" });
+        Ok(code)
+    })
+}
+
+/// `wait`: blocks until a node goes red (fail-fast, the default) or every node settled, then
+/// prints one JSON verdict.
+pub fn wait(args: crate::cli::WaitArgs) -> CliResult<i32> {
+    let repo = repo()?;
+    let timeout = args.timeout.as_deref().map(parse_duration).transpose()?;
+    runtime()?.block_on(async {
+        let started = std::time::Instant::now();
+        let Some(mut client) = connect(&repo).await? else { return Err(no_run()) };
+        let (reference, _) = log_paths(&repo);
+        let deadline = timeout.map(|d| tokio::time::Instant::now() + d);
+        let settle = args.settle;
+        let mut fail_fast = false;
+        let result = follow_nodes(&mut client, deadline, |state, _| {
+            let red = state.values().any(|n| n.status.is_red());
+            if red && !settle {
+                fail_fast = true;
+                return Some(1);
+            }
+            all_settled(state).then_some(0)
+        })
+        .await?;
+        let (state, timed_out) = match &result {
+            Ok(_) => (None, false),
+            Err(state) => (Some(state.clone()), deadline.is_some_and(|d| tokio::time::Instant::now() >= d)),
+        };
+        // Re-read the final state for the verdict.
+        let state = match state {
+            Some(state) => state,
+            None => {
+                let (_, nodes) = first_snapshot(&mut client).await.unwrap_or_default();
+                nodes.into_iter().map(|n| (n.id.clone(), n)).collect()
+            }
+        };
+        let of = |s: NodeStatus| {
+            state.values().filter(|n| n.status == s).map(|n| n.id.clone()).collect::<Vec<_>>()
+        };
+        let settled = all_settled(&state);
+        let passed = settled && state.values().all(|n| n.status == NodeStatus::Ok);
+        let verdict = json!({
+            "run": reference,
+            "settled": settled,
+            "passed": passed,
+            "failed": of(NodeStatus::Failed),
+            "errored": of(NodeStatus::Errored),
+            "cancelled": of(NodeStatus::Cancelled),
+            "fail_fast_tripped": fail_fast,
+            "timed_out": timed_out,
+            "duration_ms": started.elapsed().as_millis() as u64,
+        });
+        println!("{verdict}");
+        Ok(if passed { 0 } else { 1 })
+    })
+}
+
+/// `90`, `90s`, `5m`, `1h`, `250ms`.
+fn parse_duration(text: &str) -> CliResult<std::time::Duration> {
+    let bad = || CliError::usage(format!("--timeout expects a duration like 30s, 5m or 1h, got {text:?}"));
+    let (number, unit) = text.find(|c: char| !c.is_ascii_digit()).map_or((text, "s"), |at| text.split_at(at));
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let ms = match unit {
+        "ms" => n,
+        "s" => n * 1000,
+        "m" => n * 60_000,
+        "h" => n * 3_600_000,
+        _ => return Err(bad()),
+    };
+    Ok(std::time::Duration::from_millis(ms))
+}

@@ -194,3 +194,44 @@ fn clients_with_no_run_say_so() {
     let cancel = repo.run(&["cancel"]);
     assert_eq!(cancel.status.code(), Some(0));
 }
+
+#[test]
+fn attach_streams_transitions_and_wait_returns_a_verdict() {
+    let gate = tempfile::tempdir().unwrap();
+    let release = gate.path().join("release");
+    let release = release.to_str().unwrap();
+    let justfile =
+        format!("[metadata(\"ci\")]\nci: hold broken\n{}broken:\n    exit 3\n", waiting("hold", release));
+    let repo = Repo::new(&justfile);
+    let p = local_platform();
+    let mut run = Running::spawn(repo.odu(&["run", "--progress", "json"]));
+    run.wait_for_line(&format!("\"node\":\"hold@{p}\""));
+    wait_for_socket(repo.path());
+    let attach = Running::spawn(repo.odu(&["attach", "-o", "json"]));
+    // Fail-fast: `broken` is red while `hold` still runs.
+    let wait = repo.run(&["wait"]);
+    assert_eq!(wait.status.code(), Some(1), "{}", stderr(&wait));
+    let verdict: serde_json::Value = serde_json::from_slice(&wait.stdout).unwrap();
+    assert_eq!(verdict["settled"], false);
+    assert_eq!(verdict["fail_fast_tripped"], true);
+    assert_eq!(verdict["failed"], serde_json::json!([format!("broken@{p}")]));
+    let timed = repo.run(&["wait", "--settle", "--timeout", "200ms"]);
+    let timed: serde_json::Value = serde_json::from_slice(&timed.stdout).unwrap();
+    assert_eq!(timed["timed_out"], true);
+    std::fs::write(release, "").unwrap();
+    let (code, err) = run.finish();
+    assert_eq!(code, Some(1), "{err}");
+    let (attach_code, _) = {
+        let mut attach = attach;
+        let line = attach.wait_for_line(&format!(
+            "\"node\":\"hold@{p}\",\"recipe\":\"hold\",\"platform\":\"{p}\",\"status\":\"success\""
+        ));
+        assert!(line.contains(".log"), "attach lines name the log: {line}");
+        attach.finish()
+    };
+    assert_eq!(attach_code, Some(1), "attach exits with the verdict");
+    // With nothing running, attach shows the latest run as it ended.
+    let idle = repo.run(&["attach", "-o", "json"]);
+    assert_eq!(idle.status.code(), Some(1));
+    assert!(stdout(&idle).contains(&format!("\"node\":\"broken@{p}\"")), "{}", stdout(&idle));
+}
