@@ -9,6 +9,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use odu_core::NodeView;
+use odu_proto::NodesFrame;
 use tokio::sync::{mpsc, watch};
 
 pub trait Revisioned {
@@ -25,6 +27,53 @@ pub trait CellValue: Revisioned + Send + Sync + 'static {
 struct Sub<F> {
     tx: mpsc::Sender<F>,
     overflowed: Arc<AtomicBool>,
+}
+
+/// The value of a `nodes` cell (a lane's or the fan-in's): shared node views, so publishing a
+/// change copies pointers only.
+pub struct NodesValue {
+    pub revision: u64,
+    pub name: Arc<str>,
+    pub order: Arc<Vec<String>>,
+    pub nodes: Vec<Arc<NodeView>>,
+}
+
+impl NodesValue {
+    /// A copy sharing every node view.
+    pub fn share(&self) -> NodesValue {
+        NodesValue {
+            revision: self.revision,
+            name: self.name.clone(),
+            order: self.order.clone(),
+            nodes: self.nodes.clone(),
+        }
+    }
+}
+
+impl Revisioned for NodesValue {
+    fn revision(&self) -> u64 {
+        self.revision
+    }
+}
+
+impl CellValue for NodesValue {
+    type Frame = NodesFrame;
+    fn snapshot_frame(&self) -> NodesFrame {
+        NodesFrame::Snapshot {
+            revision: self.revision,
+            name: self.name.to_string(),
+            order: self.order.to_vec(),
+            nodes: self.nodes.iter().map(|n| NodeView::clone(n)).collect(),
+        }
+    }
+}
+
+impl Revisioned for NodesFrame {
+    fn revision(&self) -> u64 {
+        match self {
+            NodesFrame::Snapshot { revision, .. } | NodesFrame::Delta { revision, .. } => *revision,
+        }
+    }
 }
 
 /// The publishing side, owned by the actor that owns the value.

@@ -16,12 +16,13 @@ use std::sync::{Arc, Mutex};
 use odu_proto::NodesFrame;
 
 use crate::cell::Hub;
+use crate::cell::NodesValue;
 use crate::clock::now_ms;
 use crate::face::Face;
 use crate::fan_in::FanIn;
 use crate::lane::{LaneCommand, LaneLogs, LaneReport, LaneSpec};
 use crate::ledger::{self, NodeRecord, RunRecord};
-use crate::surface::{FanCell, SurfaceShared};
+use crate::surface::SurfaceShared;
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,14 +54,14 @@ pub struct Coordinator {
 
 /// The coordinator's side of the `nodes` cell.
 struct NodesCell {
-    hub: Arc<Mutex<Hub<FanCell>>>,
+    hub: Arc<Mutex<Hub<NodesValue>>>,
     positions: BTreeMap<String, usize>,
-    cell: FanCell,
+    cell: NodesValue,
 }
 
 impl NodesCell {
     fn new(fan: &FanIn) -> NodesCell {
-        let cell = FanCell {
+        let cell = NodesValue {
             revision: 1,
             name: Arc::from(fan.name.as_str()),
             order: Arc::new(fan.order.clone()),

@@ -16,17 +16,17 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use odu_core::{NodeStatus, NodeView};
+use odu_core::NodeStatus;
 use odu_proto::{
-    CANCEL_STREAM, CancelStream, HANDSHAKE, Handshake, Message, NODE_CANCEL, NODE_LOG_GET, NODE_RERUN,
-    NODES_GET, NodeParams, NodesFrame, PROTOCOL_VERSION, RpcError, error_code,
+    CANCEL_STREAM, CancelStream, HANDSHAKE, HandshakeAnswer, Message, NODE_CANCEL, NODE_LOG_GET, NODE_RERUN,
+    NODES_GET, NodeParams, RpcError, answer_handshake, error_code,
 };
 use serde_json::{Value, json};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
-use crate::cell::{CellValue, Hub, Revisioned};
+use crate::cell::{Hub, NodesValue};
 use crate::lane::LaneCommand;
 use crate::runner::{LOG_CHUNK, item_frame, log_item_frame};
 use crate::spool::{Spool, SpoolReader};
@@ -35,48 +35,10 @@ use crate::wire::{FrameReader, Incoming, spawn_writer};
 pub const LANE_CANCEL: &str = "lane.cancel";
 pub const RUN_CANCEL: &str = "run.cancel";
 
-/// The `nodes` cell of the fan-in: shared views, so a change copies pointers only.
-pub struct FanCell {
-    pub revision: u64,
-    pub name: Arc<str>,
-    pub order: Arc<Vec<String>>,
-    pub nodes: Vec<Arc<NodeView>>,
-}
-
-impl FanCell {
-    /// A copy sharing every node view.
-    pub fn share(&self) -> FanCell {
-        FanCell {
-            revision: self.revision,
-            name: self.name.clone(),
-            order: self.order.clone(),
-            nodes: self.nodes.clone(),
-        }
-    }
-}
-
-impl Revisioned for FanCell {
-    fn revision(&self) -> u64 {
-        self.revision
-    }
-}
-
-impl CellValue for FanCell {
-    type Frame = NodesFrame;
-    fn snapshot_frame(&self) -> NodesFrame {
-        NodesFrame::Snapshot {
-            revision: self.revision,
-            name: self.name.to_string(),
-            order: self.order.to_vec(),
-            nodes: self.nodes.iter().map(|n| NodeView::clone(n)).collect(),
-        }
-    }
-}
-
 /// What the surface shares with the coordinator.
 #[derive(Clone)]
 pub struct SurfaceShared {
-    pub nodes: Arc<Mutex<Hub<FanCell>>>,
+    pub nodes: Arc<Mutex<Hub<NodesValue>>>,
     /// Trail spools by fan-in id.
     pub logs: Arc<BTreeMap<String, Spool>>,
     /// Lane command channels by platform.
@@ -164,28 +126,17 @@ async fn serve_client(stream: UnixStream, shared: SurfaceShared) {
         };
         match message {
             Message::Request { id, method, params } if method == HANDSHAKE => {
-                match serde_json::from_value::<Handshake>(params) {
-                    Ok(h) if h.protocol == PROTOCOL_VERSION => {
+                match answer_handshake(id, params, "server") {
+                    HandshakeAnswer::Accept(reply) => {
                         greeted = true;
-                        let reply =
-                            Handshake { protocol: PROTOCOL_VERSION, build: odu_proto::BUILD_ID.into() };
-                        let _ = out.send(Message::ok(id, json!(reply)).to_frame()).await;
+                        let _ = out.send(reply.to_frame()).await;
                     }
-                    Ok(h) => {
-                        let msg = format!(
-                            "protocol version mismatch: this server ({}) speaks {PROTOCOL_VERSION}, the client ({}) speaks {}: use the same odu build",
-                            odu_proto::BUILD_ID,
-                            h.build,
-                            h.protocol
-                        );
-                        let error = RpcError::new(error_code::VERSION_MISMATCH, msg);
-                        let _ = out.send(Message::err(id, error).to_frame()).await;
+                    HandshakeAnswer::Refuse(reply) => {
+                        let _ = out.send(reply.to_frame()).await;
                         break;
                     }
-                    Err(e) => {
-                        let _ = out
-                            .send(Message::err(id, RpcError::invalid_params(e.to_string())).to_frame())
-                            .await;
+                    HandshakeAnswer::Invalid(reply) => {
+                        let _ = out.send(reply.to_frame()).await;
                     }
                 }
             }

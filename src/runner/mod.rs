@@ -13,15 +13,15 @@ use std::path::{Path, PathBuf};
 use odu_core::lane::{Exit, LaneEffect, LaneEvent, LaneState};
 use odu_core::{NodeView, SETUP};
 use odu_proto::{
-    CANCEL_STREAM, CancelStream, Configure, HANDSHAKE, Handshake, Message, NODE_CANCEL, NODE_LOG_GET,
-    NODE_RERUN, NODES_GET, NodeParams, NodesFrame, PROTOCOL_VERSION, RUN_CONFIGURE, RpcError, error_code,
+    CANCEL_STREAM, CancelStream, Configure, HANDSHAKE, HandshakeAnswer, Message, NODE_CANCEL, NODE_LOG_GET,
+    NODE_RERUN, NODES_GET, NodeParams, NodesFrame, RUN_CONFIGURE, RpcError, answer_handshake, error_code,
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
-use crate::cell::{CellValue, Hub, Revisioned};
+use crate::cell::{Hub, NodesValue};
 use crate::clock::now_ms;
 use crate::spool::{Spool, SpoolChunk, SpoolReader};
 use crate::wire::{FrameReader, Incoming, spawn_writer};
@@ -39,40 +39,6 @@ pub const LOG_HEAD: u64 = 4 * 1024 * 1024;
 
 /// How many unread bytes of a node's log may wait in the runner's memory.
 pub const LOG_WINDOW: usize = 4 * 1024 * 1024;
-
-/// The `nodes` cell's value: shared node views, so publishing a change copies pointers only.
-pub struct LaneCell {
-    revision: u64,
-    name: Arc<str>,
-    order: Arc<Vec<String>>,
-    nodes: Vec<Arc<NodeView>>,
-}
-
-impl Revisioned for LaneCell {
-    fn revision(&self) -> u64 {
-        self.revision
-    }
-}
-
-impl CellValue for LaneCell {
-    type Frame = NodesFrame;
-    fn snapshot_frame(&self) -> NodesFrame {
-        NodesFrame::Snapshot {
-            revision: self.revision,
-            name: self.name.to_string(),
-            order: self.order.to_vec(),
-            nodes: self.nodes.iter().map(|n| NodeView::clone(n)).collect(),
-        }
-    }
-}
-
-impl Revisioned for NodesFrame {
-    fn revision(&self) -> u64 {
-        match self {
-            NodesFrame::Snapshot { revision, .. } | NodesFrame::Delta { revision, .. } => *revision,
-        }
-    }
-}
 
 enum ActorMsg {
     Request { id: Value, method: String, params: Value },
@@ -94,7 +60,7 @@ struct Actor {
     name: String,
     workspace: PathBuf,
     env: BTreeMap<String, String>,
-    hub: Hub<LaneCell>,
+    hub: Hub<NodesValue>,
     revision: u64,
     /// The cell's node views, in order, shared with published snapshots.
     cell_nodes: Vec<Arc<NodeView>>,
@@ -130,7 +96,7 @@ where
         workspace: PathBuf::new(),
         env: BTreeMap::new(),
         hub: Hub::new(
-            LaneCell { revision: 0, name: Arc::from(""), order: Arc::default(), nodes: vec![] },
+            NodesValue { revision: 0, name: Arc::from(""), order: Arc::default(), nodes: vec![] },
             1024,
         ),
         revision: 0,
@@ -165,31 +131,17 @@ where
         };
         match message {
             Message::Request { id, method, params } if method == HANDSHAKE => {
-                match serde_json::from_value::<Handshake>(params) {
-                    Ok(h) if h.protocol == PROTOCOL_VERSION => {
+                match answer_handshake(id, params, "runner") {
+                    HandshakeAnswer::Accept(reply) => {
                         greeted = true;
-                        let reply =
-                            Handshake { protocol: PROTOCOL_VERSION, build: odu_proto::BUILD_ID.into() };
-                        let _ = out.send(Message::ok(id, json!(reply)).to_frame()).await;
+                        let _ = out.send(reply.to_frame()).await;
                     }
-                    Ok(h) => {
-                        let msg = format!(
-                            "protocol version mismatch: this runner ({}) speaks {PROTOCOL_VERSION}, the client ({}) speaks {}: run the same odu build on both ends",
-                            odu_proto::BUILD_ID,
-                            h.build,
-                            h.protocol
-                        );
-                        let _ = out
-                            .send(
-                                Message::err(id, RpcError::new(error_code::VERSION_MISMATCH, msg)).to_frame(),
-                            )
-                            .await;
+                    HandshakeAnswer::Refuse(reply) => {
+                        let _ = out.send(reply.to_frame()).await;
                         break;
                     }
-                    Err(e) => {
-                        let _ = out
-                            .send(Message::err(id, RpcError::invalid_params(e.to_string())).to_frame())
-                            .await;
+                    HandshakeAnswer::Invalid(reply) => {
+                        let _ = out.send(reply.to_frame()).await;
                     }
                 }
             }
@@ -457,8 +409,8 @@ impl Actor {
         self.spool_dir.join(format!("{index}.{generation}.log"))
     }
 
-    fn snapshot(&self) -> LaneCell {
-        LaneCell {
+    fn snapshot(&self) -> NodesValue {
+        NodesValue {
             revision: self.revision,
             name: self.cell_name.clone(),
             order: self.cell_order.clone(),

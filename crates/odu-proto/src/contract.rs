@@ -92,3 +92,33 @@ impl LogFrame {
         base64_simd::STANDARD.decode_to_vec(data).ok()
     }
 }
+
+/// What a server does with a client's `handshake` request.
+#[derive(Debug)]
+pub enum HandshakeAnswer {
+    /// Same protocol: reply, and serve the client.
+    Accept(crate::Message),
+    /// Another protocol version: reply with the refusal, then close the link.
+    Refuse(crate::Message),
+    /// Unreadable params: reply with the error, and wait for a proper handshake.
+    Invalid(crate::Message),
+}
+
+/// Answers a `handshake` request; `server` names this end in a refusal ("runner", "server").
+pub fn answer_handshake(id: serde_json::Value, params: serde_json::Value, server: &str) -> HandshakeAnswer {
+    use crate::{BUILD_ID, Message, PROTOCOL_VERSION, RpcError, error_code};
+    match serde_json::from_value::<Handshake>(params) {
+        Ok(h) if h.protocol == PROTOCOL_VERSION => {
+            let reply = Handshake { protocol: PROTOCOL_VERSION, build: BUILD_ID.into() };
+            HandshakeAnswer::Accept(Message::ok(id, serde_json::json!(reply)))
+        }
+        Ok(h) => {
+            let message = format!(
+                "protocol version mismatch: this {server} ({BUILD_ID}) speaks {PROTOCOL_VERSION}, the client ({}) speaks {}: run the same odu build on both ends",
+                h.build, h.protocol
+            );
+            HandshakeAnswer::Refuse(Message::err(id, RpcError::new(error_code::VERSION_MISMATCH, message)))
+        }
+        Err(e) => HandshakeAnswer::Invalid(Message::err(id, RpcError::invalid_params(e.to_string()))),
+    }
+}
