@@ -16,7 +16,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use odu_core::NodeStatus;
 use odu_proto::{
     CANCEL_STREAM, CancelStream, HANDSHAKE, HandshakeAnswer, Message, NODE_CANCEL, NODE_LOG_GET, NODE_RERUN,
     NODES_GET, NodeParams, RpcError, answer_handshake, error_code,
@@ -268,11 +267,6 @@ async fn lane_call(shared: &SurfaceShared, node: &str, rerun: bool) -> Result<Va
         Ok(Err(e)) => Err(RpcError::refused(e)),
         Err(_) => Err(RpcError::refused(format!("lane {platform} has finished"))),
     }
-}
-
-/// Whether a status is still moving.
-pub fn is_live(status: NodeStatus) -> bool {
-    !status.is_terminal()
 }
 
 /// `.ci/odu.sock` of a checkout.
