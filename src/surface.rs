@@ -17,8 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use odu_proto::{
-    CANCEL_STREAM, CancelStream, HANDSHAKE, HandshakeAnswer, Message, NODE_CANCEL, NODE_LOG_GET, NODE_RERUN,
-    NODES_GET, NodeParams, RpcError, answer_handshake, error_code,
+    Message, NODE_CANCEL, NODE_LOG_GET, NODE_RERUN, NODES_GET, NodeParams, RpcError, error_code,
 };
 use serde_json::{Value, json};
 use tokio::net::{UnixListener, UnixStream};
@@ -29,7 +28,7 @@ use crate::cell::{Hub, NodesValue};
 use crate::lane::LaneCommand;
 use crate::runner::{LOG_CHUNK, item_frame, log_item_frame};
 use crate::spool::{Spool, SpoolReader};
-use crate::wire::{FrameReader, Incoming, spawn_writer};
+use crate::wire::{FrameReader, Served, ServerLink, spawn_writer};
 
 pub const LANE_CANCEL: &str = "lane.cancel";
 pub const RUN_CANCEL: &str = "run.cancel";
@@ -106,15 +105,21 @@ pub async fn serve(listener: UnixListener, shared: SurfaceShared) {
 async fn serve_client(stream: UnixStream, shared: SurfaceShared) {
     let (reader, writer) = stream.into_split();
     let (out, _writer) = spawn_writer(writer, 64);
-    let mut frames = FrameReader::new(reader, "odu surface");
-    let mut greeted = false;
+    let mut link = ServerLink::new(FrameReader::new(reader, "odu surface"), out.clone(), "server");
     let mut streams: BTreeMap<String, AbortHandle> = BTreeMap::new();
     loop {
-        let message = match frames.next().await {
-            Ok(Some(Incoming::Message(m))) => m,
-            Ok(Some(Incoming::Invalid(error))) => {
-                let _ = out.send(Message::err(Value::Null, error).to_frame()).await;
-                continue;
+        match link.next().await {
+            Ok(Some(Served::Request { id, method, params })) => {
+                if let Some(reply) = dispatch(&shared, &out, &mut streams, id.clone(), &method, params).await
+                {
+                    let _ = out.send(reply.to_frame()).await;
+                }
+            }
+            Ok(Some(Served::CancelStream(id))) => {
+                if let Some(handle) = streams.remove(&id.to_string()) {
+                    handle.abort();
+                    let _ = out.send(Message::ok(id, Value::Null).to_frame()).await;
+                }
             }
             Ok(None) => break,
             Err(e) => {
@@ -122,42 +127,6 @@ async fn serve_client(stream: UnixStream, shared: SurfaceShared) {
                 let _ = out.send(Message::err(Value::Null, error).to_frame()).await;
                 break;
             }
-        };
-        match message {
-            Message::Request { id, method, params } if method == HANDSHAKE => {
-                match answer_handshake(id, params, "server") {
-                    HandshakeAnswer::Accept(reply) => {
-                        greeted = true;
-                        let _ = out.send(reply.to_frame()).await;
-                    }
-                    HandshakeAnswer::Refuse(reply) => {
-                        let _ = out.send(reply.to_frame()).await;
-                        break;
-                    }
-                    HandshakeAnswer::Invalid(reply) => {
-                        let _ = out.send(reply.to_frame()).await;
-                    }
-                }
-            }
-            Message::Request { id, .. } if !greeted => {
-                let error = RpcError::new(error_code::NO_HANDSHAKE, "send the handshake first");
-                let _ = out.send(Message::err(id, error).to_frame()).await;
-            }
-            Message::Request { id, method, params } => {
-                if let Some(reply) = dispatch(&shared, &out, &mut streams, id.clone(), &method, params).await
-                {
-                    let _ = out.send(reply.to_frame()).await;
-                }
-            }
-            Message::Notification { method, params } if method == CANCEL_STREAM => {
-                if let Ok(c) = serde_json::from_value::<CancelStream>(params)
-                    && let Some(handle) = streams.remove(&c.id.to_string())
-                {
-                    handle.abort();
-                    let _ = out.send(Message::ok(c.id, Value::Null).to_frame()).await;
-                }
-            }
-            Message::Notification { .. } | Message::Response { .. } => {}
         }
     }
     for handle in streams.values() {

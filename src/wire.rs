@@ -126,3 +126,81 @@ pub fn spawn_writer<W: AsyncWrite + Unpin + Send + 'static>(
     });
     (tx, task)
 }
+
+/// What a server is asked once a client has greeted it.
+#[derive(Debug)]
+pub enum Served {
+    Request {
+        id: serde_json::Value,
+        method: String,
+        params: serde_json::Value,
+    },
+    /// The client stops one of its streams.
+    CancelStream(serde_json::Value),
+}
+
+/// The server's side of one link: it answers the handshake, refuses requests before it,
+/// answers unreadable frames with an error, and hands everything else to the server.
+pub struct ServerLink<R> {
+    frames: FrameReader<R>,
+    out: mpsc::Sender<Vec<u8>>,
+    /// Names this end in a protocol refusal ("runner", "server").
+    role: &'static str,
+    greeted: bool,
+}
+
+impl<R: AsyncRead + Unpin> ServerLink<R> {
+    pub fn new(frames: FrameReader<R>, out: mpsc::Sender<Vec<u8>>, role: &'static str) -> Self {
+        ServerLink { frames, out, role, greeted: false }
+    }
+
+    /// The next greeted request or stream cancel; `Ok(None)` when the link is over (closed, or
+    /// a client of another protocol version was refused).
+    pub async fn next(&mut self) -> Result<Option<Served>, ReadError> {
+        use odu_proto::{
+            CANCEL_STREAM, CancelStream, HANDSHAKE, HandshakeAnswer, answer_handshake, error_code,
+        };
+        loop {
+            let message = match self.frames.next().await? {
+                Some(Incoming::Message(m)) => m,
+                Some(Incoming::Invalid(error)) => {
+                    self.reply(Message::err(serde_json::Value::Null, error)).await;
+                    continue;
+                }
+                None => return Ok(None),
+            };
+            match message {
+                Message::Request { id, method, params } if method == HANDSHAKE => {
+                    match answer_handshake(id, params, self.role) {
+                        HandshakeAnswer::Accept(reply) => {
+                            self.greeted = true;
+                            self.reply(reply).await;
+                        }
+                        HandshakeAnswer::Refuse(reply) => {
+                            self.reply(reply).await;
+                            return Ok(None);
+                        }
+                        HandshakeAnswer::Invalid(reply) => self.reply(reply).await,
+                    }
+                }
+                Message::Request { id, .. } if !self.greeted => {
+                    let error = RpcError::new(error_code::NO_HANDSHAKE, "send the handshake first");
+                    self.reply(Message::err(id, error)).await;
+                }
+                Message::Request { id, method, params } => {
+                    return Ok(Some(Served::Request { id, method, params }));
+                }
+                Message::Notification { method, params } if method == CANCEL_STREAM => {
+                    if let Ok(c) = serde_json::from_value::<CancelStream>(params) {
+                        return Ok(Some(Served::CancelStream(c.id)));
+                    }
+                }
+                Message::Notification { .. } | Message::Response { .. } => {}
+            }
+        }
+    }
+
+    async fn reply(&self, message: Message) {
+        let _ = self.out.send(message.to_frame()).await;
+    }
+}

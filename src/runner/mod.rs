@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use odu_core::lane::{Exit, LaneEffect, LaneEvent, LaneState};
 use odu_core::{NodeView, SETUP};
 use odu_proto::{
-    CANCEL_STREAM, CancelStream, Configure, HANDSHAKE, HandshakeAnswer, Message, NODE_CANCEL, NODE_LOG_GET,
-    NODE_RERUN, NODES_GET, NodeParams, NodesFrame, RUN_CONFIGURE, RpcError, answer_handshake, error_code,
+    Configure, Message, NODE_CANCEL, NODE_LOG_GET, NODE_RERUN, NODES_GET, NodeParams, NodesFrame,
+    RUN_CONFIGURE, RpcError, error_code,
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -24,7 +24,7 @@ use tokio::task::AbortHandle;
 use crate::cell::{Hub, NodesValue};
 use crate::clock::now_ms;
 use crate::spool::{Spool, SpoolChunk, SpoolReader};
-use crate::wire::{FrameReader, Incoming, spawn_writer};
+use crate::wire::{FrameReader, Served, ServerLink, spawn_writer};
 use std::sync::Arc;
 
 /// The smallest `just` that dumps child-module dependencies with their paths.
@@ -109,57 +109,29 @@ where
         streams: BTreeMap::new(),
     };
     let actor_task = tokio::spawn(actor.run(inbox));
-    let mut frames = FrameReader::new(reader, "odu-runner");
-    let mut greeted = false;
+    let mut link = ServerLink::new(FrameReader::new(reader, "odu-runner"), out.clone(), "runner");
     tokio::pin!(shutdown);
     loop {
-        let incoming = tokio::select! {
-            incoming = frames.next() => incoming,
+        let served = tokio::select! {
+            served = link.next() => served,
             _ = &mut shutdown => break,
         };
-        let message = match incoming {
-            Ok(Some(Incoming::Message(m))) => m,
-            Ok(Some(Incoming::Invalid(error))) => {
-                let _ = out.send(Message::err(Value::Null, error).to_frame()).await;
-                continue;
+        match served {
+            Ok(Some(Served::Request { id, method, params })) => {
+                let _ = me.send(ActorMsg::Request { id, method, params });
+            }
+            Ok(Some(Served::CancelStream(id))) => {
+                let _ = me.send(ActorMsg::CancelStream(id));
             }
             Ok(None) => break,
             Err(e) => {
                 eprintln!("odu-runner: {e}");
                 break;
             }
-        };
-        match message {
-            Message::Request { id, method, params } if method == HANDSHAKE => {
-                match answer_handshake(id, params, "runner") {
-                    HandshakeAnswer::Accept(reply) => {
-                        greeted = true;
-                        let _ = out.send(reply.to_frame()).await;
-                    }
-                    HandshakeAnswer::Refuse(reply) => {
-                        let _ = out.send(reply.to_frame()).await;
-                        break;
-                    }
-                    HandshakeAnswer::Invalid(reply) => {
-                        let _ = out.send(reply.to_frame()).await;
-                    }
-                }
-            }
-            Message::Request { id, .. } if !greeted => {
-                let error = RpcError::new(error_code::NO_HANDSHAKE, "send the handshake first");
-                let _ = out.send(Message::err(id, error).to_frame()).await;
-            }
-            Message::Request { id, method, params } => {
-                let _ = me.send(ActorMsg::Request { id, method, params });
-            }
-            Message::Notification { method, params } if method == CANCEL_STREAM => {
-                if let Ok(c) = serde_json::from_value::<CancelStream>(params) {
-                    let _ = me.send(ActorMsg::CancelStream(c.id));
-                }
-            }
-            Message::Notification { .. } | Message::Response { .. } => {}
         }
     }
+    // The link holds a sender too: the writer ends only when every sender is gone.
+    drop(link);
     let _ = me.send(ActorMsg::Shutdown);
     drop(me);
     let _ = actor_task.await;
