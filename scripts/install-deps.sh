@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what odu's pipeline and its tests need on a fresh machine: git, and just >= 1.57.
+# Installs what odu's pipeline and its tests need on a fresh machine: git, just >= 1.57, and the
+# ssh test lab's tools (ssh, ssh-keygen, sshd, ip).
 # Safe to run repeatedly: it only installs what is missing or too old.
 set -euo pipefail
 
@@ -12,15 +13,31 @@ need_just() {
   [ "$major" -lt 1 ] || { [ "$major" -eq 1 ] && [ "$minor" -lt 57 ]; }
 }
 
-if ! command -v git >/dev/null 2>&1; then
-  echo "install-deps: installing git" >&2
+apt_updated=
+# apt_install PACKAGE: installs a Debian package as root (apt-get update runs at most once).
+apt_install() {
+  echo "install-deps: installing $1" >&2
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -qq && apt-get install -y -qq git >/dev/null
+    if [ -z "$apt_updated" ]; then
+      apt-get update -qq
+      apt_updated=1
+    fi
+    local out
+    out=$(DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$1" 2>&1) || {
+      echo "$out" >&2
+      exit 1
+    }
   else
-    echo "install-deps: git is missing: install it with your package manager" >&2
+    echo "install-deps: $1 is missing: install it with your package manager" >&2
     exit 1
   fi
-fi
+}
+
+command -v git >/dev/null 2>&1 || apt_install git
+# The ssh test lab (tests/it/lab.rs): a user-level sshd on loopback and hosts in network namespaces.
+{ command -v ssh >/dev/null 2>&1 && command -v ssh-keygen >/dev/null 2>&1; } || apt_install openssh-client
+test -x /usr/sbin/sshd || apt_install openssh-server
+command -v ip >/dev/null 2>&1 || apt_install iproute2
 
 if need_just; then
   echo "install-deps: installing just >= 1.57" >&2

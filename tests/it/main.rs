@@ -4,6 +4,8 @@ mod bad_input;
 mod cli_run;
 mod golden_frames;
 mod harness;
+mod lab;
 mod repo;
 mod runner_protocol;
+mod serve;
 mod surface;
