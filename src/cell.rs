@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use odu_core::NodeView;
-use odu_proto::NodesFrame;
+use odu_proto::{Header, HeaderFrame, NodesFrame, RunSummary, RunsFrame};
 use tokio::sync::{mpsc, watch};
 
 pub trait Revisioned {
@@ -73,6 +73,84 @@ impl Revisioned for NodesFrame {
         match self {
             NodesFrame::Snapshot { revision, .. } | NodesFrame::Delta { revision, .. } => *revision,
         }
+    }
+}
+
+/// The value of a run's `header` cell.
+pub struct HeaderValue {
+    pub revision: u64,
+    pub header: Arc<Header>,
+}
+
+impl Revisioned for HeaderValue {
+    fn revision(&self) -> u64 {
+        self.revision
+    }
+}
+
+impl Revisioned for HeaderFrame {
+    fn revision(&self) -> u64 {
+        match self {
+            HeaderFrame::Snapshot { revision, .. } => *revision,
+        }
+    }
+}
+
+impl CellValue for HeaderValue {
+    type Frame = HeaderFrame;
+    fn snapshot_frame(&self) -> HeaderFrame {
+        HeaderFrame::Snapshot { revision: self.revision, header: Header::clone(&self.header) }
+    }
+}
+
+impl HeaderValue {
+    /// Publishes `header` as the next revision (every header item is the whole header).
+    pub fn publish(hub: &mut Hub<HeaderValue>, header: Header) {
+        let revision = hub.current().revision + 1;
+        let frame = HeaderFrame::Snapshot { revision, header: header.clone() };
+        hub.publish(HeaderValue { revision, header: Arc::new(header) }, frame);
+    }
+}
+
+/// The value of the server's `runs` cell: every run it knows, newest first.
+pub struct RunsValue {
+    pub revision: u64,
+    pub runs: Arc<Vec<RunSummary>>,
+}
+
+impl Revisioned for RunsValue {
+    fn revision(&self) -> u64 {
+        self.revision
+    }
+}
+
+impl Revisioned for RunsFrame {
+    fn revision(&self) -> u64 {
+        match self {
+            RunsFrame::Snapshot { revision, .. } | RunsFrame::Delta { revision, .. } => *revision,
+        }
+    }
+}
+
+impl CellValue for RunsValue {
+    type Frame = RunsFrame;
+    fn snapshot_frame(&self) -> RunsFrame {
+        RunsFrame::Snapshot { revision: self.revision, runs: self.runs.to_vec() }
+    }
+}
+
+impl RunsValue {
+    /// Publishes a run that started or changed: it replaces its entry, or goes first.
+    pub fn publish(hub: &mut Hub<RunsValue>, summary: RunSummary) {
+        let current = hub.current();
+        let mut runs = current.runs.to_vec();
+        match runs.iter_mut().find(|r| r.run == summary.run) {
+            Some(entry) => *entry = summary.clone(),
+            None => runs.insert(0, summary.clone()),
+        }
+        let revision = current.revision + 1;
+        let frame = RunsFrame::Delta { revision, runs: vec![summary] };
+        hub.publish(RunsValue { revision, runs: Arc::new(runs) }, frame);
     }
 }
 

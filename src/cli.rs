@@ -19,6 +19,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the pipeline (or the selected recipes) and wait for the verdict.
     Run(RunArgs),
+    /// Serve this checkout's runs on .ci/odu.sock (odu run starts one when none is up).
+    Serve(ServeArgs),
     /// Print the plan as JSON with a content digest.
     Dump(PlanArgs),
     /// Print the plan as a Mermaid flowchart.
@@ -29,7 +31,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Print a node's log; with -f, follow it until the node ends.
     Logs(LogsArgs),
-    /// Rerun a node of the live run, and everything that needs it.
+    /// Rerun a node (or a recipe, or @platform's red nodes) and what needs it; in a finished
+    /// run this starts a new run.
     Rerun(RerunArgs),
     /// Cancel the live run, one lane (@platform) or one node.
     Cancel(CancelArgs),
@@ -40,11 +43,31 @@ pub enum Command {
     Wait(WaitArgs),
 }
 
+/// Which run a client talks about.
+#[derive(Debug, Args)]
+pub struct RunRef {
+    /// The run, as `<sha7>#<seq>` (see odu runs); default: the live run, else the latest.
+    #[arg(long = "run", value_name = "SHA7#SEQ")]
+    pub run: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Exit after this long with no run and no client (30s, 10m, 1h); default: never.
+    #[arg(long, value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
+    /// Print nothing about runs starting and ending.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
 #[derive(Debug, Args)]
 pub struct AttachArgs {
     /// Output format: the NDJSON transition stream of `run --progress json`.
     #[arg(short = 'o', long = "output", value_enum, default_value = "json")]
     pub output: OutputFormat,
+    #[command(flatten)]
+    pub run: RunRef,
 }
 
 #[derive(Debug, Args)]
@@ -55,6 +78,8 @@ pub struct WaitArgs {
     /// Give up after this long (30s, 5m, 1h, 250ms).
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
+    #[command(flatten)]
+    pub run: RunRef,
 }
 
 #[derive(Debug, Args)]
@@ -62,6 +87,8 @@ pub struct StatusArgs {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
     pub output: OutputFormat,
+    #[command(flatten)]
+    pub run: RunRef,
 }
 
 #[derive(Debug, Args)]
@@ -71,18 +98,24 @@ pub struct LogsArgs {
     pub follow: bool,
     /// The node: a full id (ci::e2e@x86_64-linux) or a unique suffix (e2e@x86_64-linux, e2e).
     pub node: String,
+    #[command(flatten)]
+    pub run: RunRef,
 }
 
 #[derive(Debug, Args)]
 pub struct RerunArgs {
-    /// The node to rerun: a full id or a unique suffix.
+    /// A node (full id or unique suffix), a recipe (every platform), or @platform.
     pub target: String,
+    #[command(flatten)]
+    pub run: RunRef,
 }
 
 #[derive(Debug, Args)]
 pub struct CancelArgs {
     /// A node id, or @platform for a lane; nothing cancels the whole run.
     pub target: Option<String>,
+    #[command(flatten)]
+    pub run: RunRef,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -128,6 +161,12 @@ pub struct RunArgs {
     /// Cap concurrently running nodes per lane.
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
+    /// Cancel the run in progress in this checkout first, instead of refusing.
+    #[arg(long)]
+    pub supersede: bool,
+    /// When this starts a server, it exits after this long with nothing to do.
+    #[arg(long, value_name = "DURATION", default_value = crate::command::serve::DEFAULT_IDLE)]
+    pub idle_timeout: String,
 }
 
 #[derive(Debug, Args)]

@@ -1,28 +1,26 @@
 //! The coordinator: the single event loop that owns a run.
 //!
-//! Inputs (lane reports, signals, ticks) become changes of the fan-in state; each change is
-//! shown by the face and, on every terminal path, recorded in the ledger.
+//! Inputs (lane reports, cancellation, ticks) become changes of the fan-in state; each change is
+//! published to the run's cells, shown by the face and, on every terminal path, recorded in the
+//! ledger. The coordinator lives inside the server (`odu serve`), one per live run.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use odu_core::status::Outcome;
-use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::mpsc;
-
 use std::sync::{Arc, Mutex};
 
-use odu_proto::NodesFrame;
+use odu_proto::{Header, LaneInfo, NodesFrame, Phase};
+use tokio::sync::mpsc;
 
-use crate::cell::Hub;
-use crate::cell::NodesValue;
+use crate::cell::{HeaderValue, Hub, NodesValue};
 use crate::clock::now_ms;
 use crate::face::Face;
 use crate::fan_in::FanIn;
 use crate::lane::{LaneCommand, LaneLogs, LaneReport, LaneSpec};
 use crate::ledger::{self, NodeRecord, RunRecord};
-use crate::surface::SurfaceShared;
+use crate::spool::Spool;
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,10 +44,32 @@ pub struct Coordinator {
     pub fan: FanIn,
     pub ci_dir: PathBuf,
     pub record: RunRecord,
-    pub face: Box<dyn Face>,
+    pub face: Box<dyn Face + Send>,
     pub interrupted: bool,
-    /// Where to serve the surface (`.ci/odu.sock`), if anywhere.
-    pub socket: Option<PathBuf>,
+}
+
+/// A live run as its server holds it: the cells, the trail and the lanes' command channels.
+#[derive(Clone)]
+pub struct RunHandles {
+    /// `<sha7>#<seq>`.
+    pub reference: String,
+    pub nodes: Arc<Mutex<Hub<NodesValue>>>,
+    pub header: Arc<Mutex<Hub<HeaderValue>>>,
+    /// Trail spools by fan-in id.
+    pub logs: Arc<BTreeMap<String, Spool>>,
+    /// Lane command channels by platform.
+    pub lanes: Arc<BTreeMap<String, mpsc::UnboundedSender<LaneCommand>>>,
+    /// Asks the coordinator to cancel the whole run.
+    pub cancel_run: mpsc::UnboundedSender<()>,
+}
+
+/// How a finished run ended, with its final state and record.
+pub struct Finished {
+    pub verdict: Verdict,
+    pub fan: FanIn,
+    pub record: RunRecord,
+    /// The header to publish as the run's last word (phase `ended`).
+    pub header: Header,
 }
 
 /// The coordinator's side of the `nodes` cell.
@@ -93,13 +113,15 @@ impl NodesCell {
 }
 
 impl Coordinator {
-    /// Runs every lane to its end, or until interrupted.
-    pub async fn run(mut self, specs: Vec<LaneSpec>) -> (Verdict, FanIn) {
-        let (reports_tx, mut reports) = mpsc::unbounded_channel();
+    /// Starts the run: the trail is claimed and the cells exist before any lane starts, so the
+    /// server can serve them (provisioning included) from the first moment. The task ends with
+    /// the run, its record final.
+    pub fn start(mut self, specs: Vec<LaneSpec>) -> (RunHandles, tokio::task::JoinHandle<Finished>) {
+        let (reports_tx, reports) = mpsc::unbounded_channel();
         let mut lanes: BTreeMap<String, mpsc::UnboundedSender<LaneCommand>> = BTreeMap::new();
-        let mut open = 0usize;
         let mut trail = BTreeMap::new();
         let mut starts = Vec::new();
+        let mut dead = Vec::new();
         for spec in specs {
             let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
             let platform = spec.platform.clone();
@@ -110,61 +132,64 @@ impl Coordinator {
                     }
                     starts.push((spec, logs, cmd_rx));
                     lanes.insert(platform, cmd_tx);
-                    open += 1;
                 }
                 Err(e) => {
                     eprintln!(
                         "odu: cannot create the logs of lane {platform} in {}: {e}",
                         spec.log_dir.display()
                     );
-                    for change in self.fan.lane_died(&platform, now_ms()) {
-                        self.face.transition(&self.fan, &change);
-                    }
+                    dead.push(platform);
                 }
             }
         }
-        // The surface is served before any lane starts, so provisioning is observable.
-        let mut cell = NodesCell::new(&self.fan);
-        let (cancel_tx, mut cancel_rx) = mpsc::unbounded_channel();
-        let server = match &self.socket {
-            Some(path) => match crate::surface::bind(path).await {
-                Ok(listener) => {
-                    let shared = SurfaceShared {
-                        nodes: cell.hub.clone(),
-                        logs: Arc::new(trail),
-                        lanes: Arc::new(lanes.clone()),
-                        cancel_run: cancel_tx,
-                    };
-                    Some(tokio::spawn(crate::surface::serve(listener, shared)))
-                }
-                Err(e) => {
-                    eprintln!("odu: not serving {}: {e}", path.display());
-                    None
-                }
-            },
-            None => None,
+        for platform in dead {
+            for change in self.fan.lane_died(&platform, now_ms()) {
+                self.face.transition(&self.fan, &change);
+            }
+        }
+        let cell = NodesCell::new(&self.fan);
+        let header = Hub::new(HeaderValue { revision: 1, header: Arc::new(self.header(Phase::Running)) }, 64);
+        let (cancel_tx, cancel_rx) = mpsc::unbounded_channel();
+        let handles = RunHandles {
+            reference: self.record.reference(),
+            nodes: cell.hub.clone(),
+            header: Arc::new(Mutex::new(header)),
+            logs: Arc::new(trail),
+            lanes: Arc::new(lanes.clone()),
+            cancel_run: cancel_tx,
         };
+        let open = starts.len();
         for (spec, logs, cmd_rx) in starts {
             tokio::spawn(crate::lane::run_local(spec, logs, cmd_rx, reports_tx.clone()));
         }
         drop(reports_tx);
         // The record lists every node from the start, so clients find each log's path.
         self.save(false);
+        let header_hub = handles.header.clone();
+        let task = tokio::spawn(self.drive(open, lanes, reports, cancel_rx, cell, header_hub));
+        (handles, task)
+    }
+
+    async fn drive(
+        mut self,
+        mut open: usize,
+        lanes: BTreeMap<String, mpsc::UnboundedSender<LaneCommand>>,
+        mut reports: mpsc::UnboundedReceiver<LaneReport>,
+        mut cancel_rx: mpsc::UnboundedReceiver<()>,
+        mut cell: NodesCell,
+        header: Arc<Mutex<Hub<HeaderValue>>>,
+    ) -> Finished {
         self.face.start(&self.fan);
-        let mut sigint = signal(SignalKind::interrupt()).expect("SIGINT handler");
-        let mut sigterm = signal(SignalKind::terminate()).expect("SIGTERM handler");
         let mut ticker = tokio::time::interval(Duration::from_millis(120));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        let mut interrupted = false;
-        let mut shutting_down = false;
+        let mut shutting_down = open == 0;
+        let mut announced_settled = false;
+        let mut unsaved = false;
         let shutdown_all = |lanes: &BTreeMap<String, mpsc::UnboundedSender<LaneCommand>>| {
             for tx in lanes.values() {
                 let _ = tx.send(LaneCommand::Shutdown);
             }
         };
-        if open == 0 {
-            shutting_down = true;
-        }
         while open > 0 {
             tokio::select! {
                 report = reports.recv() => {
@@ -188,47 +213,72 @@ impl Coordinator {
                     for change in &changes {
                         self.face.transition(&self.fan, change);
                     }
-                    if !changes.is_empty() && self.fan.settled() {
-                        self.save(false);
+                    if !changes.is_empty() {
+                        if self.fan.settled() {
+                            self.save(false);
+                        } else {
+                            // Saved on the next tick: a server that dies mid-run leaves a
+                            // record that says which nodes were running.
+                            unsaved = true;
+                        }
+                    }
+                    if self.fan.settled() && !announced_settled {
+                        announced_settled = true;
+                        HeaderValue::publish(&mut header.lock().expect("hub lock"), self.header(Phase::Settled));
                     }
                     if self.fan.settled() && !shutting_down {
                         shutting_down = true;
                         shutdown_all(&lanes);
                     }
                 }
-                _ = sigint.recv() => {
-                    if interrupted { break; }
-                    interrupted = true;
+                Some(()) = cancel_rx.recv(), if !self.interrupted => {
                     self.interrupt(&lanes, &mut cell);
                     shutting_down = true;
                 }
-                Some(()) = cancel_rx.recv(), if !interrupted => {
-                    interrupted = true;
-                    self.interrupt(&lanes, &mut cell);
-                    shutting_down = true;
+                _ = ticker.tick() => {
+                    self.face.tick(&self.fan);
+                    if unsaved {
+                        unsaved = false;
+                        self.save(false);
+                    }
                 }
-                _ = sigterm.recv() => {
-                    if interrupted { break; }
-                    interrupted = true;
-                    self.interrupt(&lanes, &mut cell);
-                    shutting_down = true;
-                }
-                _ = ticker.tick() => self.face.tick(&self.fan),
             }
         }
         self.face.finish(&self.fan);
         self.save(true);
-        if let Some(server) = server {
-            server.abort();
-        }
-        if let Some(path) = &self.socket {
-            let _ = std::fs::remove_file(path);
-        }
         let verdict = Verdict {
-            outcome: if interrupted { Outcome::Incomplete } else { self.fan.outcome() },
-            interrupted,
+            outcome: if self.interrupted { Outcome::Incomplete } else { self.fan.outcome() },
+            interrupted: self.interrupted,
         };
-        (verdict, self.fan)
+        // The server publishes the ended header once the run's worktree and lock are released,
+        // so a client that sees it can start the next run at once.
+        let header = self.header(Phase::Ended);
+        Finished { verdict, fan: self.fan, record: self.record, header }
+    }
+
+    fn header(&self, phase: Phase) -> Header {
+        Header {
+            run: self.record.reference(),
+            sha: self.record.sha.clone(),
+            label: self.record.label.clone(),
+            pipeline: self.record.pipeline.clone(),
+            lanes: self
+                .fan
+                .lanes
+                .iter()
+                .map(|(p, h)| LaneInfo { platform: p.clone(), host: h.clone() })
+                .collect(),
+            phase,
+            outcome: match phase {
+                Phase::Ended => self.record.outcome.clone(),
+                _ if self.interrupted => Outcome::Incomplete.as_str().into(),
+                Phase::Settled => self.fan.outcome().as_str().into(),
+                Phase::Running => "running".into(),
+            },
+            interrupted: self.interrupted,
+            started_at: self.record.started_at,
+            finished_at: self.record.finished_at,
+        }
     }
 
     fn interrupt(
@@ -236,7 +286,6 @@ impl Coordinator {
         lanes: &BTreeMap<String, mpsc::UnboundedSender<LaneCommand>>,
         cell: &mut NodesCell,
     ) {
-        eprintln!("odu: interrupted: stopping every node (press Ctrl-C again to leave at once)");
         self.interrupted = true;
         let changes = self.fan.interrupt(now_ms());
         let touched: Vec<String> = changes.iter().map(|c| c.id.clone()).collect();

@@ -59,6 +59,36 @@ impl FanIn {
         fan
     }
 
+    /// A client's copy of a served run: the nodes of a `nodes` snapshot, in its order, every
+    /// one still `pending` so that applying the snapshot shows what already happened.
+    pub fn from_order(header: &odu_proto::Header, order: &[String], views: &[NodeView]) -> FanIn {
+        let mut fan = FanIn {
+            name: header.pipeline.clone(),
+            label: header.label.clone(),
+            lanes: header.lanes.iter().map(|l| (l.platform.clone(), l.host.clone())).collect(),
+            order: order.to_vec(),
+            nodes: BTreeMap::new(),
+            started_at: header.started_at,
+        };
+        for view in views {
+            let (task, platform) = view.id.rsplit_once('@').unwrap_or((&view.id, ""));
+            let mut pending = NodeView::pending(&view.id, view.command.clone(), view.needs.clone());
+            pending.generation = view.generation;
+            fan.nodes.insert(
+                view.id.clone(),
+                FanNode {
+                    id: view.id.clone(),
+                    task: task.to_string(),
+                    platform: platform.to_string(),
+                    view: pending,
+                    log: NodeId::new(task, platform).log_path(&header.label),
+                },
+            );
+        }
+        fan.order.retain(|id| fan.nodes.contains_key(id));
+        fan
+    }
+
     fn insert(&mut self, platform: &str, mut view: NodeView) {
         let id = NodeId::new(&view.id, platform);
         let fan_id = id.to_string();

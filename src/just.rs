@@ -25,8 +25,14 @@ fn check_version(out: ToolOutput) -> CliResult<String> {
 /// `just --dump --dump-format json` in `dir`, after checking just is new enough. The version
 /// check runs beside the dump, so it costs no wall time.
 pub fn dump(dir: &Path) -> CliResult<String> {
-    let version = tool::start("just", &["--version"], dir).map_err(|_| not_on_path())?;
-    let dump = tool::start("just", &["--dump", "--dump-format", "json"], dir).map_err(|_| not_on_path())?;
+    dump_with(dir, None)
+}
+
+/// `dump`, with just found on (and run in) `env` when given.
+pub fn dump_with(dir: &Path, env: Option<&tool::Env>) -> CliResult<String> {
+    let version = tool::start_with("just", &["--version"], dir, env).map_err(|_| not_on_path())?;
+    let dump = tool::start_with("just", &["--dump", "--dump-format", "json"], dir, env)
+        .map_err(|_| not_on_path())?;
     let version = tool::finish(version).map_err(|_| not_on_path())?;
     let out = tool::finish(dump).map_err(|_| not_on_path())?;
     check_version(version)?;

@@ -35,6 +35,9 @@ pub struct LaneSpec {
     pub log_dir: PathBuf,
     /// The runner binary for a local lane.
     pub runner: PathBuf,
+    /// The whole environment of a local runner (and so of its nodes); `None` inherits the
+    /// server's.
+    pub base_env: Option<BTreeMap<String, String>>,
 }
 
 /// What the coordinator asks of a lane.
@@ -106,7 +109,11 @@ pub async fn run_local(
 ) {
     let platform = spec.platform.clone();
     logs.narrate(&format!("lane {platform}: starting {} --stdio on localhost", spec.runner.display()));
-    let child = tokio::process::Command::new(&spec.runner)
+    let mut command = tokio::process::Command::new(&spec.runner);
+    if let Some(env) = &spec.base_env {
+        command.env_clear().envs(env);
+    }
+    let child = command
         .arg("--stdio")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

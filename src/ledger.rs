@@ -50,12 +50,36 @@ pub struct RunRecord {
     pub nodes: Vec<NodeRecord>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unposted: Vec<serde_json::Value>,
+    /// What the run was asked (selectors and flags, never the environment), so a rerun of a
+    /// finished run can start the same run again.
+    #[serde(default)]
+    pub selectors: Vec<String>,
+    #[serde(default)]
+    pub flags: odu_proto::StartFlags,
+    /// Why the record was closed by someone other than its coordinator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 impl RunRecord {
-    /// `<sha7>#<seq>`.
+    /// `<sha7>#<seq>` (`<sha7>+dirty#<seq>` for a live-tree run: its seqs are its own).
     pub fn reference(&self) -> String {
-        format!("{}#{}", &self.sha[..7.min(self.sha.len())], self.seq)
+        format!("{}#{}", self.label, self.seq)
+    }
+
+    pub fn summary(&self) -> odu_proto::RunSummary {
+        odu_proto::RunSummary {
+            run: self.reference(),
+            sha: self.sha.clone(),
+            label: self.label.clone(),
+            seq: self.seq,
+            dirty: self.dirty,
+            pipeline: self.pipeline.clone(),
+            outcome: self.effective_outcome().to_string(),
+            lanes: self.lanes.iter().map(|l| l.platform.clone()).collect(),
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+        }
     }
 
     /// The outcome, with a `running` record of a dead coordinator read as `incomplete`.
@@ -68,10 +92,19 @@ impl RunRecord {
     }
 }
 
+/// Whether `pid` is a live process: a zombie (dead, not yet reaped) counts as dead.
 pub fn pid_alive(pid: u32) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
-    let alive = unsafe { libc::kill(pid as i32, 0) } == 0;
-    alive || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    let exists = unsafe { libc::kill(pid as i32, 0) } == 0
+        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    if !exists {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which ends at the last ')'.
+        Ok(stat) => !stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => true,
+    }
 }
 
 fn runs_dir(ci: &Path, label: &str) -> PathBuf {
@@ -120,6 +153,43 @@ pub fn write(ci: &Path, record: &RunRecord) -> std::io::Result<()> {
     let tmp = dir.join(format!(".{}.json.tmp-{}", record.seq, std::process::id()));
     std::fs::write(&tmp, to_pretty(record))?;
     std::fs::rename(&tmp, dir.join(format!("{}.json", record.seq)))
+}
+
+/// Closes the records of runs whose coordinator died mid-run (a `running` record whose pid is
+/// gone): the run is `incomplete`, its running nodes `errored` (their logs end with a
+/// `[odu] log truncated` line), its pending ones `skipped`. Returns the runs it closed.
+pub fn recover(ci: &Path, repo: &Path, now: u64) -> Vec<String> {
+    let mut closed = Vec::new();
+    for mut record in list(ci) {
+        if record.outcome != "running" || record.pid.is_some_and(pid_alive) {
+            continue;
+        }
+        let pid = record.pid.map_or("?".to_string(), |p| p.to_string());
+        for node in &mut record.nodes {
+            match node.status {
+                odu_core::NodeStatus::Running => {
+                    node.status = odu_core::NodeStatus::Errored;
+                    let line = format!(
+                        "\n[odu] log truncated: the odu server (pid {pid}) died while this node ran\n"
+                    );
+                    let _ = std::fs::OpenOptions::new()
+                        .append(true)
+                        .open(repo.join(&node.log))
+                        .and_then(|mut f| f.write_all(line.as_bytes()));
+                }
+                odu_core::NodeStatus::Pending => node.status = odu_core::NodeStatus::Skipped,
+                _ => {}
+            }
+        }
+        record.outcome = "incomplete".into();
+        record.finished_at = Some(now);
+        record.pid = None;
+        record.note = Some(format!("the odu server (pid {pid}) died mid-run; closed by the next server"));
+        if write(ci, &record).is_ok() {
+            closed.push(record.reference());
+        }
+    }
+    closed
 }
 
 /// Every record under `.ci`, newest first; unreadable files are skipped.
@@ -171,6 +241,9 @@ mod tests {
             lanes: vec![],
             nodes: vec![],
             unposted: vec![],
+            selectors: vec![],
+            flags: Default::default(),
+            note: None,
         }
     }
 

@@ -8,6 +8,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => command::run::run(args),
+        Command::Serve(args) => command::serve::serve(args),
         Command::Dump(args) => command::plan::dump(args),
         Command::Graph(args) => command::plan::graph(args),
         Command::Runs(args) => command::runs::runs(args),

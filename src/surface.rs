@@ -6,7 +6,13 @@
 //!   behind is resynchronised with a fresh snapshot (`cell::Hub`).
 //! - Stream `nodeLog.get {id}`: the node's log from the first byte of its trail file, then
 //!   appends, then `end`; readers follow the file, so a slow one costs no memory.
-//! - Procedures `node.rerun {id}`, `node.cancel {id}`, `lane.cancel {platform}`, `run.cancel`.
+//! - Cells `runs.get` (every run the server knows) and `header.get` (one run's sha, lanes,
+//!   phase and outcome).
+//! - Procedures `node.rerun {id}`, `node.cancel {id}`, `lane.cancel {platform}`, `run.cancel`,
+//!   `run.start {selectors, flags, env?}`.
+//!
+//! Every call takes an optional `run` (`<sha7>#<seq>`), defaulting to the live run, else the
+//! latest. A finished run is served from its record and trail; a rerun of one starts a new run.
 //!
 //! Node ids resolve exactly or by unique suffix (`e2e@x86_64-linux` ≡ `ci::e2e@x86_64-linux`).
 //! A misbehaving client (garbage, oversized frames, another protocol version) gets an error
@@ -14,36 +20,35 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use odu_core::{NodeStatus, NodeView};
 use odu_proto::{
-    Message, NODE_CANCEL, NODE_LOG_GET, NODE_RERUN, NODES_GET, NodeParams, RpcError, error_code,
+    HEADER_GET, Header, HeaderFrame, LANE_CANCEL, LaneInfo, Message, NODE_CANCEL, NODE_LOG_GET, NODE_RERUN,
+    NODES_GET, NodeParams, NodesFrame, Phase, RUN_CANCEL, RUN_START, RUNS_GET, RpcError, StartParams,
+    error_code,
 };
 use serde_json::{Value, json};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
-use crate::cell::{Hub, NodesValue};
+use crate::cell::{CellValue, Subscription};
+use crate::coordinator::RunHandles;
 use crate::lane::LaneCommand;
-use crate::runner::{LOG_CHUNK, item_frame, log_item_frame};
-use crate::spool::{Spool, SpoolReader};
+use crate::ledger::RunRecord;
+use crate::runner::{item_frame, log_item_frame};
+use crate::server::{ClientGuard, Server, Target};
+use crate::spool::{SpoolChunk, SpoolReader};
+use crate::tool::Env;
 use crate::wire::{FrameReader, Served, ServerLink, spawn_writer};
 
-pub const LANE_CANCEL: &str = "lane.cancel";
-pub const RUN_CANCEL: &str = "run.cancel";
+/// Frames queued for one client before its streams wait for it: with [`CLIENT_LOG_CHUNK`], a
+/// client that never reads holds at most about 350 KiB of the server's memory.
+const CLIENT_QUEUE: usize = 8;
 
-/// What the surface shares with the coordinator.
-#[derive(Clone)]
-pub struct SurfaceShared {
-    pub nodes: Arc<Mutex<Hub<NodesValue>>>,
-    /// Trail spools by fan-in id.
-    pub logs: Arc<BTreeMap<String, Spool>>,
-    /// Lane command channels by platform.
-    pub lanes: Arc<BTreeMap<String, mpsc::UnboundedSender<LaneCommand>>>,
-    /// Asks the coordinator to cancel the whole run.
-    pub cancel_run: mpsc::UnboundedSender<()>,
-}
+/// Log bytes per item to a client of the socket (followers are people and scripts, not lanes).
+const CLIENT_LOG_CHUNK: usize = 32 * 1024;
 
 /// Resolves a node id exactly or by unique suffix (`e2e@p` ≡ `ci::e2e@p`, `e2e` when only one
 /// platform runs it).
@@ -94,23 +99,16 @@ pub async fn bind(path: &Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Serves clients until the task is aborted.
-pub async fn serve(listener: UnixListener, shared: SurfaceShared) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
-        tokio::spawn(serve_client(stream, shared.clone()));
-    }
-}
-
-async fn serve_client(stream: UnixStream, shared: SurfaceShared) {
+pub async fn serve_client(stream: UnixStream, server: Arc<Server>, _guard: ClientGuard) {
     let (reader, writer) = stream.into_split();
-    let (out, _writer) = spawn_writer(writer, 64);
+    let (out, _writer) = spawn_writer(writer, CLIENT_QUEUE);
     let mut link = ServerLink::new(FrameReader::new(reader, "odu surface"), out.clone(), "server");
     let mut streams: BTreeMap<String, AbortHandle> = BTreeMap::new();
     loop {
         match link.next().await {
             Ok(Some(Served::Request { id, method, params })) => {
-                if let Some(reply) = dispatch(&shared, &out, &mut streams, id.clone(), &method, params).await
+                streams.retain(|_, handle| !handle.is_finished());
+                if let Some(reply) = dispatch(&server, &out, &mut streams, id.clone(), &method, params).await
                 {
                     let _ = out.send(reply.to_frame()).await;
                 }
@@ -134,83 +132,327 @@ async fn serve_client(stream: UnixStream, shared: SurfaceShared) {
     }
 }
 
-fn node_ids(shared: &SurfaceShared) -> Vec<String> {
-    shared.logs.keys().cloned().collect()
+/// The node views of a finished run, from its record.
+pub fn stored_views(record: &RunRecord) -> Vec<NodeView> {
+    record
+        .nodes
+        .iter()
+        .map(|n| {
+            let mut view = NodeView::pending(&n.id, String::new(), vec![]);
+            view.status = n.status;
+            view.exit_code = n.exit_code;
+            view.duration_ms = n.duration_ms;
+            view
+        })
+        .collect()
+}
+
+/// The header of a finished run, from its record.
+pub fn stored_header(record: &RunRecord) -> Header {
+    Header {
+        run: record.reference(),
+        sha: record.sha.clone(),
+        label: record.label.clone(),
+        pipeline: record.pipeline.clone(),
+        lanes: record
+            .lanes
+            .iter()
+            .map(|l| LaneInfo { platform: l.platform.clone(), host: l.host.clone() })
+            .collect(),
+        phase: Phase::Ended,
+        outcome: record.effective_outcome().to_string(),
+        interrupted: record.outcome == "incomplete" && record.note.is_none(),
+        started_at: record.started_at,
+        finished_at: record.finished_at,
+    }
+}
+
+/// Streams the frames of a cell subscription as items of request `id`.
+fn forward<V: CellValue>(
+    mut sub: Subscription<V>,
+    out: &mpsc::Sender<Vec<u8>>,
+    id: &Value,
+) -> tokio::task::JoinHandle<()>
+where
+    V::Frame: serde::Serialize,
+{
+    let (out, stream) = (out.clone(), id.clone());
+    tokio::spawn(async move {
+        while let Some(frame) = sub.next().await {
+            let json = serde_json::to_vec(&frame).expect("frames serialize");
+            if out.send(item_frame(&stream, &json)).await.is_err() {
+                break;
+            }
+        }
+    })
+}
+
+/// Sends one item, leaving the stream open: the value of a finished run never changes.
+fn send_once(
+    value: &impl serde::Serialize,
+    out: &mpsc::Sender<Vec<u8>>,
+    id: &Value,
+) -> tokio::task::JoinHandle<()> {
+    let frame = item_frame(id, &serde_json::to_vec(value).expect("frames serialize"));
+    let out = out.clone();
+    tokio::spawn(async move {
+        let _ = out.send(frame).await;
+        std::future::pending::<()>().await;
+    })
+}
+
+/// Replays a finished node's log file: a snapshot, appends, then `end`.
+fn replay_file(path: PathBuf, out: &mpsc::Sender<Vec<u8>>, id: &Value) -> tokio::task::JoinHandle<()> {
+    let (out, stream) = (out.clone(), id.clone());
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let Ok(mut file) = tokio::fs::File::open(&path).await else {
+            let _ = out.send(log_item_frame(&stream, &SpoolChunk::End)).await;
+            return;
+        };
+        let mut first = true;
+        let mut buf = vec![0u8; CLIENT_LOG_CHUNK];
+        loop {
+            let n = file.read(&mut buf).await.unwrap_or(0);
+            if n == 0 && !first {
+                break;
+            }
+            let bytes = buf[..n].to_vec();
+            let chunk =
+                if first { SpoolChunk::Start { generation: 0, bytes } } else { SpoolChunk::Bytes(bytes) };
+            first = false;
+            if out.send(log_item_frame(&stream, &chunk)).await.is_err() {
+                return;
+            }
+            if n == 0 {
+                break;
+            }
+        }
+        let _ = out.send(log_item_frame(&stream, &SpoolChunk::End)).await;
+    })
+}
+
+/// Every fan-in id a rerun target names: a node (exact or unique suffix), a recipe (on every
+/// platform that runs it), or `@platform` (that lane's nodes that did not pass).
+fn rerun_targets(views: &[NodeView], token: &str) -> Result<Vec<String>, String> {
+    let ids: Vec<String> = views.iter().map(|v| v.id.clone()).collect();
+    if let Some(platform) = token.strip_prefix('@') {
+        let suffix = format!("@{platform}");
+        if !ids.iter().any(|id| id.ends_with(&suffix)) {
+            return Err(format!("no lane {platform:?} in this run"));
+        }
+        let red: Vec<String> = views
+            .iter()
+            .filter(|v| v.id.ends_with(&suffix) && v.status.is_terminal() && v.status != NodeStatus::Ok)
+            .map(|v| v.id.clone())
+            .collect();
+        if red.is_empty() {
+            return Err(format!(
+                "nothing to rerun on lane {platform}: every node there passed or is still going"
+            ));
+        }
+        return Ok(red);
+    }
+    match resolve_node(&ids, token) {
+        Ok(id) => Ok(vec![id]),
+        Err(e) if token.contains('@') => Err(e),
+        Err(e) => {
+            let matches: Vec<&String> = ids
+                .iter()
+                .filter(|id| {
+                    let task = id.rsplit_once('@').map_or(id.as_str(), |(t, _)| t);
+                    task == token || task.ends_with(&format!("::{token}"))
+                })
+                .collect();
+            let tasks: std::collections::BTreeSet<&str> =
+                matches.iter().map(|id| id.rsplit_once('@').map_or(id.as_str(), |(t, _)| t)).collect();
+            if tasks.len() == 1 { Ok(matches.into_iter().cloned().collect()) } else { Err(e) }
+        }
+    }
+}
+
+/// A rerun of a finished run starts a new run (history is append-only) with the same flags.
+async fn restart(
+    server: &Arc<Server>,
+    record: &RunRecord,
+    token: &str,
+    env: Option<Env>,
+) -> Result<Value, RpcError> {
+    let views = stored_views(record);
+    let targets = rerun_targets(&views, token).map_err(RpcError::refused)?;
+    let mut params = StartParams { selectors: record.selectors.clone(), flags: record.flags.clone(), env };
+    if let Some(platform) = token.strip_prefix('@') {
+        params.flags.platform = vec![platform.to_string()];
+    } else {
+        params.selectors = targets;
+    }
+    let started = server.start_run(params).await?;
+    Ok(json!({"ok": true, "run": started.run, "started": started}))
 }
 
 async fn dispatch(
-    shared: &SurfaceShared,
+    server: &Arc<Server>,
     out: &mpsc::Sender<Vec<u8>>,
     streams: &mut BTreeMap<String, AbortHandle>,
     id: Value,
     method: &str,
     params: Value,
 ) -> Option<Message> {
-    let node = |params: &Value| -> Result<String, RpcError> {
+    let run = params.get("run").and_then(Value::as_str).map(str::to_string);
+    let target = || server.target(run.as_deref());
+    let node_param = |params: &Value| -> Result<String, RpcError> {
         let p: NodeParams =
             serde_json::from_value(params.clone()).map_err(|e| RpcError::invalid_params(e.to_string()))?;
-        resolve_node(&node_ids(shared), &p.id).map_err(RpcError::refused)
+        Ok(p.id)
+    };
+    let ended = |r: &RunRecord| {
+        RpcError::refused(format!(
+            "run {} has ended ({}): nothing to cancel",
+            r.reference(),
+            r.effective_outcome()
+        ))
+    };
+    let stream = |task: tokio::task::JoinHandle<()>, streams: &mut BTreeMap<String, AbortHandle>| {
+        streams.insert(id.to_string(), task.abort_handle());
+        None
     };
     let result: Result<Value, RpcError> = match method {
-        NODES_GET => {
-            let mut sub = shared.nodes.lock().expect("hub lock").subscribe();
-            let (out, stream) = (out.clone(), id.clone());
-            let task = tokio::spawn(async move {
-                while let Some(frame) = sub.next().await {
-                    let json = serde_json::to_vec(&frame).expect("frames serialize");
-                    if out.send(item_frame(&stream, &json)).await.is_err() {
-                        break;
-                    }
-                }
-            });
-            streams.insert(id.to_string(), task.abort_handle());
-            return None;
+        RUNS_GET => {
+            let sub = server.runs.lock().expect("hub lock").subscribe();
+            return stream(forward(sub, out, &id), streams);
         }
-        NODE_LOG_GET => match node(&params) {
-            Ok(node) => {
-                let mut reader = SpoolReader::new(&shared.logs[&node], LOG_CHUNK);
-                let (out, stream) = (out.clone(), id.clone());
-                let task = tokio::spawn(async move {
-                    while let Some(chunk) = reader.next().await {
-                        if out.send(log_item_frame(&stream, &chunk)).await.is_err() {
-                            break;
-                        }
-                    }
-                });
-                streams.insert(id.to_string(), task.abort_handle());
-                return None;
+        NODES_GET => match target() {
+            Ok(Target::Live(run)) => {
+                let sub = run.nodes.lock().expect("hub lock").subscribe();
+                return stream(forward(sub, out, &id), streams);
             }
-            Err(e) => Err(e),
-        },
-        NODE_RERUN | NODE_CANCEL => match node(&params) {
-            Ok(node) => lane_call(shared, &node, method == NODE_RERUN).await,
-            Err(e) => Err(e),
-        },
-        LANE_CANCEL => {
-            let platform = params.get("platform").and_then(Value::as_str).unwrap_or_default().to_string();
-            if !shared.lanes.contains_key(&platform) {
-                let lanes: Vec<&String> = shared.lanes.keys().collect();
-                Err(RpcError::refused(format!("no lane {platform:?} in this run (lanes: {lanes:?})")))
-            } else {
-                let live: Vec<String> = {
-                    let hub = shared.nodes.lock().expect("hub lock");
-                    hub.current()
-                        .nodes
-                        .iter()
-                        .filter(|n| !n.status.is_terminal() && n.id.ends_with(&format!("@{platform}")))
-                        .map(|n| n.id.clone())
-                        .collect()
+            Ok(Target::Stored(record)) => {
+                let nodes = stored_views(&record);
+                let frame = NodesFrame::Snapshot {
+                    revision: 1,
+                    name: record.pipeline.clone(),
+                    order: nodes.iter().map(|n| n.id.clone()).collect(),
+                    nodes,
                 };
-                for node in live {
-                    let _ = lane_call(shared, &node, false).await;
-                }
-                Ok(json!({"ok": true}))
+                return stream(send_once(&frame, out, &id), streams);
             }
-        }
-        RUN_CANCEL => {
-            let _ = shared.cancel_run.send(());
-            Ok(json!({"ok": true}))
-        }
+            Err(e) => Err(e),
+        },
+        HEADER_GET => match target() {
+            Ok(Target::Live(run)) => {
+                let sub = run.header.lock().expect("hub lock").subscribe();
+                return stream(forward(sub, out, &id), streams);
+            }
+            Ok(Target::Stored(record)) => {
+                let frame = HeaderFrame::Snapshot { revision: 1, header: stored_header(&record) };
+                return stream(send_once(&frame, out, &id), streams);
+            }
+            Err(e) => Err(e),
+        },
+        NODE_LOG_GET => match (target(), node_param(&params)) {
+            (Err(e), _) | (_, Err(e)) => Err(e),
+            (Ok(Target::Live(run)), Ok(token)) => match resolve_node(run.logs.keys(), &token) {
+                Ok(node) => {
+                    let mut reader = SpoolReader::new(&run.logs[&node], CLIENT_LOG_CHUNK);
+                    let (out, stream_id) = (out.clone(), id.clone());
+                    let task = tokio::spawn(async move {
+                        while let Some(chunk) = reader.next().await {
+                            if out.send(log_item_frame(&stream_id, &chunk)).await.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                    return stream(task, streams);
+                }
+                Err(e) => Err(RpcError::refused(e)),
+            },
+            (Ok(Target::Stored(record)), Ok(token)) => {
+                let ids: Vec<String> = record.nodes.iter().map(|n| n.id.clone()).collect();
+                match resolve_node(&ids, &token) {
+                    Ok(node) => {
+                        let entry = record.nodes.iter().find(|n| n.id == node).expect("resolved from these");
+                        return stream(replay_file(server.repo.join(&entry.log), out, &id), streams);
+                    }
+                    Err(e) => Err(RpcError::refused(e)),
+                }
+            }
+        },
+        NODE_RERUN => match (target(), node_param(&params)) {
+            (Err(e), _) | (_, Err(e)) => Err(e),
+            (Ok(Target::Live(run)), Ok(token)) => {
+                let views: Vec<NodeView> = run
+                    .nodes
+                    .lock()
+                    .expect("hub lock")
+                    .current()
+                    .nodes
+                    .iter()
+                    .map(|n| NodeView::clone(n))
+                    .collect();
+                match rerun_targets(&views, &token) {
+                    Ok(nodes) => {
+                        let mut result = Ok(json!({"ok": true, "run": run.reference, "nodes": nodes}));
+                        for node in &nodes {
+                            if let Err(e) = lane_call(&run, node, true).await {
+                                result = Err(e);
+                                break;
+                            }
+                        }
+                        result
+                    }
+                    Err(e) => Err(RpcError::refused(e)),
+                }
+            }
+            (Ok(Target::Stored(record)), Ok(token)) => {
+                let env = params.get("env").and_then(|e| serde_json::from_value(e.clone()).ok());
+                restart(server, &record, &token, env).await
+            }
+        },
+        NODE_CANCEL => match (target(), node_param(&params)) {
+            (Err(e), _) | (_, Err(e)) => Err(e),
+            (Ok(Target::Live(run)), Ok(token)) => match resolve_node(run.logs.keys(), &token) {
+                Ok(node) => lane_call(&run, &node, false).await,
+                Err(e) => Err(RpcError::refused(e)),
+            },
+            (Ok(Target::Stored(record)), _) => Err(ended(&record)),
+        },
+        LANE_CANCEL => match target() {
+            Err(e) => Err(e),
+            Ok(Target::Stored(record)) => Err(ended(&record)),
+            Ok(Target::Live(run)) => {
+                let platform = params.get("platform").and_then(Value::as_str).unwrap_or_default().to_string();
+                if !run.lanes.contains_key(&platform) {
+                    let lanes: Vec<&String> = run.lanes.keys().collect();
+                    Err(RpcError::refused(format!("no lane {platform:?} in this run (lanes: {lanes:?})")))
+                } else {
+                    let live: Vec<String> = {
+                        let hub = run.nodes.lock().expect("hub lock");
+                        hub.current()
+                            .nodes
+                            .iter()
+                            .filter(|n| !n.status.is_terminal() && n.id.ends_with(&format!("@{platform}")))
+                            .map(|n| n.id.clone())
+                            .collect()
+                    };
+                    for node in live {
+                        let _ = lane_call(&run, &node, false).await;
+                    }
+                    Ok(json!({"ok": true}))
+                }
+            }
+        },
+        RUN_CANCEL => match target() {
+            Err(e) => Err(e),
+            Ok(Target::Stored(record)) => Err(ended(&record)),
+            Ok(Target::Live(run)) => {
+                let _ = run.cancel_run.send(());
+                Ok(json!({"ok": true, "run": run.reference}))
+            }
+        },
+        RUN_START => match serde_json::from_value::<StartParams>(params) {
+            Ok(params) => server.start_run(params).await.map(|started| json!(started)),
+            Err(e) => Err(RpcError::invalid_params(e.to_string())),
+        },
         other => Err(RpcError::new(error_code::METHOD_NOT_FOUND, format!("unknown method {other:?}"))),
     };
     Some(match result {
@@ -220,10 +462,9 @@ async fn dispatch(
 }
 
 /// Sends a rerun or cancel to the node's lane and waits for its answer.
-async fn lane_call(shared: &SurfaceShared, node: &str, rerun: bool) -> Result<Value, RpcError> {
+async fn lane_call(run: &RunHandles, node: &str, rerun: bool) -> Result<Value, RpcError> {
     let (task, platform) = node.rsplit_once('@').expect("fan-in ids carry a platform");
-    let lane =
-        shared.lanes.get(platform).ok_or_else(|| RpcError::refused(format!("no lane {platform:?}")))?;
+    let lane = run.lanes.get(platform).ok_or_else(|| RpcError::refused(format!("no lane {platform:?}")))?;
     let (reply, answer) = oneshot::channel();
     let command = if rerun {
         LaneCommand::Rerun { id: task.to_string(), reply }

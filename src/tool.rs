@@ -11,9 +11,21 @@ pub struct ToolOutput {
     pub stderr: String,
 }
 
+/// The environment a tool sees: the process's own, or a run's (the starting client's).
+pub type Env = std::collections::BTreeMap<String, String>;
+
 /// Starts `program args…` in `dir` with stdin closed and its output captured.
 pub fn start(program: &str, args: &[&str], dir: &Path) -> std::io::Result<Child> {
-    Command::new(program)
+    start_with(program, args, dir, None)
+}
+
+/// `start`, in `env` when given (the program is looked up on that environment's `PATH`).
+pub fn start_with(program: &str, args: &[&str], dir: &Path, env: Option<&Env>) -> std::io::Result<Child> {
+    let mut command = Command::new(program);
+    if let Some(env) = env {
+        command.env_clear().envs(env);
+    }
+    command
         .args(args)
         .current_dir(dir)
         .stdin(Stdio::null())

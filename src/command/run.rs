@@ -1,300 +1,256 @@
-//! `odu run`: the strict gate, lane resolution, and the coordinator.
+//! `odu run`: ensures the checkout's server, asks it to `run.start`, and shows the run as it
+//! goes (live matrix, lines, or NDJSON) until its verdict. Ctrl-C cancels the run it started.
 
-use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
 
-use odu_core::TaskSpec;
-use odu_core::plan::Selector;
-use odu_core::{Plan, Task};
+use odu_core::{NodeStatus, NodeView};
+use odu_proto::{
+    HEADER_GET, Header, HeaderFrame, NODES_GET, NodesFrame, Phase, RUN_CANCEL, RUN_START, Started,
+};
+use serde_json::json;
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::{ProgressFormat, RunArgs};
-use crate::clock::now_ms;
-use crate::coordinator::Coordinator;
+use crate::client::{ClientError, ClientEvent};
 use crate::error::{CliError, CliResult};
 use crate::face::{Face, JsonFace, LiveFace, PlainFace, colors_enabled, verdict};
-use crate::fan_in::FanIn;
-use crate::hosts::{self, Hosts};
-use crate::lane::LaneSpec;
-use crate::ledger::{self, LaneRecord, RunRecord};
-use crate::{git, just};
+use crate::fan_in::{FanIn, Transition};
+use crate::{git, hosts};
 
-/// Set in every node's environment; a nested `odu run` without explicit hosts is refused.
-pub const RUN_ENV: &str = "ODU_RUN";
+use super::serve::{self, SurfaceClient};
 
-/// `odu run` after its arguments are understood.
-#[derive(Debug)]
-pub struct RunConfig {
-    pub selectors: Vec<Selector>,
-    pub platforms: Vec<String>,
-    pub pins: Vec<(String, String)>,
-    pub root: Option<String>,
-    pub no_deps: bool,
-    /// Refuse a dirty tree and run a pinned snapshot of HEAD.
-    pub snapshot: bool,
-    pub post: bool,
-    pub progress_json: bool,
-    pub jobs: Option<usize>,
-}
+pub use crate::start::RUN_ENV;
 
-impl RunConfig {
-    pub fn from_args(args: RunArgs) -> CliResult<RunConfig> {
-        let pins = args
-            .hosts
-            .iter()
-            .map(|p| hosts::parse_pin(p).map_err(|e| CliError::refused(e.message)))
-            .collect::<CliResult<Vec<_>>>()?;
-        let snapshot = !args.no_strict && !args.no_snapshot;
-        if args.jobs == Some(0) {
-            return Err(CliError::refused("--jobs must be at least 1"));
-        }
-        Ok(RunConfig {
-            selectors: args.selectors.iter().map(|s| Selector::parse(s)).collect(),
-            platforms: args.platforms,
-            pins,
-            root: args.root,
+fn params(args: &RunArgs) -> odu_proto::StartParams {
+    odu_proto::StartParams {
+        selectors: args.selectors.clone(),
+        flags: odu_proto::StartFlags {
+            platform: args.platforms.clone(),
+            host: args.hosts.clone(),
+            root: args.root.clone(),
             no_deps: args.no_deps,
-            snapshot,
-            post: snapshot && !args.no_post,
-            progress_json: args.progress == Some(ProgressFormat::Json),
+            no_post: args.no_post,
+            no_snapshot: args.no_snapshot,
+            no_strict: args.no_strict,
             jobs: args.jobs,
-        })
+            supersede: args.supersede,
+        },
+        env: Some(std::env::vars().collect()),
     }
 }
 
-/// Holds `.ci/odu.run.lock` for the life of a run: one run per checkout at a time.
-struct RunLock {
-    path: PathBuf,
-}
-
-impl RunLock {
-    fn acquire(ci: &Path) -> CliResult<RunLock> {
-        use std::io::Write;
-        let path = ci.join("odu.run.lock");
-        for _ in 0..3 {
-            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(mut file) => {
-                    let _ = writeln!(file, "{}", std::process::id());
-                    return Ok(RunLock { path });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let holder =
-                        std::fs::read_to_string(&path).ok().and_then(|t| t.trim().parse::<u32>().ok());
-                    match holder {
-                        Some(pid) if ledger::pid_alive(pid) => {
-                            return Err(CliError::refused(format!(
-                                "a run is already in progress in this checkout (odu pid {pid}): wait for it to finish, or stop it first"
-                            )));
-                        }
-                        // A dead holder's lock is stale: reclaim it.
-                        _ => {
-                            let _ = std::fs::remove_file(&path);
-                        }
-                    }
-                }
-                Err(e) => return Err(CliError::refused(format!("cannot create {}: {e}", path.display()))),
-            }
-        }
-        Err(CliError::refused(format!("cannot take the run lock {}", path.display())))
+pub fn refused(e: ClientError) -> CliError {
+    match e {
+        ClientError::Refused(e) => CliError::refused(e.message),
+        other => CliError::refused(format!("the server failed us: {other}")),
     }
-}
-
-impl Drop for RunLock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-/// Creates `.ci` private (0700).
-pub fn ensure_ci_dir(repo: &Path) -> CliResult<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let ci = repo.join(".ci");
-    std::fs::create_dir_all(&ci)
-        .map_err(|e| CliError::refused(format!("cannot create {}: {e}", ci.display())))?;
-    std::fs::set_permissions(&ci, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| CliError::refused(format!("cannot make {} private: {e}", ci.display())))?;
-    Ok(ci)
-}
-
-/// The runner binary for local lanes: `$ODU_RUNNER`, else `odu-runner` beside this binary.
-pub fn runner_path() -> CliResult<PathBuf> {
-    if let Some(path) = std::env::var_os("ODU_RUNNER").filter(|p| !p.is_empty()) {
-        return Ok(PathBuf::from(path));
-    }
-    let exe =
-        std::env::current_exe().map_err(|e| CliError::refused(format!("cannot locate odu itself: {e}")))?;
-    let runner = exe.with_file_name("odu-runner");
-    if !runner.exists() {
-        return Err(CliError::refused(format!(
-            "cannot find odu-runner next to odu (looked at {}): install both binaries together, or set ODU_RUNNER",
-            runner.display()
-        )));
-    }
-    Ok(runner)
-}
-
-/// The lanes that run, with their tasks; lanes with nothing to do are dropped.
-pub fn plan_lanes(plan: &Plan, config: &RunConfig, hosts: &Hosts) -> CliResult<Vec<(String, Vec<Task>)>> {
-    let mut fanout: Vec<String> = hosts.entries.keys().cloned().collect();
-    if !config.platforms.is_empty() {
-        for p in &config.platforms {
-            if !hosts.entries.contains_key(p) {
-                return Err(CliError::refused(format!(
-                    "--platform {p} has no host: add it to the hosts config ({}) or pass --host {p}=ADDR",
-                    hosts.source
-                )));
-            }
-        }
-        fanout.retain(|p| config.platforms.contains(p));
-    }
-    for selector in &config.selectors {
-        if let Some(p) = &selector.platform
-            && !fanout.contains(p)
-        {
-            return Err(CliError::refused(format!(
-                "selector platform {p:?} is not in the fan-out ({}): configure a host for it or pass --host {p}=ADDR",
-                fanout.join(", ")
-            )));
-        }
-    }
-    let resolved = plan.resolve(&config.selectors)?;
-    let lanes: Vec<(String, Vec<Task>)> = fanout
-        .into_iter()
-        .map(|p| {
-            let tasks = plan.lane_tasks(&p, &resolved, config.no_deps);
-            (p, tasks)
-        })
-        .filter(|(_, tasks)| !tasks.is_empty())
-        .collect();
-    if lanes.is_empty() {
-        return Err(CliError::refused(
-            "nothing to run: no lane has a matching recipe (check the selectors and --platform)",
-        ));
-    }
-    Ok(lanes)
 }
 
 pub fn run(args: RunArgs) -> CliResult<i32> {
-    let config = RunConfig::from_args(args)?;
-    let env = |k: &str| std::env::var(k).ok();
-    if let Some(outer) = env(RUN_ENV).filter(|v| !v.is_empty())
-        && config.pins.is_empty()
-        && env("ODU_HOSTS").filter(|v| !v.is_empty()).is_none()
-    {
-        return Err(CliError::refused(format!(
-            "refusing to start a run from inside a node of run {outer}: pass --host P=ADDR or set ODU_HOSTS to run a nested pipeline on purpose"
-        )));
+    // Mistakes in the arguments are answered here, without a server.
+    for pin in &args.hosts {
+        hosts::parse_pin(pin).map_err(|e| CliError::refused(e.message))?;
     }
-    let cwd = super::current_dir()?;
-    let repo = git::toplevel(&cwd)?;
-    let hosts = hosts::resolve(&config.pins, &env)?;
-    let sha = git::head(&repo)?;
-    let dirty_paths = git::dirty_paths(&repo)?;
-    let dirty = !dirty_paths.is_empty();
-    if config.snapshot && dirty {
-        let example = dirty_paths.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
-        return Err(CliError::refused(format!(
-            "working tree is dirty ({} changed: {example}): commit or stash, or pass --no-strict for a dev iteration run",
-            plural(dirty_paths.len(), "path")
-        )));
+    if args.jobs == Some(0) {
+        return Err(CliError::refused("--jobs must be at least 1"));
     }
-    let ci = ensure_ci_dir(&repo)?;
-    let lock = RunLock::acquire(&ci)?;
-    let snapshot = if config.snapshot { Some(git::Snapshot::create(&repo, &sha)?) } else { None };
-    let workspace = snapshot.as_ref().map_or(repo.clone(), |s| s.dir.clone());
-    let plan = Plan::from_dump(&just::dump(&workspace)?, config.root.as_deref())?;
-    let lanes = plan_lanes(&plan, &config, &hosts)?;
-    for (platform, _) in &lanes {
-        let entry = &hosts.entries[platform];
-        if !entry.is_local() {
-            return Err(CliError::refused(format!(
-                "lane {platform}={} is remote: this build runs localhost lanes only; pass --host {platform}=localhost or slice it out with --platform",
-                entry.host
-            )));
-        }
-    }
-    if hosts.defaulted {
-        eprintln!(
-            "odu: no hosts configured: running one localhost lane for {} (configure ~/.config/odu/hosts.json or pass --host P=ADDR)",
-            hosts::local_platform()
-        );
-    }
-    let origin = git::origin(&repo);
-    if config.post && origin.as_deref().and_then(git::github_repo).is_some() {
-        eprintln!("odu: posting GitHub commit statuses is not available in this build: this run posts none");
-    }
-    let runner = runner_path()?;
-    let sha7 = &sha[..7];
-    let label = if !config.snapshot && dirty { format!("{sha7}+dirty") } else { sha7.to_string() };
-    let started_at = now_ms();
-    let mut record = RunRecord {
-        version: 1,
-        repo: origin.as_deref().and_then(git::github_repo),
-        sha: sha.clone(),
-        label: label.clone(),
-        seq: 0,
-        dirty: !config.snapshot && dirty,
-        pipeline: plan.root.clone(),
-        outcome: "running".into(),
-        pid: Some(std::process::id()),
-        started_at,
-        finished_at: None,
-        lanes: lanes
-            .iter()
-            .map(|(p, _)| LaneRecord { platform: p.clone(), host: hosts.entries[p].host.clone() })
-            .collect(),
-        nodes: vec![],
-        unposted: vec![],
-    };
-    let seq = ledger::reserve(&ci, &mut record)
-        .map_err(|e| CliError::refused(format!("cannot reserve a run number under {}: {e}", ci.display())))?;
-    let specs: Vec<LaneSpec> = lanes
-        .iter()
-        .map(|(platform, tasks)| LaneSpec {
-            platform: platform.clone(),
-            host: hosts.entries[platform].host.clone(),
-            name: plan.root.clone(),
-            workspace: workspace.clone(),
-            tasks: tasks
-                .iter()
-                .map(|t| TaskSpec { id: t.id.clone(), argv: t.argv(), needs: t.needs.clone() })
-                .collect(),
-            jobs: config.jobs.or(hosts.entries[platform].jobs),
-            env: BTreeMap::from([(RUN_ENV.to_string(), format!("{sha7}#{seq}"))]),
-            log_dir: ci.join(&label).join(platform),
-            runner: runner.clone(),
-        })
-        .collect();
-    let lanes_text: Vec<String> = specs.iter().map(|s| format!("{}={}", s.platform, s.host)).collect();
-    eprintln!(
-        "odu · {} @ {label} · run {sha7}#{seq} · {} (hosts: {})",
-        plan.root,
-        lanes_text.join(" · "),
-        hosts.source
-    );
-    let stdout_tty = std::io::stdout().is_terminal();
-    let face: Box<dyn Face> = if config.progress_json {
-        Box::new(JsonFace)
-    } else if stdout_tty {
-        Box::new(LiveFace::new(colors_enabled(true)))
-    } else {
-        Box::new(PlainFace::new(false))
-    };
-    let fan = FanIn::new(&plan.root, &label, &specs, started_at);
-    let socket = Some(crate::surface::socket_path(&repo));
-    let coordinator = Coordinator { fan, ci_dir: ci, record, face, interrupted: false, socket };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    super::parse_duration(&args.idle_timeout, "--idle-timeout")?;
+    let repo = git::toplevel(&super::current_dir()?)?;
+    let progress_json = args.progress == Some(ProgressFormat::Json);
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| CliError::refused(format!("cannot start the async runtime: {e}")))?;
-    let (outcome, fan) = runtime.block_on(coordinator.run(specs));
-    eprint!("{}", verdict(&fan, outcome.interrupted, colors_enabled(std::io::stderr().is_terminal())));
-    drop(snapshot);
-    drop(lock);
-    Ok(outcome.exit_code())
+    runtime.block_on(async {
+        let mut client = serve::ensure(&repo, &args.idle_timeout).await?;
+        let started: Started = serde_json::from_value(
+            client
+                .call(RUN_START, serde_json::to_value(params(&args)).expect("params serialize"))
+                .await
+                .map_err(refused)?,
+        )
+        .map_err(|e| CliError::refused(format!("the server answered run.start oddly: {e}")))?;
+        for note in &started.notes {
+            eprintln!("odu: {note}");
+        }
+        let lanes: Vec<String> = started.lanes.iter().map(|l| format!("{}={}", l.platform, l.host)).collect();
+        eprintln!(
+            "odu · {} @ {} · run {} · {} (hosts: {})",
+            started.pipeline,
+            started.label,
+            started.run,
+            lanes.join(" · "),
+            started.hosts_source
+        );
+        let face: Box<dyn Face> = if progress_json {
+            Box::new(JsonFace)
+        } else if std::io::stdout().is_terminal() {
+            Box::new(LiveFace::new(colors_enabled(true)))
+        } else {
+            Box::new(PlainFace::new(false))
+        };
+        follow(&mut client, &started.run, face, true).await
+    })
 }
 
-fn plural(n: usize, word: &str) -> String {
-    if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") }
+/// The client's copy of a run: built from the first `nodes` snapshot, fed every later frame,
+/// shown through a face.
+pub struct Replica {
+    pub fan: Option<FanIn>,
+    pub header: Option<Header>,
+    face: Box<dyn Face>,
+}
+
+impl Replica {
+    pub fn new(face: Box<dyn Face>) -> Replica {
+        Replica { fan: None, header: None, face }
+    }
+
+    /// Applies node views; the first call (with the header known) builds the fan-in and
+    /// replays what happened before this client subscribed as the transitions it missed.
+    pub fn apply(&mut self, views: Vec<NodeView>, snapshot_order: Option<Vec<String>>) {
+        if self.fan.is_none() {
+            let (Some(header), Some(order)) = (&self.header, snapshot_order) else { return };
+            let fan = FanIn::from_order(header, &order, &views);
+            self.face.start(&fan);
+            self.fan = Some(fan);
+        }
+        let fan = self.fan.as_mut().expect("built above");
+        for view in views {
+            let Some(node) = fan.nodes.get_mut(&view.id) else { continue };
+            let from = node.view.status;
+            // A node seen first already past `running` shows its `running` step too.
+            if from == NodeStatus::Pending && view.status.is_terminal() && view.started_at.is_some() {
+                node.view.status = NodeStatus::Running;
+                node.view.started_at = view.started_at;
+                let change = Transition { id: view.id.clone(), from, to: NodeStatus::Running };
+                self.face.transition(fan, &change);
+            }
+            let node = fan.nodes.get_mut(&view.id).expect("present");
+            let from = node.view.status;
+            let to = view.status;
+            node.view = view;
+            if from != to {
+                let change = Transition { id: node.id.clone(), from, to };
+                self.face.transition(fan, &change);
+            }
+        }
+    }
+
+    pub fn tick(&mut self) {
+        if let Some(fan) = &self.fan {
+            self.face.tick(fan);
+        }
+    }
+
+    pub fn finish(&mut self) {
+        if let Some(fan) = &self.fan {
+            self.face.finish(fan);
+        }
+    }
+}
+
+/// Follows run `run` to its end through `face`, then prints the verdict. With `owned`, Ctrl-C
+/// cancels the run (a second Ctrl-C leaves at once); otherwise it only leaves.
+pub async fn follow(
+    client: &mut SurfaceClient,
+    run: &str,
+    face: Box<dyn Face>,
+    owned: bool,
+) -> CliResult<i32> {
+    let mut replica = Replica::new(face);
+    let header_stream = client.send(HEADER_GET, json!({"run": run})).await.map_err(refused)?;
+    let nodes_stream = client.send(NODES_GET, json!({"run": run})).await.map_err(refused)?;
+    let mut sigint = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let mut sigterm = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut ticker = tokio::time::interval(std::time::Duration::from_millis(120));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut pending_views: Vec<(Vec<NodeView>, Option<Vec<String>>)> = Vec::new();
+    let mut cancelling = false;
+    loop {
+        let interrupt = tokio::select! {
+            event = client.next() => {
+                match event.map_err(refused)? {
+                    Some(ClientEvent::Item { stream, value }) if stream == header_stream => {
+                        let Ok(HeaderFrame::Snapshot { header, .. }) = serde_json::from_str(value.get()) else { continue };
+                        let ended = header.phase == Phase::Ended;
+                        replica.header = Some(header);
+                        for (views, order) in pending_views.drain(..) {
+                            replica.apply(views, order);
+                        }
+                        if ended {
+                            break;
+                        }
+                    }
+                    Some(ClientEvent::Item { stream, value }) if stream == nodes_stream => {
+                        let (views, order) = match serde_json::from_str::<NodesFrame>(value.get()) {
+                            Ok(NodesFrame::Snapshot { order, nodes, .. }) => (nodes, Some(order)),
+                            Ok(NodesFrame::Delta { nodes, .. }) => (nodes, None),
+                            Err(_) => continue,
+                        };
+                        if replica.header.is_none() {
+                            pending_views.push((views, order));
+                        } else {
+                            replica.apply(views, order);
+                        }
+                    }
+                    Some(ClientEvent::Response { id, result: Err(e) }) if id == header_stream || id == nodes_stream => {
+                        replica.finish();
+                        return Err(CliError::refused(e.message));
+                    }
+                    Some(_) => {}
+                    None => {
+                        replica.finish();
+                        return Err(CliError::refused(format!(
+                            "the server went away before run {run} ended (see .ci/odu.serve.log): odu runs shows it incomplete"
+                        )));
+                    }
+                }
+                false
+            }
+            _ = ticker.tick() => { replica.tick(); false }
+            _ = sigint.recv() => true,
+            _ = sigterm.recv() => true,
+        };
+        if interrupt {
+            if cancelling || !owned {
+                replica.finish();
+                if owned {
+                    eprintln!("odu: left run {run} while it stops: odu status shows how it ended");
+                }
+                return Ok(130);
+            }
+            cancelling = true;
+            eprintln!("odu: interrupted: stopping every node (press Ctrl-C again to leave at once)");
+            let _ = client.send(RUN_CANCEL, json!({"run": run})).await;
+        }
+    }
+    // The run ended: its final state, from a fresh snapshot (the nodes stream may lag behind).
+    let _ = client.cancel_stream(nodes_stream).await;
+    let last = client.send(NODES_GET, json!({"run": run})).await.map_err(refused)?;
+    loop {
+        match client.next().await.map_err(refused)? {
+            Some(ClientEvent::Item { stream, value }) if stream == last => {
+                if let Ok(NodesFrame::Snapshot { order, nodes, .. }) = serde_json::from_str(value.get()) {
+                    replica.apply(nodes, Some(order));
+                    break;
+                }
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    let _ = client.cancel_stream(last).await;
+    replica.finish();
+    let header = replica.header.clone().expect("the header ended the loop");
+    if let Some(fan) = &replica.fan {
+        eprint!("{}", verdict(fan, header.interrupted, colors_enabled(std::io::stderr().is_terminal())));
+    }
+    Ok(if header.interrupted {
+        130
+    } else if header.outcome == "passed" {
+        0
+    } else {
+        1
+    })
 }

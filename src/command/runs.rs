@@ -1,27 +1,50 @@
-//! `odu runs`: the ledger of this checkout, newest first. Works with nothing running.
+//! `odu runs`: every run of this checkout, newest first: served live by the checkout's server
+//! when one is up, else read from the ledger (closing the records of runs whose server died).
+
+use odu_proto::{RUNS_GET, RunSummary, RunsFrame};
+use serde_json::json;
 
 use crate::cli::{OutputFormat, RunsArgs};
+use crate::client::ClientEvent;
 use crate::clock::now_ms;
-use crate::error::CliResult;
+use crate::error::{CliError, CliResult};
 use crate::{git, ledger};
 
 pub fn runs(args: RunsArgs) -> CliResult<i32> {
     let cwd = super::current_dir()?;
     let repo = git::toplevel(&cwd).unwrap_or(cwd);
-    let mut records = ledger::list(&repo.join(".ci"));
-    for record in &mut records {
-        record.outcome = record.effective_outcome().to_string();
-    }
+    let runtime = super::surface_client::runtime()?;
+    let served = runtime.block_on(async {
+        let Some(mut client) = super::serve::connect(&repo).await? else { return Ok::<_, CliError>(None) };
+        let stream = client.send(RUNS_GET, json!({})).await.map_err(super::run::refused)?;
+        while let Some(event) = client.next().await.map_err(super::run::refused)? {
+            if let ClientEvent::Item { stream: s, value } = event
+                && s == stream
+                && let Ok(RunsFrame::Snapshot { runs, .. }) = serde_json::from_str(value.get())
+            {
+                return Ok(Some(runs));
+            }
+        }
+        Ok(None)
+    })?;
+    let runs: Vec<RunSummary> = match served {
+        Some(runs) => runs,
+        None => {
+            let ci = repo.join(".ci");
+            ledger::recover(&ci, &repo, now_ms());
+            ledger::list(&ci).iter().map(ledger::RunRecord::summary).collect()
+        }
+    };
     if args.output == OutputFormat::Json {
-        println!("{}", serde_json::to_string_pretty(&records).expect("records serialize"));
+        println!("{}", serde_json::to_string_pretty(&runs).expect("summaries serialize"));
         return Ok(0);
     }
-    if records.is_empty() {
+    if runs.is_empty() {
         println!("no runs recorded in this checkout yet (odu run records them under .ci/)");
         return Ok(0);
     }
     let now = now_ms();
-    let rows: Vec<[String; 5]> = records
+    let rows: Vec<[String; 4]> = runs
         .iter()
         .map(|r| {
             let verdict = match r.outcome.as_str() {
@@ -29,16 +52,13 @@ pub fn runs(args: RunsArgs) -> CliResult<i32> {
                 "running" => "▶ running".to_string(),
                 other => format!("✗ {other}"),
             };
-            let lanes = match r.lanes.len() {
-                1 => "1 lane".to_string(),
-                n => format!("{n} lanes"),
-            };
+            let lanes = r.lanes.join(",");
             let age = ledger::format_ago(now.saturating_sub(r.finished_at.unwrap_or(r.started_at)));
-            [r.reference(), r.label.clone(), verdict, lanes, age]
+            [r.run.clone(), verdict, lanes, age]
         })
         .collect();
     let widths: Vec<usize> =
-        (0..5).map(|i| rows.iter().map(|row| row[i].chars().count()).max().unwrap_or(0)).collect();
+        (0..4).map(|i| rows.iter().map(|row| row[i].chars().count()).max().unwrap_or(0)).collect();
     for row in rows {
         let line: Vec<String> =
             row.iter().enumerate().map(|(i, cell)| format!("{cell:<w$}", w = widths[i])).collect();

@@ -1,52 +1,61 @@
-//! Clients of `.ci/odu.sock`: `status`, `logs`, `rerun`, `cancel`. With no server, `status`
-//! answers from the ledger (idle attach) and `logs` reads the trail.
+//! Clients of `.ci/odu.sock`: `status`, `logs`, `attach`, `wait`, `rerun`, `cancel`. With no
+//! server, `status`, `logs` and `attach` answer from the ledger and the trail (idle attach).
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use odu_core::{NodeStatus, NodeView};
-use odu_proto::{NODE_CANCEL, NODE_LOG_GET, NODE_RERUN, NODES_GET, NodesFrame};
+use odu_proto::{
+    HEADER_GET, Header, HeaderFrame, LANE_CANCEL, NODE_CANCEL, NODE_LOG_GET, NODE_RERUN, NODES_GET,
+    NodesFrame, Phase, RUN_CANCEL,
+};
 use serde_json::json;
-use tokio::net::UnixStream;
-use tokio::net::unix::OwnedReadHalf;
 
 use crate::cli::{CancelArgs, LogsArgs, OutputFormat, RerunArgs, StatusArgs};
-use crate::client::{Client, ClientEvent};
+use crate::client::ClientEvent;
+use crate::clock::now_ms;
 use crate::error::{CliError, CliResult};
-use crate::surface::{LANE_CANCEL, RUN_CANCEL, socket_path};
-use crate::{git, ledger};
+use crate::face::{Face, JsonFace, PlainFace};
+use crate::ledger::{self, RunRecord};
+use crate::{git, surface};
 
-type SurfaceClient = Client<OwnedReadHalf>;
+use super::run::refused;
+use super::serve::{SurfaceClient, connect};
 
 fn repo() -> CliResult<PathBuf> {
     let cwd = super::current_dir()?;
     Ok(git::toplevel(&cwd).unwrap_or(cwd))
 }
 
-fn runtime() -> CliResult<tokio::runtime::Runtime> {
+pub fn runtime() -> CliResult<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| CliError::refused(format!("cannot start the async runtime: {e}")))
 }
 
-/// Connects to the checkout's surface; `None` when nothing serves it.
-async fn connect(repo: &Path) -> CliResult<Option<SurfaceClient>> {
-    let Ok(stream) = UnixStream::connect(socket_path(repo)).await else { return Ok(None) };
-    let (reader, writer) = stream.into_split();
-    Client::connect(reader, writer, "odu").await.map(Some).map_err(|e| {
-        CliError::refused(format!("the server on {} refused us: {e}", socket_path(repo).display()))
-    })
+fn run_params(run: &Option<String>) -> serde_json::Value {
+    match run {
+        Some(r) => json!({ "run": r }),
+        None => json!({}),
+    }
 }
 
-async fn first_snapshot(client: &mut SurfaceClient) -> CliResult<(String, Vec<NodeView>)> {
-    let stream = client.send(NODES_GET, json!({})).await.map_err(|e| CliError::refused(e.to_string()))?;
+/// The first item of a cell, then the stream is closed.
+async fn first_item<T: serde::de::DeserializeOwned>(
+    client: &mut SurfaceClient,
+    method: &str,
+    params: serde_json::Value,
+) -> CliResult<T> {
+    let stream = client.send(method, params).await.map_err(refused)?;
     loop {
-        match client.next().await.map_err(|e| CliError::refused(e.to_string()))? {
+        match client.next().await.map_err(refused)? {
             Some(ClientEvent::Item { stream: s, value }) if s == stream => {
-                if let Ok(NodesFrame::Snapshot { name, nodes, .. }) = serde_json::from_str(value.get()) {
-                    return Ok((name, nodes));
-                }
+                let item = serde_json::from_str(value.get())
+                    .map_err(|e| CliError::refused(format!("the server sent an odd {method} item: {e}")))?;
+                let _ = client.cancel_stream(stream).await;
+                return Ok(item);
             }
             Some(ClientEvent::Response { id, result: Err(e) }) if id == stream => {
                 return Err(CliError::refused(e.message));
@@ -57,47 +66,80 @@ async fn first_snapshot(client: &mut SurfaceClient) -> CliResult<(String, Vec<No
     }
 }
 
+async fn header_of(client: &mut SurfaceClient, run: &Option<String>) -> CliResult<Header> {
+    let HeaderFrame::Snapshot { header, .. } = first_item(client, HEADER_GET, run_params(run)).await?;
+    Ok(header)
+}
+
+async fn nodes_of(client: &mut SurfaceClient, run: &str) -> CliResult<Vec<NodeView>> {
+    match first_item(client, NODES_GET, json!({ "run": run })).await? {
+        NodesFrame::Snapshot { nodes, .. } | NodesFrame::Delta { nodes, .. } => Ok(nodes),
+    }
+}
+
 fn settled_red(statuses: impl Iterator<Item = NodeStatus> + Clone) -> bool {
     let all_terminal = statuses.clone().all(|s| s.is_terminal());
     all_terminal && statuses.into_iter().any(|s| s.is_red() || s == NodeStatus::Skipped)
+}
+
+fn no_runs() -> CliError {
+    CliError::refused("no run in this checkout yet and none in progress: start one with odu run")
+}
+
+/// A record from the ledger (with nothing serving): the named run, or the latest.
+fn stored(repo: &Path, run: &Option<String>) -> CliResult<RunRecord> {
+    let ci = repo.join(".ci");
+    ledger::recover(&ci, repo, now_ms());
+    let records = ledger::list(&ci);
+    match run {
+        None => records.into_iter().next().ok_or_else(no_runs),
+        Some(r) => records.into_iter().find(|rec| &rec.reference() == r).ok_or_else(|| {
+            CliError::refused(format!("no run {r:?} in this checkout: list them with odu runs"))
+        }),
+    }
 }
 
 pub fn status(args: StatusArgs) -> CliResult<i32> {
     let repo = repo()?;
     runtime()?.block_on(async {
         let Some(mut client) = connect(&repo).await? else {
-            return idle_status(&repo, args.output);
+            return idle_status(&repo, &args.run.run, args.output);
         };
-        let (name, nodes) = first_snapshot(&mut client).await?;
+        let header = header_of(&mut client, &args.run.run).await?;
+        let nodes = nodes_of(&mut client, &header.run).await?;
+        let live = header.phase != Phase::Ended;
         if args.output == OutputFormat::Json {
             let rows: Vec<_> = nodes
                 .iter()
                 .map(|n| json!({"id": n.id, "status": n.status, "exit_code": n.exit_code, "duration_ms": n.duration_ms}))
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&json!({"pipeline": name, "live": true, "nodes": rows})).unwrap());
+            let value = json!({
+                "run": header.run, "pipeline": header.pipeline, "live": live, "phase": header.phase,
+                "outcome": header.outcome, "nodes": rows,
+            });
+            println!("{}", serde_json::to_string_pretty(&value).expect("json"));
         } else {
+            let state = if live { "in progress".to_string() } else { header.outcome.clone() };
+            println!("{} {} · {} @ {}", header.run, state, header.pipeline, header.label);
             for n in &nodes {
                 println!("{} {:<9} {}", n.status.glyph(), n.status.as_str(), n.id);
             }
         }
-        Ok(i32::from(settled_red(nodes.iter().map(|n| n.status))))
+        let red = if live { settled_red(nodes.iter().map(|n| n.status)) } else { header.outcome != "passed" };
+        Ok(i32::from(red))
     })
 }
 
-/// `status` with nothing running: the latest run from the ledger.
-fn idle_status(repo: &Path, output: OutputFormat) -> CliResult<i32> {
-    let records = ledger::list(&repo.join(".ci"));
-    let Some(record) = records.first() else {
-        return Err(CliError::refused(
-            "no run in this checkout yet and none in progress: start one with odu run",
-        ));
-    };
-    let outcome = record.effective_outcome();
+/// `status` with nothing serving: the run from the ledger.
+fn idle_status(repo: &Path, run: &Option<String>, output: OutputFormat) -> CliResult<i32> {
+    let record = stored(repo, run)?;
+    let outcome = record.effective_outcome().to_string();
     if output == OutputFormat::Json {
-        let mut value = serde_json::to_value(record).expect("records serialize");
+        let mut value = serde_json::to_value(&record).expect("records serialize");
+        value["run"] = json!(record.reference());
         value["outcome"] = json!(outcome);
         value["live"] = json!(false);
-        println!("{}", serde_json::to_string_pretty(&value).unwrap());
+        println!("{}", serde_json::to_string_pretty(&value).expect("json"));
     } else {
         println!("{} {} (no run in progress; the latest run)", record.reference(), outcome);
         for n in &record.nodes {
@@ -113,25 +155,21 @@ pub fn logs(args: LogsArgs) -> CliResult<i32> {
         // Without -f, the trail file is the whole answer; -f follows the live stream.
         let client = if args.follow { connect(&repo).await? } else { None };
         let Some(mut client) = client else {
-            return idle_logs(&repo, &args.node);
+            return idle_logs(&repo, &args.run.run, &args.node);
         };
-        let stream = client
-            .send(NODE_LOG_GET, json!({"id": args.node}))
-            .await
-            .map_err(|e| CliError::refused(e.to_string()))?;
+        let mut params = run_params(&args.run.run);
+        params["id"] = json!(args.node);
+        let stream = client.send(NODE_LOG_GET, params).await.map_err(refused)?;
         let mut out = std::io::stdout().lock();
         loop {
-            match client.next().await.map_err(|e| CliError::refused(e.to_string()))? {
+            match client.next().await.map_err(refused)? {
                 Some(ClientEvent::Item { stream: s, value }) if s == stream => {
                     let item: LogItem =
                         serde_json::from_str(value.get()).map_err(|e| CliError::refused(e.to_string()))?;
                     match item.kind.as_str() {
                         "snapshot" | "append" => {
-                            let bytes = item
-                                .data
-                                .as_deref()
-                                .and_then(odu_proto::LogFrame::decode_data)
-                                .unwrap_or_default();
+                            let bytes =
+                                item.data.and_then(odu_proto::LogFrame::decode_data).unwrap_or_default();
                             let _ = out.write_all(&bytes);
                             let _ = out.flush();
                         }
@@ -151,24 +189,19 @@ pub fn logs(args: LogsArgs) -> CliResult<i32> {
 }
 
 #[derive(serde::Deserialize)]
-struct LogItem {
+struct LogItem<'a> {
     kind: String,
-    #[serde(default)]
-    data: Option<String>,
+    #[serde(default, borrow)]
+    data: Option<&'a str>,
     #[serde(default)]
     bytes: u64,
 }
 
-/// `logs` with nothing running: the trail of the latest run.
-fn idle_logs(repo: &Path, node: &str) -> CliResult<i32> {
-    let records = ledger::list(&repo.join(".ci"));
-    let Some(record) = records.first() else {
-        return Err(CliError::refused(
-            "no run in this checkout yet and none in progress: start one with odu run",
-        ));
-    };
+/// `logs` from the trail.
+fn idle_logs(repo: &Path, run: &Option<String>, node: &str) -> CliResult<i32> {
+    let record = stored(repo, run)?;
     let ids: Vec<String> = record.nodes.iter().map(|n| n.id.clone()).collect();
-    let id = crate::surface::resolve_node(&ids, node).map_err(CliError::refused)?;
+    let id = surface::resolve_node(&ids, node).map_err(CliError::refused)?;
     let entry = record.nodes.iter().find(|n| n.id == id).expect("resolved from these nodes");
     let bytes = std::fs::read(repo.join(&entry.log))
         .map_err(|e| CliError::refused(format!("cannot read {}: {e}", entry.log)))?;
@@ -179,12 +212,21 @@ fn idle_logs(repo: &Path, node: &str) -> CliResult<i32> {
 pub fn rerun(args: RerunArgs) -> CliResult<i32> {
     let repo = repo()?;
     runtime()?.block_on(async {
-        let mut client = connect(&repo).await?.ok_or_else(no_run)?;
-        client
-            .call(NODE_RERUN, json!({"id": args.target}))
-            .await
-            .map_err(|e| CliError::refused(e.to_string()))?;
-        eprintln!("odu: reran {} (and what needs it)", args.target);
+        // A rerun of a finished run starts a new one, so a server is started if need be.
+        let mut client = super::serve::ensure(&repo, super::serve::DEFAULT_IDLE).await?;
+        let mut params = run_params(&args.run.run);
+        params["id"] = json!(args.target);
+        params["env"] = json!(std::env::vars().collect::<BTreeMap<String, String>>());
+        let answer = client.call(NODE_RERUN, params).await.map_err(refused)?;
+        let run = answer.get("run").and_then(|r| r.as_str()).unwrap_or("?");
+        if answer.get("started").is_some() {
+            eprintln!(
+                "odu: that run had ended: started run {run} for {} (follow it with odu attach)",
+                args.target
+            );
+        } else {
+            eprintln!("odu: reran {} in run {run} (and what needs it)", args.target);
+        }
         Ok(0)
     })
 }
@@ -196,198 +238,134 @@ pub fn cancel(args: CancelArgs) -> CliResult<i32> {
             eprintln!("odu: no run in progress in this checkout: nothing to cancel");
             return Ok(0);
         };
-        let (method, params, what) = match args.target.as_deref() {
-            None => (RUN_CANCEL, json!({}), "the run".to_string()),
+        if args.run.run.is_none() && header_of(&mut client, &None).await.is_err() {
+            eprintln!("odu: no run in this checkout yet: nothing to cancel");
+            return Ok(0);
+        }
+        let mut params = run_params(&args.run.run);
+        let (method, what) = match args.target.as_deref() {
+            None => (RUN_CANCEL, "the run".to_string()),
             Some("") => {
                 return Err(CliError::usage(
                     "cancel takes a node id or @platform, or nothing for the whole run",
                 ));
             }
             Some(t) if t.starts_with('@') => {
-                (LANE_CANCEL, json!({"platform": &t[1..]}), format!("lane {}", &t[1..]))
+                params["platform"] = json!(&t[1..]);
+                (LANE_CANCEL, format!("lane {}", &t[1..]))
             }
-            Some(t) => (NODE_CANCEL, json!({"id": t}), t.to_string()),
+            Some(t) => {
+                params["id"] = json!(t);
+                (NODE_CANCEL, t.to_string())
+            }
         };
-        client.call(method, params).await.map_err(|e| CliError::refused(e.to_string()))?;
+        client.call(method, params).await.map_err(refused)?;
         eprintln!("odu: cancelled {what}");
         Ok(0)
     })
 }
 
-fn no_run() -> CliError {
-    CliError::refused(
-        "no run in progress in this checkout (nothing serves .ci/odu.sock): start one with odu run",
-    )
-}
-
-/// Follows the live `nodes` cell, calling `on_change(state, changed ids)` on every frame until
-/// it returns `Some(exit code)`, the server goes away, or `deadline` passes (`Err(state)`).
-async fn follow_nodes(
-    client: &mut SurfaceClient,
-    deadline: Option<tokio::time::Instant>,
-    mut on_change: impl FnMut(&std::collections::BTreeMap<String, NodeView>, &[String]) -> Option<i32>,
-) -> CliResult<Result<i32, std::collections::BTreeMap<String, NodeView>>> {
-    let stream = client.send(NODES_GET, json!({})).await.map_err(|e| CliError::refused(e.to_string()))?;
-    let mut state = std::collections::BTreeMap::new();
-    loop {
-        let next = async { client.next().await };
-        let event = match deadline {
-            Some(at) => match tokio::time::timeout_at(at, next).await {
-                Ok(event) => event,
-                Err(_) => return Ok(Err(state)),
-            },
-            None => next.await,
-        };
-        match event.map_err(|e| CliError::refused(e.to_string()))? {
-            Some(ClientEvent::Item { stream: s, value }) if s == stream => {
-                let Ok(frame) = serde_json::from_str::<NodesFrame>(value.get()) else { continue };
-                let nodes = match frame {
-                    NodesFrame::Snapshot { nodes, .. } => {
-                        state.clear();
-                        nodes
-                    }
-                    NodesFrame::Delta { nodes, .. } => nodes,
-                };
-                let changed: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
-                for n in nodes {
-                    state.insert(n.id.clone(), n);
-                }
-                if let Some(code) = on_change(&state, &changed) {
-                    return Ok(Ok(code));
-                }
-            }
-            Some(_) => {}
-            None => return Ok(Err(state)),
-        }
-    }
-}
-
-/// Log paths of the live run's nodes, from its ledger record (written when the run starts).
-fn log_paths(repo: &Path) -> (String, std::collections::BTreeMap<String, String>) {
-    let records = ledger::list(&repo.join(".ci"));
-    let live = records.iter().find(|r| r.outcome == "running").or(records.first());
-    match live {
-        Some(r) => (r.reference(), r.nodes.iter().map(|n| (n.id.clone(), n.log.clone())).collect()),
-        None => (String::new(), Default::default()),
-    }
-}
-
-fn progress_of(view: &NodeView, logs: &std::collections::BTreeMap<String, String>) -> Option<String> {
-    let word = view.status.progress_word()?;
-    let (task, platform) = view.id.rsplit_once('@').unwrap_or((&view.id, ""));
-    let mut line = serde_json::Map::new();
-    line.insert("node".into(), json!(view.id));
-    line.insert("recipe".into(), json!(task));
-    line.insert("platform".into(), json!(platform));
-    line.insert("status".into(), json!(word));
-    if let Some(code) = view.exit_code {
-        line.insert("exit_code".into(), json!(code));
-    }
-    line.insert("log".into(), json!(logs.get(&view.id).cloned().unwrap_or_default()));
-    Some(serde_json::Value::Object(line).to_string())
-}
-
-fn all_settled(state: &std::collections::BTreeMap<String, NodeView>) -> bool {
-    !state.is_empty() && state.values().all(|n| n.status.is_terminal())
-}
-
 /// `attach -o json` (and `attach` when stdout is not a terminal): the same NDJSON transition
-/// stream as `run --progress json`, ending with the verdict.
+/// stream as `run --progress json`, ending with the verdict. Idle attach shows the run as it
+/// ended.
 pub fn attach(args: crate::cli::AttachArgs) -> CliResult<i32> {
     let repo = repo()?;
     runtime()?.block_on(async {
+        let face: Box<dyn Face> = match args.output {
+            OutputFormat::Json => Box::new(JsonFace),
+            OutputFormat::Text => Box::new(PlainFace::new(false)),
+        };
         let Some(mut client) = connect(&repo).await? else {
-            // Idle attach: the latest run, as it ended.
-            let records = ledger::list(&repo.join(".ci"));
-            let Some(record) = records.first() else {
-                return Err(CliError::refused(
-                    "no run in this checkout yet and none in progress: start one with odu run",
-                ));
-            };
-            let logs = record.nodes.iter().map(|n| (n.id.clone(), n.log.clone())).collect();
-            for n in &record.nodes {
-                let mut view = NodeView::pending(&n.id, String::new(), vec![]);
-                view.status = n.status;
-                view.exit_code = n.exit_code;
-                if let Some(line) = progress_of(&view, &logs) {
-                    println!("{line}");
-                }
-            }
+            let record = stored(&repo, &args.run.run)?;
+            let mut replica = super::run::Replica::new(face);
+            let header = surface::stored_header(&record);
+            let views = surface::stored_views(&record);
+            replica.header = Some(header);
+            replica.apply(views.clone(), Some(views.iter().map(|v| v.id.clone()).collect()));
+            replica.finish();
             let outcome = record.effective_outcome();
             eprintln!("odu: {} {outcome} (no run in progress)", record.reference());
             return Ok(i32::from(outcome != "passed"));
         };
-        let json_lines = args.output == OutputFormat::Json;
-        let (reference, logs) = log_paths(&repo);
-        let mut last: std::collections::BTreeMap<String, NodeStatus> = Default::default();
-        let result = follow_nodes(&mut client, None, |state, changed| {
-            let mut out = std::io::stdout().lock();
-            for id in changed {
-                let view = &state[id];
-                if last.get(id) != Some(&view.status) {
-                    last.insert(id.clone(), view.status);
-                    if !json_lines && view.status != NodeStatus::Pending {
-                        let _ =
-                            writeln!(out, "{} {:<9} {}", view.status.glyph(), view.status.as_str(), view.id);
-                    } else if let Some(line) = progress_of(view, &logs).filter(|_| json_lines) {
-                        let _ = writeln!(out, "{line}");
-                    }
-                }
-            }
-            let _ = out.flush();
-            all_settled(state).then(|| i32::from(settled_red(state.values().map(|n| n.status))))
-        })
-        .await?;
-        let code = match result {
-            Ok(code) => code,
-            Err(state) => i32::from(!all_settled(&state) || settled_red(state.values().map(|n| n.status))),
-        };
-        eprintln!("odu: {reference} {}", if code == 0 { "passed" } else { "did not pass" });
-        Ok(code)
+        let header = header_of(&mut client, &args.run.run).await?;
+        super::run::follow(&mut client, &header.run, face, false).await
     })
 }
 
-/// `wait`: blocks until a node goes red (fail-fast, the default) or every node settled, then
-/// prints one JSON verdict.
+/// `wait`: blocks until a node goes red (fail-fast, the default) or the run ends, then prints
+/// one JSON verdict.
 pub fn wait(args: crate::cli::WaitArgs) -> CliResult<i32> {
     let repo = repo()?;
-    let timeout = args.timeout.as_deref().map(parse_duration).transpose()?;
+    let timeout = args.timeout.as_deref().map(|t| super::parse_duration(t, "--timeout")).transpose()?;
     runtime()?.block_on(async {
         let started = std::time::Instant::now();
-        let Some(mut client) = connect(&repo).await? else { return Err(no_run()) };
-        let (reference, _) = log_paths(&repo);
+        let Some(mut client) = connect(&repo).await? else {
+            return Err(CliError::refused(
+                "no run in progress in this checkout (nothing serves .ci/odu.sock): start one with odu run",
+            ));
+        };
+        let header = header_of(&mut client, &args.run.run).await?;
+        let run = header.run.clone();
         let deadline = timeout.map(|d| tokio::time::Instant::now() + d);
-        let settle = args.settle;
+        let header_stream = client.send(HEADER_GET, json!({ "run": run })).await.map_err(refused)?;
+        let nodes_stream = client.send(NODES_GET, json!({ "run": run })).await.map_err(refused)?;
+        let mut state: BTreeMap<String, NodeView> = BTreeMap::new();
+        let mut ended = header.phase == Phase::Ended;
         let mut fail_fast = false;
-        let result = follow_nodes(&mut client, deadline, |state, _| {
-            let red = state.values().any(|n| n.status.is_red());
-            if red && !settle {
-                fail_fast = true;
-                return Some(1);
+        let mut timed_out = false;
+        while !ended {
+            let next = client.next();
+            let event = match deadline {
+                Some(at) => match tokio::time::timeout_at(at, next).await {
+                    Ok(event) => event,
+                    Err(_) => {
+                        timed_out = true;
+                        break;
+                    }
+                },
+                None => next.await,
+            };
+            match event.map_err(refused)? {
+                Some(ClientEvent::Item { stream, value }) if stream == header_stream => {
+                    if let Ok(HeaderFrame::Snapshot { header, .. }) = serde_json::from_str(value.get()) {
+                        ended = header.phase == Phase::Ended;
+                    }
+                }
+                Some(ClientEvent::Item { stream, value }) if stream == nodes_stream => {
+                    let nodes = match serde_json::from_str::<NodesFrame>(value.get()) {
+                        Ok(NodesFrame::Snapshot { nodes, .. }) => {
+                            state.clear();
+                            nodes
+                        }
+                        Ok(NodesFrame::Delta { nodes, .. }) => nodes,
+                        Err(_) => continue,
+                    };
+                    for n in nodes {
+                        state.insert(n.id.clone(), n);
+                    }
+                    if !args.settle && state.values().any(|n| n.status.is_red()) {
+                        fail_fast = true;
+                        break;
+                    }
+                }
+                Some(_) => {}
+                None => break,
             }
-            all_settled(state).then_some(0)
-        })
-        .await?;
-        let (state, timed_out) = match &result {
-            Ok(_) => (None, false),
-            Err(state) => (Some(state.clone()), deadline.is_some_and(|d| tokio::time::Instant::now() >= d)),
-        };
-        // Re-read the final state for the verdict.
-        let state = match state {
-            Some(state) => state,
-            None => {
-                let (_, nodes) = first_snapshot(&mut client).await.unwrap_or_default();
-                nodes.into_iter().map(|n| (n.id.clone(), n)).collect()
+        }
+        let final_header = if ended { header_of(&mut client, &Some(run.clone())).await.ok() } else { None };
+        if ended || fail_fast {
+            // The state as it stands now, from a fresh snapshot.
+            if let Ok(nodes) = nodes_of(&mut client, &run).await {
+                state = nodes.into_iter().map(|n| (n.id.clone(), n)).collect();
             }
-        };
+        }
         let of = |s: NodeStatus| {
             state.values().filter(|n| n.status == s).map(|n| n.id.clone()).collect::<Vec<_>>()
         };
-        let settled = all_settled(&state);
-        let passed = settled && state.values().all(|n| n.status == NodeStatus::Ok);
+        let passed = final_header.as_ref().is_some_and(|h| h.outcome == "passed");
         let verdict = json!({
-            "run": reference,
-            "settled": settled,
+            "run": run,
+            "settled": ended,
             "passed": passed,
             "failed": of(NodeStatus::Failed),
             "errored": of(NodeStatus::Errored),
@@ -399,19 +377,4 @@ pub fn wait(args: crate::cli::WaitArgs) -> CliResult<i32> {
         println!("{verdict}");
         Ok(if passed { 0 } else { 1 })
     })
-}
-
-/// `90`, `90s`, `5m`, `1h`, `250ms`.
-fn parse_duration(text: &str) -> CliResult<std::time::Duration> {
-    let bad = || CliError::usage(format!("--timeout expects a duration like 30s, 5m or 1h, got {text:?}"));
-    let (number, unit) = text.find(|c: char| !c.is_ascii_digit()).map_or((text, "s"), |at| text.split_at(at));
-    let n: u64 = number.parse().map_err(|_| bad())?;
-    let ms = match unit {
-        "ms" => n,
-        "s" => n * 1000,
-        "m" => n * 60_000,
-        "h" => n * 3_600_000,
-        _ => return Err(bad()),
-    };
-    Ok(std::time::Duration::from_millis(ms))
 }

@@ -176,17 +176,18 @@ fn interrupt_kills_every_process_group_and_records_incomplete() {
 
 #[test]
 fn a_second_run_in_the_same_checkout_is_refused_while_one_is_live() {
-    let repo = Repo::new("[metadata(\"ci\")]\nci: slow\nslow:\n    sleep 30\n");
+    let repo = Repo::new("[metadata(\"ci\")]\nci: slow\nslow:\n    sleep 30\nfast:\n    true\n");
     let mut first = Running::spawn(repo.odu(&["run", "--progress", "json"]));
     first.wait_for_line("slow@");
-    assert_refused(&repo.run(&["run"]), "a run is already in progress");
-    first.signal(libc::SIGTERM);
+    assert_refused(&repo.run(&["run"]), "is in progress in this checkout");
+    // --supersede cancels the live run, waits for its record, and runs.
+    let second = repo.run(&["run", "--supersede", "--root", "fast"]);
+    assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));
     let (code, _) = first.finish();
-    assert_eq!(code, Some(130));
-    // The lock went with the first run.
-    let repo_fast =
-        repo.run(&["run", "--root", "slow", "--no-deps", "--platform", &local_platform(), "--help"]);
-    assert_eq!(repo_fast.status.code(), Some(0));
+    assert_eq!(code, Some(130), "the superseded run ends interrupted");
+    let outcomes: Vec<String> =
+        repo.ledger().iter().map(|r| r["outcome"].as_str().unwrap().to_string()).collect();
+    assert_eq!(outcomes, vec!["passed", "incomplete"]);
 }
 
 #[test]

@@ -2,8 +2,15 @@
 
 use odu::runner::{item_frame, log_frame_json};
 use odu::spool::SpoolChunk;
-use odu_proto::{Configure, LogFrame, Message, NodesFrame, decode_line, encode_frame};
+use odu_proto::{
+    Configure, HeaderFrame, LogFrame, Message, NodesFrame, RunsFrame, StartParams, Started, decode_line,
+    encode_frame,
+};
 use serde_json::Value;
+
+fn to_value(value: impl serde::Serialize) -> Value {
+    serde_json::to_value(value).unwrap()
+}
 
 fn golden_pairs() -> Vec<(String, String)> {
     let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/protocol.md")).unwrap();
@@ -42,18 +49,29 @@ fn golden_frames_round_trip_byte_for_byte() {
         match message {
             Message::Notification { method, params } if method == "$/item" => {
                 let value = params["value"].clone();
-                let typed = serde_json::from_value::<NodesFrame>(value.clone())
-                    .map(|_| ())
-                    .or_else(|_| serde_json::from_value::<LogFrame>(value.clone()).map(|_| ()));
-                assert!(typed.is_ok(), "item is neither a nodes nor a log frame: {value}");
-                if value.get("revision").is_some() {
-                    let typed: NodesFrame = serde_json::from_value(value.clone()).unwrap();
-                    assert_eq!(serde_json::to_value(&typed).unwrap(), value, "nodes frame fields");
+                let round_trip = |typed: Value| assert_eq!(typed, value, "item fields");
+                if value.get("header").is_some() {
+                    round_trip(to_value(serde_json::from_value::<HeaderFrame>(value.clone()).unwrap()));
+                } else if value.get("runs").is_some() {
+                    round_trip(to_value(serde_json::from_value::<RunsFrame>(value.clone()).unwrap()));
+                } else if value.get("revision").is_some() {
+                    round_trip(to_value(serde_json::from_value::<NodesFrame>(value.clone()).unwrap()));
+                } else {
+                    let typed = serde_json::from_value::<LogFrame>(value.clone());
+                    assert!(typed.is_ok(), "item is no frame of the contract: {value}");
                 }
             }
             Message::Request { method, params, .. } if method == "run.configure" => {
                 let typed: Configure = serde_json::from_value(params.clone()).unwrap();
                 assert_eq!(serde_json::to_value(&typed).unwrap(), params);
+            }
+            Message::Request { method, params, .. } if method == "run.start" => {
+                let typed: StartParams = serde_json::from_value(params.clone()).unwrap();
+                assert_eq!(serde_json::to_value(&typed).unwrap(), params);
+            }
+            Message::Response { result: Ok(result), .. } if result.get("hosts_source").is_some() => {
+                let typed: Started = serde_json::from_value(result.clone()).unwrap();
+                assert_eq!(serde_json::to_value(&typed).unwrap(), result);
             }
             _ => {}
         }

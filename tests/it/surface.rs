@@ -134,7 +134,14 @@ fn cancelling_the_whole_run_from_another_client_ends_it_as_interrupted() {
     assert_eq!(repo.run(&["cancel"]).status.code(), Some(0));
     let (code, _) = run.finish();
     assert_eq!(code, Some(130));
-    assert!(!repo.path().join(".ci/odu.sock").exists(), "the socket goes with the run");
+    // The server outlives the run and serves it as it ended.
+    let ended = status_json(&repo);
+    assert_eq!(ended["live"], false);
+    assert_eq!(ended["outcome"], "incomplete");
+    assert_eq!(node_status(&ended, &format!("slow@{p}")), "cancelled");
+    let again = repo.run(&["cancel"]);
+    assert_eq!(again.status.code(), Some(1), "an ended run cannot be cancelled");
+    assert!(stderr(&again).contains("has ended"), "{}", stderr(&again));
 }
 
 #[test]
@@ -190,7 +197,7 @@ fn clients_with_no_run_say_so() {
     assert!(stderr(&status).contains("no run in this checkout yet"), "{}", stderr(&status));
     let rerun = repo.run(&["rerun", "a"]);
     assert_eq!(rerun.status.code(), Some(1));
-    assert!(stderr(&rerun).contains("no run in progress"), "{}", stderr(&rerun));
+    assert!(stderr(&rerun).contains("no run in this checkout yet"), "{}", stderr(&rerun));
     let cancel = repo.run(&["cancel"]);
     assert_eq!(cancel.status.code(), Some(0));
 }

@@ -9,6 +9,16 @@ pub const NODES_GET: &str = "nodes.get";
 pub const NODE_LOG_GET: &str = "nodeLog.get";
 pub const NODE_RERUN: &str = "node.rerun";
 pub const NODE_CANCEL: &str = "node.cancel";
+/// Fan-in surface only: the cell of every run the server knows ([`RunsFrame`]).
+pub const RUNS_GET: &str = "runs.get";
+/// Fan-in surface only: the cell of one run's header ([`HeaderFrame`]).
+pub const HEADER_GET: &str = "header.get";
+/// Fan-in surface only: start a run ([`StartParams`] → [`Started`]).
+pub const RUN_START: &str = "run.start";
+/// Fan-in surface only: cancel every node of a run.
+pub const RUN_CANCEL: &str = "run.cancel";
+/// Fan-in surface only: cancel every node of one lane (`{platform}`).
+pub const LANE_CANCEL: &str = "lane.cancel";
 /// Notification carrying one item of a stream: [`StreamItem`].
 pub const ITEM: &str = "$/item";
 /// Notification from a client that stops one of its streams: [`CancelStream`].
@@ -53,6 +63,132 @@ pub struct Configure {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeParams {
     pub id: String,
+}
+
+/// `run.start`: what `odu run` was asked, as data. Every field may be left out.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartParams {
+    /// `recipe` or `recipe@platform`; none runs the whole pipeline.
+    #[serde(default)]
+    pub selectors: Vec<String>,
+    #[serde(default)]
+    pub flags: StartFlags,
+    /// The environment the run sees (the starting shell's: `PATH`, `ODU_HOSTS`, …); absent
+    /// means the server's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// The flags of `odu run`, by their long names.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StartFlags {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub platform: Vec<String>,
+    /// One-shot host pins, `P=ADDR`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub host: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub no_deps: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub no_post: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub no_snapshot: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub no_strict: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jobs: Option<usize>,
+    /// Cancel the checkout's live run first instead of refusing.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub supersede: bool,
+}
+
+/// One lane of a run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaneInfo {
+    pub platform: String,
+    pub host: String,
+}
+
+/// The result of `run.start`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Started {
+    /// `<sha7>#<seq>` (`<sha7>+dirty#<seq>` for a live-tree run): the `run` of later calls.
+    pub run: String,
+    pub label: String,
+    pub pipeline: String,
+    pub lanes: Vec<LaneInfo>,
+    /// Where the hosts came from (a file, `$ODU_HOSTS`, `--host`, or the default).
+    pub hosts_source: String,
+    /// Lines the starting client should show its user (defaults taken, features absent).
+    #[serde(default)]
+    pub notes: Vec<String>,
+}
+
+/// Where a run is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Lanes are up and nodes are running (or about to).
+    Running,
+    /// Every node is terminal; lanes are closing.
+    Settled,
+    /// The run is over and its record is final. Nothing about it changes again.
+    Ended,
+}
+
+/// The `header` cell of one run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    pub run: String,
+    pub sha: String,
+    pub label: String,
+    pub pipeline: String,
+    pub lanes: Vec<LaneInfo>,
+    pub phase: Phase,
+    /// `running`, `passed`, `failed` or `incomplete`.
+    pub outcome: String,
+    /// The run was cancelled as a whole (Ctrl-C, `run.cancel`, a superseding run).
+    pub interrupted: bool,
+    pub started_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<u64>,
+}
+
+/// Items of the `header` cell: the header is small, so every item is the whole of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum HeaderFrame {
+    Snapshot { revision: u64, header: Header },
+}
+
+/// One run in the `runs` cell.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub run: String,
+    pub sha: String,
+    pub label: String,
+    pub seq: u64,
+    /// A live-tree run (`--no-snapshot`) of a dirty checkout.
+    pub dirty: bool,
+    pub pipeline: String,
+    /// `running`, `passed`, `failed` or `incomplete`.
+    pub outcome: String,
+    pub lanes: Vec<String>,
+    pub started_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<u64>,
+}
+
+/// Items of the `runs` cell: every run the server knows, newest first, then deltas carrying the
+/// runs that started or changed (a run not yet listed goes first).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum RunsFrame {
+    Snapshot { revision: u64, runs: Vec<RunSummary> },
+    Delta { revision: u64, runs: Vec<RunSummary> },
 }
 
 /// Items of the `nodes` cell: a snapshot first (and after a resync), then deltas carrying only

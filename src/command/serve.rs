@@ -1,0 +1,119 @@
+//! `odu serve`, and how other commands reach a server: `ensure` connects to the checkout's
+//! server, starting one in the background when none answers.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::net::UnixStream;
+use tokio::net::unix::OwnedReadHalf;
+
+use crate::cli::ServeArgs;
+use crate::client::{Client, ClientError};
+use crate::error::{CliError, CliResult};
+use crate::server::{self, ServeOptions};
+use crate::surface::socket_path;
+
+pub type SurfaceClient = Client<OwnedReadHalf>;
+
+/// How long an auto-started server waits, idle, before it exits.
+pub const DEFAULT_IDLE: &str = "10m";
+
+pub fn serve(args: ServeArgs) -> CliResult<i32> {
+    let cwd = super::current_dir()?;
+    let repo = crate::git::toplevel(&cwd)?;
+    let idle_timeout = match args.idle_timeout.as_deref() {
+        None | Some("0") | Some("never") => None,
+        Some(text) => Some(super::parse_duration(text, "--idle-timeout")?),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::refused(format!("cannot start the async runtime: {e}")))?;
+    let code = runtime.block_on(server::serve(repo, ServeOptions { idle_timeout, verbose: !args.quiet }))?;
+    // Lanes still closing are not waited for: their runners die with their stdin.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    Ok(code)
+}
+
+/// Connects and shakes hands; `Ok(None)` when nothing answers on the socket.
+pub async fn connect(repo: &Path) -> CliResult<Option<SurfaceClient>> {
+    let Ok(stream) = UnixStream::connect(socket_path(repo)).await else { return Ok(None) };
+    let (reader, writer) = stream.into_split();
+    match Client::connect(reader, writer, "odu").await {
+        Ok(client) => Ok(Some(client)),
+        Err(ClientError::Refused(e)) => Err(CliError::refused(format!(
+            "the server on {} refused us: {}: stop it (it exits when idle) or use the same odu build",
+            socket_path(repo).display(),
+            e.message
+        ))),
+        // A server that closes on us is shutting down: treat it as absent.
+        Err(_) => Ok(None),
+    }
+}
+
+/// Connects to the checkout's server, starting `odu serve --idle-timeout IDLE` in the
+/// background (its own session, its output in `.ci/odu.serve.log`) when none answers.
+pub async fn ensure(repo: &Path, idle: &str) -> CliResult<SurfaceClient> {
+    if let Some(client) = connect(repo).await? {
+        return Ok(client);
+    }
+    let exe =
+        std::env::current_exe().map_err(|e| CliError::refused(format!("cannot locate odu itself: {e}")))?;
+    let ci = crate::start::ensure_ci_dir(repo)?;
+    let log_path = ci.join("odu.serve.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| CliError::refused(format!("cannot open {}: {e}", log_path.display())))?;
+    let mut command = std::process::Command::new(exe);
+    command
+        .args(["serve", "--idle-timeout", idle])
+        .current_dir(repo)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| CliError::refused(e.to_string()))?)
+        .stderr(log);
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setsid is async-signal-safe; the server leaves the terminal's session, so a
+        // Ctrl-C meant for `odu run` never reaches it.
+        unsafe {
+            command.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+    }
+    let mut child =
+        command.spawn().map_err(|e| CliError::refused(format!("cannot start a server (odu serve): {e}")))?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(client) = connect(repo).await? {
+            // The server outlives us; its exit status is not ours to collect.
+            std::mem::forget(child);
+            return Ok(client);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            // Another server may have won the race for the socket.
+            if let Some(client) = connect(repo).await? {
+                return Ok(client);
+            }
+            let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let last = tail.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
+            return Err(CliError::refused(format!(
+                "the server (odu serve) could not start ({status}): {}",
+                if last.is_empty() { format!("see {}", log_path.display()) } else { last }
+            )));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(CliError::refused(format!(
+                "the server (odu serve) did not answer on {} within 10s: see {}",
+                socket_path(repo).display(),
+                log_path.display()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}

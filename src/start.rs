@@ -1,0 +1,312 @@
+//! Preparing a run from `run.start`: the strict gate, the plan, the hosts and the lanes. The
+//! server does this for every client (`odu run`, a rerun of a finished run, an agent), in the
+//! environment the client sent.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use odu_core::plan::Selector;
+use odu_core::{Plan, Task, TaskSpec};
+use odu_proto::{LaneInfo, StartParams, Started};
+
+use crate::clock::now_ms;
+use crate::coordinator::Coordinator;
+use crate::error::{CliError, CliResult};
+use crate::face::Face;
+use crate::fan_in::FanIn;
+use crate::hosts::{self, Hosts};
+use crate::lane::LaneSpec;
+use crate::ledger::{self, LaneRecord, RunRecord};
+use crate::tool::Env;
+use crate::{git, just};
+
+/// Set in every node's environment; a nested `odu run` without explicit hosts is refused.
+pub const RUN_ENV: &str = "ODU_RUN";
+
+/// `run.start`'s params after they are understood.
+#[derive(Debug)]
+pub struct RunConfig {
+    pub selectors: Vec<Selector>,
+    pub platforms: Vec<String>,
+    pub pins: Vec<(String, String)>,
+    pub root: Option<String>,
+    pub no_deps: bool,
+    /// Refuse a dirty tree and run a pinned snapshot of HEAD.
+    pub snapshot: bool,
+    pub post: bool,
+    pub jobs: Option<usize>,
+}
+
+impl RunConfig {
+    pub fn from_params(params: &StartParams) -> CliResult<RunConfig> {
+        let flags = &params.flags;
+        let pins = flags.host.iter().map(|p| hosts::parse_pin(p)).collect::<CliResult<Vec<_>>>()?;
+        let snapshot = !flags.no_strict && !flags.no_snapshot;
+        if flags.jobs == Some(0) {
+            return Err(CliError::usage("--jobs must be at least 1"));
+        }
+        Ok(RunConfig {
+            selectors: params.selectors.iter().map(|s| Selector::parse(s)).collect(),
+            platforms: flags.platform.clone(),
+            pins,
+            root: flags.root.clone(),
+            no_deps: flags.no_deps,
+            snapshot,
+            post: snapshot && !flags.no_post,
+            jobs: flags.jobs,
+        })
+    }
+}
+
+/// Holds `.ci/odu.run.lock` for the life of a run: one run per checkout at a time, even
+/// against another build's server.
+pub struct RunLock {
+    path: PathBuf,
+}
+
+impl RunLock {
+    pub fn acquire(ci: &Path) -> CliResult<RunLock> {
+        use std::io::Write;
+        let path = ci.join("odu.run.lock");
+        for _ in 0..3 {
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut file) => {
+                    let _ = writeln!(file, "{}", std::process::id());
+                    return Ok(RunLock { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let holder =
+                        std::fs::read_to_string(&path).ok().and_then(|t| t.trim().parse::<u32>().ok());
+                    match holder {
+                        Some(pid) if ledger::pid_alive(pid) => {
+                            return Err(CliError::refused(format!(
+                                "a run is already in progress in this checkout (odu pid {pid}): wait for it to finish, or stop it first"
+                            )));
+                        }
+                        // A dead holder's lock is stale: reclaim it.
+                        _ => {
+                            let _ = std::fs::remove_file(&path);
+                        }
+                    }
+                }
+                Err(e) => return Err(CliError::refused(format!("cannot create {}: {e}", path.display()))),
+            }
+        }
+        Err(CliError::refused(format!("cannot take the run lock {}", path.display())))
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Creates `.ci` private (0700).
+pub fn ensure_ci_dir(repo: &Path) -> CliResult<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let ci = repo.join(".ci");
+    std::fs::create_dir_all(&ci)
+        .map_err(|e| CliError::refused(format!("cannot create {}: {e}", ci.display())))?;
+    std::fs::set_permissions(&ci, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| CliError::refused(format!("cannot make {} private: {e}", ci.display())))?;
+    Ok(ci)
+}
+
+/// The runner binary for local lanes: `$ODU_RUNNER`, else `odu-runner` beside this binary.
+pub fn runner_path(env: &dyn Fn(&str) -> Option<String>) -> CliResult<PathBuf> {
+    if let Some(path) = env("ODU_RUNNER").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(path));
+    }
+    let exe =
+        std::env::current_exe().map_err(|e| CliError::refused(format!("cannot locate odu itself: {e}")))?;
+    let runner = exe.with_file_name("odu-runner");
+    if !runner.exists() {
+        return Err(CliError::refused(format!(
+            "cannot find odu-runner next to odu (looked at {}): install both binaries together, or set ODU_RUNNER",
+            runner.display()
+        )));
+    }
+    Ok(runner)
+}
+
+/// The lanes that run, with their tasks; lanes with nothing to do are dropped.
+pub fn plan_lanes(plan: &Plan, config: &RunConfig, hosts: &Hosts) -> CliResult<Vec<(String, Vec<Task>)>> {
+    let mut fanout: Vec<String> = hosts.entries.keys().cloned().collect();
+    if !config.platforms.is_empty() {
+        for p in &config.platforms {
+            if !hosts.entries.contains_key(p) {
+                return Err(CliError::refused(format!(
+                    "--platform {p} has no host: add it to the hosts config ({}) or pass --host {p}=ADDR",
+                    hosts.source
+                )));
+            }
+        }
+        fanout.retain(|p| config.platforms.contains(p));
+    }
+    for selector in &config.selectors {
+        if let Some(p) = &selector.platform
+            && !fanout.contains(p)
+        {
+            return Err(CliError::refused(format!(
+                "selector platform {p:?} is not in the fan-out ({}): configure a host for it or pass --host {p}=ADDR",
+                fanout.join(", ")
+            )));
+        }
+    }
+    let resolved = plan.resolve(&config.selectors)?;
+    let lanes: Vec<(String, Vec<Task>)> = fanout
+        .into_iter()
+        .map(|p| {
+            let tasks = plan.lane_tasks(&p, &resolved, config.no_deps);
+            (p, tasks)
+        })
+        .filter(|(_, tasks)| !tasks.is_empty())
+        .collect();
+    if lanes.is_empty() {
+        return Err(CliError::refused(
+            "nothing to run: no lane has a matching recipe (check the selectors and --platform)",
+        ));
+    }
+    Ok(lanes)
+}
+
+/// A run ready to start: its coordinator, lanes, what `run.start` answers, and what must live as
+/// long as the run (the pinned worktree, the run lock).
+pub struct Prepared {
+    pub coordinator: Coordinator,
+    pub specs: Vec<LaneSpec>,
+    pub started: Started,
+    pub guards: (Option<git::Snapshot>, RunLock),
+}
+
+/// Everything `odu run` used to do before its first lane: each refusal is one line that says
+/// what to do next, and leaves no ledger record.
+pub fn prepare(
+    repo: &Path,
+    params: &StartParams,
+    env: Option<&Env>,
+    face: Box<dyn Face + Send>,
+) -> CliResult<Prepared> {
+    let config = RunConfig::from_params(params)?;
+    let own_env;
+    let env_map = match env {
+        Some(env) => env,
+        None => {
+            own_env = std::env::vars().collect::<Env>();
+            &own_env
+        }
+    };
+    let var = |k: &str| env_map.get(k).cloned();
+    if let Some(outer) = var(RUN_ENV).filter(|v| !v.is_empty())
+        && config.pins.is_empty()
+        && var("ODU_HOSTS").filter(|v| !v.is_empty()).is_none()
+    {
+        return Err(CliError::refused(format!(
+            "refusing to start a run from inside a node of run {outer}: pass --host P=ADDR or set ODU_HOSTS to run a nested pipeline on purpose"
+        )));
+    }
+    let hosts = hosts::resolve(&config.pins, &var)?;
+    let sha = git::head(repo)?;
+    let dirty_paths = git::dirty_paths(repo)?;
+    let dirty = !dirty_paths.is_empty();
+    if config.snapshot && dirty {
+        let example = dirty_paths.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
+        return Err(CliError::refused(format!(
+            "working tree is dirty ({} changed: {example}): commit or stash, or pass --no-strict for a dev iteration run",
+            plural(dirty_paths.len(), "path")
+        )));
+    }
+    let ci = ensure_ci_dir(repo)?;
+    let lock = RunLock::acquire(&ci)?;
+    let snapshot = if config.snapshot { Some(git::Snapshot::create(repo, &sha)?) } else { None };
+    let workspace = snapshot.as_ref().map_or(repo.to_path_buf(), |s| s.dir.clone());
+    let plan = Plan::from_dump(&just::dump_with(&workspace, env)?, config.root.as_deref())?;
+    let lanes = plan_lanes(&plan, &config, &hosts)?;
+    for (platform, _) in &lanes {
+        let entry = &hosts.entries[platform];
+        if !entry.is_local() {
+            return Err(CliError::refused(format!(
+                "lane {platform}={} is remote: this build runs localhost lanes only; pass --host {platform}=localhost or slice it out with --platform",
+                entry.host
+            )));
+        }
+    }
+    let mut notes = Vec::new();
+    if hosts.defaulted {
+        notes.push(format!(
+            "no hosts configured: running one localhost lane for {} (configure ~/.config/odu/hosts.json or pass --host P=ADDR)",
+            hosts::local_platform()
+        ));
+    }
+    let origin = git::origin(repo);
+    if config.post && origin.as_deref().and_then(git::github_repo).is_some() {
+        notes.push(
+            "posting GitHub commit statuses is not available in this build: this run posts none".into(),
+        );
+    }
+    let runner = runner_path(&var)?;
+    let sha7 = &sha[..7];
+    let label = if !config.snapshot && dirty { format!("{sha7}+dirty") } else { sha7.to_string() };
+    let started_at = now_ms();
+    let mut record = RunRecord {
+        version: 1,
+        repo: origin.as_deref().and_then(git::github_repo),
+        sha: sha.clone(),
+        label: label.clone(),
+        seq: 0,
+        dirty: !config.snapshot && dirty,
+        pipeline: plan.root.clone(),
+        outcome: "running".into(),
+        pid: Some(std::process::id()),
+        started_at,
+        finished_at: None,
+        lanes: lanes
+            .iter()
+            .map(|(p, _)| LaneRecord { platform: p.clone(), host: hosts.entries[p].host.clone() })
+            .collect(),
+        nodes: vec![],
+        unposted: vec![],
+        selectors: params.selectors.clone(),
+        flags: odu_proto::StartFlags { supersede: false, ..params.flags.clone() },
+        note: None,
+    };
+    let seq = ledger::reserve(&ci, &mut record)
+        .map_err(|e| CliError::refused(format!("cannot reserve a run number under {}: {e}", ci.display())))?;
+    let specs: Vec<LaneSpec> = lanes
+        .iter()
+        .map(|(platform, tasks)| LaneSpec {
+            platform: platform.clone(),
+            host: hosts.entries[platform].host.clone(),
+            name: plan.root.clone(),
+            workspace: workspace.clone(),
+            tasks: tasks
+                .iter()
+                .map(|t| TaskSpec { id: t.id.clone(), argv: t.argv(), needs: t.needs.clone() })
+                .collect(),
+            jobs: config.jobs.or(hosts.entries[platform].jobs),
+            env: BTreeMap::from([(RUN_ENV.to_string(), format!("{label}#{seq}"))]),
+            log_dir: ci.join(&label).join(platform),
+            runner: runner.clone(),
+            base_env: env.cloned(),
+        })
+        .collect();
+    let started = Started {
+        run: record.reference(),
+        label: label.clone(),
+        pipeline: plan.root.clone(),
+        lanes: specs
+            .iter()
+            .map(|s| LaneInfo { platform: s.platform.clone(), host: s.host.clone() })
+            .collect(),
+        hosts_source: hosts.source.clone(),
+        notes,
+    };
+    let fan = FanIn::new(&plan.root, &label, &specs, started_at);
+    let coordinator = Coordinator { fan, ci_dir: ci, record, face, interrupted: false };
+    Ok(Prepared { coordinator, specs, started, guards: (snapshot, lock) })
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") }
+}

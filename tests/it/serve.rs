@@ -1,0 +1,429 @@
+//! The server's life apart from any run: `odu serve`, the `runs` and `header` cells, history,
+//! crash recovery, idle exit, and clients that misbehave or never read.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::harness::DEADLINE;
+use crate::repo::*;
+
+fn socket(repo: &Repo) -> PathBuf {
+    repo.path().join(".ci/odu.sock")
+}
+
+fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn wait_for_socket(repo: &Repo) {
+    until("the server's socket", || UnixStream::connect(socket(repo)).is_ok());
+}
+
+/// The pid of the `odu serve` whose working directory is this checkout.
+fn server_pid(repo: &Path) -> Option<i32> {
+    let want = repo.canonicalize().ok()?;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if args.get(1) != Some(&&b"serve"[..]) {
+            continue;
+        }
+        if std::fs::read_link(entry.path().join("cwd")).ok().as_deref() == Some(want.as_path()) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie still answers kill(0): read its state.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+}
+
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+fn json_of(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {} / {}", stdout(out), stderr(out)))
+}
+
+fn statuses(value: &serde_json::Value) -> std::collections::BTreeMap<String, String> {
+    value["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["id"].as_str().unwrap().to_string(), n["status"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+/// A node's status in the first run's record on disk, as the server last saved it.
+fn recorded(repo: &Repo, node: &str) -> String {
+    let path = repo.path().join(format!(".ci/{}/runs/1.json", repo.sha7()));
+    let Ok(text) = std::fs::read(path) else { return String::new() };
+    let Ok(record) = serde_json::from_slice::<serde_json::Value>(&text) else { return String::new() };
+    record["nodes"]
+        .as_array()
+        .and_then(|nodes| nodes.iter().find(|n| n["id"] == node))
+        .and_then(|n| n["status"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn stop_server(repo: &Repo) {
+    if let Some(pid) = server_pid(repo.path()) {
+        // SAFETY: signalling a process this test started (through odu run).
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        until("the server to exit", || !alive(pid));
+    }
+}
+
+/// Connects raw and shakes hands; returns the line reader and the writer.
+fn raw_client(repo: &Repo) -> (BufReader<UnixStream>, UnixStream) {
+    let stream = UnixStream::connect(socket(repo)).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let hello = serde_json::json!({"protocol": odu_proto::PROTOCOL_VERSION, "build": "test"});
+    writer.write_all(&odu_proto::Message::request(0, "handshake", hello).to_frame()).unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    (reader, writer)
+}
+
+fn reply(reader: &mut BufReader<UnixStream>) -> odu_proto::Message {
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    odu_proto::Message::parse(&odu_proto::decode_line(line.trim_end().as_bytes()).unwrap().unwrap()).unwrap()
+}
+
+#[test]
+fn sigkill_of_the_server_mid_run_keeps_the_trail_and_the_next_server_closes_the_run() {
+    let gate = tempfile::tempdir().unwrap();
+    let pidfile = gate.path().join("node.pid");
+    let justfile = format!(
+        "[metadata(\"ci\")]\nci: slow\nslow:\n    @echo before-the-crash; echo $$ > {}; exec sleep 60\nfast:\n    true\n",
+        pidfile.display()
+    );
+    let repo = Repo::new(&justfile);
+    let p = local_platform();
+    let mut run = Running::spawn(repo.odu(&["run", "--progress", "json"]));
+    run.wait_for_line(&format!("\"node\":\"slow@{p}\""));
+    until("the node's pid", || std::fs::read_to_string(&pidfile).is_ok_and(|t| t.ends_with('\n')));
+    let node: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let log = repo.path().join(format!(".ci/{}/{p}/slow.log", repo.sha7()));
+    until("the log on disk", || std::fs::read_to_string(&log).is_ok_and(|t| t.contains("before-the-crash")));
+    until("the record to show the node running", || recorded(&repo, &format!("slow@{p}")) == "running");
+    let server = server_pid(repo.path()).expect("odu run started a server");
+    // SAFETY: killing the server this test started.
+    unsafe { libc::kill(server, libc::SIGKILL) };
+    let (code, err) = run.finish();
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("the server went away"), "{err}");
+    until("the runner to kill the node's group", || !alive(node));
+    // With nothing serving, `runs` closes the record.
+    let runs = json_of(&repo.run(&["runs", "-o", "json"]));
+    assert_eq!(runs[0]["outcome"], "incomplete", "{runs}");
+    let status = json_of(&repo.run(&["status", "-o", "json"]));
+    assert_eq!(status["nodes"][1]["status"], "errored", "{status}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.starts_with("before-the-crash"), "the trail kept what was written: {text}");
+    assert!(text.contains("[odu] log truncated"), "{text}");
+    // A new run starts a new server, and works.
+    let again = repo.run(&["run", "--root", "fast"]);
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    let runs = json_of(&repo.run(&["runs", "-o", "json"]));
+    assert_eq!(runs[0]["outcome"], "passed");
+    assert_eq!(runs[1]["outcome"], "incomplete");
+    stop_server(&repo);
+}
+
+#[test]
+fn a_new_server_closes_a_run_whose_server_died() {
+    let repo = Repo::new("[metadata(\"ci\")]\nci: slow\nslow:\n    sleep 60\n");
+    let p = local_platform();
+    let mut run = Running::spawn(repo.odu(&["run", "--progress", "json"]));
+    run.wait_for_line(&format!("\"node\":\"slow@{p}\""));
+    until("the record to show the node running", || recorded(&repo, &format!("slow@{p}")) == "running");
+    let server = server_pid(repo.path()).expect("a server");
+    // SAFETY: killing the server this test started.
+    unsafe { libc::kill(server, libc::SIGKILL) };
+    let _ = run.finish();
+    until("the old server to go", || !alive(server));
+    let serve = Running::spawn(repo.odu(&["serve"]));
+    wait_for_socket(&repo);
+    let status = json_of(&repo.run(&["status", "-o", "json"]));
+    assert_eq!(status["live"], false);
+    assert_eq!(status["outcome"], "incomplete", "{status}");
+    assert_eq!(statuses(&status)[&format!("slow@{p}")], "errored");
+    serve.signal(libc::SIGTERM);
+    let (code, err) = serve.finish();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("cut short by a server that died"), "{err}");
+    assert!(!socket(&repo).exists(), "a server that stops removes its socket");
+}
+
+#[test]
+fn two_followers_see_identical_bytes() {
+    let gate = tempfile::tempdir().unwrap();
+    let release = gate.path().join("release");
+    let justfile = format!(
+        "[metadata(\"ci\")]\nci: chatty\nchatty:\n    @echo go; for i in $(seq 300); do test -f {} && break; sleep 0.05; done; seq 1 200000\n",
+        release.display()
+    );
+    let repo = Repo::new(&justfile);
+    let p = local_platform();
+    let mut run = Running::spawn(repo.odu(&["run", "--progress", "json"]));
+    run.wait_for_line(&format!("\"node\":\"chatty@{p}\""));
+    let follow = || {
+        repo.odu(&["logs", "-f", "chatty"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (follow(), follow());
+    std::fs::write(&release, "").unwrap();
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(a.status.success() && b.status.success());
+    let (code, err) = run.finish();
+    assert_eq!(code, Some(0), "{err}");
+    let trail = std::fs::read(repo.path().join(format!(".ci/{}/{p}/chatty.log", repo.sha7()))).unwrap();
+    assert!(a.stdout == b.stdout, "the two followers differ");
+    assert!(
+        a.stdout == trail,
+        "a follower differs from the trail ({} vs {} bytes)",
+        a.stdout.len(),
+        trail.len()
+    );
+    assert!(String::from_utf8_lossy(&a.stdout).ends_with("199999\n200000\n"));
+    stop_server(&repo);
+}
+
+#[test]
+fn a_hundred_clients_that_never_read_slow_nothing_and_cost_bounded_memory() {
+    let gate = tempfile::tempdir().unwrap();
+    let release = gate.path().join("release");
+    // 16 MiB of output once released: far more than 100 clients may hold.
+    let justfile = format!(
+        "[metadata(\"ci\")]\nci: loud\nloud:\n    @echo go; for i in $(seq 300); do test -f {} && break; sleep 0.05; done; yes 0123456789abcdef0123456789abcde | head -c 16777216\n",
+        release.display()
+    );
+    let repo = Repo::new(&justfile);
+    let p = local_platform();
+    let mut run = Running::spawn(repo.odu(&["run", "--progress", "json"]));
+    run.wait_for_line(&format!("\"node\":\"loud@{p}\""));
+    let server = server_pid(repo.path()).expect("a server");
+    let mut clients = Vec::new();
+    for i in 0..100 {
+        let (reader, mut writer) = raw_client(&repo);
+        let nodes = odu_proto::Message::request(1, "nodes.get", serde_json::json!({}));
+        let log = odu_proto::Message::request(2, "nodeLog.get", serde_json::json!({"id": "loud"}));
+        let header = odu_proto::Message::request(3, "header.get", serde_json::json!({}));
+        writer.write_all(&nodes.to_frame()).unwrap();
+        if i % 2 == 0 {
+            writer.write_all(&log.to_frame()).unwrap();
+        }
+        writer.write_all(&header.to_frame()).unwrap();
+        // Never read again.
+        clients.push((reader, writer));
+    }
+    let before = rss_kib(server);
+    let started = Instant::now();
+    std::fs::write(&release, "").unwrap();
+    let (code, err) = run.finish();
+    let wall = started.elapsed();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(wall < Duration::from_secs(15), "the run took {wall:?} with 100 stuck clients");
+    let after = rss_kib(server);
+    assert!(
+        after.saturating_sub(before) < 64 * 1024,
+        "the server grew from {before} KiB to {after} KiB with 100 clients that never read"
+    );
+    let size =
+        std::fs::metadata(repo.path().join(format!(".ci/{}/{p}/loud.log", repo.sha7()))).unwrap().len();
+    assert_eq!(size, 3 + 16777216, "the trail is whole");
+    // Everyone else is still served.
+    let status = json_of(&repo.run(&["status", "-o", "json"]));
+    assert_eq!(status["outcome"], "passed");
+    drop(clients);
+    stop_server(&repo);
+}
+
+#[test]
+fn another_protocol_version_and_an_oversized_frame_are_refused_and_the_server_goes_on() {
+    let repo = Repo::new("[metadata(\"ci\")]\nci: a\na:\n    true\n");
+    let serve = Running::spawn(repo.odu(&["serve"]));
+    wait_for_socket(&repo);
+    // A client of another protocol version.
+    let stream = UnixStream::connect(socket(&repo)).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let hello = serde_json::json!({"protocol": 999, "build": "odu 9.9.9"});
+    writer.write_all(&odu_proto::Message::request(0, "handshake", hello).to_frame()).unwrap();
+    let mut reader = BufReader::new(stream);
+    match reply(&mut reader) {
+        odu_proto::Message::Response { result: Err(e), .. } => {
+            assert_eq!(e.code, odu_proto::error_code::VERSION_MISMATCH);
+            assert!(e.message.contains("odu 9.9.9") && e.message.contains("999"), "{}", e.message);
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let mut rest = Vec::new();
+    assert_eq!(reader.read_to_end(&mut rest).unwrap_or(0), 0, "the link closes after a refusal");
+    // A frame over the 16 MiB cap.
+    let (mut reader, mut writer) = raw_client(&repo);
+    let huge = vec![b'A'; odu_proto::frame::MAX_LINE_BYTES + 1024];
+    let _ = writer.write_all(&huge);
+    let _ = writer.write_all(b"\n");
+    match reply(&mut reader) {
+        odu_proto::Message::Response { result: Err(e), .. } => {
+            assert!(e.message.contains("16"), "{}", e.message)
+        }
+        other => panic!("expected an error frame, got {other:?}"),
+    }
+    // An unknown method, then every other client is still served.
+    let (mut reader, mut writer) = raw_client(&repo);
+    writer.write_all(&odu_proto::Message::request(5, "nodes.put", serde_json::json!({})).to_frame()).unwrap();
+    match reply(&mut reader) {
+        odu_proto::Message::Response { result: Err(e), .. } => {
+            assert_eq!(e.code, odu_proto::error_code::METHOD_NOT_FOUND)
+        }
+        other => panic!("expected an error frame, got {other:?}"),
+    }
+    let out = repo.run(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    serve.signal(libc::SIGTERM);
+    assert_eq!(serve.finish().0, Some(0));
+}
+
+#[test]
+fn idle_attach_with_and_without_a_server() {
+    let repo = Repo::new("[metadata(\"ci\")]\nci: a b\na:\n    true\nb:\n    true\n");
+    let p = local_platform();
+    let out = repo.run(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let finals = |out: &std::process::Output| final_statuses(&progress(out));
+    // The auto-started server is still up: it serves the run as it ended.
+    assert!(server_pid(repo.path()).is_some());
+    let served = repo.run(&["attach", "-o", "json"]);
+    assert_eq!(served.status.code(), Some(0), "{}", stderr(&served));
+    let expected: std::collections::BTreeMap<String, String> = [
+        (format!("_ci-setup@{p}"), "success".to_string()),
+        (format!("a@{p}"), "success".to_string()),
+        (format!("b@{p}"), "success".to_string()),
+    ]
+    .into();
+    assert_eq!(finals(&served), expected);
+    stop_server(&repo);
+    assert!(!socket(&repo).exists());
+    let idle = repo.run(&["attach", "-o", "json"]);
+    assert_eq!(idle.status.code(), Some(0), "{}", stderr(&idle));
+    assert_eq!(finals(&idle), expected);
+    let status = repo.run(&["status"]);
+    assert_eq!(status.status.code(), Some(0));
+    assert!(stdout(&status).contains("passed"), "{}", stdout(&status));
+}
+
+#[test]
+fn a_server_exits_when_idle_and_when_its_socket_is_removed() {
+    let repo = Repo::new("[metadata(\"ci\")]\nci: a\na:\n    true\n");
+    let serve = Running::spawn(repo.odu(&["serve", "--idle-timeout", "1s"]));
+    wait_for_socket(&repo);
+    let (code, err) = serve.finish();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("idle"), "{err}");
+    assert!(!socket(&repo).exists());
+    let serve = Running::spawn(repo.odu(&["serve"]));
+    wait_for_socket(&repo);
+    std::fs::remove_file(socket(&repo)).unwrap();
+    let (code, err) = serve.finish();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("socket was removed"), "{err}");
+    // One server per checkout: a second one is refused while the first lives.
+    let first = Running::spawn(repo.odu(&["serve"]));
+    wait_for_socket(&repo);
+    let second = repo.run(&["serve"]);
+    assert_eq!(second.status.code(), Some(1));
+    assert!(stderr(&second).contains("already serves this checkout"), "{}", stderr(&second));
+    first.signal(libc::SIGTERM);
+    assert_eq!(first.finish().0, Some(0));
+}
+
+#[test]
+fn a_rerun_of_a_finished_run_starts_the_next_seq_and_history_stays() {
+    let repo = Repo::new("[metadata(\"ci\")]\nci: a b\na:\n    true\nb:\n    true\n");
+    let p = local_platform();
+    let out = repo.run(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let first = format!("{}#1", repo.sha7());
+    let second = format!("{}#2", repo.sha7());
+    let rerun = repo.run(&["rerun", &format!("a@{p}")]);
+    assert_eq!(rerun.status.code(), Some(0), "{}", stderr(&rerun));
+    assert!(stderr(&rerun).contains(&format!("started run {second}")), "{}", stderr(&rerun));
+    let wait = repo.run(&["wait", "--settle", "--run", &second]);
+    let verdict = json_of(&wait);
+    assert_eq!(verdict["passed"], true, "{verdict}");
+    let newer = json_of(&repo.run(&["status", "-o", "json", "--run", &second]));
+    assert_eq!(
+        statuses(&newer).keys().cloned().collect::<Vec<_>>(),
+        vec![format!("_ci-setup@{p}"), format!("a@{p}")]
+    );
+    let older = json_of(&repo.run(&["status", "-o", "json", "--run", &first]));
+    assert_eq!(statuses(&older).len(), 3, "the first run is unchanged: {older}");
+    let unknown = repo.run(&["status", "--run", "0000000#9"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(stderr(&unknown).contains("no run \"0000000#9\""), "{}", stderr(&unknown));
+    let runs = json_of(&repo.run(&["runs", "-o", "json"]));
+    assert_eq!(runs.as_array().unwrap().len(), 2);
+    stop_server(&repo);
+}
+
+#[test]
+fn the_runs_and_header_cells_follow_a_run() {
+    let repo = Repo::new("[metadata(\"ci\")]\nci: a\na:\n    true\n");
+    let serve = Running::spawn(repo.odu(&["serve"]));
+    wait_for_socket(&repo);
+    let (mut reader, mut writer) = raw_client(&repo);
+    writer.write_all(&odu_proto::Message::request(1, "runs.get", serde_json::json!({})).to_frame()).unwrap();
+    let item = |m: odu_proto::Message| match m {
+        odu_proto::Message::Notification { params, .. } => params["value"].clone(),
+        other => panic!("expected an item, got {other:?}"),
+    };
+    let first = item(reply(&mut reader));
+    assert_eq!(first["kind"], "snapshot");
+    assert_eq!(first["runs"], serde_json::json!([]));
+    let out = repo.run(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let run = format!("{}#1", repo.sha7());
+    let started = item(reply(&mut reader));
+    assert_eq!(
+        (started["kind"].as_str(), started["runs"][0]["run"].as_str()),
+        (Some("delta"), Some(run.as_str()))
+    );
+    assert_eq!(started["runs"][0]["outcome"], "running");
+    let ended = item(reply(&mut reader));
+    assert_eq!(ended["runs"][0]["outcome"], "passed", "{ended}");
+    writer
+        .write_all(&odu_proto::Message::request(2, "header.get", serde_json::json!({"run": run})).to_frame())
+        .unwrap();
+    let header = item(reply(&mut reader));
+    assert_eq!(header["header"]["phase"], "ended");
+    assert_eq!(header["header"]["outcome"], "passed");
+    assert_eq!(header["header"]["lanes"][0]["platform"], local_platform());
+    serve.signal(libc::SIGTERM);
+    assert_eq!(serve.finish().0, Some(0));
+}
