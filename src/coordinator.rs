@@ -160,7 +160,11 @@ impl Coordinator {
         };
         let open = starts.len();
         for (spec, logs, cmd_rx) in starts {
-            tokio::spawn(crate::lane::run_local(spec, logs, cmd_rx, reports_tx.clone()));
+            if spec.remote.is_some() {
+                tokio::spawn(crate::remote::run_remote(spec, logs, cmd_rx, reports_tx.clone()));
+            } else {
+                tokio::spawn(crate::lane::run_local(spec, logs, cmd_rx, reports_tx.clone()));
+            }
         }
         drop(reports_tx);
         // The record lists every node from the start, so clients find each log's path.

@@ -59,6 +59,20 @@ pub fn github_repo(url: &str) -> Option<String> {
     (parts.next().is_none() && !owner.is_empty() && !name.is_empty()).then(|| format!("{owner}/{name}"))
 }
 
+/// A commit of the working tree's tracked changes that no ref names (`git stash create`); HEAD
+/// when nothing changed.
+pub fn stash_commit(repo: &Path) -> CliResult<String> {
+    let out = git(repo, &["stash", "create", "odu live tree"])?;
+    let sha = out.stdout.trim();
+    if !out.success {
+        return Err(CliError::refused(format!(
+            "cannot record the live tree as a commit: {}",
+            out.stderr.trim()
+        )));
+    }
+    if sha.is_empty() { head(repo) } else { Ok(sha.to_string()) }
+}
+
 /// A detached worktree of one commit, removed when dropped.
 pub struct Snapshot {
     repo: PathBuf,

@@ -36,8 +36,10 @@ pub struct LaneSpec {
     /// The runner binary for a local lane.
     pub runner: PathBuf,
     /// The whole environment of a local runner (and so of its nodes); `None` inherits the
-    /// server's.
+    /// server's. Remote runners never get it.
     pub base_env: Option<BTreeMap<String, String>>,
+    /// Where and what a remote lane runs; `None` for the localhost lane.
+    pub remote: Option<crate::remote::RemoteSource>,
 }
 
 /// What the coordinator asks of a lane.
@@ -159,7 +161,7 @@ pub async fn run_local(
     let _ = reports.send(LaneReport::Closed { platform });
 }
 
-/// Drives one runner link to its end.
+/// Drives one runner link to its end; returns the runner's last view of every node.
 pub async fn drive<R, W>(
     spec: &LaneSpec,
     logs: &LaneLogs,
@@ -167,7 +169,8 @@ pub async fn drive<R, W>(
     writer: W,
     mut commands: mpsc::UnboundedReceiver<LaneCommand>,
     reports: &mpsc::UnboundedSender<LaneReport>,
-) where
+) -> BTreeMap<String, NodeView>
+where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
@@ -176,7 +179,7 @@ pub async fn drive<R, W>(
         Ok(client) => client,
         Err(e) => {
             die(spec, logs, reports, format!("runner handshake failed: {e}"), &link.views);
-            return;
+            return link.views;
         }
     };
     logs.narrate(&format!("lane {}: runner attached ({})", spec.platform, client.peer_build));
@@ -198,31 +201,55 @@ pub async fn drive<R, W>(
     };
     if let Err(e) = setup.await {
         die(spec, logs, reports, format!("runner refused the lane: {e}"), &link.views);
-        return;
+        return link.views;
     }
     let mut pending_replies: BTreeMap<u64, tokio::sync::oneshot::Sender<Result<(), String>>> =
         BTreeMap::new();
+    let silence = std::time::Duration::from_millis(odu_proto::HEARTBEAT_SILENCE_MS);
+    let every = std::time::Duration::from_millis(odu_proto::HEARTBEAT_EVERY_MS);
+    // Checked every second, so a silent link is found within a second of the limit.
+    let mut heartbeat = tokio::time::interval(std::time::Duration::from_secs(1));
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_heard = tokio::time::Instant::now();
+    let mut last_ping: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
+            _ = heartbeat.tick() => {
+                if last_heard.elapsed() > silence {
+                    let reason = format!(
+                        "no word from the runner on {} for {}s: the link is down",
+                        spec.host,
+                        last_heard.elapsed().as_secs()
+                    );
+                    die(spec, logs, reports, reason, &link.views);
+                    return link.views;
+                }
+                if last_ping.is_none_or(|at| at.elapsed() >= every) {
+                    last_ping = Some(tokio::time::Instant::now());
+                    let _ = client.send(odu_proto::PING, json!({})).await;
+                }
+            }
             event = client.next() => match event {
                 Ok(Some(ClientEvent::Item { stream, value })) => {
+                    last_heard = tokio::time::Instant::now();
                     let released = link.on_item(logs, stream, &value);
                     if !released.is_empty() {
                         let _ = reports.send(LaneReport::Nodes { platform: spec.platform.clone(), nodes: released });
                     }
                 }
                 Ok(Some(ClientEvent::Response { id, result })) => {
+                    last_heard = tokio::time::Instant::now();
                     if let Some(reply) = pending_replies.remove(&id) {
                         let _ = reply.send(result.map(|_| ()).map_err(|e| e.message));
                     }
                 }
                 Ok(None) => {
                     die(spec, logs, reports, "the runner's link closed".into(), &link.views);
-                    return;
+                    return link.views;
                 }
                 Err(e) => {
                     die(spec, logs, reports, format!("the runner's link failed: {e}"), &link.views);
-                    return;
+                    return link.views;
                 }
             },
             command = commands.recv() => match command {
@@ -238,7 +265,7 @@ pub async fn drive<R, W>(
                     for spool in logs.spools.values() {
                         spool.end(spool.generation());
                     }
-                    return;
+                    return link.views;
                 }
             }
         }
@@ -246,7 +273,7 @@ pub async fn drive<R, W>(
 }
 
 /// Marks the lane dead in its logs and tells the coordinator.
-fn die(
+pub fn die(
     spec: &LaneSpec,
     logs: &LaneLogs,
     reports: &mpsc::UnboundedSender<LaneReport>,

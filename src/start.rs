@@ -223,15 +223,6 @@ pub fn prepare(
     let workspace = snapshot.as_ref().map_or(repo.to_path_buf(), |s| s.dir.clone());
     let plan = Plan::from_dump(&just::dump_with(&workspace, env)?, config.root.as_deref())?;
     let lanes = plan_lanes(&plan, &config, &hosts)?;
-    for (platform, _) in &lanes {
-        let entry = &hosts.entries[platform];
-        if !entry.is_local() {
-            return Err(CliError::refused(format!(
-                "lane {platform}={} is remote: this build runs localhost lanes only; pass --host {platform}=localhost or slice it out with --platform",
-                entry.host
-            )));
-        }
-    }
     let mut notes = Vec::new();
     if hosts.defaulted {
         notes.push(format!(
@@ -246,6 +237,11 @@ pub fn prepare(
         );
     }
     let runner = runner_path(&var)?;
+    let any_remote = lanes.iter().any(|(p, _)| !hosts.entries[p].is_local());
+    // A live-tree run ships its dirty state to remote lanes as a commit no ref names.
+    let remote_sha =
+        if any_remote && !config.snapshot && dirty { git::stash_commit(repo)? } else { sha.clone() };
+    let ssh_config = var("ODU_SSH_CONFIG").filter(|v| !v.is_empty()).map(PathBuf::from);
     let sha7 = &sha[..7];
     let label = if !config.snapshot && dirty { format!("{sha7}+dirty") } else { sha7.to_string() };
     let started_at = now_ms();
@@ -289,6 +285,16 @@ pub fn prepare(
             log_dir: ci.join(&label).join(platform),
             runner: runner.clone(),
             base_env: env.cloned(),
+            remote: (!hosts.entries[platform].is_local()).then(|| crate::remote::RemoteSource {
+                entry: hosts.entries[platform].clone(),
+                ssh_config: ssh_config.clone(),
+                repo: repo.to_path_buf(),
+                origin: origin.clone(),
+                sha: remote_sha.clone(),
+                slug: crate::remote::slug(origin.as_deref(), repo),
+                expect_platform: hosts.entries[platform].platform.clone().unwrap_or_else(|| platform.clone()),
+                run_name: format!("{}-{seq}", label.replace('+', "-")),
+            }),
         })
         .collect();
     let started = Started {

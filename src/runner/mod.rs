@@ -111,12 +111,30 @@ where
     let actor_task = tokio::spawn(actor.run(inbox));
     let mut link = ServerLink::new(FrameReader::new(reader, "odu-runner"), out.clone(), "runner");
     tokio::pin!(shutdown);
+    // Once the coordinator has pinged, its silence means the link is gone (a cut cable sends no
+    // EOF): stop as if stdin had closed.
+    let silence = std::time::Duration::from_millis(odu_proto::HEARTBEAT_SILENCE_MS);
+    let mut heard_ping = false;
+    let mut last_heard = tokio::time::Instant::now();
+    let mut watchdog = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         let served = tokio::select! {
             served = link.next() => served,
             _ = &mut shutdown => break,
+            _ = watchdog.tick() => {
+                if heard_ping && last_heard.elapsed() > silence {
+                    eprintln!("odu-runner: no heartbeat from the coordinator for {}s: stopping", silence.as_secs());
+                    break;
+                }
+                continue;
+            }
         };
+        last_heard = tokio::time::Instant::now();
         match served {
+            Ok(Some(Served::Request { id, method, .. })) if method == odu_proto::PING => {
+                heard_ping = true;
+                let _ = out.send(Message::ok(id, Value::Null).to_frame()).await;
+            }
             Ok(Some(Served::Request { id, method, params })) => {
                 let _ = me.send(ActorMsg::Request { id, method, params });
             }

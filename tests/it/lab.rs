@@ -51,6 +51,8 @@ pub struct SshdOptions {
     /// prints it, then runs `exec "$SHELL" -c "$SSH_ORIGINAL_COMMAND"`. The real home directory
     /// is never touched. Like a chatty `.bashrc`, it breaks subsystems such as sftp.
     pub banner: Option<String>,
+    /// Extra variables for every session (sshd `SetEnv`), e.g. a `PATH` without some tool.
+    pub env: Vec<(String, String)>,
 }
 
 /// A user-level sshd on a loopback port (see the module docs). Dropping it kills the sshd and
@@ -128,13 +130,17 @@ impl Sshd {
              PrintLastLog no\n\
              X11Forwarding no\n\
              MaxStartups 200\n\
-             SetEnv {MARKER}=\"{marker}\"\n\
+             SetEnv {MARKER}=\"{marker}\" HOME=\"{home}\"{extra_env}\n\
              Subsystem sftp internal-sftp\n",
             host_key = quote(sshd.path("host_ed25519_key")),
             authorized_keys = quote(sshd.path("authorized_keys")),
             pid_file = quote(sshd.path("sshd.pid")),
             marker = sshd.marker,
+            home = sshd.path("home").display(),
+            extra_env = options.env.iter().map(|(k, v)| format!(" {k}=\"{v}\"")).collect::<String>(),
         );
+        // Each host has a home of its own, so caches under ~/.cache never mix between hosts.
+        std::fs::create_dir_all(sshd.path("home")).expect("create the host's home");
         if sshd_version() >= (9, 8) {
             // Tests connect and disconnect often from one address: never lock it out.
             config.push_str("PerSourcePenalties no\n");
@@ -801,7 +807,8 @@ fn a_wrong_host_key_fails_verification() {
 
 #[test]
 fn the_banner_comes_before_the_command_output() {
-    let sshd = Sshd::with_options(SshdOptions { banner: Some("welcome to the lab\n".into()) });
+    let sshd =
+        Sshd::with_options(SshdOptions { banner: Some("welcome to the lab\n".into()), ..Default::default() });
     let out = sshd.run("echo x");
     assert!(out.status.success(), "ssh failed ({}): {}\nsshd: {}", out.status, stderr(&out), sshd.log());
     assert_eq!(stdout(&out), "welcome to the lab\nx\n");
@@ -895,7 +902,8 @@ fn a_netns_host_is_unreachable_while_its_link_is_cut() {
 #[test]
 fn netns_hosts_are_cleaned_up() {
     let Some(first) = NetnsHost::or_skip(SshdOptions::default()) else { return };
-    let second = NetnsHost::new(SshdOptions { banner: Some("second\n".into()) }).expect("second host");
+    let second = NetnsHost::new(SshdOptions { banner: Some("second\n".into()), ..Default::default() })
+        .expect("second host");
     assert_ne!(first.addr(), second.addr());
     let out = second.run("echo x");
     assert_eq!(stdout(&out), "second\nx\n", "stderr: {}", stderr(&out));

@@ -5,6 +5,7 @@ mod cli_run;
 mod golden_frames;
 mod harness;
 mod lab;
+mod remote;
 mod repo;
 mod runner_protocol;
 mod serve;

@@ -19,6 +19,12 @@ pub const RUN_START: &str = "run.start";
 pub const RUN_CANCEL: &str = "run.cancel";
 /// Fan-in surface only: cancel every node of one lane (`{platform}`).
 pub const LANE_CANCEL: &str = "lane.cancel";
+/// Lane leg heartbeat: the coordinator calls it every [`HEARTBEAT_EVERY_MS`]; the runner answers
+/// at once. A side that hears nothing for [`HEARTBEAT_SILENCE_MS`] treats the link as dead (the
+/// runner kills its process groups and exits; the coordinator ends the lane).
+pub const PING: &str = "ping";
+pub const HEARTBEAT_EVERY_MS: u64 = 5_000;
+pub const HEARTBEAT_SILENCE_MS: u64 = 15_000;
 /// Notification carrying one item of a stream: [`StreamItem`].
 pub const ITEM: &str = "$/item";
 /// Notification from a client that stops one of its streams: [`CancelStream`].

@@ -1,0 +1,343 @@
+//! Remote lanes over ssh, against real sshd hosts in network namespaces (see `lab`).
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use crate::lab::{NetnsHost, SshdOptions};
+use crate::repo::*;
+
+/// A host whose sessions see this PATH (where the tests' `just` is), like a configured machine.
+fn options() -> SshdOptions {
+    SshdOptions { env: vec![("PATH".into(), std::env::var("PATH").unwrap())], ..Default::default() }
+}
+
+fn host() -> Option<NetnsHost> {
+    NetnsHost::or_skip(options())
+}
+
+fn hosts_file(repo: &Repo, hosts: serde_json::Value) -> PathBuf {
+    let path = repo.home.path().join("hosts.json");
+    std::fs::write(&path, hosts.to_string()).unwrap();
+    path
+}
+
+fn odu_with(repo: &Repo, hosts: &Path, ssh_config: &Path, args: &[&str]) -> std::process::Command {
+    let mut command = repo.odu(args);
+    command.env("ODU_HOSTS", hosts).env("ODU_SSH_CONFIG", ssh_config);
+    command
+}
+
+fn run_with(repo: &Repo, hosts: &Path, ssh_config: &Path, args: &[&str]) -> Output {
+    odu_with(repo, hosts, ssh_config, args).output().unwrap()
+}
+
+fn trail(repo: &Repo, platform: &str, node: &str) -> String {
+    std::fs::read_to_string(repo.path().join(format!(".ci/{}/{platform}/{node}.log", repo.sha7())))
+        .unwrap_or_default()
+}
+
+fn until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn stop_server(repo: &Repo) {
+    let _ = repo.odu(&["cancel"]).output();
+    let socket = repo.path().join(".ci/odu.sock");
+    let _ = std::fs::remove_file(socket);
+}
+
+const PIPELINE: &str = "[metadata(\"ci\")]\nci: a b\na:\n    @echo remote-a; test -n \"$ODU_LAB_SSHD\" && echo in-the-namespace\nb: a\n    @echo remote-b\n";
+
+#[test]
+fn a_remote_lane_goes_green_ships_an_unpushed_commit_and_caches_the_runner() {
+    let Some(host) = host() else { return };
+    let repo = Repo::new(PIPELINE);
+    let p = local_platform();
+    let hosts = hosts_file(&repo, serde_json::json!({ p.clone(): host.alias() }));
+    let out = run_with(&repo, &hosts, &host.config(), &["run"]);
+    let setup = trail(&repo, &p, "_ci-setup");
+    assert_eq!(out.status.code(), Some(0), "{}\n{setup}", stderr(&out));
+    assert!(trail(&repo, &p, "a").contains("remote-a\nin-the-namespace"), "{}", trail(&repo, &p, "a"));
+    assert!(trail(&repo, &p, "b").contains("remote-b"));
+    assert!(setup.contains("uploading this build's runner"), "{setup}");
+    assert!(setup.contains("shipping a bundle"), "no origin: the commit travels as a bundle: {setup}");
+    // The second run uploads nothing and fetches nothing.
+    let out = run_with(&repo, &hosts, &host.config(), &["run"]);
+    let setup = trail(&repo, &p, "_ci-setup");
+    assert_eq!(out.status.code(), Some(0), "{}\n{setup}", stderr(&out));
+    assert!(setup.contains("is cached on the host: nothing to upload"), "{setup}");
+    assert!(!setup.contains("uploading"), "{setup}");
+    assert!(setup.contains("already in the host's cache"), "{setup}");
+    stop_server(&repo);
+}
+
+#[test]
+fn a_localhost_lane_and_a_namespace_host_go_green_together_and_secrets_stay_home() {
+    let Some(host) = host() else { return };
+    let justfile =
+        "[metadata(\"ci\")]\nci: a\na:\n    @echo on-$(ip -4 -o addr | grep -c 10.211.); env | sort\n";
+    let repo = Repo::new(justfile);
+    let p = local_platform();
+    // The second lane's key is only a label: its entry declares what the host really is.
+    let other = if p.starts_with("x86_64") { "aarch64-linux" } else { "x86_64-linux" };
+    let hosts = hosts_file(
+        &repo,
+        serde_json::json!({ p.clone(): "localhost", other: {"host": host.alias(), "platform": p, "jobs": 2} }),
+    );
+    let out = odu_with(&repo, &hosts, &host.config(), &["run", "--progress", "json"])
+        .env("GITHUB_TOKEN", "ghp_do_not_leak")
+        .env("ODU_TEST_SECRET", "coordinator-only")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stderr(&out), trail(&repo, other, "_ci-setup"));
+    let finals = final_statuses(&progress(&out));
+    assert_eq!(finals[&format!("a@{p}")], "success");
+    assert_eq!(finals[&format!("a@{other}")], "success");
+    let local = trail(&repo, &p, "a");
+    let remote = trail(&repo, other, "a");
+    assert!(!local.contains("ODU_LAB_SSHD="), "{local}");
+    assert!(remote.contains("ODU_LAB_SSHD="), "the remote lane runs on the lab host: {remote}");
+    assert!(
+        local.contains("ODU_TEST_SECRET=coordinator-only"),
+        "the localhost lane sees the shell's environment"
+    );
+    for secret in ["ghp_do_not_leak", "coordinator-only", "GITHUB_TOKEN", "ODU_TEST_SECRET"] {
+        assert!(!remote.contains(secret), "{secret} reached the remote runner: {remote}");
+    }
+    assert!(remote.contains(&format!("ODU_RUN={}#1", repo.sha7())), "{remote}");
+    stop_server(&repo);
+}
+
+#[test]
+fn the_host_fetches_a_pushed_commit_and_gets_an_unpushed_one_as_a_bundle() {
+    let Some(host) = host() else { return };
+    let repo = Repo::new(PIPELINE);
+    let origin = tempfile::tempdir().unwrap();
+    let origin_path = origin.path().display().to_string();
+    repo.git(&["init", "-q", "--bare", &origin_path]);
+    repo.git(&["remote", "add", "origin", &origin_path]);
+    repo.git(&["push", "-q", "origin", "main"]);
+    let p = local_platform();
+    let hosts = hosts_file(&repo, serde_json::json!({ p.clone(): host.alias() }));
+    let out = run_with(&repo, &hosts, &host.config(), &["run"]);
+    let setup = trail(&repo, &p, "_ci-setup");
+    assert_eq!(out.status.code(), Some(0), "{}\n{setup}", stderr(&out));
+    assert!(setup.contains(&format!("the host fetched {} from", repo.sha7())), "{setup}");
+    repo.write("extra", "not pushed\n");
+    repo.commit("unpushed");
+    let out = run_with(&repo, &hosts, &host.config(), &["run"]);
+    let setup = trail(&repo, &p, "_ci-setup");
+    assert_eq!(out.status.code(), Some(0), "{}\n{setup}", stderr(&out));
+    assert!(setup.contains("shipping a bundle"), "{setup}");
+    stop_server(&repo);
+}
+
+#[test]
+fn cutting_the_link_mid_run_errors_the_lane_within_20s_and_the_host_kills_the_group() {
+    let Some(host) = host() else { return };
+    let gate = tempfile::tempdir().unwrap();
+    let pidfile = gate.path().join("remote.pid");
+    let justfile = format!(
+        "[metadata(\"ci\")]\nci: slow after\nslow:\n    @echo $$ > {}; exec sleep 120\nafter: slow\n    true\n",
+        pidfile.display()
+    );
+    let repo = Repo::new(&justfile);
+    let p = local_platform();
+    let hosts = hosts_file(&repo, serde_json::json!({ p.clone(): host.alias() }));
+    let mut run = Running::spawn(odu_with(&repo, &hosts, &host.config(), &["run", "--progress", "json"]));
+    run.wait_for_line(&format!("\"node\":\"slow@{p}\""));
+    until("the remote node's pid", Duration::from_secs(20), || {
+        std::fs::read_to_string(&pidfile).is_ok_and(|t| t.ends_with('\n'))
+    });
+    let node: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let cut = Instant::now();
+    host.cut_link();
+    let deadline = Instant::now() + Duration::from_secs(25);
+    let (code, err) = loop {
+        if let Some(status) = run.child.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read;
+            run.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            break (status.code(), err);
+        }
+        assert!(Instant::now() < deadline, "odu did not end the lane after the link was cut");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let detected = cut.elapsed();
+    assert!(detected <= Duration::from_secs(20), "the dead link took {detected:?} to notice");
+    assert_eq!(code, Some(1), "{err}");
+    let runs: serde_json::Value =
+        serde_json::from_slice(&repo.run(&["status", "-o", "json"]).stdout).unwrap();
+    let status = |id: &str| {
+        runs["nodes"].as_array().unwrap().iter().find(|n| n["id"] == id).unwrap()["status"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(status(&format!("slow@{p}")), "errored", "{runs}");
+    assert_eq!(status(&format!("after@{p}")), "skipped", "{runs}");
+    assert!(trail(&repo, &p, "_ci-setup").contains("died"), "{}", trail(&repo, &p, "_ci-setup"));
+    // The host notices the silence too, and kills the node's process group.
+    until("the remote node to be killed", Duration::from_secs(25), || {
+        std::fs::read_to_string(format!("/proc/{node}/stat"))
+            .map_or(true, |s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
+    });
+    host.restore_link();
+    stop_server(&repo);
+}
+
+#[test]
+fn sigkill_of_the_coordinator_leaves_nothing_running_on_the_host() {
+    let Some(host) = host() else { return };
+    let gate = tempfile::tempdir().unwrap();
+    let pidfile = gate.path().join("remote.pid");
+    let justfile = format!(
+        "[metadata(\"ci\")]\nci: slow\nslow:\n    @echo $$ > {}; exec sleep 120\n",
+        pidfile.display()
+    );
+    let repo = Repo::new(&justfile);
+    let p = local_platform();
+    let hosts = hosts_file(&repo, serde_json::json!({ p.clone(): host.alias() }));
+    let mut serve = Running::spawn(odu_with(&repo, &hosts, &host.config(), &["serve"]));
+    until("the server", Duration::from_secs(20), || repo.path().join(".ci/odu.sock").exists());
+    let mut run = Running::spawn(odu_with(&repo, &hosts, &host.config(), &["run", "--progress", "json"]));
+    run.wait_for_line(&format!("\"node\":\"slow@{p}\""));
+    until("the remote node's pid", Duration::from_secs(20), || {
+        std::fs::read_to_string(&pidfile).is_ok_and(|t| t.ends_with('\n'))
+    });
+    let node: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    serve.signal(libc::SIGKILL);
+    let _ = serve.child.wait();
+    let _ = run.finish();
+    until("every process on the host but sshd to end", Duration::from_secs(20), || {
+        let pids =
+            std::process::Command::new("ip").args(["netns", "pids", host.namespace()]).output().unwrap();
+        String::from_utf8_lossy(&pids.stdout).split_whitespace().all(|pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            comm.trim() == "sshd" || comm.is_empty()
+        })
+    });
+    assert!(
+        std::fs::read_to_string(format!("/proc/{node}/stat"))
+            .map_or(true, |s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z'))),
+        "the node survived"
+    );
+    let _ = std::fs::remove_file(repo.path().join(".ci/odu.sock"));
+}
+
+#[test]
+fn a_banner_on_stdout_does_not_break_the_protocol() {
+    let Some(host) =
+        NetnsHost::or_skip(SshdOptions { banner: Some("Welcome to a chatty host!\n".into()), ..options() })
+    else {
+        return;
+    };
+    let repo = Repo::new(PIPELINE);
+    let p = local_platform();
+    let hosts = hosts_file(&repo, serde_json::json!({ p.clone(): host.alias() }));
+    let out = run_with(&repo, &hosts, &host.config(), &["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stderr(&out), trail(&repo, &p, "_ci-setup"));
+    assert!(trail(&repo, &p, "b").contains("remote-b"));
+    stop_server(&repo);
+}
+
+/// Runs the pipeline on a localhost lane and a broken second host; the broken lane ends with
+/// `message` in its setup log and on the CLI, the localhost lane still passes, exit 1.
+fn broken_lane(host: &NetnsHost, entry: serde_json::Value, message: &str) {
+    let repo = Repo::new("[metadata(\"ci\")]\nci: a\na:\n    true\n");
+    let p = local_platform();
+    let other = if p.starts_with("x86_64") { "aarch64-linux" } else { "x86_64-linux" };
+    let hosts = hosts_file(&repo, serde_json::json!({ p.clone(): "localhost", other: entry }));
+    let started = Instant::now();
+    let out = run_with(&repo, &hosts, &host.config(), &["run", "--progress", "json"]);
+    assert!(started.elapsed() < Duration::from_secs(60), "a broken host took {:?}", started.elapsed());
+    let setup = trail(&repo, other, "_ci-setup");
+    assert_eq!(out.status.code(), Some(1), "{}\n{setup}", stderr(&out));
+    assert!(setup.contains(message), "{message:?} not in the setup log: {setup}");
+    let finals = final_statuses(&progress(&out));
+    assert_eq!(finals[&format!("a@{p}")], "success", "the other lane goes on");
+    assert_eq!(finals[&format!("a@{other}")], "skipped");
+    stop_server(&repo);
+}
+
+#[test]
+fn broken_hosts_end_their_lane_with_a_clear_message_and_the_others_go_on() {
+    let Some(host) = host() else { return };
+    let p = local_platform();
+    let alias = host.alias().to_string();
+    // A host that is not what its entry says.
+    let wrong = if p.starts_with("x86_64") { "aarch64-linux" } else { "x86_64-linux" };
+    broken_lane(
+        &host,
+        serde_json::json!(alias),
+        &format!("is {p}, but the hosts config lists it as {wrong}"),
+    );
+    // Auth refused: a key the host does not know.
+    let stranger = tempfile::tempdir().unwrap();
+    let key = stranger.path().join("id");
+    crate::lab::keygen(&key);
+    let config = stranger.path().join("config");
+    let text = std::fs::read_to_string(host.config())
+        .unwrap()
+        .replace(&host.identity().display().to_string(), &key.display().to_string());
+    std::fs::write(&config, text).unwrap();
+    broken_lane(
+        &host,
+        serde_json::json!({"host": alias, "ssh_config": config.display().to_string(), "platform": p}),
+        "Permission denied",
+    );
+    // A wrong host key.
+    let liar = tempfile::tempdir().unwrap();
+    let config = liar.path().join("config");
+    let known = liar.path().join("known_hosts");
+    let other_key = liar.path().join("hostkey");
+    let public = crate::lab::keygen(&other_key);
+    std::fs::write(&known, format!("{} {public}\n", host.known_hosts_name())).unwrap();
+    let text = std::fs::read_to_string(host.config())
+        .unwrap()
+        .replace(&host.known_hosts().display().to_string(), &known.display().to_string());
+    std::fs::write(&config, text).unwrap();
+    broken_lane(
+        &host,
+        serde_json::json!({"host": alias, "ssh_config": config.display().to_string(), "platform": p}),
+        "Host key verification failed",
+    );
+    // Unreachable: nothing listens any more.
+    host.kill_sshd();
+    broken_lane(&host, serde_json::json!({"host": alias, "platform": p}), "cannot connect to");
+}
+
+#[test]
+fn hosts_without_just_or_a_writable_cache_are_refused_with_the_fix() {
+    let bin = path_with(
+        &["git", "sh", "bash", "mkdir", "cat", "chmod", "mv", "rm", "uname", "dirname", "tail"],
+        &[],
+    );
+    let Some(no_just) = NetnsHost::or_skip(SshdOptions {
+        env: vec![("PATH".into(), bin.display().to_string())],
+        ..Default::default()
+    }) else {
+        return;
+    };
+    let p = local_platform();
+    broken_lane(
+        &no_just,
+        serde_json::json!({"host": no_just.alias(), "platform": p}),
+        "odu needs just >= 1.57",
+    );
+    let mut env = options().env;
+    env.push(("XDG_CACHE_HOME".into(), "/proc/odu-cache".into()));
+    let Some(readonly) = NetnsHost::or_skip(SshdOptions { env, ..Default::default() }) else {
+        return;
+    };
+    broken_lane(
+        &readonly,
+        serde_json::json!({"host": readonly.alias(), "platform": p}),
+        "cannot store the runner in the host's cache",
+    );
+}
