@@ -21,6 +21,8 @@ pub enum Command {
     Run(RunArgs),
     /// Serve this checkout's runs on .ci/odu.sock (odu run starts one when none is up).
     Serve(ServeArgs),
+    /// Probe every configured host (reachable, platform, runner, just, git) without running.
+    Hosts(HostsArgs),
     /// Print the plan as JSON with a content digest.
     Dump(PlanArgs),
     /// Print the plan as a Mermaid flowchart.
@@ -49,6 +51,13 @@ pub struct RunRef {
     /// The run, as `<sha7>#<seq>` (see odu runs); default: the live run, else the latest.
     #[arg(long = "run", value_name = "SHA7#SEQ")]
     pub run: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct HostsArgs {
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+    pub output: OutputFormat,
 }
 
 #[derive(Debug, Args)]

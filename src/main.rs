@@ -9,6 +9,7 @@ fn main() {
     let result = match cli.command {
         Command::Run(args) => command::run::run(args),
         Command::Serve(args) => command::serve::serve(args),
+        Command::Hosts(args) => command::hosts::hosts(args),
         Command::Dump(args) => command::plan::dump(args),
         Command::Graph(args) => command::plan::graph(args),
         Command::Runs(args) => command::runs::runs(args),

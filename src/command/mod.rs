@@ -1,6 +1,7 @@
 //! One module per command: each resolves its raw arguments into its own configuration, then
 //! does its work.
 
+pub mod hosts;
 pub mod plan;
 pub mod run;
 pub mod runs;

@@ -341,3 +341,32 @@ fn hosts_without_just_or_a_writable_cache_are_refused_with_the_fix() {
         "cannot store the runner in the host's cache",
     );
 }
+
+#[test]
+fn odu_hosts_probes_every_host_without_running_anything() {
+    let Some(host) = host() else { return };
+    let repo = Repo::new(PIPELINE);
+    let p = local_platform();
+    let other = if p.starts_with("x86_64") { "aarch64-linux" } else { "x86_64-linux" };
+    let hosts = hosts_file(&repo, serde_json::json!({ p.clone(): host.alias(), other: "localhost" }));
+    let out = run_with(&repo, &hosts, &host.config(), &["hosts", "-o", "json"]);
+    let reports: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let remote = reports.as_array().unwrap().iter().find(|r| r["platform"] == p.as_str()).unwrap();
+    assert_eq!(remote["reachable"], true, "{reports}");
+    assert_eq!(remote["detected"], p.as_str());
+    assert_eq!(remote["runner"], "upload", "nothing is cached before the first run");
+    assert!(remote["just"].as_str().unwrap().starts_with("just "), "{reports}");
+    assert!(remote["git"].as_str().unwrap().starts_with("git version"), "{reports}");
+    let local = reports.as_array().unwrap().iter().find(|r| r["platform"] == other).unwrap();
+    assert!(
+        local["problem"].as_str().unwrap().contains("not aarch64-linux")
+            || local["problem"].as_str().unwrap().contains("not x86_64-linux"),
+        "{reports}"
+    );
+    assert_eq!(out.status.code(), Some(1), "a mismatched host makes the probe red");
+    assert!(!repo.path().join(".ci").exists(), "probing runs nothing and records nothing");
+    host.kill_sshd();
+    let out = run_with(&repo, &hosts, &host.config(), &["hosts"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("cannot connect to"), "{}", stdout(&out));
+}

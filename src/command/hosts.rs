@@ -1,0 +1,164 @@
+//! `odu hosts`: probes every configured host (reachable, platform, runner cached, just and git)
+//! without running anything.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::cli::{HostsArgs, OutputFormat};
+use crate::error::{CliError, CliResult};
+use crate::hosts::{self, HostEntry};
+use crate::{remote, start, tool};
+
+#[derive(Debug, Serialize)]
+struct Report {
+    platform: String,
+    host: String,
+    reachable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detected: Option<String>,
+    /// `cached`, `upload` (this build's, on first use), `path` (the host's own) or `none`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    runner: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    just: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    git: Option<String>,
+    /// What is wrong, and what to do about it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    problem: Option<String>,
+}
+
+fn local_version(program: &str) -> Option<String> {
+    let dir = std::env::temp_dir();
+    tool::run(program, &["--version"], &dir).ok().filter(|o| o.success).map(|o| o.stdout.trim().to_string())
+}
+
+async fn probe_one(platform: String, entry: HostEntry, runner: std::path::PathBuf) -> Report {
+    let expect = entry.platform.clone().unwrap_or_else(|| platform.clone());
+    let mut report = Report {
+        platform: platform.clone(),
+        host: entry.host.clone(),
+        reachable: false,
+        detected: None,
+        runner: None,
+        just: None,
+        git: None,
+        problem: None,
+    };
+    if entry.is_local() {
+        report.reachable = true;
+        report.detected = Some(hosts::local_platform());
+        report.runner = Some(if runner.exists() { "local".into() } else { "none".into() });
+        report.just = local_version("just");
+        report.git = local_version("git");
+    } else {
+        let ssh_config =
+            std::env::var_os("ODU_SSH_CONFIG").filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
+        let session = match remote::connect(&entry, ssh_config.as_deref(), &|_| {}).await {
+            Ok(session) => session,
+            Err(e) => {
+                report.problem = Some(e);
+                return report;
+            }
+        };
+        report.reachable = true;
+        let hash = remote::runner_hash(&runner).unwrap_or_default();
+        match remote::probe(&session, &hash).await {
+            Ok(probe) => {
+                report.runner = Some(
+                    if probe.cached_runner.is_some() {
+                        "cached"
+                    } else if probe.platform == hosts::local_platform() {
+                        "upload"
+                    } else if probe.path_runner.is_some() {
+                        "path"
+                    } else {
+                        "none"
+                    }
+                    .into(),
+                );
+                report.detected = Some(probe.platform);
+                report.just = probe.just;
+                report.git = probe.git;
+            }
+            Err(e) => report.problem = Some(e),
+        }
+        let _ = session.close().await;
+    }
+    if report.problem.is_none() {
+        report.problem = if report.detected.as_deref().is_some_and(|d| d != expect) {
+            Some(format!(
+                "the host is {}, not {expect}: fix its key or declare its \"platform\"",
+                report.detected.clone().unwrap_or_default()
+            ))
+        } else if report.git.is_none() {
+            Some("git is missing: install it on the host".into())
+        } else if report
+            .just
+            .as_deref()
+            .and_then(crate::runner::parse_version)
+            .is_none_or(|v| v < crate::runner::MIN_JUST)
+        {
+            Some("just >= 1.57 is missing: pip install rust-just, or cargo install just".into())
+        } else if report.runner.as_deref() == Some("none") {
+            Some(format!(
+                "no runner: install odu-runner (protocol {}) on its PATH",
+                odu_proto::PROTOCOL_VERSION
+            ))
+        } else {
+            None
+        };
+    }
+    report
+}
+
+pub fn hosts(args: HostsArgs) -> CliResult<i32> {
+    let env = |k: &str| std::env::var(k).ok();
+    let configured = hosts::resolve(&[], &env)?;
+    let runner = start::runner_path(&env)?;
+    let runtime = super::surface_client::runtime()?;
+    let reports: Vec<Report> = runtime.block_on(async {
+        let tasks: Vec<_> = configured
+            .entries
+            .iter()
+            .map(|(p, e)| tokio::spawn(probe_one(p.clone(), e.clone(), runner.clone())))
+            .collect();
+        let mut reports = Vec::new();
+        for task in tasks {
+            reports.push(task.await.map_err(|e| CliError::refused(format!("a probe failed: {e}")))?);
+        }
+        Ok::<_, CliError>(reports)
+    })?;
+    let bad = reports.iter().any(|r| r.problem.is_some());
+    if args.output == OutputFormat::Json {
+        println!("{}", serde_json::to_string_pretty(&reports).expect("reports serialize"));
+    } else {
+        eprintln!("odu: hosts from {}", configured.source);
+        let rows: Vec<BTreeMap<&str, String>> = reports
+            .iter()
+            .map(|r| {
+                BTreeMap::from([
+                    ("a", format!("{} {}", if r.problem.is_none() { "✔" } else { "✗" }, r.platform)),
+                    ("b", r.host.clone()),
+                    ("c", r.detected.clone().unwrap_or_else(|| "-".into())),
+                    ("d", format!("runner: {}", r.runner.clone().unwrap_or_else(|| "-".into()))),
+                    ("e", r.just.clone().unwrap_or_else(|| "no just".into())),
+                    ("f", r.git.clone().unwrap_or_else(|| "no git".into())),
+                ])
+            })
+            .collect();
+        let widths: BTreeMap<&str, usize> = ["a", "b", "c", "d", "e", "f"]
+            .iter()
+            .map(|k| (*k, rows.iter().map(|r| r[k].chars().count()).max().unwrap_or(0)))
+            .collect();
+        for (row, report) in rows.iter().zip(&reports) {
+            let line: Vec<String> = row.iter().map(|(k, v)| format!("{v:<w$}", w = widths[k])).collect();
+            println!("{}", line.join("  ").trim_end());
+            if let Some(problem) = &report.problem {
+                println!("    {problem}");
+            }
+        }
+    }
+    Ok(i32::from(bad))
+}
