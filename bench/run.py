@@ -7,8 +7,13 @@ interleaved, and reports medians, the ratio odu/baseline and PASS/MISS against
 a target.  The script exits 0 on MISS (it is a measurement, not a test) and
 non-zero only when something failed to run or produced wrong output.
 
-Usage: python3 bench/run.py [--odu PATH] [--runs N] [--only NAME]
-Python 3 stdlib only; needs `just` and `git` on PATH and a release build of odu.
+Latency and idle scenarios (logs_latency, status_latency, clients100, idle_cpu)
+watch a live run through its server: the process owning `.ci/odu.sock`, found
+in /proc (an `odu serve` whose cwd is the fixture, else the `odu run` itself).
+
+Usage: python3 bench/run.py [--odu PATH] [--runs N] [--only NAME] [--idle-seconds S]
+Python 3 stdlib only (Linux /proc); needs `just` and `git` on PATH and a release
+build of odu.
 """
 
 from __future__ import annotations
@@ -20,11 +25,14 @@ import os
 import platform
 import random
 import re
+import select
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,8 +56,17 @@ LOG_SIZE = GIB
 CHUNK_SIZE = 16 * MIB
 CHUNK_REPEAT = LOG_SIZE // CHUNK_SIZE
 
+# idle_cpu runs one long node; by default it runs once whatever --runs says
+# (an explicit --runs is honoured up to this cap).
+IDLE_MAX_RUNS = 3
+IDLE_SECONDS = 60
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+# How long to wait for `.ci/odu.sock` to appear after `odu run` starts.
+SOCKET_DEADLINE_S = 30.0
+
 RSS_COORD_RE = re.compile(r"odu: peak rss (\d+) KiB")
 RSS_RUNNER_RE = re.compile(r"odu-runner: peak rss (\d+) KiB")
+CPU_COORD_RE = re.compile(r"odu: peak rss \d+ KiB, cpu (\d+) ms")
 
 
 class BenchError(Exception):
@@ -100,12 +117,17 @@ def git(repo: Path, *args: str, env: dict) -> str:
 
 
 def make_repo(path: Path, justfile: str, env: dict) -> str:
+    path.mkdir(parents=True)
+    return make_repo_in(path, justfile, env)
+
+
+def make_repo_in(path: Path, justfile: str, env: dict) -> str:
     """Create a git repo holding `justfile`, commit it, return HEAD's sha.
 
     odu's strict mode refuses a dirty tree and runs a snapshot of HEAD, so
     everything is committed and `.ci/` (where odu writes logs) is ignored.
+    `path` exists (it may already hold other fixture files); make_repo makes it.
     """
-    path.mkdir(parents=True)
     (path / "justfile").write_text(justfile)
     (path / ".gitignore").write_text(".ci/\n")
     git(path, "init", "-q", env=env)
@@ -126,6 +148,7 @@ class Check:
     unit: str
     target: float | None = None
     higher_is_better: bool = False
+    digits: int = 1   # decimals printed
 
     @property
     def passed(self) -> bool | None:
@@ -147,21 +170,30 @@ class Result:
     checks: list[Check] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
-    @property
-    def baseline_median(self) -> float:
-        return statistics.median(self.baseline_times)
+    # Latency scenarios report through `checks` and leave the time lists empty
+    # (no baseline: an absolute target) or fill both with per-invocation times.
+    show_times: bool = True
+    times_in_ms: bool = False   # print the baseline/odu medians in ms
 
     @property
-    def odu_median(self) -> float:
-        return statistics.median(self.odu_times)
+    def baseline_median(self) -> float | None:
+        return statistics.median(self.baseline_times) if self.baseline_times else None
 
     @property
-    def ratio(self) -> float:
+    def odu_median(self) -> float | None:
+        return statistics.median(self.odu_times) if self.odu_times else None
+
+    @property
+    def ratio(self) -> float | None:
+        if self.baseline_median is None or self.odu_median is None:
+            return None
         return self.odu_median / self.baseline_median
 
     @property
     def ratio_passed(self) -> bool | None:
-        return None if self.target_ratio is None else self.ratio <= self.target_ratio
+        if self.target_ratio is None or self.ratio is None:
+            return None
+        return self.ratio <= self.target_ratio
 
     @property
     def passed(self) -> bool:
@@ -175,17 +207,22 @@ def verdict(ok: bool | None) -> str:
 def print_table(r: Result) -> None:
     print(f"\n== {r.name}: {r.title} (median of {r.runs} runs) ==")
     w = 44
-    print(f"  {'baseline: ' + r.baseline_label:<{w}} {r.baseline_median:9.3f} s")
-    print(f"  {'odu:      ' + r.odu_label:<{w}} {r.odu_median:9.3f} s")
-    tgt = "" if r.target_ratio is None else f"target <= {r.target_ratio:g}"
-    print(f"  {'ratio odu/baseline':<{w}} {r.ratio:9.3f} {'':<6} {tgt:<20} {verdict(r.ratio_passed)}".rstrip())
+    scale, unit = (1000, "ms") if r.times_in_ms else (1, "s")
+    if r.baseline_median is not None:
+        print(f"  {'baseline: ' + r.baseline_label:<{w}} {r.baseline_median * scale:9.3f} {unit}")
+    if r.odu_median is not None:
+        print(f"  {'odu:      ' + r.odu_label:<{w}} {r.odu_median * scale:9.3f} {unit}")
+    if r.ratio is not None:
+        tgt = "" if r.target_ratio is None else f"target <= {r.target_ratio:g}"
+        print(f"  {'ratio odu/baseline':<{w}} {r.ratio:9.3f} {'':<6} {tgt:<20} {verdict(r.ratio_passed)}".rstrip())
     for c in r.checks:
         tgt = "" if c.target is None else f"target {'>=' if c.higher_is_better else '<='} {c.target:g} {c.unit}"
-        print(f"  {c.label:<{w}} {c.value:9.1f} {c.unit:<6} {tgt:<20} {verdict(c.passed)}".rstrip())
+        print(f"  {c.label:<{w}} {c.value:9.{c.digits}f} {c.unit:<6} {tgt:<20} {verdict(c.passed)}".rstrip())
     for n in r.notes:
         print(f"  note: {n}")
-    print(f"  runs (s): baseline {' '.join(f'{t:.3f}' for t in r.baseline_times)}"
-          f" | odu {' '.join(f'{t:.3f}' for t in r.odu_times)}")
+    if r.show_times and (r.baseline_times or r.odu_times):
+        print(f"  runs (s): baseline {' '.join(f'{t:.3f}' for t in r.baseline_times)}"
+              f" | odu {' '.join(f'{t:.3f}' for t in r.odu_times)}")
 
 
 def summary(r: Result) -> dict:
@@ -193,9 +230,9 @@ def summary(r: Result) -> dict:
         "scenario": r.name,
         "status": "PASS" if r.passed else "MISS",
         "runs": r.runs,
-        "baseline_median_s": round(r.baseline_median, 4),
-        "odu_median_s": round(r.odu_median, 4),
-        "ratio": round(r.ratio, 4),
+        "baseline_median_s": None if r.baseline_median is None else round(r.baseline_median, 4),
+        "odu_median_s": None if r.odu_median is None else round(r.odu_median, 4),
+        "ratio": None if r.ratio is None else round(r.ratio, 4),
         "target_ratio": r.target_ratio,
         "checks": {c.label: {"value": round(c.value, 2), "unit": c.unit, "target": c.target,
                              "status": verdict(c.passed) or None} for c in r.checks},
@@ -241,12 +278,22 @@ class OduRepo:
 
     def run(self, extra: list[str] = ()) -> tuple[float, subprocess.CompletedProcess]:
         # Start every run from an empty .ci/ so runs are alike (no growing run
-        # history) and log1g does not keep 1 GiB logs around.
+        # history) and log1g does not keep 1 GiB logs around; a server left
+        # by the previous run (`odu serve` outlives its run) goes first, so
+        # every run starts its own and none serves a deleted .ci/.
+        stop_servers(self.repo)
         shutil.rmtree(self.repo / ".ci", ignore_errors=True)
         elapsed, proc = timed([str(self.odu_bin), "run", "--no-post", *HOST_FLAG, *extra],
                               cwd=self.repo, env=self.env, what="odu run")
-        self.coord_rss.append(self._parse(RSS_COORD_RE, proc.stderr.decode("utf-8", "replace"),
-                                          "odu stderr"))
+        # The coordinator lives in the server: an `odu serve` (still alive,
+        # started by this run) when odu starts one, else `odu run` itself.
+        servers = find_servers(self.repo)
+        serve_hwm = proc_status_kib(servers[0], "VmHWM") if servers else None
+        if serve_hwm is not None:
+            self.coord_rss.append(serve_hwm)
+        else:
+            self.coord_rss.append(self._parse(RSS_COORD_RE, proc.stderr.decode("utf-8", "replace"),
+                                              "odu stderr"))
         setup_log = self.log_dir / "_ci-setup.log"
         if not setup_log.is_file():
             raise BenchError(f"odu run succeeded but {setup_log} is missing")
@@ -270,6 +317,291 @@ class OduRepo:
 
 
 # --------------------------------------------------------------------------
+# live runs: the server behind .ci/odu.sock, read from /proc
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def proc_argv(pid: int) -> list[str]:
+    raw = _read(f"/proc/{pid}/cmdline") or b""
+    return [a.decode("utf-8", "replace") for a in raw.split(b"\0")[:-1]]
+
+
+def proc_exe_name(pid: int) -> str | None:
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return None
+    # A binary rebuilt under a running process reads as "/path/odu (deleted)".
+    return os.path.basename(exe.removesuffix(" (deleted)"))
+
+
+def proc_cwd(pid: int) -> str | None:
+    try:
+        return os.path.realpath(os.readlink(f"/proc/{pid}/cwd"))
+    except OSError:
+        return None
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after `(comm)`: [0] is state (field 3)."""
+    raw = _read(f"/proc/{pid}/stat")
+    if raw is None:
+        return None
+    return raw[raw.rindex(b")") + 2:].decode().split()
+
+
+def proc_alive(pid: int) -> bool:
+    f = _stat_fields(pid)
+    return f is not None and f[0] not in ("Z", "X")
+
+
+def proc_ppid(pid: int) -> int | None:
+    f = _stat_fields(pid)
+    return None if f is None else int(f[1])
+
+
+def proc_cpu_s(pid: int) -> float | None:
+    """utime + stime of the process itself (not its children), in seconds."""
+    f = _stat_fields(pid)
+    if f is None or f[0] in ("Z", "X"):
+        return None
+    return (int(f[11]) + int(f[12])) / CLK_TCK   # fields 14 and 15 of stat
+
+
+def proc_status_kib(pid: int, key: str) -> int | None:
+    """`VmHWM`, `VmRSS`... from /proc/PID/status in KiB (None once it exited)."""
+    raw = _read(f"/proc/{pid}/status")
+    if raw is None:
+        return None
+    for line in raw.decode("utf-8", "replace").splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return None
+
+
+def all_pids() -> list[int]:
+    return [int(d) for d in os.listdir("/proc") if d.isdigit()]
+
+
+def find_servers(repo: Path, *, under: bool = False) -> list[int]:
+    """Live `odu serve` processes whose cwd is `repo` (or, with `under`, inside it)."""
+    root = os.path.realpath(repo)
+    found = []
+    for pid in all_pids():
+        if proc_exe_name(pid) != "odu":
+            continue
+        argv = proc_argv(pid)
+        if len(argv) < 2 or argv[1] != "serve" or not proc_alive(pid):
+            continue
+        cwd = proc_cwd(pid)
+        if cwd == root or (under and cwd is not None and cwd.startswith(root + os.sep)):
+            found.append(pid)
+    return found
+
+
+def find_descendants(ancestors: set[int], exe_name: str) -> list[int]:
+    """Live processes named `exe_name` with one of `ancestors` up their parent chain."""
+    found = []
+    for pid in all_pids():
+        if proc_exe_name(pid) != exe_name or not proc_alive(pid):
+            continue
+        p, hops = proc_ppid(pid), 0
+        while p and p > 1 and hops < 32:
+            if p in ancestors:
+                found.append(pid)
+                break
+            p, hops = proc_ppid(p), hops + 1
+    return found
+
+
+def stop_servers(repo: Path, *, under: bool = False, grace_s: float = 5.0) -> int:
+    """SIGTERM every `odu serve` of `repo` (SIGKILL after `grace_s`); how many there were."""
+    pids = find_servers(repo, under=under)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace_s
+    while any(proc_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for pid in pids:
+        if proc_alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    return len(pids)
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """Nearest-rank percentile (pct in 0..100)."""
+    s = sorted(values)
+    k = max(0, min(len(s) - 1, -(-len(s) * pct // 100) - 1))
+    return s[int(k)]
+
+
+class Sampler(threading.Thread):
+    """Polls one process's VmHWM and CPU time until stopped or until it exits.
+
+    The last sample stands in for the final figure when the process is a
+    child that exits (a zombie has no Vm* lines); VmHWM is a high-water mark,
+    so a late start loses nothing and the poll misses at most one interval
+    (callers prefer odu's own exact `peak rss` line when the server is the
+    `odu run` process). The interval is coarse so the bench's own CPU stays
+    out of the way on a small machine.
+    """
+
+    def __init__(self, pid: int, interval: float = 0.05):
+        super().__init__(daemon=True)
+        self.pid, self.interval = pid, interval
+        self.hwm_kib = 0
+        self.cpu_s = 0.0
+        self._stop_ev = threading.Event()
+
+    def sample(self) -> bool:
+        hwm, cpu = proc_status_kib(self.pid, "VmHWM"), proc_cpu_s(self.pid)
+        if hwm is None or cpu is None:
+            return False
+        self.hwm_kib, self.cpu_s = max(self.hwm_kib, hwm), max(self.cpu_s, cpu)
+        return True
+
+    def run(self) -> None:
+        while not self._stop_ev.is_set() and self.sample():
+            self._stop_ev.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop_ev.set()
+        self.join()
+        self.sample()   # still alive (an `odu serve` outliving its run): exact
+
+
+class LiveRun:
+    """`odu run` started in the background, with its server found once it serves.
+
+    The server is the process owning `.ci/odu.sock`: an `odu serve` whose cwd
+    is the fixture repo when odu starts one, else the `odu run` process itself.
+    """
+
+    def __init__(self, repo: OduRepo, extra: list[str] = (), tag: str = "run"):
+        self.repo = repo
+        stop_servers(repo.repo)
+        shutil.rmtree(repo.repo / ".ci", ignore_errors=True)
+        self.socket = repo.repo / ".ci" / "odu.sock"
+        # stderr to a file: nobody reads it while the run goes, and a pipe
+        # could fill; stdout (one line per transition) is not needed.
+        self.stderr_path = repo.repo.parent / f"{repo.repo.name}.{tag}.stderr"
+        self._stderr = open(self.stderr_path, "wb")
+        self.argv = [str(repo.odu_bin), "run", "--no-post", *HOST_FLAG, *extra]
+        self.t0 = time.perf_counter()
+        self.proc = subprocess.Popen(self.argv, cwd=repo.repo, env=repo.env,
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=self._stderr)
+        self.server_pid: int | None = None
+        self.elapsed: float | None = None
+        # A thread reaps `odu run` the moment it exits, so the wall time is
+        # right even while the bench itself is busy (spawning clients).
+        self._reaper = threading.Thread(target=self._reap, daemon=True)
+        self._reaper.start()
+
+    def _reap(self) -> None:
+        self.proc.wait()
+        self.elapsed = time.perf_counter() - self.t0
+
+    @property
+    def server_is_run(self) -> bool:
+        return self.server_pid == self.proc.pid
+
+    def stderr_text(self) -> str:
+        if not self._stderr.closed:
+            self._stderr.flush()
+        return self.stderr_path.read_text("utf-8", "replace")
+
+    def fail(self, why: str) -> BenchError:
+        return BenchError(f"{why}: {' '.join(self.argv)}\n--- stderr (tail) ---\n{tail(self.stderr_text())}")
+
+    def wait_socket(self, deadline_s: float = SOCKET_DEADLINE_S) -> int:
+        """Polls until `.ci/odu.sock` exists, then finds the server; returns its pid."""
+        deadline = time.monotonic() + deadline_s
+        while not self.socket.exists():
+            if self.proc.poll() is not None:
+                raise self.fail(f"odu run exited {self.proc.returncode} before {self.socket} appeared")
+            if time.monotonic() > deadline:
+                raise self.fail(f"{self.socket} did not appear within {deadline_s:g} s")
+            time.sleep(0.002)
+        servers = find_servers(self.repo.repo)
+        self.server_pid = servers[0] if servers else self.proc.pid
+        return self.server_pid
+
+    def wait_live(self, deadline_s: float = SOCKET_DEADLINE_S) -> int:
+        """wait_socket, then polls `odu status -o json` until it reports the run live.
+
+        An `odu serve` binds the socket before `odu run` has asked it to start
+        the run; a client connecting in between would see no live run.
+        """
+        pid = self.wait_socket(deadline_s)
+        deadline = time.monotonic() + deadline_s
+        while True:
+            proc = subprocess.run([str(self.repo.odu_bin), "status", "-o", "json"], cwd=self.repo.repo,
+                                  env=self.repo.env, stdin=subprocess.DEVNULL, capture_output=True)
+            try:
+                if json.loads(proc.stdout).get("live"):
+                    return pid
+            except (json.JSONDecodeError, AttributeError):
+                pass
+            if self.proc.poll() is not None:
+                raise self.fail(f"odu run exited {self.proc.returncode} before odu status saw it live")
+            if time.monotonic() > deadline:
+                raise self.fail(f"odu status did not report the run live within {deadline_s:g} s\n"
+                                f"last status stderr: {tail(proc.stderr)}")
+            time.sleep(0.005)
+
+    def runner_pids(self) -> list[int]:
+        roots = {self.proc.pid} | ({self.server_pid} if self.server_pid else set())
+        return find_descendants(roots, "odu-runner")
+
+    def wait(self, timeout: float = 600) -> float:
+        """Waits for `odu run` to exit 0; returns its wall time (from the Popen)."""
+        self._reaper.join(timeout)
+        if self._reaper.is_alive():
+            self.proc.kill()
+            self._reaper.join()
+            raise self.fail(f"odu run did not finish within {timeout:g} s")
+        rc = self.proc.returncode
+        self._stderr.close()
+        if rc != 0:
+            raise self.fail(f"odu run exited {rc}")
+        return self.elapsed
+
+    def reported_peak_kib(self) -> int | None:
+        """The coordinator's own `peak rss` line (ODU_REPORT_PEAK_RSS), if printed."""
+        m = RSS_COORD_RE.search(self.stderr_text())
+        return int(m.group(1)) if m else None
+
+    def reported_cpu_s(self) -> float | None:
+        """The coordinator's own CPU time from the same line, if printed."""
+        m = CPU_COORD_RE.search(self.stderr_text())
+        return int(m.group(1)) / 1000 if m else None
+
+    def close(self) -> None:
+        """Leaves nothing behind: kills a still-running `odu run`, stops its server."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self._reaper.join()
+        if not self._stderr.closed:
+            self._stderr.close()
+        stop_servers(self.repo.repo)
+
+
+
+# --------------------------------------------------------------------------
 # scenarios
 
 
@@ -282,8 +614,7 @@ def ci_justfile(names: list[str], deps: dict[str, list[str]], root_deps: list[st
 
 def scenario_wide200(ctx: "Ctx") -> Result:
     names = [f"r{i:03d}" for i in range(200)]
-    sha = make_repo(ctx.tmp / "wide200", ci_justfile(names, {}, names), ctx.env)
-    repo = OduRepo(ctx.odu, ctx.tmp / "wide200", sha, ctx.env)
+    repo = wide200_repo(ctx)
     feed = ("\n".join(names) + "\n").encode()
 
     def baseline() -> float:
@@ -462,11 +793,500 @@ def scenario_dump1000(ctx: "Ctx") -> Result:
                   "just --dump --dump-format json", "odu dump", b, o, 1.5)
 
 
+# -- live-server scenarios ---------------------------------------------------
+
+
+EMIT_PY = r"""import os, random, sys, time
+go, n = sys.argv[1], int(sys.argv[2])
+os.write(1, b"READY\n")
+# Timed lines start once the bench's `odu logs -f` has seen READY (it then
+# creates `go`): they measure following a live log, not connecting to it.
+deadline = time.monotonic() + 30
+while not os.path.exists(go) and time.monotonic() < deadline:
+    time.sleep(0.002)
+rng = random.Random(5)
+for i in range(n):
+    os.write(1, b"T %d %d\n" % (i, time.time_ns()))
+    time.sleep(rng.uniform(0.005, 0.010))
+os.write(1, b"DONE\n")
+"""
+
+LOGS_LINES = 500
+
+
+def scenario_logs_latency(ctx: "Ctx") -> Result:
+    d = ctx.tmp / "logs_latency"
+    go = ctx.tmp / "logs_latency.go"
+    # The interpreter's real path, not a shim: the node's startup stays out of
+    # the way (it is not timed anyway).
+    just = ('[metadata("ci")]\nci: ticker\n\nticker:\n'
+            f"    @'{sys.executable}' emit.py '{go}' {LOGS_LINES}\n")
+    d.mkdir()
+    (d / "emit.py").write_text(EMIT_PY)
+    sha = make_repo_in(d, just, ctx.env)
+    repo = OduRepo(ctx.odu, d, sha, ctx.env)
+
+    def once() -> tuple[list[float], float]:
+        """One run: latencies (ms) of every timed line, and ms from socket to READY."""
+        go.unlink(missing_ok=True)
+        live = LiveRun(repo, tag="logs")
+        client = None
+        try:
+            live.wait_live()
+            t_live = time.perf_counter()
+            client = subprocess.Popen([str(ctx.odu), "logs", "-f", "ticker"], cwd=d, env=ctx.env,
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE)
+            fd = client.stdout.fileno()
+            buf, lat, ready_ms, done = b"", [], None, False
+            deadline = time.monotonic() + 120
+            while True:
+                if time.monotonic() > deadline:
+                    raise BenchError("odu logs -f ticker: no end of log within 120 s")
+                r, _, _ = select.select([fd], [], [], 1.0)
+                if not r:
+                    continue
+                chunk = os.read(fd, 65536)
+                arrival = time.time_ns()   # one stamp per read: every line in it arrived now
+                if not chunk:
+                    break
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                for line in lines:
+                    if line == b"READY":
+                        ready_ms = (time.perf_counter() - t_live) * 1000
+                        go.touch()
+                    elif line.startswith(b"T "):
+                        lat.append((arrival - int(line.split()[2])) / 1e6)
+                    elif line == b"DONE":
+                        done = True
+            err = client.stderr.read().decode("utf-8", "replace")
+            if client.wait() != 0:
+                raise BenchError(f"odu logs -f ticker exited {client.returncode}\n{tail(err)}")
+            live.wait()
+            if len(lat) != LOGS_LINES or not done or ready_ms is None:
+                raise BenchError(f"odu logs -f ticker delivered {len(lat)}/{LOGS_LINES} timed lines "
+                                 f"(READY {'seen' if ready_ms is not None else 'missing'}, "
+                                 f"DONE {'seen' if done else 'missing'})\n{tail(err)}")
+            return lat, ready_ms
+        finally:
+            if client is not None and client.poll() is None:
+                client.kill()
+                client.wait()
+            live.close()
+
+    try:
+        once()   # warm-up, discarded
+        per_run, readies, everything = [], [], []
+        for i in range(ctx.runs):
+            lat, ready_ms = once()
+            per_run.append(statistics.median(lat))
+            readies.append(ready_ms)
+            everything += lat
+            print(f"    run {i + 1}/{ctx.runs}: median {per_run[-1]:.2f} ms, "
+                  f"p99 {percentile(lat, 99):.2f} ms, max {max(lat):.2f} ms", file=sys.stderr, flush=True)
+    finally:
+        stop_servers(d)
+    checks = [
+        Check("line latency median", statistics.median(everything), "ms", 5, digits=2),
+        Check("line latency p99", percentile(everything, 99), "ms", 20, digits=2),
+        Check("line latency p90", percentile(everything, 90), "ms", digits=2),
+        Check("line latency max", max(everything), "ms", digits=2),
+    ]
+    notes = [f"{len(everything)} lines ({LOGS_LINES} per run, one every 5-10 ms); latency = arrival on "
+             "the client's stdout - the node's time.time_ns() in the line",
+             f"per-run medians (ms): {' '.join(f'{m:.2f}' for m in per_run)}",
+             f"run live -> READY through logs -f (process start, connect, replay), "
+             f"median {statistics.median(readies):.1f} ms"]
+    return Result("logs_latency", "odu logs -f line latency on a live node", ctx.runs,
+                  "", "", [], [], None, checks, notes)
+
+
+STATUS_CALLS = 50
+STATUS_JOBS = 50       # 200 nodes x sleep 2 s / 50 jobs: a run live for ~8 s
+
+
+def scenario_status_latency(ctx: "Ctx") -> Result:
+    names = [f"s{i:03d}" for i in range(200)]
+    lines = ['[metadata("ci")]', f"ci: {' '.join(names)}", ""]
+    for n in names:
+        lines += [f"{n}:", "    @sleep 2", ""]
+    d = ctx.tmp / "status_latency"
+    sha = make_repo(d, "\n".join(lines), ctx.env)
+    repo = OduRepo(ctx.odu, d, sha, ctx.env)
+    status_argv = [str(ctx.odu), "status", "-o", "json"]
+    version_argv = [str(ctx.odu), "--version"]
+
+    def status_once() -> tuple[float, dict]:
+        elapsed, proc = timed(status_argv, cwd=d, env=ctx.env, what="odu status -o json")
+        try:
+            return elapsed, json.loads(proc.stdout)
+        except json.JSONDecodeError as e:
+            raise BenchError(f"odu status -o json printed invalid JSON: {e}\n{tail(proc.stdout)}") from None
+
+    def once() -> tuple[list[float], list[float]]:
+        live = LiveRun(repo, ["--jobs", str(STATUS_JOBS)], tag="status")
+        try:
+            live.wait_live()   # its status calls are untimed warm-ups
+            timed(version_argv, cwd=d, env=ctx.env, what="odu --version")
+            s_times, v_times = [], []
+            for i in range(STATUS_CALLS):
+                # Alternate which goes first, as measure() does.
+                if i % 2:
+                    v_times.append(timed(version_argv, cwd=d, env=ctx.env, what="odu --version")[0])
+                elapsed, doc = status_once()
+                if not doc.get("live"):
+                    raise BenchError(f"the run ended after {i} of {STATUS_CALLS} status calls: "
+                                     "lengthen the fixture (STATUS_JOBS)")
+                if len(doc.get("nodes", [])) < 200:
+                    raise BenchError(f"odu status listed {len(doc.get('nodes', []))} nodes, expected >= 200")
+                s_times.append(elapsed)
+                if not i % 2:
+                    v_times.append(timed(version_argv, cwd=d, env=ctx.env, what="odu --version")[0])
+            live.wait()
+            return s_times, v_times
+        finally:
+            live.close()
+
+    try:
+        all_s, all_v, per_run = [], [], []
+        for i in range(ctx.runs):
+            s_t, v_t = once()
+            all_s += s_t
+            all_v += v_t
+            per_run.append(statistics.median(s_t) * 1000)
+            print(f"    run {i + 1}/{ctx.runs}: status median {per_run[-1]:.2f} ms, "
+                  f"--version median {statistics.median(v_t) * 1000:.2f} ms", file=sys.stderr, flush=True)
+    finally:
+        stop_servers(d)
+    ms = [t * 1000 for t in all_s]
+    checks = [
+        Check("odu status -o json median (whole process)", statistics.median(ms), "ms", 15, digits=2),
+        Check("odu status -o json p90", percentile(ms, 90), "ms", digits=2),
+        # The same percentile of the process floor: how much of the tail is the
+        # machine (50 nodes spawning at once, other jobs) rather than odu.
+        Check("odu --version p90", percentile([t * 1000 for t in all_v], 90), "ms", digits=2),
+    ]
+    notes = [f"{len(ms)} status calls ({STATUS_CALLS} per run) during a live 200-node run "
+             f"(sleep 2 each, --jobs {STATUS_JOBS}), each checked live with >= 200 nodes",
+             f"per-run status medians (ms): {' '.join(f'{m:.2f}' for m in per_run)}"]
+    return Result("status_latency", "odu status -o json against a live 200-node run", ctx.runs,
+                  "odu --version", "odu status -o json", all_v, all_s, None, checks, notes,
+                  show_times=False, times_in_ms=True)
+
+
+CLIENTS = 100
+CLIENT_EXIT_DEADLINE_S = 30.0
+
+
+def wide200_repo(ctx: "Ctx") -> OduRepo:
+    """wide200's fixture, built once and shared (clients100 runs the same DAG)."""
+    names = [f"r{i:03d}" for i in range(200)]
+    d = ctx.tmp / "wide200"
+    if (d / ".git").is_dir():
+        sha = git(d, "rev-parse", "HEAD", env=ctx.env)
+    else:
+        sha = make_repo(d, ci_justfile(names, {}, names), ctx.env)
+    return OduRepo(ctx.odu, d, sha, ctx.env)
+
+
+def set_pipe_size(fd: int, size: int) -> None:
+    import fcntl
+    try:
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), size)
+    except OSError:
+        pass
+
+
+class Clients:
+    """CLIENTS `odu attach -o json` processes on one run, in three kinds:
+
+    - stalled (half): stdout is a 4 KiB pipe nobody reads until the run has
+      ended, so they block on stdout and stop reading the socket;
+    - slow (a quarter): a 4 KiB pipe drained 1 KiB per client every 20 ms;
+    - fast (a quarter): stdout to /dev/null.
+    After the run, every pipe is drained so they can all finish.
+    """
+
+    def __init__(self, ctx: "Ctx", repo: Path, n: int = CLIENTS):
+        self.ctx, self.repo, self.n = ctx, repo, n
+        self.procs: list[subprocess.Popen] = []
+        self.kinds: list[str] = []
+        self.err_paths: list[Path] = []
+        self._slow_stop = threading.Event()
+        self._slow_thread: threading.Thread | None = None
+        self.cpu_s = 0.0          # the clients' own CPU (user + sys), summed, from wait4
+        self.spawn_cpu_s = 0.0    # the bench's CPU spent spawning them
+
+    def start(self) -> None:
+        cpu0 = time.process_time()
+        for i in range(self.n):
+            kind = ("stalled", "stalled", "slow", "fast")[i % 4]
+            err_path = self.repo.parent / f"client{i:03d}.stderr"
+            with open(err_path, "wb") as err:
+                p = subprocess.Popen([str(self.ctx.odu), "attach", "-o", "json"], cwd=self.repo,
+                                     env=self.ctx.env, stdin=subprocess.DEVNULL, stderr=err,
+                                     stdout=subprocess.DEVNULL if kind == "fast" else subprocess.PIPE)
+            if p.stdout is not None:
+                set_pipe_size(p.stdout.fileno(), 4096)
+                os.set_blocking(p.stdout.fileno(), False)
+            self.procs.append(p)
+            self.kinds.append(kind)
+            self.err_paths.append(err_path)
+        self.spawn_cpu_s = time.process_time() - cpu0
+        self._slow_thread = threading.Thread(target=self._read_slowly, daemon=True)
+        self._slow_thread.start()
+
+    def _read_slowly(self) -> None:
+        slow = [p.stdout for p, k in zip(self.procs, self.kinds) if k == "slow"]
+        while not self._slow_stop.is_set():
+            for f in slow:
+                try:
+                    os.read(f.fileno(), 1024)
+                except (BlockingIOError, OSError, ValueError):
+                    pass
+            self._slow_stop.wait(0.02)
+
+    def finish(self) -> tuple[int, dict[str, int]]:
+        """Drains every pipe until every client exits.
+
+        Returns how many attached to the live run (the rest started after it
+        ended and answered from the ledger) and, by kind, how many exited 1
+        ("did not pass": the link closed before they saw every node settle)
+        although the run passed. Raises BenchError (after killing them) if a
+        client outlives the deadline or exits with anything but 0 or 1.
+        """
+        self._slow_stop.set()
+        if self._slow_thread:
+            self._slow_thread.join()
+        open_pipes = {p.stdout.fileno(): p for p in self.procs if p.stdout is not None}
+        deadline = time.monotonic() + CLIENT_EXIT_DEADLINE_S
+        while open_pipes and time.monotonic() < deadline:
+            r, _, _ = select.select(list(open_pipes), [], [], 0.5)
+            for fd in r:
+                try:
+                    if not os.read(fd, 65536):
+                        open_pipes.pop(fd).stdout.close()
+                except BlockingIOError:
+                    pass
+        # Reaped with wait4 (not Popen.wait) for each client's CPU usage.
+        pending = {p.pid: p for p in self.procs}
+        while pending and time.monotonic() < deadline:
+            for pid, p in list(pending.items()):
+                done, status, usage = os.wait4(pid, os.WNOHANG)
+                if done:
+                    p.returncode = os.waitstatus_to_exitcode(status)
+                    self.cpu_s += usage.ru_utime + usage.ru_stime
+                    del pending[pid]
+            if pending:
+                time.sleep(0.01)
+        stuck = list(pending.values())
+        for p in stuck:
+            p.kill()
+            p.wait()
+        for p in self.procs:
+            if p.stdout is not None and not p.stdout.closed:
+                p.stdout.close()
+        if stuck:
+            raise BenchError(f"{len(stuck)} of {self.n} odu attach clients were still running "
+                             f"{CLIENT_EXIT_DEADLINE_S:g} s after the run ended (killed)")
+        bad = [(i, p.returncode) for i, p in enumerate(self.procs) if p.returncode not in (0, 1)]
+        if bad:
+            i, rc = bad[0]
+            raise BenchError(f"{len(bad)} odu attach clients exited neither 0 nor 1, e.g. client {i} "
+                             f"({self.kinds[i]}) exited {rc}:\n{tail(self.err_paths[i].read_text())}")
+        idle = sum("no run in progress" in e.read_text("utf-8", "replace") for e in self.err_paths)
+        short = {k: 0 for k in ("stalled", "slow", "fast")}
+        for p, kind in zip(self.procs, self.kinds):
+            short[kind] += p.returncode == 1
+        return self.n - idle, short
+
+    def kill(self) -> None:
+        self._slow_stop.set()
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def scenario_clients100(ctx: "Ctx") -> Result:
+    repo = wide200_repo(ctx)
+    hwm = {0: [], CLIENTS: []}      # server VmHWM, KiB, per timed run
+    cpu = {0: [], CLIENTS: []}      # server CPU s, per timed run
+    live_counts: list[int] = []
+    short_counts: list[dict[str, int]] = []   # clients that exited 1 on a green run, by kind
+    client_cpu: list[float] = []              # the clients' own CPU, summed, per run
+    spawn_cpu: list[float] = []               # the bench's CPU spawning them, per run
+    servers: set[str] = set()
+
+    def once(n_clients: int, record: bool = True) -> float:
+        live = LiveRun(repo, tag=f"clients{n_clients}")
+        clients = Clients(ctx, repo.repo, n_clients) if n_clients else None
+        try:
+            # Both sides wait alike: the clients start once the run is live.
+            pid = live.wait_live()
+            servers.add("odu run (the server itself)" if live.server_is_run else "odu serve")
+            sampler = Sampler(pid)
+            sampler.start()
+            if clients:
+                clients.start()
+            elapsed = live.wait()
+            sampler.stop()
+            if clients:
+                n_live, short = clients.finish()
+                if record:
+                    live_counts.append(n_live)
+                    short_counts.append(short)
+                    client_cpu.append(clients.cpu_s)
+                    spawn_cpu.append(clients.spawn_cpu_s)
+            peak, cpu_s = sampler.hwm_kib, sampler.cpu_s
+            if live.server_is_run:
+                # It exited: its own report is exact, the last sample may be late.
+                peak = max(peak, live.reported_peak_kib() or 0)
+                cpu_s = max(cpu_s, live.reported_cpu_s() or 0)
+            missing = [n for n in (f"r{i:03d}" for i in range(200))
+                       if not (repo.log_dir / f"{n}.log").exists()]
+            if missing:
+                raise BenchError(f"odu run left no log for {len(missing)} recipes, e.g. {missing[:3]}")
+            if record:
+                hwm[n_clients].append(peak)
+                cpu[n_clients].append(cpu_s)
+            return elapsed
+        finally:
+            if clients:
+                clients.kill()
+            live.close()
+
+    try:
+        once(0, record=False)
+        once(CLIENTS, record=False)
+        b, o = [], []
+        for i in range(ctx.runs):
+            if i % 2 == 0:
+                b.append(once(0))
+                o.append(once(CLIENTS))
+            else:
+                o.append(once(CLIENTS))
+                b.append(once(0))
+            print(f"    run {i + 1}/{ctx.runs}: 0 clients {b[-1]:.3f} s, {CLIENTS} clients {o[-1]:.3f} s "
+                  f"({live_counts[-1]} attached live, {sum(short_counts[-1].values())} missed the end), "
+                  f"server peak RSS {hwm[0][-1] / KIB:.1f} / "
+                  f"{hwm[CLIENTS][-1] / KIB:.1f} MiB", file=sys.stderr, flush=True)
+    finally:
+        stop_servers(repo.repo)
+    short_total = [sum(c.values()) for c in short_counts]
+    added = (max(hwm[CLIENTS]) - max(hwm[0])) / KIB
+    checks = [
+        Check(f"server peak RSS added by {CLIENTS} clients", added, "MiB", 20),
+        Check("server peak RSS, 0 clients (max)", max(hwm[0]) / KIB, "MiB"),
+        Check(f"server peak RSS, {CLIENTS} clients (max)", max(hwm[CLIENTS]) / KIB, "MiB"),
+        Check("server CPU, 0 clients (median)", statistics.median(cpu[0]), "s", digits=2),
+        Check(f"server CPU, {CLIENTS} clients (median)", statistics.median(cpu[CLIENTS]), "s", digits=2),
+        Check(f"{CLIENTS} clients' own CPU, summed (median)", statistics.median(client_cpu), "s", digits=2),
+        Check("bench CPU spawning them (median)", statistics.median(spawn_cpu), "s", digits=2),
+        # Not an issue target: a correctness figure. 0 when every client saw
+        # the run settle; a client that did not prints "did not pass" and
+        # exits 1 although the run passed.
+        Check("clients that missed the end (median/run)", statistics.median(short_total), "of 100"),
+    ]
+    notes = [f"server: {', '.join(sorted(servers))}; peak RSS is its VmHWM (max over runs; "
+             f"median added {(statistics.median(hwm[CLIENTS]) - statistics.median(hwm[0])) / KIB:.1f} MiB)",
+             f"clients: {CLIENTS // 2} stalled (4 KiB stdout pipe unread until the run ends), "
+             f"{CLIENTS // 4} slow (1 KiB / 20 ms), {CLIENTS // 4} to /dev/null; all exited every run",
+             "clients that missed the end (exit 1, 'did not pass', on a green run) per run, "
+             "stalled/slow/fast: " + " ".join(f"{c['stalled']}/{c['slow']}/{c['fast']}" for c in short_counts),
+             f"clients that attached to the live run (the rest started after it ended): "
+             f"{' '.join(map(str, live_counts))} of {CLIENTS}",
+             "the clients' own CPU shares the machine with the run: it is part of the slowdown"]
+    return Result("clients100", f"wide200 with {CLIENTS} attach clients", ctx.runs,
+                  "odu run, 0 clients", f"odu run, {CLIENTS} odu attach clients", b, o, 1.05,
+                  checks, notes)
+
+
+def scenario_idle_cpu(ctx: "Ctx") -> Result:
+    secs = ctx.idle_seconds
+    runs = min(ctx.runs, IDLE_MAX_RUNS) if ctx.runs_explicit else 1
+    d = ctx.tmp / "idle_cpu"
+    just = ('[metadata("ci")]\nci: idle\n\nidle:\n'
+            f"    @echo idle-node-started && sleep {secs}\n")
+    sha = make_repo(d, just, ctx.env)
+    repo = OduRepo(ctx.odu, d, sha, ctx.env)
+    log = repo.log_dir / "idle.log"
+    settle_s, end_margin_s = 1.0, 1.5
+
+    def once() -> dict[str, float]:
+        live = LiveRun(repo, tag="idle")
+        try:
+            server = live.wait_socket()
+            deadline = time.monotonic() + SOCKET_DEADLINE_S
+            while b"idle-node-started" not in (_read(str(log)) or b""):
+                if live.proc.poll() is not None or time.monotonic() > deadline:
+                    raise live.fail(f"the idle node never started (no marker in {log})")
+                time.sleep(0.05)
+            started = time.monotonic()
+            time.sleep(settle_s)
+            runners = live.runner_pids()
+            watched = {"server": server, "runner": runners[0] if runners else None}
+            if not live.server_is_run:
+                watched["odu run"] = live.proc.pid
+            t_a = time.monotonic()
+            a = {k: proc_cpu_s(p) if p else None for k, p in watched.items()}
+            time.sleep(max(0.0, started + secs - end_margin_s - time.monotonic()))
+            t_b = time.monotonic()
+            b = {k: proc_cpu_s(p) if p else None for k, p in watched.items()}
+            live.wait(secs + 60)
+            out = {"window": t_b - t_a}
+            for k in watched:
+                if a[k] is None or b[k] is None:
+                    if k == "server":
+                        raise live.fail("the server exited before the idle window ended")
+                    continue
+                out[k] = (b[k] - a[k]) / (t_b - t_a) * 100
+                out[k + " ms"] = (b[k] - a[k]) * 1000
+            return out
+        finally:
+            live.close()
+
+    try:
+        results = []
+        for i in range(runs):
+            results.append(once())
+            r = results[-1]
+            print(f"    run {i + 1}/{runs}: window {r['window']:.1f} s, " + ", ".join(
+                f"{k} {r[k]:.3f}% ({r[k + ' ms']:.0f} ms)" for k in r if k + " ms" in r),
+                file=sys.stderr, flush=True)
+    finally:
+        stop_servers(d)
+
+    def med(k: str) -> float | None:
+        vals = [r[k] for r in results if k in r]
+        return statistics.median(vals) if vals else None
+
+    checks = [Check("server CPU while a node sleeps", med("server"), "% core", 1, digits=2)]
+    for k in ("runner", "odu run"):
+        if med(k) is not None:
+            checks.append(Check(f"{k} CPU while a node sleeps", med(k), "% core", digits=2))
+    notes = [f"node: sleep {secs}; CPU = utime+stime delta over a {med('window'):.1f} s window "
+             f"({settle_s:g} s after the node started to {end_margin_s:g} s before it ends), "
+             f"{1000 / CLK_TCK:g} ms ticks",
+             "CPU ms in the window per run: " + "; ".join(
+                 ", ".join(f"{k} {r[k + ' ms']:.0f}" for k in r if k + " ms" in r) for r in results)]
+    if not ctx.runs_explicit:
+        notes.append("1 run by default (pass --runs N for up to "
+                     f"{IDLE_MAX_RUNS}); --idle-seconds sets the node's sleep")
+    return Result("idle_cpu", f"server CPU during a {secs} s idle node", runs,
+                  "", "", [], [], None, checks, notes)
+
+
 SCENARIOS: dict[str, Callable[["Ctx"], Result]] = {
     "wide200": scenario_wide200,
     "chain200": scenario_chain200,
     "log1g": scenario_log1g,
     "dump1000": scenario_dump1000,
+    "logs_latency": scenario_logs_latency,
+    "status_latency": scenario_status_latency,
+    "clients100": scenario_clients100,
+    "idle_cpu": scenario_idle_cpu,
 }
 
 
@@ -480,6 +1300,8 @@ class Ctx:
     runs: int
     tmp: Path
     env: dict
+    runs_explicit: bool = False   # --runs given (idle_cpu runs once unless it is)
+    idle_seconds: int = IDLE_SECONDS
 
 
 def clean_env(home: Path) -> dict:
@@ -516,11 +1338,20 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--odu", type=Path, default=REPO_ROOT / "target" / "release" / "odu",
                     help="odu binary (default: target/release/odu of this repo)")
-    ap.add_argument("--runs", type=int, default=5, help="timed runs per side (default 5)")
+    ap.add_argument("--runs", type=int, default=None,
+                    help=f"timed runs per side (default 5; log1g at most {LOG1G_MAX_RUNS}, "
+                         f"idle_cpu 1 unless given, at most {IDLE_MAX_RUNS})")
     ap.add_argument("--only", choices=list(SCENARIOS), help="run only this scenario")
+    ap.add_argument("--idle-seconds", type=int, default=IDLE_SECONDS,
+                    help=f"idle_cpu: how long its node sleeps (default {IDLE_SECONDS}, >= 5)")
     args = ap.parse_args()
+    runs_explicit = args.runs is not None
+    if not runs_explicit:
+        args.runs = 5
     if args.runs < 1:
         ap.error("--runs must be >= 1")
+    if args.idle_seconds < 5:
+        ap.error("--idle-seconds must be >= 5")
     odu = args.odu if args.odu.is_absolute() else (Path.cwd() / args.odu)
     odu = odu.resolve()
     just_desc = preflight(odu)
@@ -532,7 +1363,7 @@ def main() -> int:
         tmp = Path(tmp_s)
         home = tmp / "home"
         home.mkdir()
-        ctx = Ctx(odu, args.runs, tmp, clean_env(home))
+        ctx = Ctx(odu, args.runs, tmp, clean_env(home), runs_explicit, args.idle_seconds)
         print(f"odu bench: {odu}, {args.runs} runs, lane {PLATFORM}=localhost, "
               f"{os.cpu_count()} cpus, fixtures in {tmp}\n  just: {just_desc}", file=sys.stderr)
         for name in names:
@@ -542,6 +1373,10 @@ def main() -> int:
             except BenchError as e:
                 failed[name] = str(e)
                 print(f"  {name} FAILED: {e}", file=sys.stderr)
+            finally:
+                # An `odu serve` outlives its run: none may serve into the
+                # next scenario (or outlive the bench).
+                stop_servers(tmp, under=True)
 
     for r in results:
         print_table(r)
