@@ -18,7 +18,7 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 /// Fails loudly when a tool the tests need is missing (CI must install it).
 pub fn require_tool(tool: &str) {
     let found = std::process::Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success());
-    assert!(found, "{tool} is required by the tests: install it (bash scripts/install-test-deps.sh)");
+    assert!(found, "{tool} is required by the tests: install it (bash scripts/install-deps.sh)");
 }
 
 pub fn workspace(justfile: &str) -> tempfile::TempDir {
