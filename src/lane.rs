@@ -94,6 +94,23 @@ impl LaneLogs {
         Ok(LaneLogs { spools })
     }
 
+    /// Files a runner's stderr into the setup log, a `[runner] …` line at a time: its
+    /// diagnostics belong there, not on the user's terminal. The task ends with the stream.
+    pub fn file_runner_stderr(
+        &self,
+        stderr: impl AsyncRead + Unpin + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        let setup_spool = self.spools.get(SETUP).cloned();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(spool) = &setup_spool {
+                    let _ = spool.append(spool.generation(), format!("[runner] {line}\n").as_bytes());
+                }
+            }
+        })
+    }
+
     /// Appends a coordinator line (`[odu] …`) to the setup log.
     pub fn narrate(&self, line: &str) {
         if let Some(spool) = self.spools.get(SETUP) {
@@ -137,17 +154,7 @@ pub async fn run_local(
         use std::os::fd::AsFd;
         crate::runner::spawner::enlarge_pipe(stdout.as_fd());
     }
-    let stderr = child.stderr.take().expect("piped");
-    // The runner's diagnostics belong in the setup log, not on the user's terminal.
-    let setup_spool = logs.spools.get(SETUP).cloned();
-    let stderr_task = tokio::spawn(async move {
-        let mut lines = BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(spool) = &setup_spool {
-                let _ = spool.append(spool.generation(), format!("[runner] {line}\n").as_bytes());
-            }
-        }
-    });
+    let stderr_task = logs.file_runner_stderr(child.stderr.take().expect("piped"));
     drive(&spec, &logs, stdout, stdin, commands, &reports).await;
     // The link is closed: the runner kills its groups and exits on its own; give it the grace
     // period plus a margin before forcing it.

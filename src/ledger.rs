@@ -192,6 +192,24 @@ pub fn recover(ci: &Path, repo: &Path, now: u64) -> Vec<String> {
     closed
 }
 
+/// The record `run` names (`<sha7>#<seq>`), or the latest; the error says what to do.
+pub fn find(ci: &Path, run: Option<&str>) -> Result<RunRecord, String> {
+    let records = list(ci);
+    let Some(run) = run else {
+        return records
+            .into_iter()
+            .next()
+            .ok_or_else(|| "no run in this checkout yet: start one with odu run".into());
+    };
+    let known: Vec<String> = records.iter().take(10).map(RunRecord::reference).collect();
+    records.into_iter().find(|rec| rec.reference() == run).ok_or_else(|| {
+        format!(
+            "no run {run:?} in this checkout (latest: {}): list them with odu runs",
+            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+        )
+    })
+}
+
 /// Every record under `.ci`, newest first; unreadable files are skipped.
 pub fn list(ci: &Path) -> Vec<RunRecord> {
     let mut records: Vec<RunRecord> = std::fs::read_dir(ci)

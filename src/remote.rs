@@ -5,7 +5,7 @@
 //! Setup, narrated step by step into the lane's `_ci-setup` log:
 //! 1. connect, retrying a bounded number of times with backoff (never on a host key or auth
 //!    refusal, which no retry fixes);
-//! 2. probe the host (`uname`, cache dir, git, just, a cached or installed runner) and check its
+//! 2. probe the host (`uname`, git, just, a cached or installed runner) and check its
 //!    platform against the hosts entry;
 //! 3. the runner: the one cached under `~/.cache/odu/runner/<content-hash>/`, else this build's
 //!    own uploaded there atomically when the platforms match, else an `odu-runner` on PATH;
@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use odu_core::NodeStatus;
 use openssh::{KnownHosts, Session, SessionBuilder, Stdio};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use crate::hosts::HostEntry;
@@ -50,11 +50,13 @@ pub struct RemoteSource {
 
 const CONNECT_ATTEMPTS: u32 = 3;
 
+/// odu's cache on a host, as the host's shell spells it.
+const CACHE: &str = "${XDG_CACHE_HOME:-$HOME/.cache}/odu";
+
 /// The probe's findings.
 #[derive(Debug, Default)]
 pub struct Probe {
     pub platform: String,
-    pub cache: String,
     pub git: Option<String>,
     pub just: Option<String>,
     pub cached_runner: Option<String>,
@@ -200,16 +202,15 @@ fn platform_of(os: &str, arch: &str) -> String {
     format!("{arch}-{os}")
 }
 
-/// Probes a host: its platform, cache dir, tools, and runners.
+/// Probes a host: its platform, tools, and runners.
 pub async fn probe(session: &Session, runner_hash: &str) -> Result<Probe, String> {
     let script = format!(
         r#"echo ODU-PROBE-BEGIN
 echo "os=$(uname -s)"; echo "arch=$(uname -m)"
-echo "cache=${{XDG_CACHE_HOME:-$HOME/.cache}}/odu"
 command -v git >/dev/null 2>&1 && echo "git=$(git --version 2>&1)"
 command -v just >/dev/null 2>&1 && echo "just=$(just --version 2>&1)"
 command -v odu-runner >/dev/null 2>&1 && echo "path_runner=$(command -v odu-runner)"
-r="${{XDG_CACHE_HOME:-$HOME/.cache}}/odu/runner/{runner_hash}/odu-runner"
+r="{CACHE}/runner/{runner_hash}/odu-runner"
 [ -x "$r" ] && echo "cached_runner=$r"
 echo ODU-PROBE-END"#
     );
@@ -222,7 +223,6 @@ echo ODU-PROBE-END"#
     let get = |k: &str| fields.get(k).map(|v| v.to_string()).filter(|v| !v.is_empty());
     Ok(Probe {
         platform: platform_of(fields.get("os").unwrap_or(&"?"), fields.get("arch").unwrap_or(&"?")),
-        cache: get("cache").unwrap_or_else(|| "$HOME/.cache/odu".into()),
         git: get("git"),
         just: get("just"),
         cached_runner: get("cached_runner"),
@@ -265,7 +265,7 @@ async fn ensure_runner(
         ));
         let started = std::time::Instant::now();
         let script = format!(
-            r#"set -e; d="${{XDG_CACHE_HOME:-$HOME/.cache}}/odu/runner/{hash}"; mkdir -p "$d"; t="$d/.upload.$$"
+            r#"set -e; d="{CACHE}/runner/{hash}"; mkdir -p "$d"; t="$d/.upload.$$"
 trap 'rm -f "$t"' EXIT; cat > "$t"; chmod 755 "$t"; mv -f "$t" "$d/odu-runner"; trap - EXIT; echo "$d/odu-runner""#
         );
         let cannot = |why: String| {
@@ -301,10 +301,7 @@ async fn ensure_source(
 ) -> Result<String, String> {
     let sha = &source.sha;
     let origin = source.origin.as_deref().unwrap_or("");
-    let prologue = format!(
-        r#"c="${{XDG_CACHE_HOME:-$HOME/.cache}}/odu/repos/{slug}.git"; w="${{XDG_CACHE_HOME:-$HOME/.cache}}/odu/work/{slug}""#,
-        slug = source.slug
-    );
+    let prologue = format!(r#"c="{CACHE}/repos/{slug}.git"; w="{CACHE}/work/{slug}""#, slug = source.slug);
     let fetch = format!(
         r#"set -e; {prologue}; mkdir -p "$(dirname "$c")" "$w"
 if command -v flock >/dev/null 2>&1; then exec 9>"$c.lock"; flock 9; fi
@@ -475,16 +472,7 @@ pub async fn run_remote(
     };
     let stdin = child.stdin().take().expect("piped");
     let stdout = child.stdout().take().expect("piped");
-    let stderr = child.stderr().take().expect("piped");
-    let setup_spool = logs.spools.get(odu_core::SETUP).cloned();
-    let stderr_task = tokio::spawn(async move {
-        let mut lines = BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(spool) = &setup_spool {
-                let _ = spool.append(spool.generation(), format!("[runner] {line}\n").as_bytes());
-            }
-        }
-    });
+    let stderr_task = logs.file_runner_stderr(child.stderr().take().expect("piped"));
     let remote_spec = LaneSpec { workspace: PathBuf::from(&workspace), ..spec.clone() };
     let views = crate::lane::drive(&remote_spec, &logs, stdout, stdin, commands, &reports).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
@@ -492,7 +480,7 @@ pub async fn run_remote(
     let green = !views.is_empty() && views.values().all(|v| v.status == NodeStatus::Ok);
     if green {
         let script = format!(
-            r#"c="${{XDG_CACHE_HOME:-$HOME/.cache}}/odu/repos/{}.git"; git -C "$c" worktree remove --force {} 2>/dev/null || rm -rf {}"#,
+            r#"c="{CACHE}/repos/{}.git"; git -C "$c" worktree remove --force {} 2>/dev/null || rm -rf {}"#,
             source.slug,
             quote(&workspace),
             quote(&workspace)

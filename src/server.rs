@@ -96,25 +96,7 @@ impl Server {
             (Some(r), Some(handles)) if r == handles.reference => return Ok(Target::Live(handles)),
             _ => {}
         }
-        let records = ledger::list(&self.ci);
-        let found = match run {
-            None => records.into_iter().next(),
-            Some(r) => {
-                let known: Vec<String> = records.iter().take(10).map(|r| r.reference()).collect();
-                match records.into_iter().find(|rec| rec.reference() == r) {
-                    Some(rec) => Some(rec),
-                    None => {
-                        return Err(RpcError::refused(format!(
-                            "no run {r:?} in this checkout (latest: {}): list them with odu runs",
-                            if known.is_empty() { "none".to_string() } else { known.join(", ") }
-                        )));
-                    }
-                }
-            }
-        };
-        found.map(|r| Target::Stored(Box::new(r))).ok_or_else(|| {
-            RpcError::refused("no run in this checkout yet: start one with odu run".to_string())
-        })
+        ledger::find(&self.ci, run).map(|r| Target::Stored(Box::new(r))).map_err(RpcError::refused)
     }
 
     /// `run.start`: one run per checkout; `supersede` cancels the live one and waits for its end.

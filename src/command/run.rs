@@ -227,20 +227,11 @@ pub async fn follow(
     }
     // The run ended: its final state, from a fresh snapshot (the nodes stream may lag behind).
     let _ = client.cancel_stream(nodes_stream).await;
-    let last = client.send(NODES_GET, json!({"run": run})).await.map_err(refused)?;
-    loop {
-        match client.next().await.map_err(refused)? {
-            Some(ClientEvent::Item { stream, value }) if stream == last => {
-                if let Ok(NodesFrame::Snapshot { order, nodes, .. }) = serde_json::from_str(value.get()) {
-                    replica.apply(nodes, Some(order));
-                    break;
-                }
-            }
-            Some(_) => {}
-            None => break,
-        }
+    if let Ok(NodesFrame::Snapshot { order, nodes, .. }) =
+        serve::first_item(client, NODES_GET, json!({"run": run})).await
+    {
+        replica.apply(nodes, Some(order));
     }
-    let _ = client.cancel_stream(last).await;
     replica.finish();
     let header = replica.header.clone().expect("the header ended the loop");
     if let Some(fan) = &replica.fan {

@@ -5,7 +5,6 @@ use odu_proto::{RUNS_GET, RunSummary, RunsFrame};
 use serde_json::json;
 
 use crate::cli::{OutputFormat, RunsArgs};
-use crate::client::ClientEvent;
 use crate::clock::now_ms;
 use crate::error::{CliError, CliResult};
 use crate::{git, ledger};
@@ -16,16 +15,11 @@ pub fn runs(args: RunsArgs) -> CliResult<i32> {
     let runtime = super::surface_client::runtime()?;
     let served = runtime.block_on(async {
         let Some(mut client) = super::serve::connect(&repo).await? else { return Ok::<_, CliError>(None) };
-        let stream = client.send(RUNS_GET, json!({})).await.map_err(super::run::refused)?;
-        while let Some(event) = client.next().await.map_err(super::run::refused)? {
-            if let ClientEvent::Item { stream: s, value } = event
-                && s == stream
-                && let Ok(RunsFrame::Snapshot { runs, .. }) = serde_json::from_str(value.get())
-            {
-                return Ok(Some(runs));
-            }
+        // A server that goes away before it answers leaves the ledger to answer.
+        match super::serve::first_item(&mut client, RUNS_GET, json!({})).await {
+            Ok(RunsFrame::Snapshot { runs, .. }) => Ok(Some(runs)),
+            Ok(RunsFrame::Delta { .. }) | Err(_) => Ok(None),
         }
-        Ok(None)
     })?;
     let runs: Vec<RunSummary> = match served {
         Some(runs) => runs,

@@ -9,7 +9,7 @@ use tokio::net::UnixStream;
 use tokio::net::unix::OwnedReadHalf;
 
 use crate::cli::ServeArgs;
-use crate::client::{Client, ClientError};
+use crate::client::{Client, ClientError, ClientEvent};
 use crate::error::{CliError, CliResult};
 use crate::server::{self, ServeOptions};
 use crate::surface::socket_path;
@@ -115,5 +115,29 @@ pub async fn ensure(repo: &Path, idle: &str) -> CliResult<SurfaceClient> {
             )));
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// The first item of a cell, then the stream is closed.
+pub async fn first_item<T: serde::de::DeserializeOwned>(
+    client: &mut SurfaceClient,
+    method: &str,
+    params: serde_json::Value,
+) -> CliResult<T> {
+    let stream = client.send(method, params).await.map_err(super::run::refused)?;
+    loop {
+        match client.next().await.map_err(super::run::refused)? {
+            Some(ClientEvent::Item { stream: s, value }) if s == stream => {
+                let item = serde_json::from_str(value.get())
+                    .map_err(|e| CliError::refused(format!("the server sent an odd {method} item: {e}")))?;
+                let _ = client.cancel_stream(stream).await;
+                return Ok(item);
+            }
+            Some(ClientEvent::Response { id, result: Err(e) }) if id == stream => {
+                return Err(CliError::refused(e.message));
+            }
+            Some(_) => {}
+            None => return Err(CliError::refused("the server closed the link")),
+        }
     }
 }

@@ -21,7 +21,7 @@ use crate::ledger::{self, RunRecord};
 use crate::{git, surface};
 
 use super::run::refused;
-use super::serve::{SurfaceClient, connect};
+use super::serve::{SurfaceClient, connect, first_item};
 
 fn repo() -> CliResult<PathBuf> {
     let cwd = super::current_dir()?;
@@ -42,30 +42,6 @@ fn run_params(run: &Option<String>) -> serde_json::Value {
     }
 }
 
-/// The first item of a cell, then the stream is closed.
-async fn first_item<T: serde::de::DeserializeOwned>(
-    client: &mut SurfaceClient,
-    method: &str,
-    params: serde_json::Value,
-) -> CliResult<T> {
-    let stream = client.send(method, params).await.map_err(refused)?;
-    loop {
-        match client.next().await.map_err(refused)? {
-            Some(ClientEvent::Item { stream: s, value }) if s == stream => {
-                let item = serde_json::from_str(value.get())
-                    .map_err(|e| CliError::refused(format!("the server sent an odd {method} item: {e}")))?;
-                let _ = client.cancel_stream(stream).await;
-                return Ok(item);
-            }
-            Some(ClientEvent::Response { id, result: Err(e) }) if id == stream => {
-                return Err(CliError::refused(e.message));
-            }
-            Some(_) => {}
-            None => return Err(CliError::refused("the server closed the link")),
-        }
-    }
-}
-
 async fn header_of(client: &mut SurfaceClient, run: &Option<String>) -> CliResult<Header> {
     let HeaderFrame::Snapshot { header, .. } = first_item(client, HEADER_GET, run_params(run)).await?;
     Ok(header)
@@ -82,21 +58,11 @@ fn settled_red(statuses: impl Iterator<Item = NodeStatus> + Clone) -> bool {
     all_terminal && statuses.into_iter().any(|s| s.is_red() || s == NodeStatus::Skipped)
 }
 
-fn no_runs() -> CliError {
-    CliError::refused("no run in this checkout yet and none in progress: start one with odu run")
-}
-
 /// A record from the ledger (with nothing serving): the named run, or the latest.
 fn stored(repo: &Path, run: &Option<String>) -> CliResult<RunRecord> {
     let ci = repo.join(".ci");
     ledger::recover(&ci, repo, now_ms());
-    let records = ledger::list(&ci);
-    match run {
-        None => records.into_iter().next().ok_or_else(no_runs),
-        Some(r) => records.into_iter().find(|rec| &rec.reference() == r).ok_or_else(|| {
-            CliError::refused(format!("no run {r:?} in this checkout: list them with odu runs"))
-        }),
-    }
+    ledger::find(&ci, run.as_deref()).map_err(CliError::refused)
 }
 
 pub fn status(args: StatusArgs) -> CliResult<i32> {
