@@ -197,9 +197,7 @@ impl LaneHarness {
 pub async fn wait_until_dead(pid: i32, within: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        // SAFETY: kill with signal 0 only checks for existence.
-        let alive = unsafe { libc::kill(pid, 0) } == 0 && !is_zombie(pid);
-        if !alive {
+        if gone(pid) {
             return true;
         }
         if tokio::time::Instant::now() > deadline {
@@ -209,22 +207,41 @@ pub async fn wait_until_dead(pid: i32, within: Duration) -> bool {
     }
 }
 
-fn is_zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
-        .unwrap_or(true)
+/// Whether a process is gone: exited, or a zombie waiting to be reaped.
+pub fn gone(pid: i32) -> bool {
+    !odu::ledger::pid_alive(pid as u32)
+}
+
+/// The pid a recipe wrote (`echo $$ > file`), once its whole line is there.
+pub fn pid_in(path: &Path) -> Option<i32> {
+    let text = std::fs::read_to_string(path).ok()?;
+    if text.ends_with('\n') { text.trim().parse().ok() } else { None }
 }
 
 /// Reads a pid a recipe wrote, waiting for the file to appear.
 pub async fn read_pid(path: PathBuf) -> i32 {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
-        if let Ok(text) = std::fs::read_to_string(&path)
-            && let Ok(pid) = text.trim().parse()
-        {
+        if let Some(pid) = pid_in(&path) {
             return pid;
         }
         assert!(tokio::time::Instant::now() < deadline, "no pid file at {}", path.display());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Polls `done` until it holds, failing the test after `within`: for tests that block, with no
+/// runtime of their own.
+pub fn until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// [`read_pid`] for tests that block.
+pub fn wait_for_pid(path: &Path) -> i32 {
+    until(&format!("a pid in {}", path.display()), DEADLINE, || pid_in(path).is_some());
+    pid_in(path).expect("checked above")
 }

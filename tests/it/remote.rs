@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+use crate::harness::{DEADLINE, gone, until, wait_for_pid};
 use crate::lab::{NetnsHost, SshdOptions};
 use crate::repo::*;
 
@@ -35,20 +36,6 @@ fn run_with(repo: &Repo, hosts: &Path, ssh_config: &Path, args: &[&str]) -> Outp
 fn trail(repo: &Repo, platform: &str, node: &str) -> String {
     std::fs::read_to_string(repo.path().join(format!(".ci/{}/{platform}/{node}.log", repo.sha7())))
         .unwrap_or_default()
-}
-
-fn until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn stop_server(repo: &Repo) {
-    let _ = repo.odu(&["cancel"]).output();
-    let socket = repo.path().join(".ci/odu.sock");
-    let _ = std::fs::remove_file(socket);
 }
 
 const PIPELINE: &str = "[metadata(\"ci\")]\nci: a b\na:\n    @echo remote-a; test -n \"$ODU_LAB_SSHD\" && echo in-the-namespace\nb: a\n    @echo remote-b\n";
@@ -151,23 +138,10 @@ fn cutting_the_link_mid_run_errors_the_lane_within_20s_and_the_host_kills_the_gr
     let hosts = hosts_file(&repo, serde_json::json!({ p.clone(): host.alias() }));
     let mut run = Running::spawn(odu_with(&repo, &hosts, &host.config(), &["run", "--progress", "json"]));
     run.wait_for_line(&format!("\"node\":\"slow@{p}\""));
-    until("the remote node's pid", Duration::from_secs(20), || {
-        std::fs::read_to_string(&pidfile).is_ok_and(|t| t.ends_with('\n'))
-    });
-    let node: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let node = wait_for_pid(&pidfile);
     let cut = Instant::now();
     host.cut_link();
-    let deadline = Instant::now() + Duration::from_secs(25);
-    let (code, err) = loop {
-        if let Some(status) = run.child.try_wait().unwrap() {
-            let mut err = String::new();
-            use std::io::Read;
-            run.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-            break (status.code(), err);
-        }
-        assert!(Instant::now() < deadline, "odu did not end the lane after the link was cut");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (code, err) = run.finish_within(Duration::from_secs(25));
     let detected = cut.elapsed();
     assert!(detected <= Duration::from_secs(20), "the dead link took {detected:?} to notice");
     assert_eq!(code, Some(1), "{err}");
@@ -183,10 +157,7 @@ fn cutting_the_link_mid_run_errors_the_lane_within_20s_and_the_host_kills_the_gr
     assert_eq!(status(&format!("after@{p}")), "skipped", "{runs}");
     assert!(trail(&repo, &p, "_ci-setup").contains("died"), "{}", trail(&repo, &p, "_ci-setup"));
     // The host notices the silence too, and kills the node's process group.
-    until("the remote node to be killed", Duration::from_secs(25), || {
-        std::fs::read_to_string(format!("/proc/{node}/stat"))
-            .map_or(true, |s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
-    });
+    until("the remote node to be killed", Duration::from_secs(25), || gone(node));
     host.restore_link();
     stop_server(&repo);
 }
@@ -204,17 +175,14 @@ fn sigkill_of_the_coordinator_leaves_nothing_running_on_the_host() {
     let p = local_platform();
     let hosts = hosts_file(&repo, serde_json::json!({ p.clone(): host.alias() }));
     let mut serve = Running::spawn(odu_with(&repo, &hosts, &host.config(), &["serve"]));
-    until("the server", Duration::from_secs(20), || repo.path().join(".ci/odu.sock").exists());
+    wait_for_socket(repo.path());
     let mut run = Running::spawn(odu_with(&repo, &hosts, &host.config(), &["run", "--progress", "json"]));
     run.wait_for_line(&format!("\"node\":\"slow@{p}\""));
-    until("the remote node's pid", Duration::from_secs(20), || {
-        std::fs::read_to_string(&pidfile).is_ok_and(|t| t.ends_with('\n'))
-    });
-    let node: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let node = wait_for_pid(&pidfile);
     serve.signal(libc::SIGKILL);
     let _ = serve.child.wait();
     let _ = run.finish();
-    until("every process on the host but sshd to end", Duration::from_secs(20), || {
+    until("every process on the host but sshd to end", DEADLINE, || {
         let pids =
             std::process::Command::new("ip").args(["netns", "pids", host.namespace()]).output().unwrap();
         String::from_utf8_lossy(&pids.stdout).split_whitespace().all(|pid| {
@@ -222,11 +190,7 @@ fn sigkill_of_the_coordinator_leaves_nothing_running_on_the_host() {
             comm.trim() == "sshd" || comm.is_empty()
         })
     });
-    assert!(
-        std::fs::read_to_string(format!("/proc/{node}/stat"))
-            .map_or(true, |s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z'))),
-        "the node survived"
-    );
+    assert!(gone(node), "the node survived");
     let _ = std::fs::remove_file(repo.path().join(".ci/odu.sock"));
 }
 

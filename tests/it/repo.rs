@@ -8,7 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use crate::harness::{DEADLINE, require_tool};
+use crate::harness::{DEADLINE, gone, require_tool, until};
 
 pub fn odu_bin() -> &'static str {
     env!("CARGO_BIN_EXE_odu")
@@ -170,8 +170,13 @@ impl Running {
     }
 
     /// Waits for exit with a deadline; returns (code, stderr).
-    pub fn finish(mut self) -> (Option<i32>, String) {
-        let deadline = std::time::Instant::now() + DEADLINE;
+    pub fn finish(self) -> (Option<i32>, String) {
+        self.finish_within(DEADLINE)
+    }
+
+    /// [`Running::finish`] with a deadline of its own.
+    pub fn finish_within(mut self, within: Duration) -> (Option<i32>, String) {
+        let deadline = std::time::Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 let mut err = String::new();
@@ -179,7 +184,7 @@ impl Running {
                 self.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
                 return (status.code(), err);
             }
-            assert!(std::time::Instant::now() < deadline, "odu did not exit within {DEADLINE:?}");
+            assert!(std::time::Instant::now() < deadline, "odu did not exit within {within:?}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -201,4 +206,38 @@ pub fn path_with(tools: &[&str], fakes: &[(&str, &str)]) -> PathBuf {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     dir
+}
+
+/// Waits until a server answers on the checkout's socket.
+pub fn wait_for_socket(repo: &Path) {
+    let path = repo.join(".ci/odu.sock");
+    until(&format!("a server on {}", path.display()), DEADLINE, || {
+        std::os::unix::net::UnixStream::connect(&path).is_ok()
+    });
+}
+
+/// The pid of the `odu serve` whose working directory is this checkout.
+pub fn server_pid(repo: &Path) -> Option<i32> {
+    let want = repo.canonicalize().ok()?;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if args.get(1) != Some(&&b"serve"[..]) {
+            continue;
+        }
+        if std::fs::read_link(entry.path().join("cwd")).ok().as_deref() == Some(want.as_path()) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// Stops the checkout's server (SIGTERM: it cancels a live run, records it, and exits).
+pub fn stop_server(repo: &Repo) {
+    if let Some(pid) = server_pid(repo.path()) {
+        // SAFETY: signalling a server this test started (through odu run or odu serve).
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        until("the server to exit", DEADLINE, || gone(pid));
+    }
 }

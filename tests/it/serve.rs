@@ -3,49 +3,14 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::harness::DEADLINE;
+use crate::harness::{DEADLINE, gone, until, wait_for_pid};
 use crate::repo::*;
 
 fn socket(repo: &Repo) -> PathBuf {
     repo.path().join(".ci/odu.sock")
-}
-
-fn until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn wait_for_socket(repo: &Repo) {
-    until("the server's socket", || UnixStream::connect(socket(repo)).is_ok());
-}
-
-/// The pid of the `odu serve` whose working directory is this checkout.
-fn server_pid(repo: &Path) -> Option<i32> {
-    let want = repo.canonicalize().ok()?;
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        if args.get(1) != Some(&&b"serve"[..]) {
-            continue;
-        }
-        if std::fs::read_link(entry.path().join("cwd")).ok().as_deref() == Some(want.as_path()) {
-            return Some(pid);
-        }
-    }
-    None
-}
-
-fn alive(pid: i32) -> bool {
-    // A zombie still answers kill(0): read its state.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| s.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
 }
 
 fn rss_kib(pid: i32) -> u64 {
@@ -83,14 +48,6 @@ fn recorded(repo: &Repo, node: &str) -> String {
         .to_string()
 }
 
-fn stop_server(repo: &Repo) {
-    if let Some(pid) = server_pid(repo.path()) {
-        // SAFETY: signalling a process this test started (through odu run).
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        until("the server to exit", || !alive(pid));
-    }
-}
-
 /// Connects raw and shakes hands; returns the line reader and the writer.
 fn raw_client(repo: &Repo) -> (BufReader<UnixStream>, UnixStream) {
     let stream = UnixStream::connect(socket(repo)).unwrap();
@@ -122,18 +79,21 @@ fn sigkill_of_the_server_mid_run_keeps_the_trail_and_the_next_server_closes_the_
     let p = local_platform();
     let mut run = Running::spawn(repo.odu(&["run", "--progress", "json"]));
     run.wait_for_line(&format!("\"node\":\"slow@{p}\""));
-    until("the node's pid", || std::fs::read_to_string(&pidfile).is_ok_and(|t| t.ends_with('\n')));
-    let node: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let node = wait_for_pid(&pidfile);
     let log = repo.path().join(format!(".ci/{}/{p}/slow.log", repo.sha7()));
-    until("the log on disk", || std::fs::read_to_string(&log).is_ok_and(|t| t.contains("before-the-crash")));
-    until("the record to show the node running", || recorded(&repo, &format!("slow@{p}")) == "running");
+    until("the log on disk", DEADLINE, || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("before-the-crash"))
+    });
+    until("the record to show the node running", DEADLINE, || {
+        recorded(&repo, &format!("slow@{p}")) == "running"
+    });
     let server = server_pid(repo.path()).expect("odu run started a server");
     // SAFETY: killing the server this test started.
     unsafe { libc::kill(server, libc::SIGKILL) };
     let (code, err) = run.finish();
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("the server went away"), "{err}");
-    until("the runner to kill the node's group", || !alive(node));
+    until("the runner to kill the node's group", DEADLINE, || gone(node));
     // With nothing serving, `runs` closes the record.
     let runs = json_of(&repo.run(&["runs", "-o", "json"]));
     assert_eq!(runs[0]["outcome"], "incomplete", "{runs}");
@@ -157,14 +117,16 @@ fn a_new_server_closes_a_run_whose_server_died() {
     let p = local_platform();
     let mut run = Running::spawn(repo.odu(&["run", "--progress", "json"]));
     run.wait_for_line(&format!("\"node\":\"slow@{p}\""));
-    until("the record to show the node running", || recorded(&repo, &format!("slow@{p}")) == "running");
+    until("the record to show the node running", DEADLINE, || {
+        recorded(&repo, &format!("slow@{p}")) == "running"
+    });
     let server = server_pid(repo.path()).expect("a server");
     // SAFETY: killing the server this test started.
     unsafe { libc::kill(server, libc::SIGKILL) };
     let _ = run.finish();
-    until("the old server to go", || !alive(server));
+    until("the old server to go", DEADLINE, || gone(server));
     let serve = Running::spawn(repo.odu(&["serve"]));
-    wait_for_socket(&repo);
+    wait_for_socket(repo.path());
     let status = json_of(&repo.run(&["status", "-o", "json"]));
     assert_eq!(status["live"], false);
     assert_eq!(status["outcome"], "incomplete", "{status}");
@@ -267,7 +229,7 @@ fn a_hundred_clients_that_never_read_slow_nothing_and_cost_bounded_memory() {
 fn another_protocol_version_and_an_oversized_frame_are_refused_and_the_server_goes_on() {
     let repo = Repo::new("[metadata(\"ci\")]\nci: a\na:\n    true\n");
     let serve = Running::spawn(repo.odu(&["serve"]));
-    wait_for_socket(&repo);
+    wait_for_socket(repo.path());
     // A client of another protocol version.
     let stream = UnixStream::connect(socket(&repo)).unwrap();
     stream.set_read_timeout(Some(DEADLINE)).unwrap();
@@ -342,20 +304,20 @@ fn idle_attach_with_and_without_a_server() {
 fn a_server_exits_when_idle_and_when_its_socket_is_removed() {
     let repo = Repo::new("[metadata(\"ci\")]\nci: a\na:\n    true\n");
     let serve = Running::spawn(repo.odu(&["serve", "--idle-timeout", "1s"]));
-    wait_for_socket(&repo);
+    wait_for_socket(repo.path());
     let (code, err) = serve.finish();
     assert_eq!(code, Some(0), "{err}");
     assert!(err.contains("idle"), "{err}");
     assert!(!socket(&repo).exists());
     let serve = Running::spawn(repo.odu(&["serve"]));
-    wait_for_socket(&repo);
+    wait_for_socket(repo.path());
     std::fs::remove_file(socket(&repo)).unwrap();
     let (code, err) = serve.finish();
     assert_eq!(code, Some(0), "{err}");
     assert!(err.contains("socket was removed"), "{err}");
     // One server per checkout: a second one is refused while the first lives.
     let first = Running::spawn(repo.odu(&["serve"]));
-    wait_for_socket(&repo);
+    wait_for_socket(repo.path());
     let second = repo.run(&["serve"]);
     assert_eq!(second.status.code(), Some(1));
     assert!(stderr(&second).contains("already serves this checkout"), "{}", stderr(&second));
@@ -396,7 +358,7 @@ fn a_rerun_of_a_finished_run_starts_the_next_seq_and_history_stays() {
 fn the_runs_and_header_cells_follow_a_run() {
     let repo = Repo::new("[metadata(\"ci\")]\nci: a\na:\n    true\n");
     let serve = Running::spawn(repo.odu(&["serve"]));
-    wait_for_socket(&repo);
+    wait_for_socket(repo.path());
     let (mut reader, mut writer) = raw_client(&repo);
     writer.write_all(&odu_proto::Message::request(1, "runs.get", serde_json::json!({})).to_frame()).unwrap();
     let item = |m: odu_proto::Message| match m {

@@ -2,8 +2,6 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
-use std::time::{Duration, Instant};
 
 use crate::harness::DEADLINE;
 use crate::repo::*;
@@ -13,15 +11,6 @@ fn waiting(name: &str, release: &str) -> String {
     format!(
         "{name}:\n    @echo started-{name}; for i in $(seq 600); do test -f {release} && exit 0; sleep 0.05; done; exit 9\n"
     )
-}
-
-fn wait_for_socket(repo: &Path) {
-    let path = repo.join(".ci/odu.sock");
-    let deadline = Instant::now() + DEADLINE;
-    while UnixStream::connect(&path).is_err() {
-        assert!(Instant::now() < deadline, "no server on {}", path.display());
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn status_json(repo: &Repo) -> serde_json::Value {
