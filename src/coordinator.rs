@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use crate::cell::{HeaderValue, Hub, NodesValue};
 use crate::clock::now_ms;
 use crate::face::Face;
-use crate::fan_in::FanIn;
+use crate::fan_in::{FanIn, Transition};
 use crate::lane::{LaneCommand, LaneLogs, LaneReport, LaneSpec};
 use crate::ledger::{self, NodeRecord, RunRecord};
 use crate::spool::Spool;
@@ -147,6 +147,7 @@ impl Coordinator {
                 self.face.transition(&self.fan, &change);
             }
         }
+        self.face.flush();
         let cell = NodesCell::new(&self.fan);
         let header = Hub::new(HeaderValue { revision: 1, header: Arc::new(self.header(Phase::Running)) }, 64);
         let (cancel_tx, cancel_rx) = mpsc::unbounded_channel();
@@ -198,25 +199,20 @@ impl Coordinator {
             tokio::select! {
                 report = reports.recv() => {
                     let Some(report) = report else { break };
-                    let (changes, touched) = match report {
-                        LaneReport::Nodes { platform, nodes } => {
-                            let touched: Vec<String> = nodes.iter().map(|n| format!("{}@{platform}", n.id)).collect();
-                            (self.fan.apply_lane(&platform, nodes), touched)
-                        }
-                        LaneReport::Died { platform, .. } => {
-                            let changes = self.fan.lane_died(&platform, now_ms());
-                            let touched = changes.iter().map(|c| c.id.clone()).collect();
-                            (changes, touched)
-                        }
-                        LaneReport::Closed { .. } => {
-                            open -= 1;
-                            (vec![], vec![])
-                        }
-                    };
+                    // Every report already waiting joins this one: a burst of node changes
+                    // becomes one delta for every subscriber.
+                    let mut changes = Vec::new();
+                    let mut touched = Vec::new();
+                    let mut next = Some(report);
+                    while let Some(report) = next {
+                        self.absorb(report, &mut open, &mut changes, &mut touched);
+                        next = reports.try_recv().ok();
+                    }
                     cell.publish(&self.fan, &touched);
                     for change in &changes {
                         self.face.transition(&self.fan, change);
                     }
+                    self.face.flush();
                     if !changes.is_empty() {
                         if self.fan.settled() {
                             self.save(false);
@@ -260,6 +256,29 @@ impl Coordinator {
         Finished { verdict, fan: self.fan, record: self.record, header }
     }
 
+    /// Applies one lane report to the fan-in: its transitions join `changes`, the nodes it
+    /// touched join `touched`.
+    fn absorb(
+        &mut self,
+        report: LaneReport,
+        open: &mut usize,
+        changes: &mut Vec<Transition>,
+        touched: &mut Vec<String>,
+    ) {
+        match report {
+            LaneReport::Nodes { platform, nodes } => {
+                touched.extend(nodes.iter().map(|n| format!("{}@{platform}", n.id)));
+                changes.extend(self.fan.apply_lane(&platform, nodes));
+            }
+            LaneReport::Died { platform, .. } => {
+                let died = self.fan.lane_died(&platform, now_ms());
+                touched.extend(died.iter().map(|c| c.id.clone()));
+                changes.extend(died);
+            }
+            LaneReport::Closed { .. } => *open -= 1,
+        }
+    }
+
     fn header(&self, phase: Phase) -> Header {
         Header {
             run: self.record.reference(),
@@ -297,6 +316,7 @@ impl Coordinator {
         for change in changes {
             self.face.transition(&self.fan, &change);
         }
+        self.face.flush();
         for tx in lanes.values() {
             let _ = tx.send(LaneCommand::Shutdown);
         }
@@ -313,6 +333,7 @@ impl Coordinator {
                 id: n.id.clone(),
                 status: n.view.status,
                 exit_code: n.view.exit_code,
+                started_at: n.view.started_at,
                 duration_ms: n.view.duration_ms,
                 log: n.log.clone(),
             })

@@ -16,7 +16,34 @@ pub trait Face {
     /// Called periodically; faces that animate repaint here.
     fn tick(&mut self, _fan: &FanIn) {}
     /// Leaves the terminal clean before the verdict is printed.
-    fn finish(&mut self, _fan: &FanIn) {}
+    fn finish(&mut self, _fan: &FanIn) {
+        self.flush();
+    }
+    /// Writes out what the transitions so far printed. Called once per batch of transitions,
+    /// so a burst of changes is one write, not one per line.
+    fn flush(&mut self) {}
+}
+
+/// Lines waiting for the next [`Face::flush`]; written on drop too, so none is ever lost.
+#[derive(Default)]
+struct Pending(Vec<u8>);
+
+impl Pending {
+    fn flush(&mut self) {
+        if self.0.is_empty() {
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(&self.0);
+        let _ = out.flush();
+        self.0.clear();
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.flush();
+    }
 }
 
 /// Whether to colour output written to a terminal.
@@ -63,15 +90,21 @@ pub fn progress_line(node: &FanNode) -> Option<String> {
 }
 
 /// NDJSON on stdout, one line per transition (never for `pending`).
-pub struct JsonFace;
+#[derive(Default)]
+pub struct JsonFace {
+    out: Pending,
+}
 
 impl Face for JsonFace {
     fn transition(&mut self, fan: &FanIn, change: &Transition) {
         if let Some(line) = progress_line(&fan.nodes[&change.id]) {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{line}");
-            let _ = out.flush();
+            self.out.0.extend_from_slice(line.as_bytes());
+            self.out.0.push(b'\n');
         }
+    }
+
+    fn flush(&mut self) {
+        self.out.flush();
     }
 }
 
@@ -79,11 +112,12 @@ impl Face for JsonFace {
 pub struct PlainFace {
     color: bool,
     last_line: std::time::Instant,
+    out: Pending,
 }
 
 impl PlainFace {
     pub fn new(color: bool) -> Self {
-        PlainFace { color, last_line: std::time::Instant::now() }
+        PlainFace { color, last_line: std::time::Instant::now(), out: Pending::default() }
     }
 }
 
@@ -102,10 +136,12 @@ impl Face for PlainFace {
         if change.to.is_red() {
             line.push_str(&format!("  → {}", node.log));
         }
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{}", paint(self.color, node.view.status.sgr(), &line));
-        let _ = out.flush();
+        let _ = writeln!(self.out.0, "{}", paint(self.color, node.view.status.sgr(), &line));
         self.last_line = std::time::Instant::now();
+    }
+
+    fn flush(&mut self) {
+        self.out.flush();
     }
 
     fn tick(&mut self, fan: &FanIn) {
@@ -119,6 +155,7 @@ impl Face for PlainFace {
             .map(|n| format!("{} ({})", n.id, shown_duration(n, now).unwrap_or_default()))
             .collect();
         if !running.is_empty() {
+            self.out.flush();
             println!("… still running: {}", running.join(", "));
         }
         self.last_line = std::time::Instant::now();

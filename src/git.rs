@@ -22,6 +22,20 @@ pub fn toplevel(dir: &Path) -> CliResult<PathBuf> {
     Ok(PathBuf::from(out.stdout.trim()))
 }
 
+/// The checkout holding `dir`, found without starting git: the nearest ancestor with a `.git`
+/// (a directory, or a file for a worktree). Clients that only talk to the server use it (it
+/// saves them a process); with `GIT_DIR` or `GIT_WORK_TREE` set, it asks git.
+pub fn toplevel_quick(dir: &Path) -> CliResult<PathBuf> {
+    if std::env::var_os("GIT_DIR").is_some() || std::env::var_os("GIT_WORK_TREE").is_some() {
+        return toplevel(dir);
+    }
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    match dir.ancestors().find(|d| d.join(".git").exists()) {
+        Some(top) => Ok(top.to_path_buf()),
+        None => toplevel(&dir),
+    }
+}
+
 /// The full sha of HEAD.
 pub fn head(repo: &Path) -> CliResult<String> {
     let out = git(repo, &["rev-parse", "--verify", "HEAD^{commit}"])?;

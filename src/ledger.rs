@@ -22,6 +22,9 @@ pub struct NodeRecord {
     pub status: odu_core::NodeStatus,
     #[serde(default)]
     pub exit_code: Option<i32>,
+    /// When the node last started (ms since the Unix epoch, the lane's clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<u64>,
     #[serde(default)]
     pub duration_ms: Option<u64>,
     pub log: String,

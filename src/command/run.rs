@@ -83,7 +83,7 @@ pub fn run(args: RunArgs) -> CliResult<i32> {
             started.hosts_source
         );
         let face: Box<dyn Face> = if progress_json {
-            Box::new(JsonFace)
+            Box::new(JsonFace::default())
         } else if std::io::stdout().is_terminal() {
             Box::new(LiveFace::new(colors_enabled(true)))
         } else {
@@ -135,6 +135,12 @@ impl Replica {
                 self.face.transition(fan, &change);
             }
         }
+        self.face.flush();
+    }
+
+    /// Whether every node this replica knows is terminal.
+    pub fn settled(&self) -> bool {
+        self.fan.as_ref().is_some_and(|fan| fan.nodes.values().all(|n| n.view.status.is_terminal()))
     }
 
     pub fn tick(&mut self) {
@@ -225,10 +231,12 @@ pub async fn follow(
             let _ = client.send(RUN_CANCEL, json!({"run": run})).await;
         }
     }
-    // The run ended: its final state, from a fresh snapshot (the nodes stream may lag behind).
+    // The run ended. Once settled a node never changes again (a rerun is a new run), so a
+    // settled replica is final; one that lags behind takes a fresh snapshot.
     let _ = client.cancel_stream(nodes_stream).await;
-    if let Ok(NodesFrame::Snapshot { order, nodes, .. }) =
-        serve::first_item(client, NODES_GET, json!({"run": run})).await
+    if !replica.settled()
+        && let Ok(NodesFrame::Snapshot { order, nodes, .. }) =
+            serve::first_item(client, NODES_GET, json!({"run": run})).await
     {
         replica.apply(nodes, Some(order));
     }

@@ -11,7 +11,7 @@ use crate::{git, ledger};
 
 pub fn runs(args: RunsArgs) -> CliResult<i32> {
     let cwd = super::current_dir()?;
-    let repo = git::toplevel(&cwd).unwrap_or(cwd);
+    let repo = git::toplevel_quick(&cwd).unwrap_or(cwd);
     let runtime = super::surface_client::runtime()?;
     let served = runtime.block_on(async {
         let Some(mut client) = super::serve::connect(&repo).await? else { return Ok::<_, CliError>(None) };

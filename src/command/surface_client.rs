@@ -25,7 +25,7 @@ use super::serve::{SurfaceClient, connect, first_item};
 
 fn repo() -> CliResult<PathBuf> {
     let cwd = super::current_dir()?;
-    Ok(git::toplevel(&cwd).unwrap_or(cwd))
+    Ok(git::toplevel_quick(&cwd).unwrap_or(cwd))
 }
 
 pub fn runtime() -> CliResult<tokio::runtime::Runtime> {
@@ -238,7 +238,7 @@ pub fn attach(args: crate::cli::AttachArgs) -> CliResult<i32> {
     let repo = repo()?;
     runtime()?.block_on(async {
         let face: Box<dyn Face> = match args.output {
-            OutputFormat::Json => Box::new(JsonFace),
+            OutputFormat::Json => Box::new(JsonFace::default()),
             OutputFormat::Text => Box::new(PlainFace::new(false)),
         };
         let Some(mut client) = connect(&repo).await? else {

@@ -198,12 +198,50 @@ pub enum RunsFrame {
 }
 
 /// Items of the `nodes` cell: a snapshot first (and after a resync), then deltas carrying only
-/// the nodes that changed. Revisions increase by one per change.
+/// the nodes that changed. Revisions increase by one per change; a subscriber that finds
+/// several deltas queued gets them as one, with the revision of the last.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+#[serde(tag = "kind", rename_all = "lowercase", try_from = "NodesFrameWire")]
 pub enum NodesFrame {
     Snapshot { revision: u64, name: String, order: Vec<String>, nodes: Vec<NodeView> },
     Delta { revision: u64, nodes: Vec<NodeView> },
+}
+
+/// How a `NodesFrame` is read: as one flat struct, which serde reads in a single pass (an
+/// internally tagged enum buffers every frame into an intermediate tree first, and every
+/// attached client reads every frame).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodesFrameWire {
+    kind: NodesKind,
+    revision: u64,
+    name: Option<String>,
+    order: Option<Vec<String>>,
+    nodes: Vec<NodeView>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum NodesKind {
+    Snapshot,
+    Delta,
+}
+
+impl TryFrom<NodesFrameWire> for NodesFrame {
+    type Error = String;
+
+    fn try_from(wire: NodesFrameWire) -> Result<Self, String> {
+        match (wire.kind, wire.name, wire.order) {
+            (NodesKind::Snapshot, Some(name), Some(order)) => {
+                Ok(NodesFrame::Snapshot { revision: wire.revision, name, order, nodes: wire.nodes })
+            }
+            (NodesKind::Snapshot, _, _) => Err("a nodes snapshot needs `name` and `order`".into()),
+            (NodesKind::Delta, None, None) => {
+                Ok(NodesFrame::Delta { revision: wire.revision, nodes: wire.nodes })
+            }
+            (NodesKind::Delta, _, _) => Err("a nodes delta carries no `name` or `order`".into()),
+        }
+    }
 }
 
 /// Items of a `nodeLog` stream. `data` is base64 of the raw bytes (logs need not be UTF-8).
