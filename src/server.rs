@@ -76,6 +76,21 @@ impl Face for Quiet {
 }
 
 impl Server {
+    /// The server of the checkout at `repo` (its `.ci` is `ci`), knowing the ledger's runs. It
+    /// serves whatever connections it is handed: [`serve`] binds the socket and accepts them.
+    pub fn new(repo: PathBuf, ci: PathBuf, socket: PathBuf, verbose: bool) -> Arc<Server> {
+        let history: Vec<_> = ledger::list(&ci).iter().map(RunRecord::summary).collect();
+        Arc::new(Server {
+            repo,
+            ci,
+            socket,
+            state: Mutex::new(State::default()),
+            runs: Mutex::new(Hub::new(RunsValue { revision: 1, runs: Arc::new(history) }, 256)),
+            clients: AtomicUsize::new(0),
+            verbose,
+        })
+    }
+
     pub fn client(self: &Arc<Self>) -> ClientGuard {
         self.clients.fetch_add(1, Ordering::SeqCst);
         ClientGuard(self.clone())
@@ -237,16 +252,7 @@ pub async fn serve(repo: PathBuf, options: ServeOptions) -> CliResult<i32> {
         .map_err(|e| CliError::refused(format!("cannot serve {}: {e}", socket.display())))?;
     let identity = socket_identity(&socket);
     let recovered = ledger::recover(&ci, &repo, now_ms());
-    let history: Vec<_> = ledger::list(&ci).iter().map(RunRecord::summary).collect();
-    let server = Arc::new(Server {
-        repo,
-        ci,
-        socket: socket.clone(),
-        state: Mutex::new(State::default()),
-        runs: Mutex::new(Hub::new(RunsValue { revision: 1, runs: Arc::new(history) }, 256)),
-        clients: AtomicUsize::new(0),
-        verbose: options.verbose,
-    });
+    let server = Server::new(repo, ci, socket.clone(), options.verbose);
     for run in &recovered {
         eprintln!("odu serve: run {run} was cut short by a server that died: recorded incomplete");
     }
