@@ -35,6 +35,23 @@ pub fn runtime() -> CliResult<tokio::runtime::Runtime> {
         .map_err(|e| CliError::refused(format!("cannot start the async runtime: {e}")))
 }
 
+/// Followers that only watch (`attach`, `wait`) step aside for the run: they take CPU only
+/// when the nodes leave some (`SCHED_IDLE`), so on a machine busy with the run, watching it
+/// never slows it. They still progress under full load, at a low weight, and a subscriber
+/// that falls behind gets a fresh snapshot, so nothing queues without bound.
+/// `ODU_OBSERVER_PRIORITY=normal` keeps the usual priority.
+fn defer_to_the_run() {
+    if std::env::var("ODU_OBSERVER_PRIORITY").is_ok_and(|v| v == "normal") {
+        return;
+    }
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler only changes this process's scheduling class; `param` lives
+    // across the call.
+    unsafe {
+        libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
+    }
+}
+
 fn run_params(run: &Option<String>) -> serde_json::Value {
     match run {
         Some(r) => json!({ "run": r }),
@@ -254,6 +271,9 @@ pub fn attach(args: crate::cli::AttachArgs) -> CliResult<i32> {
             return Ok(i32::from(outcome != "passed"));
         };
         let header = header_of(&mut client, &args.run.run).await?;
+        if header.phase != Phase::Ended {
+            defer_to_the_run();
+        }
         super::run::follow(&mut client, &header.run, face, false).await
     })
 }
@@ -271,6 +291,9 @@ pub fn wait(args: crate::cli::WaitArgs) -> CliResult<i32> {
             ));
         };
         let header = header_of(&mut client, &args.run.run).await?;
+        if header.phase != Phase::Ended {
+            defer_to_the_run();
+        }
         let run = header.run.clone();
         let deadline = timeout.map(|d| tokio::time::Instant::now() + d);
         let header_stream = client.send(HEADER_GET, json!({ "run": run })).await.map_err(refused)?;

@@ -203,7 +203,17 @@ fn attach_streams_transitions_and_wait_returns_a_verdict() {
     let mut run = Running::spawn(repo.odu(&["run", "--progress", "json"]));
     run.wait_for_line(&format!("\"node\":\"hold@{p}\""));
     wait_for_socket(repo.path());
-    let attach = Running::spawn(repo.odu(&["attach", "-o", "json"]));
+    let mut attach = Running::spawn(repo.odu(&["attach", "-o", "json"]));
+    // A watcher of a live run steps aside for it: SCHED_IDLE, unless told otherwise.
+    attach.wait_for_line(&format!("\"node\":\"hold@{p}\""));
+    assert_eq!(sched_policy(attach.child.id()), SCHED_IDLE, "attach watches at SCHED_IDLE");
+    let mut normal = repo.odu(&["attach", "-o", "json"]);
+    normal.env("ODU_OBSERVER_PRIORITY", "normal");
+    let mut normal = Running::spawn(normal);
+    normal.wait_for_line(&format!("\"node\":\"hold@{p}\""));
+    assert_eq!(sched_policy(normal.child.id()), 0, "ODU_OBSERVER_PRIORITY=normal keeps SCHED_OTHER");
+    normal.signal(libc::SIGTERM);
+    normal.finish();
     // Fail-fast: `broken` is red while `hold` still runs.
     let wait = repo.run(&["wait"]);
     assert_eq!(wait.status.code(), Some(1), "{}", stderr(&wait));
@@ -218,7 +228,6 @@ fn attach_streams_transitions_and_wait_returns_a_verdict() {
     let (code, err) = run.finish();
     assert_eq!(code, Some(1), "{err}");
     let (attach_code, _) = {
-        let mut attach = attach;
         let line = attach.wait_for_line(&format!(
             "\"node\":\"hold@{p}\",\"recipe\":\"hold\",\"platform\":\"{p}\",\"status\":\"success\""
         ));
@@ -230,4 +239,13 @@ fn attach_streams_transitions_and_wait_returns_a_verdict() {
     let idle = repo.run(&["attach", "-o", "json"]);
     assert_eq!(idle.status.code(), Some(1));
     assert!(stdout(&idle).contains(&format!("\"node\":\"broken@{p}\"")), "{}", stdout(&idle));
+}
+
+const SCHED_IDLE: u32 = 5;
+
+/// A process's scheduling policy: field 41 of /proc/<pid>/stat.
+fn sched_policy(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+    after_comm.split(' ').nth(38).unwrap().parse().unwrap()
 }
