@@ -375,6 +375,21 @@ def proc_cpu_s(pid: int) -> float | None:
     return (int(f[11]) + int(f[12])) / CLK_TCK   # fields 14 and 15 of stat
 
 
+def proc_threads_cpu_s(pid: int) -> float:
+    """CPU time of the process's live threads in seconds, to the nanosecond (schedstat), for
+    processes whose CPU is too small for stat's 10 ms ticks; threads that exited are missing."""
+    total = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0.0
+    for tid in tids:
+        raw = _read(f"/proc/{pid}/task/{tid}/schedstat")
+        if raw:
+            total += int(raw.split()[0])
+    return total / 1e9
+
+
 def proc_status_kib(pid: int, key: str) -> int | None:
     """`VmHWM`, `VmRSS`... from /proc/PID/status in KiB (None once it exited)."""
     raw = _read(f"/proc/{pid}/status")
@@ -1004,7 +1019,7 @@ class Clients:
     - stalled (half): stdout is a 4 KiB pipe nobody reads until the run has
       ended, so they block on stdout and stop reading the socket;
     - slow (a quarter): a 4 KiB pipe drained 1 KiB per client every 20 ms;
-    - fast (a quarter): stdout to /dev/null.
+    - fast (a quarter): a 4 KiB pipe drained as fast as it fills.
     After the run, every pipe is drained so they can all finish.
     """
 
@@ -1026,26 +1041,61 @@ class Clients:
             with open(err_path, "wb") as err:
                 p = subprocess.Popen([str(self.ctx.odu), "attach", "-o", "json"], cwd=self.repo,
                                      env=self.ctx.env, stdin=subprocess.DEVNULL, stderr=err,
-                                     stdout=subprocess.DEVNULL if kind == "fast" else subprocess.PIPE)
-            if p.stdout is not None:
-                set_pipe_size(p.stdout.fileno(), 4096)
-                os.set_blocking(p.stdout.fileno(), False)
+                                     stdout=subprocess.PIPE)
+            set_pipe_size(p.stdout.fileno(), 4096)
+            os.set_blocking(p.stdout.fileno(), False)
             self.procs.append(p)
             self.kinds.append(kind)
             self.err_paths.append(err_path)
         self.spawn_cpu_s = time.process_time() - cpu0
+
+    def wait_attached(self, marker: bytes, deadline_s: float = SOCKET_DEADLINE_S) -> None:
+        """Reads each client's first lines until `marker` shows: the client has its snapshot."""
+        seen = {p.stdout.fileno(): b"" for p in self.procs}
+        by_fd = {p.stdout.fileno(): p for p in self.procs}
+        deadline = time.monotonic() + deadline_s
+        while seen:
+            if time.monotonic() > deadline:
+                fd = next(iter(seen))
+                raise BenchError(f"{len(seen)} of {self.n} clients printed no {marker!r} within "
+                                 f"{deadline_s:g} s, e.g. one with stderr "
+                                 f"{tail(self.err_paths[self.procs.index(by_fd[fd])].read_text())!r}")
+            r, _, _ = select.select(list(seen), [], [], 0.5)
+            for fd in r:
+                try:
+                    chunk = os.read(fd, 4096)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    raise BenchError("an attach client exited before it printed its snapshot")
+                seen[fd] += chunk
+                if marker in seen[fd]:
+                    del seen[fd]
+
+    def follow(self) -> None:
+        """Starts reading: slow clients 1 KiB per 20 ms, fast ones all; stalled ones not at all."""
         self._slow_thread = threading.Thread(target=self._read_slowly, daemon=True)
         self._slow_thread.start()
 
     def _read_slowly(self) -> None:
-        slow = [p.stdout for p, k in zip(self.procs, self.kinds) if k == "slow"]
+        slow = [p.stdout.fileno() for p, k in zip(self.procs, self.kinds) if k == "slow"]
+        fast = [p.stdout.fileno() for p, k in zip(self.procs, self.kinds) if k == "fast"]
+        next_slow = time.monotonic()
         while not self._slow_stop.is_set():
-            for f in slow:
+            if time.monotonic() >= next_slow:
+                for fd in slow:
+                    try:
+                        os.read(fd, 1024)
+                    except (BlockingIOError, OSError):
+                        pass
+                next_slow += 0.02
+            r, _, _ = select.select(fast, [], [], max(0.0, min(0.02, next_slow - time.monotonic())))
+            for fd in r:
                 try:
-                    os.read(f.fileno(), 1024)
-                except (BlockingIOError, OSError, ValueError):
+                    if not os.read(fd, 65536):
+                        fast.remove(fd)
+                except (BlockingIOError, OSError):
                     pass
-            self._slow_stop.wait(0.02)
 
     def finish(self) -> tuple[int, dict[str, int]]:
         """Drains every pipe until every client exits.
@@ -1109,14 +1159,66 @@ class Clients:
                 p.wait()
 
 
+def latest_record(repo: Path) -> dict:
+    """The newest ledger record of the checkout (`.ci/<label>/runs/<seq>.json`)."""
+    records = sorted((repo / ".ci").glob("*/runs/*.json"), key=lambda p: p.stat().st_mtime)
+    if not records:
+        raise BenchError(f"no ledger record under {repo / '.ci'}")
+    return json.loads(records[-1].read_text())
+
+
+def wait_for_file(path: Path, live: "LiveRun", deadline_s: float = SOCKET_DEADLINE_S) -> None:
+    """Polls (under a deadline) until `path` exists: e.g. a node's log, created when it starts."""
+    deadline = time.monotonic() + deadline_s
+    while not path.exists():
+        if live.proc.poll() is not None:
+            raise live.fail(f"odu run exited {live.proc.returncode} before {path} appeared")
+        if time.monotonic() > deadline:
+            raise live.fail(f"{path} did not appear within {deadline_s:g} s")
+        time.sleep(0.005)
+
+
+def gated200_repo(ctx: "Ctx") -> tuple[OduRepo, Path]:
+    """wide200 behind a `gate` node that waits for a file: clients attach while it waits."""
+    names = [f"r{i:03d}" for i in range(200)]
+    d = ctx.tmp / "gated200"
+    gate = ctx.tmp / "gated200.open"
+    if (d / ".git").is_dir():
+        sha = git(d, "rev-parse", "HEAD", env=ctx.env)
+    else:
+        # The gate polls: it is the workload, the same on both sides.
+        just = ci_justfile(names, {n: ["gate"] for n in names}, names)
+        just += f"\ngate:\n    @while [ ! -e '{gate}' ]; do sleep 0.005; done\n"
+        sha = make_repo(d, just, ctx.env)
+    return OduRepo(ctx.odu, d, sha, ctx.env), gate
+
+
 def scenario_clients100(ctx: "Ctx") -> Result:
-    repo = wide200_repo(ctx)
+    """100 clients attached before the 200 nodes start: the run's wall time from the gate."""
+    return clients_scenario(ctx, gated=True)
+
+
+def scenario_clients100_cold(ctx: "Ctx") -> Result:
+    """100 clients started while the run goes: their start-up shares the 2 cores with it."""
+    return clients_scenario(ctx, gated=False)
+
+
+def clients_scenario(ctx: "Ctx", gated: bool) -> Result:
+    if gated:
+        repo, gate = gated200_repo(ctx)
+    else:
+        repo, gate = wide200_repo(ctx), None
     hwm = {0: [], CLIENTS: []}      # server VmHWM, KiB, per timed run
     cpu = {0: [], CLIENTS: []}      # server CPU s, per timed run
     live_counts: list[int] = []
     short_counts: list[dict[str, int]] = []   # clients that exited 1 on a green run, by kind
     client_cpu: list[float] = []              # the clients' own CPU, summed, per run
     spawn_cpu: list[float] = []               # the bench's CPU spawning them, per run
+    # Gated: CPU from the gate opening to the end (clients: to their exit), per timed run.
+    window_server = {0: [], CLIENTS: []}
+    window_clients: list[float] = []
+    # Gated: from the gate opening to the run's `finished_at` in its ledger record.
+    recorded = {0: [], CLIENTS: []}
     servers: set[str] = set()
 
     def once(n_clients: int, record: bool = True) -> float:
@@ -1126,11 +1228,30 @@ def scenario_clients100(ctx: "Ctx") -> Result:
             # Both sides wait alike: the clients start once the run is live.
             pid = live.wait_live()
             servers.add("odu run (the server itself)" if live.server_is_run else "odu serve")
+            if gate:
+                gate.unlink(missing_ok=True)
+                wait_for_file(repo.log_dir / "gate.log", live)
+                if clients:
+                    clients.start()
+                    clients.wait_attached(b'"node":"gate@')
+                    clients.follow()
             sampler = Sampler(pid)
             sampler.start()
-            if clients:
-                clients.start()
-            elapsed = live.wait()
+            if gate:
+                server0 = proc_cpu_s(pid) or 0.0
+                clients0 = sum(proc_threads_cpu_s(p.pid) for p in clients.procs) if clients else 0.0
+                t_open, t_open_wall = time.perf_counter(), time.time()
+                gate.touch()
+                live.wait()
+                elapsed = live.t0 + live.elapsed - t_open
+                if record:
+                    window_server[n_clients].append((proc_cpu_s(pid) or 0.0) - server0)
+                    recorded[n_clients].append(latest_record(repo.repo)["finished_at"] / 1000 - t_open_wall)
+            else:
+                if clients:
+                    clients.start()
+                    clients.follow()
+                elapsed = live.wait()
             sampler.stop()
             if clients:
                 n_live, short = clients.finish()
@@ -1138,12 +1259,16 @@ def scenario_clients100(ctx: "Ctx") -> Result:
                     live_counts.append(n_live)
                     short_counts.append(short)
                     client_cpu.append(clients.cpu_s)
+                    if gate:
+                        window_clients.append(clients.cpu_s - clients0)
                     spawn_cpu.append(clients.spawn_cpu_s)
             peak, cpu_s = sampler.hwm_kib, sampler.cpu_s
             if live.server_is_run:
                 # It exited: its own report is exact, the last sample may be late.
                 peak = max(peak, live.reported_peak_kib() or 0)
                 cpu_s = max(cpu_s, live.reported_cpu_s() or 0)
+            if gate:
+                gate.unlink(missing_ok=True)
             missing = [n for n in (f"r{i:03d}" for i in range(200))
                        if not (repo.log_dir / f"{n}.log").exists()]
             if missing:
@@ -1184,6 +1309,22 @@ def scenario_clients100(ctx: "Ctx") -> Result:
         Check(f"server CPU, {CLIENTS} clients (median)", statistics.median(cpu[CLIENTS]), "s", digits=2),
         Check(f"{CLIENTS} clients' own CPU, summed (median)", statistics.median(client_cpu), "s", digits=2),
         Check("bench CPU spawning them (median)", statistics.median(spawn_cpu), "s", digits=2),
+    ]
+    if gated:
+        run_ratio = statistics.median(recorded[CLIENTS]) / statistics.median(recorded[0])
+        checks += [
+            Check("the run itself (gate to the record's finished_at), 0 clients (median)",
+                  statistics.median(recorded[0]), "s", digits=3),
+            Check(f"the same, {CLIENTS} clients (median)", statistics.median(recorded[CLIENTS]), "s", digits=3),
+            Check("the same: ratio", run_ratio, "x", 1.05, digits=3),
+            Check("server CPU after the gate, 0 clients (median)", statistics.median(window_server[0]),
+                  "s", digits=3),
+            Check(f"server CPU after the gate, {CLIENTS} clients (median)",
+                  statistics.median(window_server[CLIENTS]), "s", digits=3),
+            Check(f"{CLIENTS} clients' CPU after the gate, summed (median)",
+                  statistics.median(window_clients), "s", digits=3),
+        ]
+    checks += [
         # Not an issue target: a correctness figure. 0 when every client saw
         # the run settle; a client that did not prints "did not pass" and
         # exits 1 although the run passed.
@@ -1192,15 +1333,20 @@ def scenario_clients100(ctx: "Ctx") -> Result:
     notes = [f"server: {', '.join(sorted(servers))}; peak RSS is its VmHWM (max over runs; "
              f"median added {(statistics.median(hwm[CLIENTS]) - statistics.median(hwm[0])) / KIB:.1f} MiB)",
              f"clients: {CLIENTS // 2} stalled (4 KiB stdout pipe unread until the run ends), "
-             f"{CLIENTS // 4} slow (1 KiB / 20 ms), {CLIENTS // 4} to /dev/null; all exited every run",
+             f"{CLIENTS // 4} slow (1 KiB / 20 ms), {CLIENTS // 4} fast (drained at once); all exited every run",
              "clients that missed the end (exit 1, 'did not pass', on a green run) per run, "
              "stalled/slow/fast: " + " ".join(f"{c['stalled']}/{c['slow']}/{c['fast']}" for c in short_counts),
              f"clients that attached to the live run (the rest started after it ended): "
              f"{' '.join(map(str, live_counts))} of {CLIENTS}",
-             "the clients' own CPU shares the machine with the run: it is part of the slowdown"]
-    return Result("clients100", f"wide200 with {CLIENTS} attach clients", ctx.runs,
-                  "odu run, 0 clients", f"odu run, {CLIENTS} odu attach clients", b, o, 1.05,
-                  checks, notes)
+             ("timed from the gate opening to `odu run` exiting: every client had printed its "
+              "snapshot (the gate node running) before the gate opened" if gated else
+              "timed from `odu run` starting; the clients start once the run is live, and their "
+              "start-up CPU shares the machine with the run")]
+    name = "clients100" if gated else "clients100_cold"
+    title = (f"wide200 with {CLIENTS} attached clients" if gated
+             else f"wide200 with {CLIENTS} clients starting during the run")
+    return Result(name, title, ctx.runs, "odu run, 0 clients", f"odu run, {CLIENTS} odu attach clients",
+                  b, o, 1.05 if gated else None, checks, notes)
 
 
 def scenario_idle_cpu(ctx: "Ctx") -> Result:
@@ -1286,6 +1432,7 @@ SCENARIOS: dict[str, Callable[["Ctx"], Result]] = {
     "logs_latency": scenario_logs_latency,
     "status_latency": scenario_status_latency,
     "clients100": scenario_clients100,
+    "clients100_cold": scenario_clients100_cold,
     "idle_cpu": scenario_idle_cpu,
 }
 
