@@ -472,4 +472,70 @@ mod tests {
             assert!(slow.resyncs > 0, "the slow subscriber overflowed and was resynchronised");
         }
     }
+
+    /// Subscribers that join while another thread publishes: whatever the moment, the snapshot
+    /// and the deltas after it add up to every change, none lost between the two.
+    #[test]
+    fn a_subscriber_joining_mid_stream_loses_nothing_between_its_snapshot_and_first_delta() {
+        use std::sync::atomic::AtomicUsize;
+        const SLOTS: usize = 20_000;
+        const SUBSCRIBERS: usize = 50;
+        let hub = Arc::new(std::sync::Mutex::new(Hub::new(
+            Counters { revision: 0, values: vec![0; SLOTS] },
+            SLOTS,
+        )));
+        let joined = Arc::new(AtomicUsize::new(0));
+        let publisher = {
+            let (hub, joined) = (hub.clone(), joined.clone());
+            std::thread::spawn(move || {
+                // Each change sets its own slot, so a lost delta leaves a 0 behind. It goes on
+                // until every subscriber has joined.
+                let mut value = Counters { revision: 0, values: vec![0; SLOTS] };
+                for step in 1..SLOTS as u64 {
+                    value.values[step as usize] = 1;
+                    value.revision = step;
+                    hub.lock().unwrap().publish(value.clone(), Frame::Delta(step, vec![(step as usize, 1)]));
+                    if joined.load(Ordering::SeqCst) >= SUBSCRIBERS {
+                        break;
+                    }
+                    std::thread::yield_now();
+                }
+                value
+            })
+        };
+        let mut subs = Vec::new();
+        while subs.len() < SUBSCRIBERS {
+            subs.push(hub.lock().unwrap().subscribe());
+            joined.fetch_add(1, Ordering::SeqCst);
+            std::thread::yield_now();
+        }
+        let last = publisher.join().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let mut mid_stream = 0;
+        runtime.block_on(async {
+            for mut sub in subs {
+                let mut view: Option<Counters> = None;
+                while view.as_ref().is_none_or(|v| v.revision < last.revision) {
+                    let next = tokio::time::timeout(std::time::Duration::from_secs(5), sub.next());
+                    match next.await.expect("every change arrives").expect("hub alive") {
+                        Frame::Snapshot(c) => {
+                            mid_stream += usize::from(c.revision > 0 && c.revision < last.revision);
+                            view = Some(c);
+                        }
+                        Frame::Delta(revision, changes) => {
+                            let v = view.as_mut().expect("a snapshot comes first");
+                            assert!(revision > v.revision);
+                            for (i, x) in changes {
+                                v.values[i] = x;
+                            }
+                            v.revision = revision;
+                        }
+                    }
+                }
+                assert_eq!(view.as_ref(), Some(&last), "snapshot plus deltas is the value");
+                assert_eq!(sub.resyncs, 0, "the queue is as long as the changes: no overflow");
+            }
+        });
+        assert!(mid_stream > 0, "some subscribers joined while changes were being published");
+    }
 }
