@@ -123,9 +123,24 @@ impl FanIn {
     }
 
     /// A lane's link died: its running nodes are `errored`, its pending ones `skipped`,
-    /// terminal ones untouched.
+    /// terminal ones untouched. A lane that dies before its setup finished errors the setup
+    /// node (its log says why), not just skips it.
     pub fn lane_died(&mut self, platform: &str, at: u64) -> Vec<Transition> {
-        self.overlay(|n| n.platform == platform, at, NodeStatus::Errored, Some(NodeStatus::Skipped))
+        let setup = format!("{SETUP}@{platform}");
+        let mut changes = Vec::new();
+        if let Some(node) = self.nodes.get_mut(&setup)
+            && node.view.status == NodeStatus::Pending
+        {
+            node.view.status = NodeStatus::Errored;
+            changes.push(Transition { id: setup, from: NodeStatus::Pending, to: NodeStatus::Errored });
+        }
+        changes.extend(self.overlay(
+            |n| n.platform == platform,
+            at,
+            NodeStatus::Errored,
+            Some(NodeStatus::Skipped),
+        ));
+        changes
     }
 
     /// The run was interrupted: running nodes are `cancelled`; pending ones stay pending.

@@ -184,6 +184,24 @@ async fn sh(session: &Session, script: &str, input: Option<&Path>) -> Result<(bo
     ))
 }
 
+/// `why` a step failed on the host, then what to do next: when the host's own words say its
+/// disk (or the user's quota) is full, where odu's cache is there (its shell expands the path in
+/// one more short round trip), else `guess`.
+async fn next_step(session: &Session, why: String, guess: &str) -> String {
+    if !["No space left on device", "Disk quota exceeded"].iter().any(|full| why.contains(full)) {
+        return format!("{why}{guess}");
+    }
+    let script = format!(r#"echo "{CACHE}""#);
+    let cache = match tokio::time::timeout(Duration::from_secs(5), sh(session, &script, None)).await {
+        Ok(Ok((true, out, _))) => out.lines().last().unwrap_or_default().trim().to_string(),
+        _ => String::new(),
+    };
+    let cache = if cache.is_empty() { CACHE.to_string() } else { cache };
+    format!(
+        "{why} (the host's disk is full: free space on it, then rerun; odu's cache there, with the worktrees kept from red runs, is {cache})"
+    )
+}
+
 /// The lines between two markers, so a banner or motd around them is ignored.
 fn between<'a>(text: &'a str, begin: &str, end: &str) -> Vec<&'a str> {
     text.lines().skip_while(|l| l.trim() != begin).skip(1).take_while(|l| l.trim() != end).collect()
@@ -266,16 +284,20 @@ async fn ensure_runner(
         let started = std::time::Instant::now();
         let script = format!(
             r#"set -e; d="{CACHE}/runner/{hash}"; mkdir -p "$d"; t="$d/.upload.$$"
-trap 'rm -f "$t"' EXIT; cat > "$t"; chmod 755 "$t"; mv -f "$t" "$d/odu-runner"; trap - EXIT; echo "$d/odu-runner""#
+trap 'rm -f "$t"' EXIT; cat > "$t"
+n=$(wc -c < "$t"); if [ "$n" -ne {size} ]; then echo "the upload was cut short ($n of {size} bytes)" >&2; exit 1; fi
+chmod 755 "$t"; mv -f "$t" "$d/odu-runner"; trap - EXIT; echo "$d/odu-runner""#
         );
         let cannot = |why: String| {
-            format!(
-                "cannot store the runner in the host's cache: {why} (is its disk full or its cache dir not writable?)"
-            )
+            let why = format!("cannot store the runner in the host's cache: {why}");
+            next_step(session, why, " (is its disk full or its cache dir not writable?)")
         };
-        let (ok, out, err) = sh(session, &script, Some(local_runner)).await.map_err(cannot)?;
+        let (ok, out, err) = match sh(session, &script, Some(local_runner)).await {
+            Ok(answer) => answer,
+            Err(why) => return Err(cannot(why).await),
+        };
         if !ok {
-            return Err(cannot(err));
+            return Err(cannot(err).await);
         }
         narrate(&format!("runner uploaded in {:.1}s", started.elapsed().as_secs_f64()));
         return Ok(out.lines().last().unwrap_or_default().trim().to_string());
@@ -313,7 +335,12 @@ else echo ODU-SOURCE=bundle; echo "ODU-WHY=$(tail -n 1 "$c.fetch-err" 2>/dev/nul
     );
     let (ok, out, err) = sh(session, &fetch, None).await?;
     if !ok {
-        return Err(format!("cannot prepare the repository cache on the host: {err}"));
+        return Err(next_step(
+            session,
+            format!("cannot prepare the repository cache on the host: {err}"),
+            "",
+        )
+        .await);
     }
     let field = |key: &str| out.lines().find_map(|l| l.trim().strip_prefix(key)).map(str::to_string);
     match field("ODU-SOURCE=").as_deref() {
@@ -337,7 +364,8 @@ t="$w/{run}"; rm -rf "$t"; git -C "$c" worktree add -q --detach -f "$t" "{sha}" 
     );
     let (ok, out, err) = sh(session, &checkout, None).await?;
     if !ok {
-        return Err(format!("cannot check out {} on the host: {err} (is its disk full?)", &sha[..7]));
+        let why = format!("cannot check out {} on the host: {err}", &sha[..7]);
+        return Err(next_step(session, why, " (is its disk full?)").await);
     }
     out.lines()
         .find_map(|l| l.trim().strip_prefix("ODU-WORKTREE="))
@@ -366,11 +394,13 @@ async fn ship_bundle(
         r#"set -e; {prologue}; b="$c/odu-{sha}.bundle"; trap 'rm -f "$b"' EXIT; cat > "$b"
 git -C "$c" fetch -q --no-tags "$b" "refs/odu/ship/{sha}:refs/odu/have/{sha}""#
     );
-    let (ok, _, err) = sh(session, &script, Some(bundle.path())).await?;
-    if !ok {
-        return Err(format!("the host could not take the bundle: {err}"));
-    }
-    Ok(())
+    // However the send ends (the host may stop reading before the bundle is all sent), the
+    // host's own words say why.
+    let err = match sh(session, &script, Some(bundle.path())).await {
+        Ok((true, _, _)) => return Ok(()),
+        Ok((false, _, err)) | Err(err) => err,
+    };
+    Err(next_step(session, format!("the host could not take the bundle: {err}"), "").await)
 }
 
 /// `git bundle create` of `sha` (under a short-lived ref) minus the objects the host has.

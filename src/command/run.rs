@@ -244,6 +244,9 @@ pub async fn follow(
     let header = replica.header.clone().expect("the header ended the loop");
     if let Some(fan) = &replica.fan {
         eprint!("{}", verdict(fan, header.interrupted, colors_enabled(std::io::stderr().is_terminal())));
+        for line in setup_failures(fan) {
+            eprintln!("odu: {line}");
+        }
     }
     Ok(if header.interrupted {
         130
@@ -252,4 +255,26 @@ pub async fn follow(
     } else {
         1
     })
+}
+
+/// Why each lane that died or failed its setup ended, from what odu wrote to its `_ci-setup`
+/// log (the `lane … died` line, else its last line): the verdict alone shows only errored and
+/// skipped nodes.
+fn setup_failures(fan: &FanIn) -> Vec<String> {
+    let repo = super::current_dir().ok().and_then(|d| git::toplevel_quick(&d).ok());
+    fan.ordered()
+        .filter(|n| n.task == odu_core::SETUP)
+        .filter_map(|n| {
+            let text = std::fs::read(repo.as_ref()?.join(&n.log)).ok()?;
+            let text = String::from_utf8_lossy(&text);
+            let lane = format!("lane {}", n.platform);
+            let mut said = text.lines().rev().filter_map(|l| l.strip_prefix("[odu] "));
+            let why = match said.clone().find(|l| l.starts_with(&format!("{lane} died"))) {
+                Some(died) => died.to_string(),
+                None if n.view.status.is_red() => format!("{lane}: {}", said.next()?),
+                None => return None,
+            };
+            Some(format!("{why} (log: {})", n.log))
+        })
+        .collect()
 }

@@ -18,6 +18,10 @@
 //! files under `/tmp/odu-lab-netns`, so a crashed test's namespace is removed by the next test that
 //! takes its slot.
 //!
+//! [`Tmpfs`] plays a small or full disk (root only): a tmpfs of a fixed size, mounted on a
+//! lab tempdir, so a test process that died with it mounted has it unmounted and removed by the
+//! next lab host or tmpfs, like its other leftovers.
+//!
 //! The tools come from `bash scripts/install-deps.sh`; a missing one fails the test loudly.
 
 #![allow(dead_code)]
@@ -363,12 +367,7 @@ impl NetnsHost {
     /// instead, as does a missing tool anywhere.
     pub fn new(options: SshdOptions) -> Result<NetnsHost, String> {
         require_tools(true);
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            let why = "network namespace hosts need root".to_string();
-            assert!(!in_ci(), "{why}: CI must run the ssh lab tests as root");
-            return Err(why);
-        }
+        require_root("network namespace hosts")?;
         let net = Netns::create();
         let sshd = Sshd::prepare(
             format!("odu-netns-{}", net.slot),
@@ -426,6 +425,164 @@ impl Deref for NetnsHost {
     fn deref(&self) -> &Sshd {
         &self.sshd
     }
+}
+
+/// A tmpfs of a fixed size on a fresh lab tempdir (root only): a small disk, or with
+/// [`Tmpfs::fill`] a full one. Point a host at it through its environment (e.g.
+/// `XDG_CACHE_HOME`), and mount it before starting the [`NetnsHost`] that should see it: a
+/// namespace host's sshd runs in a copy of the mount table made when it starts (`ip netns exec`
+/// unshares the mount namespace), and when `/` is private no later mount reaches that copy. The
+/// files and the size ([`Tmpfs::resize`]) are shared by every copy.
+///
+/// Dropping it unmounts it, lazily (a process still inside cannot keep it mounted), and removes
+/// its directory, also when the test panics; the mount of a test process that was killed is
+/// removed by the next lab host or tmpfs (see [`kill_orphans`]).
+pub struct Tmpfs {
+    // Dropped after `Drop::drop` unmounted `mountpoint`: removes the then empty directories.
+    dir: tempfile::TempDir,
+    mountpoint: PathBuf,
+}
+
+impl Tmpfs {
+    /// A tmpfs of `size` bytes, or why it cannot be made here (not root). In CI (`CI=true`) that
+    /// fails the test instead.
+    pub fn new(size: u64) -> Result<Tmpfs, String> {
+        require_root("tmpfs mounts")?;
+        kill_orphans();
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{DIR_PREFIX}{}-", std::process::id()))
+            .tempdir()
+            .expect("tempdir");
+        let mountpoint = dir.path().join("disk");
+        fs::create_dir(&mountpoint).unwrap_or_else(|e| panic!("create {}: {e}", mountpoint.display()));
+        mount_tmpfs(&mountpoint, 0, size).unwrap_or_else(|e| panic!("{e}"));
+        Ok(Tmpfs { dir, mountpoint })
+    }
+
+    /// [`Tmpfs::new`], saying on stderr why the test is skipped when it cannot be made.
+    pub fn or_skip(size: u64) -> Option<Tmpfs> {
+        Tmpfs::new(size).map_err(|why| eprintln!("skipping: {why}")).ok()
+    }
+
+    /// Where it is mounted.
+    pub fn path(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// Grows (or shrinks, down to what is used) the disk, for every mount namespace at once.
+    pub fn resize(&self, size: u64) {
+        mount_tmpfs(&self.mountpoint, libc::MS_REMOUNT, size).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Fills the disk: `filler` at its top grows until a write fails with ENOSPC. Returns the
+    /// filler's path; removing it frees the space again.
+    pub fn fill(&self) -> PathBuf {
+        let path = self.mountpoint.join("filler");
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+        let chunk = vec![0u8; 1 << 16];
+        loop {
+            match file.write(&chunk) {
+                Ok(0) => panic!("{} took no more bytes without ENOSPC", path.display()),
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+                Err(e) => panic!("write {}: {e}", path.display()),
+            }
+        }
+        assert_eq!(self.available(), 0, "{} is full, yet has room", self.mountpoint.display());
+        path
+    }
+
+    /// The bytes left for files (`statvfs`).
+    pub fn available(&self) -> u64 {
+        let path = c_path(&self.mountpoint);
+        // SAFETY: an all-zero statvfs is a valid value for statvfs to overwrite.
+        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: a NUL-terminated path and a statvfs to fill.
+        let rc = unsafe { libc::statvfs(path.as_ptr(), &mut stat) };
+        assert_eq!(rc, 0, "statvfs {}: {}", self.mountpoint.display(), std::io::Error::last_os_error());
+        stat.f_bavail as u64 * stat.f_frsize as u64
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        if let Err(e) = unmount(&self.mountpoint) {
+            eprintln!("lab: {e}");
+        }
+    }
+}
+
+/// `mount -t tmpfs -o size=<size>` (with `flags`, e.g. `MS_REMOUNT`) on `target`.
+fn mount_tmpfs(target: &Path, flags: libc::c_ulong, size: u64) -> Result<(), String> {
+    let path = c_path(target);
+    let options = std::ffi::CString::new(format!("size={size}")).expect("no NUL");
+    // SAFETY: NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::mount(c"odu-lab".as_ptr(), path.as_ptr(), c"tmpfs".as_ptr(), flags, options.as_ptr().cast())
+    };
+    match rc {
+        0 => Ok(()),
+        _ => Err(format!(
+            "mount a {size}-byte tmpfs on {}: {}",
+            target.display(),
+            std::io::Error::last_os_error()
+        )),
+    }
+}
+
+/// Lazily unmounts whatever is mounted on `target`; never panics (it runs in drop).
+fn unmount(target: &Path) -> Result<(), String> {
+    let path = c_path(target);
+    // SAFETY: a NUL-terminated path that outlives the call.
+    match unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) } {
+        0 => Ok(()),
+        _ => Err(format!("unmount {}: {}", target.display(), std::io::Error::last_os_error())),
+    }
+}
+
+/// The mount points at or below `dir` in this process's mount namespace, deepest first.
+fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let Ok(dir) = dir.canonicalize() else { return vec![] };
+    let table = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut found: Vec<PathBuf> = table
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|field| PathBuf::from(unescape_mountinfo(field)))
+        .filter(|point| point.starts_with(&dir))
+        .collect();
+    found.sort_by_key(|point| std::cmp::Reverse(point.components().count()));
+    found
+}
+
+/// A mountinfo path field: `\040` and the like are octal escapes for space, tab, newline and `\\`.
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal =
+            bytes.get(i + 1..i + 4).and_then(|d| u8::from_str_radix(std::str::from_utf8(d).ok()?, 8).ok());
+        match (bytes[i], octal) {
+            (b'\\', Some(byte)) => {
+                out.push(byte);
+                i += 4;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn c_path(path: &Path) -> std::ffi::CString {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(path.as_os_str().as_bytes()).expect("a path without NUL")
 }
 
 /// A network namespace and its veth pair, owning slot `slot` (and its /30) for as long as it holds
@@ -589,6 +746,17 @@ fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
+/// Whether this test can do what only root can (`what` names it); in CI it must.
+fn require_root(what: &str) -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        let why = format!("{what} need root");
+        assert!(!in_ci(), "{why}: CI must run the ssh lab tests as root");
+        return Err(why);
+    }
+    Ok(())
+}
+
 /// Fails loudly when a tool the lab needs is missing: CI must install it (and so must a developer
 /// running these tests).
 fn require_tools(netns: bool) {
@@ -705,6 +873,12 @@ fn kill_orphans() {
     }
     for entry in fs::read_dir(std::env::temp_dir()).into_iter().flatten().flatten() {
         if orphaned(&entry.path()) {
+            // A tmpfs the dead test left mounted: unmount it rather than empty it and fail.
+            for point in mounts_under(&entry.path()) {
+                if let Err(e) = unmount(&point) {
+                    eprintln!("lab: {e}");
+                }
+            }
             let _ = fs::remove_dir_all(entry.path());
         }
     }
@@ -913,4 +1087,58 @@ fn netns_hosts_are_cleaned_up() {
     assert!(!Path::new("/run/netns").join(&ns).exists(), "{ns} outlived its host");
     assert!(!Path::new("/sys/class/net").join(&veth).exists(), "{veth} outlived its host");
     assert!(lab_processes().iter().all(|(_, m)| *m != marker), "sshd processes outlived their host");
+}
+
+/// Whether `path` is a mount point in this process's mount namespace.
+fn is_mounted(path: &Path) -> bool {
+    path.canonicalize().is_ok_and(|path| mounts_under(&path).contains(&path))
+}
+
+#[test]
+fn a_tmpfs_fills_resizes_and_is_unmounted_even_when_the_test_panics() {
+    let Some(disk) = Tmpfs::or_skip(1 << 20) else { return };
+    let (mountpoint, dir) = (disk.path().to_path_buf(), disk.dir.path().to_path_buf());
+    assert!(is_mounted(&mountpoint));
+    let filler = disk.fill();
+    assert!(fs::metadata(&filler).unwrap().len() > 900 << 10, "a 1 MiB disk took less than 900 KiB");
+    let err = fs::write(mountpoint.join("more"), "x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    disk.resize(2 << 20);
+    assert!(disk.available() > 900 << 10, "resizing to 2 MiB freed {} bytes", disk.available());
+    let panicked = std::panic::catch_unwind(move || {
+        let _disk = disk;
+        panic!("the test fails while its disk is mounted");
+    });
+    assert!(panicked.is_err());
+    assert!(!is_mounted(&mountpoint), "{} outlived its test", mountpoint.display());
+    assert!(!dir.exists(), "{} outlived its test", dir.display());
+}
+
+#[test]
+fn the_tmpfs_of_a_killed_test_is_unmounted_and_removed_by_the_next_one() {
+    if require_root("tmpfs mounts").is_err() {
+        return;
+    }
+    // What a test process killed with its tmpfs mounted leaves: a lab tempdir named after a
+    // pid that is gone, with a tmpfs on it.
+    let mut dead = Command::new("true").spawn().expect("true");
+    dead.wait().expect("wait for true");
+    let dir = std::env::temp_dir().join(format!("{DIR_PREFIX}{}-leftover", dead.id()));
+    struct Tidy(PathBuf);
+    impl Drop for Tidy {
+        fn drop(&mut self) {
+            mounts_under(&self.0).iter().for_each(|point| drop(unmount(point)));
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+    let _tidy = Tidy(dir.clone());
+    let mountpoint = dir.join("disk");
+    fs::create_dir_all(&mountpoint).unwrap();
+    mount_tmpfs(&mountpoint, 0, 1 << 20).unwrap();
+    fs::write(mountpoint.join("file"), "left behind").unwrap();
+    assert!(is_mounted(&mountpoint));
+
+    let _next = Tmpfs::new(1 << 20).expect("root");
+    assert!(!is_mounted(&mountpoint), "the killed test's tmpfs is still mounted");
+    assert!(!dir.exists(), "the killed test's tempdir is still there");
 }

@@ -5,7 +5,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use crate::harness::{DEADLINE, gone, until, wait_for_pid};
-use crate::lab::{NetnsHost, SshdOptions};
+use crate::lab::{NetnsHost, SshdOptions, Tmpfs};
 use crate::repo::*;
 
 /// A host whose sessions see this PATH (where the tests' `just` is), like a configured machine.
@@ -156,6 +156,8 @@ fn cutting_the_link_mid_run_errors_the_lane_within_20s_and_the_host_kills_the_gr
     assert_eq!(status(&format!("slow@{p}")), "errored", "{runs}");
     assert_eq!(status(&format!("after@{p}")), "skipped", "{runs}");
     assert!(trail(&repo, &p, "_ci-setup").contains("died"), "{}", trail(&repo, &p, "_ci-setup"));
+    assert!(err.contains(&format!("lane {p} died")), "odu run says why the lane ended: {err}");
+    assert_eq!(status(&format!("_ci-setup@{p}")), "ok", "a lane that dies after its setup keeps it ok");
     // The host notices the silence too, and kills the node's process group.
     until("the remote node to be killed", Duration::from_secs(25), || gone(node));
     host.restore_link();
@@ -210,22 +212,63 @@ fn a_banner_on_stdout_does_not_break_the_protocol() {
     stop_server(&repo);
 }
 
+const ONE_RECIPE: &str = "[metadata(\"ci\")]\nci: a\na:\n    true\n";
+
+/// The key of a second lane beside the localhost one: a label, its entry declares the platform.
+fn other_platform() -> &'static str {
+    if local_platform().starts_with("x86_64") { "aarch64-linux" } else { "x86_64-linux" }
+}
+
+/// A hosts file with a localhost lane and `entry` under [`other_platform`].
+fn two_lanes(repo: &Repo, entry: serde_json::Value) -> PathBuf {
+    hosts_file(repo, serde_json::json!({ local_platform(): "localhost", other_platform(): entry }))
+}
+
+/// Runs `repo`'s pipeline with `hosts` within 60 s (a run that hangs is killed and fails the
+/// test); returns its output and the second lane's setup log.
+fn run_two_lanes(repo: &Repo, hosts: &Path, ssh_config: &Path) -> (Output, String) {
+    let mut command = odu_with(repo, hosts, ssh_config, &["run", "--progress", "json"]);
+    let out = crate::lab::output_within(&mut command, Duration::from_secs(60));
+    (out, trail(repo, other_platform(), "_ci-setup"))
+}
+
+/// The second lane of a [`two_lanes`] run ended with every one of `messages` in its setup log,
+/// which `odu logs` and `odu run`'s stderr show too, its setup errored and its node skipped; the
+/// localhost lane still passed, exit 1. Returns the setup log.
+fn assert_broken(repo: &Repo, hosts: &Path, ssh_config: &Path, messages: &[impl AsRef<str>]) -> String {
+    let (p, other) = (local_platform(), other_platform());
+    let (out, setup) = run_two_lanes(repo, hosts, ssh_config);
+    assert_eq!(out.status.code(), Some(1), "{}\n{setup}", stderr(&out));
+    for message in messages.iter().map(AsRef::as_ref) {
+        assert!(setup.contains(message), "{message:?} not in the setup log: {setup}");
+    }
+    let finals = final_statuses(&progress(&out));
+    assert_eq!(finals[&format!("a@{p}")], "success", "the other lane goes on");
+    assert_eq!(finals[&format!("_ci-setup@{other}")], "errored", "the setup that could not finish");
+    assert_eq!(finals[&format!("a@{other}")], "skipped");
+    // odu run's stderr names the reason: the last line odu wrote to the setup log.
+    let said = stderr(&out);
+    let reason = setup
+        .lines()
+        .filter_map(|l| l.strip_prefix("[odu] "))
+        .find(|l| l.contains(" died: "))
+        .expect("odu wrote why the lane died");
+    assert!(said.contains(reason), "{reason:?} not on odu run's stderr: {said}");
+    assert!(messages.iter().any(|m| reason.contains(m.as_ref())), "the reason names the problem: {reason}");
+    let logs = repo.run(&["logs", &format!("_ci-setup@{other}")]);
+    let shown = stdout(&logs);
+    for message in messages.iter().map(AsRef::as_ref) {
+        assert!(shown.contains(message), "{message:?} not in odu logs: {shown}\n{}", stderr(&logs));
+    }
+    setup
+}
+
 /// Runs the pipeline on a localhost lane and a broken second host; the broken lane ends with
 /// `message` in its setup log and on the CLI, the localhost lane still passes, exit 1.
 fn broken_lane(host: &NetnsHost, entry: serde_json::Value, message: &str) {
-    let repo = Repo::new("[metadata(\"ci\")]\nci: a\na:\n    true\n");
-    let p = local_platform();
-    let other = if p.starts_with("x86_64") { "aarch64-linux" } else { "x86_64-linux" };
-    let hosts = hosts_file(&repo, serde_json::json!({ p.clone(): "localhost", other: entry }));
-    let started = Instant::now();
-    let out = run_with(&repo, &hosts, &host.config(), &["run", "--progress", "json"]);
-    assert!(started.elapsed() < Duration::from_secs(60), "a broken host took {:?}", started.elapsed());
-    let setup = trail(&repo, other, "_ci-setup");
-    assert_eq!(out.status.code(), Some(1), "{}\n{setup}", stderr(&out));
-    assert!(setup.contains(message), "{message:?} not in the setup log: {setup}");
-    let finals = final_statuses(&progress(&out));
-    assert_eq!(finals[&format!("a@{p}")], "success", "the other lane goes on");
-    assert_eq!(finals[&format!("a@{other}")], "skipped");
+    let repo = Repo::new(ONE_RECIPE);
+    let hosts = two_lanes(&repo, entry);
+    assert_broken(&repo, &hosts, &host.config(), &[message]);
     stop_server(&repo);
 }
 
@@ -333,4 +376,116 @@ fn odu_hosts_probes_every_host_without_running_anything() {
     let out = run_with(&repo, &hosts, &host.config(), &["hosts"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stdout(&out).contains("cannot connect to"), "{}", stdout(&out));
+}
+
+/// What a lane that found its host's disk full says to do, before naming odu's cache there.
+const DISK_FULL: &str = "the host's disk is full: free space on it, then rerun";
+
+/// The runner this build uploads, and its size.
+fn this_runner() -> (PathBuf, u64) {
+    let runner = PathBuf::from(env!("CARGO_BIN_EXE_odu-runner"));
+    let size = std::fs::metadata(&runner).unwrap().len();
+    (runner, size)
+}
+
+/// A namespace host whose odu cache, `$XDG_CACHE_HOME/odu`, is on `disk` (mounted before the host
+/// starts, so that it sees it).
+fn host_on(disk: &Tmpfs) -> NetnsHost {
+    let mut env = options().env;
+    env.push(("XDG_CACHE_HOME".into(), disk.path().display().to_string()));
+    NetnsHost::new(SshdOptions { env, ..Default::default() }).unwrap_or_else(|why| panic!("{why}"))
+}
+
+/// The files under `dir` (recursively) whose names pass `keep`.
+fn files_under(dir: &Path, keep: &dyn Fn(&str) -> bool) -> Vec<PathBuf> {
+    let mut found = vec![];
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() && !path.is_symlink() {
+            found.extend(files_under(&path, keep));
+        } else if keep(&entry.file_name().to_string_lossy()) {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[test]
+fn a_full_disk_refuses_the_runner_with_the_fix_and_keeps_no_partial_upload() {
+    let (runner, size) = this_runner();
+    let Some(disk) = Tmpfs::or_skip(1 << 20) else { return };
+    assert!(size > 2 << 20, "the runner ({size} bytes) must be too big for a 1 MiB disk");
+    let host = host_on(&disk);
+    let repo = Repo::new(ONE_RECIPE);
+    let hosts = two_lanes(&repo, serde_json::json!({"host": host.alias(), "platform": local_platform()}));
+    let cache = disk.path().join("odu");
+    assert_broken(
+        &repo,
+        &hosts,
+        &host.config(),
+        &[
+            "uploading this build's runner",
+            "cannot store the runner in the host's cache",
+            "No space left on device",
+            DISK_FULL,
+            &format!("is {}", cache.display()),
+        ],
+    );
+    // Nothing half-written stays behind, to be taken for the runner by a later run.
+    let dir = cache.join("runner").join(odu::remote::runner_hash(&runner).unwrap());
+    let left = files_under(&cache, &|_| true);
+    assert!(left.is_empty(), "the failed upload left {left:?}");
+    // With room again, the next run uploads the whole runner and goes green.
+    disk.resize(size + (32 << 20));
+    let (out, setup) = run_two_lanes(&repo, &hosts, &host.config());
+    assert_eq!(out.status.code(), Some(0), "{}\n{setup}", stderr(&out));
+    assert!(setup.contains("uploading this build's runner"), "{setup}");
+    assert_eq!(std::fs::metadata(dir.join("odu-runner")).unwrap().len(), size);
+    stop_server(&repo);
+}
+
+#[test]
+fn a_disk_that_fills_up_once_the_runner_is_cached_ends_each_source_step_with_the_fix() {
+    let (_, size) = this_runner();
+    let Some(disk) = Tmpfs::or_skip(size + (32 << 20)) else { return };
+    let host = host_on(&disk);
+    let entry = serde_json::json!({"host": host.alias(), "platform": local_platform()});
+    let repo = Repo::new(ONE_RECIPE);
+    let hosts = two_lanes(&repo, entry.clone());
+    let (out, setup) = run_two_lanes(&repo, &hosts, &host.config());
+    assert_eq!(out.status.code(), Some(0), "{}\n{setup}", stderr(&out));
+    let filler = disk.fill();
+    let cache = disk.path().join("odu");
+    let in_cache = format!("is {}", cache.display());
+    let full = |step: &'static str| {
+        let messages =
+            ["is cached on the host: nothing to upload", step, "No space left on device", DISK_FULL];
+        messages.into_iter().map(String::from).chain([in_cache.clone()]).collect::<Vec<_>>()
+    };
+
+    // The same commit again: it is in the host's cache, but its worktree does not fit.
+    assert_broken(&repo, &hosts, &host.config(), &full("cannot check out"));
+    // A new commit: the host cannot fetch it, and the bundle does not fit.
+    repo.write("more", "more\n");
+    repo.commit("more");
+    assert_broken(&repo, &hosts, &host.config(), &full("the host could not take the bundle"));
+    let bundles = files_under(&cache, &|name| name.ends_with(".bundle"));
+    assert!(bundles.is_empty(), "the failed bundle stayed on the host: {bundles:?}");
+    // A new repository: its bare cache cannot even be made.
+    let fresh = Repo::new(ONE_RECIPE);
+    let fresh_hosts = two_lanes(&fresh, entry);
+    assert_broken(
+        &fresh,
+        &fresh_hosts,
+        &host.config(),
+        &full("cannot prepare the repository cache on the host"),
+    );
+    stop_server(&fresh);
+
+    // With room again, what the failed steps left behind does not break the next run.
+    std::fs::remove_file(filler).unwrap();
+    let (out, setup) = run_two_lanes(&repo, &hosts, &host.config());
+    assert_eq!(out.status.code(), Some(0), "{}\n{setup}", stderr(&out));
+    assert!(setup.contains("shipping a bundle"), "{setup}");
+    stop_server(&repo);
 }
