@@ -4,7 +4,8 @@
 //!
 //! Setup, narrated step by step into the lane's `_ci-setup` log:
 //! 1. connect, retrying a bounded number of times with backoff (never on a host key or auth
-//!    refusal, which no retry fixes);
+//!    refusal, which no retry fixes); a healthy connection a lane left to the same host in the
+//!    last 10 s is taken over instead (see [`keep`]);
 //! 2. probe the host (`uname`, git, just, a cached or installed runner) and check its
 //!    platform against the hosts entry;
 //! 3. the runner: the one cached under `~/.cache/odu/runner/<content-hash>/`, else this build's
@@ -18,6 +19,7 @@
 //! environment or credentials.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -119,12 +121,100 @@ fn describe(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// Connects, retrying transient failures with backoff.
+/// Where a lane leaves its ssh connection for the next run to the same host: a directory
+/// of this user's, with one file per host entry naming the master's control socket.
+fn kept_dir() -> PathBuf {
+    // SAFETY: geteuid cannot fail.
+    std::env::temp_dir().join(format!("odu-ssh-{}", unsafe { libc::geteuid() }))
+}
+
+/// The file naming the kept master for `entry` (everything that picks the connection).
+fn kept_file(entry: &HostEntry, ssh_config: Option<&Path>) -> PathBuf {
+    use sha2::Digest;
+    let key = format!(
+        "{}\n{:?}\n{:?}\n{:?}\n{:?}",
+        entry.host, entry.port, entry.identity, entry.ssh_config, ssh_config
+    );
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    kept_dir().join(digest[..12].iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// The master a previous lane kept for `entry`, if it still answers a command within 3 s
+/// (a master whose link died answers `ssh -O check` until its keepalives give up, so a real
+/// round trip is asked for).
+async fn resume(entry: &HostEntry, ssh_config: Option<&Path>) -> Option<Session> {
+    let text = std::fs::read_to_string(kept_file(entry, ssh_config)).ok()?;
+    let mut lines = text.lines();
+    let ctl = PathBuf::from(lines.next()?);
+    let log = lines.next().filter(|l| !l.is_empty()).map(|l| PathBuf::from(l).into_boxed_path());
+    if !ctl.exists() {
+        // Its master exited: the directory it was made in is all that is left of it.
+        forget(&ctl);
+        return None;
+    }
+    let session = Session::resume(ctl.clone().into_boxed_path(), log);
+    let mut probe = session.command("true");
+    probe.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    match tokio::time::timeout(Duration::from_secs(3), probe.status()).await {
+        Ok(Ok(status)) if status.success() => Some(session),
+        _ => {
+            let _ = tokio::time::timeout(Duration::from_secs(2), session.close()).await;
+            forget(&ctl);
+            None
+        }
+    }
+}
+
+/// Removes the directory the openssh crate made for a master (its control socket and log),
+/// which a kept master's session no longer owns.
+fn forget(ctl: &Path) {
+    if let Some(dir) = ctl.parent()
+        && dir.file_name().is_some_and(|n| n.to_string_lossy().starts_with(".ssh-connection"))
+    {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// Ends a lane's use of its connection. A healthy one is kept for the next run to the same
+/// host (the warm-run setup then skips the ssh handshake); the master still exits 10 s after
+/// its last session, as every master does. One whose link is suspect is closed.
+pub async fn keep(session: Session, entry: &HostEntry, ssh_config: Option<&Path>, healthy: bool) {
+    if !healthy {
+        let _ = tokio::time::timeout(Duration::from_secs(5), session.close()).await;
+        return;
+    }
+    let (ctl, log) = session.detach();
+    let dir = kept_dir();
+    let text = format!(
+        "{}\n{}\n",
+        ctl.display(),
+        log.as_deref().map(|l| l.display().to_string()).unwrap_or_default()
+    );
+    let saved = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).and_then(|()| {
+        let file = tempfile::NamedTempFile::new_in(&dir)?;
+        std::fs::write(file.path(), text)?;
+        file.persist(kept_file(entry, ssh_config)).map_err(|e| e.error)?;
+        Ok(())
+    });
+    if saved.is_err() {
+        // Nobody will take it over: let it go now.
+        let path = ctl.to_path_buf();
+        let _ = tokio::time::timeout(Duration::from_secs(5), Session::resume(ctl, log).close()).await;
+        forget(&path);
+    }
+}
+
+/// Connects (taking over a connection a previous lane kept, when one answers), retrying
+/// transient failures with backoff.
 pub async fn connect(
     entry: &HostEntry,
     ssh_config: Option<&Path>,
     narrate: &(dyn Fn(&str) + Sync),
 ) -> Result<Session, String> {
+    if let Some(session) = resume(entry, ssh_config).await {
+        narrate(&format!("reusing the ssh connection a previous run left to {}", entry.host));
+        return Ok(session);
+    }
     let mut delay = Duration::from_millis(500);
     for attempt in 1..=CONNECT_ATTEMPTS {
         match builder(entry, ssh_config).connect(&entry.host).await {
@@ -502,6 +592,12 @@ pub async fn run_remote(
     };
     let stdin = child.stdin().take().expect("piped");
     let stdout = child.stdout().take().expect("piped");
+    {
+        // The ssh master writes the runner's frames straight into this pipe (the mux client
+        // passed it over): a 1 MiB buffer instead of 64 KiB, as for the localhost lane's runner.
+        use std::os::fd::AsFd;
+        crate::runner::spawner::enlarge_pipe(stdout.as_fd());
+    }
     let stderr_task = logs.file_runner_stderr(child.stderr().take().expect("piped"));
     let remote_spec = LaneSpec { workspace: PathBuf::from(&workspace), ..spec.clone() };
     let views = crate::lane::drive(&remote_spec, &logs, stdout, stdin, commands, &reports).await;
@@ -519,7 +615,10 @@ pub async fn run_remote(
     } else {
         narrate(&format!("the lane is not green: its worktree stays on the host for debugging: {workspace}"));
     }
-    let _ = tokio::time::timeout(Duration::from_secs(5), session.close()).await;
+    // A lane that ended on its own terms leaves its connection for the next run; one with an
+    // errored node may have lost its link.
+    let healthy = !views.is_empty() && views.values().all(|v| v.status != NodeStatus::Errored);
+    keep(session, &source.entry, source.ssh_config.as_deref(), healthy).await;
     let _ = reports.send(LaneReport::Closed { platform });
 }
 

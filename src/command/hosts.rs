@@ -84,7 +84,9 @@ async fn probe_one(platform: String, entry: HostEntry, runner: std::path::PathBu
             }
             Err(e) => report.problem = Some(e),
         }
-        let _ = session.close().await;
+        // A connection a live lane may share: leave it as lanes do, never close it under them.
+        let healthy = report.problem.is_none();
+        remote::keep(session, &entry, ssh_config.as_deref(), healthy).await;
     }
     if report.problem.is_none() {
         report.problem = if report.detected.as_deref().is_some_and(|d| d != expect) {

@@ -60,6 +60,17 @@ fn a_remote_lane_goes_green_ships_an_unpushed_commit_and_caches_the_runner() {
     assert!(setup.contains("is cached on the host: nothing to upload"), "{setup}");
     assert!(!setup.contains("uploading"), "{setup}");
     assert!(setup.contains("already in the host's cache"), "{setup}");
+    assert!(
+        setup.contains("reusing the ssh connection"),
+        "the first run's connection is taken over: {setup}"
+    );
+    // A kept connection that died is not reused: the next run connects afresh and goes green.
+    host.kill();
+    host.restart();
+    let out = run_with(&repo, &hosts, &host.config(), &["run"]);
+    let setup = trail(&repo, &p, "_ci-setup");
+    assert_eq!(out.status.code(), Some(0), "{}\n{setup}", stderr(&out));
+    assert!(!setup.contains("reusing the ssh connection"), "{setup}");
     stop_server(&repo);
 }
 
