@@ -12,7 +12,16 @@ dogfood:
 test:
     bash scripts/test.sh
 
-# Benchmarks: ratios against baselines measured in the same run.
-bench *args:
+# Benchmarks: ratios against baselines measured in the same run (bench/run.py, then the
+# remote lanes over ssh, which need root). Arguments go to bench/run.py.
+bench *args: (bench-local args) bench-remote
+
+# The localhost-lane benchmarks (bench/run.py).
+bench-local *args:
     cargo build --release
     python3 bench/run.py {{args}}
+
+# Remote lanes over ssh against a network-namespace host (root only): wide200, 256 MiB log,
+# warm lane setup. `just bench-remote --runs 3 --only setup_ssh`
+bench-remote *args:
+    cargo bench --bench remote -- {{args}}
