@@ -542,15 +542,19 @@ class LiveRun:
     def fail(self, why: str) -> BenchError:
         return BenchError(f"{why}: {' '.join(self.argv)}\n--- stderr (tail) ---\n{tail(self.stderr_text())}")
 
+    def wait_for_file(self, path: Path, deadline_s: float = SOCKET_DEADLINE_S) -> None:
+        """Polls (under a deadline) until `path` exists, e.g. the socket or a node's log."""
+        deadline = time.monotonic() + deadline_s
+        while not path.exists():
+            if self.proc.poll() is not None:
+                raise self.fail(f"odu run exited {self.proc.returncode} before {path} appeared")
+            if time.monotonic() > deadline:
+                raise self.fail(f"{path} did not appear within {deadline_s:g} s")
+            time.sleep(0.002)
+
     def wait_socket(self, deadline_s: float = SOCKET_DEADLINE_S) -> int:
         """Polls until `.ci/odu.sock` exists, then finds the server; returns its pid."""
-        deadline = time.monotonic() + deadline_s
-        while not self.socket.exists():
-            if self.proc.poll() is not None:
-                raise self.fail(f"odu run exited {self.proc.returncode} before {self.socket} appeared")
-            if time.monotonic() > deadline:
-                raise self.fail(f"{self.socket} did not appear within {deadline_s:g} s")
-            time.sleep(0.002)
+        self.wait_for_file(self.socket, deadline_s)
         servers = find_servers(self.repo.repo)
         self.server_pid = servers[0] if servers else self.proc.pid
         return self.server_pid
@@ -1167,17 +1171,6 @@ def latest_record(repo: Path) -> dict:
     return json.loads(records[-1].read_text())
 
 
-def wait_for_file(path: Path, live: "LiveRun", deadline_s: float = SOCKET_DEADLINE_S) -> None:
-    """Polls (under a deadline) until `path` exists: e.g. a node's log, created when it starts."""
-    deadline = time.monotonic() + deadline_s
-    while not path.exists():
-        if live.proc.poll() is not None:
-            raise live.fail(f"odu run exited {live.proc.returncode} before {path} appeared")
-        if time.monotonic() > deadline:
-            raise live.fail(f"{path} did not appear within {deadline_s:g} s")
-        time.sleep(0.005)
-
-
 def gated200_repo(ctx: "Ctx") -> tuple[OduRepo, Path]:
     """wide200 behind a `gate` node that waits for a file: clients attach while it waits."""
     names = [f"r{i:03d}" for i in range(200)]
@@ -1230,7 +1223,7 @@ def clients_scenario(ctx: "Ctx", gated: bool) -> Result:
             servers.add("odu run (the server itself)" if live.server_is_run else "odu serve")
             if gate:
                 gate.unlink(missing_ok=True)
-                wait_for_file(repo.log_dir / "gate.log", live)
+                live.wait_for_file(repo.log_dir / "gate.log")
                 if clients:
                     clients.start()
                     clients.wait_attached(b'"node":"gate@')

@@ -140,7 +140,7 @@ impl Replica {
 
     /// Whether every node this replica knows is terminal.
     pub fn settled(&self) -> bool {
-        self.fan.as_ref().is_some_and(|fan| fan.nodes.values().all(|n| n.view.status.is_terminal()))
+        self.fan.as_ref().is_some_and(FanIn::settled)
     }
 
     pub fn tick(&mut self) {

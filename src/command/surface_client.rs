@@ -39,9 +39,9 @@ pub fn runtime() -> CliResult<tokio::runtime::Runtime> {
 /// when the nodes leave some (`SCHED_IDLE`), so on a machine busy with the run, watching it
 /// never slows it. They still progress under full load, at a low weight, and a subscriber
 /// that falls behind gets a fresh snapshot, so nothing queues without bound.
-/// `ODU_OBSERVER_PRIORITY=normal` keeps the usual priority.
-fn defer_to_the_run() {
-    if std::env::var("ODU_OBSERVER_PRIORITY").is_ok_and(|v| v == "normal") {
+/// `ODU_OBSERVER_PRIORITY=normal` keeps the usual priority. A run that ended needs no room.
+fn defer_to_the_run(header: &Header) {
+    if header.phase == Phase::Ended || std::env::var("ODU_OBSERVER_PRIORITY").is_ok_and(|v| v == "normal") {
         return;
     }
     let param = libc::sched_param { sched_priority: 0 };
@@ -271,9 +271,7 @@ pub fn attach(args: crate::cli::AttachArgs) -> CliResult<i32> {
             return Ok(i32::from(outcome != "passed"));
         };
         let header = header_of(&mut client, &args.run.run).await?;
-        if header.phase != Phase::Ended {
-            defer_to_the_run();
-        }
+        defer_to_the_run(&header);
         super::run::follow(&mut client, &header.run, face, false).await
     })
 }
@@ -291,9 +289,7 @@ pub fn wait(args: crate::cli::WaitArgs) -> CliResult<i32> {
             ));
         };
         let header = header_of(&mut client, &args.run.run).await?;
-        if header.phase != Phase::Ended {
-            defer_to_the_run();
-        }
+        defer_to_the_run(&header);
         let run = header.run.clone();
         let deadline = timeout.map(|d| tokio::time::Instant::now() + d);
         let header_stream = client.send(HEADER_GET, json!({ "run": run })).await.map_err(refused)?;
