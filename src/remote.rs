@@ -130,13 +130,17 @@ fn kept_dir() -> PathBuf {
 
 /// The file naming the kept master for `entry` (everything that picks the connection).
 fn kept_file(entry: &HostEntry, ssh_config: Option<&Path>) -> PathBuf {
-    use sha2::Digest;
     let key = format!(
         "{}\n{:?}\n{:?}\n{:?}\n{:?}",
         entry.host, entry.port, entry.identity, entry.ssh_config, ssh_config
     );
-    let digest = sha2::Sha256::digest(key.as_bytes());
-    kept_dir().join(digest[..12].iter().map(|b| format!("{b:02x}")).collect::<String>())
+    kept_dir().join(sha256_prefix(key.as_bytes(), 12))
+}
+
+/// The first `bytes` bytes of `data`'s sha256, in hex: a short name that content picks.
+fn sha256_prefix(data: &[u8], bytes: usize) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)[..bytes].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The master a previous lane kept for `entry`, if it still answers a command within 3 s
@@ -345,10 +349,8 @@ pub fn runner_hash(path: &Path) -> Result<String, String> {
     if let Some(hash) = hashes.lock().expect("hash lock").get(path) {
         return Ok(hash.clone());
     }
-    use sha2::Digest;
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read the runner {}: {e}", path.display()))?;
-    let digest = sha2::Sha256::digest(&bytes);
-    let hash: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    let hash = sha256_prefix(&bytes, 16);
     hashes.lock().expect("hash lock").insert(path.to_path_buf(), hash.clone());
     Ok(hash)
 }
@@ -626,11 +628,7 @@ pub async fn run_remote(
 pub fn slug(origin: Option<&str>, repo: &Path) -> String {
     let base = match origin {
         Some(url) => url.trim_end_matches('/').trim_end_matches(".git").to_string(),
-        None => {
-            use sha2::Digest;
-            let digest = sha2::Sha256::digest(repo.display().to_string().as_bytes());
-            format!("local-{}", digest[..6].iter().map(|b| format!("{b:02x}")).collect::<String>())
-        }
+        None => format!("local-{}", sha256_prefix(repo.display().to_string().as_bytes(), 6)),
     };
     let cleaned: String = base
         .chars()
