@@ -747,7 +747,7 @@ fn in_ci() -> bool {
 }
 
 /// Whether this test can do what only root can (`what` names it); in CI it must.
-fn require_root(what: &str) -> Result<(), String> {
+pub fn require_root(what: &str) -> Result<(), String> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         let why = format!("{what} need root");

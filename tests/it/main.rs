@@ -9,4 +9,5 @@ mod remote;
 mod repo;
 mod runner_protocol;
 mod serve;
+mod stranger;
 mod surface;
