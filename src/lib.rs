@@ -17,6 +17,7 @@ pub mod hosts;
 pub mod just;
 pub mod lane;
 pub mod ledger;
+pub mod private;
 pub mod remote;
 pub mod runner;
 pub mod server;

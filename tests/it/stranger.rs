@@ -74,7 +74,8 @@ impl Stranger {
 
     /// Makes `path` the stranger's.
     pub fn own(&self, path: &Path) {
-        chown(path, Some(self.uid), Some(self.gid)).unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
+        chown(path, Some(self.uid), Some(self.gid))
+            .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
     }
 }
 

@@ -1,0 +1,135 @@
+//! Directories only the user can write: where odu keeps anything another local user must not
+//! plant, swap or read (snapshot worktrees, runner spools, kept ssh connections).
+//!
+//! Two rules, both from `SECURITY.md`:
+//! - a scratch directory is created atomically under a fresh random name, mode 0700
+//!   ([`scratch`]); odu never adopts a path that already exists;
+//! - a directory found again by name (the per-user [`user_dir`], `.ci`) is used only when it is
+//!   a real directory (not a symlink), owned by the effective user, and writable by nobody else
+//!   ([`check_owned`]).
+
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// The effective uid of this process.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Why a directory found by name cannot be trusted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Untrusted {
+    #[error("{} is a symlink, not a directory", .0.display())]
+    Symlink(PathBuf),
+    #[error("{} is not a directory", .0.display())]
+    NotADirectory(PathBuf),
+    #[error("{} belongs to uid {owner}, not to you (uid {me})", .path.display())]
+    Foreign { path: PathBuf, owner: u32, me: u32 },
+    #[error("{} is writable by other users (mode {mode:o})", .path.display())]
+    Writable { path: PathBuf, mode: u32 },
+    #[error("cannot inspect {}: {error}", .path.display())]
+    Unreadable { path: PathBuf, error: String },
+}
+
+/// Checks, without following a symlink, that `path` is a directory owned by the effective
+/// user that neither its group nor others can write.
+pub fn check_owned(path: &Path) -> Result<(), Untrusted> {
+    let meta = std::fs::symlink_metadata(path)
+        .map_err(|e| Untrusted::Unreadable { path: path.to_path_buf(), error: e.to_string() })?;
+    if meta.file_type().is_symlink() {
+        return Err(Untrusted::Symlink(path.to_path_buf()));
+    }
+    if !meta.is_dir() {
+        return Err(Untrusted::NotADirectory(path.to_path_buf()));
+    }
+    let me = euid();
+    if meta.uid() != me {
+        return Err(Untrusted::Foreign { path: path.to_path_buf(), owner: meta.uid(), me });
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(Untrusted::Writable { path: path.to_path_buf(), mode });
+    }
+    Ok(())
+}
+
+/// Makes `dir` (its parent must exist) a 0700 directory of the effective user, or checks the
+/// one already there with [`check_owned`]. Never repairs a directory someone else owns.
+pub fn ensure_private(dir: &Path) -> io::Result<()> {
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {
+            // The umask may have narrowed the mode further; it cannot have widened it.
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            check_owned(dir).map_err(|why| io::Error::new(io::ErrorKind::PermissionDenied, why.to_string()))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// odu's private directory for this user, created on first use: `$XDG_RUNTIME_DIR/odu` when
+/// the runtime directory is the user's own, else `odu` under `$XDG_CACHE_HOME` or
+/// `~/.cache`. Every component odu creates is 0700; an existing `odu` directory that fails
+/// [`check_owned`] is refused, not repaired.
+pub fn user_dir() -> io::Result<PathBuf> {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(runtime) = var("XDG_RUNTIME_DIR").filter(|dir| check_owned(dir).is_ok()) {
+        let dir = runtime.join("odu");
+        ensure_private(&dir)?;
+        return Ok(dir);
+    }
+    let cache =
+        var("XDG_CACHE_HOME").or_else(|| var("HOME").map(|home| home.join(".cache"))).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, "neither XDG_RUNTIME_DIR, XDG_CACHE_HOME nor HOME is set")
+        })?;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&cache)?;
+    let dir = cache.join("odu");
+    ensure_private(&dir)?;
+    Ok(dir)
+}
+
+/// A fresh directory under `$TMPDIR` (mkdtemp: a random name created atomically, mode 0700,
+/// never an existing path), removed when the handle is dropped unless kept.
+pub fn scratch(prefix: &str) -> io::Result<tempfile::TempDir> {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()?;
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scratch_directory_is_new_private_and_unique() {
+        let a = scratch("odu-test-").unwrap();
+        let b = scratch("odu-test-").unwrap();
+        assert_ne!(a.path(), b.path());
+        let mode = std::fs::metadata(a.path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        check_owned(a.path()).unwrap();
+    }
+
+    #[test]
+    fn symlinks_and_writable_directories_are_not_trusted() {
+        let root = tempfile::tempdir().unwrap();
+        let real = root.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        let link = root.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert!(matches!(check_owned(&link), Err(Untrusted::Symlink(_))));
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(matches!(check_owned(&real), Err(Untrusted::Writable { .. })));
+        assert!(ensure_private(&real).is_err(), "a writable directory is refused, not repaired");
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o700)).unwrap();
+        ensure_private(&real).unwrap();
+        let file = root.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        assert!(matches!(check_owned(&file), Err(Untrusted::NotADirectory(_))));
+    }
+}
