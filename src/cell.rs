@@ -489,20 +489,30 @@ mod tests {
             let (hub, joined) = (hub.clone(), joined.clone());
             std::thread::spawn(move || {
                 // Each change sets its own slot, so a lost delta leaves a 0 behind. It goes on
-                // until every subscriber has joined.
+                // until every subscriber has joined, then publishes once more, so every
+                // snapshot taken is older than the last value.
                 let mut value = Counters { revision: 0, values: vec![0; SLOTS] };
+                let mut all_joined = false;
                 for step in 1..SLOTS as u64 {
                     value.values[step as usize] = 1;
                     value.revision = step;
                     hub.lock().unwrap().publish(value.clone(), Frame::Delta(step, vec![(step as usize, 1)]));
-                    if joined.load(Ordering::SeqCst) >= SUBSCRIBERS {
+                    if all_joined {
                         break;
                     }
+                    all_joined = joined.load(Ordering::SeqCst) >= SUBSCRIBERS;
                     std::thread::yield_now();
                 }
                 value
             })
         };
+        // The first subscriber joins once the publisher has begun, so at least one snapshot
+        // is taken mid-stream, whatever the scheduler does.
+        let began = std::time::Instant::now();
+        while hub.lock().unwrap().current().revision == 0 {
+            assert!(began.elapsed() < std::time::Duration::from_secs(10), "the publisher never began");
+            std::thread::yield_now();
+        }
         let mut subs = Vec::new();
         while subs.len() < SUBSCRIBERS {
             subs.push(hub.lock().unwrap().subscribe());
