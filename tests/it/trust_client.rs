@@ -1,14 +1,15 @@
 //! A client trusts only the `.ci` it made and the server its own user runs: a `.ci` planted by
 //! another user, committed by a repository (as a directory or a symlink) or left open to
-//! everyone is refused before anything is sent or created. Also: a checkout path too long for
-//! a unix socket address still works.
+//! everyone is refused before anything is sent or created. Also: a reader that goes away ends
+//! a command quietly, and a checkout path too long for a unix socket address still works.
 
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 
 use crate::harness::{DEADLINE, require_tool, until};
-use crate::repo::{Repo, local_platform, server_pid, stderr, stdout, stop_server};
+use crate::repo::{Repo, Running, local_platform, server_pid, stderr, stdout, stop_server};
 use crate::stranger::{Stranger, open_to_all};
 
 const TOKEN: &str = "ghp_odu_test_secret_never_sent_4f1c2a";
@@ -211,6 +212,118 @@ fn a_ci_dir_tracked_by_git_is_refused_before_anything_starts() {
     repo.commit("untrack .ci");
     let out = repo.run(&["run"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    stop_server(&repo);
+}
+
+/// Runs `cmd` with a stdout whose reader is already gone; returns its exit code and stderr.
+fn with_stdout_closed(mut cmd: Command) -> (Option<i32>, String) {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let child = cmd.stdout(writer).stderr(Stdio::piped()).spawn().unwrap();
+    drop(cmd);
+    finish(child)
+}
+
+fn finish(mut child: Child) -> (Option<i32>, String) {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("odu went on for {DEADLINE:?} after its reader went away");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    (status.code(), err)
+}
+
+fn assert_quiet(what: &str, (code, err): (Option<i32>, String)) {
+    assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "odu {what}: {err}");
+    assert_eq!(code, Some(0), "odu {what}: {err}");
+    // `odu hosts` names its config on stderr before its table; nothing else says anything.
+    let said: Vec<&str> = err.lines().filter(|l| !l.starts_with("odu: hosts from")).collect();
+    assert!(said.is_empty(), "odu {what} said something: {err}");
+}
+
+#[test]
+fn a_closed_stdout_ends_every_printing_command_quietly() {
+    let repo = Repo::new("[metadata(\"ci\")]\nci: a\na:\n    echo hello from a\n");
+    let out = repo.run(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let commands: &[&[&str]] = &[
+        &["runs"],
+        &["runs", "-o", "json"],
+        &["status"],
+        &["status", "-o", "json"],
+        &["attach"],
+        &["attach", "-o", "json"],
+        &["logs", "a"],
+        &["logs", "-f", "a"],
+        &["dump"],
+        &["graph"],
+        &["hosts", "-o", "json"],
+        &["hosts"],
+    ];
+    // With the server up, then with nothing serving (answers from the ledger).
+    for args in commands.iter().chain([&["wait"][..]].iter()) {
+        assert_quiet(&format!("{args:?} (served)"), with_stdout_closed(repo.odu(args)));
+    }
+    stop_server(&repo);
+    for args in commands {
+        assert_quiet(&format!("{args:?}"), with_stdout_closed(repo.odu(args)));
+    }
+}
+
+#[test]
+fn a_run_whose_reader_goes_away_still_ends_with_its_verdict() {
+    for (justfile, verdict) in
+        [("[metadata(\"ci\")]\nci: a\na:\n    true\n", 0), ("[metadata(\"ci\")]\nci: a\na:\n    exit 3\n", 1)]
+    {
+        let repo = Repo::new(justfile);
+        for progress in [&["run", "--progress", "json"][..], &["run"]] {
+            let (code, err) = with_stdout_closed(repo.odu(progress));
+            assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{err}");
+            assert_eq!(code, Some(verdict), "odu {progress:?} keeps its verdict: {err}");
+        }
+        // `odu run 2>&1 | head -1`: stderr's reader is gone too; a panic would exit 101.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let mut cmd = repo.odu(&["run"]);
+        let status = cmd.stdout(writer.try_clone().unwrap()).stderr(writer).status().unwrap();
+        assert_eq!(status.code(), Some(verdict), "odu run 2>&1 into a closed pipe");
+        stop_server(&repo);
+    }
+}
+
+#[test]
+fn followers_leave_quietly_when_their_reader_goes_away() {
+    let repo = Repo::new(
+        "[metadata(\"ci\")]\nci: forever\nforever:\n    @while true; do echo tick; sleep 0.05; done\n",
+    );
+    let mut run = Running::spawn(repo.odu(&["run", "--progress", "json"]));
+    run.wait_for_line("\"running\"");
+    // A reader that takes one line, then goes away.
+    let mut child =
+        repo.odu(&["logs", "-f", "forever"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert_eq!(first, "tick\n");
+    assert_quiet("logs -f", finish(child));
+    // Readers gone before the first line.
+    for args in
+        [&["attach"][..], &["attach", "-o", "json"], &["status"], &["status", "-o", "json"], &["runs"]]
+    {
+        assert_quiet(&format!("{args:?}"), with_stdout_closed(repo.odu(args)));
+    }
+    let out = repo.run(&["cancel"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (code, err) = run.finish();
+    assert_eq!(code, Some(130), "{err}");
     stop_server(&repo);
 }
 
