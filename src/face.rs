@@ -24,7 +24,8 @@ pub trait Face {
     fn flush(&mut self) {}
 }
 
-/// Lines waiting for the next [`Face::flush`]; written on drop too, so none is ever lost.
+/// Lines waiting for the next [`Face::flush`]; written on drop too, so none is ever lost. A
+/// reader that went away is noted ([`crate::error::stdout_closed`]) for the command to end on.
 #[derive(Default)]
 struct Pending(Vec<u8>);
 
@@ -33,9 +34,7 @@ impl Pending {
         if self.0.is_empty() {
             return;
         }
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(&self.0);
-        let _ = out.flush();
+        let _ = crate::error::out(&self.0);
         self.0.clear();
     }
 }
@@ -155,8 +154,8 @@ impl Face for PlainFace {
             .map(|n| format!("{} ({})", n.id, shown_duration(n, now).unwrap_or_default()))
             .collect();
         if !running.is_empty() {
+            let _ = writeln!(self.out.0, "… still running: {}", running.join(", "));
             self.out.flush();
-            println!("… still running: {}", running.join(", "));
         }
         self.last_line = std::time::Instant::now();
     }

@@ -23,8 +23,10 @@ fn main() {
     odu::clock::report_peak_rss("odu");
     match result {
         Ok(code) => std::process::exit(code),
+        // A closed stdout ends a command with nothing to say.
+        Err(e) if e.is_quiet() => std::process::exit(e.code),
         Err(e) => {
-            eprintln!("odu: {}", e.message);
+            odu::error::say(format!("odu: {}", e.message));
             std::process::exit(e.code);
         }
     }

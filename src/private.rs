@@ -38,6 +38,20 @@ pub enum Untrusted {
 pub fn check_owned(path: &Path) -> Result<(), Untrusted> {
     let meta = std::fs::symlink_metadata(path)
         .map_err(|e| Untrusted::Unreadable { path: path.to_path_buf(), error: e.to_string() })?;
+    judge(path, &meta)
+}
+
+/// [`check_owned`] of what `dir` holds open (opened with `O_PATH | O_NOFOLLOW`, a symlink
+/// stays a symlink): judges what the descriptor names, so a rename or swap of `path` after
+/// the open changes nothing. `path` only names it in the error.
+pub fn check_owned_dir(dir: &std::fs::File, path: &Path) -> Result<(), Untrusted> {
+    let meta = dir
+        .metadata()
+        .map_err(|e| Untrusted::Unreadable { path: path.to_path_buf(), error: e.to_string() })?;
+    judge(path, &meta)
+}
+
+fn judge(path: &Path, meta: &std::fs::Metadata) -> Result<(), Untrusted> {
     if meta.file_type().is_symlink() {
         return Err(Untrusted::Symlink(path.to_path_buf()));
     }

@@ -29,6 +29,7 @@ use crate::face::Face;
 use crate::fan_in::{FanIn, Transition};
 use crate::ledger::{self, RunRecord};
 use crate::start;
+use crate::surface::CiDir;
 
 /// What a request's `run` names.
 pub enum Target {
@@ -245,18 +246,23 @@ fn socket_identity(path: &Path) -> Option<(u64, u64)> {
 /// Serves the checkout at `repo` until idle, signalled, or unseated. Returns the exit code.
 pub async fn serve(repo: PathBuf, options: ServeOptions) -> CliResult<i32> {
     let ci = start::ensure_ci_dir(&repo)?;
+    // Held for the server's life: the socket is bound and removed through it.
+    let ci_dir = CiDir::open(&repo)
+        .map_err(start::refuse_ci)?
+        .ok_or_else(|| CliError::refused(format!("{} vanished as the server started", ci.display())))?;
     let _lock = lock_checkout(&ci)?;
-    let socket = crate::surface::socket_path(&repo);
-    let listener: UnixListener = crate::surface::bind(&socket)
+    let shown = crate::surface::socket_path(&repo);
+    let listener: UnixListener = crate::surface::bind(&ci_dir)
         .await
-        .map_err(|e| CliError::refused(format!("cannot serve {}: {e}", socket.display())))?;
-    let identity = socket_identity(&socket);
+        .map_err(|e| CliError::refused(format!("cannot serve {}: {e}", shown.display())))?;
+    // Unseated when the socket at the name clients use is removed or replaced (with `.ci`, say).
+    let identity = socket_identity(&shown);
     let recovered = ledger::recover(&ci, &repo, now_ms());
-    let server = Server::new(repo, ci, socket.clone(), options.verbose);
+    let server = Server::new(repo, ci, shown.clone(), options.verbose);
     for run in &recovered {
         eprintln!("odu serve: run {run} was cut short by a server that died: recorded incomplete");
     }
-    server.say(&format!("serving {} (pid {})", socket.display(), std::process::id()));
+    server.say(&format!("serving {} (pid {})", shown.display(), std::process::id()));
     let mut sigint = signal(SignalKind::interrupt()).expect("SIGINT handler");
     let mut sigterm = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -271,7 +277,7 @@ pub async fn serve(repo: PathBuf, options: ServeOptions) -> CliResult<i32> {
                 }
             }
             _ = tick.tick() => {
-                if socket_identity(&socket) != identity {
+                if socket_identity(&shown) != identity {
                     break "its socket was removed or replaced";
                 }
                 if server.busy() {
@@ -295,8 +301,8 @@ pub async fn serve(repo: PathBuf, options: ServeOptions) -> CliResult<i32> {
         _ = sigterm.recv() => {}
     }
     drop(listener);
-    if socket_identity(&socket) == identity {
-        let _ = std::fs::remove_file(&socket);
+    if socket_identity(&shown) == identity {
+        let _ = std::fs::remove_file(ci_dir.socket());
     }
     Ok(0)
 }

@@ -17,6 +17,7 @@ use crate::fan_in::FanIn;
 use crate::hosts::{self, Hosts};
 use crate::lane::LaneSpec;
 use crate::ledger::{self, LaneRecord, RunRecord};
+use crate::private::Untrusted;
 use crate::tool::Env;
 use crate::{git, just};
 
@@ -102,15 +103,69 @@ impl Drop for RunLock {
     }
 }
 
-/// Creates `.ci` private (0700).
+/// The checkout's `.ci`, where odu keeps its socket, records and logs: created private (0700)
+/// when absent. One already there is used only when git does not track it and it is a real
+/// directory of this user's that no one else can write; any other is refused, never repaired:
+/// not chmodded (as root that would succeed on anyone's directory, or through a symlink on its
+/// target), not even when it is ours but open to others, since what they planted in it while
+/// it was open would stay.
 pub fn ensure_ci_dir(repo: &Path) -> CliResult<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::DirBuilderExt;
     let ci = repo.join(".ci");
-    std::fs::create_dir_all(&ci)
-        .map_err(|e| CliError::refused(format!("cannot create {}: {e}", ci.display())))?;
-    std::fs::set_permissions(&ci, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| CliError::refused(format!("cannot make {} private: {e}", ci.display())))?;
+    match std::fs::symlink_metadata(&ci) {
+        Ok(_) => crate::private::check_owned(&ci).map_err(refuse_ci)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(CliError::refused(format!("cannot inspect {}: {e}", ci.display()))),
+    }
+    refuse_tracked_ci(repo)?;
+    match std::fs::DirBuilder::new().mode(0o700).create(&ci) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            crate::private::check_owned(&ci).map_err(refuse_ci)?;
+        }
+        Err(e) => return Err(CliError::refused(format!("cannot create {}: {e}", ci.display()))),
+    }
     Ok(ci)
+}
+
+/// Refuses a `.ci` that git tracks: its files would come from whoever wrote the repository.
+fn refuse_tracked_ci(repo: &Path) -> CliResult<()> {
+    let out = crate::tool::run("git", &["ls-files", "--", ".ci"], repo)
+        .map_err(|e| CliError::refused(format!("cannot run git ({e}): install git")))?;
+    if !out.success {
+        return Err(CliError::refused(format!(
+            "cannot ask git whether .ci is tracked: {}",
+            out.stderr.trim()
+        )));
+    }
+    match out.stdout.lines().next() {
+        None => Ok(()),
+        Some(first) => Err(CliError::refused(format!(
+            "{} is tracked by git ({first}): odu keeps its socket and records there and will not take them from a repository: untrack it (git rm -r --cached .ci), add .ci/ to .gitignore, and commit",
+            repo.join(".ci").display()
+        ))),
+    }
+}
+
+/// What to tell the user about a `.ci` odu will not use: what is wrong, why it matters, and
+/// what to do.
+pub fn refuse_ci(why: Untrusted) -> CliError {
+    let then = match &why {
+        Untrusted::Symlink(_) => {
+            "odu will not write through it, wherever it points (a repository or another user may have planted it): remove the link (rm .ci) and run again; odu makes a private .ci"
+        }
+        Untrusted::NotADirectory(_) => {
+            "odu keeps its socket and records in a .ci directory: move it out of the way and run again"
+        }
+        Untrusted::Foreign { .. } => {
+            "odu will not use it, since whoever controls it could see your environment and fake verdicts: check who created it, then remove it (rm -rf .ci) and run again; odu makes a private .ci"
+        }
+        Untrusted::Writable { .. } => {
+            "odu will not use it, since anyone could have planted a server or records in it: remove it (rm -rf .ci) and run again; odu makes a private .ci"
+        }
+        Untrusted::Unreadable { .. } => "check its permissions",
+    };
+    CliError::refused(format!("{why}: {then}"))
 }
 
 /// The runner binary for local lanes: `$ODU_RUNNER`, else `odu-runner` beside this binary.

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::cli::{HostsArgs, OutputFormat};
-use crate::error::{CliError, CliResult};
+use crate::error::{CliError, CliResult, outln, say};
 use crate::hosts::{self, HostEntry};
 use crate::{remote, start, tool};
 
@@ -134,9 +134,9 @@ pub fn hosts(args: HostsArgs) -> CliResult<i32> {
     })?;
     let bad = reports.iter().any(|r| r.problem.is_some());
     if args.output == OutputFormat::Json {
-        println!("{}", serde_json::to_string_pretty(&reports).expect("reports serialize"));
+        outln(serde_json::to_string_pretty(&reports).expect("reports serialize"))?;
     } else {
-        eprintln!("odu: hosts from {}", configured.source);
+        say(format!("odu: hosts from {}", configured.source));
         let rows: Vec<BTreeMap<&str, String>> = reports
             .iter()
             .map(|r| {
@@ -156,9 +156,9 @@ pub fn hosts(args: HostsArgs) -> CliResult<i32> {
             .collect();
         for (row, report) in rows.iter().zip(&reports) {
             let line: Vec<String> = row.iter().map(|(k, v)| format!("{v:<w$}", w = widths[k])).collect();
-            println!("{}", line.join("  ").trim_end());
+            outln(line.join("  ").trim_end())?;
             if let Some(problem) = &report.problem {
-                println!("    {problem}");
+                outln(format!("    {problem}"))?;
             }
         }
     }

@@ -3,7 +3,7 @@
 use odu_core::Plan;
 
 use crate::cli::PlanArgs;
-use crate::error::CliResult;
+use crate::error::{CliResult, out};
 use crate::just;
 
 pub fn load(args: &PlanArgs) -> CliResult<Plan> {
@@ -13,11 +13,11 @@ pub fn load(args: &PlanArgs) -> CliResult<Plan> {
 }
 
 pub fn dump(args: PlanArgs) -> CliResult<i32> {
-    print!("{}", load(&args)?.to_json_pretty());
+    out(load(&args)?.to_json_pretty().as_bytes())?;
     Ok(0)
 }
 
 pub fn graph(args: PlanArgs) -> CliResult<i32> {
-    print!("{}", load(&args)?.mermaid());
+    out(load(&args)?.mermaid().as_bytes())?;
     Ok(0)
 }

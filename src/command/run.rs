@@ -12,7 +12,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::{ProgressFormat, RunArgs};
 use crate::client::{ClientError, ClientEvent};
-use crate::error::{CliError, CliResult};
+use crate::error::{CliError, CliResult, say};
 use crate::face::{Face, JsonFace, LiveFace, PlainFace, colors_enabled, verdict};
 use crate::fan_in::{FanIn, Transition};
 use crate::{git, hosts};
@@ -71,17 +71,17 @@ pub fn run(args: RunArgs) -> CliResult<i32> {
         )
         .map_err(|e| CliError::refused(format!("the server answered run.start oddly: {e}")))?;
         for note in &started.notes {
-            eprintln!("odu: {note}");
+            say(format!("odu: {note}"));
         }
         let lanes: Vec<String> = started.lanes.iter().map(|l| format!("{}={}", l.platform, l.host)).collect();
-        eprintln!(
+        say(format!(
             "odu · {} @ {} · run {} · {} (hosts: {})",
             started.pipeline,
             started.label,
             started.run,
             lanes.join(" · "),
             started.hosts_source
-        );
+        ));
         let face: Box<dyn Face> = if progress_json {
             Box::new(JsonFace::default())
         } else if std::io::stdout().is_terminal() {
@@ -218,16 +218,21 @@ pub async fn follow(
             _ = sigint.recv() => true,
             _ = sigterm.recv() => true,
         };
+        // A follower whose reader went away is done. The run's own client goes on to the
+        // verdict: its exit code is the run's, whoever reads its output.
+        if !owned && crate::error::stdout_closed() {
+            return Err(CliError::stdout_closed());
+        }
         if interrupt {
             if cancelling || !owned {
                 replica.finish();
                 if owned {
-                    eprintln!("odu: left run {run} while it stops: odu status shows how it ended");
+                    say(format!("odu: left run {run} while it stops: odu status shows how it ended"));
                 }
                 return Ok(130);
             }
             cancelling = true;
-            eprintln!("odu: interrupted: stopping every node (press Ctrl-C again to leave at once)");
+            say("odu: interrupted: stopping every node (press Ctrl-C again to leave at once)");
             let _ = client.send(RUN_CANCEL, json!({"run": run})).await;
         }
     }
@@ -241,11 +246,15 @@ pub async fn follow(
         replica.apply(nodes, Some(order));
     }
     replica.finish();
+    if !owned && crate::error::stdout_closed() {
+        return Err(CliError::stdout_closed());
+    }
     let header = replica.header.clone().expect("the header ended the loop");
     if let Some(fan) = &replica.fan {
-        eprint!("{}", verdict(fan, header.interrupted, colors_enabled(std::io::stderr().is_terminal())));
+        let summary = verdict(fan, header.interrupted, colors_enabled(std::io::stderr().is_terminal()));
+        say(summary.trim_end_matches('\n'));
         for line in setup_failures(fan) {
-            eprintln!("odu: {line}");
+            say(format!("odu: {line}"));
         }
     }
     Ok(if header.interrupted {

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::cli::{OutputFormat, RunsArgs};
 use crate::clock::now_ms;
-use crate::error::{CliError, CliResult};
+use crate::error::{CliError, CliResult, outln};
 use crate::{git, ledger};
 
 pub fn runs(args: RunsArgs) -> CliResult<i32> {
@@ -30,11 +30,11 @@ pub fn runs(args: RunsArgs) -> CliResult<i32> {
         }
     };
     if args.output == OutputFormat::Json {
-        println!("{}", serde_json::to_string_pretty(&runs).expect("summaries serialize"));
+        outln(serde_json::to_string_pretty(&runs).expect("summaries serialize"))?;
         return Ok(0);
     }
     if runs.is_empty() {
-        println!("no runs recorded in this checkout yet (odu run records them under .ci/)");
+        outln("no runs recorded in this checkout yet (odu run records them under .ci/)")?;
         return Ok(0);
     }
     let now = now_ms();
@@ -56,7 +56,7 @@ pub fn runs(args: RunsArgs) -> CliResult<i32> {
     for row in rows {
         let line: Vec<String> =
             row.iter().enumerate().map(|(i, cell)| format!("{cell:<w$}", w = widths[i])).collect();
-        println!("{}", line.join("  ").trim_end());
+        outln(line.join("  ").trim_end())?;
     }
     Ok(0)
 }

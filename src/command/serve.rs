@@ -12,7 +12,7 @@ use crate::cli::ServeArgs;
 use crate::client::{Client, ClientError, ClientEvent};
 use crate::error::{CliError, CliResult};
 use crate::server::{self, ServeOptions};
-use crate::surface::socket_path;
+use crate::surface::{CiDir, check_peer, socket_path};
 
 pub type SurfaceClient = Client<OwnedReadHalf>;
 
@@ -37,9 +37,14 @@ pub fn serve(args: ServeArgs) -> CliResult<i32> {
     Ok(code)
 }
 
-/// Connects and shakes hands; `Ok(None)` when nothing answers on the socket.
+/// Connects and shakes hands; `Ok(None)` when nothing answers on the socket. Nothing is sent
+/// before `.ci` is found to be ours alone and the socket's peer to run as us: anything else
+/// is refused, since whatever listens there would see the caller's environment and could
+/// answer any verdict.
 pub async fn connect(repo: &Path) -> CliResult<Option<SurfaceClient>> {
-    let Ok(stream) = UnixStream::connect(socket_path(repo)).await else { return Ok(None) };
+    let Some(ci) = CiDir::open(repo).map_err(crate::start::refuse_ci)? else { return Ok(None) };
+    let Ok(stream) = UnixStream::connect(ci.socket()).await else { return Ok(None) };
+    check_peer(&stream, &socket_path(repo)).map_err(CliError::refused)?;
     let (reader, writer) = stream.into_split();
     match Client::connect(reader, writer, "odu").await {
         Ok(client) => Ok(Some(client)),
@@ -54,8 +59,10 @@ pub async fn connect(repo: &Path) -> CliResult<Option<SurfaceClient>> {
 }
 
 /// Connects to the checkout's server, starting `odu serve --idle-timeout IDLE` in the
-/// background (its own session, its output in `.ci/odu.serve.log`) when none answers.
+/// background (its own session, its output in `.ci/odu.serve.log`) when none answers. A `.ci`
+/// odu must not use is refused before anything is created or started.
 pub async fn ensure(repo: &Path, idle: &str) -> CliResult<SurfaceClient> {
+    use std::os::unix::fs::OpenOptionsExt;
     if let Some(client) = connect(repo).await? {
         return Ok(client);
     }
@@ -66,6 +73,7 @@ pub async fn ensure(repo: &Path, idle: &str) -> CliResult<SurfaceClient> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&log_path)
         .map_err(|e| CliError::refused(format!("cannot open {}: {e}", log_path.display())))?;
     let mut command = std::process::Command::new(exe);

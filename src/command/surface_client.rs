@@ -15,7 +15,7 @@ use serde_json::json;
 use crate::cli::{CancelArgs, LogsArgs, OutputFormat, RerunArgs, StatusArgs};
 use crate::client::ClientEvent;
 use crate::clock::now_ms;
-use crate::error::{CliError, CliResult};
+use crate::error::{CliError, CliResult, out, outln, say};
 use crate::face::{Face, JsonFace, PlainFace};
 use crate::ledger::{self, RunRecord};
 use crate::{git, surface};
@@ -100,13 +100,14 @@ pub fn status(args: StatusArgs) -> CliResult<i32> {
                 "run": header.run, "pipeline": header.pipeline, "live": live, "phase": header.phase,
                 "outcome": header.outcome, "nodes": rows,
             });
-            println!("{}", serde_json::to_string_pretty(&value).expect("json"));
+            outln(serde_json::to_string_pretty(&value).expect("json"))?;
         } else {
             let state = if live { "in progress".to_string() } else { header.outcome.clone() };
-            println!("{} {} · {} @ {}", header.run, state, header.pipeline, header.label);
+            let mut text = format!("{} {} · {} @ {}\n", header.run, state, header.pipeline, header.label);
             for n in &nodes {
-                println!("{} {:<9} {}", n.status.glyph(), n.status.as_str(), n.id);
+                text.push_str(&format!("{} {:<9} {}\n", n.status.glyph(), n.status.as_str(), n.id));
             }
+            out(text.as_bytes())?;
         }
         let red = if live { settled_red(nodes.iter().map(|n| n.status)) } else { header.outcome != "passed" };
         Ok(i32::from(red))
@@ -122,11 +123,11 @@ fn idle_status(repo: &Path, run: &Option<String>, output: OutputFormat) -> CliRe
         value["run"] = json!(record.reference());
         value["outcome"] = json!(outcome);
         value["live"] = json!(false);
-        println!("{}", serde_json::to_string_pretty(&value).expect("json"));
+        outln(serde_json::to_string_pretty(&value).expect("json"))?;
     } else {
-        println!("{} {} (no run in progress; the latest run)", record.reference(), outcome);
+        outln(format!("{} {} (no run in progress; the latest run)", record.reference(), outcome))?;
         for n in &record.nodes {
-            println!("{} {:<9} {}", n.status.glyph(), n.status.as_str(), n.id);
+            outln(format!("{} {:<9} {}", n.status.glyph(), n.status.as_str(), n.id))?;
         }
     }
     Ok(i32::from(outcome != "passed"))
@@ -143,7 +144,6 @@ pub fn logs(args: LogsArgs) -> CliResult<i32> {
         let mut params = run_params(&args.run.run);
         params["id"] = json!(args.node);
         let stream = client.send(NODE_LOG_GET, params).await.map_err(refused)?;
-        let mut out = std::io::stdout().lock();
         loop {
             match client.next().await.map_err(refused)? {
                 Some(ClientEvent::Item { stream: s, value }) if s == stream => {
@@ -153,10 +153,9 @@ pub fn logs(args: LogsArgs) -> CliResult<i32> {
                         "snapshot" | "append" => {
                             let bytes =
                                 item.data.and_then(odu_proto::LogFrame::decode_data).unwrap_or_default();
-                            let _ = out.write_all(&bytes);
-                            let _ = out.flush();
+                            out(&bytes)?;
                         }
-                        "missed" => eprintln!("odu: {} bytes of this log were missed", item.bytes),
+                        "missed" => say(format!("odu: {} bytes of this log were missed", item.bytes)),
                         "end" => return Ok(0),
                         _ => {}
                     }
@@ -203,12 +202,12 @@ pub fn rerun(args: RerunArgs) -> CliResult<i32> {
         let answer = client.call(NODE_RERUN, params).await.map_err(refused)?;
         let run = answer.get("run").and_then(|r| r.as_str()).unwrap_or("?");
         if answer.get("started").is_some() {
-            eprintln!(
+            say(format!(
                 "odu: that run had ended: started run {run} for {} (follow it with odu attach)",
                 args.target
-            );
+            ));
         } else {
-            eprintln!("odu: reran {} in run {run} (and what needs it)", args.target);
+            say(format!("odu: reran {} in run {run} (and what needs it)", args.target));
         }
         Ok(0)
     })
@@ -218,11 +217,11 @@ pub fn cancel(args: CancelArgs) -> CliResult<i32> {
     let repo = repo()?;
     runtime()?.block_on(async {
         let Some(mut client) = connect(&repo).await? else {
-            eprintln!("odu: no run in progress in this checkout: nothing to cancel");
+            say("odu: no run in progress in this checkout: nothing to cancel");
             return Ok(0);
         };
         if args.run.run.is_none() && header_of(&mut client, &None).await.is_err() {
-            eprintln!("odu: no run in this checkout yet: nothing to cancel");
+            say("odu: no run in this checkout yet: nothing to cancel");
             return Ok(0);
         }
         let mut params = run_params(&args.run.run);
@@ -243,7 +242,7 @@ pub fn cancel(args: CancelArgs) -> CliResult<i32> {
             }
         };
         client.call(method, params).await.map_err(refused)?;
-        eprintln!("odu: cancelled {what}");
+        say(format!("odu: cancelled {what}"));
         Ok(0)
     })
 }
@@ -266,8 +265,11 @@ pub fn attach(args: crate::cli::AttachArgs) -> CliResult<i32> {
             replica.header = Some(header);
             replica.apply(views.clone(), Some(views.iter().map(|v| v.id.clone()).collect()));
             replica.finish();
+            if crate::error::stdout_closed() {
+                return Err(CliError::stdout_closed());
+            }
             let outcome = record.effective_outcome();
-            eprintln!("odu: {} {outcome} (no run in progress)", record.reference());
+            say(format!("odu: {} {outcome} (no run in progress)", record.reference()));
             return Ok(i32::from(outcome != "passed"));
         };
         let header = header_of(&mut client, &args.run.run).await?;
@@ -359,7 +361,7 @@ pub fn wait(args: crate::cli::WaitArgs) -> CliResult<i32> {
             "timed_out": timed_out,
             "duration_ms": started.elapsed().as_millis() as u64,
         });
-        println!("{verdict}");
+        outln(verdict)?;
         Ok(if passed { 0 } else { 1 })
     })
 }
