@@ -128,7 +128,33 @@ pub fn ensure_ci_dir(repo: &Path) -> CliResult<PathBuf> {
     Ok(ci)
 }
 
-/// Refuses a `.ci` that git tracks: its files would come from whoever wrote the repository.
+#[cfg(test)]
+mod tracked_tests {
+    #[test]
+    fn only_the_names_odu_writes_in_ci_count_as_its_own() {
+        for ours in [
+            ".ci",
+            ".ci/odu.sock",
+            ".ci/odu.serve.log",
+            ".ci/abc1234/runs/1.json",
+            ".ci/abc1234+dirty/x86_64-linux/a.log",
+        ] {
+            assert!(super::odu_owns(ours), "{ours}");
+        }
+        for theirs in
+            [".ci/run", ".ci/notes.txt", ".ci/scripts/build.sh", ".ci/abc/x", ".ci/xyz1234/x", ".cix"]
+        {
+            assert!(!super::odu_owns(theirs), "{theirs}");
+        }
+    }
+}
+
+/// Refuses a checkout in which git tracks what odu keeps in `.ci`: `.ci` itself as a file or a
+/// link, the `odu.*` files (socket, locks, serve log) or a run label's folder (`<sha7>`,
+/// `<sha7>+dirty`): their contents would come from whoever wrote the repository. Other tracked
+/// files under `.ci` (a CI system's own scripts, like this repository's `.ci/run`) are left
+/// alone: odu derives every path it reads there from ids it validates, so they can never be
+/// mistaken for odu's.
 fn refuse_tracked_ci(repo: &Path) -> CliResult<()> {
     let out = crate::tool::run("git", &["ls-files", "--", ".ci"], repo)
         .map_err(|e| CliError::refused(format!("cannot run git ({e}): install git")))?;
@@ -138,13 +164,21 @@ fn refuse_tracked_ci(repo: &Path) -> CliResult<()> {
             out.stderr.trim()
         )));
     }
-    match out.stdout.lines().next() {
+    match out.stdout.lines().find(|path| odu_owns(path)) {
         None => Ok(()),
         Some(first) => Err(CliError::refused(format!(
-            "{} is tracked by git ({first}): odu keeps its socket and records there and will not take them from a repository: untrack it (git rm -r --cached .ci), add .ci/ to .gitignore, and commit",
+            "{} holds files tracked by git where odu keeps its own ({first}): odu will not take its socket, records or logs from a repository: untrack them (git rm -r --cached {first}), add .ci/ to .gitignore, and commit",
             repo.join(".ci").display()
         ))),
     }
+}
+
+/// Whether a tracked path (as `git ls-files` prints it) is one of the names odu writes in `.ci`.
+fn odu_owns(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix(".ci/") else { return path == ".ci" };
+    let first = rest.split('/').next().unwrap_or(rest);
+    let hex = first.strip_suffix("+dirty").unwrap_or(first);
+    first.starts_with("odu.") || (hex.len() >= 7 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// What to tell the user about a `.ci` odu will not use: what is wrong, why it matters, and

@@ -190,26 +190,34 @@ fn a_committed_ci_symlink_is_refused_and_its_target_untouched() {
 #[test]
 fn a_ci_dir_tracked_by_git_is_refused_before_anything_starts() {
     let repo = Repo::new("[metadata(\"ci\")]\nci: a\na:\n    true\n");
-    repo.write(".ci/notes.txt", "committed by the repository\n");
-    repo.git(&["add", "-f", ".ci/notes.txt"]);
+    // A CI system's own script in .ci is the repository's business; a run label's folder is
+    // odu's, and committing one is refused.
+    repo.write(".ci/run", "#!/bin/sh\n");
+    let planted = format!(".ci/{}/runs/1.json", repo.sha7());
+    repo.write(&planted, "{}\n");
+    repo.git(&["add", "-f", ".ci/run", &planted]);
     repo.commit("commit .ci");
     for args in [&["run"][..], &["serve"], &["rerun", "a"]] {
         let out = repo.run(args);
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(1), "odu {args:?}: {err}");
         assert!(err.contains("tracked by git"), "odu {args:?}: {err}");
-        assert!(err.contains("git rm -r --cached .ci"), "odu {args:?}: {err}");
+        assert!(err.contains("git rm -r --cached .ci/"), "odu {args:?}: {err}");
         assert!(err.contains(".gitignore"), "odu {args:?}: {err}");
     }
     let left: Vec<String> = std::fs::read_dir(repo.path().join(".ci"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(left, ["notes.txt"], "nothing was created under .ci");
+    let mut left = left;
+    left.sort();
+    let label = planted.split('/').nth(1).unwrap().to_string();
+    assert_eq!(left, [label, "run".to_string()], "nothing was created under .ci");
     assert!(server_pid(repo.path()).is_none(), "no server was started");
     // Untracked (and ignored), the same directory is fine.
-    repo.git(&["rm", "-r", "-q", "--cached", ".ci"]);
-    repo.commit("untrack .ci");
+    repo.git(&["rm", "-r", "-q", "--cached", &planted]);
+    std::fs::remove_dir_all(repo.path().join(".ci").join(planted.split('/').nth(1).unwrap())).unwrap();
+    repo.commit("untrack odu's files in .ci");
     let out = repo.run(&["run"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     stop_server(&repo);
