@@ -88,24 +88,33 @@ pub fn stash_commit(repo: &Path) -> CliResult<String> {
 }
 
 /// A detached worktree of one commit, removed when dropped.
+///
+/// It lives inside a fresh private scratch directory (mkdtemp, 0700): git creates the worktree
+/// itself as a new subdirectory there, so no other user can plant, swap or read anything in it,
+/// and odu never adopts a path it did not just create.
 pub struct Snapshot {
     repo: PathBuf,
     pub dir: PathBuf,
+    /// The private directory holding the worktree; removed (with anything left in it) last.
+    scratch: Option<tempfile::TempDir>,
 }
 
 impl Snapshot {
     pub fn create(repo: &Path, sha: &str) -> CliResult<Snapshot> {
-        let parent = std::env::temp_dir();
-        let dir = (0..1000)
-            .map(|i| parent.join(format!("odu-{}-{}-{i}", &sha[..7], std::process::id())))
-            .find(|d| !d.exists())
-            .ok_or_else(|| CliError::refused("cannot find a free temporary directory for the snapshot"))?;
+        let short = sha.get(..7).unwrap_or(sha);
+        let scratch = crate::private::scratch(&format!("odu-{short}-")).map_err(|e| {
+            CliError::refused(format!(
+                "cannot create a private directory for the snapshot in {} ({e}): set TMPDIR to a writable directory",
+                std::env::temp_dir().display()
+            ))
+        })?;
+        let dir = scratch.path().join(short);
         let dir_str = dir.display().to_string();
         let out = git(repo, &["worktree", "add", "--detach", "--quiet", &dir_str, sha])?;
         if !out.success {
             return Err(CliError::refused(format!("cannot pin HEAD in a worktree: {}", out.stderr.trim())));
         }
-        Ok(Snapshot { repo: repo.to_path_buf(), dir })
+        Ok(Snapshot { repo: repo.to_path_buf(), dir, scratch: Some(scratch) })
     }
 }
 
@@ -113,7 +122,7 @@ impl Drop for Snapshot {
     fn drop(&mut self) {
         let dir = self.dir.display().to_string();
         let _ = git(&self.repo, &["worktree", "remove", "--force", &dir]);
-        let _ = std::fs::remove_dir_all(&self.dir);
+        drop(self.scratch.take());
         let _ = git(&self.repo, &["worktree", "prune"]);
     }
 }

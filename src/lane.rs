@@ -164,8 +164,21 @@ pub async fn run_local(
             let _ = child.kill().await;
         }
     }
+    reap_runner_leftovers(&spec).await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), stderr_task).await;
     let _ = reports.send(LaneReport::Closed { platform });
+}
+
+/// Once the local runner has exited, however it ended: kills what is left of the process
+/// groups it recorded and removes its scratch directory (a runner that exits cleanly has done
+/// both itself; one killed outright has not).
+async fn reap_runner_leftovers(spec: &LaneSpec) {
+    let tmpdir = match &spec.base_env {
+        Some(env) => env.get("TMPDIR").map(std::ffi::OsString::from),
+        None => std::env::var_os("TMPDIR"),
+    };
+    let root = crate::runner::scratch::root_for(tmpdir.as_deref());
+    let _ = tokio::task::spawn_blocking(move || crate::runner::scratch::reap_dead(&root)).await;
 }
 
 /// Drives one runner link to its end; returns the runner's last view of every node.

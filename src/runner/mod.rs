@@ -4,7 +4,12 @@
 //! the lane reducer. One actor task owns all state; node tasks, stream tasks and the reader
 //! talk to it by messages. When its input closes (the coordinator went away), every process
 //! group it started is killed and it exits. Nothing but protocol frames is written to stdout.
+//!
+//! Its spools live in a private scratch directory that also records its process groups (see
+//! `scratch`): if the runner is killed outright, the next runner on the host (or, on
+//! localhost, the lane that started it) ends those groups and removes the directory.
 
+pub mod scratch;
 pub mod spawner;
 
 use std::collections::BTreeMap;
@@ -67,7 +72,7 @@ struct Actor {
     cell_order: Arc<Vec<String>>,
     cell_name: Arc<str>,
     spools: BTreeMap<String, Spool>,
-    spool_dir: PathBuf,
+    scratch: scratch::Scratch,
     running: BTreeMap<String, Running>,
     streams: BTreeMap<String, AbortHandle>,
 }
@@ -86,7 +91,10 @@ where
     // Log frames are up to ~460 KiB each: a short queue bounds the runner's memory, and a full
     // queue is the backpressure that slows log readers (never the nodes themselves).
     let (out, writer_task) = spawn_writer(writer, 16);
-    let spool_dir = make_spool_dir()?;
+    let scratch = scratch::Scratch::create()?;
+    // Whatever runners died on this host before us leave no process or file behind.
+    let root = std::env::temp_dir();
+    tokio::task::spawn_blocking(move || scratch::reap_dead(&root));
     let (me, inbox) = mpsc::unbounded_channel();
     let actor = Actor {
         out: out.clone(),
@@ -104,7 +112,7 @@ where
         cell_order: Arc::default(),
         cell_name: Arc::from(""),
         spools: BTreeMap::new(),
-        spool_dir,
+        scratch,
         running: BTreeMap::new(),
         streams: BTreeMap::new(),
     };
@@ -179,20 +187,6 @@ pub fn stdio() -> (Box<dyn AsyncRead + Unpin + Send>, Box<dyn AsyncWrite + Unpin
         Err(_) => Box::new(tokio::io::stdout()),
     };
     (reader, writer)
-}
-
-fn make_spool_dir() -> std::io::Result<PathBuf> {
-    use std::os::unix::fs::DirBuilderExt;
-    let base = std::env::temp_dir();
-    for attempt in 0..100u32 {
-        let dir = base.join(format!("odu-runner-{}-{attempt}", std::process::id()));
-        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-            Ok(()) => return Ok(dir),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(std::io::Error::other("cannot create a private spool directory"))
 }
 
 /// Encodes a stream item frame.
@@ -288,9 +282,14 @@ impl Actor {
         for handle in self.streams.values() {
             handle.abort();
         }
-        let pgids: Vec<i32> = self.running.values().filter_map(|r| r.pgid).collect();
+        // The running nodes' groups, and any stray still left in a finished node's group.
+        let mut pgids: Vec<i32> = self.running.values().filter_map(|r| r.pgid).collect();
+        pgids.extend(self.scratch.live_groups());
+        pgids.sort_unstable();
+        pgids.dedup();
         tokio::task::spawn_blocking(move || spawner::terminate_groups(&pgids)).await.ok();
-        let _ = std::fs::remove_dir_all(&self.spool_dir);
+        // Dropping the scratch directory removes it, spools and all.
+        drop(self.scratch);
     }
 
     /// Answers a request; `None` when the answer comes later (streams answer when they end).
@@ -376,7 +375,10 @@ impl Actor {
         for (index, id) in lane.order().iter().enumerate() {
             let path = self.spool_path(index, 0);
             let spool = Spool::windowed(&path, LOG_HEAD, LOG_WINDOW).map_err(|e| {
-                RpcError::refused(format!("cannot create a log spool in {}: {e}", self.spool_dir.display()))
+                RpcError::refused(format!(
+                    "cannot create a log spool in {}: {e}",
+                    self.scratch.path().display()
+                ))
             })?;
             self.spools.insert(id.clone(), spool);
         }
@@ -396,7 +398,7 @@ impl Actor {
     }
 
     fn spool_path(&self, index: usize, generation: u32) -> PathBuf {
-        self.spool_dir.join(format!("{index}.{generation}.log"))
+        self.scratch.path().join(format!("{index}.{generation}.log"))
     }
 
     fn snapshot(&self) -> NodesValue {
@@ -480,6 +482,9 @@ impl Actor {
         let launch = spawner::NodeLaunch { argv, workspace, env: self.env.clone(), generation };
         match spawner::start_node(launch, &spool) {
             Ok(started) => {
+                if let Err(e) = self.scratch.record_group(started.pgid) {
+                    eprintln!("odu-runner: cannot record the process group of {id}: {e}");
+                }
                 if let Some(r) = self.running.get_mut(&id) {
                     r.pgid = Some(started.pgid);
                 }

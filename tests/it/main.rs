@@ -12,3 +12,4 @@ mod serve;
 mod stranger;
 mod surface;
 mod trust_client;
+mod trust_runner;

@@ -1,0 +1,283 @@
+//! The runner's scratch directory, and the reaping of the ones dead runners left behind.
+//!
+//! A runner keeps its log spools in a fresh private directory, `$TMPDIR/odu-runner-XXXXXX`
+//! (mkdtemp, 0700). Inside it:
+//! - `lock`, which the runner holds an exclusive `flock` on for its whole life. The lock is
+//!   taken on a staged file that is then renamed to `lock`, so a `lock` that can be locked by
+//!   anyone else means its runner is gone (the kernel drops a lock when its holder dies, however
+//!   it dies); a pid is never trusted for that;
+//! - `groups`, one line `<pgid> <start>` per node process group the runner started, written
+//!   before the node can have started anything else (`start` is the leader's start time in clock
+//!   ticks since boot, `0` when unknown).
+//!
+//! [`reap_dead`] finds the directories of dead runners of this user under a `TMPDIR`, kills
+//! what is left of their recorded process groups (SIGKILL: their runner is gone) and removes the
+//! directories. The localhost lane calls it when its runner child exits, and every runner calls
+//! it when it starts, which covers a runner killed on a remote host.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// The name every runner scratch directory starts with.
+pub const PREFIX: &str = "odu-runner-";
+const LOCK: &str = "lock";
+const GROUPS: &str = "groups";
+/// A `groups` file is never read past this (a runner records a few bytes per node).
+const GROUPS_CAP: u64 = 4 * 1024 * 1024;
+
+/// A live runner's scratch directory: removed when dropped, then its lock released.
+pub struct Scratch {
+    // Field order is drop order: the directory goes first, the lock after it.
+    dir: tempfile::TempDir,
+    groups: File,
+    _lock: File,
+    /// What `groups` holds.
+    recorded: Vec<(i32, u64)>,
+}
+
+impl Scratch {
+    /// Creates a fresh scratch directory under `$TMPDIR` and locks it.
+    pub fn create() -> io::Result<Scratch> {
+        let dir = crate::private::scratch(PREFIX)?;
+        let staged = dir.path().join("lock.new");
+        let lock = private_file().create_new(true).write(true).open(&staged)?;
+        if !flock(&lock, libc::LOCK_EX | libc::LOCK_NB) {
+            return Err(io::Error::other(format!("cannot lock {}", staged.display())));
+        }
+        std::fs::rename(&staged, dir.path().join(LOCK))?;
+        let groups = private_file().create_new(true).append(true).open(dir.path().join(GROUPS))?;
+        Ok(Scratch { dir, groups, _lock: lock, recorded: Vec::new() })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Records a node's process group, so that whoever finds this runner dead can end it.
+    pub fn record_group(&mut self, pgid: i32) -> io::Result<()> {
+        let start = start_time(pgid).unwrap_or(0);
+        self.recorded.push((pgid, start));
+        self.groups.write_all(format!("{pgid} {start}\n").as_bytes())
+    }
+
+    /// The recorded groups that still have members (strays of finished nodes included), where
+    /// a process table tells them apart from reused group numbers (Linux); else none.
+    pub fn live_groups(&self) -> Vec<i32> {
+        if !cfg!(target_os = "linux") {
+            return vec![];
+        }
+        let table = processes();
+        self.recorded
+            .iter()
+            .filter(|&&(pgid, start)| group_is_the_recorded_one(&table, pgid, start))
+            .map(|&(pgid, _)| pgid)
+            .collect()
+    }
+}
+
+fn private_file() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+    options
+}
+
+fn flock(file: &File, operation: i32) -> bool {
+    // SAFETY: flock on a descriptor we own; the lock lives as long as the open file.
+    unsafe { libc::flock(file.as_raw_fd(), operation) == 0 }
+}
+
+/// Where a runner whose environment has this `TMPDIR` keeps its scratch directory (as
+/// `std::env::temp_dir` would find it in that runner), with a relative one resolved against
+/// this process's directory, which a local runner inherits.
+pub fn root_for(tmpdir: Option<&std::ffi::OsStr>) -> PathBuf {
+    let root = tmpdir.filter(|t| !t.is_empty()).map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
+    if root.is_absolute() {
+        return root;
+    }
+    std::env::current_dir().map(|cwd| cwd.join(&root)).unwrap_or(root)
+}
+
+/// What one sweep of [`reap_dead`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Reaped {
+    /// Scratch directories of dead runners removed.
+    pub dirs: usize,
+    /// Process groups that still had members, killed.
+    pub groups: usize,
+}
+
+/// Kills the leftover process groups of every dead runner of this user whose scratch
+/// directory is directly under `root`, and removes those directories. Directories that are not
+/// the user's own, not private, or whose runner still holds its lock are left alone.
+pub fn reap_dead(root: &Path) -> Reaped {
+    let mut reaped = Reaped::default();
+    let Ok(entries) = std::fs::read_dir(root) else { return reaped };
+    let mut table: Option<Vec<Proc>> = None;
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(PREFIX) {
+            continue;
+        }
+        let dir = entry.path();
+        if crate::private::check_owned(&dir).is_err() {
+            continue;
+        }
+        // No `lock` yet: a runner still starting (or one from before locks): not ours to judge.
+        let Ok(lock) = private_file().read(true).open(dir.join(LOCK)) else { continue };
+        if !flock(&lock, libc::LOCK_EX | libc::LOCK_NB) {
+            continue;
+        }
+        let table = table.get_or_insert_with(processes);
+        for (pgid, start) in recorded_groups(&dir.join(GROUPS)) {
+            if group_is_the_recorded_one(table, pgid, start)
+                && super::spawner::kill_group(pgid, libc::SIGKILL)
+            {
+                reaped.groups += 1;
+            }
+        }
+        if std::fs::remove_dir_all(&dir).is_ok() {
+            reaped.dirs += 1;
+        }
+    }
+    reaped
+}
+
+fn recorded_groups(path: &Path) -> Vec<(i32, u64)> {
+    let mut text = String::new();
+    let Ok(file) = private_file().read(true).open(path) else { return vec![] };
+    if file.take(GROUPS_CAP).read_to_string(&mut text).is_err() {
+        return vec![];
+    }
+    parse_groups(&text)
+}
+
+/// `<pgid> <start>` lines; anything else (a line cut short by a crash) is skipped.
+fn parse_groups(text: &str) -> Vec<(i32, u64)> {
+    text.lines()
+        .filter_map(|line| {
+            let (pgid, start) = line.split_once(' ')?;
+            Some((pgid.parse().ok().filter(|&p: &i32| p > 1)?, start.parse().ok()?))
+        })
+        .collect()
+}
+
+/// One process, as far as reaping needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Proc {
+    pid: i32,
+    pgid: i32,
+    uid: u32,
+    start: u64,
+}
+
+/// Whether process group `pgid` is still the one recorded with leader start time `start`, and
+/// every member is this user's: a group number can be reused once its group is empty, and a
+/// reused one must not be killed. Without a process table (not Linux), the group is trusted.
+fn group_is_the_recorded_one(table: &[Proc], pgid: i32, start: u64) -> bool {
+    if !cfg!(target_os = "linux") {
+        return true;
+    }
+    let me = crate::private::euid();
+    let members: Vec<&Proc> = table.iter().filter(|p| p.pgid == pgid).collect();
+    if members.is_empty() || members.iter().any(|p| p.uid != me) {
+        return false;
+    }
+    match members.iter().find(|p| p.pid == pgid) {
+        // The leader still lives: it must be the very process that was recorded.
+        Some(leader) => leader.start == start,
+        // Every member of the recorded group started after its leader.
+        None => members.iter().all(|p| p.start >= start),
+    }
+}
+
+/// Every process on the machine (Linux: from /proc); empty where there is no /proc.
+fn processes() -> Vec<Proc> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return vec![] };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let uid = std::os::unix::fs::MetadataExt::uid(&entry.metadata().ok()?);
+            let (pgid, start) = parse_stat(&std::fs::read_to_string(entry.path().join("stat")).ok()?)?;
+            Some(Proc { pid, pgid, uid, start })
+        })
+        .collect()
+}
+
+/// (process group, start time) from a `/proc/<pid>/stat` line. The command name may hold
+/// spaces and parentheses, so fields are counted from the last `)`.
+fn parse_stat(stat: &str) -> Option<(i32, u64)> {
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().collect();
+    // After the name: state (3), ppid (4), pgrp (5), …, starttime (22).
+    Some((fields.get(2)?.parse().ok()?, fields.get(19)?.parse().ok()?))
+}
+
+/// A process's start time in clock ticks since boot (Linux), if it is still there.
+fn start_time(pid: i32) -> Option<u64> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?).map(|(_, start)| start)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_are_counted_from_the_last_parenthesis() {
+        let stat = "4242 (odd) name)) S 1 4240 4240 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 987654 1000 10";
+        assert_eq!(parse_stat(stat), Some((4240, 987654)));
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn groups_lines_cut_short_are_skipped() {
+        assert_eq!(parse_groups("100 5\n1 7\n0 3\n200 9\n30"), vec![(100, 5), (200, 9)]);
+    }
+
+    #[test]
+    fn a_reused_group_number_is_not_the_recorded_group() {
+        let me = crate::private::euid();
+        let p = |pid, pgid, uid, start| Proc { pid, pgid, uid, start };
+        // The leader is alive and is the recorded one.
+        assert!(group_is_the_recorded_one(&[p(50, 50, me, 7), p(51, 50, me, 9)], 50, 7));
+        // The number now names another leader.
+        assert!(!group_is_the_recorded_one(&[p(50, 50, me, 99)], 50, 7));
+        // The leader is gone; its children remain.
+        assert!(group_is_the_recorded_one(&[p(51, 50, me, 8)], 50, 7));
+        // A member older than the recorded leader cannot be of that group.
+        assert!(!group_is_the_recorded_one(&[p(51, 50, me, 3)], 50, 7));
+        // Someone else's process is never killed.
+        assert!(!group_is_the_recorded_one(&[p(51, 50, me.wrapping_add(1), 8)], 50, 7));
+        assert!(!group_is_the_recorded_one(&[], 50, 7));
+    }
+
+    #[test]
+    fn a_live_runner_is_left_alone_and_a_dead_one_is_reaped() {
+        let root = tempfile::tempdir().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let private_dir = |name: &str| {
+            let dir = root.path().join(format!("{PREFIX}{name}"));
+            std::fs::create_dir(&dir).unwrap();
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+            dir
+        };
+        let live = private_dir("live");
+        let lock = private_file().create_new(true).write(true).open(live.join(LOCK)).unwrap();
+        assert!(flock(&lock, libc::LOCK_EX | libc::LOCK_NB));
+        let dead = private_dir("dead");
+        std::fs::write(dead.join(LOCK), "").unwrap();
+        std::fs::write(dead.join(GROUPS), "").unwrap();
+        let starting = private_dir("starting");
+        let open = root.path().join(format!("{PREFIX}open"));
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::fs::write(open.join(LOCK), "").unwrap();
+        let reaped = reap_dead(root.path());
+        assert_eq!(reaped, Reaped { dirs: 1, groups: 0 });
+        assert!(live.exists() && starting.exists() && open.exists() && !dead.exists());
+        drop(lock);
+        assert_eq!(reap_dead(root.path()).dirs, 1);
+        assert!(!live.exists());
+    }
+}
