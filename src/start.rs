@@ -128,27 +128,6 @@ pub fn ensure_ci_dir(repo: &Path) -> CliResult<PathBuf> {
     Ok(ci)
 }
 
-#[cfg(test)]
-mod tracked_tests {
-    #[test]
-    fn only_the_names_odu_writes_in_ci_count_as_its_own() {
-        for ours in [
-            ".ci",
-            ".ci/odu.sock",
-            ".ci/odu.serve.log",
-            ".ci/abc1234/runs/1.json",
-            ".ci/abc1234+dirty/x86_64-linux/a.log",
-        ] {
-            assert!(super::odu_owns(ours), "{ours}");
-        }
-        for theirs in
-            [".ci/run", ".ci/notes.txt", ".ci/scripts/build.sh", ".ci/abc/x", ".ci/xyz1234/x", ".cix"]
-        {
-            assert!(!super::odu_owns(theirs), "{theirs}");
-        }
-    }
-}
-
 /// Refuses a checkout in which git tracks what odu keeps in `.ci`: `.ci` itself as a file or a
 /// link, the `odu.*` files (socket, locks, serve log) or a run label's folder (`<sha7>`,
 /// `<sha7>+dirty`): their contents would come from whoever wrote the repository. Other tracked
@@ -404,4 +383,25 @@ pub fn prepare(
 
 fn plural(n: usize, word: &str) -> String {
     if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") }
+}
+
+#[cfg(test)]
+mod tracked_tests {
+    #[test]
+    fn only_the_names_odu_writes_in_ci_count_as_its_own() {
+        for ours in [
+            ".ci",
+            ".ci/odu.sock",
+            ".ci/odu.serve.log",
+            ".ci/abc1234/runs/1.json",
+            ".ci/abc1234+dirty/x86_64-linux/a.log",
+        ] {
+            assert!(super::odu_owns(ours), "{ours}");
+        }
+        for theirs in
+            [".ci/run", ".ci/notes.txt", ".ci/scripts/build.sh", ".ci/abc/x", ".ci/xyz1234/x", ".cix"]
+        {
+            assert!(!super::odu_owns(theirs), "{theirs}");
+        }
+    }
 }
