@@ -1,11 +1,14 @@
-//! A remote lane: one ssh connection (the `openssh` crate over the user's `ssh`: their config,
-//! agent and known_hosts apply, `BatchMode`), one `odu-runner --stdio` over it, driven by the
-//! same protocol client as the localhost lane.
+//! A remote lane: one ssh connection (a master the user's own `ssh` runs in `BatchMode`: their
+//! config, agent and known_hosts apply, host-key policy included; sessions go through the
+//! `openssh` crate), one `odu-runner --stdio` over it, driven by the same protocol client as the
+//! localhost lane.
 //!
 //! Setup, narrated step by step into the lane's `_ci-setup` log:
 //! 1. connect, retrying a bounded number of times with backoff (never on a host key or auth
-//!    refusal, which no retry fixes); a healthy connection a lane left to the same host in the
-//!    last 10 s is taken over instead (see [`keep`]);
+//!    refusal, which no retry fixes, and which the message tells apart: an unknown host key, a
+//!    changed one); a healthy connection a lane left to the same host in the last 10 s is taken
+//!    over instead, when its pointer, socket and their directories are the user's alone (see
+//!    [`keep`]);
 //! 2. probe the host (`uname`, git, just, a cached or installed runner) and check its
 //!    platform against the hosts entry;
 //! 3. the runner: the one cached under `~/.cache/odu/runner/<content-hash>/`, else this build's
@@ -19,13 +22,13 @@
 //! environment or credentials.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use odu_core::NodeStatus;
-use openssh::{KnownHosts, Session, SessionBuilder, Stdio};
+use openssh::{Session, Stdio};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
@@ -69,33 +72,71 @@ fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "'\\''"))
 }
 
-/// The session builder for a host entry.
-fn builder(entry: &HostEntry, ssh_config: Option<&Path>) -> SessionBuilder {
-    let mut builder = SessionBuilder::default();
-    builder
-        .known_hosts_check(KnownHosts::Strict)
-        .connect_timeout(Duration::from_secs(10))
-        .server_alive_interval(Duration::from_secs(5))
-        // The master outlives no lane: it exits once its last session closed, even when the
-        // coordinator was killed and never closed it.
-        .control_persist(openssh::ControlPersist::IdleFor(std::num::NonZeroUsize::new(10).expect("non-zero")))
-        .control_directory(std::env::temp_dir());
+/// The prefix of the directory each master's control socket and log are made in.
+const MUX_PREFIX: &str = "odu-mux-";
+
+/// The longest control socket path ssh can bind: `sun_path` holds 104 bytes on macOS and the
+/// BSDs (108 on Linux) with its NUL, and ssh first binds `<path>.<16 random characters>`.
+const MAX_SOCKET_PATH: usize = 103 - 17;
+
+/// Where a master's socket directory is made: `$TMPDIR` (`tmp`), unless the socket's path would
+/// be too long there for a unix socket, then `/tmp`.
+fn mux_base(tmp: &Path) -> PathBuf {
+    // `<tmp>/odu-mux-XXXXXX/master`
+    let socket = tmp.as_os_str().len() + 1 + MUX_PREFIX.len() + 6 + "/master".len();
+    if socket <= MAX_SOCKET_PATH { tmp.to_path_buf() } else { PathBuf::from("/tmp") }
+}
+
+/// The ssh config file that picks `entry`'s connection: its own, else `$ODU_SSH_CONFIG`.
+fn config_file(entry: &HostEntry, ssh_config: Option<&Path>) -> Option<PathBuf> {
+    entry.ssh_config.as_deref().map(expand_home).or_else(|| ssh_config.map(Path::to_path_buf))
+}
+
+/// The options that pick `entry`'s connection, as on ssh's command line, before its host.
+fn ssh_args(entry: &HostEntry, ssh_config: Option<&Path>) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = vec![];
+    if let Some(config) = config_file(entry, ssh_config) {
+        args.extend(["-F".into(), config.into()]);
+    }
     if let Some(port) = entry.port {
-        builder.port(port);
+        args.extend(["-p".into(), port.to_string().into()]);
     }
     if let Some(identity) = &entry.identity {
-        builder.keyfile(expand_home(identity));
+        // The entry's key, and only it.
+        args.extend(["-o".into(), "IdentitiesOnly=yes".into(), "-i".into(), expand_home(identity).into()]);
     }
-    match (&entry.ssh_config, ssh_config) {
-        (Some(own), _) => {
-            builder.config_file(expand_home(own));
-        }
-        (None, Some(shared)) => {
-            builder.config_file(shared);
-        }
-        (None, None) => {}
+    args
+}
+
+/// Starts an ssh master for `entry`, its control socket and log in a fresh directory of ours
+/// (mkdtemp, mode 0700, see [`mux_base`]); or ssh's own words on why it could not.
+///
+/// Host-key policy is the user's ssh config's: in batch mode ssh's own default already refuses a
+/// host whose key it does not know, and a config may accept new hosts (`accept-new`).
+async fn launch(entry: &HostEntry, ssh_config: Option<&Path>) -> Result<Session, String> {
+    let dir = tempfile::Builder::new()
+        .prefix(MUX_PREFIX)
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir_in(mux_base(&std::env::temp_dir()))
+        .map_err(|e| format!("cannot make a private directory for the ssh connection: {e}"))?;
+    let log = dir.path().join("log");
+    let mut ssh = tokio::process::Command::new("ssh");
+    ssh.arg("-E").arg(&log).arg("-S").arg(dir.path().join("master")).args(["-M", "-f", "-N"]);
+    // The master outlives no lane: it exits once its last session closed, even when the
+    // coordinator was killed and never closed it.
+    ssh.args(["-o", "ControlPersist=10s", "-o", "BatchMode=yes"]);
+    ssh.args(["-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5"]);
+    ssh.args(ssh_args(entry, ssh_config)).arg("--").arg(&entry.host);
+    ssh.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true);
+    // ssh forks the master off and exits once it is connected.
+    let status = tokio::time::timeout(Duration::from_secs(60), ssh.status()).await;
+    let said = || std::fs::read_to_string(&log).unwrap_or_default();
+    match status {
+        Ok(Ok(status)) if status.success() => Ok(Session::new_process_mux(dir)),
+        Ok(Ok(_)) => Err(said()),
+        Ok(Err(e)) => Err(format!("cannot run ssh: {e}")),
+        Err(_) => Err(format!("ssh did not connect within 60s {}", said())),
     }
-    builder
 }
 
 fn expand_home(path: &str) -> PathBuf {
@@ -121,20 +162,156 @@ fn describe(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// Where a lane leaves its ssh connection for the next run to the same host: a directory
-/// of this user's, with one file per host entry naming the master's control socket.
-fn kept_dir() -> PathBuf {
-    // SAFETY: geteuid cannot fail.
-    std::env::temp_dir().join(format!("odu-ssh-{}", unsafe { libc::geteuid() }))
+/// Why ssh could not connect, as far as its own words tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Failure {
+    /// known_hosts has no key for the host. Under `StrictHostKeyChecking yes` ssh names the host
+    /// (`name`, as known_hosts spells it); its default in batch mode refuses without a word.
+    UnknownHostKey {
+        name: Option<String>,
+    },
+    /// The host offered another key than the one known_hosts holds for it (`offending`:
+    /// `file:line`).
+    ChangedHostKey {
+        name: Option<String>,
+        offending: Option<String>,
+    },
+    AuthRefused,
+    Unresolved,
+    /// Anything else: maybe transient.
+    Other,
 }
 
-/// The file naming the kept master for `entry` (everything that picks the connection).
-fn kept_file(entry: &HostEntry, ssh_config: Option<&Path>) -> PathBuf {
+impl Failure {
+    fn of(said: &str) -> Failure {
+        let after = |prefix: &str, end: &str| {
+            said.lines()
+                .find_map(|l| l.trim().split_once(prefix)?.1.split_once(end).map(|(v, _)| v.to_string()))
+        };
+        if said.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
+            || said.contains("has changed and you have requested strict checking")
+        {
+            Failure::ChangedHostKey {
+                name: after("Host key for ", " has changed"),
+                offending: said
+                    .lines()
+                    .filter(|l| l.trim().starts_with("Offending "))
+                    .find_map(|l| Some(l.trim().split_once(" key in ")?.1.to_string())),
+            }
+        } else if said.contains("Host key verification failed") {
+            Failure::UnknownHostKey { name: after(" host key is known for ", " and you have") }
+        } else if said.contains("Permission denied") {
+            Failure::AuthRefused
+        } else if said.contains("Could not resolve hostname") {
+            Failure::Unresolved
+        } else {
+            Failure::Other
+        }
+    }
+
+    /// No retry fixes it.
+    fn permanent(&self) -> bool {
+        *self != Failure::Other
+    }
+
+    /// ssh's words on one line, without its banners (on a changed key, the lines that say so).
+    fn words(&self, said: &str) -> String {
+        let lines = said
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('@') && !l.starts_with("Warning: Permanently added"));
+        let lines: Vec<&str> = match self {
+            Failure::ChangedHostKey { .. } => lines
+                .filter(|l| l.contains("has changed") || l.contains("Host key verification failed"))
+                .collect(),
+            _ => lines.collect(),
+        };
+        if lines.is_empty() {
+            "ssh failed without a word (is its LogLevel QUIET?)".into()
+        } else {
+            lines.join(" ")
+        }
+    }
+}
+
+/// `text` as one sh word.
+fn sh_word(text: &str) -> String {
+    if !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || "_-./:@%+=,".contains(c)) {
+        text.to_string()
+    } else {
+        quote(text)
+    }
+}
+
+/// The ssh command line that reaches `entry` by hand as odu does.
+fn by_hand(entry: &HostEntry, ssh_config: Option<&Path>) -> String {
+    let mut words = vec!["ssh".to_string()];
+    words.extend(ssh_args(entry, ssh_config).iter().map(|a| sh_word(&a.to_string_lossy())));
+    words.push(sh_word(&entry.host));
+    words.join(" ")
+}
+
+/// The address and port ssh resolves `entry` to (`ssh -G`), for `ssh-keyscan`.
+async fn resolve(entry: &HostEntry, ssh_config: Option<&Path>) -> Option<(String, String)> {
+    let mut ssh = tokio::process::Command::new("ssh");
+    ssh.arg("-G").args(ssh_args(entry, ssh_config)).arg("--").arg(&entry.host);
+    ssh.stdin(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(5), ssh.output()).await.ok()?.ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field =
+        |key: &str| text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(' ').map(str::to_string));
+    Some((field("hostname")?, field("port")?))
+}
+
+/// What to do about `failure`, in parentheses (empty when odu has nothing to add).
+async fn hint(failure: &Failure, entry: &HostEntry, ssh_config: Option<&Path>) -> String {
+    let by_hand = by_hand(entry, ssh_config);
+    match failure {
+        Failure::UnknownHostKey { .. } => {
+            let keyscan = match resolve(entry, ssh_config).await {
+                Some((host, port)) if port == "22" => format!("ssh-keyscan {}", sh_word(&host)),
+                Some((host, port)) => format!("ssh-keyscan -p {port} {}", sh_word(&host)),
+                None => format!("ssh-keyscan {}", sh_word(&entry.host)),
+            };
+            format!(
+                " (its host key is not in known_hosts, and ssh in batch mode refuses a host it does not know: connect once by hand with `{by_hand}` and accept the key after checking its fingerprint, or add the output of `{keyscan}` to known_hosts; for throwaway hosts, `StrictHostKeyChecking accept-new` in your ssh config accepts a new host's key on first contact)"
+            )
+        }
+        Failure::ChangedHostKey { name, offending } => {
+            let name = name.clone().unwrap_or_else(|| entry.host.clone());
+            let (file, at) = match offending.as_deref().and_then(|o| o.rsplit_once(':')) {
+                Some((file, line)) => (format!(" -f {}", sh_word(file)), format!("{file}:{line}")),
+                None => (String::new(), "known_hosts".into()),
+            };
+            format!(
+                " (its host key has changed since it was recorded in {at}: if the host was reinstalled or given a new key, remove the stale line with `ssh-keygen{file} -R {}`, then connect once by hand with `{by_hand}` to accept the new key; if it was not, someone may be impersonating the host: do not connect)",
+                sh_word(&name)
+            )
+        }
+        Failure::AuthRefused => {
+            " (ssh refused our keys: add one to the host's authorized_keys or load it in ssh-agent)".into()
+        }
+        Failure::Unresolved | Failure::Other => String::new(),
+    }
+}
+
+/// Where a lane leaves its ssh connection for the next run to the same host: `ssh/` in odu's
+/// private directory ([`crate::private::user_dir`]), 0700 and the user's own, one file per host
+/// entry naming the master's control socket. A directory that is not the user's alone is refused
+/// (not repaired): why, to narrate.
+fn kept_dir() -> Result<PathBuf, String> {
+    let dir = crate::private::user_dir().map_err(|e| e.to_string())?.join("ssh");
+    crate::private::ensure_private(&dir).map_err(|e| e.to_string())?;
+    Ok(dir)
+}
+
+/// The file in `dir` naming the kept master for `entry` (everything that picks the connection).
+fn kept_file(dir: &Path, entry: &HostEntry, ssh_config: Option<&Path>) -> PathBuf {
     let key = format!(
         "{}\n{:?}\n{:?}\n{:?}\n{:?}",
         entry.host, entry.port, entry.identity, entry.ssh_config, ssh_config
     );
-    kept_dir().join(sha256_prefix(key.as_bytes(), 12))
+    dir.join(sha256_prefix(key.as_bytes(), 12))
 }
 
 /// The first `bytes` bytes of `data`'s sha256, in hex: a short name that content picks.
@@ -143,37 +320,149 @@ fn sha256_prefix(data: &[u8], bytes: usize) -> String {
     sha2::Sha256::digest(data)[..bytes].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The master a previous lane kept for `entry`, if it still answers a command within 3 s
-/// (a master whose link died answers `ssh -O check` until its keepalives give up, so a real
-/// round trip is asked for).
-async fn resume(entry: &HostEntry, ssh_config: Option<&Path>) -> Option<Session> {
-    let text = std::fs::read_to_string(kept_file(entry, ssh_config)).ok()?;
+/// A kept master: its control socket, and its log.
+#[derive(Debug, PartialEq, Eq)]
+struct Pointer {
+    ctl: PathBuf,
+    log: Option<PathBuf>,
+}
+
+/// The pointer file at `path`, opened without following a symlink (a FIFO does not block it):
+/// `None` when there is none, why not when it is not a regular file of the user's that nobody
+/// else can write, or does not name a master's socket.
+fn read_pointer(path: &Path) -> Result<Option<Pointer>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path);
+    let file = match opened {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(format!("{} is a symlink", path.display()));
+        }
+        Err(e) => return Err(format!("cannot open {}: {e}", path.display())),
+    };
+    let meta = file.metadata().map_err(|e| format!("cannot inspect {}: {e}", path.display()))?;
+    let me = crate::private::euid();
+    if !meta.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    if meta.uid() != me {
+        return Err(format!("{} belongs to uid {}, not to you (uid {me})", path.display(), meta.uid()));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{} is writable by other users (mode {:o})",
+            path.display(),
+            meta.mode() & 0o7777
+        ));
+    }
+    let mut text = String::new();
+    file.take(4096).read_to_string(&mut text).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    parse_pointer(&text).map(Some).ok_or_else(|| format!("{} does not name a control socket", path.display()))
+}
+
+/// A pointer's text: the control socket's absolute path, then its log's, which must be beside it.
+fn parse_pointer(text: &str) -> Option<Pointer> {
     let mut lines = text.lines();
     let ctl = PathBuf::from(lines.next()?);
-    let log = lines.next().filter(|l| !l.is_empty()).map(|l| PathBuf::from(l).into_boxed_path());
-    if !ctl.exists() {
-        // Its master exited: the directory it was made in is all that is left of it.
-        forget(&ctl);
-        return None;
+    let dir = ctl.parent().filter(|_| ctl.is_absolute())?;
+    let log = lines.next().filter(|l| !l.is_empty()).map(PathBuf::from).filter(|l| l.parent() == Some(dir));
+    Some(Pointer { ctl, log })
+}
+
+/// Whether a kept master's control socket is still there (`false`: its master exited), or why
+/// it is not to be trusted: the socket and its directory must be the user's own, and the
+/// directory writable by nobody else.
+fn check_socket(ctl: &Path) -> Result<bool, String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let dir = ctl.parent().unwrap_or(Path::new("/"));
+    let absent = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if absent(&e) => return Ok(false),
+        _ => crate::private::check_owned(dir).map_err(|why| why.to_string())?,
     }
-    let session = Session::resume(ctl.clone().into_boxed_path(), log);
+    let meta = match std::fs::symlink_metadata(ctl) {
+        Ok(meta) => meta,
+        Err(e) if absent(&e) => return Ok(false),
+        Err(e) => return Err(format!("cannot inspect {}: {e}", ctl.display())),
+    };
+    let me = crate::private::euid();
+    if !meta.file_type().is_socket() {
+        return Err(format!("{} is not a socket", ctl.display()));
+    }
+    if meta.uid() != me {
+        return Err(format!("{} belongs to uid {}, not to you (uid {me})", ctl.display(), meta.uid()));
+    }
+    Ok(true)
+}
+
+/// The master a previous lane kept for `entry`, if it is the user's own and still answers a
+/// command within 3 s (a master whose link died answers `ssh -O check` until its keepalives
+/// give up, so a real round trip is asked for). What is not trusted is narrated and left alone.
+async fn resume(
+    entry: &HostEntry,
+    ssh_config: Option<&Path>,
+    narrate: &(dyn Fn(&str) + Sync),
+) -> Option<Session> {
+    let not_taken = |why: String| {
+        narrate(&format!(
+            "not taking over the kept ssh connection to {}: {why}; connecting afresh",
+            entry.host
+        ))
+    };
+    let dir = match kept_dir() {
+        Ok(dir) => dir,
+        Err(why) => {
+            not_taken(format!(
+                "{why} (remove it: odu makes it again, mode 0700); no connection is kept until then"
+            ));
+            return None;
+        }
+    };
+    let pointer = match read_pointer(&kept_file(&dir, entry, ssh_config)) {
+        Ok(Some(pointer)) => pointer,
+        Ok(None) => return None,
+        Err(why) => {
+            not_taken(why);
+            return None;
+        }
+    };
+    match check_socket(&pointer.ctl) {
+        Ok(true) => {}
+        Ok(false) => {
+            // Its master exited: the directory it was made in is all that is left of it.
+            forget(&pointer.ctl);
+            return None;
+        }
+        Err(why) => {
+            not_taken(why);
+            return None;
+        }
+    }
+    let session =
+        Session::resume(pointer.ctl.clone().into_boxed_path(), pointer.log.map(PathBuf::into_boxed_path));
     let mut probe = session.command("true");
     probe.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
     match tokio::time::timeout(Duration::from_secs(3), probe.status()).await {
         Ok(Ok(status)) if status.success() => Some(session),
         _ => {
             let _ = tokio::time::timeout(Duration::from_secs(2), session.close()).await;
-            forget(&ctl);
+            forget(&pointer.ctl);
             None
         }
     }
 }
 
-/// Removes the directory the openssh crate made for a master (its control socket and log),
-/// which a kept master's session no longer owns.
+/// Removes the directory [`launch`] made for a master (its control socket and log), which a
+/// kept master's session no longer owns; never one that is not the user's own.
 fn forget(ctl: &Path) {
     if let Some(dir) = ctl.parent()
-        && dir.file_name().is_some_and(|n| n.to_string_lossy().starts_with(".ssh-connection"))
+        && dir.file_name().is_some_and(|n| n.to_string_lossy().starts_with(MUX_PREFIX))
+        && crate::private::check_owned(dir).is_ok()
     {
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -181,26 +470,31 @@ fn forget(ctl: &Path) {
 
 /// Ends a lane's use of its connection. A healthy one is kept for the next run to the same
 /// host (the warm-run setup then skips the ssh handshake); the master still exits 10 s after
-/// its last session, as every master does. One whose link is suspect is closed.
+/// its last session, as every master does. One whose link is suspect is closed, and so is one
+/// that cannot be kept in a directory of the user's own.
 pub async fn keep(session: Session, entry: &HostEntry, ssh_config: Option<&Path>, healthy: bool) {
     if !healthy {
         let _ = tokio::time::timeout(Duration::from_secs(5), session.close()).await;
         return;
     }
     let (ctl, log) = session.detach();
-    let dir = kept_dir();
     let text = format!(
         "{}\n{}\n",
         ctl.display(),
         log.as_deref().map(|l| l.display().to_string()).unwrap_or_default()
     );
-    let saved = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).and_then(|()| {
-        let file = tempfile::NamedTempFile::new_in(&dir)?;
-        std::fs::write(file.path(), text)?;
-        file.persist(kept_file(entry, ssh_config)).map_err(|e| e.error)?;
-        Ok(())
+    let saved = kept_dir().ok().is_some_and(|dir| {
+        let write = || {
+            use std::io::Write;
+            // Created 0600 under a fresh name, then renamed over the old pointer.
+            let mut file = tempfile::NamedTempFile::new_in(&dir)?;
+            file.write_all(text.as_bytes())?;
+            file.persist(kept_file(&dir, entry, ssh_config)).map_err(|e| e.error)?;
+            Ok::<_, std::io::Error>(())
+        };
+        write().is_ok()
     });
-    if saved.is_err() {
+    if !saved {
         // Nobody will take it over: let it go now.
         let path = ctl.to_path_buf();
         let _ = tokio::time::timeout(Duration::from_secs(5), Session::resume(ctl, log).close()).await;
@@ -208,41 +502,32 @@ pub async fn keep(session: Session, entry: &HostEntry, ssh_config: Option<&Path>
     }
 }
 
-/// Connects (taking over a connection a previous lane kept, when one answers), retrying
-/// transient failures with backoff.
+/// Connects (taking over a connection a previous lane kept, when one is the user's own and
+/// answers), retrying transient failures with backoff.
 pub async fn connect(
     entry: &HostEntry,
     ssh_config: Option<&Path>,
     narrate: &(dyn Fn(&str) + Sync),
 ) -> Result<Session, String> {
-    if let Some(session) = resume(entry, ssh_config).await {
+    if let Some(session) = resume(entry, ssh_config, narrate).await {
         narrate(&format!("reusing the ssh connection a previous run left to {}", entry.host));
         return Ok(session);
     }
     let mut delay = Duration::from_millis(500);
     for attempt in 1..=CONNECT_ATTEMPTS {
-        match builder(entry, ssh_config).connect(&entry.host).await {
+        match launch(entry, ssh_config).await {
             Ok(session) => return Ok(session),
-            Err(e) => {
-                let message = describe(&e);
-                let permanent =
-                    ["Host key verification failed", "Permission denied", "Could not resolve hostname"]
-                        .iter()
-                        .any(|p| message.contains(p));
-                if permanent || attempt == CONNECT_ATTEMPTS {
-                    let hint = if message.contains("Host key verification failed") {
-                        " (the host key does not match known_hosts: check the host, then fix known_hosts)"
-                    } else if message.contains("Permission denied") {
-                        " (ssh refused our keys: add one to the host's authorized_keys or load it in ssh-agent)"
-                    } else {
-                        ""
-                    };
+            Err(said) => {
+                let failure = Failure::of(&said);
+                let words = failure.words(&said);
+                if failure.permanent() || attempt == CONNECT_ATTEMPTS {
+                    let hint = hint(&failure, entry, ssh_config).await;
                     return Err(format!(
-                        "cannot connect to {} after {attempt} attempt(s): {message}{hint}",
+                        "cannot connect to {} after {attempt} attempt(s): {words}{hint}",
                         entry.host
                     ));
                 }
-                narrate(&format!("connecting to {} failed ({message}); retrying in {delay:?}", entry.host));
+                narrate(&format!("connecting to {} failed ({words}); retrying in {delay:?}", entry.host));
                 tokio::time::sleep(delay).await;
                 delay *= 2;
             }
@@ -636,4 +921,93 @@ pub fn slug(origin: Option<&str>, repo: &Path) -> String {
         .collect();
     let trimmed = cleaned.trim_matches('-');
     trimmed.chars().rev().take(80).collect::<Vec<_>>().into_iter().rev().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHANGED: &str = "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@
+@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @
+@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@
+IT IS POSSIBLE THAT SOMEONE IS DOING SOMETHING NASTY!
+Add correct host key in /home/u/.ssh/known_hosts to get rid of this message.
+Offending ED25519 key in /home/u/.ssh/known_hosts:7
+  remove with:
+  ssh-keygen -f \"/home/u/.ssh/known_hosts\" -R \"[10.0.0.2]:2222\"
+Host key for [10.0.0.2]:2222 has changed and you have requested strict checking.
+Host key verification failed.
+";
+
+    #[test]
+    fn a_changed_host_key_is_told_apart_from_an_unknown_one() {
+        let changed = Failure::of(CHANGED);
+        assert_eq!(
+            changed,
+            Failure::ChangedHostKey {
+                name: Some("[10.0.0.2]:2222".into()),
+                offending: Some("/home/u/.ssh/known_hosts:7".into())
+            }
+        );
+        assert_eq!(
+            changed.words(CHANGED),
+            "Host key for [10.0.0.2]:2222 has changed and you have requested strict checking. Host key verification failed."
+        );
+        // ssh's default in batch mode refuses an unknown key with no more than this.
+        assert_eq!(Failure::of("Host key verification failed.\n"), Failure::UnknownHostKey { name: None });
+        let strict = "No ED25519 host key is known for h.example and you have requested strict checking.\nHost key verification failed.\n";
+        assert_eq!(Failure::of(strict), Failure::UnknownHostKey { name: Some("h.example".into()) });
+        assert_eq!(Failure::of("u@h: Permission denied (publickey).\n"), Failure::AuthRefused);
+        let refused = "ssh: connect to host 10.0.0.2 port 22: Connection refused\n";
+        assert_eq!(Failure::of(refused), Failure::Other);
+        assert!(!Failure::Other.permanent());
+        assert_eq!(Failure::Other.words(""), "ssh failed without a word (is its LogLevel QUIET?)");
+    }
+
+    #[test]
+    fn a_pointer_names_an_absolute_socket_and_a_log_beside_it() {
+        let pointer = parse_pointer("/t/odu-mux-a/master\n/t/odu-mux-a/log\n").unwrap();
+        assert_eq!(pointer.log.as_deref(), Some(Path::new("/t/odu-mux-a/log")));
+        assert_eq!(parse_pointer("/t/odu-mux-a/master\n/etc/shadow\n").unwrap().log, None);
+        assert_eq!(parse_pointer("relative/master\n"), None);
+        assert_eq!(parse_pointer(""), None);
+    }
+
+    #[test]
+    fn a_control_socket_path_stays_short_enough_to_bind() {
+        assert_eq!(mux_base(Path::new("/tmp")), Path::new("/tmp"));
+        let long = PathBuf::from(format!("/{}", "t".repeat(80)));
+        assert_eq!(mux_base(&long), Path::new("/tmp"));
+        let fits = PathBuf::from(format!("/{}", "t".repeat(MAX_SOCKET_PATH - 23)));
+        assert_eq!(mux_base(&fits), fits);
+    }
+
+    #[test]
+    fn words_for_the_shell_are_quoted_only_when_they_need_it() {
+        assert_eq!(sh_word("/home/u/.ssh/known_hosts"), "/home/u/.ssh/known_hosts");
+        assert_eq!(sh_word("[10.0.0.2]:2222"), "'[10.0.0.2]:2222'");
+        assert_eq!(sh_word("it's"), "'it'\\''s'");
+    }
+
+    #[test]
+    fn a_pointer_file_must_be_a_regular_file_of_ours_nobody_else_can_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p");
+        assert_eq!(read_pointer(&file), Ok(None));
+        std::fs::write(&file, "/t/odu-mux-a/master\n\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(read_pointer(&file).unwrap().is_some());
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(read_pointer(&file).unwrap_err().contains("writable by other users"));
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        assert!(read_pointer(&link).unwrap_err().contains("is a symlink"));
+        let fifo = dir.path().join("fifo");
+        let path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+        assert!(read_pointer(&fifo).unwrap_err().contains("not a regular file"));
+        assert_eq!(check_socket(&dir.path().join("gone/master")), Ok(false));
+        assert!(check_socket(&file).unwrap_err().contains("not a socket"));
+    }
 }

@@ -30,8 +30,11 @@ struct Report {
 }
 
 fn local_version(program: &str) -> Option<String> {
-    let dir = std::env::temp_dir();
-    tool::run(program, &["--version"], &dir).ok().filter(|o| o.success).map(|o| o.stdout.trim().to_string())
+    // From `/`: nothing another user can plant a file in is in the way.
+    tool::run(program, &["--version"], std::path::Path::new("/"))
+        .ok()
+        .filter(|o| o.success)
+        .map(|o| o.stdout.trim().to_string())
 }
 
 async fn probe_one(platform: String, entry: HostEntry, runner: std::path::PathBuf) -> Report {

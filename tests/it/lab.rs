@@ -166,8 +166,18 @@ impl Sshd {
         }
         write(&sshd.path("sshd_config"), &config);
 
+        sshd.write_client_config(&sshd.config(), &sshd.known_hosts(), Some("yes"));
+        sshd
+    }
+
+    /// Writes a client config for this host to `path`, like [`Sshd::config`] but trusting the
+    /// host keys in `known_hosts` and with `StrictHostKeyChecking <strict>` (`None`: the line is
+    /// left out, so ssh's own default applies).
+    pub fn write_client_config(&self, path: &Path, known_hosts: &Path, strict: Option<&str>) {
+        let quote = |p: &Path| format!("\"{}\"", p.display());
+        let strict = strict.map(|s| format!("\x20 StrictHostKeyChecking {s}\n")).unwrap_or_default();
         write(
-            &sshd.config(),
+            path,
             &format!(
                 "Host {alias}\n\
                  \x20 HostName {addr}\n\
@@ -178,18 +188,19 @@ impl Sshd {
                  \x20 IdentityAgent none\n\
                  \x20 UserKnownHostsFile {known_hosts}\n\
                  \x20 GlobalKnownHostsFile /dev/null\n\
-                 \x20 StrictHostKeyChecking yes\n\
+                 {strict}\
                  \x20 UpdateHostKeys no\n\
                  \x20 CheckHostIP no\n\
                  \x20 BatchMode yes\n\
                  \x20 LogLevel ERROR\n",
-                alias = sshd.alias,
-                user = sshd.user,
-                identity = quote(sshd.identity()),
-                known_hosts = quote(sshd.known_hosts()),
+                alias = self.alias,
+                addr = self.addr,
+                port = self.port,
+                user = self.user,
+                identity = quote(&self.identity()),
+                known_hosts = quote(known_hosts),
             ),
         );
-        sshd
     }
 
     /// Starts sshd and waits until it listens: it wrote its pid file (which it does once its

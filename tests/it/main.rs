@@ -13,3 +13,4 @@ mod stranger;
 mod surface;
 mod trust_client;
 mod trust_runner;
+mod trust_ssh;
