@@ -269,6 +269,16 @@ fn runs_dir(ci: &Path, label: &str) -> PathBuf {
     ci.join(label).join("runs")
 }
 
+/// Creates `dir`, or checks that the one there is a real directory (never a symlink).
+fn make_real_dir(dir: &Path) -> std::io::Result<()> {
+    match std::fs::create_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            real_dir(dir).map_err(|e| std::io::Error::other(e.to_string()))
+        }
+        other => other,
+    }
+}
+
 /// Creates `.ci/<label>/runs`, refusing a label odu does not make and a folder on the way that
 /// is a symlink (a committed `.ci/<label>` link would take the ledger elsewhere).
 fn make_runs_dir(ci: &Path, label: &str) -> std::io::Result<PathBuf> {
@@ -278,15 +288,21 @@ fn make_runs_dir(ci: &Path, label: &str) -> std::io::Result<PathBuf> {
     }
     let label_dir = ci.join(label);
     let runs = label_dir.join("runs");
-    for dir in [&label_dir, &runs] {
-        match std::fs::create_dir(dir) {
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                real_dir(dir).map_err(|e| std::io::Error::other(e.to_string()))?
-            }
-            other => other?,
-        }
-    }
+    make_real_dir(&label_dir)?;
+    make_real_dir(&runs)?;
     Ok(runs)
+}
+
+/// Creates a lane's trail folder `.ci/<label>/<platform>` (and its label folder), refusing
+/// either when it is a symlink: a lane never writes its logs through a link.
+pub fn make_lane_dir(dir: &Path) -> std::io::Result<()> {
+    if let Some(label_dir) = dir.parent() {
+        if let Some(ci) = label_dir.parent() {
+            std::fs::create_dir_all(ci)?;
+        }
+        make_real_dir(label_dir)?;
+    }
+    make_real_dir(dir)
 }
 
 /// Reserves the next seq for `label` by exclusive create, writing `record` (its seq filled in).

@@ -383,3 +383,27 @@ fn logs_of_a_finished_run_stream_a_huge_log_in_bounded_memory() {
     assert_eq!(code, 0);
     assert!(peak_kib < 32 * 1024, "odu logs peaked at {peak_kib} KiB for a {SIZE}-byte log");
 }
+
+#[test]
+fn a_run_never_writes_its_ledger_or_trail_through_a_symlink() {
+    let p = local_platform();
+    // `.ci/<label>` a link: the ledger would go outside; the lane folder a link: the logs would.
+    for link in ["", "/lane"] {
+        let repo = Repo::new(JUSTFILE);
+        let label = repo.sha7();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(repo.path().join(".ci")).unwrap();
+        let at = if link.is_empty() {
+            repo.path().join(format!(".ci/{label}"))
+        } else {
+            std::fs::create_dir_all(repo.path().join(format!(".ci/{label}"))).unwrap();
+            repo.path().join(format!(".ci/{label}/{p}"))
+        };
+        std::os::unix::fs::symlink(outside.path(), &at).unwrap();
+        let out = repo.run(&["run"]);
+        assert_ne!(out.status.code(), Some(0), "a run through {} passed: {}", at.display(), all(&out));
+        let written: Vec<_> = std::fs::read_dir(outside.path()).unwrap().collect();
+        assert!(written.is_empty(), "the run wrote through {}: {written:?}", at.display());
+        stop_server(&repo);
+    }
+}
