@@ -84,7 +84,7 @@ impl LaneLogs {
     /// Creates the lane's log folder and claims every node's file: a new run of the same sha
     /// replaces the files of the last one.
     pub fn create(spec: &LaneSpec) -> std::io::Result<LaneLogs> {
-        std::fs::create_dir_all(&spec.log_dir)?;
+        crate::ledger::make_lane_dir(&spec.log_dir)?;
         let mut spools = BTreeMap::new();
         spools.insert(SETUP.to_string(), Spool::create(&spec.log_dir.join(format!("{SETUP}.log")))?);
         for task in &spec.tasks {

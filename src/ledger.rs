@@ -2,10 +2,16 @@
 //!
 //! A seq is reserved by exclusive create (never reused, even when its run crashed). The record
 //! is written at reservation (outcome `running`, with the coordinator's pid), and replaced
-//! atomically (write a temporary file, rename) on every terminal path. A `running` record whose
-//! pid is gone belongs to a coordinator that died: readers report it `incomplete`.
+//! atomically (write a temporary file, rename) on every terminal path. A `running` record while
+//! no server holds the checkout's lock belongs to a coordinator that died: readers report it
+//! `incomplete`, and the next server (or a client, with none up) closes it.
+//!
+//! Nothing read from `.ci` is trusted: only `<label>/runs/<seq>.json` of a label odu makes is
+//! read, a record whose label, seq or node ids are not its file's is left out, every trail path
+//! is derived from validated ids ([`open_trail`]), and no symlink below `.ci` is followed.
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -85,13 +91,48 @@ impl RunRecord {
         }
     }
 
-    /// The outcome, with a `running` record of a dead coordinator read as `incomplete`.
+    /// The outcome as read: [`read`] already reads the `running` record of a server that is
+    /// gone as `incomplete`.
     pub fn effective_outcome(&self) -> &str {
-        if self.outcome == "running" && !self.pid.is_some_and(pid_alive) {
-            "incomplete"
-        } else {
-            &self.outcome
+        &self.outcome
+    }
+
+    /// Closes a run its coordinator left `running`: the run `incomplete`, its running nodes
+    /// `errored`, its pending ones `skipped`. Returns the ids of the nodes that were running.
+    fn close_orphaned(&mut self, note: String) -> Vec<String> {
+        let mut cut = Vec::new();
+        for node in &mut self.nodes {
+            match node.status {
+                odu_core::NodeStatus::Running => {
+                    node.status = odu_core::NodeStatus::Errored;
+                    cut.push(node.id.clone());
+                }
+                odu_core::NodeStatus::Pending => node.status = odu_core::NodeStatus::Skipped,
+                _ => {}
+            }
         }
+        self.outcome = "incomplete".into();
+        self.pid = None;
+        self.note = Some(note);
+        cut
+    }
+
+    /// Whether the record is the one its file names: its label and seq are the file's, and
+    /// every platform and node id is one odu makes (so trail paths derive from them safely).
+    fn check_ids(&self, label: &str, seq: u64) -> Result<(), String> {
+        if self.label != label {
+            return Err(format!("its label {:?} is not its folder's ({label})", self.label));
+        }
+        if self.seq != seq {
+            return Err(format!("its seq {} is not its file's ({seq})", self.seq));
+        }
+        if let Some(lane) = self.lanes.iter().find(|l| !odu_core::platform::is_system_tuple(&l.platform)) {
+            return Err(format!("its lane {:?} is not a platform", lane.platform));
+        }
+        for node in &self.nodes {
+            trail_name(&node.id).map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 }
 
@@ -110,14 +151,163 @@ pub fn pid_alive(pid: u32) -> bool {
     }
 }
 
+/// The checkout's server lock under `.ci`: an exclusive `flock` for the server's whole life.
+pub const SERVE_LOCK: &str = "odu.serve.lock";
+
+/// Whether an odu server is alive in this checkout: whether something holds [`SERVE_LOCK`].
+/// Unlike a pid, a lock dies with its holder, so neither a reboot nor a reused pid fakes one.
+/// A lock that cannot be probed counts as held, so nothing live is ever closed.
+pub fn served(ci: &Path) -> bool {
+    use std::os::fd::AsRawFd;
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(ci.join(SERVE_LOCK))
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
+        Err(_) => return true,
+    };
+    // A shared lock for an instant (released when `file` closes) is refused only while a server
+    // holds its exclusive one.
+    // SAFETY: flock on a descriptor this function owns.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) != 0 }
+}
+
+/// Whether `label` is a run label odu makes: `<sha7>` or `<sha7>+dirty`, in lowercase hex.
+pub fn valid_label(label: &str) -> bool {
+    let sha7 = label.strip_suffix("+dirty").unwrap_or(label);
+    sha7.len() == 7 && sha7.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Why a trail file is not opened.
+#[derive(Debug, thiserror::Error)]
+pub enum TrailError {
+    #[error("{0:?} is not a node id odu makes (task@platform): its trail is not read")]
+    BadId(String),
+    #[error("{0:?} is not a run label odu makes (<sha7> or <sha7>+dirty)")]
+    BadLabel(String),
+    #[error("{} is a symlink: odu never follows a link found in .ci (remove it)", .0.display())]
+    Symlink(PathBuf),
+    #[error("{} is not a regular file: odu reads only files it wrote (remove it)", .0.display())]
+    Irregular(PathBuf),
+    #[error("cannot open {}: {error}", .path.display())]
+    Io { path: PathBuf, error: std::io::Error },
+}
+
+/// The lane folder and file name of node `id`'s trail, from the id alone: its platform (a
+/// system tuple) and `<task stem>.log`, one plain name each.
+fn trail_name(id: &str) -> Result<(String, String), TrailError> {
+    let node = odu_core::NodeId::parse(id).ok_or_else(|| TrailError::BadId(id.into()))?;
+    if !odu_core::platform::is_system_tuple(&node.platform) {
+        return Err(TrailError::BadId(id.into()));
+    }
+    Ok((node.platform, format!("{}.log", odu_core::node_id::log_file_stem(&node.task))))
+}
+
+/// How a trail file is opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Append,
+}
+
+/// Checks that `path` is a real directory (a symlink is refused, never followed).
+fn real_dir(path: &Path) -> Result<(), TrailError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => Err(TrailError::Symlink(path.into())),
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(TrailError::Irregular(path.into())),
+        Err(error) => Err(TrailError::Io { path: path.into(), error }),
+    }
+}
+
+/// Opens a file under `.ci` that must be a regular file odu wrote: never through a symlink
+/// (in its last component) and never a FIFO or device (which could block or never end).
+fn open_plain(path: &Path, access: Access) -> Result<std::fs::File, TrailError> {
+    let mut options = std::fs::OpenOptions::new();
+    match access {
+        Access::Read => options.read(true),
+        Access::Append => options.append(true),
+    };
+    let file = options
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|error| match error.raw_os_error() {
+            Some(libc::ELOOP) => TrailError::Symlink(path.into()),
+            _ => TrailError::Io { path: path.into(), error },
+        })?;
+    match file.metadata() {
+        Ok(meta) if meta.is_file() => Ok(file),
+        Ok(_) => Err(TrailError::Irregular(path.into())),
+        Err(error) => Err(TrailError::Io { path: path.into(), error }),
+    }
+}
+
+/// Opens node `id`'s trail file of run `label`: `<ci>/<label>/<platform>/<stem>.log`, derived
+/// from the ids alone (a record's `log` string is for people, never a path), through real
+/// directories only and without following a symlink.
+pub fn open_trail(ci: &Path, label: &str, id: &str, access: Access) -> Result<std::fs::File, TrailError> {
+    if !valid_label(label) {
+        return Err(TrailError::BadLabel(label.into()));
+    }
+    let (platform, file) = trail_name(id)?;
+    let label_dir = ci.join(label);
+    let lane_dir = label_dir.join(&platform);
+    let path = lane_dir.join(file);
+    for dir in [ci, &label_dir, &lane_dir] {
+        real_dir(dir).map_err(|e| match e {
+            // A folder on the way that is missing means the file is.
+            TrailError::Io { error, .. } => TrailError::Io { path: path.clone(), error },
+            other => other,
+        })?;
+    }
+    open_plain(&path, access)
+}
+
 fn runs_dir(ci: &Path, label: &str) -> PathBuf {
     ci.join(label).join("runs")
 }
 
+/// Creates `dir`, or checks that the one there is a real directory (never a symlink).
+fn make_real_dir(dir: &Path) -> std::io::Result<()> {
+    match std::fs::create_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            real_dir(dir).map_err(|e| std::io::Error::other(e.to_string()))
+        }
+        other => other,
+    }
+}
+
+/// Creates `.ci/<label>/runs`, refusing a label odu does not make and a folder on the way that
+/// is a symlink (a committed `.ci/<label>` link would take the ledger elsewhere).
+fn make_runs_dir(ci: &Path, label: &str) -> std::io::Result<PathBuf> {
+    if !valid_label(label) {
+        let e = TrailError::BadLabel(label.into());
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()));
+    }
+    let label_dir = ci.join(label);
+    let runs = label_dir.join("runs");
+    make_real_dir(&label_dir)?;
+    make_real_dir(&runs)?;
+    Ok(runs)
+}
+
+/// Creates a lane's trail folder `.ci/<label>/<platform>` (and its label folder), refusing
+/// either when it is a symlink: a lane never writes its logs through a link.
+pub fn make_lane_dir(dir: &Path) -> std::io::Result<()> {
+    if let Some(label_dir) = dir.parent() {
+        if let Some(ci) = label_dir.parent() {
+            std::fs::create_dir_all(ci)?;
+        }
+        make_real_dir(label_dir)?;
+    }
+    make_real_dir(dir)
+}
+
 /// Reserves the next seq for `label` by exclusive create, writing `record` (its seq filled in).
 pub fn reserve(ci: &Path, record: &mut RunRecord) -> std::io::Result<u64> {
-    let dir = runs_dir(ci, &record.label);
-    std::fs::create_dir_all(&dir)?;
+    let dir = make_runs_dir(ci, &record.label)?;
     let mut seq = highest_seq(&dir) + 1;
     for _ in 0..1024 {
         let path = dir.join(format!("{seq}.json"));
@@ -158,36 +348,43 @@ pub fn write(ci: &Path, record: &RunRecord) -> std::io::Result<()> {
     std::fs::rename(&tmp, dir.join(format!("{}.json", record.seq)))
 }
 
-/// Closes the records of runs whose coordinator died mid-run (a `running` record whose pid is
-/// gone): the run is `incomplete`, its running nodes `errored` (their logs end with a
-/// `[odu] log truncated` line), its pending ones `skipped`. Returns the runs it closed.
-pub fn recover(ci: &Path, repo: &Path, now: u64) -> Vec<String> {
+/// Closes the records of runs whose server died mid-run, for the server that now holds the
+/// checkout's lock: every `running` record is an orphan. The run is `incomplete`, its running
+/// nodes `errored` (their logs end with a `[odu] log truncated` line), its pending ones
+/// `skipped`. Returns the runs it closed.
+pub fn recover(ci: &Path, now: u64) -> Vec<String> {
+    match scan(ci) {
+        Ok(ledger) => close_orphans(ci, ledger.records, now),
+        Err(_) => vec![],
+    }
+}
+
+/// [`recover`] for a client, with no server answering: the `running` records are closed only
+/// when no server holds the checkout's lock (a live one, busy starting or with its socket
+/// gone, keeps its runs). Listing first, then probing the lock, means every record it closes was
+/// written by a server that has since gone.
+pub fn recover_unserved(ci: &Path, now: u64) -> Vec<String> {
+    let Ok(ledger) = scan(ci) else { return vec![] };
+    if !ledger.records.iter().any(|r| r.outcome == "running") || served(ci) {
+        return vec![];
+    }
+    close_orphans(ci, ledger.records, now)
+}
+
+fn close_orphans(ci: &Path, records: Vec<RunRecord>, now: u64) -> Vec<String> {
     let mut closed = Vec::new();
-    for mut record in list(ci) {
-        if record.outcome != "running" || record.pid.is_some_and(pid_alive) {
-            continue;
-        }
+    for mut record in records.into_iter().filter(|r| r.outcome == "running") {
         let pid = record.pid.map_or("?".to_string(), |p| p.to_string());
-        for node in &mut record.nodes {
-            match node.status {
-                odu_core::NodeStatus::Running => {
-                    node.status = odu_core::NodeStatus::Errored;
-                    let line = format!(
-                        "\n[odu] log truncated: the odu server (pid {pid}) died while this node ran\n"
-                    );
-                    let _ = std::fs::OpenOptions::new()
-                        .append(true)
-                        .open(repo.join(&node.log))
-                        .and_then(|mut f| f.write_all(line.as_bytes()));
-                }
-                odu_core::NodeStatus::Pending => node.status = odu_core::NodeStatus::Skipped,
-                _ => {}
+        let cut = record
+            .close_orphaned(format!("the odu server (pid {pid}) died mid-run; closed by the next server"));
+        for id in cut {
+            let line =
+                format!("\n[odu] log truncated: the odu server (pid {pid}) died while this node ran\n");
+            if let Ok(mut file) = open_trail(ci, &record.label, &id, Access::Append) {
+                let _ = file.write_all(line.as_bytes());
             }
         }
-        record.outcome = "incomplete".into();
         record.finished_at = Some(now);
-        record.pid = None;
-        record.note = Some(format!("the odu server (pid {pid}) died mid-run; closed by the next server"));
         if write(ci, &record).is_ok() {
             closed.push(record.reference());
         }
@@ -195,40 +392,141 @@ pub fn recover(ci: &Path, repo: &Path, now: u64) -> Vec<String> {
     closed
 }
 
-/// The record `run` names (`<sha7>#<seq>`), or the latest; the error says what to do.
-pub fn find(ci: &Path, run: Option<&str>) -> Result<RunRecord, String> {
-    let records = list(ci);
-    let Some(run) = run else {
-        return records
-            .into_iter()
-            .next()
-            .ok_or_else(|| "no run in this checkout yet: start one with odu run".into());
-    };
-    let known: Vec<String> = records.iter().take(10).map(RunRecord::reference).collect();
-    records.into_iter().find(|rec| rec.reference() == run).ok_or_else(|| {
-        format!(
-            "no run {run:?} in this checkout (latest: {}): list them with odu runs",
-            if known.is_empty() { "none".to_string() } else { known.join(", ") }
-        )
-    })
+/// The runs of a checkout as read from its ledger, newest first, and a note for each record
+/// that was not trusted (so not listed).
+#[derive(Debug, Default)]
+pub struct Ledger {
+    pub records: Vec<RunRecord>,
+    pub rejected: Vec<String>,
 }
 
-/// Every record under `.ci`, newest first; unreadable files are skipped.
-pub fn list(ci: &Path) -> Vec<RunRecord> {
-    let mut records: Vec<RunRecord> = std::fs::read_dir(ci)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.path().is_dir())
-        .flat_map(|e| std::fs::read_dir(e.path().join("runs")).into_iter().flatten().flatten())
-        .filter(|e| e.file_name().to_str().is_some_and(|n| n.ends_with(".json") && !n.starts_with('.')))
-        .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
-        .collect();
-    records.sort_by(|a, b| {
+impl Ledger {
+    /// The record `run` names (`<sha7>#<seq>`), or the latest; the error says what to do.
+    pub fn find(&self, run: Option<&str>) -> Result<&RunRecord, String> {
+        let Some(run) = run else {
+            return self
+                .records
+                .first()
+                .ok_or_else(|| "no run in this checkout yet: start one with odu run".into());
+        };
+        self.records.iter().find(|rec| rec.reference() == run).ok_or_else(|| {
+            let known: Vec<String> = self.records.iter().take(10).map(RunRecord::reference).collect();
+            format!(
+                "no run {run:?} in this checkout (latest: {}): list them with odu runs",
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            )
+        })
+    }
+}
+
+/// Why the ledger cannot be read at all.
+#[derive(Debug, thiserror::Error)]
+pub enum Unreadable {
+    #[error(
+        "permission denied: {} belongs to another user (uid {owner}; you are uid {me}): run odu as that user to see its runs",
+        .path.display()
+    )]
+    Foreign { path: PathBuf, owner: u32, me: u32 },
+    #[error("{} is a symlink: odu never follows a link found in .ci (remove it)", .0.display())]
+    Symlink(PathBuf),
+    #[error("cannot read {}: {error}", .path.display())]
+    Io { path: PathBuf, error: std::io::Error },
+}
+
+fn unreadable(path: &Path, error: std::io::Error) -> Unreadable {
+    use std::os::unix::fs::MetadataExt;
+    if error.kind() == std::io::ErrorKind::PermissionDenied
+        && let Ok(meta) = std::fs::metadata(path)
+        && meta.uid() != crate::private::euid()
+    {
+        return Unreadable::Foreign { path: path.into(), owner: meta.uid(), me: crate::private::euid() };
+    }
+    Unreadable::Io { path: path.into(), error }
+}
+
+/// The largest record read: a record of thousands of nodes is well under it.
+const RECORD_LIMIT: u64 = 16 << 20;
+
+/// Every record under `.ci` as written, newest first. Only `.ci/<label>/runs/<seq>.json` of a
+/// label odu makes is read, through real directories and without following a symlink; a record
+/// whose ids are not its file's is left out with a note.
+fn scan(ci: &Path) -> Result<Ledger, Unreadable> {
+    let mut ledger = Ledger::default();
+    match std::fs::symlink_metadata(ci) {
+        Ok(meta) if meta.file_type().is_symlink() => return Err(Unreadable::Symlink(ci.into())),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ledger),
+        Err(e) => return Err(unreadable(ci, e)),
+    }
+    let entries = std::fs::read_dir(ci).map_err(|e| unreadable(ci, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| unreadable(ci, e))?;
+        let Some(label) = entry.file_name().to_str().filter(|l| valid_label(l)).map(str::to_string) else {
+            continue;
+        };
+        let runs = entry.path().join("runs");
+        if let Err(e) = real_dir(&entry.path()).and_then(|()| real_dir(&runs)) {
+            match e {
+                TrailError::Io { error, .. } if error.kind() == std::io::ErrorKind::NotFound => {}
+                TrailError::Io { path, error } => return Err(unreadable(&path, error)),
+                other => ledger.rejected.push(format!("ignoring the runs of {label}: {other}")),
+            }
+            continue;
+        }
+        for file in std::fs::read_dir(&runs).map_err(|e| unreadable(&runs, e))? {
+            let file = file.map_err(|e| unreadable(&runs, e))?;
+            let name = file.file_name();
+            let Some(seq) = name.to_str().and_then(|n| n.strip_suffix(".json")?.parse::<u64>().ok()) else {
+                continue;
+            };
+            match load(&file.path(), &label, seq) {
+                Ok(record) => ledger.records.push(record),
+                Err(why) => ledger.rejected.push(format!("ignoring {}: {why}", file.path().display())),
+            }
+        }
+    }
+    ledger.records.sort_by(|a, b| {
         let key = |r: &RunRecord| r.finished_at.unwrap_or(r.started_at);
         key(b).cmp(&key(a)).then(b.seq.cmp(&a.seq))
     });
-    records
+    Ok(ledger)
+}
+
+/// One record file, checked against the label and seq its path gives.
+fn load(path: &Path, label: &str, seq: u64) -> Result<RunRecord, String> {
+    use std::io::Read;
+    let file = open_plain(path, Access::Read).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    file.take(RECORD_LIMIT + 1).read_to_end(&mut bytes).map_err(|e| format!("cannot read it: {e}"))?;
+    if bytes.len() as u64 > RECORD_LIMIT {
+        return Err(format!("it is over {} MiB, no record odu writes", RECORD_LIMIT >> 20));
+    }
+    let record: RunRecord = serde_json::from_slice(&bytes).map_err(|e| format!("not a run record: {e}"))?;
+    record.check_ids(label, seq)?;
+    Ok(record)
+}
+
+/// Every trusted record under `.ci`, newest first, with each `running` record of a server that
+/// is gone (nothing holds the checkout's lock) read as `incomplete`, even where the reader
+/// cannot close it on disk.
+pub fn read(ci: &Path) -> Result<Ledger, Unreadable> {
+    let mut ledger = scan(ci)?;
+    if ledger.records.iter().any(|r| r.outcome == "running") && !served(ci) {
+        for record in ledger.records.iter_mut().filter(|r| r.outcome == "running") {
+            record.close_orphaned("its odu server is gone: the run never finished".into());
+        }
+    }
+    Ok(ledger)
+}
+
+/// The record `run` names (`<sha7>#<seq>`), or the latest; the error says what to do.
+pub fn find(ci: &Path, run: Option<&str>) -> Result<RunRecord, String> {
+    read(ci).map_err(|e| e.to_string())?.find(run).cloned()
+}
+
+/// Every trusted record under `.ci`, newest first ([`read`], with nothing to say when it cannot).
+pub fn list(ci: &Path) -> Vec<RunRecord> {
+    read(ci).map(|ledger| ledger.records).unwrap_or_default()
 }
 
 /// `just now`, `5m ago`, `3h ago`, `2d ago`.
@@ -284,10 +582,60 @@ mod tests {
     }
 
     #[test]
-    fn a_running_record_of_a_dead_coordinator_reads_incomplete() {
-        let mut r = record("x");
-        r.pid = Some(999_999_999);
-        assert_eq!(r.effective_outcome(), "incomplete");
+    fn a_running_record_reads_incomplete_unless_a_server_holds_the_lock() {
+        use std::os::fd::AsRawFd;
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = record("0123456");
+        reserve(dir.path(), &mut r).unwrap();
+        // Our own pid is alive, and still no server holds the lock.
+        assert_eq!(list(dir.path())[0].outcome, "incomplete");
+        let lock = std::fs::File::create(dir.path().join(SERVE_LOCK)).unwrap();
+        // SAFETY: flock on a descriptor this test owns.
+        assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+        assert!(served(dir.path()));
+        assert_eq!(list(dir.path())[0].outcome, "running");
+        drop(lock);
+        assert!(!served(dir.path()));
+    }
+
+    #[test]
+    fn only_labels_odu_makes_are_labels() {
+        assert!(valid_label("0123abc"));
+        assert!(valid_label("0123abc+dirty"));
+        for bad in ["", "0123ab", "0123abcd", "0123ABC", "../1234", "0123abc+", "0123abc/..", "odu.sock"] {
+            assert!(!valid_label(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn trail_names_come_from_ids_and_stay_one_file_in_the_lane_folder() {
+        assert_eq!(
+            trail_name("ci::e2e@x86_64-linux").unwrap(),
+            ("x86_64-linux".to_string(), "ci::e2e.log".to_string())
+        );
+        assert_eq!(trail_name("../x@x86_64-linux").unwrap().1, "..%2Fx.log");
+        for bad in ["x", "@x86_64-linux", "x@", "x@../..", "x@/etc", "x@linux", "x@a-b/c"] {
+            assert!(trail_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_record_is_checked_against_its_file() {
+        let mut r = record("0123456");
+        r.seq = 3;
+        r.nodes.push(NodeRecord {
+            id: "x@x86_64-linux".into(),
+            status: odu_core::NodeStatus::Ok,
+            exit_code: Some(0),
+            started_at: None,
+            duration_ms: None,
+            log: "/etc/shadow".into(),
+        });
+        assert!(r.check_ids("0123456", 3).is_ok(), "the log string is not checked: it is never a path");
+        assert!(r.check_ids("0123457", 3).is_err());
+        assert!(r.check_ids("0123456", 4).is_err());
+        r.nodes[0].id = "x@../../etc".into();
+        assert!(r.check_ids("0123456", 3).is_err());
     }
 
     #[test]

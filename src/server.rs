@@ -221,19 +221,26 @@ struct ServeLock(#[allow(dead_code)] std::fs::File);
 
 fn lock_checkout(ci: &Path) -> CliResult<ServeLock> {
     use std::os::fd::AsRawFd;
-    let path = ci.join("odu.serve.lock");
+    let path = ci.join(ledger::SERVE_LOCK);
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&path)
         .map_err(|e| CliError::refused(format!("cannot open {}: {e}", path.display())))?;
+    // A client asking whether a server is up (`ledger::served`) holds a shared lock for an
+    // instant: only a lock still held after a moment is another server's.
     // SAFETY: flock on a descriptor this function owns.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(CliError::refused(format!(
-            "another odu server already serves this checkout ({} is locked)",
-            path.display()
-        )));
+    let mut tries = 0;
+    while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        tries += 1;
+        if tries == 50 {
+            return Err(CliError::refused(format!(
+                "another odu server already serves this checkout ({} is locked)",
+                path.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(2));
     }
     Ok(ServeLock(file))
 }
@@ -257,7 +264,7 @@ pub async fn serve(repo: PathBuf, options: ServeOptions) -> CliResult<i32> {
         .map_err(|e| CliError::refused(format!("cannot serve {}: {e}", shown.display())))?;
     // Unseated when the socket at the name clients use is removed or replaced (with `.ci`, say).
     let identity = socket_identity(&shown);
-    let recovered = ledger::recover(&ci, &repo, now_ms());
+    let recovered = ledger::recover(&ci, now_ms());
     let server = Server::new(repo, ci, shown.clone(), options.verbose);
     for run in &recovered {
         eprintln!("odu serve: run {run} was cut short by a server that died: recorded incomplete");

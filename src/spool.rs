@@ -205,8 +205,10 @@ impl Spool {
     }
 }
 
+/// Never through a symlink: a link planted where a log goes is refused, not followed.
 fn open_truncated(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new().create(true).write(true).truncate(true).open(path)
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new().create(true).write(true).truncate(true).custom_flags(libc::O_NOFOLLOW).open(path)
 }
 
 /// One read of a spool: what a follower sends next.

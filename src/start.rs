@@ -59,47 +59,43 @@ impl RunConfig {
     }
 }
 
-/// Holds `.ci/odu.run.lock` for the life of a run: one run per checkout at a time, even
-/// against another build's server.
+/// Holds `.ci/odu.run.lock` (an exclusive `flock`) for the life of a run: one run per checkout
+/// at a time, even against another build's server. The lock dies with its holder, so a crash,
+/// a reboot or a reused pid never leaves a stale one; the pid inside is only for the message.
 pub struct RunLock {
-    path: PathBuf,
+    _file: std::fs::File,
 }
 
 impl RunLock {
     pub fn acquire(ci: &Path) -> CliResult<RunLock> {
-        use std::io::Write;
+        use std::io::{Read, Seek, Write};
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
         let path = ci.join("odu.run.lock");
-        for _ in 0..3 {
-            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(mut file) => {
-                    let _ = writeln!(file, "{}", std::process::id());
-                    return Ok(RunLock { path });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let holder =
-                        std::fs::read_to_string(&path).ok().and_then(|t| t.trim().parse::<u32>().ok());
-                    match holder {
-                        Some(pid) if ledger::pid_alive(pid) => {
-                            return Err(CliError::refused(format!(
-                                "a run is already in progress in this checkout (odu pid {pid}): wait for it to finish, or stop it first"
-                            )));
-                        }
-                        // A dead holder's lock is stale: reclaim it.
-                        _ => {
-                            let _ = std::fs::remove_file(&path);
-                        }
-                    }
-                }
-                Err(e) => return Err(CliError::refused(format!("cannot create {}: {e}", path.display()))),
-            }
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+            .map_err(|e| CliError::refused(format!("cannot open the run lock {}: {e}", path.display())))?;
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let mut holder = String::new();
+            let _ = (&file).take(32).read_to_string(&mut holder);
+            let holder =
+                holder.trim().parse::<u32>().map(|pid| format!(" (odu pid {pid})")).unwrap_or_default();
+            return Err(CliError::refused(format!(
+                "a run is already in progress in this checkout{holder}: wait for it to finish, or stop it first"
+            )));
         }
-        Err(CliError::refused(format!("cannot take the run lock {}", path.display())))
-    }
-}
-
-impl Drop for RunLock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        let _ = file
+            .set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| writeln!(file, "{}", std::process::id()));
+        Ok(RunLock { _file: file })
     }
 }
 

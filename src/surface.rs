@@ -36,7 +36,7 @@ use tokio::task::AbortHandle;
 use crate::cell::{CellValue, Subscription};
 use crate::coordinator::RunHandles;
 use crate::lane::LaneCommand;
-use crate::ledger::RunRecord;
+use crate::ledger::{self, RunRecord};
 use crate::private;
 use crate::runner::{item_frame, log_item_frame};
 use crate::server::{ClientGuard, Server, Target};
@@ -270,15 +270,22 @@ fn send_once(
     })
 }
 
-/// Replays a finished node's log file: a snapshot, appends, then `end`.
-fn replay_file(path: PathBuf, out: &mpsc::Sender<Vec<u8>>, id: &Value) -> tokio::task::JoinHandle<()> {
+/// Replays a finished node's trail file ([`ledger::open_trail`]: never a path from the record,
+/// never through a symlink) a chunk at a time: a snapshot, appends, then `end`. A trail that
+/// cannot be opened replays as empty.
+fn replay_file(
+    trail: Result<std::fs::File, ledger::TrailError>,
+    out: &mpsc::Sender<Vec<u8>>,
+    id: &Value,
+) -> tokio::task::JoinHandle<()> {
     let (out, stream) = (out.clone(), id.clone());
     tokio::spawn(async move {
         use tokio::io::AsyncReadExt;
-        let Ok(mut file) = tokio::fs::File::open(&path).await else {
+        let Ok(file) = trail else {
             let _ = out.send(log_item_frame(&stream, &SpoolChunk::End)).await;
             return;
         };
+        let mut file = tokio::fs::File::from_std(file);
         let mut first = true;
         let mut buf = vec![0u8; CLIENT_LOG_CHUNK];
         loop {
@@ -439,8 +446,9 @@ async fn dispatch(
                 let ids: Vec<String> = record.nodes.iter().map(|n| n.id.clone()).collect();
                 match resolve_node(&ids, &token) {
                     Ok(node) => {
-                        let entry = record.nodes.iter().find(|n| n.id == node).expect("resolved from these");
-                        return stream(replay_file(server.repo.join(&entry.log), out, &id), streams);
+                        let trail =
+                            ledger::open_trail(&server.ci, &record.label, &node, ledger::Access::Read);
+                        return stream(replay_file(trail, out, &id), streams);
                     }
                     Err(e) => Err(RpcError::refused(e)),
                 }

@@ -15,7 +15,7 @@ use crate::client::{ClientError, ClientEvent};
 use crate::error::{CliError, CliResult, say};
 use crate::face::{Face, JsonFace, LiveFace, PlainFace, colors_enabled, verdict};
 use crate::fan_in::{FanIn, Transition};
-use crate::{git, hosts};
+use crate::{git, hosts, ledger};
 
 use super::serve::{self, SurfaceClient};
 
@@ -274,7 +274,10 @@ fn setup_failures(fan: &FanIn) -> Vec<String> {
     fan.ordered()
         .filter(|n| n.task == odu_core::SETUP)
         .filter_map(|n| {
-            let text = std::fs::read(repo.as_ref()?.join(&n.log)).ok()?;
+            let ci = repo.as_ref()?.join(".ci");
+            let mut file = ledger::open_trail(&ci, &fan.label, &n.id, ledger::Access::Read).ok()?;
+            let mut text = Vec::new();
+            std::io::Read::read_to_end(&mut file, &mut text).ok()?;
             let text = String::from_utf8_lossy(&text);
             let lane = format!("lane {}", n.platform);
             let mut said = text.lines().rev().filter_map(|l| l.strip_prefix("[odu] "));

@@ -25,8 +25,12 @@ pub fn runs(args: RunsArgs) -> CliResult<i32> {
         Some(runs) => runs,
         None => {
             let ci = repo.join(".ci");
-            ledger::recover(&ci, &repo, now_ms());
-            ledger::list(&ci).iter().map(ledger::RunRecord::summary).collect()
+            ledger::recover_unserved(&ci, now_ms());
+            let ledger = ledger::read(&ci).map_err(|e| CliError::refused(e.to_string()))?;
+            for note in &ledger.rejected {
+                eprintln!("odu: {note}");
+            }
+            ledger.records.iter().map(ledger::RunRecord::summary).collect()
         }
     };
     if args.output == OutputFormat::Json {

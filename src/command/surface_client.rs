@@ -75,11 +75,16 @@ fn settled_red(statuses: impl Iterator<Item = NodeStatus> + Clone) -> bool {
     all_terminal && statuses.into_iter().any(|s| s.is_red() || s == NodeStatus::Skipped)
 }
 
-/// A record from the ledger (with nothing serving): the named run, or the latest.
+/// A record from the ledger (with nothing serving): the named run, or the latest. Records the
+/// ledger does not trust are left out, each with a note.
 fn stored(repo: &Path, run: &Option<String>) -> CliResult<RunRecord> {
     let ci = repo.join(".ci");
-    ledger::recover(&ci, repo, now_ms());
-    ledger::find(&ci, run.as_deref()).map_err(CliError::refused)
+    ledger::recover_unserved(&ci, now_ms());
+    let ledger = ledger::read(&ci).map_err(|e| CliError::refused(e.to_string()))?;
+    for note in &ledger.rejected {
+        eprintln!("odu: {note}");
+    }
+    ledger.find(run.as_deref()).cloned().map_err(CliError::refused)
 }
 
 pub fn status(args: StatusArgs) -> CliResult<i32> {
@@ -179,16 +184,38 @@ struct LogItem<'a> {
     bytes: u64,
 }
 
-/// `logs` from the trail.
+/// `logs` from the trail: the node's trail file (its path derived from the run's label and the
+/// node id, never from the record), streamed a buffer at a time whatever its size. A reader that
+/// goes away ends it quietly.
 fn idle_logs(repo: &Path, run: &Option<String>, node: &str) -> CliResult<i32> {
+    use std::io::Read;
     let record = stored(repo, run)?;
     let ids: Vec<String> = record.nodes.iter().map(|n| n.id.clone()).collect();
     let id = surface::resolve_node(&ids, node).map_err(CliError::refused)?;
-    let entry = record.nodes.iter().find(|n| n.id == id).expect("resolved from these nodes");
-    let bytes = std::fs::read(repo.join(&entry.log))
-        .map_err(|e| CliError::refused(format!("cannot read {}: {e}", entry.log)))?;
-    let _ = std::io::stdout().write_all(&bytes);
-    Ok(0)
+    let mut file = ledger::open_trail(&repo.join(".ci"), &record.label, &id, ledger::Access::Read)
+        .map_err(|e| CliError::refused(format!("cannot show the log of {id}: {e}")))?;
+    let mut out = std::io::stdout().lock();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(CliError::refused(format!("cannot read the log of {id}: {e}"))),
+        };
+        if let Err(e) = out.write_all(&buf[..n]) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return Ok(0);
+            }
+            return Err(CliError::refused(format!("cannot write the log of {id}: {e}")));
+        }
+    }
+    match out.flush() {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(CliError::refused(format!("cannot write the log of {id}: {e}")))
+        }
+        _ => Ok(0),
+    }
 }
 
 pub fn rerun(args: RerunArgs) -> CliResult<i32> {

@@ -14,3 +14,4 @@ mod surface;
 mod trust_client;
 mod trust_runner;
 mod trust_ssh;
+mod trust_trail;
