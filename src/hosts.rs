@@ -175,6 +175,31 @@ pub fn resolve(pins: &[(String, String)], env: &dyn Fn(&str) -> Option<String>) 
     Ok(hosts)
 }
 
+/// The hosts a run uses: [`resolve`]'s, where a localhost lane must be this machine's
+/// platform (a lane under another platform's name would record that platform as tested).
+pub fn for_run(pins: &[(String, String)], env: &dyn Fn(&str) -> Option<String>) -> CliResult<Hosts> {
+    let hosts = resolve(pins, env)?;
+    let here = local_platform();
+    for (platform, entry) in &hosts.entries {
+        let claimed = entry.platform.as_deref().unwrap_or(platform);
+        if !entry.is_local() || (platform == &here && claimed == here) {
+            continue;
+        }
+        let wrong = if platform == &here { claimed } else { platform.as_str() };
+        let (origin, fix) = if pins.iter().any(|(p, _)| p == platform) {
+            (format!("--host {platform}={}", entry.host), format!("--host {wrong}=user@box"))
+        } else {
+            let file = hosts.source.strip_suffix(" + --host").unwrap_or(&hosts.source);
+            (file.to_string(), format!("\"{wrong}\": \"user@box\""))
+        };
+        return Err(CliError::refused(format!(
+            "{origin}: this machine is {here}, so localhost cannot run the {wrong} lane: give {wrong} \
+             an ssh host of that platform ({fix}), or run localhost as {here}"
+        )));
+    }
+    Ok(hosts)
+}
+
 /// The most a config file may hold.
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 

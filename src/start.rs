@@ -206,7 +206,7 @@ pub fn prepare(
             "refusing to start a run from inside a node of run {outer}: pass --host P=ADDR or set ODU_HOSTS to run a nested pipeline on purpose"
         )));
     }
-    let hosts = hosts::resolve(&config.pins, &var)?;
+    let hosts = hosts::for_run(&config.pins, &var)?;
     let sha = git::head(repo)?;
     let dirty_paths = git::dirty_paths(repo)?;
     let dirty = !dirty_paths.is_empty();

@@ -3,7 +3,7 @@
 //! platform's name, recipe names odu reserves, node ids too long to be file names, and hosts
 //! files with typos, duplicates and wrong types.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use crate::harness::DEADLINE;
@@ -24,8 +24,19 @@ fn green(out: &Output) {
     assert_eq!(out.status.code(), Some(0), "expected a green run; stderr: {}", stderr(out));
 }
 
+fn hosts_file(repo: &Repo, text: &str) -> PathBuf {
+    let path = repo.home.path().join("hosts.json");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 fn run_with_hosts(repo: &Repo, hosts: &Path) -> Output {
     output_within(repo.odu(&["run"]).env("ODU_HOSTS", hosts), DEADLINE)
+}
+
+/// A platform that is not this machine's.
+fn other_platform() -> &'static str {
+    if local_platform().starts_with("x86_64") { "aarch64-linux" } else { "x86_64-linux" }
 }
 
 #[test]
@@ -75,6 +86,33 @@ fn a_fifo_dev_zero_or_a_huge_file_as_hosts_config_is_refused_at_once() {
         green(&output_within(&mut repo.odu(&["run"]), DEADLINE));
     }
     assert_eq!(repo.ledger().len(), 4, "only the green runs are recorded");
+    stop_server(&repo);
+}
+
+#[test]
+fn a_localhost_lane_must_be_this_machines_platform() {
+    let repo = Repo::new(OK);
+    let here = local_platform();
+    let there = other_platform();
+    let hosts = hosts_file(&repo, &format!("{{\"{there}\": \"localhost\"}}"));
+    let out = run_with_hosts(&repo, &hosts);
+    refused_with(
+        &out,
+        &[&hosts.display().to_string(), there, &format!("this machine is {here}"), "ssh host"],
+    );
+    // A declared platform cannot relabel localhost either.
+    let hosts =
+        hosts_file(&repo, &format!("{{\"{here}\": {{\"host\": \"localhost\", \"platform\": \"{there}\"}}}}"));
+    let out = run_with_hosts(&repo, &hosts);
+    refused_with(&out, &[there, &format!("this machine is {here}")]);
+    let out = output_within(&mut repo.odu(&["run", "--host", &format!("{there}=127.0.0.1")]), DEADLINE);
+    refused_with(
+        &out,
+        &[&format!("--host {there}=127.0.0.1"), &format!("this machine is {here}"), "ssh host"],
+    );
+    assert!(repo.ledger().is_empty(), "a refused run left a record");
+    // This machine's own platform still runs on localhost.
+    green(&output_within(&mut repo.odu(&["run", "--host", &format!("{here}=localhost")]), DEADLINE));
     stop_server(&repo);
 }
 
