@@ -90,6 +90,24 @@ fn a_fifo_dev_zero_or_a_huge_file_as_hosts_config_is_refused_at_once() {
 }
 
 #[test]
+fn a_recipe_named_like_the_setup_node_is_refused_before_anything_runs() {
+    let marker = tempfile::tempdir().unwrap();
+    let ran = marker.path().join("ran");
+    let repo = Repo::new(&format!(
+        "[metadata(\"ci\")]\nci: _ci-setup a\n_ci-setup:\n    touch {ran}\na:\n    touch {ran}\n",
+        ran = ran.display()
+    ));
+    let out = output_within(&mut repo.odu(&["run"]), DEADLINE);
+    refused_with(&out, &["\"_ci-setup\"", "rename"]);
+    let out = output_within(&mut repo.odu(&["dump"]), DEADLINE);
+    refused_with(&out, &["\"_ci-setup\"", "rename"]);
+    assert!(stdout(&out).is_empty(), "no plan is printed: {}", stdout(&out));
+    assert!(!ran.exists(), "nothing ran");
+    assert!(repo.ledger().is_empty(), "a refused run left a record");
+    stop_server(&repo);
+}
+
+#[test]
 fn a_localhost_lane_must_be_this_machines_platform() {
     let repo = Repo::new(OK);
     let here = local_platform();
