@@ -134,6 +134,29 @@ fn a_localhost_lane_must_be_this_machines_platform() {
     stop_server(&repo);
 }
 
+#[test]
+fn a_dependency_argument_too_long_for_a_file_name_still_runs_and_its_log_is_found() {
+    // Two 300-byte arguments that differ only at their end: two nodes, two logs.
+    let one = format!("{}1", "x".repeat(299));
+    let two = format!("{}2", "x".repeat(299));
+    let repo = Repo::new(&format!(
+        "[metadata(\"ci\")]\nci: (a \"{one}\") (a \"{two}\")\na p:\n    @echo got {{{{p}}}}\n"
+    ));
+    let out = output_within(&mut repo.odu(&["run"]), DEADLINE);
+    green(&out);
+    for arg in [&one, &two] {
+        let logs = repo.run(&["logs", &format!("a({arg})@{}", local_platform())]);
+        assert_eq!(logs.status.code(), Some(0), "{}", stderr(&logs));
+        assert_eq!(stdout(&logs), format!("got {arg}\n"));
+    }
+    let lane = repo.path().join(format!(".ci/{}/{}", repo.sha7(), local_platform()));
+    for entry in std::fs::read_dir(&lane).unwrap() {
+        let name = entry.unwrap().file_name();
+        assert!(name.len() <= 255, "{name:?} is longer than a file name may be");
+    }
+    stop_server(&repo);
+}
+
 /// Every mistake in a hosts file names the key, what was expected and what was found.
 #[test]
 fn hosts_file_mistakes_name_the_key_and_what_was_expected() {
