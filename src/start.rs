@@ -267,6 +267,16 @@ pub fn prepare(
         flags: odu_proto::StartFlags { supersede: false, ..params.flags.clone() },
         note: None,
     };
+    // A lane that cannot have its log folder is refused here, where the client hears why.
+    for (platform, _) in &lanes {
+        let dir = ci.join(&label).join(platform);
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            CliError::refused(format!(
+                "cannot create the log folder {} of lane {platform}: {e}: remove what is in its way, then rerun",
+                dir.display()
+            ))
+        })?;
+    }
     let seq = ledger::reserve(&ci, &mut record)
         .map_err(|e| CliError::refused(format!("cannot reserve a run number under {}: {e}", ci.display())))?;
     let specs: Vec<LaneSpec> = lanes

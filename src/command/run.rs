@@ -265,13 +265,19 @@ fn setup_failures(fan: &FanIn) -> Vec<String> {
     fan.ordered()
         .filter(|n| n.task == odu_core::SETUP)
         .filter_map(|n| {
-            let text = std::fs::read(repo.as_ref()?.join(&n.log)).ok()?;
+            // A setup log that could not even be created still leaves a line here.
+            let text = std::fs::read(repo.as_ref()?.join(&n.log)).unwrap_or_default();
             let text = String::from_utf8_lossy(&text);
             let lane = format!("lane {}", n.platform);
             let mut said = text.lines().rev().filter_map(|l| l.strip_prefix("[odu] "));
             let why = match said.clone().find(|l| l.starts_with(&format!("{lane} died"))) {
                 Some(died) => died.to_string(),
-                None if n.view.status.is_red() => format!("{lane}: {}", said.next()?),
+                None if n.view.status.is_red() => match said.next() {
+                    Some(last) => format!("{lane}: {last}"),
+                    None => {
+                        format!("{lane}: its setup failed before it could write why (see .ci/odu.serve.log)")
+                    }
+                },
                 None => return None,
             };
             Some(format!("{why} (log: {})", n.log))

@@ -157,6 +157,35 @@ fn a_dependency_argument_too_long_for_a_file_name_still_runs_and_its_log_is_foun
     stop_server(&repo);
 }
 
+#[test]
+fn a_lane_whose_logs_cannot_be_created_says_why_on_the_client() {
+    let repo = Repo::new(OK);
+    let lane = repo.path().join(format!(".ci/{}/{}", repo.sha7(), local_platform()));
+    // A folder where a node's log goes: the lane cannot claim that log.
+    std::fs::create_dir_all(lane.join("a.log")).unwrap();
+    let out = output_within(&mut repo.odu(&["run"]), DEADLINE);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("odu: lane ") && l.contains("a.log") && l.contains("cannot create"));
+    assert!(line.is_some(), "the client does not say why the lane failed: {err}");
+    // A folder where the setup log goes: the lane cannot say why in it, the client still does.
+    std::fs::remove_dir_all(&lane).unwrap();
+    std::fs::create_dir_all(lane.join("_ci-setup.log")).unwrap();
+    let out = output_within(&mut repo.odu(&["run"]), DEADLINE);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    let line = err.lines().find(|l| l.starts_with("odu: lane ") && l.contains("odu.serve.log"));
+    assert!(line.is_some(), "the client does not say the lane failed: {err}");
+    // A file where the lane's log folder goes: refused before the run starts.
+    std::fs::remove_dir_all(&lane).unwrap();
+    std::fs::write(&lane, "not a folder").unwrap();
+    let out = output_within(&mut repo.odu(&["run"]), DEADLINE);
+    refused_with(&out, &["cannot create the log folder", &lane.display().to_string()]);
+    stop_server(&repo);
+}
+
 /// Every mistake in a hosts file names the key, what was expected and what was found.
 #[test]
 fn hosts_file_mistakes_name_the_key_and_what_was_expected() {
