@@ -82,16 +82,30 @@ pub struct LaneLogs {
 
 impl LaneLogs {
     /// Creates the lane's log folder and claims every node's file: a new run of the same sha
-    /// replaces the files of the last one.
+    /// replaces the files of the last one. A node's log that cannot be created fails the lane,
+    /// and the setup log says why (the client shows that line).
     pub fn create(spec: &LaneSpec) -> std::io::Result<LaneLogs> {
         crate::ledger::make_lane_dir(&spec.log_dir)?;
-        let mut spools = BTreeMap::new();
-        spools.insert(SETUP.to_string(), Spool::create(&spec.log_dir.join(format!("{SETUP}.log")))?);
+        let mut logs = LaneLogs { spools: BTreeMap::new() };
+        let setup = Spool::create(&spec.log_dir.join(format!("{SETUP}.log")))?;
+        logs.spools.insert(SETUP.to_string(), setup);
         for task in &spec.tasks {
-            let file = format!("{}.log", odu_core::node_id::log_file_stem(&task.id));
-            spools.insert(task.id.clone(), Spool::create(&spec.log_dir.join(file))?);
+            let path = spec.log_dir.join(format!("{}.log", odu_core::node_id::log_file_stem(&task.id)));
+            match Spool::create(&path) {
+                Ok(spool) => {
+                    logs.spools.insert(task.id.clone(), spool);
+                }
+                Err(e) => {
+                    logs.narrate(&format!(
+                        "lane {} died: cannot create the log {}: {e}",
+                        spec.platform,
+                        path.display()
+                    ));
+                    return Err(e);
+                }
+            }
         }
-        Ok(LaneLogs { spools })
+        Ok(logs)
     }
 
     /// Files a runner's stderr into the setup log, a `[runner] …` line at a time: its

@@ -270,7 +270,7 @@ pub fn prepare(
             "refusing to start a run from inside a node of run {outer}: pass --host P=ADDR or set ODU_HOSTS to run a nested pipeline on purpose"
         )));
     }
-    let hosts = hosts::resolve(&config.pins, &var)?;
+    let hosts = hosts::for_run(&config.pins, &var)?;
     let sha = git::head(repo)?;
     let dirty_paths = git::dirty_paths(repo)?;
     let dirty = !dirty_paths.is_empty();
@@ -331,6 +331,16 @@ pub fn prepare(
         flags: odu_proto::StartFlags { supersede: false, ..params.flags.clone() },
         note: None,
     };
+    // A lane that cannot have its log folder is refused here, where the client hears why.
+    for (platform, _) in &lanes {
+        let dir = ci.join(&label).join(platform);
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            CliError::refused(format!(
+                "cannot create the log folder {} of lane {platform}: {e}: remove what is in its way, then rerun",
+                dir.display()
+            ))
+        })?;
+    }
     let seq = ledger::reserve(&ci, &mut record)
         .map_err(|e| CliError::refused(format!("cannot reserve a run number under {}: {e}", ci.display())))?;
     let specs: Vec<LaneSpec> = lanes

@@ -274,16 +274,23 @@ fn setup_failures(fan: &FanIn) -> Vec<String> {
     fan.ordered()
         .filter(|n| n.task == odu_core::SETUP)
         .filter_map(|n| {
+            // A setup log that could not even be created still leaves a line here.
             let ci = repo.as_ref()?.join(".ci");
-            let mut file = ledger::open_trail(&ci, &fan.label, &n.id, ledger::Access::Read).ok()?;
             let mut text = Vec::new();
-            std::io::Read::read_to_end(&mut file, &mut text).ok()?;
+            if let Ok(mut file) = ledger::open_trail(&ci, &fan.label, &n.id, ledger::Access::Read) {
+                let _ = std::io::Read::read_to_end(&mut file, &mut text);
+            }
             let text = String::from_utf8_lossy(&text);
             let lane = format!("lane {}", n.platform);
             let mut said = text.lines().rev().filter_map(|l| l.strip_prefix("[odu] "));
             let why = match said.clone().find(|l| l.starts_with(&format!("{lane} died"))) {
                 Some(died) => died.to_string(),
-                None if n.view.status.is_red() => format!("{lane}: {}", said.next()?),
+                None if n.view.status.is_red() => match said.next() {
+                    Some(last) => format!("{lane}: {last}"),
+                    None => {
+                        format!("{lane}: its setup failed before it could write why (see .ci/odu.serve.log)")
+                    }
+                },
                 None => return None,
             };
             Some(format!("{why} (log: {})", n.log))

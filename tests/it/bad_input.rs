@@ -114,7 +114,7 @@ fn hosts_config_that_is_not_json_or_names_no_platform() {
     let hosts = repo.home.path().join("hosts.json");
     std::fs::write(&hosts, "{not json").unwrap();
     let out = repo.odu(&["run"]).env("ODU_HOSTS", &hosts).output().unwrap();
-    refused(out, "is not a JSON object");
+    refused(out, "is not valid JSON");
     std::fs::write(&hosts, "{\"linux\": \"localhost\"}").unwrap();
     let out = repo.odu(&["run"]).env("ODU_HOSTS", &hosts).output().unwrap();
     refused(out, "is not a platform");

@@ -12,6 +12,7 @@ mod serve;
 mod stranger;
 mod surface;
 mod trust_client;
+mod trust_config;
 mod trust_runner;
 mod trust_ssh;
 mod trust_trail;

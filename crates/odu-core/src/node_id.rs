@@ -1,6 +1,8 @@
 //! Node ids: `<task>@<platform>`. The same string is the GitHub status context, the log key and
 //! the CLI selector.
 
+use sha2::Digest;
+
 /// The bookkeeping node every other node of a lane needs.
 pub const SETUP: &str = "_ci-setup";
 
@@ -29,10 +31,38 @@ impl NodeId {
     }
 }
 
-/// A task id as a file name: `/` and `%` are percent-escaped.
+/// The longest file name most filesystems allow, in bytes.
+const MAX_FILE_NAME: usize = 255;
+/// The longest stem a log file may have: room for `.log`.
+pub const MAX_LOG_STEM: usize = MAX_FILE_NAME - ".log".len();
+
+/// A task id as a file name: `/` and `%` are percent-escaped, and an id whose escaped form would
+/// make too long a file name keeps its first bytes and ends in `%~` and a hash of the whole id.
+/// Escaping never yields `%~`, so a shortened stem cannot equal another id's plain one.
 pub fn log_file_stem(task: &str) -> String {
-    let mut out = String::with_capacity(task.len());
+    let escaped = escape(task);
+    if escaped.len() <= MAX_LOG_STEM {
+        return escaped;
+    }
+    let digest = sha2::Sha256::digest(task.as_bytes());
+    let hash: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let suffix = format!("%~{hash}");
+    // Cut on a character boundary, never inside an escape.
+    let mut out = String::with_capacity(MAX_LOG_STEM);
     for c in task.chars() {
+        let piece = escape(c.encode_utf8(&mut [0; 4]));
+        if out.len() + piece.len() + suffix.len() > MAX_LOG_STEM {
+            break;
+        }
+        out.push_str(&piece);
+    }
+    out.push_str(&suffix);
+    out
+}
+
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
         match c {
             '/' => out.push_str("%2F"),
             '%' => out.push_str("%25"),
@@ -63,5 +93,29 @@ mod tests {
         );
         assert_eq!(NodeId::parse("nope"), None);
         assert_eq!(NodeId::new("fmt(a/b)", "x").log_path("s"), ".ci/s/x/fmt(a%2Fb).log");
+    }
+
+    #[test]
+    fn long_ids_are_shortened_readably_and_stay_distinct() {
+        let plain = format!("fmt({})", "x".repeat(MAX_LOG_STEM - 5));
+        assert_eq!(log_file_stem(&plain), plain, "an id that fits is kept whole");
+        let one = format!("fmt({}1)", "x".repeat(300));
+        let two = format!("fmt({}2)", "x".repeat(300));
+        let (a, b) = (log_file_stem(&one), log_file_stem(&two));
+        assert_ne!(a, b);
+        assert!(a.len() <= MAX_LOG_STEM && b.len() <= MAX_LOG_STEM, "{}", a.len());
+        assert!(a.starts_with("fmt(xxxx"), "{a}");
+        assert_eq!(a, log_file_stem(&one), "the same id, the same name");
+        // Escapes and multi-byte characters are never cut in half.
+        for c in ["/", "é", "%", "日"] {
+            let id = c.repeat(400);
+            let stem = log_file_stem(&id);
+            assert!(stem.len() <= MAX_LOG_STEM, "{c}: {}", stem.len());
+            let kept = stem.rsplit_once("%~").unwrap().0;
+            assert_eq!(kept, escape(&c.repeat(kept.len() / escape(c).len())), "{c}");
+        }
+        // A plain id that looks like a shortened one is told apart by its escaped `%`.
+        let lookalike = format!("{}%~{}", &a[..a.len() - 18], &a[a.len() - 16..]);
+        assert_ne!(log_file_stem(&lookalike), a);
     }
 }

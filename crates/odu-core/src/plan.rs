@@ -17,6 +17,7 @@ use serde::de::{MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::node_id::SETUP;
 use crate::platform::{OS_ATTRIBUTES, runs_on};
 
 /// One runnable node of the plan, before fan-out to platforms.
@@ -91,6 +92,8 @@ pub enum IngestError {
          of literal dependency arguments"
     )]
     DuplicateTask { id: String },
+    #[error("recipe \"{0}\" has the name odu gives each lane's setup node: rename the recipe")]
+    ReservedName(&'static str),
     #[error("task \"{task}\" needs \"{need}\", which is not in the plan: add it or drop the need")]
     UnknownNeed { task: String, need: String },
     #[error("the dependencies form a cycle through \"{node}\": break the cycle in the justfile")]
@@ -156,6 +159,9 @@ impl Plan {
         let root = find_root(&recipes, root)?;
         let graph = Closure::of(&recipes, root)?;
         let tasks = graph.tasks()?;
+        if tasks.iter().any(|t| t.recipe == SETUP) {
+            return Err(IngestError::ReservedName(SETUP));
+        }
         Ok(Plan { root: recipes[root].namepath.to_string(), tasks })
     }
 
@@ -2551,6 +2557,22 @@ mod tests {
         ]);
         let err = Plan::from_dump(&json, None).unwrap_err();
         assert_eq!(err, IngestError::DuplicateTask { id: "ci::fmt(a,b)".into() });
+    }
+
+    #[test]
+    fn a_recipe_named_like_the_setup_node_is_refused() {
+        let json = dump(vec![
+            tagged(recipe("default", false, &[("_ci-setup", &[]), ("x", &[])], 2)),
+            recipe("_ci-setup", true, &[], 0),
+            recipe("x", true, &[], 0),
+        ]);
+        assert_eq!(Plan::from_dump(&json, None).unwrap_err(), IngestError::ReservedName(SETUP));
+        // In a module it is another id, and runs.
+        let json = dump(vec![
+            tagged(recipe("ci::default", false, &[("_ci-setup", &[])], 1)),
+            recipe("ci::_ci-setup", true, &[], 0),
+        ]);
+        assert!(Plan::from_dump(&json, None).is_ok());
     }
 
     #[test]
