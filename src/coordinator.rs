@@ -11,7 +11,7 @@ use std::time::Duration;
 use odu_core::status::Outcome;
 use std::sync::{Arc, Mutex};
 
-use odu_proto::{Header, LaneInfo, NodesFrame, Phase};
+use odu_proto::{Header, LaneInfo, NodesFrame, Phase, TruncatedLog};
 use tokio::sync::mpsc;
 
 use crate::cell::{HeaderValue, Hub, NodesValue};
@@ -46,6 +46,23 @@ pub struct Coordinator {
     pub record: RunRecord,
     pub face: Box<dyn Face + Send>,
     pub interrupted: bool,
+    pub unwritten: Unwritten,
+}
+
+/// What the run could not write to the checkout's disk: clients hear it through the header.
+#[derive(Debug, Default)]
+pub struct Unwritten {
+    /// Logs cut short (their nodes are errored), in the order they were found.
+    pub logs: Vec<TruncatedLog>,
+    /// Why the latest write of the record failed, if it did.
+    pub record: Option<String>,
+}
+
+/// A line for the server's log (`odu: …`). Never panics: that log may sit on the full disk
+/// that is the reason for the line.
+fn note(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "odu: {line}");
 }
 
 /// A live run as its server holds it: the cells, the trail and the lanes' command channels.
@@ -134,10 +151,10 @@ impl Coordinator {
                     lanes.insert(platform, cmd_tx);
                 }
                 Err(e) => {
-                    eprintln!(
-                        "odu: cannot create the logs of lane {platform} in {}: {e}",
+                    note(&format!(
+                        "cannot create the logs of lane {platform} in {}: {e}",
                         spec.log_dir.display()
-                    );
+                    ));
                     dead.push(platform);
                 }
             }
@@ -267,8 +284,19 @@ impl Coordinator {
     ) {
         match report {
             LaneReport::Nodes { platform, nodes } => {
-                touched.extend(nodes.iter().map(|n| format!("{}@{platform}", n.id)));
+                let ids: Vec<String> = nodes.iter().map(|n| format!("{}@{platform}", n.id)).collect();
                 changes.extend(self.fan.apply_lane(&platform, nodes));
+                // A node that runs again (a rerun) starts a new log.
+                let again =
+                    |id: &String| self.fan.nodes.get(id).is_some_and(|n| !n.view.status.is_terminal());
+                self.unwritten.logs.retain(|cut| !ids.iter().any(|id| *id == cut.node && again(id)));
+                touched.extend(ids);
+            }
+            LaneReport::LogTruncated { platform, id, reason } => {
+                let node = format!("{id}@{platform}");
+                note(&format!("the log of {node} could not be written whole: {reason}"));
+                self.unwritten.logs.retain(|cut| cut.node != node);
+                self.unwritten.logs.push(TruncatedLog { node, reason });
             }
             LaneReport::Died { platform, .. } => {
                 let died = self.fan.lane_died(&platform, now_ms());
@@ -301,6 +329,11 @@ impl Coordinator {
             interrupted: self.interrupted,
             started_at: self.record.started_at,
             finished_at: self.record.finished_at,
+            truncated_logs: self.unwritten.logs.clone(),
+            record_error: match phase {
+                Phase::Ended => self.unwritten.record.clone(),
+                _ => None,
+            },
         }
     }
 
@@ -323,7 +356,9 @@ impl Coordinator {
         self.save(true);
     }
 
-    /// Writes the ledger record; `finished` stamps the finish time and drops the pid.
+    /// Writes the ledger record; `finished` stamps the finish time and drops the pid. A failed
+    /// write is remembered (the `ended` header carries the last one) and noted in the server's
+    /// log; a later write that succeeds clears it.
     fn save(&mut self, finished: bool) {
         let record = &mut self.record;
         record.nodes = self
@@ -345,8 +380,23 @@ impl Coordinator {
             record.finished_at = Some(now_ms());
             record.pid = None;
         }
-        if let Err(e) = ledger::write(&self.ci_dir, record) {
-            eprintln!("odu: cannot write the run record under {}: {e}", self.ci_dir.display());
+        let path = format!(".ci/{}/runs/{}.json", record.label, record.seq);
+        let mut written = ledger::write(&self.ci_dir, record);
+        if finished && let Err(e) = &written {
+            // No room for a temporary copy (a full disk): the final record takes the old one's
+            // place, so the ledger never keeps a `running` record of a run that ended (which
+            // would later read as a server that died mid-run).
+            if ledger::overwrite(&self.ci_dir, record).is_ok() {
+                note(&format!("{path} was rewritten in place: no room for a temporary copy ({e})"));
+                written = Ok(());
+            }
         }
+        let error = written.err().map(|e| format!("cannot write {path}: {e}"));
+        if let Some(error) = &error
+            && self.unwritten.record.as_ref() != Some(error)
+        {
+            note(&format!("the run record is not up to date: {error}"));
+        }
+        self.unwritten.record = error;
     }
 }

@@ -64,6 +64,13 @@ pub enum LaneReport {
         platform: String,
         nodes: Vec<NodeView>,
     },
+    /// A node's log could not be written whole (a full disk): it was cut short, and the node
+    /// is errored. Sent before the view that ends the node.
+    LogTruncated {
+        platform: String,
+        id: String,
+        reason: String,
+    },
     /// The link died before the lane was shut down.
     Died {
         platform: String,
@@ -267,6 +274,9 @@ where
                 Ok(Some(ClientEvent::Item { stream, value })) => {
                     last_heard = tokio::time::Instant::now();
                     let released = link.on_item(logs, stream, &value);
+                    for (id, reason) in link.truncations.drain(..) {
+                        let _ = reports.send(LaneReport::LogTruncated { platform: spec.platform.clone(), id, reason });
+                    }
                     if !released.is_empty() {
                         let _ = reports.send(LaneReport::Nodes { platform: spec.platform.clone(), nodes: released });
                     }
@@ -351,6 +361,9 @@ struct LaneLink {
     /// complete, and everything after it waits too, so the coordinator never sees a dependent
     /// start before its need finished.
     held: std::collections::VecDeque<NodeView>,
+    /// Nodes whose released terminal view was errored because their log was cut short, with
+    /// why, not yet reported.
+    truncations: Vec<(String, String)>,
 }
 
 impl LaneLink {
@@ -362,6 +375,7 @@ impl LaneLink {
             log_state: BTreeMap::new(),
             scratch: Vec::new(),
             held: std::collections::VecDeque::new(),
+            truncations: Vec::new(),
         }
     }
 
@@ -371,8 +385,9 @@ impl LaneLink {
             .is_some_and(|&(generation, ended)| generation == view.generation && ended)
     }
 
-    /// Releases held views from the front while they may be shown.
-    fn release(&mut self) -> Vec<NodeView> {
+    /// Releases held views from the front while they may be shown. A node whose log could not
+    /// be written whole ends `errored`, never `ok` (nor `failed`: its log does not show why).
+    fn release(&mut self, logs: &LaneLogs) -> Vec<NodeView> {
         let mut released = Vec::new();
         while let Some(front) = self.held.front() {
             let superseded =
@@ -380,7 +395,16 @@ impl LaneLink {
             if front.status.is_terminal() && !self.log_complete(front) && !superseded {
                 break;
             }
-            released.extend(self.held.pop_front());
+            let Some(mut view) = self.held.pop_front() else { break };
+            if matches!(view.status, odu_core::NodeStatus::Ok | odu_core::NodeStatus::Failed)
+                && let Some(spool) = logs.spools.get(&view.id)
+                && spool.generation() == view.generation
+                && let Some(reason) = spool.truncated()
+            {
+                view.status = odu_core::NodeStatus::Errored;
+                self.truncations.push((view.id.clone(), reason));
+            }
+            released.push(view);
         }
         released
     }
@@ -396,7 +420,7 @@ impl LaneLink {
                 self.views.insert(view.id.clone(), view.clone());
                 self.held.push_back(view);
             }
-            return self.release();
+            return self.release(logs);
         }
         let Some(id) = self.log_streams.get(&stream).cloned() else { return vec![] };
         let Some(spool) = logs.spools.get(&id) else { return vec![] };
@@ -435,7 +459,7 @@ impl LaneLink {
                 if id != SETUP {
                     spool.end(spool.generation());
                 }
-                return self.release();
+                return self.release(logs);
             }
             "missed" => {
                 let note = format!("\n[odu] log truncated: {} bytes were lost on the link\n", frame.bytes);

@@ -314,7 +314,11 @@ pub fn reserve(ci: &Path, record: &mut RunRecord) -> std::io::Result<u64> {
         match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
             Ok(mut file) => {
                 record.seq = seq;
-                file.write_all(&to_pretty(record))?;
+                if let Err(e) = file.write_all(&to_pretty(record)) {
+                    // No run starts under this seq: leave no half-written record behind.
+                    let _ = std::fs::remove_file(&path);
+                    return Err(e);
+                }
                 return Ok(seq);
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => seq += 1,
@@ -340,12 +344,45 @@ fn to_pretty(record: &RunRecord) -> Vec<u8> {
     bytes
 }
 
-/// Replaces the record atomically.
+/// Replaces the record atomically (a temporary copy renamed over it); on any failure the
+/// temporary copy is removed and the old record stays.
 pub fn write(ci: &Path, record: &RunRecord) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let dir = runs_dir(ci, &record.label);
     let tmp = dir.join(format!(".{}.json.tmp-{}", record.seq, std::process::id()));
-    std::fs::write(&tmp, to_pretty(record))?;
-    std::fs::rename(&tmp, dir.join(format!("{}.json", record.seq)))
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)
+        .and_then(|mut file| file.write_all(&to_pretty(record)))
+        .and_then(|()| std::fs::rename(&tmp, dir.join(format!("{}.json", record.seq))));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// Rewrites the record in the room its old copy holds, for when [`write`] finds none for a
+/// temporary copy (a full disk): compact, padded with spaces to the old length, so the file
+/// neither grows nor shrinks. Refused when it would not fit. Not atomic: a reader that comes
+/// in the middle skips the record as unreadable for that moment.
+pub fn overwrite(ci: &Path, record: &RunRecord) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = runs_dir(ci, &record.label).join(format!("{}.json", record.seq));
+    let mut file = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NOFOLLOW).open(&path)?;
+    let room = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
+    let mut bytes = serde_json::to_vec(record).expect("records serialize");
+    if bytes.len() >= room {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::StorageFull,
+            format!("the record needs {} bytes in place, its old copy holds {room}", bytes.len() + 1),
+        ));
+    }
+    bytes.resize(room - 1, b' ');
+    bytes.push(b'\n');
+    file.write_all(&bytes)
 }
 
 /// Closes the records of runs whose server died mid-run, for the server that now holds the
@@ -636,6 +673,47 @@ mod tests {
         assert!(r.check_ids("0123456", 4).is_err());
         r.nodes[0].id = "x@../../etc".into();
         assert!(r.check_ids("0123456", 3).is_err());
+    }
+
+    #[test]
+    fn a_write_that_fails_leaves_no_temporary_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = record("0123456");
+        a.seq = 1;
+        // The record's name is taken by a directory: the temporary copy is written, the
+        // rename over it fails.
+        let runs = dir.path().join("0123456").join("runs");
+        std::fs::create_dir_all(runs.join("1.json")).unwrap();
+        std::fs::write(runs.join("1.json").join("x"), "").unwrap();
+        assert!(write(dir.path(), &a).is_err());
+        let names: Vec<_> = std::fs::read_dir(&runs).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("1.json")], "a temporary copy stayed");
+    }
+
+    #[test]
+    fn a_record_rewritten_in_place_reads_back_whole_and_never_grows() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = record("0123456");
+        reserve(dir.path(), &mut a).unwrap();
+        let path = dir.path().join("0123456/runs/1.json");
+        let before = std::fs::metadata(&path).unwrap().len();
+        a.outcome = "passed".into();
+        a.finished_at = Some(9);
+        a.pid = None;
+        overwrite(dir.path(), &a).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), before);
+        assert_eq!(list(dir.path()), vec![a.clone()]);
+        // A record that no longer fits its old copy is refused, and the old copy is untouched.
+        a.selectors = vec!["x".repeat(before as usize)];
+        assert!(overwrite(dir.path(), &a).is_err());
+        assert_eq!(list(dir.path())[0].outcome, "passed");
+    }
+
+    #[test]
+    fn a_running_record_of_a_dead_coordinator_reads_incomplete() {
+        let mut r = record("x");
+        r.pid = Some(999_999_999);
+        assert_eq!(r.effective_outcome(), "incomplete");
     }
 
     #[test]

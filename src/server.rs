@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use odu_proto::{RpcError, StartParams, Started};
+use odu_proto::{Header, Phase, RpcError, StartParams, Started};
 use tokio::net::UnixListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
@@ -99,7 +99,7 @@ impl Server {
 
     fn say(&self, line: &str) {
         if self.verbose {
-            eprintln!("odu serve: {line}");
+            log_line(line);
         }
     }
 
@@ -174,18 +174,36 @@ impl Server {
             let finished = match task.await {
                 Ok(finished) => Some(finished),
                 Err(e) => {
-                    eprintln!("odu serve: run {} failed inside the server: {e}", handles.reference);
+                    log_line(&format!("run {} failed inside the server: {e}", handles.reference));
                     None
                 }
             };
             // Release the worktree and the run lock before anyone hears that the run ended.
             let _ = tokio::task::spawn_blocking(move || drop(guards)).await;
             server.state.lock().expect("state lock").live = None;
-            if let Some(finished) = finished {
-                server.say(&format!("run {} ended: {}", handles.reference, finished.record.outcome));
-                RunsValue::publish(&mut server.runs.lock().expect("hub lock"), finished.record.summary());
-                HeaderValue::publish(&mut handles.header.lock().expect("hub lock"), finished.header);
-            }
+            let header = match finished {
+                Some(finished) => {
+                    match &finished.header.record_error {
+                        Some(error) => {
+                            log_line(&format!("run {} ended unrecorded: {error}", handles.reference))
+                        }
+                        None => server
+                            .say(&format!("run {} ended: {}", handles.reference, finished.record.outcome)),
+                    }
+                    RunsValue::publish(&mut server.runs.lock().expect("hub lock"), finished.record.summary());
+                    finished.header
+                }
+                // Its clients still hear that it ended, and that its record may be stale.
+                None => Header {
+                    phase: Phase::Ended,
+                    outcome: "incomplete".into(),
+                    record_error: Some(
+                        "the run failed inside the server: its record may be out of date".into(),
+                    ),
+                    ..(*handles.header.lock().expect("hub lock").current().header).clone()
+                },
+            };
+            HeaderValue::publish(&mut handles.header.lock().expect("hub lock"), header);
             let _ = done_tx.send(true);
         });
         Ok(started)
@@ -208,6 +226,12 @@ impl Server {
             let _ = tokio::time::timeout(bound, done.wait_for(|ended| *ended)).await;
         }
     }
+}
+
+/// A line for the server's log (`odu serve: …`). Never panics: that log may sit on a full disk.
+fn log_line(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "odu serve: {line}");
 }
 
 /// Options of `odu serve`.
@@ -267,7 +291,7 @@ pub async fn serve(repo: PathBuf, options: ServeOptions) -> CliResult<i32> {
     let recovered = ledger::recover(&ci, now_ms());
     let server = Server::new(repo, ci, shown.clone(), options.verbose);
     for run in &recovered {
-        eprintln!("odu serve: run {run} was cut short by a server that died: recorded incomplete");
+        log_line(&format!("run {run} was cut short by a server that died: recorded incomplete"));
     }
     server.say(&format!("serving {} (pid {})", shown.display(), std::process::id()));
     let mut sigint = signal(SignalKind::interrupt()).expect("SIGINT handler");

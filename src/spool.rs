@@ -12,6 +12,12 @@
 //!
 //! Each (re)start of a log is a new generation; a reader seeing a new generation starts over
 //! from its first byte.
+//!
+//! A log the disk will not take whole (a full disk) is cut where the write failed and ends with
+//! an `[odu] log truncated: <reason>` line; the spool remembers the reason ([`Spool::truncated`])
+//! and drops the rest of that generation. A file spool keeps room for that line on the disk past
+//! its end, so a write that fills the disk fails only after writing at least that much, which the
+//! line then overwrites (no reader has seen those bytes yet).
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -70,17 +76,51 @@ impl WindowInner {
     }
 }
 
+/// How much room a file spool keeps on the disk past its end for the truncation line (the line
+/// is cut to fit).
+const TRUNCATION_ROOM: usize = 512;
+
+/// Where a spool's bytes go.
+struct Sink {
+    file: Option<File>,
+    /// Why the current generation's file stopped taking bytes.
+    truncated: Option<String>,
+    /// A file spool keeps room past the end of its file while it may grow ([`keep_room`]).
+    keeps_room: bool,
+}
+
+impl Sink {
+    /// Gives back the room kept past the end of the file: cutting a file at its own length
+    /// frees the blocks allocated beyond it.
+    fn release_room(&self) {
+        if let (true, Some(file)) = (self.keeps_room, &self.file) {
+            let _ = file.metadata().and_then(|m| file.set_len(m.len()));
+        }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.release_room();
+    }
+}
+
 /// The writing side, shared by whoever appends (a node's reader task, the lane task).
 #[derive(Clone)]
 pub struct Spool {
     state: Arc<watch::Sender<SpoolState>>,
-    file: Arc<Mutex<Option<File>>>,
+    sink: Arc<Mutex<Sink>>,
     window: Option<Arc<Window>>,
 }
 
 impl Spool {
     fn new(file: File, state: SpoolState, window: Option<Arc<Window>>) -> Spool {
-        Spool { state: Arc::new(watch::channel(state).0), file: Arc::new(Mutex::new(Some(file))), window }
+        let keeps_room = window.is_none();
+        if keeps_room {
+            keep_room(&file, state.len);
+        }
+        let sink = Sink { file: Some(file), truncated: None, keeps_room };
+        Spool { state: Arc::new(watch::channel(state).0), sink: Arc::new(Mutex::new(sink)), window }
     }
 
     /// A file spool whose generation 0 is the (truncated) file at `path`.
@@ -104,8 +144,9 @@ impl Spool {
 
     /// A file spool over an existing file (appending after its current content).
     pub fn append_to(path: &Path) -> std::io::Result<Spool> {
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
-        let len = file.metadata()?.len();
+        // Not O_APPEND: a truncation line may have to overwrite the tail of a failed write.
+        let mut file = OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
+        let len = file.seek(SeekFrom::End(0))?;
         let state = SpoolState { generation: 0, path: path.to_path_buf(), len, ended: false };
         Ok(Spool::new(file, state, None))
     }
@@ -118,10 +159,20 @@ impl Spool {
         self.state.borrow().clone()
     }
 
+    /// Why the current generation's log was cut short (it could not be written whole), if it was.
+    pub fn truncated(&self) -> Option<String> {
+        self.sink.lock().expect("spool lock").truncated.clone()
+    }
+
     /// Starts generation `generation` in a fresh file at `path` (which may be the old path).
     pub fn reset(&self, generation: u32, path: &Path) -> std::io::Result<()> {
-        let mut file = self.file.lock().expect("spool lock");
-        *file = Some(open_truncated(path)?);
+        let mut sink = self.sink.lock().expect("spool lock");
+        let file = open_truncated(path)?;
+        if sink.keeps_room {
+            keep_room(&file, 0);
+        }
+        // The old generation's file (dropped here) gives its room back.
+        *sink = Sink { file: Some(file), truncated: None, keeps_room: sink.keeps_room };
         if let Some(window) = &self.window {
             let mut inner = window.inner.lock().expect("window lock");
             inner.chunks.clear();
@@ -137,14 +188,18 @@ impl Spool {
     }
 
     /// Appends bytes to generation `generation`; bytes of an older generation are dropped.
+    ///
+    /// When the file will not take them (a full disk), the log is cut there, ending with an
+    /// `[odu] log truncated: <reason>` line if that fits, and the error is returned; every later
+    /// byte of the generation is dropped ([`Spool::truncated`] says why).
     pub fn append(&self, generation: u32, bytes: &[u8]) -> std::io::Result<()> {
         if bytes.is_empty() {
             return Ok(());
         }
-        let mut file = self.file.lock().expect("spool lock");
+        let mut sink = self.sink.lock().expect("spool lock");
         let len = {
             let state = self.state.borrow();
-            if state.generation != generation {
+            if state.generation != generation || sink.truncated.is_some() {
                 return Ok(());
             }
             state.len
@@ -153,8 +208,18 @@ impl Spool {
             Some(window) => window.head.saturating_sub(len).min(bytes.len() as u64) as usize,
             None => bytes.len(),
         };
-        if let Some(file) = file.as_mut() {
-            file.write_all(&bytes[..in_file])?;
+        if let Some(file) = sink.file.as_mut()
+            && in_file > 0
+        {
+            if let Err(e) = file.write_all(&bytes[..in_file]) {
+                let end = cut(file, len, &e);
+                sink.truncated = Some(e.to_string());
+                self.state.send_modify(|s| s.len = end);
+                return Err(e);
+            }
+            if self.window.is_none() {
+                keep_room(file, len + in_file as u64);
+            }
         }
         if let Some(window) = &self.window
             && in_file < bytes.len()
@@ -186,7 +251,8 @@ impl Spool {
         }
     }
 
-    /// Marks generation `generation` complete.
+    /// Marks generation `generation` complete. (The room kept past the end of its file is given
+    /// back when the spool goes, once the run is over: the setup log may grow after its end.)
     pub fn end(&self, generation: u32) {
         self.state.send_if_modified(|s| {
             let changed = s.generation == generation && !s.ended;
@@ -209,6 +275,51 @@ impl Spool {
 fn open_truncated(path: &Path) -> std::io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     OpenOptions::new().create(true).write(true).truncate(true).custom_flags(libc::O_NOFOLLOW).open(path)
+}
+
+/// Keeps [`TRUNCATION_ROOM`] bytes allocated past `len` without growing the file, so a write
+/// that fills the disk still writes that much first. Best effort: a filesystem without
+/// `fallocate`, or a disk already full, keeps none.
+fn keep_room(file: &File, len: u64) {
+    use std::os::fd::AsRawFd;
+    let Ok(offset) = libc::off_t::try_from(len) else { return };
+    // SAFETY: fallocate on a descriptor the caller owns; KEEP_SIZE leaves its length alone.
+    unsafe {
+        libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, offset, TRUNCATION_ROOM as libc::off_t)
+    };
+}
+
+/// After a write into `file` failed with `error`: ends the log with the truncation line and
+/// returns its new length. Bytes from `published` on were never shown to a reader, so the line
+/// overwrites the tail of what the failed write got onto the disk (room it already holds); when
+/// that was too little, the line goes after it if it fits, else the log just ends there.
+fn cut(file: &mut File, published: u64, error: &std::io::Error) -> u64 {
+    let reached = file.stream_position().unwrap_or(published).max(published);
+    let line = truncation_line(&error.to_string());
+    let at = reached.saturating_sub(line.len() as u64).max(published);
+    let end = match file.seek(SeekFrom::Start(at)).and_then(|_| file.write_all(&line)) {
+        Ok(()) => at + line.len() as u64,
+        Err(_) => at,
+    };
+    // Drops what the failed write left past the line (or a partial line).
+    let _ = file.set_len(end);
+    let _ = file.seek(SeekFrom::Start(end));
+    end
+}
+
+/// `\n[odu] log truncated: <reason>\n`, at most [`TRUNCATION_ROOM`] bytes.
+fn truncation_line(reason: &str) -> Vec<u8> {
+    const HEAD: &str = "\n[odu] log truncated: ";
+    let mut reason = reason.replace('\n', " ");
+    let room = TRUNCATION_ROOM - HEAD.len() - 1;
+    if reason.len() > room {
+        let mut at = room;
+        while !reason.is_char_boundary(at) {
+            at -= 1;
+        }
+        reason.truncate(at);
+    }
+    format!("{HEAD}{reason}\n").into_bytes()
 }
 
 /// One read of a spool: what a follower sends next.
@@ -383,6 +494,49 @@ mod tests {
         feed.await.unwrap();
         assert_eq!(missed, 0);
         assert_eq!(bytes, expected);
+    }
+
+    #[tokio::test]
+    async fn a_log_the_disk_refuses_says_why_and_drops_the_rest_of_its_generation() {
+        // /dev/full refuses every write with ENOSPC, like a full disk.
+        let spool = Spool::create(Path::new("/dev/full")).unwrap();
+        let err = spool.append(0, b"hello\n").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOSPC));
+        let reason = spool.truncated().expect("the spool says why");
+        assert!(reason.contains("No space left"), "{reason}");
+        spool.append(0, b"more\n").expect("later bytes are dropped quietly");
+        assert_eq!(spool.state().len, 0, "readers are shown nothing that is not on disk");
+        spool.reset(1, Path::new("/dev/full")).unwrap();
+        assert_eq!(spool.truncated(), None, "a new generation starts whole");
+    }
+
+    #[test]
+    fn a_cut_log_ends_with_the_reason_over_bytes_no_reader_saw() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let mut file = open_truncated(&path).unwrap();
+        file.write_all(&[b'a'; 1000]).unwrap();
+        let error = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        // 600 bytes were shown to readers; the failed write got 400 more onto the disk.
+        let end = cut(&mut file, 600, &error);
+        let text = std::fs::read(&path).unwrap();
+        assert_eq!(end, 1000, "the line takes the room the failed write already held");
+        assert_eq!(text.len(), 1000);
+        assert!(text[..600].iter().all(|&b| b == b'a'), "shown bytes are never rewritten");
+        let last = String::from_utf8_lossy(&text);
+        assert_eq!(last.lines().last(), Some("[odu] log truncated: No space left on device (os error 28)"));
+        // When the failed write got too little onto the disk, the line goes after it.
+        let end = cut(&mut file, 995, &error);
+        assert_eq!(end, 995 + truncation_line(&error.to_string()).len() as u64);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), end);
+    }
+
+    #[test]
+    fn a_truncation_line_fits_the_room_kept_for_it() {
+        let line = truncation_line(&"é".repeat(2000));
+        assert!(line.len() <= TRUNCATION_ROOM);
+        assert!(line.starts_with(b"\n[odu] log truncated: ") && line.ends_with(b"\n"));
+        assert!(std::str::from_utf8(&line).is_ok());
     }
 
     #[tokio::test]

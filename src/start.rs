@@ -383,7 +383,8 @@ pub fn prepare(
         notes,
     };
     let fan = FanIn::new(&plan.root, &label, &specs, started_at);
-    let coordinator = Coordinator { fan, ci_dir: ci, record, face, interrupted: false };
+    let coordinator =
+        Coordinator { fan, ci_dir: ci, record, face, interrupted: false, unwritten: Default::default() };
     Ok(Prepared { coordinator, specs, started, guards: (snapshot, lock) })
 }
 

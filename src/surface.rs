@@ -233,6 +233,8 @@ pub fn stored_header(record: &RunRecord) -> Header {
         interrupted: record.outcome == "incomplete" && record.note.is_none(),
         started_at: record.started_at,
         finished_at: record.finished_at,
+        truncated_logs: Vec::new(),
+        record_error: None,
     }
 }
 

@@ -257,13 +257,39 @@ pub async fn follow(
             say(format!("odu: {line}"));
         }
     }
+    for line in unwritten(&header, replica.fan.as_ref()) {
+        eprintln!("odu: {line}");
+    }
     Ok(if header.interrupted {
         130
-    } else if header.outcome == "passed" {
+    } else if header.outcome == "passed" && header.record_error.is_none() {
         0
     } else {
         1
     })
+}
+
+/// What the run could not write to the checkout's disk, one line each: the logs cut short
+/// (their nodes are errored) and the run's record.
+fn unwritten(header: &Header, fan: Option<&FanIn>) -> Vec<String> {
+    let mut lines: Vec<String> = header
+        .truncated_logs
+        .iter()
+        .map(|cut| {
+            let log = fan.and_then(|f| f.nodes.get(&cut.node)).map(|n| n.log.as_str()).unwrap_or(".ci");
+            format!(
+                "the log of {} is truncated: {}: the node is errored; free space under .ci, then odu rerun {} (log: {log})",
+                cut.node, cut.reason, cut.node
+            )
+        })
+        .collect();
+    if let Some(error) = &header.record_error {
+        lines.push(format!(
+            "run {} was not recorded: {error}: the ledger does not hold how it ended; free space under .ci",
+            header.run
+        ));
+    }
+    lines
 }
 
 /// Why each lane that died or failed its setup ended, from what odu wrote to its `_ci-setup`

@@ -13,6 +13,7 @@ mod stranger;
 mod surface;
 mod trust_client;
 mod trust_config;
+mod trust_disk;
 mod trust_runner;
 mod trust_ssh;
 mod trust_trail;

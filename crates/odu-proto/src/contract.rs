@@ -161,6 +161,23 @@ pub struct Header {
     pub started_at: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<u64>,
+    /// Logs that could not be written whole (a full disk): each ends cut short, its node
+    /// `errored`. Absent when every log was written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub truncated_logs: Vec<TruncatedLog>,
+    /// Why the run's ledger record could not be written (in the `ended` header): the ledger
+    /// does not hold how the run ended, and `odu run` fails. Absent when it was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_error: Option<String>,
+}
+
+/// A node's log cut short because it could not be written.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TruncatedLog {
+    /// The fan-in id (`ci::e2e@x86_64-linux`).
+    pub node: String,
+    /// Why, as the write failed (`No space left on device (os error 28)`).
+    pub reason: String,
 }
 
 /// Items of the `header` cell: the header is small, so every item is the whole of it.
