@@ -710,13 +710,6 @@ mod tests {
     }
 
     #[test]
-    fn a_running_record_of_a_dead_coordinator_reads_incomplete() {
-        let mut r = record("x");
-        r.pid = Some(999_999_999);
-        assert_eq!(r.effective_outcome(), "incomplete");
-    }
-
-    #[test]
     fn ages_read_like_a_person_would_say_them() {
         assert_eq!(format_ago(5_000), "just now");
         assert_eq!(format_ago(120_000), "2m ago");

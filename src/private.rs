@@ -25,7 +25,7 @@ pub enum Untrusted {
     Symlink(PathBuf),
     #[error("{} is not a directory", .0.display())]
     NotADirectory(PathBuf),
-    #[error("{} belongs to uid {owner}, not to you (uid {me})", .path.display())]
+    #[error("permission denied: {} belongs to another user (uid {owner}; you are uid {me})", .path.display())]
     Foreign { path: PathBuf, owner: u32, me: u32 },
     #[error("{} is writable by other users (mode {mode:o})", .path.display())]
     Writable { path: PathBuf, mode: u32 },

@@ -334,7 +334,7 @@ pub fn prepare(
     // A lane that cannot have its log folder is refused here, where the client hears why.
     for (platform, _) in &lanes {
         let dir = ci.join(&label).join(platform);
-        std::fs::create_dir_all(&dir).map_err(|e| {
+        ledger::make_lane_dir(&dir).map_err(|e| {
             CliError::refused(format!(
                 "cannot create the log folder {} of lane {platform}: {e}: remove what is in its way, then rerun",
                 dir.display()

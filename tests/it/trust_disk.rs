@@ -8,7 +8,7 @@
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::lab::Tmpfs;
@@ -69,6 +69,8 @@ impl SmallDisk {
         let ci = repo.path().join(".ci");
         std::fs::DirBuilder::new().mode(0o700).create(&ci).unwrap();
         let bind = Bind::new(disk.path(), &ci);
+        // A tmpfs's root is 1777 like /tmp, and odu refuses a `.ci` others can write.
+        std::fs::set_permissions(&ci, std::fs::Permissions::from_mode(0o700)).unwrap();
         Some(SmallDisk { _bind: bind, repo, disk })
     }
 

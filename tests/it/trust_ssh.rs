@@ -206,7 +206,7 @@ fn a_kept_connection_directory_someone_else_owns_or_can_write_is_refused() {
     let out = run_on(&repo, &host, &host.config(), &env);
     assert_green_on(&repo, &out, &host);
     let setup = trail(&repo, "_ci-setup");
-    assert!(setup.contains(&format!("belongs to uid {}", stranger.uid)), "{setup}");
+    assert!(setup.contains(&format!("belongs to another user (uid {}", stranger.uid)), "{setup}");
     assert!(!setup.contains("reusing the ssh connection"), "{setup}");
     assert_eq!(
         fs::read_to_string(&pointer).unwrap(),
@@ -249,7 +249,7 @@ fn a_kept_connection_whose_control_socket_is_not_ours_is_not_taken_over() {
     let out = run_on(&repo, &host, &host.config(), &env);
     assert_green_on(&repo, &out, &host);
     let setup = trail(&repo, "_ci-setup");
-    assert!(setup.contains(&format!("belongs to uid {}", stranger.uid)), "{setup}");
+    assert!(setup.contains(&format!("belongs to another user (uid {}", stranger.uid)), "{setup}");
     assert!(!setup.contains("reusing the ssh connection"), "{setup}");
 
     // The stranger's own master, in its own directory.
@@ -260,7 +260,7 @@ fn a_kept_connection_whose_control_socket_is_not_ours_is_not_taken_over() {
     let out = run_on(&repo, &host, &host.config(), &env);
     assert_green_on(&repo, &out, &host);
     let setup = trail(&repo, "_ci-setup");
-    assert!(setup.contains(&format!("belongs to uid {}", stranger.uid)), "{setup}");
+    assert!(setup.contains(&format!("belongs to another user (uid {}", stranger.uid)), "{setup}");
     assert!(!setup.contains("reusing the ssh connection"), "{setup}");
 }
 

@@ -89,8 +89,14 @@ fn all(out: &Output) -> String {
     format!("{}{}", stdout(out), stderr(out))
 }
 
-/// Starts a foreground server, waits until it has recovered the ledger, and stops it.
+/// Starts a foreground server, waits until it has recovered the ledger, and stops it. A server
+/// refuses a checkout whose `.ci` records git tracks, so the user is taken to have done what
+/// that refusal says (untracked them) while keeping the files: they must still not be followed.
 fn serve_once(repo: &Repo) -> String {
+    if !repo.git(&["ls-files", "--", ".ci"]).is_empty() {
+        repo.git(&["rm", "-r", "-q", "--cached", "--", ".ci"]);
+        repo.git(&["commit", "-q", "-m", "untrack the trail"]);
+    }
     let serve = Running::spawn(repo.odu(&["serve"]));
     wait_for_socket(repo.path());
     // An answer on the socket means the server is past its start (and handles SIGTERM).
