@@ -351,7 +351,11 @@ fn read_pointer(path: &Path) -> Result<Option<Pointer>, String> {
         return Err(format!("{} is not a regular file", path.display()));
     }
     if meta.uid() != me {
-        return Err(format!("{} belongs to another user (uid {}; you are uid {me})", path.display(), meta.uid()));
+        return Err(format!(
+            "{} belongs to another user (uid {}; you are uid {me})",
+            path.display(),
+            meta.uid()
+        ));
     }
     if meta.mode() & 0o022 != 0 {
         return Err(format!(
@@ -395,7 +399,11 @@ fn check_socket(ctl: &Path) -> Result<bool, String> {
         return Err(format!("{} is not a socket", ctl.display()));
     }
     if meta.uid() != me {
-        return Err(format!("{} belongs to another user (uid {}; you are uid {me})", ctl.display(), meta.uid()));
+        return Err(format!(
+            "{} belongs to another user (uid {}; you are uid {me})",
+            ctl.display(),
+            meta.uid()
+        ));
     }
     Ok(true)
 }
