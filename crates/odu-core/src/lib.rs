@@ -9,9 +9,11 @@ pub mod lane;
 pub mod node_id;
 pub mod plan;
 pub mod platform;
+pub mod run;
 pub mod status;
 
 pub use lane::{LaneEffect, LaneEvent, LaneState, NodeView, TaskSpec};
 pub use node_id::{NodeId, SETUP};
 pub use plan::{IngestError, Plan, Task};
+pub use run::{Run, RunEvent, RunRequest};
 pub use status::NodeStatus;

@@ -79,6 +79,33 @@ impl std::fmt::Display for NodeId {
     }
 }
 
+/// A string that is not `<task>@<platform>`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a node id (task@platform)")]
+pub struct BadNodeId(pub String);
+
+impl std::str::FromStr for NodeId {
+    type Err = BadNodeId;
+
+    fn from_str(id: &str) -> Result<NodeId, BadNodeId> {
+        NodeId::parse(id).ok_or_else(|| BadNodeId(id.to_string()))
+    }
+}
+
+/// On the wire and in the ledger a node id is its `<task>@<platform>` string.
+impl serde::Serialize for NodeId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for NodeId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<NodeId, D::Error> {
+        let id = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        id.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,6 +120,19 @@ mod tests {
         );
         assert_eq!(NodeId::parse("nope"), None);
         assert_eq!(NodeId::new("fmt(a/b)", "x").log_path("s"), ".ci/s/x/fmt(a%2Fb).log");
+    }
+
+    #[test]
+    fn parses_and_formats_in_one_place() {
+        let id: NodeId = "ci::e2e@x86_64-linux".parse().unwrap();
+        assert_eq!(id, NodeId::new("ci::e2e", "x86_64-linux"));
+        assert_eq!(id.to_string(), "ci::e2e@x86_64-linux");
+        assert_eq!("e2e".parse::<NodeId>(), Err(BadNodeId("e2e".into())));
+        assert_eq!("@x".parse::<NodeId>(), Err(BadNodeId("@x".into())));
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, r#""ci::e2e@x86_64-linux""#);
+        assert_eq!(serde_json::from_str::<NodeId>(&json).unwrap(), id);
+        assert!(serde_json::from_str::<NodeId>(r#""nope""#).is_err());
     }
 
     #[test]

@@ -127,6 +127,77 @@ impl Outcome {
     }
 }
 
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A run's outcome as its header, its ledger record and the `runs` cell say it: `running`
+/// until the outcome is decided, then the [`Outcome`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunOutcome {
+    Running,
+    Passed,
+    Failed,
+    Incomplete,
+}
+
+impl RunOutcome {
+    /// The outcome, once decided.
+    pub fn decided(self) -> Option<Outcome> {
+        match self {
+            RunOutcome::Running => None,
+            RunOutcome::Passed => Some(Outcome::Passed),
+            RunOutcome::Failed => Some(Outcome::Failed),
+            RunOutcome::Incomplete => Some(Outcome::Incomplete),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self.decided() {
+            None => "running",
+            Some(outcome) => outcome.as_str(),
+        }
+    }
+}
+
+impl From<Outcome> for RunOutcome {
+    fn from(outcome: Outcome) -> RunOutcome {
+        match outcome {
+            Outcome::Passed => RunOutcome::Passed,
+            Outcome::Failed => RunOutcome::Failed,
+            Outcome::Incomplete => RunOutcome::Incomplete,
+        }
+    }
+}
+
+impl std::fmt::Display for RunOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A word that is not a run outcome.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a run outcome (running, passed, failed or incomplete)")]
+pub struct BadOutcome(pub String);
+
+impl std::str::FromStr for RunOutcome {
+    type Err = BadOutcome;
+
+    fn from_str(word: &str) -> Result<RunOutcome, BadOutcome> {
+        match word {
+            "running" => Ok(RunOutcome::Running),
+            "passed" => Ok(RunOutcome::Passed),
+            "failed" => Ok(RunOutcome::Failed),
+            "incomplete" => Ok(RunOutcome::Incomplete),
+            other => Err(BadOutcome(other.to_string())),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,5 +210,16 @@ mod tests {
         assert_eq!(Outcome::of(&[Failed, Cancelled]), Outcome::Incomplete);
         assert_eq!(Outcome::of(&[Ok, Running]), Outcome::Incomplete);
         assert_eq!(Outcome::of(&[Errored]), Outcome::Failed);
+    }
+
+    #[test]
+    fn run_outcomes_read_and_write_the_ledger_words() {
+        for word in ["running", "passed", "failed", "incomplete"] {
+            let outcome: RunOutcome = word.parse().unwrap();
+            assert_eq!(outcome.to_string(), word);
+            assert_eq!(serde_json::to_string(&outcome).unwrap(), format!("{word:?}"));
+            assert_eq!(outcome.decided().map(RunOutcome::from).unwrap_or(RunOutcome::Running), outcome);
+        }
+        assert!("green".parse::<RunOutcome>().is_err());
     }
 }
