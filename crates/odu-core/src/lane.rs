@@ -7,6 +7,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::visit::{Dfs, Walker};
 use serde::{Deserialize, Serialize};
 
 use crate::node_id::SETUP;
@@ -118,7 +120,6 @@ struct NodeState {
     argv: Vec<String>,
     /// Indices of the needs, so scheduling never looks ids up.
     needs: Vec<usize>,
-    dependents: Vec<usize>,
 }
 
 /// The scheduling state of one lane. Nodes live in scheduling order; ids map to positions.
@@ -126,6 +127,8 @@ struct NodeState {
 pub struct LaneState {
     order: Vec<String>,
     nodes: Vec<NodeState>,
+    /// One node per position, an edge from each need to the node that needs it.
+    graph: DiGraph<(), ()>,
     index: BTreeMap<String, usize>,
     jobs: Option<usize>,
     started: bool,
@@ -141,8 +144,9 @@ impl LaneState {
             view: NodeView::pending(SETUP, setup_command.to_string(), vec![]),
             argv: vec![],
             needs: vec![],
-            dependents: vec![],
         }];
+        let mut graph = DiGraph::new();
+        graph.add_node(());
         for task in tasks {
             if task.id.is_empty() || task.argv.is_empty() {
                 return Err(format!("task {:?} has an empty id or command", task.id));
@@ -164,20 +168,20 @@ impl LaneState {
             needs.dedup();
             let at = nodes.len();
             let need_positions: Vec<usize> = needs.iter().map(|n| index[n]).collect();
+            let node = graph.add_node(());
             for &need in &need_positions {
-                nodes[need].dependents.push(at);
+                graph.add_edge(NodeIndex::new(need), node, ());
             }
             let command = shell_words(&task.argv);
             nodes.push(NodeState {
                 view: NodeView::pending(&task.id, command, needs),
                 argv: task.argv.clone(),
                 needs: need_positions,
-                dependents: vec![],
             });
             index.insert(task.id.clone(), at);
             order.push(task.id.clone());
         }
-        Ok(LaneState { order, nodes, index, jobs: jobs.filter(|&j| j > 0), started: false })
+        Ok(LaneState { order, nodes, graph, index, jobs: jobs.filter(|&j| j > 0), started: false })
     }
 
     pub fn order(&self) -> &[String] {
@@ -295,16 +299,11 @@ impl LaneState {
 
     /// The node and everything that transitively needs it, in scheduling order.
     fn closure_of_dependents(&self, pos: usize) -> Vec<usize> {
-        let mut seen = BTreeSet::from([pos]);
-        let mut stack = vec![pos];
-        while let Some(next) = stack.pop() {
-            for &dependent in &self.nodes[next].dependents {
-                if seen.insert(dependent) {
-                    stack.push(dependent);
-                }
-            }
-        }
-        seen.into_iter().collect()
+        let mut closure: Vec<usize> =
+            Dfs::new(&self.graph, NodeIndex::new(pos)).iter(&self.graph).map(NodeIndex::index).collect();
+        // Positions are scheduling order.
+        closure.sort_unstable();
+        closure
     }
 
     /// One pass in topological order: blocked nodes skip (cascading within the pass), ready

@@ -1,0 +1,199 @@
+//! From flattened recipes to the plan's tasks: the root's closure, the tasks its calls make, the
+//! needs that priors and `&&` subsequents give them, and their order.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use petgraph::Direction;
+
+use super::call::{Call, TaskIndex, resolve_dependency};
+use super::graph::{self, Reach, node};
+use super::recipe::Recipe;
+use super::{IngestError, Task};
+
+/// The tasks of the root's closure, in plan order.
+pub(super) fn tasks(recipes: &[Recipe<'_>], root: usize) -> Result<Vec<Task>, IngestError> {
+    Closure::of(recipes, root)?.tasks()
+}
+
+/// The recipes reachable from the root, with their dependencies resolved to calls.
+struct Closure<'r, 'a> {
+    recipes: &'r [Recipe<'a>],
+    root: usize,
+    /// The reached recipes' dependencies as calls, recipe after recipe in walk order, each
+    /// recipe's in the dump's order.
+    calls: Vec<Call<'r>>,
+    /// Where each reached recipe's calls lie in `calls`; `None` for the recipes never reached.
+    spans: Vec<Option<(usize, usize)>>,
+    /// The reachable recipes in the order the walk first met them, the root first.
+    walk: Vec<usize>,
+}
+
+impl<'r, 'a> Closure<'r, 'a> {
+    /// Walks priors and subsequents breadth-first from the root, resolving each dependency
+    /// relative to its declaring module.
+    fn of(recipes: &'r [Recipe<'a>], root: usize) -> Result<Self, IngestError> {
+        // Hashing a namepath once beats comparing it with a dozen others in a binary search. The
+        // map only answers lookups; it never decides an order.
+        let by_namepath: HashMap<&str, usize> =
+            recipes.iter().enumerate().map(|(at, recipe)| (recipe.namepath.as_str(), at)).collect();
+        let mut calls = Vec::new();
+        let mut spans = vec![None; recipes.len()];
+        let walk = graph::walk(recipes.len(), root, |at, targets| {
+            let recipe = &recipes[at];
+            let start = calls.len();
+            for dependency in &recipe.dependencies {
+                let call = resolve_dependency(&by_namepath, recipe, dependency)?;
+                targets.push(call.recipe);
+                calls.push(call);
+            }
+            spans[at] = Some((start, calls.len()));
+            Ok(())
+        })?;
+        Ok(Closure { recipes, root, calls, spans, walk })
+    }
+
+    fn calls_of(&self, recipe: usize) -> &[Call<'r>] {
+        self.spans[recipe].map_or(&[], |(start, end)| &self.calls[start..end])
+    }
+
+    fn priors_of(&self, recipe: usize) -> &[Call<'r>] {
+        let calls = self.calls_of(recipe);
+        &calls[..self.recipes[recipe].priors.min(calls.len())]
+    }
+
+    fn cycle(&self, recipe: usize) -> IngestError {
+        IngestError::Cycle { node: self.recipes[recipe].namepath.clone() }
+    }
+
+    /// The tasks of the closure, in plan order.
+    fn tasks(&self) -> Result<Vec<Task>, IngestError> {
+        let root_call = Call { recipe: self.root, args: Vec::new() };
+        let root_task = self.recipes[self.root].has_body.then_some(&root_call);
+        let index = TaskIndex::new(
+            root_task.into_iter().chain(self.calls.iter().filter(|call| self.recipes[call.recipe].has_body)),
+            self.recipes,
+        );
+        // Calls are grouped by recipe in namepath order, so the clash reported is the first in
+        // that order.
+        let mut taken = vec![false; index.count];
+        for (at, &task) in index.number.iter().enumerate() {
+            if std::mem::replace(&mut taken[task], true) {
+                return Err(IngestError::DuplicateTask { id: index.ids[at].clone() });
+            }
+        }
+
+        // The needs graph: one node per task number, an edge from each need to its task. Every
+        // task needs what its recipe's priors stand for.
+        let expanded = self.expand_priors(&index)?;
+        let mut needs = graph::with_nodes(index.count);
+        for (at, call) in index.calls.iter().enumerate() {
+            for &need in expanded[call.recipe].iter() {
+                needs.add_edge(node(need), node(index.number[at]), ());
+            }
+        }
+
+        // A subsequent runs after the recipe that lists it, so the subsequent's tasks need that
+        // recipe's tasks; an empty-bodied recipe on either side stands for its expanded priors.
+        // just runs every recipe once, so a subsequent that already ran before the recipe (it is
+        // among the recipe's transitive needs) is skipped there and adds no edge; the recipes
+        // are visited in walk order, which makes that choice deterministic.
+        let mut reach = Reach::new(&needs);
+        for &at in &self.walk {
+            let recipe = &self.recipes[at];
+            let subsequents = &self.calls_of(at)[recipe.priors..];
+            if subsequents.is_empty() {
+                continue;
+            }
+            let providers: Rc<[usize]> =
+                if recipe.has_body { index.of_recipe(at).into() } else { Rc::clone(&expanded[at]) };
+            for subsequent in subsequents {
+                let dependents: Rc<[usize]> = if self.recipes[subsequent.recipe].has_body {
+                    Rc::from([index.of_call(subsequent)])
+                } else {
+                    Rc::clone(&expanded[subsequent.recipe])
+                };
+                for &dependent in dependents.iter() {
+                    for &provider in providers.iter() {
+                        // Whether the provider already needs the dependent, directly or not.
+                        if !reach.connects(&needs, dependent, provider)
+                            && needs.find_edge(node(provider), node(dependent)).is_none()
+                        {
+                            needs.add_edge(node(provider), node(dependent), ());
+                        }
+                    }
+                }
+            }
+        }
+
+        // Each task number now belongs to exactly one call.
+        let TaskIndex { calls, ids: call_ids, number, count, .. } = index;
+        let mut ids = vec![String::new(); count];
+        let mut task_calls = vec![&root_call; count];
+        for (at, id) in call_ids.into_iter().enumerate() {
+            ids[number[at]] = id;
+            task_calls[number[at]] = calls[at];
+        }
+        let ordered = graph::ranked(&needs).map_err(|task| IngestError::Cycle { node: ids[task].clone() })?;
+        let mut tasks: Vec<Task> = ordered
+            .iter()
+            .map(|&task| {
+                let call = task_calls[task];
+                let recipe = &self.recipes[call.recipe];
+                // Task numbers follow ids, so sorted numbers are sorted ids.
+                let mut task_needs: Vec<usize> = needs
+                    .neighbors_directed(node(task), Direction::Incoming)
+                    .map(|need| need.index())
+                    .collect();
+                task_needs.sort_unstable();
+                Task {
+                    // Filled in below, once every task has copied the ids of its needs.
+                    id: String::new(),
+                    recipe: recipe.namepath.clone(),
+                    args: call.args.iter().map(|arg| arg.to_string()).collect(),
+                    needs: task_needs.into_iter().map(|need| ids[need].clone()).collect(),
+                    os: recipe.os.iter().map(|os| os.to_string()).collect(),
+                }
+            })
+            .collect();
+        for (task, &number) in tasks.iter_mut().zip(&ordered) {
+            task.id = std::mem::take(&mut ids[number]);
+        }
+        Ok(tasks)
+    }
+
+    /// The task numbers each reached recipe's priors stand for, sorted: a body-bearing prior is
+    /// its own task, an empty-bodied one stands for what its own priors stand for. Fails on a
+    /// cycle of empty-bodied priors, which would stand for nothing.
+    fn expand_priors(&self, index: &TaskIndex<'_, 'r>) -> Result<Vec<Rc<[usize]>>, IngestError> {
+        // An edge from each empty-bodied prior to the recipe that lists it: expanded first.
+        let mut stands_for = graph::with_nodes(self.recipes.len());
+        for &at in &self.walk {
+            for call in self.priors_of(at) {
+                if !self.recipes[call.recipe].has_body {
+                    stands_for.add_edge(node(call.recipe), node(at), ());
+                }
+            }
+        }
+        let order = graph::topological(&stands_for).map_err(|recipe| self.cycle(recipe))?;
+        let empty: Rc<[usize]> = Rc::from([]);
+        let mut expanded = vec![Rc::clone(&empty); self.recipes.len()];
+        let mut found = Vec::new();
+        for at in order {
+            found.clear();
+            for call in self.priors_of(at) {
+                if self.recipes[call.recipe].has_body {
+                    found.push(index.of_call(call));
+                } else {
+                    found.extend_from_slice(&expanded[call.recipe]);
+                }
+            }
+            if !found.is_empty() {
+                found.sort_unstable();
+                found.dedup();
+                expanded[at] = Rc::from(found.as_slice());
+            }
+        }
+        Ok(expanded)
+    }
+}

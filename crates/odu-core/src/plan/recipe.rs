@@ -1,0 +1,141 @@
+//! The recipes of a dump, flattened out of their modules, and the root among them.
+
+use std::rc::Rc;
+
+use super::IngestError;
+use super::dump::{DumpDependency, DumpModule};
+use super::error::MAX_ROOT_CANDIDATES;
+
+/// One recipe of the justfile, flattened out of its module.
+#[derive(Debug)]
+pub(super) struct Recipe<'a> {
+    pub(super) namepath: String,
+    /// The declaring module's namepath (`ci::sub`), empty at the top level; dependencies are
+    /// written relative to it.
+    pub(super) module: Rc<str>,
+    pub(super) has_body: bool,
+    /// OS attributes, sorted.
+    pub(super) os: Vec<&'static str>,
+    ci: bool,
+    pub(super) dependencies: Vec<DumpDependency<'a>>,
+    /// How many of `dependencies` run before the recipe; the rest are `&&` subsequents.
+    pub(super) priors: usize,
+    /// The recipe's place in the dump, module by module, to report namepath clashes in order.
+    position: usize,
+}
+
+/// Every recipe of the dump, sorted by namepath so that a namepath is found by binary search
+/// and recipe indices order recipes as their namepaths do.
+pub(super) fn flatten_all(dump: DumpModule<'_>) -> Result<Vec<Recipe<'_>>, IngestError> {
+    let mut recipes = Vec::new();
+    flatten(dump, &Rc::from(""), &mut recipes);
+    recipes.sort_by(|a, b| a.namepath.cmp(&b.namepath));
+    // The stable sort leaves recipes that share a namepath adjacent and in dump order. The clash
+    // reported is the one whose second recipe comes first in the dump, where adding the recipes
+    // one by one would have stopped.
+    let clash = recipes
+        .windows(2)
+        .filter(|pair| pair[0].namepath == pair[1].namepath)
+        .map(|pair| &pair[1])
+        .min_by_key(|recipe| recipe.position);
+    if let Some(recipe) = clash {
+        return Err(IngestError::BadDump(format!(
+            "two recipes share the namepath \"{}\": pass an unedited dump",
+            recipe.namepath
+        )));
+    }
+    Ok(recipes)
+}
+
+fn flatten<'a>(module: DumpModule<'a>, path: &Rc<str>, out: &mut Vec<Recipe<'a>>) {
+    for (name, recipe) in module.recipes {
+        let namepath = match &recipe.namepath {
+            Some(namepath) if !namepath.is_empty() => namepath.to_string(),
+            _ => join(path, &name),
+        };
+        let priors = recipe.priors.unwrap_or(recipe.dependencies.len()).min(recipe.dependencies.len());
+        out.push(Recipe {
+            namepath,
+            module: Rc::clone(path),
+            has_body: recipe.has_body(),
+            os: recipe.os(),
+            ci: recipe.is_ci(),
+            dependencies: recipe.dependencies,
+            priors,
+            position: out.len(),
+        });
+    }
+    for (name, child) in module.modules {
+        flatten(child, &Rc::from(join(path, &name)), out);
+    }
+}
+
+pub(super) fn join(module: &str, name: &str) -> String {
+    if module.is_empty() { name.to_string() } else { format!("{module}::{name}") }
+}
+
+/// The index of the recipe with this namepath.
+fn lookup(recipes: &[Recipe<'_>], namepath: &str) -> Option<usize> {
+    recipes.binary_search_by(|recipe| recipe.namepath.as_str().cmp(namepath)).ok()
+}
+
+pub(super) fn find_root(recipes: &[Recipe<'_>], root: Option<&str>) -> Result<usize, IngestError> {
+    if let Some(root) = root {
+        return lookup(recipes, root).ok_or_else(|| IngestError::UnknownRoot {
+            root: root.to_string(),
+            candidates: close_namepaths(root, recipes.iter().map(|r| r.namepath.as_str())),
+        });
+    }
+    let found: Vec<usize> = (0..recipes.len()).filter(|&i| recipes[i].ci).collect();
+    match found.as_slice() {
+        [root] => Ok(*root),
+        _ => Err(IngestError::RootCount {
+            found: found.iter().map(|&i| recipes[i].namepath.clone()).collect(),
+        }),
+    }
+}
+
+/// Namepaths that look like `wanted` (same leaf, containing it, or a few edits away), closest
+/// first; when nothing looks alike, the first namepaths alphabetically.
+fn close_namepaths<'a>(wanted: &str, all: impl Iterator<Item = &'a str> + Clone) -> Vec<String> {
+    let leaf = leaf_of(wanted);
+    let tolerance = (wanted.chars().count() / 3).max(1);
+    let mut scored: Vec<(usize, &str)> = all
+        .clone()
+        .filter_map(|name| {
+            if leaf_of(name) == leaf {
+                Some((0, name))
+            } else if name.contains(wanted) {
+                Some((1, name))
+            } else {
+                let distance = edit_distance(wanted, name).min(edit_distance(leaf, leaf_of(name)));
+                (distance <= tolerance).then_some((1 + distance, name))
+            }
+        })
+        .collect();
+    scored.sort();
+    if scored.is_empty() {
+        return all.take(MAX_ROOT_CANDIDATES).map(str::to_string).collect();
+    }
+    scored.into_iter().take(MAX_ROOT_CANDIDATES).map(|(_, name)| name.to_string()).collect()
+}
+
+pub(super) fn leaf_of(namepath: &str) -> &str {
+    namepath.rsplit("::").next().unwrap_or(namepath)
+}
+
+/// Levenshtein distance over chars.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (diagonal + usize::from(ca != *cb)).min(above + 1).min(row[j] + 1);
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}

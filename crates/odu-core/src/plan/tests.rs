@@ -1,0 +1,696 @@
+//! The plan end to end: dumps in, plans, lanes, digests and drawings out.
+
+use serde_json::{Value, json};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::recipe::leaf_of;
+use super::*;
+
+type Dep<'a> = (&'a str, &'a [&'a str]);
+
+/// A recipe as just dumps it, with the fields odu ignores too. `deps` are written relative to
+/// the recipe's module; the first `priors` of them run before it, the rest after (`&&`).
+fn recipe(namepath: &str, body: bool, deps: &[Dep], priors: usize) -> Value {
+    let dependencies: Vec<Value> =
+        deps.iter().map(|(path, args)| json!({ "recipe": path, "arguments": args, "star": null })).collect();
+    json!({
+        "name": leaf_of(namepath),
+        "namepath": namepath,
+        "attributes": [],
+        "body": if body { json!([["echo ", namepath]]) } else { json!([]) },
+        "dependencies": dependencies,
+        "priors": priors,
+        "doc": null,
+        "parameters": [],
+        "private": false,
+        "quiet": false,
+        "shebang": false,
+    })
+}
+
+fn with_attributes(mut recipe: Value, attributes: Value) -> Value {
+    recipe["attributes"] = attributes;
+    recipe
+}
+
+/// Marks a recipe `[group("ci")] [metadata("ci")]`, the tag among other attributes.
+fn tagged(recipe: Value) -> Value {
+    with_attributes(recipe, json!([{ "group": "ci" }, { "metadata": ["ci"] }, "parallel"]))
+}
+
+/// Nests recipes into a dump's module tree by their namepaths.
+fn dump(recipes: Vec<Value>) -> String {
+    let mut top = json!({
+        "recipes": {},
+        "modules": {},
+        "aliases": {},
+        "settings": { "shell": null, "lazy": false },
+        "source": "/repo/justfile",
+    });
+    for recipe in recipes {
+        let namepath = recipe["namepath"].as_str().unwrap().to_string();
+        let mut parts: Vec<&str> = namepath.split("::").collect();
+        let name = parts.pop().unwrap();
+        let mut module = &mut top;
+        for part in parts {
+            module = module["modules"]
+                .as_object_mut()
+                .unwrap()
+                .entry(part)
+                .or_insert_with(|| json!({ "recipes": {}, "modules": {} }));
+        }
+        module["recipes"][name] = recipe;
+    }
+    top.to_string()
+}
+
+/// `ci::default` (empty, tagged): lint build e2e && post, with a module two levels deep and
+/// recipes the root never reaches.
+fn pipeline() -> String {
+    dump(vec![
+        recipe("release", true, &[], 0),
+        tagged(recipe(
+            "ci::default",
+            false,
+            &[("lint", &[]), ("build", &[]), ("e2e", &[]), ("post", &[])],
+            3,
+        )),
+        recipe("ci::lint", true, &[("sub::x", &[])], 1),
+        recipe("ci::build", true, &[], 0),
+        with_attributes(recipe("ci::e2e", true, &[("build", &[])], 1), json!(["linux"])),
+        recipe("ci::post", true, &[], 0),
+        recipe("ci::unused", true, &[], 0),
+        recipe("ci::sub::x", true, &[("deeper::z", &[])], 1),
+        recipe("ci::sub::deeper::z", true, &[], 0),
+    ])
+}
+
+fn plan() -> Plan {
+    Plan::from_dump(&pipeline(), None).unwrap()
+}
+
+fn ids(tasks: &[Task]) -> Vec<&str> {
+    tasks.iter().map(|t| t.id.as_str()).collect()
+}
+
+fn task<'a>(plan: &'a Plan, id: &str) -> &'a Task {
+    plan.tasks.iter().find(|t| t.id == id).unwrap()
+}
+
+fn selectors(plan: &Plan, tokens: &[&str]) -> Vec<ResolvedSelector> {
+    let parsed: Vec<Selector> = tokens.iter().map(|t| Selector::parse(t)).collect();
+    plan.resolve(&parsed).unwrap()
+}
+
+fn lane(plan: &Plan, platform: &str, tokens: &[&str], no_deps: bool) -> Vec<(String, Vec<String>)> {
+    plan.lane_tasks(platform, &selectors(plan, tokens), no_deps)
+        .into_iter()
+        .map(|t| (t.id, t.needs))
+        .collect()
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn ci_tagged_root_expands_only_its_reachable_subgraph() {
+    let plan = plan();
+    assert_eq!(plan.root, "ci::default");
+    let ids = ids(&plan.tasks);
+    assert!(!ids.contains(&"ci::unused") && !ids.contains(&"release"), "{ids:?}");
+    assert_eq!(ids.len(), 6, "{ids:?}");
+}
+
+#[test]
+fn empty_bodied_root_is_no_task_and_leaves_run_without_their_deps() {
+    let plan = plan();
+    assert!(plan.tasks.iter().all(|t| t.id != "ci::default"));
+    assert_eq!(task(&plan, "ci::lint").argv(), strings(&["just", "--no-deps", "ci::lint"]));
+}
+
+#[test]
+fn dependencies_come_before_dependents_alphabetical_within_a_rank() {
+    let plan = plan();
+    assert_eq!(
+        ids(&plan.tasks),
+        ["ci::build", "ci::sub::deeper::z", "ci::e2e", "ci::sub::x", "ci::lint", "ci::post"]
+    );
+    for (at, task) in plan.tasks.iter().enumerate() {
+        for need in &task.needs {
+            assert!(plan.tasks[..at].iter().any(|t| &t.id == need), "{need} after {}", task.id);
+        }
+    }
+}
+
+#[test]
+fn root_override_runs_the_named_recipe_and_its_own_body() {
+    let plan = Plan::from_dump(&pipeline(), Some("ci::lint")).unwrap();
+    assert_eq!(plan.root, "ci::lint");
+    assert_eq!(ids(&plan.tasks), ["ci::sub::deeper::z", "ci::sub::x", "ci::lint"]);
+}
+
+#[test]
+fn unknown_root_names_close_candidates() {
+    let err = Plan::from_dump(&pipeline(), Some("ci::lnt")).unwrap_err();
+    let IngestError::UnknownRoot { root, candidates } = &err else { panic!("{err:?}") };
+    assert_eq!(root, "ci::lnt");
+    assert_eq!(candidates.first().map(String::as_str), Some("ci::lint"));
+    assert!(err.to_string().starts_with("no recipe named \"ci::lnt\" in the justfile: pass --root"), "{err}");
+}
+
+#[test]
+fn unknown_root_without_close_names_lists_available_namepaths() {
+    let err = Plan::from_dump(&pipeline(), Some("zzzzzzzz")).unwrap_err();
+    let IngestError::UnknownRoot { candidates, .. } = err else { panic!("{err:?}") };
+    assert_eq!(candidates.len(), 9);
+    assert_eq!(candidates[0], "ci::build");
+}
+
+#[test]
+fn missing_ci_tag_asks_to_mark_a_root() {
+    let err = Plan::from_dump(&dump(vec![recipe("ci::lint", true, &[], 0)]), None).unwrap_err();
+    assert_eq!(err, IngestError::RootCount { found: vec![] });
+    assert_eq!(
+        err.to_string(),
+        "expected exactly one [metadata(\"ci\")] recipe, found 0: mark the pipeline's root \
+         recipe with [metadata(\"ci\")] or pass --root NAMEPATH"
+    );
+}
+
+#[test]
+fn duplicate_ci_tags_name_every_candidate() {
+    let json = dump(vec![
+        tagged(recipe("ci::a", true, &[], 0)),
+        with_attributes(recipe("ci::b", true, &[], 0), json!([{ "metadata": ["x", "ci"] }])),
+        with_attributes(recipe("ci::c", true, &[], 0), json!([{ "metadata": ["cix"] }])),
+    ]);
+    let err = Plan::from_dump(&json, None).unwrap_err();
+    assert_eq!(err, IngestError::RootCount { found: strings(&["ci::a", "ci::b"]) });
+    assert_eq!(
+        err.to_string(),
+        "expected exactly one [metadata(\"ci\")] recipe, found 2 (ci::a, ci::b): keep the \
+         attribute on one of them or pass --root NAMEPATH"
+    );
+    // `--root` settles the choice.
+    assert_eq!(Plan::from_dump(&json, Some("ci::b")).unwrap().root, "ci::b");
+}
+
+#[test]
+fn child_module_dependencies_resolve_relative_to_the_declaring_module() {
+    let plan = plan();
+    assert_eq!(task(&plan, "ci::lint").needs, ["ci::sub::x"]);
+    assert_eq!(task(&plan, "ci::sub::x").needs, ["ci::sub::deeper::z"]);
+}
+
+#[test]
+fn dependency_outside_the_module_tree_is_unknown() {
+    let json = dump(vec![
+        tagged(recipe("ci::default", false, &[("x", &[])], 1)),
+        recipe("ci::sub::x", true, &[], 0),
+        recipe("x", true, &[], 0),
+    ]);
+    let err = Plan::from_dump(&json, None).unwrap_err();
+    assert_eq!(err, IngestError::UnknownDependency { recipe: "ci::default".into(), dependency: "x".into() });
+    assert!(err.to_string().contains("names no recipe in its module or a child module"));
+}
+
+#[test]
+fn subsequents_need_the_recipe_that_lists_them() {
+    // The empty root's subsequent needs the root's expanded priors.
+    let plan = plan();
+    assert_eq!(task(&plan, "ci::post").needs, ["ci::build", "ci::e2e", "ci::lint"]);
+
+    // A body-bearing recipe's subsequent needs the recipe itself.
+    let json = dump(vec![
+        tagged(recipe("ci::default", false, &[("deploy", &[])], 1)),
+        recipe("ci::deploy", true, &[("build", &[]), ("notify", &["done"])], 1),
+        recipe("ci::build", true, &[], 0),
+        recipe("ci::notify", true, &[], 0),
+    ]);
+    let plan = Plan::from_dump(&json, None).unwrap();
+    assert_eq!(ids(&plan.tasks), ["ci::build", "ci::deploy", "ci::notify(done)"]);
+    assert_eq!(task(&plan, "ci::notify(done)").needs, ["ci::deploy"]);
+}
+
+#[test]
+fn subsequent_that_already_ran_adds_no_edge() {
+    // just runs `b` before `a` and then skips the root's `&& b`, so `b` must not need `a`.
+    let json = dump(vec![
+        tagged(recipe("ci::default", false, &[("a", &[]), ("b", &[])], 1)),
+        recipe("ci::a", true, &[("b", &[])], 1),
+        recipe("ci::b", true, &[], 0),
+    ]);
+    let plan = Plan::from_dump(&json, None).unwrap();
+    assert_eq!(ids(&plan.tasks), ["ci::b", "ci::a"]);
+    assert!(task(&plan, "ci::b").needs.is_empty());
+}
+
+#[test]
+fn empty_bodied_recipe_fans_out_to_its_priors() {
+    let json = dump(vec![
+        tagged(recipe("ci::default", false, &[("ship", &[])], 1)),
+        recipe("ci::ship", true, &[("checks", &[])], 1),
+        recipe("ci::checks", false, &[("lint", &[]), ("test", &[]), ("report", &[])], 2),
+        recipe("ci::lint", true, &[], 0),
+        recipe("ci::test", true, &[], 0),
+        recipe("ci::report", true, &[], 0),
+    ]);
+    let plan = Plan::from_dump(&json, None).unwrap();
+    assert!(plan.tasks.iter().all(|t| t.id != "ci::checks"));
+    assert_eq!(task(&plan, "ci::ship").needs, ["ci::lint", "ci::test"]);
+    // The empty recipe's subsequent needs what the empty recipe stands for.
+    assert_eq!(task(&plan, "ci::report").needs, ["ci::lint", "ci::test"]);
+}
+
+#[test]
+fn literal_argument_dependencies_become_their_own_tasks() {
+    let json = dump(vec![
+        tagged(recipe(
+            "ci::default",
+            false,
+            &[("fmt", &["a", "b"]), ("fmt", &["c", "d"]), ("fmt", &[]), ("fmt", &["a", "b"])],
+            4,
+        )),
+        recipe("ci::fmt", true, &[], 0),
+    ]);
+    let plan = Plan::from_dump(&json, None).unwrap();
+    assert_eq!(ids(&plan.tasks), ["ci::fmt", "ci::fmt(a,b)", "ci::fmt(c,d)"]);
+    let fmt = task(&plan, "ci::fmt(a,b)");
+    assert_eq!((fmt.recipe.as_str(), fmt.args.clone()), ("ci::fmt", strings(&["a", "b"])));
+    assert_eq!(fmt.argv(), strings(&["just", "--no-deps", "ci::fmt", "a", "b"]));
+}
+
+#[test]
+fn non_literal_arguments_are_rejected() {
+    let mut root = tagged(recipe("ci::default", false, &[("fmtx", &[])], 1));
+    root["dependencies"][0]["arguments"] =
+        json!([["variable", "v"], ["concatenate", "b", ["variable", "v"]]]);
+    let json = dump(vec![root, recipe("ci::fmtx", true, &[], 0)]);
+    let err = Plan::from_dump(&json, None).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "recipe \"ci::default\" passes a non-literal argument to \"fmtx\": odu runs \
+         dependencies with literal string arguments only; pass literals or move the \
+         expression into the recipe body"
+    );
+}
+
+#[test]
+fn os_attributes_filter_lanes_and_cascade_to_dependents() {
+    let plan = plan();
+    assert_eq!(task(&plan, "ci::e2e").os, ["linux"]);
+    let linux = lane(&plan, "x86_64-linux", &[], false);
+    assert_eq!(linux.len(), 6);
+    // e2e is linux-only, and post needs it, so neither runs on darwin.
+    let darwin = lane(&plan, "aarch64-darwin", &[], false);
+    let darwin_ids: Vec<&str> = darwin.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(darwin_ids, ["ci::build", "ci::sub::deeper::z", "ci::sub::x", "ci::lint"]);
+}
+
+#[test]
+fn os_attributes_are_sorted_and_unknown_attributes_ignored() {
+    let json = dump(vec![with_attributes(
+        recipe("ci::a", true, &[], 0),
+        json!(["unix", "linux", "unix", "parallel", { "metadata": ["ci"] }, { "confirm": "?" }, 7]),
+    )]);
+    let plan = Plan::from_dump(&json, None).unwrap();
+    assert_eq!(plan.tasks[0].os, ["linux", "unix"]);
+}
+
+#[test]
+fn selectors_split_at_the_last_at() {
+    let s = Selector::parse("ci::e2e@x86_64-linux");
+    assert_eq!(s, Selector { recipe: "ci::e2e".into(), platform: Some("x86_64-linux".into()) });
+    assert_eq!(Selector::parse("e2e").platform, None);
+    assert_eq!(Selector::parse("fmt(a@b)@x86_64-linux").recipe, "fmt(a@b)");
+    assert_eq!(Selector::parse("@x86_64-linux").recipe, "@x86_64-linux");
+    assert_eq!(Selector::parse("e2e@").recipe, "e2e@");
+    assert_eq!(s.to_string(), "ci::e2e@x86_64-linux");
+}
+
+#[test]
+fn selectors_match_ids_then_namepaths_then_leaves() {
+    let plan = plan();
+    let resolved = selectors(&plan, &["e2e@x86_64-linux", "ci::sub::x", "deeper::z"]);
+    assert_eq!(
+        resolved,
+        [
+            ResolvedSelector { tasks: strings(&["ci::e2e"]), platform: Some("x86_64-linux".into()) },
+            ResolvedSelector { tasks: strings(&["ci::sub::x"]), platform: None },
+            ResolvedSelector { tasks: strings(&["ci::sub::deeper::z"]), platform: None },
+        ]
+    );
+
+    // A namepath names every argument list of the recipe; an id names one.
+    let json = dump(vec![
+        tagged(recipe("ci::default", false, &[("fmt", &["a"]), ("fmt", &["b"])], 2)),
+        recipe("ci::fmt", true, &[], 0),
+    ]);
+    let plan = Plan::from_dump(&json, None).unwrap();
+    assert_eq!(selectors(&plan, &["fmt"])[0].tasks, ["ci::fmt(a)", "ci::fmt(b)"]);
+    assert_eq!(selectors(&plan, &["ci::fmt(b)"])[0].tasks, ["ci::fmt(b)"]);
+    assert_eq!(selectors(&plan, &["fmt(b)"])[0].tasks, ["ci::fmt(b)"]);
+}
+
+#[test]
+fn leaf_shared_by_two_namepaths_is_ambiguous() {
+    let json = dump(vec![
+        tagged(recipe("ci::default", false, &[("x", &[]), ("other::x", &[])], 2)),
+        recipe("ci::x", true, &[], 0),
+        recipe("ci::other::x", true, &[], 0),
+    ]);
+    let plan = Plan::from_dump(&json, None).unwrap();
+    let err = plan.resolve(&[Selector::parse("x")]).unwrap_err();
+    assert_eq!(err.to_string(), "selector \"x\" is ambiguous: ci::other::x, ci::x — use the full namepath");
+    // The full namepath is never ambiguous.
+    assert_eq!(selectors(&plan, &["ci::x"])[0].tasks, ["ci::x"]);
+}
+
+#[test]
+fn unmatched_selector_lists_the_pipeline() {
+    let plan = plan();
+    let err = plan.resolve(&[Selector::parse("nope@x86_64-linux")]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "selector \"nope@x86_64-linux\" matches no pipeline recipe (recipes: ci::build, \
+         ci::e2e, ci::lint, ci::post, ci::sub::deeper::z, ci::sub::x)"
+    );
+
+    let big = Plan {
+        root: "r".into(),
+        tasks: (0..25)
+            .map(|i| Task {
+                id: format!("t{i:02}"),
+                recipe: format!("t{i:02}"),
+                args: vec![],
+                needs: vec![],
+                os: vec![],
+            })
+            .collect(),
+    };
+    let message = big.resolve(&[Selector::parse("nope")]).unwrap_err().to_string();
+    assert!(message.ends_with("t18, t19, …)"), "{message}");
+}
+
+#[test]
+fn no_deps_prunes_needs_outside_the_selection() {
+    let plan = plan();
+    assert_eq!(lane(&plan, "x86_64-linux", &["lint"], true), [("ci::lint".into(), vec![])]);
+    let with_deps = lane(&plan, "x86_64-linux", &["lint"], false);
+    assert_eq!(
+        with_deps,
+        [
+            ("ci::sub::deeper::z".into(), vec![]),
+            ("ci::sub::x".into(), strings(&["ci::sub::deeper::z"])),
+            ("ci::lint".into(), strings(&["ci::sub::x"])),
+        ]
+    );
+    // Needs among selected tasks survive --no-deps.
+    let both = lane(&plan, "x86_64-linux", &["lint", "sub::x"], true);
+    assert_eq!(both, [("ci::sub::x".into(), vec![]), ("ci::lint".into(), strings(&["ci::sub::x"]))]);
+}
+
+#[test]
+fn platform_pinned_selectors_slice_other_lanes_to_nothing() {
+    let plan = plan();
+    assert!(lane(&plan, "x86_64-linux", &["lint@aarch64-darwin"], false).is_empty());
+    assert_eq!(lane(&plan, "aarch64-darwin", &["lint@aarch64-darwin"], false).len(), 3);
+    // An unpinned selector of a task the lane cannot run selects nothing there.
+    assert!(lane(&plan, "aarch64-darwin", &["e2e"], false).is_empty());
+    // A pin on another lane does not stop an unpinned selector here.
+    let mixed = lane(&plan, "x86_64-linux", &["lint@aarch64-darwin", "build"], false);
+    assert_eq!(mixed, [("ci::build".into(), vec![])]);
+}
+
+#[test]
+fn digest_and_pretty_json_are_stable_and_track_the_plan() {
+    let (a, b) = (plan(), plan());
+    assert_eq!(a.digest(), b.digest());
+    assert_eq!(a.to_json_pretty(), b.to_json_pretty());
+    let digest = a.digest();
+    assert!(digest.starts_with("sha256:") && digest.len() == 7 + 64, "{digest}");
+    assert!(digest[7..].chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+
+    let other = Plan::from_dump(&pipeline(), Some("ci::lint")).unwrap();
+    assert_ne!(other.digest(), digest);
+    assert_ne!(other.to_json_pretty(), a.to_json_pretty());
+
+    let pretty = a.to_json_pretty();
+    assert!(pretty.starts_with("{\n  \"root\": \"ci::default\",\n  \"digest\": \"sha256:"));
+    assert!(pretty.ends_with("}\n"));
+    let parsed: Value = serde_json::from_str(&pretty).unwrap();
+    assert_eq!(parsed["digest"], digest);
+    assert_eq!(parsed["tasks"][4]["id"], "ci::lint");
+    assert_eq!(parsed["tasks"][4]["command"], json!(["just", "--no-deps", "ci::lint"]));
+    assert_eq!(parsed["tasks"][4]["needs"], json!(["ci::sub::x"]));
+}
+
+#[test]
+fn mermaid_draws_nodes_then_edges_with_safe_names() {
+    let plan = Plan::from_dump(&pipeline(), Some("ci::lint")).unwrap();
+    assert_eq!(
+        plan.mermaid(),
+        "flowchart TD\n\
+         \x20   ci__sub__deeper__z[\"ci::sub::deeper::z\"]\n\
+         \x20   ci__sub__x[\"ci::sub::x\"]\n\
+         \x20   ci__lint[\"ci::lint\"]\n\
+         \x20   ci__sub__deeper__z --> ci__sub__x\n\
+         \x20   ci__sub__x --> ci__lint\n"
+    );
+
+    let task = |id: &str, needs: &[&str]| Task {
+        id: id.into(),
+        recipe: id.into(),
+        args: vec![],
+        needs: strings(needs),
+        os: vec![],
+    };
+    let collide = Plan {
+        root: "r".into(),
+        tasks: vec![task("a-b", &[]), task("a_b", &[]), task("say(\"hi\")", &["a-b", "a_b"])],
+    };
+    assert_eq!(
+        collide.mermaid(),
+        "flowchart TD\n\
+         \x20   a_b[\"a-b\"]\n\
+         \x20   a_b_2[\"a_b\"]\n\
+         \x20   say__hi__[\"say(#quot;hi#quot;)\"]\n\
+         \x20   a_b --> say__hi__\n\
+         \x20   a_b_2 --> say__hi__\n"
+    );
+}
+
+#[test]
+fn unreadable_json_is_a_bad_dump() {
+    let err = Plan::from_dump("{", None).unwrap_err();
+    assert!(matches!(err, IngestError::BadDump(_)), "{err:?}");
+    assert!(err.to_string().starts_with("just's JSON dump could not be read: "));
+    // Missing and null collections read as empty rather than failing.
+    let sparse = r#"{"recipes": {"a": {"namepath": "a", "attributes": [{"metadata": ["ci"]}],
+        "body": [["x"]], "dependencies": null}}, "modules": null}"#;
+    assert_eq!(ids(&Plan::from_dump(sparse, None).unwrap().tasks), ["a"]);
+}
+
+#[test]
+fn the_plan_is_a_petgraph_dag_in_topological_order() {
+    let plan = Plan::from_dump(&kolu_like_dump_for_graph(), None).unwrap();
+    let graph = plan.graph();
+    let order = petgraph::algo::toposort(&graph, None).expect("acyclic");
+    assert_eq!(graph.node_count(), plan.tasks.len());
+    assert_eq!(graph.edge_count(), plan.tasks.iter().map(|t| t.needs.len()).sum::<usize>());
+    // The plan's own order is a valid topological order too.
+    for edge in graph.raw_edges() {
+        assert!(graph[edge.source()] < graph[edge.target()]);
+    }
+    assert_eq!(order.len(), plan.tasks.len());
+}
+
+fn kolu_like_dump_for_graph() -> String {
+    serde_json::json!({
+        "recipes": {
+            "ci": {"namepath": "ci", "attributes": [{"metadata": ["ci"]}], "body": [],
+                   "dependencies": [{"recipe": "test", "arguments": []}, {"recipe": "lint", "arguments": []}], "priors": 2},
+            "build": {"namepath": "build", "body": [["true"]], "dependencies": []},
+            "test": {"namepath": "test", "body": [["true"]], "dependencies": [{"recipe": "build", "arguments": []}], "priors": 1},
+            "lint": {"namepath": "lint", "body": [["true"]], "dependencies": []}
+        },
+        "modules": {}
+    })
+    .to_string()
+}
+
+#[test]
+fn dependency_cycles_are_rejected_naming_a_node_on_them() {
+    let json = dump(vec![
+        tagged(recipe("ci::default", false, &[("a", &[])], 1)),
+        recipe("ci::a", true, &[("b", &[])], 1),
+        recipe("ci::b", true, &[("a", &[])], 1),
+    ]);
+    let err = Plan::from_dump(&json, None).unwrap_err();
+    assert_eq!(err, IngestError::Cycle { node: "ci::a".into() });
+
+    let json = dump(vec![
+        tagged(recipe("ci::default", false, &[("e", &[])], 1)),
+        recipe("ci::e", false, &[("f", &[])], 1),
+        recipe("ci::f", false, &[("e", &[])], 1),
+    ]);
+    let err = Plan::from_dump(&json, None).unwrap_err();
+    assert!(matches!(&err, IngestError::Cycle { node } if node == "ci::e" || node == "ci::f"));
+}
+
+#[test]
+fn dependencies_that_make_the_same_id_are_rejected() {
+    let json = dump(vec![
+        tagged(recipe("ci::default", false, &[("fmt", &["a,b"]), ("fmt", &["a", "b"])], 2)),
+        recipe("ci::fmt", true, &[], 0),
+    ]);
+    let err = Plan::from_dump(&json, None).unwrap_err();
+    assert_eq!(err, IngestError::DuplicateTask { id: "ci::fmt(a,b)".into() });
+}
+
+#[test]
+fn a_recipe_named_like_the_setup_node_is_refused() {
+    let json = dump(vec![
+        tagged(recipe("default", false, &[("_ci-setup", &[]), ("x", &[])], 2)),
+        recipe("_ci-setup", true, &[], 0),
+        recipe("x", true, &[], 0),
+    ]);
+    assert_eq!(Plan::from_dump(&json, None).unwrap_err(), IngestError::ReservedName(SETUP));
+    // In a module it is another id, and runs.
+    let json = dump(vec![
+        tagged(recipe("ci::default", false, &[("_ci-setup", &[])], 1)),
+        recipe("ci::_ci-setup", true, &[], 0),
+    ]);
+    assert!(Plan::from_dump(&json, None).is_ok());
+}
+
+#[test]
+fn recipes_sharing_a_namepath_are_a_bad_dump() {
+    let json = dump(vec![
+        tagged(recipe("ci::default", true, &[], 0)),
+        recipe("x", true, &[], 0),
+        recipe("ci::x", true, &[], 0),
+    ]);
+    let mut value: Value = serde_json::from_str(&json).unwrap();
+    value["recipes"]["x"]["namepath"] = json!("ci::x");
+    let err = Plan::from_dump(&value.to_string(), None).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "just's JSON dump could not be read: two recipes share the namepath \"ci::x\": pass an \
+         unedited dump"
+    );
+}
+
+#[test]
+fn arguments_with_escapes_are_read_and_written_back_escaped() {
+    let json = dump(vec![
+        tagged(recipe("ci::default", false, &[("say", &["q\"uote", "back\\slash", "é"])], 1)),
+        recipe("ci::say", true, &[], 0),
+    ]);
+    let plan = Plan::from_dump(&json, None).unwrap();
+    assert_eq!(ids(&plan.tasks), ["ci::say(q\"uote,back\\slash,é)"]);
+    assert_eq!(plan.to_json_pretty(), reference_pretty(&plan));
+    assert!(plan.to_json_pretty().contains(r#""q\"uote","#));
+}
+
+/// The plan's pretty JSON as serde_json writes it, the reference for the hand-written writer.
+fn reference_pretty(plan: &Plan) -> String {
+    #[derive(Serialize)]
+    struct PlanView<'a> {
+        root: &'a str,
+        digest: String,
+        tasks: Vec<TaskView<'a>>,
+    }
+    #[derive(Serialize)]
+    struct TaskView<'a> {
+        id: &'a str,
+        recipe: &'a str,
+        args: &'a [String],
+        command: Vec<String>,
+        needs: &'a [String],
+        os: &'a [String],
+    }
+    let view = PlanView {
+        root: &plan.root,
+        digest: reference_digest(plan),
+        tasks: plan
+            .tasks
+            .iter()
+            .map(|t| TaskView {
+                id: &t.id,
+                recipe: &t.recipe,
+                args: &t.args,
+                command: t.argv(),
+                needs: &t.needs,
+                os: &t.os,
+            })
+            .collect(),
+    };
+    serde_json::to_string_pretty(&view).unwrap() + "\n"
+}
+
+/// The digest over `serde_json::to_vec` of the plan, the reference for the hand-written one.
+fn reference_digest(plan: &Plan) -> String {
+    let hash = Sha256::digest(serde_json::to_vec(plan).unwrap());
+    "sha256:".to_string() + &hash.iter().map(|b| format!("{b:02x}")).collect::<String>()
+}
+
+#[test]
+fn hand_written_json_matches_serde_json_byte_for_byte() {
+    let every_ascii: String = (0u8..0x80).map(char::from).collect();
+    let task = |id: &str, args: &[&str], needs: &[&str], os: &[&str]| Task {
+        id: id.into(),
+        recipe: format!("{id}::recipe"),
+        args: strings(args),
+        needs: strings(needs),
+        os: strings(os),
+    };
+    let tricky = Plan {
+        root: "r\"o\\ot\u{1}\u{7f}".into(),
+        tasks: vec![
+            task(&every_ascii, &[&every_ascii, "", "é ü 漢 🦀"], &[], &["linux", "unix"]),
+            task("a\n(b,\"c\")", &[], &[&every_ascii], &[]),
+            task("plain", &["x\ty"], &["a\n(b,\"c\")", "plain"], &["macos"]),
+        ],
+    };
+    let empty = Plan { root: String::new(), tasks: vec![] };
+    for plan in [plan(), Plan::from_dump(&pipeline(), Some("ci::lint")).unwrap(), tricky, empty] {
+        assert_eq!(plan.digest(), reference_digest(&plan));
+        assert_eq!(plan.to_json_pretty(), reference_pretty(&plan));
+    }
+}
+
+#[test]
+fn a_need_outside_the_plan_disables_its_task_and_what_needs_it() {
+    let task = |id: &str, needs: &[&str]| Task {
+        id: id.into(),
+        recipe: id.into(),
+        args: vec![],
+        needs: strings(needs),
+        os: vec![],
+    };
+    let plan = Plan {
+        root: "r".into(),
+        tasks: vec![task("a", &[]), task("b", &["gone"]), task("c", &["a", "b"]), task("d", &["a"])],
+    };
+    assert_eq!(plan.graph().edge_count(), 3);
+    let linux = lane(&plan, "x86_64-linux", &[], false);
+    assert_eq!(linux, [("a".into(), vec![]), ("d".into(), strings(&["a"]))]);
+    assert!(lane(&plan, "x86_64-linux", &["c"], false).is_empty());
+}
+
+#[test]
+fn a_cycle_is_named_by_its_first_task_whatever_leads_into_it() {
+    // `ci::a` needs the cycle without being on it.
+    let json = dump(vec![
+        tagged(recipe("ci::default", false, &[("a", &[])], 1)),
+        recipe("ci::a", true, &[("d", &[])], 1),
+        recipe("ci::d", true, &[("c", &[])], 1),
+        recipe("ci::c", true, &[("e", &[])], 1),
+        recipe("ci::e", true, &[("d", &[])], 1),
+    ]);
+    assert_eq!(Plan::from_dump(&json, None).unwrap_err(), IngestError::Cycle { node: "ci::c".into() });
+}
