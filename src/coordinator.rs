@@ -19,8 +19,8 @@ use crate::clock::now_ms;
 use crate::face::Face;
 use crate::fan_in::{FanIn, Transition};
 use crate::lane::{LaneCommand, LaneLogs, LaneReport, LaneSpec};
-use crate::ledger::{self, NodeRecord, RunRecord};
-use crate::spool::Spool;
+use crate::trail::ledger::{self, NodeRecord, RunRecord};
+use crate::trail::spool::Spool;
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,7 +179,7 @@ impl Coordinator {
         let open = starts.len();
         for (spec, logs, cmd_rx) in starts {
             if spec.remote.is_some() {
-                tokio::spawn(crate::remote::run_remote(spec, logs, cmd_rx, reports_tx.clone()));
+                tokio::spawn(crate::lane::remote::run_remote(spec, logs, cmd_rx, reports_tx.clone()));
             } else {
                 tokio::spawn(crate::lane::run_local(spec, logs, cmd_rx, reports_tx.clone()));
             }

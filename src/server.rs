@@ -27,9 +27,9 @@ use crate::coordinator::RunHandles;
 use crate::error::{CliError, CliResult};
 use crate::face::Face;
 use crate::fan_in::{FanIn, Transition};
-use crate::ledger::{self, RunRecord};
 use crate::start;
 use crate::surface::CiDir;
+use crate::trail::ledger::{self, RunRecord};
 
 /// What a request's `run` names.
 pub enum Target {

@@ -16,10 +16,10 @@ use crate::face::Face;
 use crate::fan_in::FanIn;
 use crate::hosts::{self, Hosts};
 use crate::lane::LaneSpec;
-use crate::ledger::{self, LaneRecord, RunRecord};
 use crate::private::Untrusted;
 use crate::tool::Env;
-use crate::{git, just};
+use crate::trail::ledger::{self, LaneRecord, RunRecord};
+use crate::{tool::git, tool::just};
 
 /// Set in every node's environment; a nested `odu run` without explicit hosts is refused.
 pub const RUN_ENV: &str = "ODU_RUN";
@@ -359,13 +359,13 @@ pub fn prepare(
             log_dir: ci.join(&label).join(platform),
             runner: runner.clone(),
             base_env: env.cloned(),
-            remote: (!hosts.entries[platform].is_local()).then(|| crate::remote::RemoteSource {
+            remote: (!hosts.entries[platform].is_local()).then(|| crate::lane::remote::RemoteSource {
                 entry: hosts.entries[platform].clone(),
                 ssh_config: ssh_config.clone(),
                 repo: repo.to_path_buf(),
                 origin: origin.clone(),
                 sha: remote_sha.clone(),
-                slug: crate::remote::slug(origin.as_deref(), repo),
+                slug: crate::lane::remote::slug(origin.as_deref(), repo),
                 expect_platform: hosts.entries[platform].platform.clone().unwrap_or_else(|| platform.clone()),
                 run_name: format!("{}-{seq}", label.replace('+', "-")),
             }),

@@ -36,12 +36,12 @@ use tokio::task::AbortHandle;
 use crate::cell::{CellValue, Subscription};
 use crate::coordinator::RunHandles;
 use crate::lane::LaneCommand;
-use crate::ledger::{self, RunRecord};
 use crate::private;
 use crate::runner::{item_frame, log_item_frame};
 use crate::server::{ClientGuard, Server, Target};
-use crate::spool::{SpoolChunk, SpoolReader};
 use crate::tool::Env;
+use crate::trail::ledger::{self, RunRecord};
+use crate::trail::spool::{SpoolChunk, SpoolReader};
 use crate::wire::{FrameReader, Served, ServerLink, spawn_writer};
 
 /// Frames queued for one client before its streams wait for it: with [`CLIENT_LOG_CHUNK`], a

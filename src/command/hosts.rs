@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::cli::{HostsArgs, OutputFormat};
 use crate::error::{CliError, CliResult, outln, say};
 use crate::hosts::{self, HostEntry};
-use crate::{remote, start, tool};
+use crate::{lane::remote, start, tool};
 
 #[derive(Debug, Serialize)]
 struct Report {

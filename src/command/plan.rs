@@ -4,7 +4,7 @@ use odu_core::Plan;
 
 use crate::cli::PlanArgs;
 use crate::error::{CliResult, out};
-use crate::just;
+use crate::tool::just;
 
 pub fn load(args: &PlanArgs) -> CliResult<Plan> {
     let dir = super::current_dir()?;

@@ -15,7 +15,7 @@ use crate::client::{ClientError, ClientEvent};
 use crate::error::{CliError, CliResult, say};
 use crate::face::{Face, JsonFace, LiveFace, PlainFace, colors_enabled, verdict};
 use crate::fan_in::{FanIn, Transition};
-use crate::{git, hosts, ledger};
+use crate::{hosts, tool::git, trail::ledger};
 
 use super::serve::{self, SurfaceClient};
 

@@ -7,7 +7,7 @@ use serde_json::json;
 use crate::cli::{OutputFormat, RunsArgs};
 use crate::clock::now_ms;
 use crate::error::{CliError, CliResult, outln};
-use crate::{git, ledger};
+use crate::{tool::git, trail::ledger};
 
 pub fn runs(args: RunsArgs) -> CliResult<i32> {
     let cwd = super::current_dir()?;

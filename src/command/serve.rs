@@ -21,7 +21,7 @@ pub const DEFAULT_IDLE: &str = "10m";
 
 pub fn serve(args: ServeArgs) -> CliResult<i32> {
     let cwd = super::current_dir()?;
-    let repo = crate::git::toplevel(&cwd)?;
+    let repo = crate::tool::git::toplevel(&cwd)?;
     let idle_timeout = match args.idle_timeout.as_deref() {
         None | Some("0") | Some("never") => None,
         Some(text) => Some(super::parse_duration(text, "--idle-timeout")?),

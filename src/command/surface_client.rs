@@ -17,8 +17,8 @@ use crate::client::ClientEvent;
 use crate::clock::now_ms;
 use crate::error::{CliError, CliResult, out, outln, say};
 use crate::face::{Face, JsonFace, PlainFace};
-use crate::ledger::{self, RunRecord};
-use crate::{git, surface};
+use crate::trail::ledger::{self, RunRecord};
+use crate::{surface, tool::git};
 
 use super::run::refused;
 use super::serve::{SurfaceClient, connect, first_item};

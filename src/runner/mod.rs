@@ -28,7 +28,7 @@ use tokio::task::AbortHandle;
 
 use crate::cell::{Hub, NodesValue};
 use crate::clock::now_ms;
-use crate::spool::{Spool, SpoolChunk, SpoolReader};
+use crate::trail::spool::{Spool, SpoolChunk, SpoolReader};
 use crate::wire::{FrameReader, Served, ServerLink, spawn_writer};
 use std::sync::Arc;
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 use odu_core::lane::Exit;
 use tokio::io::AsyncReadExt;
 
-use crate::spool::Spool;
+use crate::trail::spool::Spool;
 
 /// How long a process group gets between SIGTERM and SIGKILL.
 pub const TERM_GRACE: Duration = Duration::from_secs(2);

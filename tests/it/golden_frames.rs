@@ -1,7 +1,7 @@
 //! The golden frames of docs/protocol.md round-trip through the real codec and types.
 
 use odu::runner::{item_frame, log_frame_json};
-use odu::spool::SpoolChunk;
+use odu::trail::spool::SpoolChunk;
 use odu_proto::{
     Configure, HeaderFrame, LogFrame, Message, NodesFrame, RunsFrame, StartParams, Started, decode_line,
     encode_frame,

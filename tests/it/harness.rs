@@ -209,7 +209,7 @@ pub async fn wait_until_dead(pid: i32, within: Duration) -> bool {
 
 /// Whether a process is gone: exited, or a zombie waiting to be reaped.
 pub fn gone(pid: i32) -> bool {
-    !odu::ledger::pid_alive(pid as u32)
+    !odu::trail::ledger::pid_alive(pid as u32)
 }
 
 /// The pid a recipe wrote (`echo $$ > file`), once its whole line is there.

@@ -443,7 +443,7 @@ fn a_full_disk_refuses_the_runner_with_the_fix_and_keeps_no_partial_upload() {
         ],
     );
     // Nothing half-written stays behind, to be taken for the runner by a later run.
-    let dir = cache.join("runner").join(odu::remote::runner_hash(&runner).unwrap());
+    let dir = cache.join("runner").join(odu::lane::remote::runner_hash(&runner).unwrap());
     let left = files_under(&cache, &|_| true);
     assert!(left.is_empty(), "the failed upload left {left:?}");
     // With room again, the next run uploads the whole runner and goes green.

@@ -1,6 +1,9 @@
 //! Short-lived helper commands (`git`, `just --dump`) run to completion. Node processes are
 //! spawned elsewhere, in the runner's spawner, and nowhere else.
 
+pub mod git;
+pub mod just;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 

@@ -6,6 +6,8 @@
 //! coordinator only after its whole log reached the trail (the runner's `end` frame for that
 //! generation), so nothing reports done with output still owed.
 
+pub mod remote;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -18,7 +20,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
 use tokio::sync::mpsc;
 
 use crate::client::{Client, ClientError, ClientEvent};
-use crate::spool::Spool;
+use crate::trail::spool::Spool;
 
 /// Everything a lane needs to run.
 #[derive(Clone, Debug)]
@@ -39,7 +41,7 @@ pub struct LaneSpec {
     /// server's. Remote runners never get it.
     pub base_env: Option<BTreeMap<String, String>>,
     /// Where and what a remote lane runs; `None` for the localhost lane.
-    pub remote: Option<crate::remote::RemoteSource>,
+    pub remote: Option<crate::lane::remote::RemoteSource>,
 }
 
 /// What the coordinator asks of a lane.
@@ -92,7 +94,7 @@ impl LaneLogs {
     /// replaces the files of the last one. A node's log that cannot be created fails the lane,
     /// and the setup log says why (the client shows that line).
     pub fn create(spec: &LaneSpec) -> std::io::Result<LaneLogs> {
-        crate::ledger::make_lane_dir(&spec.log_dir)?;
+        crate::trail::ledger::make_lane_dir(&spec.log_dir)?;
         let mut logs = LaneLogs { spools: BTreeMap::new() };
         let setup = Spool::create(&spec.log_dir.join(format!("{SETUP}.log")))?;
         logs.spools.insert(SETUP.to_string(), setup);
