@@ -3,6 +3,9 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// How long an on-demand `odu serve` waits with nothing to do before it exits.
+pub const DEFAULT_IDLE: &str = "10m";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "odu",
@@ -174,7 +177,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub supersede: bool,
     /// When this starts a server, it exits after this long with nothing to do.
-    #[arg(long, value_name = "DURATION", default_value = crate::command::serve::DEFAULT_IDLE)]
+    #[arg(long, value_name = "DURATION", default_value = DEFAULT_IDLE)]
     pub idle_timeout: String,
 }
 

@@ -359,7 +359,7 @@ pub fn prepare(
             log_dir: ci.join(&label).join(platform),
             runner: runner.clone(),
             base_env: env.cloned(),
-            remote: (!hosts.entries[platform].is_local()).then(|| crate::lane::remote::RemoteSource {
+            remote: (!hosts.entries[platform].is_local()).then(|| crate::lane::RemoteSource {
                 entry: hosts.entries[platform].clone(),
                 ssh_config: ssh_config.clone(),
                 repo: repo.to_path_buf(),

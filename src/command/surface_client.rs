@@ -222,7 +222,7 @@ pub fn rerun(args: RerunArgs) -> CliResult<i32> {
     let repo = repo()?;
     runtime()?.block_on(async {
         // A rerun of a finished run starts a new one, so a server is started if need be.
-        let mut client = super::serve::ensure(&repo, super::serve::DEFAULT_IDLE).await?;
+        let mut client = super::serve::ensure(&repo, crate::cli::DEFAULT_IDLE).await?;
         let mut params = run_params(&args.run.run);
         params["id"] = json!(args.target);
         params["env"] = json!(std::env::vars().collect::<BTreeMap<String, String>>());

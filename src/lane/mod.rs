@@ -22,6 +22,24 @@ use tokio::sync::mpsc;
 use crate::client::{Client, ClientError, ClientEvent};
 use crate::trail::spool::Spool;
 
+/// What a remote lane needs besides its [`LaneSpec`].
+#[derive(Clone, Debug)]
+pub struct RemoteSource {
+    pub entry: crate::hosts::HostEntry,
+    /// `$ODU_SSH_CONFIG`: an ssh config file for every lane (an entry's own `ssh_config` wins).
+    pub ssh_config: Option<PathBuf>,
+    /// The coordinator's checkout, where bundles are made.
+    pub repo: PathBuf,
+    pub origin: Option<String>,
+    pub sha: String,
+    /// The bare cache's name on the host.
+    pub slug: String,
+    /// The platform the host must be: the entry's `platform`, else the lane's key.
+    pub expect_platform: String,
+    /// Names the run's worktree on the host (`<label>-<seq>`).
+    pub run_name: String,
+}
+
 /// Everything a lane needs to run.
 #[derive(Clone, Debug)]
 pub struct LaneSpec {
@@ -41,7 +59,7 @@ pub struct LaneSpec {
     /// server's. Remote runners never get it.
     pub base_env: Option<BTreeMap<String, String>>,
     /// Where and what a remote lane runs; `None` for the localhost lane.
-    pub remote: Option<crate::lane::remote::RemoteSource>,
+    pub remote: Option<RemoteSource>,
 }
 
 /// What the coordinator asks of a lane.

@@ -33,25 +33,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use crate::hosts::HostEntry;
-use crate::lane::{LaneCommand, LaneLogs, LaneReport, LaneSpec, die};
-
-/// What a remote lane needs besides its [`LaneSpec`].
-#[derive(Clone, Debug)]
-pub struct RemoteSource {
-    pub entry: HostEntry,
-    /// `$ODU_SSH_CONFIG`: an ssh config file for every lane (an entry's own `ssh_config` wins).
-    pub ssh_config: Option<PathBuf>,
-    /// The coordinator's checkout, where bundles are made.
-    pub repo: PathBuf,
-    pub origin: Option<String>,
-    pub sha: String,
-    /// The bare cache's name on the host.
-    pub slug: String,
-    /// The platform the host must be: the entry's `platform`, else the lane's key.
-    pub expect_platform: String,
-    /// Names the run's worktree on the host (`<label>-<seq>`).
-    pub run_name: String,
-}
+use crate::lane::{LaneCommand, LaneLogs, LaneReport, LaneSpec, RemoteSource, die};
 
 const CONNECT_ATTEMPTS: u32 = 3;
 
