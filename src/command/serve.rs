@@ -16,8 +16,6 @@ use crate::surface::{CiDir, check_peer, socket_path};
 
 pub type SurfaceClient = Client<OwnedReadHalf>;
 
-/// How long an auto-started server waits, idle, before it exits.
-
 pub fn serve(args: ServeArgs) -> CliResult<i32> {
     let cwd = super::current_dir()?;
     let repo = crate::tool::git::toplevel(&cwd)?;
