@@ -9,6 +9,7 @@ pub mod client;
 pub mod clock;
 pub mod command;
 pub mod coordinator;
+pub mod diag;
 pub mod error;
 pub mod face;
 pub mod fan_in;

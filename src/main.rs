@@ -6,6 +6,11 @@ use odu::command;
 
 fn main() {
     let cli = Cli::parse();
+    let process = match cli.command {
+        Command::Serve(_) => odu::diag::Process::Server,
+        _ => odu::diag::Process::Client,
+    };
+    odu::diag::init(process);
     let result = match cli.command {
         Command::Run(args) => command::run::run(args),
         Command::Serve(args) => command::serve::serve(args),

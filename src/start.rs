@@ -246,6 +246,13 @@ pub struct Prepared {
 
 /// Everything `odu run` used to do before its first lane: each refusal is one line that says
 /// what to do next, and leaves no ledger record.
+/// Runs one step of a run's start inside a `start` span, so `ODU_LOG=odu::server=debug` shows
+/// what each step cost.
+fn step<T>(name: &'static str, f: impl FnOnce() -> T) -> T {
+    let _span = tracing::debug_span!("start", step = name).entered();
+    f()
+}
+
 pub fn prepare(
     repo: &Path,
     params: &StartParams,
@@ -270,9 +277,9 @@ pub fn prepare(
             "refusing to start a run from inside a node of run {outer}: pass --host P=ADDR or set ODU_HOSTS to run a nested pipeline on purpose"
         )));
     }
-    let hosts = hosts::for_run(&config.pins, &var)?;
-    let sha = git::head(repo)?;
-    let dirty_paths = git::dirty_paths(repo)?;
+    let hosts = step("hosts", || hosts::for_run(&config.pins, &var))?;
+    let sha = step("git head", || git::head(repo))?;
+    let dirty_paths = step("git status", || git::dirty_paths(repo))?;
     let dirty = !dirty_paths.is_empty();
     if config.snapshot && dirty {
         let example = dirty_paths.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
@@ -281,11 +288,13 @@ pub fn prepare(
             plural(dirty_paths.len(), "path")
         )));
     }
-    let ci = ensure_ci_dir(repo)?;
+    let ci = step(".ci", || ensure_ci_dir(repo))?;
     let lock = RunLock::acquire(&ci)?;
-    let snapshot = if config.snapshot { Some(git::Snapshot::create(repo, &sha)?) } else { None };
+    let snapshot =
+        if config.snapshot { Some(step("worktree", || git::Snapshot::create(repo, &sha))?) } else { None };
     let workspace = snapshot.as_ref().map_or(repo.to_path_buf(), |s| s.dir.clone());
-    let plan = Plan::from_dump(&just::dump_with(&workspace, env)?, config.root.as_deref())?;
+    let dump = step("just --version and --dump", || just::dump_with(&workspace, env))?;
+    let plan = step("plan", || Plan::from_dump(&dump, config.root.as_deref()))?;
     let lanes = plan_lanes(&plan, &config, &hosts)?;
     let mut notes = Vec::new();
     if hosts.defaulted {
@@ -294,7 +303,7 @@ pub fn prepare(
             hosts::local_platform()
         ));
     }
-    let origin = git::origin(repo);
+    let origin = step("git origin", || git::origin(repo));
     if config.post && origin.as_deref().and_then(git::github_repo).is_some() {
         notes.push(
             "posting GitHub commit statuses is not available in this build: this run posts none".into(),

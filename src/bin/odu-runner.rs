@@ -15,6 +15,7 @@ fn main() {
             std::process::exit(2);
         }
     }
+    odu::diag::init(odu::diag::Process::Runner);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -352,6 +352,7 @@ pub fn die(
         }
         spool.end(spool.generation());
     }
+    tracing::debug!(platform = %spec.platform, reason = %reason, "lane died");
     let _ = reports.send(LaneReport::Died { platform: spec.platform.clone(), reason });
 }
 

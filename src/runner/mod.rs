@@ -131,7 +131,7 @@ where
             _ = &mut shutdown => break,
             _ = watchdog.tick() => {
                 if heard_ping && last_heard.elapsed() > silence {
-                    eprintln!("odu-runner: no heartbeat from the coordinator for {}s: stopping", silence.as_secs());
+                    tracing::warn!(silence_s = silence.as_secs(), "no heartbeat from the coordinator: stopping");
                     break;
                 }
                 continue;
@@ -151,7 +151,7 @@ where
             }
             Ok(None) => break,
             Err(e) => {
-                eprintln!("odu-runner: {e}");
+                tracing::warn!(error = %e, "the link to the coordinator failed");
                 break;
             }
         }
@@ -271,6 +271,7 @@ impl Actor {
                     }
                 }
                 ActorMsg::Exited { id, generation, exit } => {
+                    tracing::debug!(node = %id, generation, exit = ?exit, "exited");
                     if self.running.get(&id).is_some_and(|r| r.generation == generation) {
                         self.running.remove(&id);
                     }
@@ -434,7 +435,7 @@ impl Actor {
                         let old = spool.state().path;
                         let path = self.spool_path(index, generation);
                         if let Err(e) = spool.reset(generation, &path) {
-                            eprintln!("odu-runner: cannot reset the log of {id}: {e}");
+                            tracing::warn!(node = %id, error = %e, "cannot reset the log");
                         }
                         let _ = std::fs::remove_file(old);
                     }
@@ -482,8 +483,9 @@ impl Actor {
         let launch = spawner::NodeLaunch { argv, workspace, env: self.env.clone(), generation };
         match spawner::start_node(launch, &spool) {
             Ok(started) => {
+                tracing::debug!(node = %id, generation, pgid = started.pgid, "spawned");
                 if let Err(e) = self.scratch.record_group(started.pgid) {
-                    eprintln!("odu-runner: cannot record the process group of {id}: {e}");
+                    tracing::warn!(node = %id, error = %e, "cannot record the process group");
                 }
                 if let Some(r) = self.running.get_mut(&id) {
                     r.pgid = Some(started.pgid);

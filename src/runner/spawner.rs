@@ -94,7 +94,7 @@ pub async fn finish_node(started: StartedNode, spool: &Spool) -> Exit {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     if let Err(e) = spool.append(generation, &buf[..n]) {
-                        eprintln!("odu-runner: cannot write a log: {e}");
+                        tracing::warn!(generation, error = %e, "cannot write a log");
                     }
                 }
             },
