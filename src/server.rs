@@ -6,20 +6,25 @@
 //! - one server per checkout: an exclusive `flock` on `.ci/odu.serve.lock`, then the socket
 //!   (a stale one is reclaimed, a live one never stolen);
 //! - on start it closes the records of runs whose server died mid-run (`ledger::recover`);
+//! - it serves at most [`MAX_CLIENTS`] clients at once, each request at most
+//!   [`MAX_REQUEST`] bytes, and every client's unfinished requests together within a pool; a
+//!   client over its share is closed with an error, and when the server is full a new client
+//!   takes the place of one holding an unfinished request, or is told the server is full;
 //! - it exits when idle (no live run, no client) for `--idle-timeout`, when its socket is
 //!   removed or replaced, or on SIGINT/SIGTERM (cancelling the live run first; a second signal
 //!   leaves at once). Its runners notice their stdin closing and kill their process groups.
 
+use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use odu_proto::{RpcError, StartParams, Started};
-use tokio::net::UnixListener;
+use odu_proto::{Message, RpcError, StartParams, Started};
+use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::cell::{HeaderValue, Hub, RunsValue};
 use crate::clock::now_ms;
@@ -29,6 +34,16 @@ use crate::face::Face;
 use crate::fan_in::{FanIn, Transition};
 use crate::ledger::{self, RunRecord};
 use crate::start;
+use crate::wire::{Budget, BufferPool, FrameLimits};
+
+/// Clients served at once (followers, status queries, run starts).
+pub const MAX_CLIENTS: usize = 256;
+/// The largest request a client may send: a `run.start` carries the client's environment.
+pub const MAX_REQUEST: usize = 1 << 20;
+/// Buffer each client may hold for its requests without drawing on the shared pool.
+pub const CLIENT_ALLOWANCE: usize = 64 << 10;
+/// What all clients' unfinished requests may hold beyond their allowances, together.
+pub const REQUEST_POOL: usize = 32 << 20;
 
 /// What a request's `run` names.
 pub enum Target {
@@ -54,18 +69,64 @@ pub struct Server {
     pub socket: PathBuf,
     state: Mutex<State>,
     pub runs: Mutex<Hub<RunsValue>>,
-    clients: AtomicUsize,
+    clients: Mutex<Clients>,
+    /// Shared by every client's request buffer.
+    requests: Arc<BufferPool>,
     /// Print a line per run start and end (a foreground `odu serve`).
     verbose: bool,
 }
 
-/// Counts a connected client for as long as it lives.
-pub struct ClientGuard(Arc<Server>);
+/// A client's place among the server's clients, for as long as it lives.
+pub struct ClientGuard {
+    server: Arc<Server>,
+    id: u64,
+    unfinished: Arc<AtomicUsize>,
+    evict: Arc<Notify>,
+}
+
+impl ClientGuard {
+    /// How the client's requests are read: small, within its share of the server's pool.
+    pub fn limits(&self) -> FrameLimits {
+        FrameLimits::client_of_server(
+            MAX_REQUEST,
+            Budget {
+                pool: self.server.requests.clone(),
+                allowance: CLIENT_ALLOWANCE,
+                unfinished: self.unfinished.clone(),
+            },
+        )
+    }
+
+    /// Resolves when the server closes this client to make room for another.
+    pub async fn evicted(&self) {
+        self.evict.notified().await
+    }
+}
+
+/// Why a client was closed to make room for another.
+pub fn evicted_error() -> RpcError {
+    RpcError::refused(format!(
+        "closed to make room: the odu server of this checkout is at its connection limit ({MAX_CLIENTS} clients) and this connection held an unfinished request"
+    ))
+}
 
 impl Drop for ClientGuard {
     fn drop(&mut self) {
-        self.0.clients.fetch_sub(1, Ordering::SeqCst);
+        self.server.clients.lock().expect("clients lock").live.remove(&self.id);
     }
+}
+
+/// The clients being served, each with what the server may need to close it for.
+#[derive(Default)]
+struct Clients {
+    next_id: u64,
+    live: BTreeMap<u64, ClientSlot>,
+}
+
+struct ClientSlot {
+    /// Bytes of an unfinished request the client's reader holds.
+    unfinished: Arc<AtomicUsize>,
+    evict: Arc<Notify>,
 }
 
 /// The faces of a run inside the server: silent (clients show the run).
@@ -86,14 +147,43 @@ impl Server {
             socket,
             state: Mutex::new(State::default()),
             runs: Mutex::new(Hub::new(RunsValue { revision: 1, runs: Arc::new(history) }, 256)),
-            clients: AtomicUsize::new(0),
+            clients: Mutex::new(Clients::default()),
+            requests: BufferPool::new(REQUEST_POOL),
             verbose,
         })
     }
 
-    pub fn client(self: &Arc<Self>) -> ClientGuard {
-        self.clients.fetch_add(1, Ordering::SeqCst);
-        ClientGuard(self.clone())
+    /// Takes a new client in. At the limit, the client holding the most of an unfinished
+    /// request is closed to make room (one that only trickles a request cannot keep others
+    /// out); when no client holds one, the new client is refused.
+    pub fn admit(self: &Arc<Self>) -> Result<ClientGuard, RpcError> {
+        let mut clients = self.clients.lock().expect("clients lock");
+        if clients.live.len() >= MAX_CLIENTS {
+            let victim = clients
+                .live
+                .iter()
+                .map(|(id, slot)| (slot.unfinished.load(Ordering::SeqCst), *id))
+                .filter(|(unfinished, _)| *unfinished > 0)
+                .max();
+            let Some((_, victim)) = victim else {
+                return Err(RpcError::refused(format!(
+                    "the odu server of this checkout is at its connection limit ({MAX_CLIENTS} clients): end some of its clients (odu attach, logs -f, wait) or try again later"
+                )));
+            };
+            if let Some(slot) = clients.live.remove(&victim) {
+                slot.evict.notify_one();
+            }
+        }
+        clients.next_id += 1;
+        let id = clients.next_id;
+        let (unfinished, evict) = (Arc::new(AtomicUsize::new(0)), Arc::new(Notify::new()));
+        clients.live.insert(id, ClientSlot { unfinished: unfinished.clone(), evict: evict.clone() });
+        Ok(ClientGuard { server: self.clone(), id, unfinished, evict })
+    }
+
+    /// Clients being served.
+    pub fn client_count(&self) -> usize {
+        self.clients.lock().expect("clients lock").live.len()
     }
 
     fn say(&self, line: &str) {
@@ -192,7 +282,7 @@ impl Server {
 
     fn busy(&self) -> bool {
         let state = self.state.lock().expect("state lock");
-        state.live.is_some() || state.starting || self.clients.load(Ordering::SeqCst) > 0
+        state.live.is_some() || state.starting || self.client_count() > 0
     }
 
     /// Cancels the live run, if any, and waits (bounded) for its end.
@@ -242,8 +332,29 @@ fn socket_identity(path: &Path) -> Option<(u64, u64)> {
     std::fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
+/// Tells a client the server cannot take it, and closes the connection. The frame is a few
+/// hundred bytes on a fresh socket: it fits its buffer, so the write never waits.
+fn refuse(stream: &UnixStream, refusal: RpcError) {
+    let _ = stream.try_write(&Message::err(serde_json::Value::Null, refusal).to_frame());
+}
+
+/// Raises the soft limit on open files towards the hard one: every client is a descriptor,
+/// beside each run's pipes and logs. Kept modest, as runners and recipes inherit it.
+fn raise_fd_limit() {
+    const WANT: libc::rlim_t = 16 * 1024;
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit on a struct this function owns.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < WANT {
+            limit.rlim_cur = WANT.min(limit.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
 /// Serves the checkout at `repo` until idle, signalled, or unseated. Returns the exit code.
 pub async fn serve(repo: PathBuf, options: ServeOptions) -> CliResult<i32> {
+    raise_fd_limit();
     let ci = start::ensure_ci_dir(&repo)?;
     let _lock = lock_checkout(&ci)?;
     let socket = crate::surface::socket_path(&repo);
@@ -264,12 +375,19 @@ pub async fn serve(repo: PathBuf, options: ServeOptions) -> CliResult<i32> {
     let mut idle_since: Option<Instant> = None;
     let reason = loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                if let Ok((stream, _)) = accepted {
-                    let guard = server.client();
-                    tokio::spawn(crate::surface::serve_client(stream, server.clone(), guard));
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => match server.admit() {
+                    Ok(guard) => {
+                        tokio::spawn(crate::surface::serve_client(stream, server.clone(), guard));
+                    }
+                    Err(refusal) => refuse(&stream, refusal),
+                },
+                Err(e) => {
+                    // Out of descriptors, most likely: the connection waits in the backlog.
+                    eprintln!("odu serve: cannot accept a client: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-            }
+            },
             _ = tick.tick() => {
                 if socket_identity(&socket) != identity {
                     break "its socket was removed or replaced";

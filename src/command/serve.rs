@@ -43,11 +43,15 @@ pub async fn connect(repo: &Path) -> CliResult<Option<SurfaceClient>> {
     let (reader, writer) = stream.into_split();
     match Client::connect(reader, writer, "odu").await {
         Ok(client) => Ok(Some(client)),
-        Err(ClientError::Refused(e)) => Err(CliError::refused(format!(
-            "the server on {} refused us: {}: stop it (it exits when idle) or use the same odu build",
-            socket_path(repo).display(),
-            e.message
-        ))),
+        Err(ClientError::Refused(e)) if e.code == odu_proto::error_code::VERSION_MISMATCH => {
+            Err(CliError::refused(format!(
+                "the server on {} refused us: {}: stop it (it exits when idle) or use the same odu build",
+                socket_path(repo).display(),
+                e.message
+            )))
+        }
+        // A server at its limits says so, and what to do.
+        Err(ClientError::Refused(e)) => Err(CliError::refused(e.message)),
         // A server that closes on us is shutting down: treat it as absent.
         Err(_) => Ok(None),
     }

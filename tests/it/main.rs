@@ -11,3 +11,4 @@ mod runner_protocol;
 mod serve;
 mod stranger;
 mod surface;
+mod trust_memory;

@@ -1,0 +1,223 @@
+//! The server's memory against clients that misbehave: many connections trickling requests
+//! that never end, and a checkout full of clients.
+
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::harness::{DEADLINE, until};
+use crate::repo::*;
+
+const MIB: u64 = 1024;
+
+fn socket(repo: &Repo) -> PathBuf {
+    repo.path().join(".ci/odu.sock")
+}
+
+/// A field of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`).
+fn status_kib(pid: i32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// Lets this process open `want` descriptors (the soft limit up to the hard one).
+fn raise_fd_limit(want: u64) {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit on a struct owned here.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        assert!(limit.rlim_max >= want, "the hard limit on open files ({}) is below {want}", limit.rlim_max);
+        if limit.rlim_cur < want {
+            limit.rlim_cur = want;
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+        }
+    }
+}
+
+/// The messages of the error frames a closed connection left to read.
+fn last_words(stream: &mut UnixStream) -> Vec<String> {
+    let mut bytes = Vec::new();
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let _ = stream.read_to_end(&mut bytes);
+    bytes
+        .split(|b| *b == b'\n')
+        .filter_map(|line| odu_proto::decode_line(line).ok().flatten())
+        .filter_map(|frame| odu_proto::Message::parse(&frame).ok())
+        .filter_map(|m| match m {
+            odu_proto::Message::Response { result: Err(e), .. } => Some(e.message),
+            _ => None,
+        })
+        .collect()
+}
+
+/// One attacker: a connection that sends the start of a line and never its end.
+struct Trickler {
+    stream: Option<UnixStream>,
+}
+
+impl Trickler {
+    fn connect(path: &Path) -> Trickler {
+        let stream = UnixStream::connect(path).expect("connect to the server");
+        stream.set_nonblocking(true).unwrap();
+        Trickler { stream: Some(stream) }
+    }
+
+    /// Sends a chunk of the endless line: the bytes sent, or the server's last words when it
+    /// closed us.
+    fn send(&mut self, chunk: &[u8]) -> Result<usize, Vec<String>> {
+        let Some(stream) = self.stream.as_mut() else { return Ok(0) };
+        match stream.write(chunk) {
+            Ok(n) => Ok(n),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(0),
+            Err(_) => {
+                let mut stream = self.stream.take().unwrap();
+                Err(last_words(&mut stream))
+            }
+        }
+    }
+}
+
+#[test]
+fn a_thousand_endless_requests_keep_the_server_small_and_serving() {
+    const CONNECTIONS: usize = 1000;
+    raise_fd_limit(4 * CONNECTIONS as u64);
+    let repo = Repo::new("[metadata(\"ci\")]\nci: a\na:\n    true\n");
+    let out = repo.run(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let server = server_pid(repo.path()).expect("odu run started a server");
+    let path = socket(&repo);
+    let idle_rss = status_kib(server, "VmRSS");
+
+    // Base64 characters and never a newline: each connection is one line that never ends.
+    let chunk = vec![b'A'; 16 * 1024];
+    let mut attackers: Vec<Trickler> = Vec::new();
+    let mut closed = 0usize;
+    let mut words: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut note = |said: Vec<String>, closed: &mut usize| {
+        *closed += 1;
+        for message in said {
+            let kind = ["MiB limit", "buffers for unfinished requests", "to make room", "connection limit"]
+                .into_iter()
+                .find(|k| message.contains(k))
+                .unwrap_or(message.as_str())
+                .to_string();
+            *words.entry(kind).or_default() += 1;
+        }
+    };
+    let mut sent = 0u64;
+    for _ in 0..CONNECTIONS {
+        let mut attacker = Trickler::connect(&path);
+        match attacker.send(&chunk) {
+            Ok(n) => sent += n as u64,
+            Err(said) => note(said, &mut closed),
+        }
+        attackers.push(attacker);
+    }
+
+    // While they hold on (and every one the server closes comes back), someone asks for the
+    // status.
+    let status = {
+        let mut cmd = repo.odu(&["status"]);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let asked = Instant::now();
+        let child = cmd.spawn().unwrap();
+        std::thread::spawn(move || (child.wait_with_output().unwrap(), asked.elapsed()))
+    };
+    // Every connection the server closes comes back until the status is answered and each
+    // came back twice; then the last ones send until the server has closed them all.
+    let started = Instant::now();
+    let mut peak_rss = 0;
+    let mut reconnect = true;
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the flood did not settle: {closed} closed, status answered: {}",
+            status.is_finished()
+        );
+        reconnect = reconnect && !(status.is_finished() && closed >= 2 * CONNECTIONS);
+        let mut open = 0;
+        for attacker in &mut attackers {
+            if attacker.stream.is_none() && reconnect {
+                *attacker = Trickler::connect(&path);
+            }
+            match attacker.send(&chunk) {
+                Ok(n) => sent += n as u64,
+                Err(said) => note(said, &mut closed),
+            }
+            open += usize::from(attacker.stream.is_some());
+        }
+        peak_rss = peak_rss.max(status_kib(server, "VmRSS"));
+        if !reconnect && open == 0 {
+            break;
+        }
+    }
+    let flood = started.elapsed();
+    let (answer, answered_in) = status.join().unwrap();
+    let peak = status_kib(server, "VmHWM");
+    drop(attackers);
+
+    let settled = Instant::now();
+
+    let mut rss = status_kib(server, "VmRSS");
+    until("the server to give its memory back", DEADLINE, || {
+        rss = status_kib(server, "VmRSS");
+        rss <= 32 * MIB
+    });
+    eprintln!(
+        "server RSS: idle {idle_rss} KiB, peak {peak} KiB (sampled {peak_rss} KiB) over a {flood:?} flood of {} MiB \
+         from {CONNECTIONS} connections ({closed} closed by the server: {words:?}); \
+         odu status answered in {answered_in:?}; {rss} KiB {:?} after they closed",
+        sent >> 20,
+        settled.elapsed()
+    );
+    assert_eq!(answer.status.code(), Some(0), "{}", stderr(&answer));
+    assert!(stdout(&answer).contains("passed"), "{}", stdout(&answer));
+    assert!(answered_in < DEADLINE, "odu status took {answered_in:?} during the flood");
+    assert!(peak <= 128 * MIB, "the server reached {peak} KiB with {CONNECTIONS} endless requests");
+    assert!(
+        words.keys().any(|k| k == "MiB limit" || k == "buffers for unfinished requests"),
+        "a connection over its share is told why it is closed: {words:?}"
+    );
+    let out = repo.run(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    stop_server(&repo);
+}
+
+#[test]
+fn a_server_at_its_connection_limit_says_so_to_the_next_client() {
+    raise_fd_limit(4 * odu::server::MAX_CLIENTS as u64);
+    let repo = Repo::new("[metadata(\"ci\")]\nci: a\na:\n    true\n");
+    let out = repo.run(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Followers that hold nothing unfinished: none can be asked to make room.
+    let mut followers = Vec::new();
+    for _ in 0..odu::server::MAX_CLIENTS {
+        let mut stream = UnixStream::connect(socket(&repo)).unwrap();
+        let hello = serde_json::json!({"protocol": odu_proto::PROTOCOL_VERSION, "build": "test"});
+        stream.write_all(&odu_proto::Message::request(0, "handshake", hello).to_frame()).unwrap();
+        followers.push(stream);
+    }
+    let server = server_pid(repo.path()).expect("a server");
+    until("every follower to be taken in", DEADLINE, || {
+        std::fs::read_dir(format!("/proc/{server}/fd")).unwrap().count() > odu::server::MAX_CLIENTS
+    });
+    let mut refused = repo.run(&["status"]);
+    // A follower may still be in the backlog: the limit is reached once one is refused.
+    until("the server to be full", DEADLINE, || {
+        refused = repo.run(&["status"]);
+        refused.status.code() == Some(1)
+    });
+    let err = stderr(&refused);
+    assert!(err.contains("at its connection limit"), "{err}");
+    assert!(!err.contains("could not start"), "no second server is tried: {err}");
+    drop(followers);
+    until("the server to serve again", DEADLINE, || repo.run(&["status"]).status.success());
+    stop_server(&repo);
+}
