@@ -10,6 +10,8 @@
 //!   [`MAX_REQUEST`] bytes, and every client's unfinished requests together within a pool; a
 //!   client over its share is closed with an error, and when the server is full a new client
 //!   takes the place of one holding an unfinished request, or is told the server is full;
+//! - a `run.start` is prepared on its own task: a client that goes away (or a `--supersede`)
+//!   abandons it before it commits, so the run never starts and the checkout is free again;
 //! - it exits when idle (no live run, no client) for `--idle-timeout`, when its socket is
 //!   removed or replaced, or on SIGINT/SIGTERM (cancelling the live run first; a second signal
 //!   leaves at once). Its runners notice their stdin closing and kill their process groups.
@@ -24,7 +26,7 @@ use std::time::{Duration, Instant};
 use odu_proto::{Message, RpcError, StartParams, Started};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, oneshot, watch};
 
 use crate::cell::{HeaderValue, Hub, RunsValue};
 use crate::clock::now_ms;
@@ -59,8 +61,123 @@ struct Live {
 #[derive(Default)]
 struct State {
     live: Option<Live>,
-    /// A `run.start` is preparing (git, just): no second one may begin.
-    starting: bool,
+    /// A `run.start` is preparing (git, just): no second one may begin, unless it supersedes
+    /// this one.
+    starting: Option<Starting>,
+}
+
+struct Starting {
+    claim: Claim,
+    /// Turns true once a committed preparation is live or has failed.
+    settled: watch::Receiver<bool>,
+}
+
+/// Why a `run.start` was given up before its run began.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Abandoned {
+    ClientGone,
+    Superseded,
+}
+
+impl std::fmt::Display for Abandoned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Abandoned::ClientGone => "its client went away before the run began",
+            Abandoned::Superseded => "another run started with --supersede replaced it before it began",
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Commitment {
+    Pending,
+    Committed,
+    Abandoned(Abandoned),
+}
+
+/// Where a `run.start` stands: its preparation commits to starting the run, or its client (or
+/// a `--supersede`) abandons it; whichever comes first wins, once.
+#[derive(Clone)]
+struct Claim(Arc<watch::Sender<Commitment>>);
+
+impl Claim {
+    fn new() -> Claim {
+        Claim(Arc::new(watch::Sender::new(Commitment::Pending)))
+    }
+
+    fn settle(&self, to: Commitment) -> bool {
+        let mut won = false;
+        self.0.send_if_modified(|now| {
+            won = *now == Commitment::Pending;
+            if won {
+                *now = to;
+            }
+            won
+        });
+        won
+    }
+
+    fn commit(&self) -> bool {
+        self.settle(Commitment::Committed)
+    }
+
+    fn abandon(&self, why: Abandoned) -> bool {
+        self.settle(Commitment::Abandoned(why))
+    }
+
+    fn abandoned_now(&self) -> Option<Abandoned> {
+        match *self.0.borrow() {
+            Commitment::Abandoned(why) => Some(why),
+            _ => None,
+        }
+    }
+
+    /// Resolves once the claim is abandoned (never, once committed).
+    async fn abandoned(&self) -> Abandoned {
+        let mut watch = self.0.subscribe();
+        loop {
+            if let Some(why) = self.abandoned_now() {
+                return why;
+            }
+            if watch.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    fn is(&self, other: &Claim) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// Abandons a `run.start` whose caller stopped waiting (its client went away).
+struct AbandonOnDrop {
+    server: Arc<Server>,
+    claim: Option<Claim>,
+}
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        if let Some(claim) = self.claim.take()
+            && claim.abandon(Abandoned::ClientGone)
+        {
+            self.server.stop_starting(&claim);
+            self.server.say("a run.start was abandoned: its client went away before the run began");
+        }
+    }
+}
+
+/// The clients being served, each with what the server may need to close it for.
+#[derive(Default)]
+struct Clients {
+    next_id: u64,
+    live: BTreeMap<u64, ClientSlot>,
+}
+
+struct ClientSlot {
+    /// Bytes of an unfinished request the client's reader holds.
+    unfinished: Arc<AtomicUsize>,
+    evict: Arc<Notify>,
 }
 
 pub struct Server {
@@ -114,19 +231,6 @@ impl Drop for ClientGuard {
     fn drop(&mut self) {
         self.server.clients.lock().expect("clients lock").live.remove(&self.id);
     }
-}
-
-/// The clients being served, each with what the server may need to close it for.
-#[derive(Default)]
-struct Clients {
-    next_id: u64,
-    live: BTreeMap<u64, ClientSlot>,
-}
-
-struct ClientSlot {
-    /// Bytes of an unfinished request the client's reader holds.
-    unfinished: Arc<AtomicUsize>,
-    evict: Arc<Notify>,
 }
 
 /// The faces of a run inside the server: silent (clients show the run).
@@ -204,49 +308,108 @@ impl Server {
         ledger::find(&self.ci, run).map(|r| Target::Stored(Box::new(r))).map_err(RpcError::refused)
     }
 
-    /// `run.start`: one run per checkout; `supersede` cancels the live one and waits for its end.
+    /// `run.start`: one run per checkout; `supersede` cancels the live run (or abandons one still
+    /// being prepared) and waits for its end. The preparation runs on its own task: when the
+    /// caller stops waiting (its client went away) before the preparation commits, the run is
+    /// abandoned: it never starts, and the checkout is free for the next `run.start` at once.
     pub async fn start_run(self: &Arc<Self>, params: StartParams) -> Result<Started, RpcError> {
-        loop {
+        enum Busy {
+            Live(RunHandles, watch::Receiver<bool>),
+            Starting(watch::Receiver<bool>),
+        }
+        let (claim, settled) = loop {
             let busy = {
                 let mut state = self.state.lock().expect("state lock");
-                if state.starting {
-                    return Err(RpcError::refused(
-                        "another run is being started in this checkout: try again in a moment",
-                    ));
-                }
-                match &state.live {
-                    Some(live) => Some((live.handles.clone(), live.done.clone())),
-                    None => {
-                        state.starting = true;
-                        None
+                match (&state.starting, &state.live) {
+                    (Some(starting), _) => {
+                        if !params.flags.supersede {
+                            return Err(RpcError::refused(
+                                "another run is being started in this checkout: wait for it to start (then odu attach follows it), or pass --supersede to replace it",
+                            ));
+                        }
+                        if starting.claim.abandon(Abandoned::Superseded) {
+                            state.starting = None;
+                            self.say("superseding a run still being prepared");
+                            continue;
+                        }
+                        // It committed: wait for it to be live, then cancel it.
+                        Busy::Starting(starting.settled.clone())
+                    }
+                    (None, Some(live)) => Busy::Live(live.handles.clone(), live.done.clone()),
+                    (None, None) => {
+                        let claim = Claim::new();
+                        let (settled_tx, settled_rx) = watch::channel(false);
+                        state.starting = Some(Starting { claim: claim.clone(), settled: settled_rx });
+                        break (claim, settled_tx);
                     }
                 }
             };
-            let Some((handles, mut done)) = busy else { break };
-            if !params.flags.supersede {
-                return Err(RpcError::refused(format!(
-                    "run {} is in progress in this checkout: follow it with odu attach, stop it with odu cancel, or pass --supersede to replace it",
-                    handles.reference
-                )));
-            }
-            self.say(&format!("superseding run {}", handles.reference));
-            let _ = handles.cancel_run.send(());
-            let _ = done.wait_for(|ended| *ended).await;
-        }
-        let repo = self.repo.clone();
-        let prepared = tokio::task::spawn_blocking(move || {
-            let env = params.env.clone();
-            start::prepare(&repo, &params, env.as_ref(), Box::new(Quiet))
-        })
-        .await
-        .unwrap_or_else(|e| Err(CliError::refused(format!("preparing the run failed: {e}"))));
-        let prepared = match prepared {
-            Ok(prepared) => prepared,
-            Err(e) => {
-                self.state.lock().expect("state lock").starting = false;
-                return Err(RpcError::refused(e.message));
+            match busy {
+                Busy::Starting(mut settled) => {
+                    let _ = settled.wait_for(|settled| *settled).await;
+                }
+                Busy::Live(handles, mut done) => {
+                    if !params.flags.supersede {
+                        return Err(RpcError::refused(format!(
+                            "run {} is in progress in this checkout: follow it with odu attach, stop it with odu cancel, or pass --supersede to replace it",
+                            handles.reference
+                        )));
+                    }
+                    self.say(&format!("superseding run {}", handles.reference));
+                    let _ = handles.cancel_run.send(());
+                    let _ = done.wait_for(|ended| *ended).await;
+                }
             }
         };
+        let mut abandon = AbandonOnDrop { server: self.clone(), claim: Some(claim.clone()) };
+        let (answer, answered) = oneshot::channel();
+        let server = self.clone();
+        let task_claim = claim.clone();
+        tokio::spawn(async move {
+            let repo = server.repo.clone();
+            let commit_claim = task_claim.clone();
+            // Blocking work (git, just, config files): if it never returns, only this task
+            // waits for it.
+            let prepared = tokio::task::spawn_blocking(move || {
+                let env = params.env.clone();
+                start::prepare(&repo, &params, env.as_ref(), Box::new(Quiet), &|| commit_claim.commit())
+            })
+            .await
+            .unwrap_or_else(|e| Err(CliError::refused(format!("preparing the run failed: {e}"))));
+            let result = match prepared {
+                Ok(prepared) => Ok(server.go_live(prepared, &task_claim)),
+                Err(e) => {
+                    server.stop_starting(&task_claim);
+                    if let Some(why) = task_claim.abandoned_now() {
+                        server.say(&format!(
+                            "an abandoned run.start ({why}) finished preparing: nothing started"
+                        ));
+                    }
+                    Err(RpcError::refused(e.message))
+                }
+            };
+            let _ = settled.send(true);
+            let _ = answer.send(result);
+        });
+        let result = tokio::select! {
+            result = answered => result
+                .unwrap_or_else(|_| Err(RpcError::refused("preparing the run failed inside the server: see odu.serve.log"))),
+            why = claim.abandoned() => Err(RpcError::refused(format!("this run did not start: {why}"))),
+        };
+        abandon.claim = None;
+        result
+    }
+
+    /// Frees the checkout for the next `run.start`, if `claim` still holds it.
+    fn stop_starting(&self, claim: &Claim) {
+        let mut state = self.state.lock().expect("state lock");
+        if state.starting.as_ref().is_some_and(|s| s.claim.is(claim)) {
+            state.starting = None;
+        }
+    }
+
+    /// Starts a prepared run and makes it the live one.
+    fn go_live(self: &Arc<Self>, prepared: start::Prepared, claim: &Claim) -> Started {
         let start::Prepared { coordinator, specs, started, guards } = prepared;
         let summary = coordinator.record.summary();
         let (handles, task) = coordinator.start(specs);
@@ -254,7 +417,9 @@ impl Server {
         {
             let mut state = self.state.lock().expect("state lock");
             state.live = Some(Live { handles: handles.clone(), done: done_rx });
-            state.starting = false;
+            if state.starting.as_ref().is_some_and(|s| s.claim.is(claim)) {
+                state.starting = None;
+            }
         }
         RunsValue::publish(&mut self.runs.lock().expect("hub lock"), summary);
         self.say(&format!("run {} started", started.run));
@@ -277,12 +442,12 @@ impl Server {
             }
             let _ = done_tx.send(true);
         });
-        Ok(started)
+        started
     }
 
     fn busy(&self) -> bool {
         let state = self.state.lock().expect("state lock");
-        state.live.is_some() || state.starting || self.client_count() > 0
+        state.live.is_some() || state.starting.is_some() || self.client_count() > 0
     }
 
     /// Cancels the live run, if any, and waits (bounded) for its end.

@@ -182,11 +182,15 @@ pub struct Prepared {
 
 /// Everything `odu run` used to do before its first lane: each refusal is one line that says
 /// what to do next, and leaves no ledger record.
+///
+/// `commit` is asked once the slow work (git, config, just) is done and before anything is
+/// taken or recorded: `false` means the run was abandoned meanwhile, and nothing happens.
 pub fn prepare(
     repo: &Path,
     params: &StartParams,
     env: Option<&Env>,
     face: Box<dyn Face + Send>,
+    commit: &dyn Fn() -> bool,
 ) -> CliResult<Prepared> {
     let config = RunConfig::from_params(params)?;
     let own_env;
@@ -218,7 +222,6 @@ pub fn prepare(
         )));
     }
     let ci = ensure_ci_dir(repo)?;
-    let lock = RunLock::acquire(&ci)?;
     let snapshot = if config.snapshot { Some(git::Snapshot::create(repo, &sha)?) } else { None };
     let workspace = snapshot.as_ref().map_or(repo.to_path_buf(), |s| s.dir.clone());
     let plan = Plan::from_dump(&just::dump_with(&workspace, env)?, config.root.as_deref())?;
@@ -267,6 +270,10 @@ pub fn prepare(
         flags: odu_proto::StartFlags { supersede: false, ..params.flags.clone() },
         note: None,
     };
+    if !commit() {
+        return Err(CliError::refused("the run was abandoned before it started"));
+    }
+    let lock = RunLock::acquire(&ci)?;
     let seq = ledger::reserve(&ci, &mut record)
         .map_err(|e| CliError::refused(format!("cannot reserve a run number under {}: {e}", ci.display())))?;
     let specs: Vec<LaneSpec> = lanes

@@ -1,5 +1,6 @@
-//! The server's memory against clients that misbehave: many connections trickling requests
-//! that never end, and a checkout full of clients.
+//! The server's memory and its one start slot against clients that misbehave: many
+//! connections trickling requests that never end, a checkout full of clients, and a
+//! `run.start` whose client goes away while the run is being prepared.
 
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -219,5 +220,118 @@ fn a_server_at_its_connection_limit_says_so_to_the_next_client() {
     assert!(!err.contains("could not start"), "no second server is tried: {err}");
     drop(followers);
     until("the server to serve again", DEADLINE, || repo.run(&["status"]).status.success());
+    stop_server(&repo);
+}
+
+/// A `just` that blocks in `--dump` until its gate (a FIFO) is written, after saying so.
+struct SlowDump {
+    dir: tempfile::TempDir,
+    path: String,
+}
+
+impl SlowDump {
+    fn new() -> SlowDump {
+        let dir = tempfile::tempdir().unwrap();
+        let gate = dir.path().join("gate");
+        let c = std::ffi::CString::new(gate.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo on a path in a directory this test owns.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let just = std::process::Command::new("sh").args(["-c", "command -v just"]).output().unwrap();
+        let just = String::from_utf8_lossy(&just.stdout).trim().to_string();
+        let script = format!(
+            "#!/bin/sh\ncase \" $* \" in *\" --dump \"*) : > {dumping}; read _ < {gate};; esac\nexec {just} \"$@\"\n",
+            dumping = dir.path().join("dumping").display(),
+            gate = gate.display(),
+        );
+        let fakes = path_with(&[], &[("just", script.as_str())]);
+        let path = format!("{}:{}", fakes.display(), std::env::var("PATH").unwrap());
+        SlowDump { dir, path }
+    }
+
+    fn dumping(&self) -> bool {
+        self.dir.path().join("dumping").exists()
+    }
+
+    /// Lets a blocked dump go on (and does nothing if none is blocked).
+    fn release(&self) {
+        use std::os::unix::fs::OpenOptionsExt;
+        if let Ok(mut gate) = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(self.dir.path().join("gate"))
+        {
+            let _ = gate.write_all(b"go\n");
+        }
+    }
+}
+
+impl Drop for SlowDump {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+fn serve_log(repo: &Repo) -> String {
+    std::fs::read_to_string(repo.path().join(".ci/odu.serve.log")).unwrap_or_default()
+}
+
+#[test]
+fn a_run_start_whose_client_went_away_during_preparation_never_starts() {
+    let repo = Repo::new("[metadata(\"ci\")]\nci: a\na:\n    true\n");
+    let slow = SlowDump::new();
+    let mut first = repo
+        .odu(&["run"])
+        .env("PATH", &slow.path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    until("the first run's preparation to block in just --dump", DEADLINE, || slow.dumping());
+    first.kill().unwrap();
+    first.wait().unwrap();
+    until("the server to abandon the first run.start", DEADLINE, || {
+        serve_log(&repo).contains("a run.start was abandoned: its client went away")
+    });
+    let second = repo.run(&["run"]);
+    assert_eq!(second.status.code(), Some(0), "the checkout is free: {}", stderr(&second));
+    // The blocked preparation ends now, long after its client: it starts nothing.
+    slow.release();
+    until("the abandoned preparation to end", DEADLINE, || {
+        serve_log(&repo).contains("finished preparing: nothing started")
+    });
+    let runs = repo.ledger();
+    assert_eq!(runs.len(), 1, "only the second run was recorded: {runs:?}");
+    assert_eq!(runs[0]["outcome"], "passed", "{runs:?}");
+    assert!(server_pid(repo.path()).is_some());
+    let again = repo.run(&["run"]);
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    assert_eq!(repo.ledger().len(), 2);
+    stop_server(&repo);
+}
+
+#[test]
+fn a_slow_preparation_refuses_other_runs_clearly_and_yields_to_supersede() {
+    let repo = Repo::new("[metadata(\"ci\")]\nci: a\na:\n    true\n");
+    let slow = SlowDump::new();
+    let mut first = repo.odu(&["run"]);
+    first.env("PATH", &slow.path);
+    let first = Running::spawn(first);
+    until("the first run's preparation to block in just --dump", DEADLINE, || slow.dumping());
+    let plain = repo.run(&["run"]);
+    assert_eq!(plain.status.code(), Some(1), "{}", stderr(&plain));
+    let err = stderr(&plain);
+    assert!(err.contains("another run is being started") && err.contains("--supersede"), "{err}");
+    let replacing = repo.run(&["run", "--supersede"]);
+    assert_eq!(replacing.status.code(), Some(0), "{}", stderr(&replacing));
+    let (code, err) = first.finish();
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("replaced it before it began"), "{err}");
+    slow.release();
+    until("the abandoned preparation to end", DEADLINE, || {
+        serve_log(&repo).contains("finished preparing: nothing started")
+    });
+    let runs = repo.ledger();
+    assert_eq!(runs.len(), 1, "only the superseding run was recorded: {runs:?}");
+    assert_eq!(runs[0]["outcome"], "passed", "{runs:?}");
     stop_server(&repo);
 }
