@@ -142,11 +142,16 @@ impl<R: AsyncRead + Unpin> Client<R> {
     /// said why before closing (a server at its limits).
     async fn read_event(&mut self) -> Result<Option<ClientEvent>, ClientError> {
         loop {
-            let Some(bytes) = self.frames.next_frame().await? else {
-                return match self.closing.take() {
-                    Some(error) => Err(ClientError::Refused(error)),
-                    None => Ok(None),
-                };
+            // A peer that closes with our request unread may reset the link after its last
+            // word: that word is the reason.
+            let bytes = match (self.frames.next_frame().await, self.closing.take()) {
+                (Ok(Some(bytes)), closing) => {
+                    self.closing = closing;
+                    bytes
+                }
+                (Ok(None) | Err(_), Some(error)) => return Err(ClientError::Refused(error)),
+                (Ok(None), None) => return Ok(None),
+                (Err(e), None) => return Err(e.into()),
             };
             // Stream items are most of the traffic: take them without building a JSON tree.
             if let Ok(item) = serde_json::from_slice::<ItemEnvelope>(&bytes)

@@ -499,8 +499,11 @@ fn socket_identity(path: &Path) -> Option<(u64, u64)> {
 
 /// Tells a client the server cannot take it, and closes the connection. The frame is a few
 /// hundred bytes on a fresh socket: it fits its buffer, so the write never waits.
-fn refuse(stream: &UnixStream, refusal: RpcError) {
-    let _ = stream.try_write(&Message::err(serde_json::Value::Null, refusal).to_frame());
+fn refuse(stream: UnixStream, refusal: RpcError) {
+    use std::io::Write;
+    if let Ok(mut stream) = stream.into_std() {
+        let _ = stream.write(&Message::err(serde_json::Value::Null, refusal).to_frame());
+    }
 }
 
 /// Raises the soft limit on open files towards the hard one: every client is a descriptor,
@@ -545,7 +548,7 @@ pub async fn serve(repo: PathBuf, options: ServeOptions) -> CliResult<i32> {
                     Ok(guard) => {
                         tokio::spawn(crate::surface::serve_client(stream, server.clone(), guard));
                     }
-                    Err(refusal) => refuse(&stream, refusal),
+                    Err(refusal) => refuse(stream, refusal),
                 },
                 Err(e) => {
                     // Out of descriptors, most likely: the connection waits in the backlog.
