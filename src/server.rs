@@ -9,7 +9,8 @@
 //! - it serves at most [`MAX_CLIENTS`] clients at once, each request at most
 //!   [`MAX_REQUEST`] bytes, and every client's unfinished requests together within a pool; a
 //!   client over its share is closed with an error, and when the server is full a new client
-//!   takes the place of one holding an unfinished request, or is told the server is full;
+//!   takes the place of one holding an unfinished request or silent since it connected, or is
+//!   told the server is full;
 //! - a `run.start` is prepared on its own task: a client that goes away (or a `--supersede`)
 //!   abandons it before it commits, so the run never starts and the checkout is free again;
 //! - it exits when idle (no live run, no client) for `--idle-timeout`, when its socket is
@@ -19,7 +20,7 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -36,7 +37,7 @@ use crate::face::Face;
 use crate::fan_in::{FanIn, Transition};
 use crate::ledger::{self, RunRecord};
 use crate::start;
-use crate::wire::{Budget, BufferPool, FrameLimits};
+use crate::wire::{Budget, BufferPool, FrameLimits, ReadGauge};
 
 /// Clients served at once (followers, status queries, run starts).
 pub const MAX_CLIENTS: usize = 256;
@@ -175,8 +176,8 @@ struct Clients {
 }
 
 struct ClientSlot {
-    /// Bytes of an unfinished request the client's reader holds.
-    unfinished: Arc<AtomicUsize>,
+    /// How the client's reader is doing: an unfinished request, requests read.
+    gauge: Arc<ReadGauge>,
     evict: Arc<Notify>,
 }
 
@@ -197,7 +198,7 @@ pub struct Server {
 pub struct ClientGuard {
     server: Arc<Server>,
     id: u64,
-    unfinished: Arc<AtomicUsize>,
+    gauge: Arc<ReadGauge>,
     evict: Arc<Notify>,
 }
 
@@ -209,7 +210,7 @@ impl ClientGuard {
             Budget {
                 pool: self.server.requests.clone(),
                 allowance: CLIENT_ALLOWANCE,
-                unfinished: self.unfinished.clone(),
+                gauge: self.gauge.clone(),
             },
         )
     }
@@ -222,9 +223,12 @@ impl ClientGuard {
 
 /// Why a client was closed to make room for another.
 pub fn evicted_error() -> RpcError {
-    RpcError::refused(format!(
-        "closed to make room: the odu server of this checkout is at its connection limit ({MAX_CLIENTS} clients) and this connection held an unfinished request"
-    ))
+    RpcError::new(
+        odu_proto::error_code::BUSY,
+        format!(
+            "closed to make room: the odu server of this checkout is at its connection limit ({MAX_CLIENTS} clients) and this connection held an unfinished request, or had sent none"
+        ),
+    )
 }
 
 impl Drop for ClientGuard {
@@ -257,22 +261,36 @@ impl Server {
         })
     }
 
-    /// Takes a new client in. At the limit, the client holding the most of an unfinished
-    /// request is closed to make room (one that only trickles a request cannot keep others
-    /// out); when no client holds one, the new client is refused.
+    /// Takes a new client in. At the limit, one that is not being served is closed to make
+    /// room: the one holding the most of an unfinished request, else the oldest that has not
+    /// sent a whole request yet (odu's clients send their handshake at once), so clients that
+    /// trickle requests or say nothing cannot keep others out. When every client is being
+    /// served, the new one is refused.
     pub fn admit(self: &Arc<Self>) -> Result<ClientGuard, RpcError> {
         let mut clients = self.clients.lock().expect("clients lock");
         if clients.live.len() >= MAX_CLIENTS {
-            let victim = clients
+            let holder = clients
                 .live
                 .iter()
-                .map(|(id, slot)| (slot.unfinished.load(Ordering::SeqCst), *id))
+                .map(|(id, slot)| (slot.gauge.unfinished.load(Ordering::SeqCst), *id))
                 .filter(|(unfinished, _)| *unfinished > 0)
-                .max();
-            let Some((_, victim)) = victim else {
-                return Err(RpcError::refused(format!(
-                    "the odu server of this checkout is at its connection limit ({MAX_CLIENTS} clients): end some of its clients (odu attach, logs -f, wait) or try again later"
-                )));
+                .max()
+                .map(|(_, id)| id);
+            // A silent one is shut atomically: if its first line arrives meanwhile, it stays.
+            let victim = holder.or_else(|| {
+                clients
+                    .live
+                    .iter()
+                    .find(|(_, slot)| slot.gauge.silent() && slot.gauge.shut_if_silent())
+                    .map(|(id, _)| *id)
+            });
+            let Some(victim) = victim else {
+                return Err(RpcError::new(
+                    odu_proto::error_code::BUSY,
+                    format!(
+                        "the odu server of this checkout is at its connection limit ({MAX_CLIENTS} clients): end some of its clients (odu attach, logs -f, wait) or try again later"
+                    ),
+                ));
             };
             if let Some(slot) = clients.live.remove(&victim) {
                 slot.evict.notify_one();
@@ -280,9 +298,9 @@ impl Server {
         }
         clients.next_id += 1;
         let id = clients.next_id;
-        let (unfinished, evict) = (Arc::new(AtomicUsize::new(0)), Arc::new(Notify::new()));
-        clients.live.insert(id, ClientSlot { unfinished: unfinished.clone(), evict: evict.clone() });
-        Ok(ClientGuard { server: self.clone(), id, unfinished, evict })
+        let (gauge, evict) = (Arc::new(ReadGauge::default()), Arc::new(Notify::new()));
+        clients.live.insert(id, ClientSlot { gauge: gauge.clone(), evict: evict.clone() });
+        Ok(ClientGuard { server: self.clone(), id, gauge, evict })
     }
 
     /// Clients being served.

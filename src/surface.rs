@@ -118,8 +118,9 @@ pub async fn serve_client(stream: UnixStream, server: Arc<Server>, guard: Client
         let next = match waiting.take() {
             Some(served) => Ok(Some(served)),
             None => tokio::select! {
-                next = link.next() => next,
+                biased;
                 () = guard.evicted() => break Some(evicted_error()),
+                next = link.next() => next,
             },
         };
         match next {
@@ -129,13 +130,14 @@ pub async fn serve_client(stream: UnixStream, server: Arc<Server>, guard: Client
                 tokio::pin!(dispatched);
                 let reply = loop {
                     tokio::select! {
+                        biased;
+                        () = guard.evicted() => break Err(Some(evicted_error())),
                         reply = &mut dispatched => break Ok(reply),
                         next = link.next(), if waiting.is_none() => match next {
                             Ok(Some(served)) => waiting = Some(served),
                             Ok(None) => break Err(None),
                             Err(e) => break Err(Some(read_error(e))),
                         },
-                        () = guard.evicted() => break Err(Some(evicted_error())),
                     }
                 };
                 match reply {
@@ -177,7 +179,8 @@ pub async fn serve_client(stream: UnixStream, server: Arc<Server>, guard: Client
 
 fn read_error(e: ReadError) -> RpcError {
     let code = match e {
-        ReadError::OverBudget(_) => error_code::REFUSED,
+        ReadError::Shut => return evicted_error(),
+        ReadError::OverBudget(_) => error_code::BUSY,
         ReadError::TooLarge(_) | ReadError::Io(_) => error_code::INVALID_REQUEST,
     };
     RpcError::new(code, e.to_string())

@@ -28,6 +28,8 @@ pub enum ReadError {
         mib(*.0)
     )]
     OverBudget(usize),
+    #[error("the link was closed to make room for another")]
+    Shut,
     #[error("reading the link failed: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -81,8 +83,32 @@ pub struct Budget {
     pub pool: Arc<BufferPool>,
     /// Buffer bytes this link may hold without drawing on the pool.
     pub allowance: usize,
-    /// Where the reader publishes how many bytes of an unfinished frame it holds.
-    pub unfinished: Arc<AtomicUsize>,
+    /// Where the reader says how it is doing.
+    pub gauge: Arc<ReadGauge>,
+}
+
+/// What a budgeted reader publishes about itself, for its owner to choose whom to close.
+#[derive(Debug, Default)]
+pub struct ReadGauge {
+    /// Bytes of an unfinished frame the reader holds.
+    pub unfinished: AtomicUsize,
+    /// Lines read whole so far, or [`ReadGauge::SHUT`].
+    pub lines: AtomicUsize,
+}
+
+impl ReadGauge {
+    const SHUT: usize = usize::MAX;
+
+    /// Shuts a reader that has not read a whole line yet: it reads none after this. `false`
+    /// when it already has (it is being served).
+    pub fn shut_if_silent(&self) -> bool {
+        self.lines.compare_exchange(0, ReadGauge::SHUT, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+    }
+
+    /// Whether the reader has not read a whole line yet.
+    pub fn silent(&self) -> bool {
+        self.lines.load(Ordering::SeqCst) == 0
+    }
 }
 
 impl FrameLimits {
@@ -130,7 +156,7 @@ impl Charge {
 impl Drop for Charge {
     fn drop(&mut self) {
         self.budget.pool.give(self.held);
-        self.budget.unfinished.store(0, Ordering::SeqCst);
+        self.budget.gauge.unfinished.store(0, Ordering::SeqCst);
     }
 }
 
@@ -335,10 +361,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 };
                 self.start = end + 1;
                 self.scanned = 0;
-                self.settle();
+                self.settle()?;
                 return Ok(Some(decoded));
             }
             self.scanned = pending.len();
+            if let Some(charge) = &self.charge {
+                // Only a line without its end counts: whole lines waiting are being served.
+                charge.budget.gauge.unfinished.store(self.scanned, Ordering::SeqCst);
+            }
             if self.scanned > self.max_line {
                 return Err(ReadError::TooLarge(self.limits.max_frame));
             }
@@ -356,9 +386,6 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             let n = self.buf.read_from(&mut self.inner).await?;
             if n == 0 {
                 self.eof = true;
-            }
-            if let Some(charge) = &self.charge {
-                charge.budget.unfinished.store(self.buf.len() - self.start, Ordering::SeqCst);
             }
         }
     }
@@ -399,16 +426,22 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 
     /// After a frame: a budgeted reader with nothing left over gives its buffer back, so a
-    /// large request costs nothing once answered.
-    fn settle(&mut self) {
-        let Some(charge) = &mut self.charge else { return };
-        let left = self.buf.len() - self.start;
-        charge.budget.unfinished.store(left, Ordering::SeqCst);
-        if left == 0 && self.buf.capacity() > self.limits.read_chunk {
+    /// large request costs nothing once answered. A reader shut before its first line hands
+    /// over no line.
+    fn settle(&mut self) -> Result<(), ReadError> {
+        let Some(charge) = &mut self.charge else { return Ok(()) };
+        let gauge = &charge.budget.gauge;
+        gauge.unfinished.store(0, Ordering::SeqCst);
+        gauge
+            .lines
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n != ReadGauge::SHUT).then(|| n + 1))
+            .map_err(|_| ReadError::Shut)?;
+        if self.buf.len() == self.start && self.buf.capacity() > self.limits.read_chunk {
             self.buf = LineBuf::Heap(Vec::new());
             self.start = 0;
             charge.set(0);
         }
+        Ok(())
     }
 }
 
@@ -519,28 +552,29 @@ mod tests {
     fn reader(
         pool: &Arc<BufferPool>,
         max_frame: usize,
-    ) -> (FrameReader<tokio::io::DuplexStream>, tokio::io::DuplexStream, Arc<AtomicUsize>) {
+    ) -> (FrameReader<tokio::io::DuplexStream>, tokio::io::DuplexStream, Arc<ReadGauge>) {
         let (ours, theirs) = tokio::io::duplex(4 << 20);
-        let unfinished = Arc::new(AtomicUsize::new(0));
-        let budget = Budget { pool: pool.clone(), allowance: 64 << 10, unfinished: unfinished.clone() };
+        let gauge = Arc::new(ReadGauge::default());
+        let budget = Budget { pool: pool.clone(), allowance: 64 << 10, gauge: gauge.clone() };
         (
             FrameReader::with_limits(ours, "test", FrameLimits::client_of_server(max_frame, budget)),
             theirs,
-            unfinished,
+            gauge,
         )
     }
 
     #[tokio::test]
     async fn a_budgeted_reader_gives_its_buffer_back_after_each_frame() {
         let pool = BufferPool::new(4 << 20);
-        let (mut frames, mut peer, unfinished) = reader(&pool, 1 << 20);
+        let (mut frames, mut peer, gauge) = reader(&pool, 1 << 20);
         let mut line = Vec::new();
         encode_frame(&vec![b'x'; 600 << 10], &mut line);
         peer.write_all(&line).await.unwrap();
         assert_eq!(frames.next_frame().await.unwrap().unwrap().len(), 600 << 10);
         assert_eq!(pool.free(), 4 << 20, "the pool is whole again");
         assert!(frames.buf.capacity() <= 16 << 10, "{}", frames.buf.capacity());
-        assert_eq!(unfinished.load(Ordering::SeqCst), 0);
+        assert_eq!(gauge.unfinished.load(Ordering::SeqCst), 0);
+        assert_eq!(gauge.lines.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
@@ -566,6 +600,21 @@ mod tests {
         first.abort();
         let _ = first.await;
         assert_eq!(pool.free(), 256 << 10, "every byte drawn came back");
+    }
+
+    #[tokio::test]
+    async fn a_reader_shut_before_its_first_line_hands_over_none_and_one_served_cannot_be_shut() {
+        let pool = BufferPool::new(1 << 20);
+        let mut line = Vec::new();
+        encode_frame(b"{}", &mut line);
+        let (mut silent, mut a, gauge) = reader(&pool, 1 << 20);
+        assert!(gauge.shut_if_silent());
+        a.write_all(&line).await.unwrap();
+        assert!(matches!(silent.next_frame().await, Err(ReadError::Shut)));
+        let (mut served, mut b, gauge) = reader(&pool, 1 << 20);
+        b.write_all(&line).await.unwrap();
+        assert!(served.next_frame().await.unwrap().is_some());
+        assert!(!gauge.shut_if_silent(), "a reader that was served stays");
     }
 
     #[tokio::test]

@@ -37,12 +37,40 @@ pub fn serve(args: ServeArgs) -> CliResult<i32> {
     Ok(code)
 }
 
-/// Connects and shakes hands; `Ok(None)` when nothing answers on the socket.
+/// How long a client keeps trying a server that is at its limits before saying so.
+const BUSY_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Connects and shakes hands; `Ok(None)` when nothing answers on the socket. A server at its
+/// limits (too many clients) is tried again for a few seconds before its refusal is reported.
 pub async fn connect(repo: &Path) -> CliResult<Option<SurfaceClient>> {
+    let deadline = tokio::time::Instant::now() + BUSY_PATIENCE;
+    let mut pause = Duration::from_millis(20);
+    loop {
+        match connect_once(repo).await {
+            Err(ClientError::Refused(e))
+                if e.code == odu_proto::error_code::BUSY
+                    && tokio::time::Instant::now() + pause < deadline =>
+            {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
+            outcome => return answer(repo, outcome),
+        }
+    }
+}
+
+async fn connect_once(repo: &Path) -> Result<Option<SurfaceClient>, ClientError> {
     let Ok(stream) = UnixStream::connect(socket_path(repo)).await else { return Ok(None) };
     let (reader, writer) = stream.into_split();
-    match Client::connect(reader, writer, "odu").await {
-        Ok(client) => Ok(Some(client)),
+    Client::connect(reader, writer, "odu").await.map(Some)
+}
+
+fn answer(
+    repo: &Path,
+    outcome: Result<Option<SurfaceClient>, ClientError>,
+) -> CliResult<Option<SurfaceClient>> {
+    match outcome {
+        Ok(client) => Ok(client),
         Err(ClientError::Refused(e)) if e.code == odu_proto::error_code::VERSION_MISMATCH => {
             Err(CliError::refused(format!(
                 "the server on {} refused us: {}: stop it (it exits when idle) or use the same odu build",
