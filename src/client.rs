@@ -58,6 +58,8 @@ pub struct Client<R> {
     out: mpsc::Sender<Vec<u8>>,
     next_id: u64,
     backlog: VecDeque<ClientEvent>,
+    /// An error the peer sent about the link itself (no request id), reported if it closes.
+    closing: Option<RpcError>,
     /// The peer's build, from the handshake.
     pub peer_build: String,
 }
@@ -74,6 +76,7 @@ impl<R: AsyncRead + Unpin> Client<R> {
             out,
             next_id: 0,
             backlog: VecDeque::new(),
+            closing: None,
             peer_build: String::new(),
         };
         let hello = Handshake { protocol: PROTOCOL_VERSION, build: odu_proto::BUILD_ID.into() };
@@ -135,9 +138,21 @@ impl<R: AsyncRead + Unpin> Client<R> {
         self.read_event().await
     }
 
+    /// The next item or response; `None` when the link closed, or the peer's error when it
+    /// said why before closing (a server at its limits).
     async fn read_event(&mut self) -> Result<Option<ClientEvent>, ClientError> {
         loop {
-            let Some(bytes) = self.frames.next_frame().await? else { return Ok(None) };
+            // A peer that closes with our request unread may reset the link after its last
+            // word: that word is the reason.
+            let bytes = match (self.frames.next_frame().await, self.closing.take()) {
+                (Ok(Some(bytes)), closing) => {
+                    self.closing = closing;
+                    bytes
+                }
+                (Ok(None) | Err(_), Some(error)) => return Err(ClientError::Refused(error)),
+                (Ok(None), None) => return Ok(None),
+                (Err(e), None) => return Err(e.into()),
+            };
             // Stream items are most of the traffic: take them without building a JSON tree.
             if let Ok(item) = serde_json::from_slice::<ItemEnvelope>(&bytes)
                 && item.method == ITEM
@@ -157,7 +172,7 @@ impl<R: AsyncRead + Unpin> Client<R> {
                         return Ok(Some(ClientEvent::Response { id, result }));
                     }
                     if let Err(error) = result {
-                        eprintln!("odu: the peer reported an error: {error}");
+                        self.closing = Some(error);
                     }
                 }
                 Incoming::Message(_) | Incoming::Invalid(_) => {}

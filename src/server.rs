@@ -6,20 +6,28 @@
 //! - one server per checkout: an exclusive `flock` on `.ci/odu.serve.lock`, then the socket
 //!   (a stale one is reclaimed, a live one never stolen);
 //! - on start it closes the records of runs whose server died mid-run (`ledger::recover`);
+//! - it serves at most [`MAX_CLIENTS`] clients at once, each request at most
+//!   [`MAX_REQUEST`] bytes, and every client's unfinished requests together within a pool; a
+//!   client over its share is closed with an error, and when the server is full a new client
+//!   takes the place of one holding an unfinished request or silent since it connected, or is
+//!   told the server is full;
+//! - a `run.start` is prepared on its own task: a client that goes away (or a `--supersede`)
+//!   abandons it before it commits, so the run never starts and the checkout is free again;
 //! - it exits when idle (no live run, no client) for `--idle-timeout`, when its socket is
 //!   removed or replaced, or on SIGINT/SIGTERM (cancelling the live run first; a second signal
 //!   leaves at once). Its runners notice their stdin closing and kill their process groups.
 
+use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use odu_proto::{Header, Phase, RpcError, StartParams, Started};
-use tokio::net::UnixListener;
+use odu_proto::{Header, Message, Phase, RpcError, StartParams, Started};
+use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
+use tokio::sync::{Notify, oneshot, watch};
 
 use crate::cell::{HeaderValue, Hub, RunsValue};
 use crate::clock::now_ms;
@@ -30,6 +38,16 @@ use crate::fan_in::{FanIn, Transition};
 use crate::start;
 use crate::surface::CiDir;
 use crate::trail::ledger::{self, RunRecord};
+use crate::wire::{Budget, BufferPool, FrameLimits, ReadGauge};
+
+/// Clients served at once (followers, status queries, run starts).
+pub const MAX_CLIENTS: usize = 256;
+/// The largest request a client may send: a `run.start` carries the client's environment.
+pub const MAX_REQUEST: usize = 1 << 20;
+/// Buffer each client may hold for its requests without drawing on the shared pool.
+pub const CLIENT_ALLOWANCE: usize = 64 << 10;
+/// What all clients' unfinished requests may hold beyond their allowances, together.
+pub const REQUEST_POOL: usize = 32 << 20;
 
 /// What a request's `run` names.
 pub enum Target {
@@ -45,8 +63,123 @@ struct Live {
 #[derive(Default)]
 struct State {
     live: Option<Live>,
-    /// A `run.start` is preparing (git, just): no second one may begin.
-    starting: bool,
+    /// A `run.start` is preparing (git, just): no second one may begin, unless it supersedes
+    /// this one.
+    starting: Option<Starting>,
+}
+
+struct Starting {
+    claim: Claim,
+    /// Turns true once a committed preparation is live or has failed.
+    settled: watch::Receiver<bool>,
+}
+
+/// Why a `run.start` was given up before its run began.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Abandoned {
+    ClientGone,
+    Superseded,
+}
+
+impl std::fmt::Display for Abandoned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Abandoned::ClientGone => "its client went away before the run began",
+            Abandoned::Superseded => "another run started with --supersede replaced it before it began",
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Commitment {
+    Pending,
+    Committed,
+    Abandoned(Abandoned),
+}
+
+/// Where a `run.start` stands: its preparation commits to starting the run, or its client (or
+/// a `--supersede`) abandons it; whichever comes first wins, once.
+#[derive(Clone)]
+struct Claim(Arc<watch::Sender<Commitment>>);
+
+impl Claim {
+    fn new() -> Claim {
+        Claim(Arc::new(watch::Sender::new(Commitment::Pending)))
+    }
+
+    fn settle(&self, to: Commitment) -> bool {
+        let mut won = false;
+        self.0.send_if_modified(|now| {
+            won = *now == Commitment::Pending;
+            if won {
+                *now = to;
+            }
+            won
+        });
+        won
+    }
+
+    fn commit(&self) -> bool {
+        self.settle(Commitment::Committed)
+    }
+
+    fn abandon(&self, why: Abandoned) -> bool {
+        self.settle(Commitment::Abandoned(why))
+    }
+
+    fn abandoned_now(&self) -> Option<Abandoned> {
+        match *self.0.borrow() {
+            Commitment::Abandoned(why) => Some(why),
+            _ => None,
+        }
+    }
+
+    /// Resolves once the claim is abandoned (never, once committed).
+    async fn abandoned(&self) -> Abandoned {
+        let mut watch = self.0.subscribe();
+        loop {
+            if let Some(why) = self.abandoned_now() {
+                return why;
+            }
+            if watch.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    fn is(&self, other: &Claim) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// Abandons a `run.start` whose caller stopped waiting (its client went away).
+struct AbandonOnDrop {
+    server: Arc<Server>,
+    claim: Option<Claim>,
+}
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        if let Some(claim) = self.claim.take()
+            && claim.abandon(Abandoned::ClientGone)
+        {
+            self.server.stop_starting(&claim);
+            self.server.say("a run.start was abandoned: its client went away before the run began");
+        }
+    }
+}
+
+/// The clients being served, each with what the server may need to close it for.
+#[derive(Default)]
+struct Clients {
+    next_id: u64,
+    live: BTreeMap<u64, ClientSlot>,
+}
+
+struct ClientSlot {
+    /// How the client's reader is doing: an unfinished request, requests read.
+    gauge: Arc<ReadGauge>,
+    evict: Arc<Notify>,
 }
 
 pub struct Server {
@@ -55,17 +188,53 @@ pub struct Server {
     pub socket: PathBuf,
     state: Mutex<State>,
     pub runs: Mutex<Hub<RunsValue>>,
-    clients: AtomicUsize,
+    clients: Mutex<Clients>,
+    /// Shared by every client's request buffer.
+    requests: Arc<BufferPool>,
     /// Print a line per run start and end (a foreground `odu serve`).
     verbose: bool,
 }
 
-/// Counts a connected client for as long as it lives.
-pub struct ClientGuard(Arc<Server>);
+/// A client's place among the server's clients, for as long as it lives.
+pub struct ClientGuard {
+    server: Arc<Server>,
+    id: u64,
+    gauge: Arc<ReadGauge>,
+    evict: Arc<Notify>,
+}
+
+impl ClientGuard {
+    /// How the client's requests are read: small, within its share of the server's pool.
+    pub fn limits(&self) -> FrameLimits {
+        FrameLimits::client_of_server(
+            MAX_REQUEST,
+            Budget {
+                pool: self.server.requests.clone(),
+                allowance: CLIENT_ALLOWANCE,
+                gauge: self.gauge.clone(),
+            },
+        )
+    }
+
+    /// Resolves when the server closes this client to make room for another.
+    pub async fn evicted(&self) {
+        self.evict.notified().await
+    }
+}
+
+/// Why a client was closed to make room for another.
+pub fn evicted_error() -> RpcError {
+    RpcError::new(
+        odu_proto::error_code::BUSY,
+        format!(
+            "closed to make room: the odu server of this checkout is at its connection limit ({MAX_CLIENTS} clients) and this connection held an unfinished request, or had sent none"
+        ),
+    )
+}
 
 impl Drop for ClientGuard {
     fn drop(&mut self) {
-        self.0.clients.fetch_sub(1, Ordering::SeqCst);
+        self.server.clients.lock().expect("clients lock").live.remove(&self.id);
     }
 }
 
@@ -87,14 +256,57 @@ impl Server {
             socket,
             state: Mutex::new(State::default()),
             runs: Mutex::new(Hub::new(RunsValue { revision: 1, runs: Arc::new(history) }, 256)),
-            clients: AtomicUsize::new(0),
+            clients: Mutex::new(Clients::default()),
+            requests: BufferPool::new(REQUEST_POOL),
             verbose,
         })
     }
 
-    pub fn client(self: &Arc<Self>) -> ClientGuard {
-        self.clients.fetch_add(1, Ordering::SeqCst);
-        ClientGuard(self.clone())
+    /// Takes a new client in. At the limit, one that is not being served is closed to make
+    /// room: the one holding the most of an unfinished request, else the oldest that has not
+    /// sent a whole request yet (odu's clients send their handshake at once), so clients that
+    /// trickle requests or say nothing cannot keep others out. When every client is being
+    /// served, the new one is refused.
+    pub fn admit(self: &Arc<Self>) -> Result<ClientGuard, RpcError> {
+        let mut clients = self.clients.lock().expect("clients lock");
+        if clients.live.len() >= MAX_CLIENTS {
+            let holder = clients
+                .live
+                .iter()
+                .map(|(id, slot)| (slot.gauge.unfinished.load(Ordering::SeqCst), *id))
+                .filter(|(unfinished, _)| *unfinished > 0)
+                .max()
+                .map(|(_, id)| id);
+            // A silent one is shut atomically: if its first line arrives meanwhile, it stays.
+            let victim = holder.or_else(|| {
+                clients
+                    .live
+                    .iter()
+                    .find(|(_, slot)| slot.gauge.silent() && slot.gauge.shut_if_silent())
+                    .map(|(id, _)| *id)
+            });
+            let Some(victim) = victim else {
+                return Err(RpcError::new(
+                    odu_proto::error_code::BUSY,
+                    format!(
+                        "the odu server of this checkout is at its connection limit ({MAX_CLIENTS} clients): end some of its clients (odu attach, logs -f, wait) or try again later"
+                    ),
+                ));
+            };
+            if let Some(slot) = clients.live.remove(&victim) {
+                slot.evict.notify_one();
+            }
+        }
+        clients.next_id += 1;
+        let id = clients.next_id;
+        let (gauge, evict) = (Arc::new(ReadGauge::default()), Arc::new(Notify::new()));
+        clients.live.insert(id, ClientSlot { gauge: gauge.clone(), evict: evict.clone() });
+        Ok(ClientGuard { server: self.clone(), id, gauge, evict })
+    }
+
+    /// Clients being served.
+    pub fn client_count(&self) -> usize {
+        self.clients.lock().expect("clients lock").live.len()
     }
 
     fn say(&self, line: &str) {
@@ -115,49 +327,108 @@ impl Server {
         ledger::find(&self.ci, run).map(|r| Target::Stored(Box::new(r))).map_err(RpcError::refused)
     }
 
-    /// `run.start`: one run per checkout; `supersede` cancels the live one and waits for its end.
+    /// `run.start`: one run per checkout; `supersede` cancels the live run (or abandons one still
+    /// being prepared) and waits for its end. The preparation runs on its own task: when the
+    /// caller stops waiting (its client went away) before the preparation commits, the run is
+    /// abandoned: it never starts, and the checkout is free for the next `run.start` at once.
     pub async fn start_run(self: &Arc<Self>, params: StartParams) -> Result<Started, RpcError> {
-        loop {
+        enum Busy {
+            Live(RunHandles, watch::Receiver<bool>),
+            Starting(watch::Receiver<bool>),
+        }
+        let (claim, settled) = loop {
             let busy = {
                 let mut state = self.state.lock().expect("state lock");
-                if state.starting {
-                    return Err(RpcError::refused(
-                        "another run is being started in this checkout: try again in a moment",
-                    ));
-                }
-                match &state.live {
-                    Some(live) => Some((live.handles.clone(), live.done.clone())),
-                    None => {
-                        state.starting = true;
-                        None
+                match (&state.starting, &state.live) {
+                    (Some(starting), _) => {
+                        if !params.flags.supersede {
+                            return Err(RpcError::refused(
+                                "another run is being started in this checkout: wait for it to start (then odu attach follows it), or pass --supersede to replace it",
+                            ));
+                        }
+                        if starting.claim.abandon(Abandoned::Superseded) {
+                            state.starting = None;
+                            self.say("superseding a run still being prepared");
+                            continue;
+                        }
+                        // It committed: wait for it to be live, then cancel it.
+                        Busy::Starting(starting.settled.clone())
+                    }
+                    (None, Some(live)) => Busy::Live(live.handles.clone(), live.done.clone()),
+                    (None, None) => {
+                        let claim = Claim::new();
+                        let (settled_tx, settled_rx) = watch::channel(false);
+                        state.starting = Some(Starting { claim: claim.clone(), settled: settled_rx });
+                        break (claim, settled_tx);
                     }
                 }
             };
-            let Some((handles, mut done)) = busy else { break };
-            if !params.flags.supersede {
-                return Err(RpcError::refused(format!(
-                    "run {} is in progress in this checkout: follow it with odu attach, stop it with odu cancel, or pass --supersede to replace it",
-                    handles.reference
-                )));
-            }
-            self.say(&format!("superseding run {}", handles.reference));
-            let _ = handles.cancel_run.send(());
-            let _ = done.wait_for(|ended| *ended).await;
-        }
-        let repo = self.repo.clone();
-        let prepared = tokio::task::spawn_blocking(move || {
-            let env = params.env.clone();
-            start::prepare(&repo, &params, env.as_ref(), Box::new(Quiet))
-        })
-        .await
-        .unwrap_or_else(|e| Err(CliError::refused(format!("preparing the run failed: {e}"))));
-        let prepared = match prepared {
-            Ok(prepared) => prepared,
-            Err(e) => {
-                self.state.lock().expect("state lock").starting = false;
-                return Err(RpcError::refused(e.message));
+            match busy {
+                Busy::Starting(mut settled) => {
+                    let _ = settled.wait_for(|settled| *settled).await;
+                }
+                Busy::Live(handles, mut done) => {
+                    if !params.flags.supersede {
+                        return Err(RpcError::refused(format!(
+                            "run {} is in progress in this checkout: follow it with odu attach, stop it with odu cancel, or pass --supersede to replace it",
+                            handles.reference
+                        )));
+                    }
+                    self.say(&format!("superseding run {}", handles.reference));
+                    let _ = handles.cancel_run.send(());
+                    let _ = done.wait_for(|ended| *ended).await;
+                }
             }
         };
+        let mut abandon = AbandonOnDrop { server: self.clone(), claim: Some(claim.clone()) };
+        let (answer, answered) = oneshot::channel();
+        let server = self.clone();
+        let task_claim = claim.clone();
+        tokio::spawn(async move {
+            let repo = server.repo.clone();
+            let commit_claim = task_claim.clone();
+            // Blocking work (git, just, config files): if it never returns, only this task
+            // waits for it.
+            let prepared = tokio::task::spawn_blocking(move || {
+                let env = params.env.clone();
+                start::prepare(&repo, &params, env.as_ref(), Box::new(Quiet), &|| commit_claim.commit())
+            })
+            .await
+            .unwrap_or_else(|e| Err(CliError::refused(format!("preparing the run failed: {e}"))));
+            let result = match prepared {
+                Ok(prepared) => Ok(server.go_live(prepared, &task_claim)),
+                Err(e) => {
+                    server.stop_starting(&task_claim);
+                    if let Some(why) = task_claim.abandoned_now() {
+                        server.say(&format!(
+                            "an abandoned run.start ({why}) finished preparing: nothing started"
+                        ));
+                    }
+                    Err(RpcError::refused(e.message))
+                }
+            };
+            let _ = settled.send(true);
+            let _ = answer.send(result);
+        });
+        let result = tokio::select! {
+            result = answered => result
+                .unwrap_or_else(|_| Err(RpcError::refused("preparing the run failed inside the server: see odu.serve.log"))),
+            why = claim.abandoned() => Err(RpcError::refused(format!("this run did not start: {why}"))),
+        };
+        abandon.claim = None;
+        result
+    }
+
+    /// Frees the checkout for the next `run.start`, if `claim` still holds it.
+    fn stop_starting(&self, claim: &Claim) {
+        let mut state = self.state.lock().expect("state lock");
+        if state.starting.as_ref().is_some_and(|s| s.claim.is(claim)) {
+            state.starting = None;
+        }
+    }
+
+    /// Starts a prepared run and makes it the live one.
+    fn go_live(self: &Arc<Self>, prepared: start::Prepared, claim: &Claim) -> Started {
         let start::Prepared { coordinator, specs, started, guards } = prepared;
         let summary = coordinator.record.summary();
         let (handles, task) = coordinator.start(specs);
@@ -165,7 +436,9 @@ impl Server {
         {
             let mut state = self.state.lock().expect("state lock");
             state.live = Some(Live { handles: handles.clone(), done: done_rx });
-            state.starting = false;
+            if state.starting.as_ref().is_some_and(|s| s.claim.is(claim)) {
+                state.starting = None;
+            }
         }
         RunsValue::publish(&mut self.runs.lock().expect("hub lock"), summary);
         self.say(&format!("run {} started", started.run));
@@ -206,12 +479,12 @@ impl Server {
             HeaderValue::publish(&mut handles.header.lock().expect("hub lock"), header);
             let _ = done_tx.send(true);
         });
-        Ok(started)
+        started
     }
 
     fn busy(&self) -> bool {
         let state = self.state.lock().expect("state lock");
-        state.live.is_some() || state.starting || self.clients.load(Ordering::SeqCst) > 0
+        state.live.is_some() || state.starting.is_some() || self.client_count() > 0
     }
 
     /// Cancels the live run, if any, and waits (bounded) for its end.
@@ -274,8 +547,32 @@ fn socket_identity(path: &Path) -> Option<(u64, u64)> {
     std::fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
+/// Tells a client the server cannot take it, and closes the connection. The frame is a few
+/// hundred bytes on a fresh socket: it fits its buffer, so the write never waits.
+fn refuse(stream: UnixStream, refusal: RpcError) {
+    use std::io::Write;
+    if let Ok(mut stream) = stream.into_std() {
+        let _ = stream.write(&Message::err(serde_json::Value::Null, refusal).to_frame());
+    }
+}
+
+/// Raises the soft limit on open files towards the hard one: every client is a descriptor,
+/// beside each run's pipes and logs. Kept modest, as runners and recipes inherit it.
+fn raise_fd_limit() {
+    const WANT: libc::rlim_t = 16 * 1024;
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit on a struct this function owns.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < WANT {
+            limit.rlim_cur = WANT.min(limit.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
 /// Serves the checkout at `repo` until idle, signalled, or unseated. Returns the exit code.
 pub async fn serve(repo: PathBuf, options: ServeOptions) -> CliResult<i32> {
+    raise_fd_limit();
     let ci = start::ensure_ci_dir(&repo)?;
     // Held for the server's life: the socket is bound and removed through it.
     let ci_dir = CiDir::open(&repo)
@@ -301,12 +598,19 @@ pub async fn serve(repo: PathBuf, options: ServeOptions) -> CliResult<i32> {
     let mut idle_since: Option<Instant> = None;
     let reason = loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                if let Ok((stream, _)) = accepted {
-                    let guard = server.client();
-                    tokio::spawn(crate::surface::serve_client(stream, server.clone(), guard));
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => match server.admit() {
+                    Ok(guard) => {
+                        tokio::spawn(crate::surface::serve_client(stream, server.clone(), guard));
+                    }
+                    Err(refusal) => refuse(stream, refusal),
+                },
+                Err(e) => {
+                    // Out of descriptors, most likely: the connection waits in the backlog.
+                    eprintln!("odu serve: cannot accept a client: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-            }
+            },
             _ = tick.tick() => {
                 if socket_identity(&shown) != identity {
                     break "its socket was removed or replaced";

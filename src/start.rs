@@ -244,8 +244,6 @@ pub struct Prepared {
     pub guards: (Option<git::Snapshot>, RunLock),
 }
 
-/// Everything `odu run` used to do before its first lane: each refusal is one line that says
-/// what to do next, and leaves no ledger record.
 /// Runs one step of a run's start inside a `start` span, so `ODU_LOG=odu::server=debug` shows
 /// what each step cost.
 fn step<T>(name: &'static str, f: impl FnOnce() -> T) -> T {
@@ -253,11 +251,17 @@ fn step<T>(name: &'static str, f: impl FnOnce() -> T) -> T {
     f()
 }
 
+/// Everything `odu run` used to do before its first lane: each refusal is one line that says
+/// what to do next, and leaves no ledger record.
+///
+/// `commit` is asked once the slow work (git, config, just) is done and before anything is
+/// taken or recorded: `false` means the run was abandoned meanwhile, and nothing happens.
 pub fn prepare(
     repo: &Path,
     params: &StartParams,
     env: Option<&Env>,
     face: Box<dyn Face + Send>,
+    commit: &dyn Fn() -> bool,
 ) -> CliResult<Prepared> {
     let config = RunConfig::from_params(params)?;
     let own_env;
@@ -289,7 +293,6 @@ pub fn prepare(
         )));
     }
     let ci = step(".ci", || ensure_ci_dir(repo))?;
-    let lock = RunLock::acquire(&ci)?;
     let snapshot =
         if config.snapshot { Some(step("worktree", || git::Snapshot::create(repo, &sha))?) } else { None };
     let workspace = snapshot.as_ref().map_or(repo.to_path_buf(), |s| s.dir.clone());
@@ -340,6 +343,10 @@ pub fn prepare(
         flags: odu_proto::StartFlags { supersede: false, ..params.flags.clone() },
         note: None,
     };
+    if !commit() {
+        return Err(CliError::refused("the run was abandoned before it started"));
+    }
+    let lock = RunLock::acquire(&ci)?;
     // A lane that cannot have its log folder is refused here, where the client hears why.
     for (platform, _) in &lanes {
         let dir = ci.join(&label).join(platform);

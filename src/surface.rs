@@ -38,15 +38,18 @@ use crate::coordinator::RunHandles;
 use crate::lane::LaneCommand;
 use crate::private;
 use crate::runner::{item_frame, log_item_frame};
-use crate::server::{ClientGuard, Server, Target};
+use crate::server::{ClientGuard, Server, Target, evicted_error};
 use crate::tool::Env;
 use crate::trail::ledger::{self, RunRecord};
 use crate::trail::spool::{SpoolChunk, SpoolReader};
-use crate::wire::{FrameReader, Served, ServerLink, spawn_writer};
+use crate::wire::{FrameReader, ReadError, Served, ServerLink, spawn_writer};
 
 /// Frames queued for one client before its streams wait for it: with [`CLIENT_LOG_CHUNK`], a
 /// client that never reads holds at most about 350 KiB of the server's memory.
 const CLIENT_QUEUE: usize = 8;
+
+/// How long a closing client's last frames may take to leave before its connection is dropped.
+const CLOSING_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Log bytes per item to a client of the socket (followers are people and scripts, not lanes).
 const CLIENT_LOG_CHUNK: usize = 32 * 1024;
@@ -168,18 +171,51 @@ pub async fn bind(ci: &CiDir) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-pub async fn serve_client(stream: UnixStream, server: Arc<Server>, _guard: ClientGuard) {
+/// Serves one client until it goes away, misbehaves, or is closed to make room for another.
+///
+/// A request is answered while the link is still read: a client that goes away meanwhile
+/// abandons it (a `run.start` still being prepared then never starts). One request that
+/// arrives meanwhile waits for the answer; further ones wait in the socket.
+pub async fn serve_client(stream: UnixStream, server: Arc<Server>, guard: ClientGuard) {
     let (reader, writer) = stream.into_split();
-    let (out, _writer) = spawn_writer(writer, CLIENT_QUEUE);
-    let mut link = ServerLink::new(FrameReader::new(reader, "odu surface"), out.clone(), "server");
+    let (out, writing) = spawn_writer(writer, CLIENT_QUEUE);
+    let frames = FrameReader::with_limits(reader, "odu surface", guard.limits());
+    let mut link = ServerLink::new(frames, out.clone(), "server");
     let mut streams: BTreeMap<String, AbortHandle> = BTreeMap::new();
-    loop {
-        match link.next().await {
+    let mut waiting: Option<Served> = None;
+    let closing: Option<RpcError> = loop {
+        let next = match waiting.take() {
+            Some(served) => Ok(Some(served)),
+            None => tokio::select! {
+                biased;
+                () = guard.evicted() => break Some(evicted_error()),
+                next = link.next() => next,
+            },
+        };
+        match next {
             Ok(Some(Served::Request { id, method, params })) => {
                 streams.retain(|_, handle| !handle.is_finished());
-                if let Some(reply) = dispatch(&server, &out, &mut streams, id.clone(), &method, params).await
-                {
-                    let _ = out.send(reply.to_frame()).await;
+                let dispatched = dispatch(&server, &out, &mut streams, id.clone(), &method, params);
+                tokio::pin!(dispatched);
+                let reply = loop {
+                    tokio::select! {
+                        biased;
+                        () = guard.evicted() => break Err(Some(evicted_error())),
+                        reply = &mut dispatched => break Ok(reply),
+                        next = link.next(), if waiting.is_none() => match next {
+                            Ok(Some(served)) => waiting = Some(served),
+                            Ok(None) => break Err(None),
+                            Err(e) => break Err(Some(read_error(e))),
+                        },
+                    }
+                };
+                match reply {
+                    Ok(Some(reply)) => {
+                        let _ = out.send(reply.to_frame()).await;
+                    }
+                    Ok(None) => {}
+                    // The request is dropped unanswered: its client is gone or being closed.
+                    Err(closing) => break closing,
                 }
             }
             Ok(Some(Served::CancelStream(id))) => {
@@ -188,17 +224,35 @@ pub async fn serve_client(stream: UnixStream, server: Arc<Server>, _guard: Clien
                     let _ = out.send(Message::ok(id, Value::Null).to_frame()).await;
                 }
             }
-            Ok(None) => break,
-            Err(e) => {
-                let error = RpcError::new(error_code::INVALID_REQUEST, e.to_string());
-                let _ = out.send(Message::err(Value::Null, error).to_frame()).await;
-                break;
-            }
+            Ok(None) => break None,
+            Err(e) => break Some(read_error(e)),
         }
-    }
+    };
     for handle in streams.values() {
         handle.abort();
     }
+    // Its buffer goes first; then the last word, and the connection closes even if the client
+    // reads nothing.
+    drop(link);
+    let writer = writing.abort_handle();
+    let bye = async move {
+        if let Some(error) = closing {
+            let _ = out.send(Message::err(Value::Null, error).to_frame()).await;
+        }
+        drop(out);
+        let _ = writing.await;
+    };
+    let _ = tokio::time::timeout(CLOSING_GRACE, bye).await;
+    writer.abort();
+}
+
+fn read_error(e: ReadError) -> RpcError {
+    let code = match e {
+        ReadError::Shut => return evicted_error(),
+        ReadError::OverBudget(_) => error_code::BUSY,
+        ReadError::TooLarge(_) | ReadError::Io(_) => error_code::INVALID_REQUEST,
+    };
+    RpcError::new(code, e.to_string())
 }
 
 /// The node views of a finished run, from its record.

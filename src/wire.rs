@@ -3,7 +3,10 @@
 //! Local children, ssh channels, unix sockets and in-memory pipes all end up here as a
 //! (reader, writer) pair, so every leg speaks through the same code.
 
-use odu_proto::frame::MAX_LINE_BYTES;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use odu_proto::frame::MAX_FRAME_BYTES;
 use odu_proto::{FrameError, Message, RpcError, decode_line};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -18,10 +21,270 @@ pub enum Incoming {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
-    #[error("frame exceeds the 16 MiB limit: closing the link")]
-    TooLarge,
+    #[error("frame exceeds the {} limit: closing the link", mib(*.0))]
+    TooLarge(usize),
+    #[error(
+        "the server's buffers for unfinished requests are full ({} across its clients): closing this connection; send the request again once other clients are done",
+        mib(*.0)
+    )]
+    OverBudget(usize),
+    #[error("the link was closed to make room for another")]
+    Shut,
     #[error("reading the link failed: {0}")]
     Io(#[from] std::io::Error),
+}
+
+fn mib(bytes: usize) -> String {
+    if bytes.is_multiple_of(1 << 20) { format!("{} MiB", bytes >> 20) } else { format!("{bytes} bytes") }
+}
+
+/// Bytes that many links' buffers share: a link draws on it for whatever it holds beyond its own
+/// allowance, and gives it back when its buffer shrinks or the link ends.
+#[derive(Debug)]
+pub struct BufferPool {
+    size: usize,
+    free: AtomicUsize,
+}
+
+impl BufferPool {
+    pub fn new(size: usize) -> Arc<BufferPool> {
+        Arc::new(BufferPool { size, free: AtomicUsize::new(size) })
+    }
+
+    /// Bytes not drawn by any link.
+    pub fn free(&self) -> usize {
+        self.free.load(Ordering::SeqCst)
+    }
+
+    fn take(&self, bytes: usize) -> bool {
+        self.free.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |free| free.checked_sub(bytes)).is_ok()
+    }
+
+    fn give(&self, bytes: usize) {
+        self.free.fetch_add(bytes, Ordering::SeqCst);
+    }
+}
+
+/// How much a reader may buffer.
+#[derive(Clone, Debug)]
+pub struct FrameLimits {
+    /// The largest decoded frame; a longer line closes the link.
+    pub max_frame: usize,
+    /// Room made for each read when the buffer is full.
+    pub read_chunk: usize,
+    /// Shared accounting for links that must not grow without bound together (many clients of
+    /// one server); `None` for a link that is alone (a lane's runner, a client's server).
+    pub budget: Option<Budget>,
+}
+
+/// A reader's place in a [`BufferPool`].
+#[derive(Clone, Debug)]
+pub struct Budget {
+    pub pool: Arc<BufferPool>,
+    /// Buffer bytes this link may hold without drawing on the pool.
+    pub allowance: usize,
+    /// Where the reader says how it is doing.
+    pub gauge: Arc<ReadGauge>,
+}
+
+/// What a budgeted reader publishes about itself, for its owner to choose whom to close.
+#[derive(Debug, Default)]
+pub struct ReadGauge {
+    /// Bytes of an unfinished frame the reader holds.
+    pub unfinished: AtomicUsize,
+    /// Lines read whole so far, or [`ReadGauge::SHUT`].
+    pub lines: AtomicUsize,
+}
+
+impl ReadGauge {
+    const SHUT: usize = usize::MAX;
+
+    /// Shuts a reader that has not read a whole line yet: it reads none after this. `false`
+    /// when it already has (it is being served).
+    pub fn shut_if_silent(&self) -> bool {
+        self.lines.compare_exchange(0, ReadGauge::SHUT, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+    }
+
+    /// Whether the reader has not read a whole line yet.
+    pub fn silent(&self) -> bool {
+        self.lines.load(Ordering::SeqCst) == 0
+    }
+}
+
+impl FrameLimits {
+    /// A protocol link between odu's own processes: frames up to the protocol's 16 MiB, read
+    /// in large chunks (log throughput depends on it).
+    pub fn link() -> FrameLimits {
+        FrameLimits { max_frame: MAX_FRAME_BYTES, read_chunk: 1 << 20, budget: None }
+    }
+
+    /// One client of a server among many: small requests, read in small chunks, the buffer
+    /// returned after every frame, and its growth drawn from the server's pool.
+    pub fn client_of_server(max_frame: usize, budget: Budget) -> FrameLimits {
+        FrameLimits { max_frame, read_chunk: 16 * 1024, budget: Some(budget) }
+    }
+
+    /// The longest line that can carry a frame of `max_frame` bytes.
+    fn max_line(&self) -> usize {
+        self.max_frame.div_ceil(3) * 4
+    }
+}
+
+/// What a budgeted reader holds of its pool; given back when dropped.
+struct Charge {
+    budget: Budget,
+    /// Bytes drawn from the pool.
+    held: usize,
+}
+
+impl Charge {
+    /// Accounts for a buffer of `capacity` bytes: draws or gives back the difference.
+    fn set(&mut self, capacity: usize) -> bool {
+        let need = capacity.saturating_sub(self.budget.allowance);
+        if need > self.held {
+            if !self.budget.pool.take(need - self.held) {
+                return false;
+            }
+        } else {
+            self.budget.pool.give(self.held - need);
+        }
+        self.held = need;
+        true
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.budget.pool.give(self.held);
+        self.budget.gauge.unfinished.store(0, Ordering::SeqCst);
+    }
+}
+
+/// A reader's buffer. Small lines live on the heap; a budgeted reader's larger ones live in
+/// memory mapped for them alone, which goes back to the system the moment it is let go
+/// (freed heap memory often stays with the process, fragmented).
+enum LineBuf {
+    Heap(Vec<u8>),
+    Mapped(Mapped),
+}
+
+impl LineBuf {
+    fn data(&self) -> &[u8] {
+        match self {
+            LineBuf::Heap(v) => v,
+            LineBuf::Mapped(m) => m.filled(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.data().len()
+    }
+
+    fn capacity(&self) -> usize {
+        match self {
+            LineBuf::Heap(v) => v.capacity(),
+            LineBuf::Mapped(m) => m.cap,
+        }
+    }
+
+    /// Forgets the first `n` bytes.
+    fn consume(&mut self, n: usize) {
+        match self {
+            LineBuf::Heap(v) => {
+                v.drain(..n);
+            }
+            LineBuf::Mapped(m) => m.consume(n),
+        }
+    }
+
+    /// Moves the data into a buffer of about `capacity` bytes (at least its length): on the
+    /// heap up to `heap_max`, mapped above it. Returns the new capacity.
+    fn resize(&mut self, capacity: usize, heap_max: usize) -> std::io::Result<usize> {
+        let capacity = capacity.max(self.len());
+        let next = if capacity <= heap_max {
+            let mut v = Vec::with_capacity(capacity);
+            v.extend_from_slice(self.data());
+            LineBuf::Heap(v)
+        } else {
+            let mut m = Mapped::new(capacity)?;
+            m.spare()[..self.len()].copy_from_slice(self.data());
+            m.len = self.len();
+            LineBuf::Mapped(m)
+        };
+        *self = next;
+        Ok(self.capacity())
+    }
+
+    async fn read_from<R: AsyncRead + Unpin>(&mut self, reader: &mut R) -> std::io::Result<usize> {
+        match self {
+            LineBuf::Heap(v) => reader.read_buf(v).await,
+            LineBuf::Mapped(m) => {
+                let n = reader.read(m.spare()).await?;
+                m.len += n;
+                Ok(n)
+            }
+        }
+    }
+}
+
+/// Anonymous memory mapped for one buffer, unmapped when dropped.
+struct Mapped {
+    ptr: std::ptr::NonNull<u8>,
+    cap: usize,
+    len: usize,
+}
+
+// SAFETY: the mapping is owned by this value alone, like a Vec's allocation.
+unsafe impl Send for Mapped {}
+// SAFETY: shared access only reads.
+unsafe impl Sync for Mapped {}
+
+impl Mapped {
+    fn new(capacity: usize) -> std::io::Result<Mapped> {
+        let page = 4096;
+        let cap = capacity.div_ceil(page) * page;
+        // SAFETY: a new private anonymous mapping, owned by the value returned.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                cap,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let ptr = std::ptr::NonNull::new(ptr.cast()).expect("mmap returns no null mapping");
+        Ok(Mapped { ptr, cap, len: 0 })
+    }
+
+    fn filled(&self) -> &[u8] {
+        // SAFETY: the first `len` bytes of the mapping were written.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// The part after the data. Anonymous mappings start zeroed, so all of it is initialised.
+    fn spare(&mut self) -> &mut [u8] {
+        // SAFETY: `len <= cap`, and the range is inside the mapping this value owns.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(self.len), self.cap - self.len) }
+    }
+
+    fn consume(&mut self, n: usize) {
+        // SAFETY: the whole mapping is initialised (see `spare`) and owned by this value.
+        let all = unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.cap) };
+        all.copy_within(n..self.len, 0);
+        self.len -= n;
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: unmapping the mapping this value owns, once.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.cap) };
+    }
 }
 
 /// Reads frames; undecodable lines (banners, motd) are logged to stderr and skipped.
@@ -30,18 +293,37 @@ pub enum ReadError {
 /// once from the link and once by the base64 decoder: log throughput depends on it.
 pub struct FrameReader<R> {
     inner: R,
-    buf: Vec<u8>,
+    buf: LineBuf,
     /// Bytes of `buf` already consumed.
     start: usize,
     /// How far `buf[start..]` was searched for a newline.
     scanned: usize,
     eof: bool,
     label: &'static str,
+    limits: FrameLimits,
+    max_line: usize,
+    charge: Option<Charge>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(reader: R, label: &'static str) -> Self {
-        FrameReader { inner: reader, buf: Vec::new(), start: 0, scanned: 0, eof: false, label }
+        FrameReader::with_limits(reader, label, FrameLimits::link())
+    }
+
+    pub fn with_limits(reader: R, label: &'static str, limits: FrameLimits) -> Self {
+        let charge = limits.budget.clone().map(|budget| Charge { budget, held: 0 });
+        let max_line = limits.max_line();
+        FrameReader {
+            inner: reader,
+            buf: LineBuf::Heap(Vec::new()),
+            start: 0,
+            scanned: 0,
+            eof: false,
+            label,
+            limits,
+            max_line,
+            charge,
+        }
     }
 
     /// The next decoded frame's bytes, or `None` at end of stream.
@@ -67,20 +349,28 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     async fn next_line(&mut self) -> Result<Option<Result<Option<Vec<u8>>, FrameError>>, ReadError> {
         loop {
-            let pending = &self.buf[self.start..];
+            let pending = &self.buf.data()[self.start..];
             if let Some(at) = memchr::memchr(b'\n', &pending[self.scanned..]) {
                 let end = self.start + self.scanned + at;
-                let decoded = match decode_line(&self.buf[self.start..end]) {
-                    Err(FrameError::TooLarge(_)) => return Err(ReadError::TooLarge),
+                if end - self.start > self.max_line {
+                    return Err(ReadError::TooLarge(self.limits.max_frame));
+                }
+                let decoded = match decode_line(&self.buf.data()[self.start..end]) {
+                    Err(FrameError::TooLarge(_)) => return Err(ReadError::TooLarge(self.limits.max_frame)),
                     other => other,
                 };
                 self.start = end + 1;
                 self.scanned = 0;
+                self.settle()?;
                 return Ok(Some(decoded));
             }
             self.scanned = pending.len();
-            if self.scanned > MAX_LINE_BYTES {
-                return Err(ReadError::TooLarge);
+            if let Some(charge) = &self.charge {
+                // Only a line without its end counts: whole lines waiting are being served.
+                charge.budget.gauge.unfinished.store(self.scanned, Ordering::SeqCst);
+            }
+            if self.scanned > self.max_line {
+                return Err(ReadError::TooLarge(self.limits.max_frame));
             }
             if self.eof {
                 if pending.is_empty() {
@@ -92,17 +382,66 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 self.scanned = 0;
                 return Ok(Some(decoded));
             }
-            // Compact, then read more.
-            if self.start > 0 {
-                self.buf.drain(..self.start);
-                self.start = 0;
-            }
-            self.buf.reserve(1 << 20);
-            let n = self.inner.read_buf(&mut self.buf).await?;
+            self.make_room()?;
+            let n = self.buf.read_from(&mut self.inner).await?;
             if n == 0 {
                 self.eof = true;
             }
         }
+    }
+
+    /// Compacts the buffer and makes room for the next read, within the limits.
+    fn make_room(&mut self) -> Result<(), ReadError> {
+        if self.start > 0 {
+            self.buf.consume(self.start);
+            self.start = 0;
+        }
+        let chunk = self.limits.read_chunk;
+        let Some(charge) = &mut self.charge else {
+            if let LineBuf::Heap(v) = &mut self.buf {
+                v.reserve(chunk);
+            }
+            return Ok(());
+        };
+        let (len, capacity) = (self.buf.len(), self.buf.capacity());
+        let want = if capacity > chunk && capacity > 2 * (len + chunk) {
+            // Most of a large buffer was consumed: give the rest back.
+            len + chunk
+        } else if capacity - len < chunk / 4 {
+            // Double, but never past what the longest line needs (one more byte shows that a
+            // line is too long).
+            (capacity * 2).max(len + chunk).min(self.max_line + chunk)
+        } else {
+            return Ok(());
+        };
+        let over = |charge: &Charge| ReadError::OverBudget(charge.budget.pool.size);
+        if want > capacity && !charge.set(want) {
+            return Err(over(charge));
+        }
+        let got = self.buf.resize(want, chunk)?;
+        if !charge.set(got) {
+            return Err(over(charge));
+        }
+        Ok(())
+    }
+
+    /// After a frame: a budgeted reader with nothing left over gives its buffer back, so a
+    /// large request costs nothing once answered. A reader shut before its first line hands
+    /// over no line.
+    fn settle(&mut self) -> Result<(), ReadError> {
+        let Some(charge) = &mut self.charge else { return Ok(()) };
+        let gauge = &charge.budget.gauge;
+        gauge.unfinished.store(0, Ordering::SeqCst);
+        gauge
+            .lines
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n != ReadGauge::SHUT).then(|| n + 1))
+            .map_err(|_| ReadError::Shut)?;
+        if self.buf.len() == self.start && self.buf.capacity() > self.limits.read_chunk {
+            self.buf = LineBuf::Heap(Vec::new());
+            self.start = 0;
+            charge.set(0);
+        }
+        Ok(())
     }
 }
 
@@ -202,5 +541,91 @@ impl<R: AsyncRead + Unpin> ServerLink<R> {
 
     async fn reply(&self, message: Message) {
         let _ = self.out.send(message.to_frame()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use odu_proto::frame::encode_frame;
+
+    fn reader(
+        pool: &Arc<BufferPool>,
+        max_frame: usize,
+    ) -> (FrameReader<tokio::io::DuplexStream>, tokio::io::DuplexStream, Arc<ReadGauge>) {
+        let (ours, theirs) = tokio::io::duplex(4 << 20);
+        let gauge = Arc::new(ReadGauge::default());
+        let budget = Budget { pool: pool.clone(), allowance: 64 << 10, gauge: gauge.clone() };
+        (
+            FrameReader::with_limits(ours, "test", FrameLimits::client_of_server(max_frame, budget)),
+            theirs,
+            gauge,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_budgeted_reader_gives_its_buffer_back_after_each_frame() {
+        let pool = BufferPool::new(4 << 20);
+        let (mut frames, mut peer, gauge) = reader(&pool, 1 << 20);
+        let mut line = Vec::new();
+        encode_frame(&vec![b'x'; 600 << 10], &mut line);
+        peer.write_all(&line).await.unwrap();
+        assert_eq!(frames.next_frame().await.unwrap().unwrap().len(), 600 << 10);
+        assert_eq!(pool.free(), 4 << 20, "the pool is whole again");
+        assert!(frames.buf.capacity() <= 16 << 10, "{}", frames.buf.capacity());
+        assert_eq!(gauge.unfinished.load(Ordering::SeqCst), 0);
+        assert_eq!(gauge.lines.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn readers_that_outgrow_the_shared_pool_are_closed_and_give_it_back() {
+        let pool = BufferPool::new(256 << 10);
+        let (mut first, mut a, _) = reader(&pool, 1 << 20);
+        let (mut second, mut b, _) = reader(&pool, 1 << 20);
+        // An unfinished line of 200 KiB draws on the pool beyond its 64 KiB allowance ...
+        a.write_all(&vec![b'A'; 200 << 10]).await.unwrap();
+        let first = tokio::spawn(async move { first.next_frame().await.map(|_| ()) });
+        let drawn = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            while pool.free() == 256 << 10 {
+                tokio::task::yield_now().await;
+            }
+        });
+        drawn.await.expect("the first reader draws on the pool");
+        // ... so a second one finds too little left for its own.
+        b.write_all(&vec![b'A'; 200 << 10]).await.unwrap();
+        let error = second.next_frame().await.unwrap_err();
+        assert!(matches!(error, ReadError::OverBudget(_)), "{error}");
+        assert!(error.to_string().contains("buffers for unfinished requests are full"), "{error}");
+        drop(second);
+        first.abort();
+        let _ = first.await;
+        assert_eq!(pool.free(), 256 << 10, "every byte drawn came back");
+    }
+
+    #[tokio::test]
+    async fn a_reader_shut_before_its_first_line_hands_over_none_and_one_served_cannot_be_shut() {
+        let pool = BufferPool::new(1 << 20);
+        let mut line = Vec::new();
+        encode_frame(b"{}", &mut line);
+        let (mut silent, mut a, gauge) = reader(&pool, 1 << 20);
+        assert!(gauge.shut_if_silent());
+        a.write_all(&line).await.unwrap();
+        assert!(matches!(silent.next_frame().await, Err(ReadError::Shut)));
+        let (mut served, mut b, gauge) = reader(&pool, 1 << 20);
+        b.write_all(&line).await.unwrap();
+        assert!(served.next_frame().await.unwrap().is_some());
+        assert!(!gauge.shut_if_silent(), "a reader that was served stays");
+    }
+
+    #[tokio::test]
+    async fn a_line_over_the_readers_cap_closes_it_with_the_cap_named() {
+        let pool = BufferPool::new(32 << 20);
+        let (mut frames, mut peer, _) = reader(&pool, 1 << 20);
+        tokio::spawn(async move {
+            let _ = peer.write_all(&vec![b'A'; 2 << 20]).await;
+        });
+        let error = frames.next_frame().await.unwrap_err();
+        assert!(error.to_string().contains("exceeds the 1 MiB limit"), "{error}");
+        assert!(frames.buf.capacity() <= (1 << 20) / 3 * 4 + (32 << 10), "{}", frames.buf.capacity());
     }
 }

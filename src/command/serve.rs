@@ -34,22 +34,50 @@ pub fn serve(args: ServeArgs) -> CliResult<i32> {
     Ok(code)
 }
 
+/// How long a client keeps trying a server that is at its limits before saying so.
+const BUSY_PATIENCE: Duration = Duration::from_secs(5);
+
 /// Connects and shakes hands; `Ok(None)` when nothing answers on the socket. Nothing is sent
 /// before `.ci` is found to be ours alone and the socket's peer to run as us: anything else
 /// is refused, since whatever listens there would see the caller's environment and could
-/// answer any verdict.
+/// answer any verdict. A server at its limits (too many clients) is tried again for a few
+/// seconds before its refusal is reported.
 pub async fn connect(repo: &Path) -> CliResult<Option<SurfaceClient>> {
-    let Some(ci) = CiDir::open(repo).map_err(crate::start::refuse_ci)? else { return Ok(None) };
-    let Ok(stream) = UnixStream::connect(ci.socket()).await else { return Ok(None) };
-    check_peer(&stream, &socket_path(repo)).map_err(CliError::refused)?;
-    let (reader, writer) = stream.into_split();
-    match Client::connect(reader, writer, "odu").await {
-        Ok(client) => Ok(Some(client)),
-        Err(ClientError::Refused(e)) => Err(CliError::refused(format!(
-            "the server on {} refused us: {}: stop it (it exits when idle) or use the same odu build",
-            socket_path(repo).display(),
-            e.message
-        ))),
+    let deadline = tokio::time::Instant::now() + BUSY_PATIENCE;
+    let mut pause = Duration::from_millis(20);
+    loop {
+        let Some(ci) = CiDir::open(repo).map_err(crate::start::refuse_ci)? else { return Ok(None) };
+        let Ok(stream) = UnixStream::connect(ci.socket()).await else { return Ok(None) };
+        check_peer(&stream, &socket_path(repo)).map_err(CliError::refused)?;
+        let (reader, writer) = stream.into_split();
+        match Client::connect(reader, writer, "odu").await.map(Some) {
+            Err(ClientError::Refused(e))
+                if e.code == odu_proto::error_code::BUSY
+                    && tokio::time::Instant::now() + pause < deadline =>
+            {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
+            outcome => return answer(repo, outcome),
+        }
+    }
+}
+
+fn answer(
+    repo: &Path,
+    outcome: Result<Option<SurfaceClient>, ClientError>,
+) -> CliResult<Option<SurfaceClient>> {
+    match outcome {
+        Ok(client) => Ok(client),
+        Err(ClientError::Refused(e)) if e.code == odu_proto::error_code::VERSION_MISMATCH => {
+            Err(CliError::refused(format!(
+                "the server on {} refused us: {}: stop it (it exits when idle) or use the same odu build",
+                socket_path(repo).display(),
+                e.message
+            )))
+        }
+        // A server at its limits says so, and what to do.
+        Err(ClientError::Refused(e)) => Err(CliError::refused(e.message)),
         // A server that closes on us is shutting down: treat it as absent.
         Err(_) => Ok(None),
     }

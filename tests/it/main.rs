@@ -14,6 +14,7 @@ mod surface;
 mod trust_client;
 mod trust_config;
 mod trust_disk;
+mod trust_memory;
 mod trust_runner;
 mod trust_ssh;
 mod trust_trail;

@@ -246,14 +246,14 @@ fn another_protocol_version_and_an_oversized_frame_are_refused_and_the_server_go
     }
     let mut rest = Vec::new();
     assert_eq!(reader.read_to_end(&mut rest).unwrap_or(0), 0, "the link closes after a refusal");
-    // A frame over the 16 MiB cap.
+    // A request over the socket's cap (the runner link's 16 MiB is far more than clients need).
     let (mut reader, mut writer) = raw_client(&repo);
-    let huge = vec![b'A'; odu_proto::frame::MAX_LINE_BYTES + 1024];
+    let huge = vec![b'A'; odu::server::MAX_REQUEST / 3 * 4 + 1024];
     let _ = writer.write_all(&huge);
     let _ = writer.write_all(b"\n");
     match reply(&mut reader) {
         odu_proto::Message::Response { result: Err(e), .. } => {
-            assert!(e.message.contains("16"), "{}", e.message)
+            assert!(e.message.contains("exceeds the 1 MiB limit"), "{}", e.message)
         }
         other => panic!("expected an error frame, got {other:?}"),
     }

@@ -14,6 +14,9 @@ pub mod error_code {
     pub const VERSION_MISMATCH: i64 = -32001;
     /// A request arrived before the handshake.
     pub const NO_HANDSHAKE: i64 = -32002;
+    /// The server is at one of its limits (clients, buffers) and closed the link: try again
+    /// shortly.
+    pub const BUSY: i64 = -32003;
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, thiserror::Error)]
