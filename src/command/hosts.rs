@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::cli::{HostsArgs, OutputFormat};
 use crate::error::{CliError, CliResult, outln, say};
 use crate::hosts::{self, HostEntry};
-use crate::{lane::remote, start, tool};
+use crate::{lane::remote, server::start, tool};
 
 #[derive(Debug, Serialize)]
 struct Report {
@@ -102,8 +102,8 @@ async fn probe_one(platform: String, entry: HostEntry, runner: std::path::PathBu
         } else if report
             .just
             .as_deref()
-            .and_then(crate::runner::parse_version)
-            .is_none_or(|v| v < crate::runner::MIN_JUST)
+            .and_then(crate::tool::just::parse_version)
+            .is_none_or(|v| v < crate::tool::just::MIN_JUST)
         {
             Some("just >= 1.57 is missing: pip install rust-just, or cargo install just".into())
         } else if report.runner.as_deref() == Some("none") {

@@ -11,15 +11,15 @@ use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::{ProgressFormat, RunArgs};
-use crate::client::{ClientError, ClientEvent};
+use crate::client::face::{Face, JsonFace, LiveFace, PlainFace, colors_enabled, verdict};
 use crate::error::{CliError, CliResult, say};
-use crate::face::{Face, JsonFace, LiveFace, PlainFace, colors_enabled, verdict};
 use crate::fan_in::{FanIn, Transition};
+use crate::link::client::ClientEvent;
 use crate::{hosts, tool::git, trail::ledger};
 
-use super::serve::{self, SurfaceClient};
+use crate::client::{self as serve, SurfaceClient, refused};
 
-pub use crate::start::RUN_ENV;
+pub use crate::server::start::RUN_ENV;
 
 fn params(args: &RunArgs) -> odu_proto::StartParams {
     odu_proto::StartParams {
@@ -36,13 +36,6 @@ fn params(args: &RunArgs) -> odu_proto::StartParams {
             supersede: args.supersede,
         },
         env: Some(std::env::vars().collect()),
-    }
-}
-
-pub fn refused(e: ClientError) -> CliError {
-    match e {
-        ClientError::Refused(e) => CliError::refused(e.message),
-        other => CliError::refused(format!("the server failed us: {other}")),
     }
 }
 

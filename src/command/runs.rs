@@ -14,9 +14,9 @@ pub fn runs(args: RunsArgs) -> CliResult<i32> {
     let repo = git::toplevel_quick(&cwd).unwrap_or(cwd);
     let runtime = super::surface_client::runtime()?;
     let served = runtime.block_on(async {
-        let Some(mut client) = super::serve::connect(&repo).await? else { return Ok::<_, CliError>(None) };
+        let Some(mut client) = crate::client::connect(&repo).await? else { return Ok::<_, CliError>(None) };
         // A server that goes away before it answers leaves the ledger to answer.
-        match super::serve::first_item(&mut client, RUNS_GET, json!({})).await {
+        match crate::client::first_item(&mut client, RUNS_GET, json!({})).await {
             Ok(RunsFrame::Snapshot { runs, .. }) => Ok(Some(runs)),
             Ok(RunsFrame::Delta { .. }) | Err(_) => Ok(None),
         }

@@ -13,15 +13,15 @@ use odu_proto::{
 use serde_json::json;
 
 use crate::cli::{CancelArgs, LogsArgs, OutputFormat, RerunArgs, StatusArgs};
-use crate::client::ClientEvent;
+use crate::client::face::{Face, JsonFace, PlainFace};
 use crate::clock::now_ms;
 use crate::error::{CliError, CliResult, out, outln, say};
-use crate::face::{Face, JsonFace, PlainFace};
+use crate::link::client::ClientEvent;
 use crate::trail::ledger::{self, RunRecord};
-use crate::{surface, tool::git};
+use crate::{server::surface, tool::git};
 
-use super::run::refused;
-use super::serve::{SurfaceClient, connect, first_item};
+use crate::client::refused;
+use crate::client::{SurfaceClient, connect, first_item};
 
 fn repo() -> CliResult<PathBuf> {
     let cwd = super::current_dir()?;
@@ -222,7 +222,7 @@ pub fn rerun(args: RerunArgs) -> CliResult<i32> {
     let repo = repo()?;
     runtime()?.block_on(async {
         // A rerun of a finished run starts a new one, so a server is started if need be.
-        let mut client = super::serve::ensure(&repo, crate::cli::DEFAULT_IDLE).await?;
+        let mut client = crate::client::ensure(&repo, crate::cli::DEFAULT_IDLE).await?;
         let mut params = run_params(&args.run.run);
         params["id"] = json!(args.target);
         params["env"] = json!(std::env::vars().collect::<BTreeMap<String, String>>());

@@ -19,7 +19,7 @@ use serde_json::value::RawValue;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
 use tokio::sync::mpsc;
 
-use crate::client::{Client, ClientError, ClientEvent};
+use crate::link::client::{Client, ClientError, ClientEvent};
 use crate::trail::spool::Spool;
 
 /// What a remote lane needs besides its [`LaneSpec`].

@@ -842,8 +842,8 @@ pub async fn run_remote(
     if probe.git.is_none() {
         return fail(format!("git is not installed on {}: install git there", source.entry.host));
     }
-    match probe.just.as_deref().and_then(crate::runner::parse_version) {
-        Some(v) if v >= crate::runner::MIN_JUST => {}
+    match probe.just.as_deref().and_then(crate::tool::just::parse_version) {
+        Some(v) if v >= crate::tool::just::MIN_JUST => {}
         Some(_) | None => {
             return fail(format!(
                 "{} has {}: odu needs just >= 1.57 on the host (pip install rust-just, or cargo install just)",

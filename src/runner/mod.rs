@@ -26,14 +26,12 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
-use crate::cell::{Hub, NodesValue};
 use crate::clock::now_ms;
+use crate::link::cell::{Hub, NodesValue};
+use crate::link::wire::{FrameReader, Served, ServerLink, spawn_writer};
+use crate::tool::just::{MIN_JUST, parse_version};
 use crate::trail::spool::{Spool, SpoolChunk, SpoolReader};
-use crate::wire::{FrameReader, Served, ServerLink, spawn_writer};
 use std::sync::Arc;
-
-/// The smallest `just` that dumps child-module dependencies with their paths.
-pub const MIN_JUST: (u64, u64) = (1, 57);
 
 /// Bytes per log frame on the wire.
 pub const LOG_CHUNK: usize = 256 * 1024;
@@ -543,11 +541,4 @@ async fn prepare_workspace(workspace: &Path, spool: &Spool, generation: u32) -> 
             Exit::SpawnFailed
         }
     }
-}
-
-/// `just 1.59.0` → (1, 59).
-pub fn parse_version(text: &str) -> Option<(u64, u64)> {
-    let version = text.split_whitespace().find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
-    let mut parts = version.split('.');
-    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }

@@ -3,7 +3,6 @@
 use std::path::Path;
 
 use crate::error::{CliError, CliResult};
-use crate::runner::{MIN_JUST, parse_version};
 use crate::tool::{self, ToolOutput};
 
 const INSTALL: &str = "install just >= 1.57 (pip install rust-just, or cargo install just)";
@@ -48,4 +47,14 @@ pub fn dump_with(dir: &Path, env: Option<&tool::Env>) -> CliResult<String> {
     }
     let one_line = message.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" | ");
     Err(CliError::refused(format!("just rejected the justfile: {one_line}")))
+}
+
+/// The smallest `just` that dumps child-module dependencies with their paths.
+pub const MIN_JUST: (u64, u64) = (1, 57);
+
+/// `just 1.59.0` → (1, 59).
+pub fn parse_version(text: &str) -> Option<(u64, u64)> {
+    let version = text.split_whitespace().find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
+    let mut parts = version.split('.');
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }

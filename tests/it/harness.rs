@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use odu::client::{Client, ClientEvent};
+use odu::link::client::{Client, ClientEvent};
 use odu_core::{NodeStatus, NodeView, TaskSpec};
 use odu_proto::{LogFrame, NodesFrame};
 use serde_json::{Value, json};

@@ -196,7 +196,7 @@ async fn a_late_subscriber_gets_the_snapshot_and_the_log_replay_then_end() {
     let late = h.client.send("nodes.get", json!({})).await.unwrap();
     let mut first = None;
     while first.is_none() {
-        if let Some(odu::client::ClientEvent::Item { stream, value }) = h.client.next().await.unwrap()
+        if let Some(odu::link::client::ClientEvent::Item { stream, value }) = h.client.next().await.unwrap()
             && stream == late
         {
             first = Some(serde_json::from_str::<NodesFrame>(value.get()).unwrap());
@@ -265,7 +265,7 @@ async fn the_runner_binary_kills_its_process_groups_when_its_stdin_closes() {
         .spawn()
         .unwrap();
     let (stdin, stdout) = (child.stdin.take().unwrap(), child.stdout.take().unwrap());
-    let mut client = odu::client::Client::connect(stdout, stdin, "test").await.unwrap();
+    let mut client = odu::link::client::Client::connect(stdout, stdin, "test").await.unwrap();
     let tasks = [task("slow", &[])];
     client.call("run.configure", json!({"name": "t", "workspace": ws.path(), "tasks": tasks})).await.unwrap();
     let pid = read_pid(ws.path().join("pid")).await;

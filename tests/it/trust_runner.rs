@@ -166,7 +166,8 @@ async fn a_runner_never_takes_a_spool_directory_another_user_planted() {
     // SAFETY: resuming the process this test started.
     unsafe { libc::kill(pid, libc::SIGCONT) };
     let (stdin, stdout) = (child.stdin.take().unwrap(), child.stdout.take().unwrap());
-    let mut client = odu::client::Client::connect(stdout, stdin, "test").await.expect("the runner starts");
+    let mut client =
+        odu::link::client::Client::connect(stdout, stdin, "test").await.expect("the runner starts");
     let ws = workspace("hello:\n    echo ours > done\n");
     let tasks = [task("hello", &[])];
     client.call("run.configure", json!({"name": "t", "workspace": ws.path(), "tasks": tasks})).await.unwrap();
@@ -235,7 +236,7 @@ async fn a_new_runner_reaps_what_a_killed_runner_left() {
     };
     let mut first = start();
     let (stdin, stdout) = (first.stdin.take().unwrap(), first.stdout.take().unwrap());
-    let mut client = odu::client::Client::connect(stdout, stdin, "test").await.unwrap();
+    let mut client = odu::link::client::Client::connect(stdout, stdin, "test").await.unwrap();
     let tasks = [task("slow", &[])];
     client.call("run.configure", json!({"name": "t", "workspace": ws.path(), "tasks": tasks})).await.unwrap();
     let sleeper = read_pid(ws.path().join("pid")).await;
@@ -250,7 +251,7 @@ async fn a_new_runner_reaps_what_a_killed_runner_left() {
 
     let mut second = start();
     let (stdin, stdout) = (second.stdin.take().unwrap(), second.stdout.take().unwrap());
-    let next = odu::client::Client::connect(stdout, stdin, "test").await.expect("a second runner");
+    let next = odu::link::client::Client::connect(stdout, stdin, "test").await.expect("a second runner");
     until("the orphaned group to be reaped", DEADLINE, || group_members(group).is_empty());
     until("the stale scratch directory to go", DEADLINE, || !stale[0].exists());
     let live = runner_dirs(tmp.path());

@@ -17,28 +17,27 @@
 //!   removed or replaced, or on SIGINT/SIGTERM (cancelling the live run first; a second signal
 //!   leaves at once). Its runners notice their stdin closing and kill their process groups.
 
+pub mod coordinator;
+pub mod serve;
+pub mod start;
+pub mod surface;
+
 use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use odu_proto::{Header, Message, Phase, RpcError, StartParams, Started};
-use tokio::net::{UnixListener, UnixStream};
-use tokio::signal::unix::{SignalKind, signal};
+use odu_proto::{Header, Phase, RpcError, StartParams, Started};
 use tokio::sync::{Notify, oneshot, watch};
 
-use crate::cell::{HeaderValue, Hub, RunsValue};
-use crate::clock::now_ms;
-use crate::coordinator::RunHandles;
-use crate::error::{CliError, CliResult};
-use crate::face::Face;
+use crate::client::face::Face;
+use crate::error::CliError;
 use crate::fan_in::{FanIn, Transition};
-use crate::start;
-use crate::surface::CiDir;
+use crate::link::cell::{HeaderValue, Hub, RunsValue};
+use crate::link::wire::{Budget, BufferPool, FrameLimits, ReadGauge};
+use crate::server::coordinator::RunHandles;
 use crate::trail::ledger::{self, RunRecord};
-use crate::wire::{Budget, BufferPool, FrameLimits, ReadGauge};
 
 /// Clients served at once (followers, status queries, run starts).
 pub const MAX_CLIENTS: usize = 256;
@@ -502,142 +501,7 @@ impl Server {
 }
 
 /// A line for the server's log (`odu serve: …`). Never panics: that log may sit on a full disk.
-fn log_line(line: &str) {
+pub(crate) fn log_line(line: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "odu serve: {line}");
-}
-
-/// Options of `odu serve`.
-pub struct ServeOptions {
-    pub idle_timeout: Option<Duration>,
-    pub verbose: bool,
-}
-
-/// Holds `.ci/odu.serve.lock` (an exclusive flock) for the server's life.
-struct ServeLock(#[allow(dead_code)] std::fs::File);
-
-fn lock_checkout(ci: &Path) -> CliResult<ServeLock> {
-    use std::os::fd::AsRawFd;
-    let path = ci.join(ledger::SERVE_LOCK);
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| CliError::refused(format!("cannot open {}: {e}", path.display())))?;
-    // A client asking whether a server is up (`ledger::served`) holds a shared lock for an
-    // instant: only a lock still held after a moment is another server's.
-    // SAFETY: flock on a descriptor this function owns.
-    let mut tries = 0;
-    while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        tries += 1;
-        if tries == 50 {
-            return Err(CliError::refused(format!(
-                "another odu server already serves this checkout ({} is locked)",
-                path.display()
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    Ok(ServeLock(file))
-}
-
-/// The identity of the socket file this server bound, to notice it being removed or replaced.
-fn socket_identity(path: &Path) -> Option<(u64, u64)> {
-    std::fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()))
-}
-
-/// Tells a client the server cannot take it, and closes the connection. The frame is a few
-/// hundred bytes on a fresh socket: it fits its buffer, so the write never waits.
-fn refuse(stream: UnixStream, refusal: RpcError) {
-    use std::io::Write;
-    if let Ok(mut stream) = stream.into_std() {
-        let _ = stream.write(&Message::err(serde_json::Value::Null, refusal).to_frame());
-    }
-}
-
-/// Raises the soft limit on open files towards the hard one: every client is a descriptor,
-/// beside each run's pipes and logs. Kept modest, as runners and recipes inherit it.
-fn raise_fd_limit() {
-    const WANT: libc::rlim_t = 16 * 1024;
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit and setrlimit on a struct this function owns.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < WANT {
-            limit.rlim_cur = WANT.min(limit.rlim_max);
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
-}
-
-/// Serves the checkout at `repo` until idle, signalled, or unseated. Returns the exit code.
-pub async fn serve(repo: PathBuf, options: ServeOptions) -> CliResult<i32> {
-    raise_fd_limit();
-    let ci = start::ensure_ci_dir(&repo)?;
-    // Held for the server's life: the socket is bound and removed through it.
-    let ci_dir = CiDir::open(&repo)
-        .map_err(start::refuse_ci)?
-        .ok_or_else(|| CliError::refused(format!("{} vanished as the server started", ci.display())))?;
-    let _lock = lock_checkout(&ci)?;
-    let shown = crate::surface::socket_path(&repo);
-    let listener: UnixListener = crate::surface::bind(&ci_dir)
-        .await
-        .map_err(|e| CliError::refused(format!("cannot serve {}: {e}", shown.display())))?;
-    // Unseated when the socket at the name clients use is removed or replaced (with `.ci`, say).
-    let identity = socket_identity(&shown);
-    let recovered = ledger::recover(&ci, now_ms());
-    let server = Server::new(repo, ci, shown.clone(), options.verbose);
-    for run in &recovered {
-        log_line(&format!("run {run} was cut short by a server that died: recorded incomplete"));
-    }
-    server.say(&format!("serving {} (pid {})", shown.display(), std::process::id()));
-    let mut sigint = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    let mut sigterm = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut idle_since: Option<Instant> = None;
-    let reason = loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => match server.admit() {
-                    Ok(guard) => {
-                        tokio::spawn(crate::surface::serve_client(stream, server.clone(), guard));
-                    }
-                    Err(refusal) => refuse(stream, refusal),
-                },
-                Err(e) => {
-                    // Out of descriptors, most likely: the connection waits in the backlog.
-                    eprintln!("odu serve: cannot accept a client: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            _ = tick.tick() => {
-                if socket_identity(&shown) != identity {
-                    break "its socket was removed or replaced";
-                }
-                if server.busy() {
-                    idle_since = None;
-                } else if let Some(timeout) = options.idle_timeout {
-                    let since = *idle_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= timeout {
-                        break "idle";
-                    }
-                }
-            }
-            _ = sigint.recv() => break "interrupted",
-            _ = sigterm.recv() => break "terminated",
-        }
-    };
-    server.say(&format!("stopping: {reason}"));
-    // The live run is cancelled and recorded; a second signal leaves at once.
-    tokio::select! {
-        _ = server.cancel_live(Duration::from_secs(15)) => {}
-        _ = sigint.recv() => {}
-        _ = sigterm.recv() => {}
-    }
-    drop(listener);
-    if socket_identity(&shown) == identity {
-        let _ = std::fs::remove_file(ci_dir.socket());
-    }
-    Ok(0)
 }

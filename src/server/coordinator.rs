@@ -14,11 +14,11 @@ use std::sync::{Arc, Mutex};
 use odu_proto::{Header, LaneInfo, NodesFrame, Phase, TruncatedLog};
 use tokio::sync::mpsc;
 
-use crate::cell::{HeaderValue, Hub, NodesValue};
+use crate::client::face::Face;
 use crate::clock::now_ms;
-use crate::face::Face;
 use crate::fan_in::{FanIn, Transition};
 use crate::lane::{LaneCommand, LaneLogs, LaneReport, LaneSpec};
+use crate::link::cell::{HeaderValue, Hub, NodesValue};
 use crate::trail::ledger::{self, NodeRecord, RunRecord};
 use crate::trail::spool::Spool;
 

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
-use crate::wire::{FrameReader, Incoming, ReadError, spawn_writer};
+use crate::link::wire::{FrameReader, Incoming, ReadError, spawn_writer};
 
 #[derive(Debug)]
 pub enum ClientEvent {
