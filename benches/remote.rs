@@ -27,6 +27,9 @@
 //! Usage: `cargo bench --bench remote -- [--runs N] [--only NAME] [--odu PATH]`. Exit 0 on
 //! MISS (a measurement, not a test), 1 when something failed to run or produced wrong output.
 
+// The bench drives odu, sshd and the lab itself: the spawning rule is odu's, not its bench's.
+#![allow(clippy::disallowed_methods)]
+
 #[path = "../tests/it/harness.rs"]
 mod harness;
 #[allow(unused_imports)]

@@ -103,8 +103,8 @@ pub async fn ensure(repo: &Path, idle: &str) -> CliResult<SurfaceClient> {
             });
         }
     }
-    let mut child =
-        command.spawn().map_err(|e| CliError::refused(format!("cannot start a server (odu serve): {e}")))?;
+    let mut child = crate::tool::spawn(&mut command)
+        .map_err(|e| CliError::refused(format!("cannot start a server (odu serve): {e}")))?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(client) = connect(repo).await? {

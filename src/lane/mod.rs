@@ -173,13 +173,13 @@ pub async fn run_local(
     if let Some(env) = &spec.base_env {
         command.env_clear().envs(env);
     }
-    let child = command
+    command
         .arg("--stdio")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn();
+        .kill_on_drop(true);
+    let child = crate::tool::spawn_async(&mut command);
     let mut child = match child {
         Ok(child) => child,
         Err(e) => {

@@ -111,7 +111,7 @@ async fn launch(entry: &HostEntry, ssh_config: Option<&Path>) -> Result<Session,
     ssh.args(ssh_args(entry, ssh_config)).arg("--").arg(&entry.host);
     ssh.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true);
     // ssh forks the master off and exits once it is connected.
-    let status = tokio::time::timeout(Duration::from_secs(60), ssh.status()).await;
+    let status = tokio::time::timeout(Duration::from_secs(60), crate::tool::status_async(&mut ssh)).await;
     let said = || std::fs::read_to_string(&log).unwrap_or_default();
     match status {
         Ok(Ok(status)) if status.success() => Ok(Session::new_process_mux(dir)),
@@ -238,7 +238,8 @@ async fn resolve(entry: &HostEntry, ssh_config: Option<&Path>) -> Option<(String
     let mut ssh = tokio::process::Command::new("ssh");
     ssh.arg("-G").args(ssh_args(entry, ssh_config)).arg("--").arg(&entry.host);
     ssh.stdin(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(5), ssh.output()).await.ok()?.ok()?;
+    let out =
+        tokio::time::timeout(Duration::from_secs(5), crate::tool::output_async(&mut ssh)).await.ok()?.ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
     let field =
         |key: &str| text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(' ').map(str::to_string));

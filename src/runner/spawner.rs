@@ -60,6 +60,8 @@ pub fn start_node(launch: NodeLaunch, spool: &Spool) -> Result<StartedNode, Exit
     cmd.stdout(Stdio::from(write_end)).stderr(Stdio::from(dup));
     let mut cmd = tokio::process::Command::from(cmd);
     cmd.kill_on_drop(false);
+    // The one place a node process is created.
+    #[allow(clippy::disallowed_methods)]
     let spawned = cmd.spawn();
     // Our copies of the write end must close, or the pipe never reaches its end.
     drop(cmd);
@@ -233,6 +235,7 @@ pub async fn tool_output(
     args: &[&str],
     dir: &Path,
 ) -> std::io::Result<(bool, String, String)> {
+    #[allow(clippy::disallowed_methods)]
     let out = tokio::process::Command::new(program)
         .args(args)
         .current_dir(dir)

@@ -1,5 +1,8 @@
-//! Short-lived helper commands (`git`, `just --dump`) run to completion. Node processes are
-//! spawned elsewhere, in the runner's spawner, and nowhere else.
+//! Every process odu creates outside a node: short-lived helper commands (`git`,
+//! `just --dump`) run to completion, and the long-lived children odu talks to or leaves
+//! behind (the localhost runner, an ssh master, a background server). Node processes are
+//! spawned in the runner's spawner, and nowhere else: `clippy.toml` forbids `spawn`,
+//! `output` and `status` everywhere but these two modules.
 
 pub mod git;
 pub mod just;
@@ -28,13 +31,34 @@ pub fn start_with(program: &str, args: &[&str], dir: &Path, env: Option<&Env>) -
     if let Some(env) = env {
         command.env_clear().envs(env);
     }
-    command
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+    command.args(args).current_dir(dir).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    spawn(&mut command)
+}
+
+/// Starts a long-lived child as configured.
+#[allow(clippy::disallowed_methods)]
+pub fn spawn(command: &mut Command) -> std::io::Result<Child> {
+    command.spawn()
+}
+
+/// [`spawn`] for a child driven from the async runtime.
+#[allow(clippy::disallowed_methods)]
+pub fn spawn_async(command: &mut tokio::process::Command) -> std::io::Result<tokio::process::Child> {
+    command.spawn()
+}
+
+/// Runs a command to completion from the async runtime; its exit status.
+#[allow(clippy::disallowed_methods)]
+pub async fn status_async(
+    command: &mut tokio::process::Command,
+) -> std::io::Result<std::process::ExitStatus> {
+    command.status().await
+}
+
+/// Runs a command to completion from the async runtime; what it printed.
+#[allow(clippy::disallowed_methods)]
+pub async fn output_async(command: &mut tokio::process::Command) -> std::io::Result<std::process::Output> {
+    command.output().await
 }
 
 /// Waits for a started tool and collects what it printed.

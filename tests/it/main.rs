@@ -1,5 +1,9 @@
 //! odu's binary-level and protocol-level tests: real `just`, real git, real processes.
 
+// The tests start odu, git, sshd and the rest themselves: the rule that only the spawner and
+// the tool module create processes is odu's, not its tests'.
+#![allow(clippy::disallowed_methods)]
+
 mod bad_input;
 mod cli_run;
 mod golden_frames;
