@@ -9,7 +9,7 @@ use odu_core::run::{EXIT_PASSED, EXIT_RED};
 use odu_core::status::Outcome;
 use odu_core::{NodeStatus, NodeView, Run};
 use odu_proto::{
-    HEADER_GET, Header, HeaderFrame, LANE_CANCEL, NODE_CANCEL, NODE_LOG_GET, NODE_RERUN, NODES_GET,
+    HEADER_GET, Header, HeaderFrame, LANE_CANCEL, LogItem, NODE_CANCEL, NODE_LOG_GET, NODE_RERUN, NODES_GET,
     NodesFrame, Phase, RUN_CANCEL,
 };
 use serde_json::json;
@@ -158,17 +158,17 @@ pub fn logs(args: LogsArgs) -> CliResult<i32> {
         loop {
             match client.next().await.map_err(refused)? {
                 Some(ClientEvent::Item { stream: s, value }) if s == stream => {
-                    let item: LogItem =
-                        serde_json::from_str(value.get()).map_err(|e| CliError::refused(e.to_string()))?;
-                    match item.kind.as_str() {
-                        "snapshot" | "append" => {
-                            let bytes =
-                                item.data.and_then(odu_proto::LogFrame::decode_data).unwrap_or_default();
+                    let item = LogItem::parse(value.get()).map_err(CliError::refused)?;
+                    match item {
+                        LogItem::Snapshot { .. } | LogItem::Append { .. } => {
+                            let mut bytes = Vec::new();
+                            let _ = item.decode_append(&mut bytes);
                             out(&bytes)?;
                         }
-                        "missed" => say(format!("odu: {} bytes of this log were missed", item.bytes)),
-                        "end" => return Ok(0),
-                        _ => {}
+                        LogItem::Missed { bytes } => {
+                            say(format!("odu: {bytes} bytes of this log were missed"))
+                        }
+                        LogItem::End => return Ok(0),
                     }
                 }
                 Some(ClientEvent::Response { id, result: Err(e) }) if id == stream => {
@@ -179,15 +179,6 @@ pub fn logs(args: LogsArgs) -> CliResult<i32> {
             }
         }
     })
-}
-
-#[derive(serde::Deserialize)]
-struct LogItem<'a> {
-    kind: String,
-    #[serde(default, borrow)]
-    data: Option<&'a str>,
-    #[serde(default)]
-    bytes: u64,
 }
 
 /// `logs` from the trail: the node's trail file (its path derived from the run's label and the

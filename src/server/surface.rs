@@ -24,9 +24,9 @@ use std::sync::Arc;
 use odu_core::run::{Refusal, RunRequest};
 use odu_core::{NodeId, NodeStatus, NodeView};
 use odu_proto::{
-    HEADER_GET, Header, HeaderFrame, LANE_CANCEL, LaneInfo, Message, NODE_CANCEL, NODE_LOG_GET, NODE_RERUN,
-    NODES_GET, NodeParams, NodesFrame, Phase, RUN_CANCEL, RUN_START, RUNS_GET, RpcError, RunOutcome,
-    StartParams, error_code,
+    HEADER_GET, Header, HeaderFrame, LANE_CANCEL, LaneInfo, LogChunk, Message, NODE_CANCEL, NODE_LOG_GET,
+    NODE_RERUN, NODES_GET, NodeParams, NodesFrame, Phase, RUN_CANCEL, RUN_START, RUNS_GET, RpcError,
+    RunOutcome, StartParams, error_code, item_frame, log_item_frame,
 };
 use serde_json::{Value, json};
 use tokio::net::UnixStream;
@@ -35,12 +35,11 @@ use tokio::task::AbortHandle;
 
 use crate::link::cell::{CellValue, Subscription};
 use crate::link::wire::{FrameReader, ReadError, Served, ServerLink, spawn_writer};
-use crate::runner::{item_frame, log_item_frame};
 use crate::server::coordinator::{AskError, LaneAnswer, RunHandles};
 use crate::server::{ClientGuard, Server, Target, evicted_error};
 use crate::tool::Env;
 use crate::trail::ledger::{self, RunRecord};
-use crate::trail::spool::{SpoolChunk, SpoolReader};
+use crate::trail::spool::SpoolReader;
 
 /// Frames queued for one client before its streams wait for it: with [`CLIENT_LOG_CHUNK`], a
 /// client that never reads holds at most about 350 KiB of the server's memory.
@@ -251,7 +250,7 @@ fn replay_file(
     tokio::spawn(async move {
         use tokio::io::AsyncReadExt;
         let Ok(file) = trail else {
-            let _ = out.send(log_item_frame(&stream, &SpoolChunk::End)).await;
+            let _ = out.send(log_item_frame(&stream, LogChunk::End)).await;
             return;
         };
         let mut file = tokio::fs::File::from_std(file);
@@ -262,18 +261,18 @@ fn replay_file(
             if n == 0 && !first {
                 break;
             }
-            let bytes = buf[..n].to_vec();
+            let bytes = &buf[..n];
             let chunk =
-                if first { SpoolChunk::Start { generation: 0, bytes } } else { SpoolChunk::Bytes(bytes) };
+                if first { LogChunk::Snapshot { generation: 0, bytes } } else { LogChunk::Append(bytes) };
             first = false;
-            if out.send(log_item_frame(&stream, &chunk)).await.is_err() {
+            if out.send(log_item_frame(&stream, chunk)).await.is_err() {
                 return;
             }
             if n == 0 {
                 break;
             }
         }
-        let _ = out.send(log_item_frame(&stream, &SpoolChunk::End)).await;
+        let _ = out.send(log_item_frame(&stream, LogChunk::End)).await;
     })
 }
 
@@ -407,7 +406,7 @@ async fn dispatch(
                     let (out, stream_id) = (out.clone(), id.clone());
                     let task = tokio::spawn(async move {
                         while let Some(chunk) = reader.next().await {
-                            if out.send(log_item_frame(&stream_id, &chunk)).await.is_err() {
+                            if out.send(log_item_frame(&stream_id, chunk.as_log())).await.is_err() {
                                 break;
                             }
                         }
