@@ -9,7 +9,6 @@ pub mod clock;
 pub mod command;
 pub mod diag;
 pub mod error;
-pub mod fan_in;
 pub mod hosts;
 pub mod lane;
 pub mod link;

@@ -3,20 +3,22 @@
 
 use std::io::Write;
 
-use odu_core::NodeStatus;
 use odu_core::duration::go_duration;
+use odu_core::run::Transition;
 use odu_core::status::Outcome;
+use odu_core::{NodeId, NodeStatus, NodeView, Run};
 
 use crate::clock::now_ms;
-use crate::fan_in::{FanIn, FanNode, Transition};
 
+/// How a client shows a run: its copy of the run ([`Run::mirror`]) and each transition that
+/// copy yields, in order.
 pub trait Face {
-    fn start(&mut self, _fan: &FanIn) {}
-    fn transition(&mut self, fan: &FanIn, change: &Transition);
+    fn start(&mut self, _run: &Run) {}
+    fn transition(&mut self, run: &Run, change: &Transition);
     /// Called periodically; faces that animate repaint here.
-    fn tick(&mut self, _fan: &FanIn) {}
+    fn tick(&mut self, _run: &Run) {}
     /// Leaves the terminal clean before the verdict is printed.
-    fn finish(&mut self, _fan: &FanIn) {
+    fn finish(&mut self, _run: &Run) {
         self.flush();
     }
     /// Writes out what the transitions so far printed. Called once per batch of transitions,
@@ -55,8 +57,8 @@ fn paint(on: bool, sgr: &str, text: &str) -> String {
 }
 
 /// The duration shown for a node: final when terminal, ticking while it runs.
-pub fn shown_duration(node: &FanNode, now: u64) -> Option<String> {
-    match (node.view.status, node.view.duration_ms, node.view.started_at) {
+pub fn shown_duration(view: &NodeView, now: u64) -> Option<String> {
+    match (view.status, view.duration_ms, view.started_at) {
         (_, Some(ms), _) => Some(go_duration(ms)),
         (NodeStatus::Running, None, Some(start)) => Some(go_duration(now.saturating_sub(start))),
         _ => None,
@@ -76,14 +78,15 @@ struct ProgressLine<'a> {
 }
 
 /// One `--progress json` line.
-pub fn progress_line(node: &FanNode) -> Option<String> {
+pub fn progress_line(run: &Run, id: &NodeId) -> Option<String> {
+    let view = run.view(id)?;
     let line = ProgressLine {
-        node: &node.id,
-        recipe: &node.task,
-        platform: &node.platform,
-        status: node.view.status.progress_word()?,
-        exit_code: node.view.exit_code,
-        log: &node.log,
+        node: &view.id,
+        recipe: &id.task,
+        platform: &id.platform,
+        status: view.status.progress_word()?,
+        exit_code: view.exit_code,
+        log: &run.log_path(id),
     };
     Some(serde_json::to_string(&line).expect("progress lines serialize"))
 }
@@ -95,8 +98,8 @@ pub struct JsonFace {
 }
 
 impl Face for JsonFace {
-    fn transition(&mut self, fan: &FanIn, change: &Transition) {
-        if let Some(line) = progress_line(&fan.nodes[&change.id]) {
+    fn transition(&mut self, run: &Run, change: &Transition) {
+        if let Some(line) = progress_line(run, &change.node) {
             self.out.0.extend_from_slice(line.as_bytes());
             self.out.0.push(b'\n');
         }
@@ -121,21 +124,21 @@ impl PlainFace {
 }
 
 impl Face for PlainFace {
-    fn transition(&mut self, fan: &FanIn, change: &Transition) {
-        let node = &fan.nodes[&change.id];
+    fn transition(&mut self, run: &Run, change: &Transition) {
+        let Some(node) = run.view(&change.node) else { return };
         if change.to == NodeStatus::Pending {
             return;
         }
-        let mut line = format!("{} {:<9} {}", node.view.status.glyph(), node.view.status.as_str(), node.id);
+        let mut line = format!("{} {:<9} {}", node.status.glyph(), node.status.as_str(), node.id);
         if change.to.is_terminal()
             && let Some(d) = shown_duration(node, now_ms())
         {
             line.push_str(&format!(" {d}"));
         }
         if change.to.is_red() {
-            line.push_str(&format!("  → {}", node.log));
+            line.push_str(&format!("  → {}", run.log_path(&change.node)));
         }
-        let _ = writeln!(self.out.0, "{}", paint(self.color, node.view.status.sgr(), &line));
+        let _ = writeln!(self.out.0, "{}", paint(self.color, node.status.sgr(), &line));
         self.last_line = std::time::Instant::now();
     }
 
@@ -143,14 +146,15 @@ impl Face for PlainFace {
         self.out.flush();
     }
 
-    fn tick(&mut self, fan: &FanIn) {
+    fn tick(&mut self, run: &Run) {
         if self.last_line.elapsed() < std::time::Duration::from_secs(60) {
             return;
         }
         let now = now_ms();
-        let running: Vec<String> = fan
-            .ordered()
-            .filter(|n| n.view.status == NodeStatus::Running)
+        let running: Vec<String> = run
+            .views()
+            .iter()
+            .filter(|n| n.status == NodeStatus::Running)
             .map(|n| format!("{} ({})", n.id, shown_duration(n, now).unwrap_or_default()))
             .collect();
         if !running.is_empty() {
@@ -181,8 +185,8 @@ impl LiveFace {
         }
     }
 
-    fn draw(&mut self, fan: &FanIn, out: &mut impl Write) {
-        let lines = render_matrix(fan, now_ms(), self.color, self.spinner);
+    fn draw(&mut self, run: &Run, out: &mut impl Write) {
+        let lines = render_matrix(run, now_ms(), self.color, self.spinner);
         for line in &lines {
             let _ = writeln!(out, "{line}");
         }
@@ -192,35 +196,36 @@ impl LiveFace {
 }
 
 impl Face for LiveFace {
-    fn start(&mut self, fan: &FanIn) {
+    fn start(&mut self, run: &Run) {
         let mut out = std::io::stdout().lock();
         let _ = write!(out, "\x1b[?25l");
-        self.draw(fan, &mut out);
+        self.draw(run, &mut out);
     }
 
-    fn transition(&mut self, fan: &FanIn, change: &Transition) {
+    fn transition(&mut self, run: &Run, change: &Transition) {
         if !change.to.is_red() {
             return;
         }
-        let node = &fan.nodes[&change.id];
+        let Some(node) = run.view(&change.node) else { return };
         let mut out = std::io::stdout().lock();
         self.clear(&mut out);
-        let line = format!("{} {} {}  → {}", node.view.status.glyph(), node.view.status, node.id, node.log);
-        let _ = writeln!(out, "{}", paint(self.color, node.view.status.sgr(), &line));
-        self.draw(fan, &mut out);
+        let line =
+            format!("{} {} {}  → {}", node.status.glyph(), node.status, node.id, run.log_path(&change.node));
+        let _ = writeln!(out, "{}", paint(self.color, node.status.sgr(), &line));
+        self.draw(run, &mut out);
     }
 
-    fn tick(&mut self, fan: &FanIn) {
+    fn tick(&mut self, run: &Run) {
         self.spinner = self.spinner.wrapping_add(1);
         let mut out = std::io::stdout().lock();
         self.clear(&mut out);
-        self.draw(fan, &mut out);
+        self.draw(run, &mut out);
     }
 
-    fn finish(&mut self, fan: &FanIn) {
+    fn finish(&mut self, run: &Run) {
         let mut out = std::io::stdout().lock();
         self.clear(&mut out);
-        self.draw(fan, &mut out);
+        self.draw(run, &mut out);
         let _ = write!(out, "\x1b[?25h");
         let _ = out.flush();
     }
@@ -229,24 +234,25 @@ impl Face for LiveFace {
 const SPINNER: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
 
 /// The matrix: a header, one row per task with a cell per platform, and a counts line.
-pub fn render_matrix(fan: &FanIn, now: u64, color: bool, spinner: usize) -> Vec<String> {
-    let platforms: Vec<&str> = fan.lanes.iter().map(|(p, _)| p.as_str()).collect();
+pub fn render_matrix(run: &Run, now: u64, color: bool, spinner: usize) -> Vec<String> {
+    let platforms: Vec<&str> = run.lanes().iter().map(|l| l.platform.as_str()).collect();
     let mut tasks: Vec<&str> = Vec::new();
-    for node in fan.ordered() {
-        if !tasks.contains(&node.task.as_str()) {
-            tasks.push(&node.task);
+    for id in run.order() {
+        if !tasks.contains(&id.task.as_str()) {
+            tasks.push(&id.task);
         }
     }
-    let mark = match (fan.settled(), fan.outcome()) {
+    let mark = match (run.settled(), run.outcome()) {
         (false, _) => SPINNER[spinner % SPINNER.len()].to_string(),
         (true, Outcome::Passed) => paint(color, "32", "✔"),
         (true, _) => paint(color, "31", "✗"),
     };
+    let meta = run.meta();
     let mut lines = vec![format!(
         "odu {mark} {} @ {} · {}",
-        fan.name,
-        fan.label,
-        go_duration(now.saturating_sub(fan.started_at))
+        meta.pipeline,
+        meta.label,
+        go_duration(now.saturating_sub(meta.started_at))
     )];
     let label = |t: &str| t.strip_prefix("ci::").unwrap_or(t).to_string();
     let width = tasks.iter().map(|t| label(t).chars().count()).max().unwrap_or(6).max(6);
@@ -259,15 +265,12 @@ pub fn render_matrix(fan: &FanIn, now: u64, color: bool, spinner: usize) -> Vec<
     for task in &tasks {
         let mut row = format!("  {:<width$}", label(task));
         for p in &platforms {
-            let cell = match fan.nodes.get(&format!("{task}@{p}")) {
+            let cell = match run.view(&NodeId::new(*task, *p)) {
                 Some(node) => {
-                    let text = format!(
-                        "{} {}",
-                        node.view.status.glyph(),
-                        shown_duration(node, now).unwrap_or_default()
-                    );
+                    let text =
+                        format!("{} {}", node.status.glyph(), shown_duration(node, now).unwrap_or_default());
                     let padded = format!("{text:<cell_width$}");
-                    paint(color, node.view.status.sgr(), &padded)
+                    paint(color, node.status.sgr(), &padded)
                 }
                 None => format!("{:<cell_width$}", "·"),
             };
@@ -276,16 +279,16 @@ pub fn render_matrix(fan: &FanIn, now: u64, color: bool, spinner: usize) -> Vec<
         }
         lines.push(row.trim_end().to_string());
     }
-    lines.push(counts_line(fan));
+    lines.push(counts_line(run));
     lines
 }
 
 /// `3 ok · 1 running · 1 failed` (empty buckets dropped).
-pub fn counts_line(fan: &FanIn) -> String {
+pub fn counts_line(run: &Run) -> String {
     NodeStatus::ALL
         .iter()
         .filter_map(|s| {
-            let n = fan.count(*s);
+            let n = run.count(*s);
             (n > 0).then(|| format!("{n} {s}"))
         })
         .collect::<Vec<_>>()
@@ -293,25 +296,25 @@ pub fn counts_line(fan: &FanIn) -> String {
 }
 
 /// The verdict summary printed on stderr at the end of every run.
-pub fn verdict(fan: &FanIn, interrupted: bool, color: bool) -> String {
-    let mut out = format!("── ci run summary @ {} ──\n", fan.label);
+pub fn verdict(run: &Run, color: bool) -> String {
+    let mut out = format!("── ci run summary @ {} ──\n", run.meta().label);
     let now = now_ms();
-    for node in fan.ordered() {
-        let status = node.view.status;
+    for (id, node) in run.nodes() {
+        let status = node.status;
         let mut line = format!("  {} {:<44} {:<9}", status.glyph(), node.id, status.as_str());
         if let Some(d) = shown_duration(node, now) {
             line.push_str(&format!(" {d}"));
         }
-        if let Some(code) = node.view.exit_code.filter(|c| *c != 0) {
+        if let Some(code) = node.exit_code.filter(|c| *c != 0) {
             line.push_str(&format!(" (exit {code})"));
         }
         if status.is_red() || status == NodeStatus::Cancelled {
-            line.push_str(&format!("  {}", node.log));
+            line.push_str(&format!("  {}", run.log_path(id)));
         }
         out.push_str(&paint(color, status.sgr(), line.trim_end()));
         out.push('\n');
     }
-    let word = match (interrupted, fan.outcome()) {
+    let word = match (run.interrupted(), run.outcome()) {
         (true, _) => paint(color, "33", "INTERRUPTED"),
         (false, Outcome::Passed) => paint(color, "32", "OK"),
         (false, Outcome::Failed) => paint(color, "31", "FAILED"),
@@ -319,12 +322,12 @@ pub fn verdict(fan: &FanIn, interrupted: bool, color: bool) -> String {
     };
     out.push_str(&format!(
         "{} ok · {} failed · {} errored · {} skipped · {} cancelled — {word} in {}\n",
-        fan.count(NodeStatus::Ok),
-        fan.count(NodeStatus::Failed),
-        fan.count(NodeStatus::Errored),
-        fan.count(NodeStatus::Skipped),
-        fan.count(NodeStatus::Cancelled),
-        go_duration(now.saturating_sub(fan.started_at)),
+        run.count(NodeStatus::Ok),
+        run.count(NodeStatus::Failed),
+        run.count(NodeStatus::Errored),
+        run.count(NodeStatus::Skipped),
+        run.count(NodeStatus::Cancelled),
+        go_duration(now.saturating_sub(run.meta().started_at)),
     ));
     out
 }

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use odu_core::{NodeId, NodeView, Run, RunEvent};
 use tokio::net::UnixStream;
 use tokio::net::unix::OwnedReadHalf;
 
@@ -157,6 +158,22 @@ pub async fn first_item<T: serde::de::DeserializeOwned>(
             None => return Err(CliError::refused("the server closed the link")),
         }
     }
+}
+
+/// A client's copy of a run from its header and a `nodes` snapshot (its order and views),
+/// with the snapshot applied: what happened before the client looked, as the run's own
+/// reducer sees it.
+pub fn mirror_of(header: &odu_proto::Header, order: &[String], views: Vec<NodeView>) -> Run {
+    let order: Vec<NodeId> = order.iter().filter_map(|id| NodeId::parse(id)).collect();
+    let mut run = Run::mirror(header, &order, &views);
+    let _ = run.apply(RunEvent::Observed { views });
+    run
+}
+
+/// The exit code of every command that reports on a run: its verdict's (0 passed and
+/// recorded, 1 red, 130 interrupted), or `undecided` while the run has no outcome yet.
+pub fn exit_code(run: &Run, undecided: i32) -> i32 {
+    run.verdict().map_or(undecided, |verdict| verdict.exit_code())
 }
 
 /// A broken link to the server, or its refusal, as a CLI error.

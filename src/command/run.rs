@@ -3,9 +3,11 @@
 
 use std::io::IsTerminal;
 
-use odu_core::{NodeStatus, NodeView};
+use odu_core::run::{EXIT_INTERRUPTED, EXIT_RED};
+use odu_core::{NodeId, NodeView, Run, RunEvent};
 use odu_proto::{
     HEADER_GET, Header, HeaderFrame, NODES_GET, NodesFrame, Phase, RUN_CANCEL, RUN_START, Started,
+    TruncatedLog,
 };
 use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
@@ -13,7 +15,6 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::cli::{ProgressFormat, RunArgs};
 use crate::client::face::{Face, JsonFace, LiveFace, PlainFace, colors_enabled, verdict};
 use crate::error::{CliError, CliResult, say};
-use crate::fan_in::{FanIn, Transition};
 use crate::link::client::ClientEvent;
 use crate::{hosts, tool::git, trail::ledger};
 
@@ -86,65 +87,60 @@ pub fn run(args: RunArgs) -> CliResult<i32> {
     })
 }
 
-/// The client's copy of a run: built from the first `nodes` snapshot, fed every later frame,
-/// shown through a face.
+/// The client's copy of a run ([`Run::mirror`]): built from the header and the first `nodes`
+/// snapshot, fed every later frame; the faces show the transitions it yields.
 pub struct Replica {
-    pub fan: Option<FanIn>,
+    pub run: Option<Run>,
     pub header: Option<Header>,
     face: Box<dyn Face>,
 }
 
 impl Replica {
     pub fn new(face: Box<dyn Face>) -> Replica {
-        Replica { fan: None, header: None, face }
+        Replica { run: None, header: None, face }
     }
 
-    /// Applies node views; the first call (with the header known) builds the fan-in and
-    /// replays what happened before this client subscribed as the transitions it missed.
-    pub fn apply(&mut self, views: Vec<NodeView>, snapshot_order: Option<Vec<String>>) {
-        if self.fan.is_none() {
-            let (Some(header), Some(order)) = (&self.header, snapshot_order) else { return };
-            let fan = FanIn::from_order(header, &order, &views);
-            self.face.start(&fan);
-            self.fan = Some(fan);
+    /// Takes the run's latest header.
+    pub fn observe_header(&mut self, header: Header) {
+        if let Some(run) = &mut self.run {
+            let _ = run.apply(RunEvent::HeaderObserved(header.clone()));
         }
-        let fan = self.fan.as_mut().expect("built above");
-        for view in views {
-            let Some(node) = fan.nodes.get_mut(&view.id) else { continue };
-            let from = node.view.status;
-            // A node seen first already past `running` shows its `running` step too.
-            if from == NodeStatus::Pending && view.status.is_terminal() && view.started_at.is_some() {
-                node.view.status = NodeStatus::Running;
-                node.view.started_at = view.started_at;
-                let change = Transition { id: view.id.clone(), from, to: NodeStatus::Running };
-                self.face.transition(fan, &change);
-            }
-            let node = fan.nodes.get_mut(&view.id).expect("present");
-            let from = node.view.status;
-            let to = view.status;
-            node.view = view;
-            if from != to {
-                let change = Transition { id: node.id.clone(), from, to };
-                self.face.transition(fan, &change);
-            }
+        self.header = Some(header);
+    }
+
+    /// Applies node views; the first call (with the header known) builds the copy, whose
+    /// snapshot replays what happened before this client subscribed as the transitions it
+    /// missed.
+    pub fn apply(&mut self, views: Vec<NodeView>, snapshot_order: Option<Vec<String>>) {
+        if self.run.is_none() {
+            let (Some(header), Some(order)) = (&self.header, snapshot_order) else { return };
+            let order: Vec<NodeId> = order.iter().filter_map(|id| NodeId::parse(id)).collect();
+            let run = Run::mirror(header, &order, &views);
+            self.face.start(&run);
+            self.run = Some(run);
+        }
+        let run = self.run.as_mut().expect("built above");
+        let fx = run.apply(RunEvent::Observed { views });
+        for change in &fx.transitions {
+            self.face.transition(run, change);
         }
         self.face.flush();
     }
 
     /// Whether every node this replica knows is terminal.
     pub fn settled(&self) -> bool {
-        self.fan.as_ref().is_some_and(FanIn::settled)
+        self.run.as_ref().is_some_and(Run::settled)
     }
 
     pub fn tick(&mut self) {
-        if let Some(fan) = &self.fan {
-            self.face.tick(fan);
+        if let Some(run) = &self.run {
+            self.face.tick(run);
         }
     }
 
     pub fn finish(&mut self) {
-        if let Some(fan) = &self.fan {
-            self.face.finish(fan);
+        if let Some(run) = &self.run {
+            self.face.finish(run);
         }
     }
 }
@@ -173,7 +169,7 @@ pub async fn follow(
                     Some(ClientEvent::Item { stream, value }) if stream == header_stream => {
                         let Ok(HeaderFrame::Snapshot { header, .. }) = serde_json::from_str(value.get()) else { continue };
                         let ended = header.phase == Phase::Ended;
-                        replica.header = Some(header);
+                        replica.observe_header(header);
                         for (views, order) in pending_views.drain(..) {
                             replica.apply(views, order);
                         }
@@ -222,7 +218,7 @@ pub async fn follow(
                 if owned {
                     say(format!("odu: left run {run} while it stops: odu status shows how it ended"));
                 }
-                return Ok(130);
+                return Ok(EXIT_INTERRUPTED);
             }
             cancelling = true;
             say("odu: interrupted: stopping every node (press Ctrl-C again to leave at once)");
@@ -242,44 +238,47 @@ pub async fn follow(
     if !owned && crate::error::stdout_closed() {
         return Err(CliError::stdout_closed());
     }
-    let header = replica.header.clone().expect("the header ended the loop");
-    if let Some(fan) = &replica.fan {
-        let summary = verdict(fan, header.interrupted, colors_enabled(std::io::stderr().is_terminal()));
-        say(summary.trim_end_matches('\n'));
-        for line in setup_failures(fan) {
-            say(format!("odu: {line}"));
+    let Some(run) = &replica.run else {
+        let header = replica.header.as_ref().expect("the header ended the loop");
+        for line in
+            unwritten(header.run.as_str(), &header.truncated_logs, header.record_error.as_deref(), None)
+        {
+            eprintln!("odu: {line}");
         }
+        return Ok(EXIT_RED);
+    };
+    let summary = verdict(run, colors_enabled(std::io::stderr().is_terminal()));
+    say(summary.trim_end_matches('\n'));
+    for line in setup_failures(run) {
+        say(format!("odu: {line}"));
     }
-    for line in unwritten(&header, replica.fan.as_ref()) {
+    for line in unwritten(&run.meta().run, run.truncated_logs(), run.record_error(), Some(run)) {
         eprintln!("odu: {line}");
     }
-    Ok(if header.interrupted {
-        130
-    } else if header.outcome == "passed" && header.record_error.is_none() {
-        0
-    } else {
-        1
-    })
+    Ok(serve::exit_code(run, EXIT_RED))
 }
 
 /// What the run could not write to the checkout's disk, one line each: the logs cut short
 /// (their nodes are errored) and the run's record.
-fn unwritten(header: &Header, fan: Option<&FanIn>) -> Vec<String> {
-    let mut lines: Vec<String> = header
-        .truncated_logs
+fn unwritten(
+    reference: &str,
+    truncated: &[TruncatedLog],
+    record_error: Option<&str>,
+    run: Option<&Run>,
+) -> Vec<String> {
+    let mut lines: Vec<String> = truncated
         .iter()
         .map(|cut| {
-            let log = fan.and_then(|f| f.nodes.get(&cut.node)).map(|n| n.log.as_str()).unwrap_or(".ci");
+            let log = run.map_or(".ci".to_string(), |run| run.log_path(&cut.node));
             format!(
                 "the log of {} is truncated: {}: the node is errored; free space under .ci, then odu rerun {} (log: {log})",
                 cut.node, cut.reason, cut.node
             )
         })
         .collect();
-    if let Some(error) = &header.record_error {
+    if let Some(error) = record_error {
         lines.push(format!(
-            "run {} was not recorded: {error}: the ledger does not hold how it ended; free space under .ci",
-            header.run
+            "run {reference} was not recorded: {error}: the ledger does not hold how it ended; free space under .ci"
         ));
     }
     lines
@@ -288,23 +287,25 @@ fn unwritten(header: &Header, fan: Option<&FanIn>) -> Vec<String> {
 /// Why each lane that died or failed its setup ended, from what odu wrote to its `_ci-setup`
 /// log (the `lane … died` line, else its last line): the verdict alone shows only errored and
 /// skipped nodes.
-fn setup_failures(fan: &FanIn) -> Vec<String> {
+fn setup_failures(run: &Run) -> Vec<String> {
     let repo = super::current_dir().ok().and_then(|d| git::toplevel_quick(&d).ok());
-    fan.ordered()
-        .filter(|n| n.task == odu_core::SETUP)
-        .filter_map(|n| {
+    run.nodes()
+        .filter(|(id, _)| id.task == odu_core::SETUP)
+        .filter_map(|(id, view)| {
             // A setup log that could not even be created still leaves a line here.
             let ci = repo.as_ref()?.join(".ci");
             let mut text = Vec::new();
-            if let Ok(mut file) = ledger::open_trail(&ci, &fan.label, &n.id, ledger::Access::Read) {
+            if let Ok(mut file) =
+                ledger::open_trail(&ci, &run.meta().label, &id.to_string(), ledger::Access::Read)
+            {
                 let _ = std::io::Read::read_to_end(&mut file, &mut text);
             }
             let text = String::from_utf8_lossy(&text);
-            let lane = format!("lane {}", n.platform);
+            let lane = format!("lane {}", id.platform);
             let mut said = text.lines().rev().filter_map(|l| l.strip_prefix("[odu] "));
             let why = match said.clone().find(|l| l.starts_with(&format!("{lane} died"))) {
                 Some(died) => died.to_string(),
-                None if n.view.status.is_red() => match said.next() {
+                None if view.status.is_red() => match said.next() {
                     Some(last) => format!("{lane}: {last}"),
                     None => {
                         format!("{lane}: its setup failed before it could write why (see .ci/odu.serve.log)")
@@ -312,7 +313,7 @@ fn setup_failures(fan: &FanIn) -> Vec<String> {
                 },
                 None => return None,
             };
-            Some(format!("{why} (log: {})", n.log))
+            Some(format!("{why} (log: {})", run.log_path(id)))
         })
         .collect()
 }

@@ -1,7 +1,7 @@
 //! `odu runs`: every run of this checkout, newest first: served live by the checkout's server
 //! when one is up, else read from the ledger (closing the records of runs whose server died).
 
-use odu_proto::{RUNS_GET, RunSummary, RunsFrame};
+use odu_proto::{RUNS_GET, RunOutcome, RunSummary, RunsFrame};
 use serde_json::json;
 
 use crate::cli::{OutputFormat, RunsArgs};
@@ -45,9 +45,9 @@ pub fn runs(args: RunsArgs) -> CliResult<i32> {
     let rows: Vec<[String; 4]> = runs
         .iter()
         .map(|r| {
-            let verdict = match r.outcome.as_str() {
-                "passed" => "✔ passed".to_string(),
-                "running" => "▶ running".to_string(),
+            let verdict = match r.outcome {
+                RunOutcome::Passed => "✔ passed".to_string(),
+                RunOutcome::Running => "▶ running".to_string(),
                 other => format!("✗ {other}"),
             };
             let lanes = r.lanes.join(",");

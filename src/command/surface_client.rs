@@ -5,9 +5,11 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use odu_core::{NodeStatus, NodeView};
+use odu_core::run::{EXIT_PASSED, EXIT_RED};
+use odu_core::status::Outcome;
+use odu_core::{NodeStatus, NodeView, Run};
 use odu_proto::{
-    HEADER_GET, Header, HeaderFrame, LANE_CANCEL, NODE_CANCEL, NODE_LOG_GET, NODE_RERUN, NODES_GET,
+    HEADER_GET, Header, HeaderFrame, LANE_CANCEL, LogItem, NODE_CANCEL, NODE_LOG_GET, NODE_RERUN, NODES_GET,
     NodesFrame, Phase, RUN_CANCEL,
 };
 use serde_json::json;
@@ -21,7 +23,7 @@ use crate::trail::ledger::{self, RunRecord};
 use crate::{server::surface, tool::git};
 
 use crate::client::refused;
-use crate::client::{SurfaceClient, connect, first_item};
+use crate::client::{SurfaceClient, connect, exit_code, first_item, mirror_of};
 
 fn repo() -> CliResult<PathBuf> {
     let cwd = super::current_dir()?;
@@ -64,15 +66,19 @@ async fn header_of(client: &mut SurfaceClient, run: &Option<String>) -> CliResul
     Ok(header)
 }
 
-async fn nodes_of(client: &mut SurfaceClient, run: &str) -> CliResult<Vec<NodeView>> {
+/// A `nodes` snapshot: its order and views.
+async fn nodes_of(client: &mut SurfaceClient, run: &str) -> CliResult<(Vec<String>, Vec<NodeView>)> {
     match first_item(client, NODES_GET, json!({ "run": run })).await? {
-        NodesFrame::Snapshot { nodes, .. } | NodesFrame::Delta { nodes, .. } => Ok(nodes),
+        NodesFrame::Snapshot { order, nodes, .. } => Ok((order, nodes)),
+        NodesFrame::Delta { nodes, .. } => Ok((nodes.iter().map(|n| n.id.clone()).collect(), nodes)),
     }
 }
 
-fn settled_red(statuses: impl Iterator<Item = NodeStatus> + Clone) -> bool {
-    let all_terminal = statuses.clone().all(|s| s.is_terminal());
-    all_terminal && statuses.into_iter().any(|s| s.is_red() || s == NodeStatus::Skipped)
+/// A finished run's copy, from its record.
+fn stored_mirror(record: &RunRecord) -> Run {
+    let views = surface::stored_views(record);
+    let order: Vec<String> = views.iter().map(|v| v.id.clone()).collect();
+    mirror_of(&surface::stored_header(record), &order, views)
 }
 
 /// A record from the ledger (with nothing serving): the named run, or the latest. Records the
@@ -94,7 +100,7 @@ pub fn status(args: StatusArgs) -> CliResult<i32> {
             return idle_status(&repo, &args.run.run, args.output);
         };
         let header = header_of(&mut client, &args.run.run).await?;
-        let nodes = nodes_of(&mut client, &header.run).await?;
+        let (order, nodes) = nodes_of(&mut client, &header.run).await?;
         let live = header.phase != Phase::Ended;
         if args.output == OutputFormat::Json {
             let rows: Vec<_> = nodes
@@ -107,22 +113,22 @@ pub fn status(args: StatusArgs) -> CliResult<i32> {
             });
             outln(serde_json::to_string_pretty(&value).expect("json"))?;
         } else {
-            let state = if live { "in progress".to_string() } else { header.outcome.clone() };
+            let state = if live { "in progress".to_string() } else { header.outcome.to_string() };
             let mut text = format!("{} {} · {} @ {}\n", header.run, state, header.pipeline, header.label);
             for n in &nodes {
                 text.push_str(&format!("{} {:<9} {}\n", n.status.glyph(), n.status.as_str(), n.id));
             }
             out(text.as_bytes())?;
         }
-        let red = if live { settled_red(nodes.iter().map(|n| n.status)) } else { header.outcome != "passed" };
-        Ok(i32::from(red))
+        // A run in progress is red once it settled red.
+        Ok(exit_code(&mirror_of(&header, &order, nodes), EXIT_PASSED))
     })
 }
 
 /// `status` with nothing serving: the run from the ledger.
 fn idle_status(repo: &Path, run: &Option<String>, output: OutputFormat) -> CliResult<i32> {
     let record = stored(repo, run)?;
-    let outcome = record.effective_outcome().to_string();
+    let outcome = record.effective_outcome();
     if output == OutputFormat::Json {
         let mut value = serde_json::to_value(&record).expect("records serialize");
         value["run"] = json!(record.reference());
@@ -135,7 +141,7 @@ fn idle_status(repo: &Path, run: &Option<String>, output: OutputFormat) -> CliRe
             outln(format!("{} {:<9} {}", n.status.glyph(), n.status.as_str(), n.id))?;
         }
     }
-    Ok(i32::from(outcome != "passed"))
+    Ok(exit_code(&stored_mirror(&record), EXIT_RED))
 }
 
 pub fn logs(args: LogsArgs) -> CliResult<i32> {
@@ -152,17 +158,17 @@ pub fn logs(args: LogsArgs) -> CliResult<i32> {
         loop {
             match client.next().await.map_err(refused)? {
                 Some(ClientEvent::Item { stream: s, value }) if s == stream => {
-                    let item: LogItem =
-                        serde_json::from_str(value.get()).map_err(|e| CliError::refused(e.to_string()))?;
-                    match item.kind.as_str() {
-                        "snapshot" | "append" => {
-                            let bytes =
-                                item.data.and_then(odu_proto::LogFrame::decode_data).unwrap_or_default();
+                    let item = LogItem::parse(value.get()).map_err(CliError::refused)?;
+                    match item {
+                        LogItem::Snapshot { .. } | LogItem::Append { .. } => {
+                            let mut bytes = Vec::new();
+                            let _ = item.decode_append(&mut bytes);
                             out(&bytes)?;
                         }
-                        "missed" => say(format!("odu: {} bytes of this log were missed", item.bytes)),
-                        "end" => return Ok(0),
-                        _ => {}
+                        LogItem::Missed { bytes } => {
+                            say(format!("odu: {bytes} bytes of this log were missed"))
+                        }
+                        LogItem::End => return Ok(0),
                     }
                 }
                 Some(ClientEvent::Response { id, result: Err(e) }) if id == stream => {
@@ -173,15 +179,6 @@ pub fn logs(args: LogsArgs) -> CliResult<i32> {
             }
         }
     })
-}
-
-#[derive(serde::Deserialize)]
-struct LogItem<'a> {
-    kind: String,
-    #[serde(default, borrow)]
-    data: Option<&'a str>,
-    #[serde(default)]
-    bytes: u64,
 }
 
 /// `logs` from the trail: the node's trail file (its path derived from the run's label and the
@@ -287,9 +284,8 @@ pub fn attach(args: crate::cli::AttachArgs) -> CliResult<i32> {
         let Some(mut client) = connect(&repo).await? else {
             let record = stored(&repo, &args.run.run)?;
             let mut replica = super::run::Replica::new(face);
-            let header = surface::stored_header(&record);
             let views = surface::stored_views(&record);
-            replica.header = Some(header);
+            replica.observe_header(surface::stored_header(&record));
             replica.apply(views.clone(), Some(views.iter().map(|v| v.id.clone()).collect()));
             replica.finish();
             if crate::error::stdout_closed() {
@@ -297,7 +293,7 @@ pub fn attach(args: crate::cli::AttachArgs) -> CliResult<i32> {
             }
             let outcome = record.effective_outcome();
             say(format!("odu: {} {outcome} (no run in progress)", record.reference()));
-            return Ok(i32::from(outcome != "passed"));
+            return Ok(replica.run.as_ref().map_or(EXIT_RED, |run| exit_code(run, EXIT_RED)));
         };
         let header = header_of(&mut client, &args.run.run).await?;
         defer_to_the_run(&header);
@@ -367,16 +363,22 @@ pub fn wait(args: crate::cli::WaitArgs) -> CliResult<i32> {
             }
         }
         let final_header = if ended { header_of(&mut client, &Some(run.clone())).await.ok() } else { None };
+        let mut order: Vec<String> = state.keys().cloned().collect();
         if ended || fail_fast {
             // The state as it stands now, from a fresh snapshot.
-            if let Ok(nodes) = nodes_of(&mut client, &run).await {
+            if let Ok((fresh, nodes)) = nodes_of(&mut client, &run).await {
+                order = fresh;
                 state = nodes.into_iter().map(|n| (n.id.clone(), n)).collect();
             }
         }
+        // The run's copy decides the verdict, as every command's does.
+        let ended_run =
+            final_header.as_ref().map(|h| mirror_of(h, &order, state.values().cloned().collect()));
+        let decided = ended_run.as_ref().and_then(Run::verdict);
         let of = |s: NodeStatus| {
             state.values().filter(|n| n.status == s).map(|n| n.id.clone()).collect::<Vec<_>>()
         };
-        let passed = final_header.as_ref().is_some_and(|h| h.outcome == "passed");
+        let passed = decided.is_some_and(|v| v.outcome == Outcome::Passed);
         let verdict = json!({
             "run": run,
             "settled": ended,
@@ -389,6 +391,6 @@ pub fn wait(args: crate::cli::WaitArgs) -> CliResult<i32> {
             "duration_ms": started.elapsed().as_millis() as u64,
         });
         outln(verdict)?;
-        Ok(if passed { 0 } else { 1 })
+        Ok(ended_run.as_ref().map_or(EXIT_RED, |run| exit_code(run, EXIT_RED)))
     })
 }

@@ -13,7 +13,9 @@ use std::path::PathBuf;
 use std::process::Stdio;
 
 use odu_core::{NodeView, SETUP, TaskSpec};
-use odu_proto::{Configure, NODE_CANCEL, NODE_LOG_GET, NODE_RERUN, NODES_GET, NodesFrame, RUN_CONFIGURE};
+use odu_proto::{
+    Configure, LogItem, NODE_CANCEL, NODE_LOG_GET, NODE_RERUN, NODES_GET, NodesFrame, RUN_CONFIGURE,
+};
 use serde_json::json;
 use serde_json::value::RawValue;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
@@ -356,18 +358,6 @@ pub fn die(
     let _ = reports.send(LaneReport::Died { platform: spec.platform.clone(), reason });
 }
 
-/// A `nodeLog` item, borrowed from the frame: the data is decoded straight into the trail.
-#[derive(serde::Deserialize)]
-struct LogItem<'a> {
-    kind: &'a str,
-    #[serde(default)]
-    generation: u32,
-    #[serde(default, borrow)]
-    data: Option<&'a str>,
-    #[serde(default)]
-    bytes: u64,
-}
-
 /// The coordinator's mirror of one runner: its views, the log streams, and the terminal gate.
 struct LaneLink {
     nodes_stream: u64,
@@ -445,17 +435,14 @@ impl LaneLink {
         }
         let Some(id) = self.log_streams.get(&stream).cloned() else { return vec![] };
         let Some(spool) = logs.spools.get(&id) else { return vec![] };
-        let Ok(frame) = serde_json::from_str::<LogItem>(value.get()) else { return vec![] };
+        // The data is decoded straight from the frame into the trail's buffer.
+        let Ok(item) = LogItem::parse(value.get()) else { return vec![] };
         self.scratch.clear();
-        if let Some(data) = frame.data
-            && base64_simd::STANDARD.decode_append(data, &mut self.scratch).is_err()
-        {
-            self.scratch.clear();
+        if item.decode_append(&mut self.scratch).is_err() {
             self.scratch.extend_from_slice(b"\n[odu] an undecodable log chunk was dropped\n");
         }
-        match frame.kind {
-            "snapshot" => {
-                let generation = frame.generation;
+        match item {
+            LogItem::Snapshot { generation, .. } => {
                 if id == SETUP {
                     // The setup log also holds the coordinator's narration: append, never reset.
                     spool.reopen();
@@ -470,10 +457,10 @@ impl LaneLink {
                 }
                 self.log_state.insert(id.clone(), (generation, false));
             }
-            "append" => {
+            LogItem::Append { .. } => {
                 let _ = spool.append(spool.generation(), &self.scratch);
             }
-            "end" => {
+            LogItem::End => {
                 if let Some(state) = self.log_state.get_mut(&id) {
                     state.1 = true;
                 }
@@ -482,11 +469,10 @@ impl LaneLink {
                 }
                 return self.release(logs);
             }
-            "missed" => {
-                let note = format!("\n[odu] log truncated: {} bytes were lost on the link\n", frame.bytes);
+            LogItem::Missed { bytes } => {
+                let note = format!("\n[odu] log truncated: {bytes} bytes were lost on the link\n");
                 let _ = spool.append(spool.generation(), note.as_bytes());
             }
-            _ => {}
         }
         vec![]
     }

@@ -19,7 +19,7 @@ use odu_core::lane::{Exit, LaneEffect, LaneEvent, LaneState};
 use odu_core::{NodeView, SETUP};
 use odu_proto::{
     Configure, Message, NODE_CANCEL, NODE_LOG_GET, NODE_RERUN, NODES_GET, NodeParams, NodesFrame,
-    RUN_CONFIGURE, RpcError, error_code,
+    RUN_CONFIGURE, RpcError, error_code, item_frame, log_item_frame,
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -30,7 +30,7 @@ use crate::clock::now_ms;
 use crate::link::cell::{Hub, NodesValue};
 use crate::link::wire::{FrameReader, Served, ServerLink, spawn_writer};
 use crate::tool::just::{MIN_JUST, parse_version};
-use crate::trail::spool::{Spool, SpoolChunk, SpoolReader};
+use crate::trail::spool::{Spool, SpoolReader};
 use std::sync::Arc;
 
 /// Bytes per log frame on the wire.
@@ -187,71 +187,6 @@ pub fn stdio() -> (Box<dyn AsyncRead + Unpin + Send>, Box<dyn AsyncWrite + Unpin
     (reader, writer)
 }
 
-/// Encodes a stream item frame.
-pub fn item_frame(stream: &Value, value_json: &[u8]) -> Vec<u8> {
-    let mut json = item_prefix(stream, value_json.len());
-    json.extend_from_slice(value_json);
-    json.extend_from_slice(b"}}");
-    frame_of(&json)
-}
-
-fn item_prefix(stream: &Value, room: usize) -> Vec<u8> {
-    let id = serde_json::to_vec(stream).expect("ids serialize");
-    let mut json = Vec::with_capacity(room + id.len() + 64);
-    json.extend_from_slice(br#"{"jsonrpc":"2.0","method":"$/item","params":{"id":"#);
-    json.extend_from_slice(&id);
-    json.extend_from_slice(br#","value":"#);
-    json
-}
-
-fn frame_of(json: &[u8]) -> Vec<u8> {
-    let mut frame = Vec::with_capacity(json.len().div_ceil(3) * 4 + 1);
-    odu_proto::encode_frame(json, &mut frame);
-    frame
-}
-
-/// The JSON of one log frame. Log data is base64, which needs no escaping, so the hot path
-/// writes it straight into the JSON instead of escaping megabytes through a serializer.
-pub fn log_frame_json(chunk: &SpoolChunk) -> Vec<u8> {
-    let mut json = Vec::new();
-    append_log_value(&mut json, chunk);
-    json
-}
-
-fn append_log_value(json: &mut Vec<u8>, chunk: &SpoolChunk) {
-    let data = |json: &mut Vec<u8>, bytes: &[u8]| {
-        json.extend_from_slice(br#","data":""#);
-        base64_simd::STANDARD.encode_append(bytes, json);
-        json.extend_from_slice(br#""}"#);
-    };
-    match chunk {
-        SpoolChunk::Start { generation, bytes } => {
-            json.extend_from_slice(format!(r#"{{"kind":"snapshot","generation":{generation}"#).as_bytes());
-            data(json, bytes);
-        }
-        SpoolChunk::Bytes(bytes) => {
-            json.extend_from_slice(br#"{"kind":"append""#);
-            data(json, bytes);
-        }
-        SpoolChunk::Missed(bytes) => {
-            json.extend_from_slice(format!(r#"{{"kind":"missed","bytes":{bytes}}}"#).as_bytes())
-        }
-        SpoolChunk::End => json.extend_from_slice(br#"{"kind":"end"}"#),
-    }
-}
-
-/// The whole frame of one log item, built in one buffer.
-pub fn log_item_frame(stream: &Value, chunk: &SpoolChunk) -> Vec<u8> {
-    let size = match chunk {
-        SpoolChunk::Start { bytes, .. } | SpoolChunk::Bytes(bytes) => bytes.len().div_ceil(3) * 4,
-        SpoolChunk::End | SpoolChunk::Missed(_) => 0,
-    };
-    let mut json = item_prefix(stream, size + 64);
-    append_log_value(&mut json, chunk);
-    json.extend_from_slice(b"}}");
-    frame_of(&json)
-}
-
 impl Actor {
     async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<ActorMsg>) {
         while let Some(msg) = inbox.recv().await {
@@ -323,7 +258,7 @@ impl Actor {
                     let stream = id.clone();
                     let task = tokio::spawn(async move {
                         while let Some(chunk) = reader.next().await {
-                            if out.send(log_item_frame(&stream, &chunk)).await.is_err() {
+                            if out.send(log_item_frame(&stream, chunk.as_log())).await.is_err() {
                                 break;
                             }
                         }

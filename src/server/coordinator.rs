@@ -1,61 +1,34 @@
-//! The coordinator: the single event loop that owns a run.
+//! The coordinator: the single event loop that owns a run, select → apply → execute.
 //!
-//! Inputs (lane reports, cancellation, ticks) become changes of the fan-in state; each change is
-//! published to the run's cells, shown by the face and, on every terminal path, recorded in the
-//! ledger. The coordinator lives inside the server (`odu serve`), one per live run.
+//! What happens to the run (lane reports, an interrupt, an operator's rerun or cancel, ticks)
+//! is applied to the run's reducer ([`odu_core::Run`]); the coordinator carries out the
+//! [`Effects`] it returns: it publishes the changed nodes and header to the run's cells, sends
+//! commands to the lanes and writes the ledger record. It decides nothing itself. The
+//! coordinator lives inside the server (`odu serve`), one per live run.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use odu_core::status::Outcome;
-use std::sync::{Arc, Mutex};
+use odu_core::run::{Command, Effects, Phase, Refusal, RunEvent, RunRequest, Save, Verdict};
+use odu_core::{NodeId, NodeView, Run};
+use odu_proto::{Header, NodesFrame};
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
-use odu_proto::{Header, LaneInfo, NodesFrame, Phase, TruncatedLog};
-use tokio::sync::mpsc;
-
-use crate::client::face::Face;
 use crate::clock::now_ms;
-use crate::fan_in::{FanIn, Transition};
 use crate::lane::{LaneCommand, LaneLogs, LaneReport, LaneSpec};
 use crate::link::cell::{HeaderValue, Hub, NodesValue};
-use crate::trail::ledger::{self, NodeRecord, RunRecord};
+use crate::trail::ledger::{self, RunRecord};
 use crate::trail::spool::Spool;
 
-/// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Verdict {
-    pub outcome: Outcome,
-    pub interrupted: bool,
-}
-
-impl Verdict {
-    /// 0 green, 1 red, 130 interrupted.
-    pub fn exit_code(&self) -> i32 {
-        match (self.interrupted, self.outcome) {
-            (true, _) => 130,
-            (false, Outcome::Passed) => 0,
-            _ => 1,
-        }
-    }
-}
-
+/// A run about to start: its reducer, where its ledger lives, and its record (what the run
+/// does not decide: repo, seq, selectors, flags, pid).
 pub struct Coordinator {
-    pub fan: FanIn,
+    pub run: Run,
     pub ci_dir: PathBuf,
     pub record: RunRecord,
-    pub face: Box<dyn Face + Send>,
-    pub interrupted: bool,
-    pub unwritten: Unwritten,
-}
-
-/// What the run could not write to the checkout's disk: clients hear it through the header.
-#[derive(Debug, Default)]
-pub struct Unwritten {
-    /// Logs cut short (their nodes are errored), in the order they were found.
-    pub logs: Vec<TruncatedLog>,
-    /// Why the latest write of the record failed, if it did.
-    pub record: Option<String>,
 }
 
 /// A line for the server's log (`odu: …`). Never panics: that log may sit on the full disk
@@ -65,7 +38,21 @@ fn note(line: &str) {
     let _ = writeln!(std::io::stderr(), "odu: {line}");
 }
 
-/// A live run as its server holds it: the cells, the trail and the lanes' command channels.
+/// A lane's answer to one command an operator's request became.
+pub struct LaneAnswer {
+    pub platform: String,
+    /// The lane's reply; a dropped sender means the lane had finished.
+    pub answer: oneshot::Receiver<Result<(), String>>,
+}
+
+/// An operator's request on its way to the coordinator, and where its answer goes: the lanes'
+/// answers to the commands it became, or why the run refused it.
+pub struct Asked {
+    pub request: RunRequest,
+    pub reply: oneshot::Sender<Result<Vec<LaneAnswer>, Refusal>>,
+}
+
+/// A live run as its server holds it: the cells, the trail and the way to the coordinator.
 #[derive(Clone)]
 pub struct RunHandles {
     /// `<sha7>#<seq>`.
@@ -74,16 +61,38 @@ pub struct RunHandles {
     pub header: Arc<Mutex<Hub<HeaderValue>>>,
     /// Trail spools by fan-in id.
     pub logs: Arc<BTreeMap<String, Spool>>,
-    /// Lane command channels by platform.
-    pub lanes: Arc<BTreeMap<String, mpsc::UnboundedSender<LaneCommand>>>,
+    /// Reruns and cancels, answered by the coordinator.
+    pub requests: mpsc::UnboundedSender<Asked>,
     /// Asks the coordinator to cancel the whole run.
     pub cancel_run: mpsc::UnboundedSender<()>,
 }
 
+/// Why a request to a live run got no commands.
+#[derive(Debug, thiserror::Error)]
+pub enum AskError {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The run ended while the request was on its way.
+    #[error("run {0} has ended")]
+    Ended(String),
+}
+
+impl RunHandles {
+    /// Hands `request` to the coordinator; the answer is the lanes' answers to the commands it
+    /// became.
+    pub async fn ask(&self, request: RunRequest) -> Result<Vec<LaneAnswer>, AskError> {
+        let (reply, answer) = oneshot::channel();
+        let ended = || AskError::Ended(self.reference.clone());
+        self.requests.send(Asked { request, reply }).map_err(|_| ended())?;
+        Ok(answer.await.map_err(|_| ended())??)
+    }
+}
+
 /// How a finished run ended, with its final state and record.
 pub struct Finished {
-    pub verdict: Verdict,
-    pub fan: FanIn,
+    /// `None` only when the run could not decide its outcome (its lanes' reports stopped).
+    pub verdict: Option<Verdict>,
+    pub run: Run,
     pub record: RunRecord,
     /// The header to publish as the run's last word (phase `ended`).
     pub header: Header,
@@ -92,32 +101,32 @@ pub struct Finished {
 /// The coordinator's side of the `nodes` cell.
 struct NodesCell {
     hub: Arc<Mutex<Hub<NodesValue>>>,
-    positions: BTreeMap<String, usize>,
+    positions: BTreeMap<NodeId, usize>,
     cell: NodesValue,
 }
 
 impl NodesCell {
-    fn new(fan: &FanIn) -> NodesCell {
+    fn new(run: &Run) -> NodesCell {
         let cell = NodesValue {
             revision: 1,
-            name: Arc::from(fan.name.as_str()),
-            order: Arc::new(fan.order.clone()),
-            nodes: fan.ordered().map(|n| Arc::new(n.view.clone())).collect(),
+            name: Arc::from(run.meta().pipeline.as_str()),
+            order: Arc::new(run.order().iter().map(NodeId::to_string).collect()),
+            nodes: run.views().iter().map(|view| Arc::new(view.clone())).collect(),
         };
-        let positions = fan.order.iter().enumerate().map(|(i, id)| (id.clone(), i)).collect();
+        let positions = run.order().iter().enumerate().map(|(i, id)| (id.clone(), i)).collect();
         let hub = Hub::new(cell.share(), 1024);
         NodesCell { hub: Arc::new(Mutex::new(hub)), positions, cell }
     }
 
     /// Publishes the current views of `ids` as one delta.
-    fn publish(&mut self, fan: &FanIn, ids: &[String]) {
+    fn publish(&mut self, run: &Run, ids: &[NodeId]) {
         let mut nodes = Vec::new();
         for id in ids {
-            if let (Some(&at), Some(node)) = (self.positions.get(id), fan.nodes.get(id))
-                && *self.cell.nodes[at] != node.view
+            if let (Some(&at), Some(view)) = (self.positions.get(id), run.view(id))
+                && *self.cell.nodes[at] != *view
             {
-                self.cell.nodes[at] = Arc::new(node.view.clone());
-                nodes.push(node.view.clone());
+                self.cell.nodes[at] = Arc::new(view.clone());
+                nodes.push(NodeView::clone(view));
             }
         }
         if nodes.is_empty() {
@@ -129,11 +138,42 @@ impl NodesCell {
     }
 }
 
+/// Folds the effects of a later event into `into`, so that a burst of events is carried out
+/// once (one `nodes` delta, one header, one record write).
+fn fold(into: &mut Effects, later: Effects) {
+    for id in later.changed {
+        if !into.changed.contains(&id) {
+            into.changed.push(id);
+        }
+    }
+    into.transitions.extend(later.transitions);
+    into.header |= later.header;
+    into.commands.extend(later.commands);
+    into.save = into.save.max(later.save);
+}
+
+/// The running coordinator: the run and everything its effects reach.
+struct Driver {
+    run: Run,
+    record: RunRecord,
+    ci_dir: PathBuf,
+    lanes: BTreeMap<String, mpsc::UnboundedSender<LaneCommand>>,
+    cell: NodesCell,
+    header: Arc<Mutex<Hub<HeaderValue>>>,
+    /// The header clients last heard.
+    published: Header,
+    /// A record write is due on the next tick.
+    unsaved: bool,
+}
+
 impl Coordinator {
-    /// Starts the run: the trail is claimed and the cells exist before any lane starts, so the
-    /// server can serve them (provisioning included) from the first moment. The task ends with
-    /// the run, its record final.
-    pub fn start(mut self, specs: Vec<LaneSpec>) -> (RunHandles, tokio::task::JoinHandle<Finished>) {
+    /// Starts the run: the trail is claimed, the record written and the cells exist before any
+    /// lane starts, so the server can serve them (provisioning included) from the first
+    /// moment. The task ends with the run, its record final.
+    pub fn start(self, specs: Vec<LaneSpec>) -> (RunHandles, tokio::task::JoinHandle<Finished>) {
+        let Coordinator { run, ci_dir, record } = self;
+        let reference = record.reference();
+        let span = tracing::debug_span!("run", run = %reference);
         let (reports_tx, reports) = mpsc::unbounded_channel();
         let mut lanes: BTreeMap<String, mpsc::UnboundedSender<LaneCommand>> = BTreeMap::new();
         let mut trail = BTreeMap::new();
@@ -145,38 +185,54 @@ impl Coordinator {
             match LaneLogs::create(&spec) {
                 Ok(logs) => {
                     for (id, spool) in &logs.spools {
-                        trail.insert(format!("{id}@{platform}"), spool.clone());
+                        trail.insert(NodeId::new(id.as_str(), platform.as_str()).to_string(), spool.clone());
                     }
                     starts.push((spec, logs, cmd_rx));
                     lanes.insert(platform, cmd_tx);
                 }
                 Err(e) => {
-                    note(&format!(
+                    let reason = format!(
                         "cannot create the logs of lane {platform} in {}: {e}",
                         spec.log_dir.display()
-                    ));
-                    dead.push(platform);
+                    );
+                    note(&reason);
+                    dead.push((platform, reason));
                 }
             }
         }
-        for platform in dead {
-            for change in self.fan.lane_died(&platform, now_ms()) {
-                self.face.transition(&self.fan, &change);
-            }
-        }
-        self.face.flush();
-        let cell = NodesCell::new(&self.fan);
-        let header = Hub::new(HeaderValue { revision: 1, header: Arc::new(self.header(Phase::Running)) }, 64);
+        let cell = NodesCell::new(&run);
+        let published = run.header();
+        let header = Hub::new(HeaderValue { revision: 1, header: Arc::new(published.clone()) }, 64);
         let (cancel_tx, cancel_rx) = mpsc::unbounded_channel();
+        let (requests_tx, requests) = mpsc::unbounded_channel();
         let handles = RunHandles {
-            reference: self.record.reference(),
+            reference,
             nodes: cell.hub.clone(),
             header: Arc::new(Mutex::new(header)),
             logs: Arc::new(trail),
-            lanes: Arc::new(lanes.clone()),
+            requests: requests_tx,
             cancel_run: cancel_tx,
         };
-        let open = starts.len();
+        let mut driver = Driver {
+            run,
+            record,
+            ci_dir,
+            lanes,
+            cell,
+            header: handles.header.clone(),
+            published,
+            unsaved: false,
+        };
+        let _entered = span.enter();
+        // The record lists every node from the start, so clients find each log's path.
+        driver.save(Save::Now);
+        // A lane without logs never starts: it died, and it is closed.
+        for (platform, reason) in dead {
+            let at = now_ms();
+            let mut fx = driver.apply(RunEvent::LaneDied { platform: platform.clone(), reason, at });
+            fold(&mut fx, driver.apply(RunEvent::LaneClosed { platform, at }));
+            driver.execute(fx);
+        }
         for (spec, logs, cmd_rx) in starts {
             if spec.remote.is_some() {
                 tokio::spawn(crate::lane::remote::run_remote(spec, logs, cmd_rx, reports_tx.clone()));
@@ -185,204 +241,165 @@ impl Coordinator {
             }
         }
         drop(reports_tx);
-        // The record lists every node from the start, so clients find each log's path.
-        self.save(false);
-        let header_hub = handles.header.clone();
-        let task = tokio::spawn(self.drive(open, lanes, reports, cancel_rx, cell, header_hub));
+        drop(_entered);
+        let task = tokio::spawn(driver.drive(reports, cancel_rx, requests).instrument(span));
         (handles, task)
     }
+}
 
+impl Driver {
     async fn drive(
         mut self,
-        mut open: usize,
-        lanes: BTreeMap<String, mpsc::UnboundedSender<LaneCommand>>,
         mut reports: mpsc::UnboundedReceiver<LaneReport>,
         mut cancel_rx: mpsc::UnboundedReceiver<()>,
-        mut cell: NodesCell,
-        header: Arc<Mutex<Hub<HeaderValue>>>,
+        mut requests: mpsc::UnboundedReceiver<Asked>,
     ) -> Finished {
-        self.face.start(&self.fan);
         let mut ticker = tokio::time::interval(Duration::from_millis(120));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        let mut shutting_down = open == 0;
-        let mut announced_settled = false;
-        let mut unsaved = false;
-        let shutdown_all = |lanes: &BTreeMap<String, mpsc::UnboundedSender<LaneCommand>>| {
-            for tx in lanes.values() {
-                let _ = tx.send(LaneCommand::Shutdown);
-            }
-        };
-        while open > 0 {
+        while self.run.phase() != Phase::Ended {
             tokio::select! {
                 report = reports.recv() => {
                     let Some(report) = report else { break };
                     // Every report already waiting joins this one: a burst of node changes
                     // becomes one delta for every subscriber.
-                    let mut changes = Vec::new();
-                    let mut touched = Vec::new();
+                    let mut fx = Effects::default();
                     let mut next = Some(report);
                     while let Some(report) = next {
-                        self.absorb(report, &mut open, &mut changes, &mut touched);
+                        let later = self.absorb(report);
+                        fold(&mut fx, later);
                         next = reports.try_recv().ok();
                     }
-                    cell.publish(&self.fan, &touched);
-                    for change in &changes {
-                        self.face.transition(&self.fan, change);
-                    }
-                    self.face.flush();
-                    if !changes.is_empty() {
-                        if self.fan.settled() {
-                            self.save(false);
-                        } else {
-                            // Saved on the next tick: a server that dies mid-run leaves a
-                            // record that says which nodes were running.
-                            unsaved = true;
-                        }
-                    }
-                    if self.fan.settled() && !announced_settled {
-                        announced_settled = true;
-                        HeaderValue::publish(&mut header.lock().expect("hub lock"), self.header(Phase::Settled));
-                    }
-                    if self.fan.settled() && !shutting_down {
-                        shutting_down = true;
-                        shutdown_all(&lanes);
-                    }
+                    self.execute(fx);
                 }
-                Some(()) = cancel_rx.recv(), if !self.interrupted => {
-                    self.interrupt(&lanes, &mut cell);
-                    shutting_down = true;
+                Some(()) = cancel_rx.recv() => {
+                    let fx = self.apply(RunEvent::Interrupted { at: now_ms() });
+                    self.execute(fx);
                 }
+                Some(asked) = requests.recv() => self.answer(asked),
                 _ = ticker.tick() => {
-                    self.face.tick(&self.fan);
-                    if unsaved {
-                        unsaved = false;
-                        self.save(false);
+                    if self.unsaved {
+                        self.save(Save::Soon);
                     }
                 }
             }
         }
-        self.face.finish(&self.fan);
-        self.save(true);
-        let verdict = Verdict {
-            outcome: if self.interrupted { Outcome::Incomplete } else { self.fan.outcome() },
-            interrupted: self.interrupted,
-        };
+        // Every lane's reports ended without a word of its closing: each is closed now.
+        let open: Vec<String> =
+            self.run.lanes().iter().filter(|l| l.open).map(|l| l.platform.clone()).collect();
+        for platform in open {
+            let fx = self.apply(RunEvent::LaneClosed { platform, at: now_ms() });
+            self.execute(fx);
+        }
         // The server publishes the ended header once the run's worktree and lock are released,
         // so a client that sees it can start the next run at once.
-        let header = self.header(Phase::Ended);
-        Finished { verdict, fan: self.fan, record: self.record, header }
+        Finished {
+            verdict: self.run.verdict(),
+            header: self.run.header(),
+            run: self.run,
+            record: self.record,
+        }
     }
 
-    /// Applies one lane report to the fan-in: its transitions join `changes`, the nodes it
-    /// touched join `touched`.
-    fn absorb(
-        &mut self,
-        report: LaneReport,
-        open: &mut usize,
-        changes: &mut Vec<Transition>,
-        touched: &mut Vec<String>,
-    ) {
+    /// Applies one event; every transition is a diagnostic.
+    fn apply(&mut self, event: RunEvent) -> Effects {
+        let fx = self.run.apply(event);
+        for t in &fx.transitions {
+            tracing::debug!(run = %self.run.meta().run, node = %t.node, from = ?t.from, to = ?t.to, "transition");
+        }
+        fx
+    }
+
+    /// Turns one lane report into a run event.
+    fn absorb(&mut self, report: LaneReport) -> Effects {
         match report {
             LaneReport::Nodes { platform, nodes } => {
-                let ids: Vec<String> = nodes.iter().map(|n| format!("{}@{platform}", n.id)).collect();
-                changes.extend(self.fan.apply_lane(&platform, nodes));
-                // A node that runs again (a rerun) starts a new log.
-                let again =
-                    |id: &String| self.fan.nodes.get(id).is_some_and(|n| !n.view.status.is_terminal());
-                self.unwritten.logs.retain(|cut| !ids.iter().any(|id| *id == cut.node && again(id)));
-                touched.extend(ids);
+                self.apply(RunEvent::LaneReported { platform, views: nodes })
             }
             LaneReport::LogTruncated { platform, id, reason } => {
-                let node = format!("{id}@{platform}");
+                let node = NodeId::new(id, platform);
                 note(&format!("the log of {node} could not be written whole: {reason}"));
-                self.unwritten.logs.retain(|cut| cut.node != node);
-                self.unwritten.logs.push(TruncatedLog { node, reason });
+                self.apply(RunEvent::LogTruncated { node, reason })
             }
-            LaneReport::Died { platform, .. } => {
-                let died = self.fan.lane_died(&platform, now_ms());
-                touched.extend(died.iter().map(|c| c.id.clone()));
-                changes.extend(died);
+            LaneReport::Died { platform, reason } => {
+                self.apply(RunEvent::LaneDied { platform, reason, at: now_ms() })
             }
-            LaneReport::Closed { .. } => *open -= 1,
+            LaneReport::Closed { platform } => self.apply(RunEvent::LaneClosed { platform, at: now_ms() }),
         }
     }
 
-    fn header(&self, phase: Phase) -> Header {
-        Header {
-            run: self.record.reference(),
-            sha: self.record.sha.clone(),
-            label: self.record.label.clone(),
-            pipeline: self.record.pipeline.clone(),
-            lanes: self
-                .fan
-                .lanes
-                .iter()
-                .map(|(p, h)| LaneInfo { platform: p.clone(), host: h.clone() })
-                .collect(),
-            phase,
-            outcome: match phase {
-                Phase::Ended => self.record.outcome.clone(),
-                _ if self.interrupted => Outcome::Incomplete.as_str().into(),
-                Phase::Settled => self.fan.outcome().as_str().into(),
-                Phase::Running => "running".into(),
-            },
-            interrupted: self.interrupted,
-            started_at: self.record.started_at,
-            finished_at: self.record.finished_at,
-            truncated_logs: self.unwritten.logs.clone(),
-            record_error: match phase {
-                Phase::Ended => self.unwritten.record.clone(),
-                _ => None,
-            },
+    /// Carries out what the run asks, in its order: the `nodes` delta, the header, the lanes'
+    /// commands, the record.
+    fn execute(&mut self, fx: Effects) {
+        self.cell.publish(&self.run, &fx.changed);
+        if fx.header {
+            self.publish_header();
+        }
+        for command in fx.commands {
+            let _ = self.send(command);
+        }
+        match fx.save {
+            None => {}
+            Some(Save::Soon) => self.unsaved = true,
+            Some(kind) => self.save(kind),
         }
     }
 
-    fn interrupt(
-        &mut self,
-        lanes: &BTreeMap<String, mpsc::UnboundedSender<LaneCommand>>,
-        cell: &mut NodesCell,
-    ) {
-        self.interrupted = true;
-        let changes = self.fan.interrupt(now_ms());
-        let touched: Vec<String> = changes.iter().map(|c| c.id.clone()).collect();
-        cell.publish(&self.fan, &touched);
-        for change in changes {
-            self.face.transition(&self.fan, &change);
+    /// Publishes the header if clients would see it change. The `ended` header is the
+    /// server's to publish, after it released the run's worktree and lock.
+    fn publish_header(&mut self) {
+        let header = self.run.header();
+        if header.phase == Phase::Ended || header == self.published {
+            return;
         }
-        self.face.flush();
-        for tx in lanes.values() {
-            let _ = tx.send(LaneCommand::Shutdown);
-        }
-        self.save(true);
+        self.published = header.clone();
+        HeaderValue::publish(&mut self.header.lock().expect("hub lock"), header);
     }
 
-    /// Writes the ledger record; `finished` stamps the finish time and drops the pid. A failed
-    /// write is remembered (the `ended` header carries the last one) and noted in the server's
-    /// log; a later write that succeeds clears it.
-    fn save(&mut self, finished: bool) {
-        let record = &mut self.record;
-        record.nodes = self
-            .fan
-            .ordered()
-            .map(|n| NodeRecord {
-                id: n.id.clone(),
-                status: n.view.status,
-                exit_code: n.view.exit_code,
-                started_at: n.view.started_at,
-                duration_ms: n.view.duration_ms,
-                log: n.log.clone(),
-            })
-            .collect();
-        let outcome = if self.interrupted { Outcome::Incomplete } else { self.fan.outcome() };
-        record.outcome =
-            if finished || self.fan.settled() { outcome.as_str().into() } else { "running".into() };
-        if finished {
-            record.finished_at = Some(now_ms());
-            record.pid = None;
+    /// Sends one command to its lane; a rerun or cancel comes with the lane's answer.
+    fn send(&self, command: Command) -> Option<LaneAnswer> {
+        let platform = command.platform().to_string();
+        let lane = self.lanes.get(&platform);
+        let (lane_command, answer) = match command {
+            Command::Shutdown { .. } => (LaneCommand::Shutdown, None),
+            Command::Rerun(node) => {
+                let (reply, answer) = oneshot::channel();
+                (LaneCommand::Rerun { id: node.task, reply }, Some(answer))
+            }
+            Command::Cancel(node) => {
+                let (reply, answer) = oneshot::channel();
+                (LaneCommand::Cancel { id: node.task, reply }, Some(answer))
+            }
+        };
+        // A lane that is gone drops the command, and with it the reply: it has finished.
+        if let Some(lane) = lane {
+            let _ = lane.send(lane_command);
         }
+        answer.map(|answer| LaneAnswer { platform, answer })
+    }
+
+    /// An operator's request: refused by the run, or commands to its lanes whose answers go
+    /// back to the asker.
+    fn answer(&mut self, asked: Asked) {
+        tracing::debug!(run = %self.run.meta().run, request = ?asked.request, "request");
+        let answer = self
+            .run
+            .request(asked.request)
+            .map(|commands| commands.into_iter().filter_map(|command| self.send(command)).collect());
+        let _ = asked.reply.send(answer);
+    }
+
+    /// Writes the ledger record as the run has it. A failed write is remembered by the run
+    /// (the `ended` header carries the last one) and noted in the server's log; a later write
+    /// that succeeds clears it.
+    fn save(&mut self, kind: Save) {
+        self.unsaved = false;
+        self.record.take(&self.run.record());
+        let record = &self.record;
         let path = format!(".ci/{}/runs/{}.json", record.label, record.seq);
         let mut written = ledger::write(&self.ci_dir, record);
-        if finished && let Err(e) = &written {
+        if kind == Save::Final
+            && let Err(e) = &written
+        {
             // No room for a temporary copy (a full disk): the final record takes the old one's
             // place, so the ledger never keeps a `running` record of a run that ended (which
             // would later read as a server that died mid-run).
@@ -393,10 +410,47 @@ impl Coordinator {
         }
         let error = written.err().map(|e| format!("cannot write {path}: {e}"));
         if let Some(error) = &error
-            && self.unwritten.record.as_ref() != Some(error)
+            && self.run.record_error() != Some(error.as_str())
         {
             note(&format!("the run record is not up to date: {error}"));
         }
-        self.unwritten.record = error;
+        let fx = self.apply(RunEvent::RecordWritten { error });
+        self.execute(fx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use odu_core::NodeStatus;
+    use odu_core::run::Transition;
+
+    #[test]
+    fn a_burst_of_effects_is_carried_out_once() {
+        let (a, b) = (NodeId::new("a", "p"), NodeId::new("b", "p"));
+        let step = |node: &NodeId, to| Transition { node: node.clone(), from: NodeStatus::Pending, to };
+        let mut fx = Effects {
+            changed: vec![a.clone()],
+            transitions: vec![step(&a, NodeStatus::Running)],
+            save: Some(Save::Soon),
+            ..Effects::default()
+        };
+        fold(
+            &mut fx,
+            Effects {
+                changed: vec![b.clone(), a.clone()],
+                transitions: vec![step(&b, NodeStatus::Ok)],
+                header: true,
+                commands: vec![Command::Shutdown { platform: "p".into() }],
+                save: Some(Save::Now),
+            },
+        );
+        assert_eq!(fx.changed, vec![a.clone(), b.clone()], "each node once, in the order first changed");
+        assert_eq!(fx.transitions.len(), 2);
+        assert!(fx.header);
+        assert_eq!(fx.commands.len(), 1);
+        assert_eq!(fx.save, Some(Save::Now), "the most urgent write wins");
+        fold(&mut fx, Effects::default());
+        assert_eq!(fx.save, Some(Save::Now));
     }
 }

@@ -28,12 +28,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use odu_proto::{Header, Phase, RpcError, StartParams, Started};
+use odu_proto::{Header, Phase, RpcError, RunOutcome, StartParams, Started};
 use tokio::sync::{Notify, oneshot, watch};
 
-use crate::client::face::Face;
 use crate::error::CliError;
-use crate::fan_in::{FanIn, Transition};
 use crate::link::cell::{HeaderValue, Hub, RunsValue};
 use crate::link::wire::{Budget, BufferPool, FrameLimits, ReadGauge};
 use crate::server::coordinator::RunHandles;
@@ -237,13 +235,6 @@ impl Drop for ClientGuard {
     }
 }
 
-/// The faces of a run inside the server: silent (clients show the run).
-struct Quiet;
-
-impl Face for Quiet {
-    fn transition(&mut self, _fan: &FanIn, _change: &Transition) {}
-}
-
 impl Server {
     /// The server of the checkout at `repo` (its `.ci` is `ci`), knowing the ledger's runs. It
     /// serves whatever connections it is handed: [`serve`] binds the socket and accepts them.
@@ -390,7 +381,7 @@ impl Server {
             // waits for it.
             let prepared = tokio::task::spawn_blocking(move || {
                 let env = params.env.clone();
-                start::prepare(&repo, &params, env.as_ref(), Box::new(Quiet), &|| commit_claim.commit())
+                start::prepare(&repo, &params, env.as_ref(), &|| commit_claim.commit())
             })
             .await
             .unwrap_or_else(|e| Err(CliError::refused(format!("preparing the run failed: {e}"))));
@@ -468,7 +459,7 @@ impl Server {
                 // Its clients still hear that it ended, and that its record may be stale.
                 None => Header {
                     phase: Phase::Ended,
-                    outcome: "incomplete".into(),
+                    outcome: RunOutcome::Incomplete,
                     record_error: Some(
                         "the run failed inside the server: its record may be out of date".into(),
                     ),

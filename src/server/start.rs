@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use odu_core::plan::Selector;
-use odu_core::{Plan, Task, TaskSpec};
+use odu_core::run::{LanePlan, RunMeta};
+use odu_core::status::RunOutcome;
+use odu_core::{Plan, Run, Task, TaskSpec};
 use odu_proto::{LaneInfo, StartParams, Started};
 
-use crate::client::face::Face;
 use crate::clock::now_ms;
 use crate::error::{CliError, CliResult};
-use crate::fan_in::FanIn;
 use crate::hosts::{self, Hosts};
 use crate::lane::LaneSpec;
 use crate::server::coordinator::Coordinator;
@@ -181,7 +181,6 @@ pub fn prepare(
     repo: &Path,
     params: &StartParams,
     env: Option<&Env>,
-    face: Box<dyn Face + Send>,
     commit: &dyn Fn() -> bool,
 ) -> CliResult<Prepared> {
     let config = RunConfig::from_params(params)?;
@@ -250,7 +249,7 @@ pub fn prepare(
         seq: 0,
         dirty: !config.snapshot && dirty,
         pipeline: plan.root.clone(),
-        outcome: "running".into(),
+        outcome: RunOutcome::Running,
         pid: Some(std::process::id()),
         started_at,
         finished_at: None,
@@ -319,9 +318,18 @@ pub fn prepare(
         hosts_source: hosts.source.clone(),
         notes,
     };
-    let fan = FanIn::new(&plan.root, &label, &specs, started_at);
-    let coordinator =
-        Coordinator { fan, ci_dir: ci, record, face, interrupted: false, unwritten: Default::default() };
+    let meta = RunMeta {
+        run: record.reference(),
+        sha: record.sha.clone(),
+        label: label.clone(),
+        pipeline: plan.root.clone(),
+        started_at,
+    };
+    let plans: Vec<LanePlan> = specs
+        .iter()
+        .map(|s| LanePlan { platform: s.platform.clone(), host: s.host.clone(), tasks: s.tasks.clone() })
+        .collect();
+    let coordinator = Coordinator { run: Run::new(meta, &plans), ci_dir: ci, record };
     Ok(Prepared { coordinator, specs, started, guards: (snapshot, lock) })
 }
 

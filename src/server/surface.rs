@@ -21,26 +21,25 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use odu_core::{NodeStatus, NodeView};
+use odu_core::run::{Refusal, RunRequest};
+use odu_core::{NodeId, NodeStatus, NodeView};
 use odu_proto::{
-    HEADER_GET, Header, HeaderFrame, LANE_CANCEL, LaneInfo, Message, NODE_CANCEL, NODE_LOG_GET, NODE_RERUN,
-    NODES_GET, NodeParams, NodesFrame, Phase, RUN_CANCEL, RUN_START, RUNS_GET, RpcError, StartParams,
-    error_code,
+    HEADER_GET, Header, HeaderFrame, LANE_CANCEL, LaneInfo, LogChunk, Message, NODE_CANCEL, NODE_LOG_GET,
+    NODE_RERUN, NODES_GET, NodeParams, NodesFrame, Phase, RUN_CANCEL, RUN_START, RUNS_GET, RpcError,
+    RunOutcome, StartParams, error_code, item_frame, log_item_frame,
 };
 use serde_json::{Value, json};
 use tokio::net::UnixStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
-use crate::lane::LaneCommand;
 use crate::link::cell::{CellValue, Subscription};
 use crate::link::wire::{FrameReader, ReadError, Served, ServerLink, spawn_writer};
-use crate::runner::{item_frame, log_item_frame};
-use crate::server::coordinator::RunHandles;
+use crate::server::coordinator::{AskError, LaneAnswer, RunHandles};
 use crate::server::{ClientGuard, Server, Target, evicted_error};
 use crate::tool::Env;
 use crate::trail::ledger::{self, RunRecord};
-use crate::trail::spool::{SpoolChunk, SpoolReader};
+use crate::trail::spool::SpoolReader;
 
 /// Frames queued for one client before its streams wait for it: with [`CLIENT_LOG_CHUNK`], a
 /// client that never reads holds at most about 350 KiB of the server's memory.
@@ -59,13 +58,14 @@ pub fn resolve_node<'a>(ids: impl IntoIterator<Item = &'a String>, token: &str) 
     if ids.iter().any(|id| *id == token) {
         return Ok(token.to_string());
     }
+    let wanted = NodeId::parse(token);
     let matches: Vec<&&String> = ids
         .iter()
         .filter(|id| {
-            let (task, platform) = id.rsplit_once('@').unwrap_or((id, ""));
-            let task_matches = |t: &str| task == t || task.ends_with(&format!("::{t}"));
-            match token.rsplit_once('@') {
-                Some((t, p)) => p == platform && task_matches(t),
+            let Some(node) = NodeId::parse(id) else { return false };
+            let task_matches = |t: &str| node.task == t || node.task.ends_with(&format!("::{t}"));
+            match &wanted {
+                Some(wanted) => wanted.platform == node.platform && task_matches(&wanted.task),
                 None => task_matches(token),
             }
         })
@@ -195,8 +195,8 @@ pub fn stored_header(record: &RunRecord) -> Header {
             .map(|l| LaneInfo { platform: l.platform.clone(), host: l.host.clone() })
             .collect(),
         phase: Phase::Ended,
-        outcome: record.effective_outcome().to_string(),
-        interrupted: record.outcome == "incomplete" && record.note.is_none(),
+        outcome: record.effective_outcome(),
+        interrupted: record.outcome == RunOutcome::Incomplete && record.note.is_none(),
         started_at: record.started_at,
         finished_at: record.finished_at,
         truncated_logs: Vec::new(),
@@ -250,7 +250,7 @@ fn replay_file(
     tokio::spawn(async move {
         use tokio::io::AsyncReadExt;
         let Ok(file) = trail else {
-            let _ = out.send(log_item_frame(&stream, &SpoolChunk::End)).await;
+            let _ = out.send(log_item_frame(&stream, LogChunk::End)).await;
             return;
         };
         let mut file = tokio::fs::File::from_std(file);
@@ -261,18 +261,18 @@ fn replay_file(
             if n == 0 && !first {
                 break;
             }
-            let bytes = buf[..n].to_vec();
+            let bytes = &buf[..n];
             let chunk =
-                if first { SpoolChunk::Start { generation: 0, bytes } } else { SpoolChunk::Bytes(bytes) };
+                if first { LogChunk::Snapshot { generation: 0, bytes } } else { LogChunk::Append(bytes) };
             first = false;
-            if out.send(log_item_frame(&stream, &chunk)).await.is_err() {
+            if out.send(log_item_frame(&stream, chunk)).await.is_err() {
                 return;
             }
             if n == 0 {
                 break;
             }
         }
-        let _ = out.send(log_item_frame(&stream, &SpoolChunk::End)).await;
+        let _ = out.send(log_item_frame(&stream, LogChunk::End)).await;
     })
 }
 
@@ -281,13 +281,14 @@ fn replay_file(
 fn rerun_targets(views: &[NodeView], token: &str) -> Result<Vec<String>, String> {
     let ids: Vec<String> = views.iter().map(|v| v.id.clone()).collect();
     if let Some(platform) = token.strip_prefix('@') {
-        let suffix = format!("@{platform}");
-        if !ids.iter().any(|id| id.ends_with(&suffix)) {
+        let on_lane = |v: &&NodeView| NodeId::parse(&v.id).is_some_and(|node| node.platform == platform);
+        if !views.iter().any(|v| on_lane(&v)) {
             return Err(format!("no lane {platform:?} in this run"));
         }
         let red: Vec<String> = views
             .iter()
-            .filter(|v| v.id.ends_with(&suffix) && v.status.is_terminal() && v.status != NodeStatus::Ok)
+            .filter(on_lane)
+            .filter(|v| v.status.is_terminal() && v.status != NodeStatus::Ok)
             .map(|v| v.id.clone())
             .collect();
         if red.is_empty() {
@@ -301,16 +302,19 @@ fn rerun_targets(views: &[NodeView], token: &str) -> Result<Vec<String>, String>
         Ok(id) => Ok(vec![id]),
         Err(e) if token.contains('@') => Err(e),
         Err(e) => {
-            let matches: Vec<&String> = ids
+            let recipe = |id: &str| NodeId::parse(id).map(|node| node.task);
+            let matches: Vec<(&String, String)> = ids
                 .iter()
-                .filter(|id| {
-                    let task = id.rsplit_once('@').map_or(id.as_str(), |(t, _)| t);
-                    task == token || task.ends_with(&format!("::{token}"))
-                })
+                .filter_map(|id| recipe(id).map(|task| (id, task)))
+                .filter(|(_, task)| task == token || task.ends_with(&format!("::{token}")))
                 .collect();
             let tasks: std::collections::BTreeSet<&str> =
-                matches.iter().map(|id| id.rsplit_once('@').map_or(id.as_str(), |(t, _)| t)).collect();
-            if tasks.len() == 1 { Ok(matches.into_iter().cloned().collect()) } else { Err(e) }
+                matches.iter().map(|(_, task)| task.as_str()).collect();
+            if tasks.len() == 1 {
+                Ok(matches.into_iter().map(|(id, _)| id.clone()).collect())
+            } else {
+                Err(e)
+            }
         }
     }
 }
@@ -343,6 +347,7 @@ async fn dispatch(
     params: Value,
 ) -> Option<Message> {
     let run = params.get("run").and_then(Value::as_str).map(str::to_string);
+    tracing::debug!(method, run = ?run, "request");
     let target = || server.target(run.as_deref());
     let node_param = |params: &Value| -> Result<String, RpcError> {
         let p: NodeParams =
@@ -401,7 +406,7 @@ async fn dispatch(
                     let (out, stream_id) = (out.clone(), id.clone());
                     let task = tokio::spawn(async move {
                         while let Some(chunk) = reader.next().await {
-                            if out.send(log_item_frame(&stream_id, &chunk)).await.is_err() {
+                            if out.send(log_item_frame(&stream_id, chunk.as_log())).await.is_err() {
                                 break;
                             }
                         }
@@ -438,7 +443,7 @@ async fn dispatch(
                     Ok(nodes) => {
                         let mut result = Ok(json!({"ok": true, "run": run.reference, "nodes": nodes}));
                         for node in &nodes {
-                            if let Err(e) = lane_call(&run, node, true).await {
+                            if let Err(e) = lane_call(&run, RunRequest::Rerun, node).await {
                                 result = Err(e);
                                 break;
                             }
@@ -456,7 +461,7 @@ async fn dispatch(
         NODE_CANCEL => match (target(), node_param(&params)) {
             (Err(e), _) | (_, Err(e)) => Err(e),
             (Ok(Target::Live(run)), Ok(token)) => match resolve_node(run.logs.keys(), &token) {
-                Ok(node) => lane_call(&run, &node, false).await,
+                Ok(node) => lane_call(&run, RunRequest::Cancel, &node).await,
                 Err(e) => Err(RpcError::refused(e)),
             },
             (Ok(Target::Stored(record)), _) => Err(ended(&record)),
@@ -466,23 +471,18 @@ async fn dispatch(
             Ok(Target::Stored(record)) => Err(ended(&record)),
             Ok(Target::Live(run)) => {
                 let platform = params.get("platform").and_then(Value::as_str).unwrap_or_default().to_string();
-                if !run.lanes.contains_key(&platform) {
-                    let lanes: Vec<&String> = run.lanes.keys().collect();
-                    Err(RpcError::refused(format!("no lane {platform:?} in this run (lanes: {lanes:?})")))
-                } else {
-                    let live: Vec<String> = {
-                        let hub = run.nodes.lock().expect("hub lock");
-                        hub.current()
-                            .nodes
-                            .iter()
-                            .filter(|n| !n.status.is_terminal() && n.id.ends_with(&format!("@{platform}")))
-                            .map(|n| n.id.clone())
-                            .collect()
-                    };
-                    for node in live {
-                        let _ = lane_call(&run, &node, false).await;
+                match run.ask(RunRequest::CancelLane { platform }).await {
+                    // Each node's cancel may fail on its own (it just finished): the lane is
+                    // cancelled all the same.
+                    Ok(answers) => {
+                        for LaneAnswer { answer, .. } in answers {
+                            let _ = answer.await;
+                        }
+                        Ok(json!({"ok": true}))
                     }
-                    Ok(json!({"ok": true}))
+                    // Nothing of a finished lane is left to cancel.
+                    Err(AskError::Refused(Refusal::LaneFinished(_))) => Ok(json!({"ok": true})),
+                    Err(e) => Err(RpcError::refused(e.to_string())),
                 }
             }
         },
@@ -506,20 +506,21 @@ async fn dispatch(
     })
 }
 
-/// Sends a rerun or cancel to the node's lane and waits for its answer.
-async fn lane_call(run: &RunHandles, node: &str, rerun: bool) -> Result<Value, RpcError> {
-    let (task, platform) = node.rsplit_once('@').expect("fan-in ids carry a platform");
-    let lane = run.lanes.get(platform).ok_or_else(|| RpcError::refused(format!("no lane {platform:?}")))?;
-    let (reply, answer) = oneshot::channel();
-    let command = if rerun {
-        LaneCommand::Rerun { id: task.to_string(), reply }
-    } else {
-        LaneCommand::Cancel { id: task.to_string(), reply }
-    };
-    lane.send(command).map_err(|_| RpcError::refused(format!("lane {platform} has finished")))?;
-    match answer.await {
-        Ok(Ok(())) => Ok(json!({"ok": true})),
-        Ok(Err(e)) => Err(RpcError::refused(e)),
-        Err(_) => Err(RpcError::refused(format!("lane {platform} has finished"))),
+/// Asks the coordinator to rerun or cancel a node (a fan-in id) and waits for its lane's
+/// answer.
+async fn lane_call(
+    run: &RunHandles,
+    request: impl FnOnce(NodeId) -> RunRequest,
+    node: &str,
+) -> Result<Value, RpcError> {
+    let id = node.parse::<NodeId>().map_err(|e| RpcError::refused(e.to_string()))?;
+    let answers = run.ask(request(id)).await.map_err(|e| RpcError::refused(e.to_string()))?;
+    for LaneAnswer { platform, answer } in answers {
+        match answer.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(RpcError::refused(e)),
+            Err(_) => return Err(RpcError::refused(format!("lane {platform} has finished"))),
+        }
     }
+    Ok(json!({"ok": true}))
 }

@@ -14,6 +14,8 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use odu_core::run::{Recorded, RecordedNode};
+use odu_core::status::RunOutcome;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +38,19 @@ pub struct NodeRecord {
     pub log: String,
 }
 
+impl From<&RecordedNode> for NodeRecord {
+    fn from(node: &RecordedNode) -> NodeRecord {
+        NodeRecord {
+            id: node.id.to_string(),
+            status: node.status,
+            exit_code: node.exit_code,
+            started_at: node.started_at,
+            duration_ms: node.duration_ms,
+            log: node.log.clone(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunRecord {
     pub version: u32,
@@ -48,8 +63,7 @@ pub struct RunRecord {
     pub seq: u64,
     pub dirty: bool,
     pub pipeline: String,
-    /// `running`, `passed`, `failed` or `incomplete`.
-    pub outcome: String,
+    pub outcome: RunOutcome,
     #[serde(default)]
     pub pid: Option<u32>,
     pub started_at: u64,
@@ -84,17 +98,28 @@ impl RunRecord {
             seq: self.seq,
             dirty: self.dirty,
             pipeline: self.pipeline.clone(),
-            outcome: self.effective_outcome().to_string(),
+            outcome: self.effective_outcome(),
             lanes: self.lanes.iter().map(|l| l.platform.clone()).collect(),
             started_at: self.started_at,
             finished_at: self.finished_at,
         }
     }
 
+    /// Takes what the run decides: its outcome, finish time and nodes. A final record (one
+    /// with a finish time) has no pid.
+    pub fn take(&mut self, recorded: &Recorded) {
+        self.outcome = recorded.outcome;
+        self.finished_at = recorded.finished_at;
+        self.nodes = recorded.nodes.iter().map(NodeRecord::from).collect();
+        if recorded.finished_at.is_some() {
+            self.pid = None;
+        }
+    }
+
     /// The outcome as read: [`read`] already reads the `running` record of a server that is
     /// gone as `incomplete`.
-    pub fn effective_outcome(&self) -> &str {
-        &self.outcome
+    pub fn effective_outcome(&self) -> RunOutcome {
+        self.outcome
     }
 
     /// Closes a run its coordinator left `running`: the run `incomplete`, its running nodes
@@ -111,7 +136,7 @@ impl RunRecord {
                 _ => {}
             }
         }
-        self.outcome = "incomplete".into();
+        self.outcome = RunOutcome::Incomplete;
         self.pid = None;
         self.note = Some(note);
         cut
@@ -402,7 +427,7 @@ pub fn recover(ci: &Path, now: u64) -> Vec<String> {
 /// written by a server that has since gone.
 pub fn recover_unserved(ci: &Path, now: u64) -> Vec<String> {
     let Ok(ledger) = scan(ci) else { return vec![] };
-    if !ledger.records.iter().any(|r| r.outcome == "running") || served(ci) {
+    if !ledger.records.iter().any(|r| r.outcome == RunOutcome::Running) || served(ci) {
         return vec![];
     }
     close_orphans(ci, ledger.records, now)
@@ -410,7 +435,7 @@ pub fn recover_unserved(ci: &Path, now: u64) -> Vec<String> {
 
 fn close_orphans(ci: &Path, records: Vec<RunRecord>, now: u64) -> Vec<String> {
     let mut closed = Vec::new();
-    for mut record in records.into_iter().filter(|r| r.outcome == "running") {
+    for mut record in records.into_iter().filter(|r| r.outcome == RunOutcome::Running) {
         let pid = record.pid.map_or("?".to_string(), |p| p.to_string());
         let cut = record
             .close_orphaned(format!("the odu server (pid {pid}) died mid-run; closed by the next server"));
@@ -548,8 +573,8 @@ fn load(path: &Path, label: &str, seq: u64) -> Result<RunRecord, String> {
 /// cannot close it on disk.
 pub fn read(ci: &Path) -> Result<Ledger, Unreadable> {
     let mut ledger = scan(ci)?;
-    if ledger.records.iter().any(|r| r.outcome == "running") && !served(ci) {
-        for record in ledger.records.iter_mut().filter(|r| r.outcome == "running") {
+    if ledger.records.iter().any(|r| r.outcome == RunOutcome::Running) && !served(ci) {
+        for record in ledger.records.iter_mut().filter(|r| r.outcome == RunOutcome::Running) {
             record.close_orphaned("its odu server is gone: the run never finished".into());
         }
     }
@@ -590,7 +615,7 @@ mod tests {
             seq: 0,
             dirty: false,
             pipeline: "ci::default".into(),
-            outcome: "running".into(),
+            outcome: RunOutcome::Running,
             pid: Some(std::process::id()),
             started_at: 1,
             finished_at: None,
@@ -609,7 +634,7 @@ mod tests {
         let (mut a, mut b) = (record("0123456"), record("0123456"));
         assert_eq!(reserve(dir.path(), &mut a).unwrap(), 1);
         assert_eq!(reserve(dir.path(), &mut b).unwrap(), 2);
-        a.outcome = "passed".into();
+        a.outcome = RunOutcome::Passed;
         a.finished_at = Some(5);
         write(dir.path(), &a).unwrap();
         let listed = list(dir.path());
@@ -625,12 +650,12 @@ mod tests {
         let mut r = record("0123456");
         reserve(dir.path(), &mut r).unwrap();
         // Our own pid is alive, and still no server holds the lock.
-        assert_eq!(list(dir.path())[0].outcome, "incomplete");
+        assert_eq!(list(dir.path())[0].outcome, RunOutcome::Incomplete);
         let lock = std::fs::File::create(dir.path().join(SERVE_LOCK)).unwrap();
         // SAFETY: flock on a descriptor this test owns.
         assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
         assert!(served(dir.path()));
-        assert_eq!(list(dir.path())[0].outcome, "running");
+        assert_eq!(list(dir.path())[0].outcome, RunOutcome::Running);
         drop(lock);
         assert!(!served(dir.path()));
     }
@@ -697,7 +722,7 @@ mod tests {
         reserve(dir.path(), &mut a).unwrap();
         let path = dir.path().join("0123456/runs/1.json");
         let before = std::fs::metadata(&path).unwrap().len();
-        a.outcome = "passed".into();
+        a.outcome = RunOutcome::Passed;
         a.finished_at = Some(9);
         a.pid = None;
         overwrite(dir.path(), &a).unwrap();
@@ -706,7 +731,7 @@ mod tests {
         // A record that no longer fits its old copy is refused, and the old copy is untouched.
         a.selectors = vec!["x".repeat(before as usize)];
         assert!(overwrite(dir.path(), &a).is_err());
-        assert_eq!(list(dir.path())[0].outcome, "passed");
+        assert_eq!(list(dir.path())[0].outcome, RunOutcome::Passed);
     }
 
     #[test]

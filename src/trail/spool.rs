@@ -336,6 +336,20 @@ pub enum SpoolChunk {
     End,
 }
 
+impl SpoolChunk {
+    /// The chunk as the wire's log encoders take it.
+    pub fn as_log(&self) -> odu_proto::LogChunk<'_> {
+        match self {
+            SpoolChunk::Start { generation, bytes } => {
+                odu_proto::LogChunk::Snapshot { generation: *generation, bytes }
+            }
+            SpoolChunk::Bytes(bytes) => odu_proto::LogChunk::Append(bytes),
+            SpoolChunk::Missed(bytes) => odu_proto::LogChunk::Missed(*bytes),
+            SpoolChunk::End => odu_proto::LogChunk::End,
+        }
+    }
+}
+
 /// Follows a spool from the first byte of the current generation.
 pub struct SpoolReader {
     rx: watch::Receiver<SpoolState>,

@@ -1,10 +1,8 @@
 //! The golden frames of docs/protocol.md round-trip through the real codec and types.
 
-use odu::runner::{item_frame, log_frame_json};
-use odu::trail::spool::SpoolChunk;
 use odu_proto::{
-    Configure, HeaderFrame, LogFrame, Message, NodesFrame, RunsFrame, StartParams, Started, decode_line,
-    encode_frame,
+    Configure, HeaderFrame, LogChunk, LogFrame, LogItem, Message, NodesFrame, RunsFrame, StartParams,
+    Started, decode_line, encode_frame, item_frame, log_frame_json, log_item_frame,
 };
 use serde_json::Value;
 
@@ -59,6 +57,8 @@ fn golden_frames_round_trip_byte_for_byte() {
                 } else {
                     let typed = serde_json::from_value::<LogFrame>(value.clone());
                     assert!(typed.is_ok(), "item is no frame of the contract: {value}");
+                    let text = value.to_string();
+                    assert!(LogItem::parse(&text).is_ok(), "the clients' reader reads {value}");
                 }
             }
             Message::Request { method, params, .. } if method == "run.configure" => {
@@ -84,10 +84,10 @@ fn the_hand_built_log_frames_match_the_golden_ones() {
     let find = |needle: &str| pairs.iter().find(|(json, _)| json.contains(needle)).unwrap().1.clone();
     let id = Value::from(4);
     let snapshot =
-        item_frame(&id, &log_frame_json(&SpoolChunk::Start { generation: 0, bytes: b"building\n".to_vec() }));
+        item_frame(&id, &log_frame_json(LogChunk::Snapshot { generation: 0, bytes: b"building\n" }));
     assert_eq!(String::from_utf8(snapshot).unwrap().trim_end(), find("\"kind\":\"snapshot\",\"generation\""));
-    let append = item_frame(&id, &log_frame_json(&SpoolChunk::Bytes(b"error\n".to_vec())));
+    let append = item_frame(&id, &log_frame_json(LogChunk::Append(b"error\n")));
     assert_eq!(String::from_utf8(append).unwrap().trim_end(), find("\"kind\":\"append\""));
-    let end = item_frame(&id, &log_frame_json(&SpoolChunk::End));
+    let end = log_item_frame(&id, LogChunk::End);
     assert_eq!(String::from_utf8(end).unwrap().trim_end(), find("\"kind\":\"end\""));
 }

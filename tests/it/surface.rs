@@ -128,9 +128,20 @@ fn cancelling_the_whole_run_from_another_client_ends_it_as_interrupted() {
     assert_eq!(ended["live"], false);
     assert_eq!(ended["outcome"], "incomplete");
     assert_eq!(node_status(&ended, &format!("slow@{p}")), "cancelled");
+    // One exit-code rule for every command that reports the run: interrupted is 130.
+    for args in [&["status"][..], &["wait"], &["attach", "-o", "json"]] {
+        let out = repo.run(args);
+        assert_eq!(out.status.code(), Some(130), "{args:?}: {}", stderr(&out));
+    }
     let again = repo.run(&["cancel"]);
     assert_eq!(again.status.code(), Some(1), "an ended run cannot be cancelled");
     assert!(stderr(&again).contains("has ended"), "{}", stderr(&again));
+    // With nothing serving, the ledger's record says the same.
+    stop_server(&repo);
+    for args in [&["status"][..], &["attach", "-o", "json"]] {
+        let out = repo.run(args);
+        assert_eq!(out.status.code(), Some(130), "{args:?} from the ledger: {}", stderr(&out));
+    }
 }
 
 #[test]

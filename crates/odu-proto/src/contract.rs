@@ -3,6 +3,11 @@
 use odu_core::{NodeView, TaskSpec};
 use serde::{Deserialize, Serialize};
 
+/// The run's own types, as the `header` cell and `run.start` carry them: one definition, in
+/// odu-core, for the server that computes them and the clients that read them.
+pub use odu_core::run::{Header, LaneInfo, Phase, TruncatedLog};
+pub use odu_core::status::{NodeStatus, Outcome, RunOutcome};
+
 pub const HANDSHAKE: &str = "handshake";
 pub const RUN_CONFIGURE: &str = "run.configure";
 pub const NODES_GET: &str = "nodes.get";
@@ -111,13 +116,6 @@ pub struct StartFlags {
     pub supersede: bool,
 }
 
-/// One lane of a run.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LaneInfo {
-    pub platform: String,
-    pub host: String,
-}
-
 /// The result of `run.start`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Started {
@@ -131,53 +129,6 @@ pub struct Started {
     /// Lines the starting client should show its user (defaults taken, features absent).
     #[serde(default)]
     pub notes: Vec<String>,
-}
-
-/// Where a run is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Phase {
-    /// Lanes are up and nodes are running (or about to).
-    Running,
-    /// Every node is terminal; lanes are closing.
-    Settled,
-    /// The run is over and its record is final. Nothing about it changes again.
-    Ended,
-}
-
-/// The `header` cell of one run.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Header {
-    pub run: String,
-    pub sha: String,
-    pub label: String,
-    pub pipeline: String,
-    pub lanes: Vec<LaneInfo>,
-    pub phase: Phase,
-    /// `running`, `passed`, `failed` or `incomplete`.
-    pub outcome: String,
-    /// The run was cancelled as a whole (Ctrl-C, `run.cancel`, a superseding run).
-    pub interrupted: bool,
-    pub started_at: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<u64>,
-    /// Logs that could not be written whole (a full disk): each ends cut short, its node
-    /// `errored`. Absent when every log was written.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub truncated_logs: Vec<TruncatedLog>,
-    /// Why the run's ledger record could not be written (in the `ended` header): the ledger
-    /// does not hold how the run ended, and `odu run` fails. Absent when it was written.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub record_error: Option<String>,
-}
-
-/// A node's log cut short because it could not be written.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TruncatedLog {
-    /// The fan-in id (`ci::e2e@x86_64-linux`).
-    pub node: String,
-    /// Why, as the write failed (`No space left on device (os error 28)`).
-    pub reason: String,
 }
 
 /// Items of the `header` cell: the header is small, so every item is the whole of it.
@@ -197,8 +148,7 @@ pub struct RunSummary {
     /// A live-tree run (`--no-snapshot`) of a dirty checkout.
     pub dirty: bool,
     pub pipeline: String,
-    /// `running`, `passed`, `failed` or `incomplete`.
-    pub outcome: String,
+    pub outcome: RunOutcome,
     pub lanes: Vec<String>,
     pub started_at: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -11,10 +11,12 @@
 
 pub mod contract;
 pub mod frame;
+pub mod log;
 pub mod message;
 
 pub use contract::*;
 pub use frame::{FrameError, MAX_FRAME_BYTES, decode_line, encode_frame};
+pub use log::{LogChunk, LogItem, item_frame, log_frame_json, log_item_frame};
 pub use message::{Message, RpcError, error_code};
 
 /// Bumped whenever the meaning or shape of any message changes.
