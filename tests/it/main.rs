@@ -9,6 +9,7 @@ mod cli_run;
 mod golden_frames;
 mod harness;
 mod lab;
+mod layout;
 mod remote;
 mod repo;
 mod runner_protocol;
