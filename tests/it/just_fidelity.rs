@@ -1,0 +1,81 @@
+//! odu does what `just` would do with the same justfile: which recipes a selection runs, which
+//! roots it refuses up front, and how arguments show up in node ids, summaries and log names.
+
+use crate::repo::*;
+
+/// `merge` lists `sync` as a `&&` subsequent, as a real release flow does.
+const SUBSEQUENTS: &str = r#"
+[metadata("ci")]
+ci: merge
+
+_on_a_branch:
+    echo on-a-branch
+
+merge: _on_a_branch && sync
+    echo merging
+
+sync: && notify
+    echo syncing
+
+notify:
+    echo notifying
+"#;
+
+/// The node ids a `--progress json` run ended with, without the platform, setup left out.
+fn ran(out: &std::process::Output) -> Vec<String> {
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(out));
+    let suffix = format!("@{}", local_platform());
+    final_statuses(&progress(out))
+        .into_iter()
+        .map(|(node, status)| {
+            assert_eq!(status, "success", "{node}");
+            node.strip_suffix(&suffix).unwrap_or_else(|| panic!("{node} is not on {suffix}")).to_string()
+        })
+        .filter(|task| task != "_ci-setup")
+        .collect()
+}
+
+fn dump_tasks(repo: &Repo, args: &[&str]) -> Vec<serde_json::Value> {
+    let out = repo.run(&[&["dump"], args].concat());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    plan["tasks"].as_array().unwrap().clone()
+}
+
+fn ids(tasks: &[serde_json::Value]) -> Vec<&str> {
+    tasks.iter().map(|t| t["id"].as_str().unwrap()).collect()
+}
+
+#[test]
+fn selecting_a_recipe_runs_its_subsequents_and_not_the_recipe_listing_it() {
+    let repo = Repo::new(SUBSEQUENTS);
+    // `just merge` runs _on_a_branch, merge, sync, notify.
+    let merge = ran(&repo.run(&["run", "merge", "--progress", "json"]));
+    assert_eq!(merge, ["_on_a_branch", "merge", "notify", "sync"]);
+    assert!(repo.log("notify").contains("notifying"));
+    // `just sync` runs sync and notify, never merge.
+    let sync = ran(&repo.run(&["run", "sync", "--progress", "json"]));
+    assert_eq!(sync, ["notify", "sync"]);
+    // `just --no-deps merge` runs merge alone.
+    let alone = ran(&repo.run(&["run", "merge", "--no-deps", "--progress", "json"]));
+    assert_eq!(alone, ["merge"]);
+}
+
+#[test]
+fn dump_keeps_subsequents_apart_from_priors() {
+    let repo = Repo::new(SUBSEQUENTS);
+    let tasks = dump_tasks(&repo, &[]);
+    assert_eq!(ids(&tasks), ["_on_a_branch", "merge", "sync", "notify"]);
+    let field = |id: &str, key: &str| tasks.iter().find(|t| t["id"] == id).unwrap()[key].clone();
+    assert_eq!(field("merge", "needs"), serde_json::json!(["_on_a_branch"]));
+    assert_eq!(field("merge", "after"), serde_json::json!([]));
+    assert_eq!(field("merge", "subsequents"), serde_json::json!(["sync"]));
+    assert_eq!(field("sync", "needs"), serde_json::json!(["merge"]));
+    assert_eq!(field("sync", "after"), serde_json::json!(["merge"]));
+    assert_eq!(field("sync", "subsequents"), serde_json::json!(["notify"]));
+    // `--root` of a subsequent brings what `just sync` runs, and no more.
+    assert_eq!(ids(&dump_tasks(&repo, &["--root", "sync"])), ["sync", "notify"]);
+    assert_eq!(ids(&dump_tasks(&repo, &["--root", "merge"])), ["_on_a_branch", "merge", "sync", "notify"]);
+    let graph = stdout(&repo.run(&["graph"]));
+    assert!(graph.contains("_on_a_branch --> merge") && graph.contains("merge -.-> sync"), "{graph}");
+}
