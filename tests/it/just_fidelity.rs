@@ -79,3 +79,34 @@ fn dump_keeps_subsequents_apart_from_priors() {
     let graph = stdout(&repo.run(&["graph"]));
     assert!(graph.contains("_on_a_branch --> merge") && graph.contains("merge -.-> sync"), "{graph}");
 }
+
+/// Exit 1 with one `odu:` line that contains every needle.
+fn refused(out: &std::process::Output, needles: &[&str]) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(1), "expected a refusal; stderr: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("odu: ")).collect();
+    assert!(
+        lines.iter().any(|l| needles.iter().all(|n| l.contains(n))),
+        "no `odu:` line with {needles:?} in: {err}"
+    );
+}
+
+#[test]
+fn a_root_that_needs_an_argument_is_refused_before_it_runs() {
+    let repo = Repo::new(
+        "[metadata(\"ci\")]\ndeploy env: build\n    echo deploying {{env}}\nbuild:\n    echo building\n\
+         many +targets:\n    echo {{targets}}\nsome *targets:\n    echo some {{targets}}\n",
+    );
+    let out = repo.run(&["run"]);
+    refused(&out, &["root recipe \"deploy\" needs an argument for its parameter \"env\""]);
+    assert!(!stderr(&out).contains("positional arguments"), "{}", stderr(&out));
+    refused(&repo.run(&["dump"]), &["\"deploy\"", "\"env\""]);
+    refused(&repo.run(&["run", "--root", "many"]), &["root recipe \"many\"", "\"+targets\""]);
+    // Nothing ran: no node left a log.
+    let sha = repo.sha7();
+    let logs = repo.path().join(format!(".ci/{sha}/{}", local_platform()));
+    assert!(!logs.join("build.log").exists() && !logs.join("deploy.log").exists());
+    // A `*` parameter needs no argument.
+    let some = ran(&repo.run(&["run", "--root", "some", "--progress", "json"]));
+    assert_eq!(some, ["some"]);
+}

@@ -75,10 +75,17 @@ pub struct Plan {
 
 impl Plan {
     /// Reads `just --dump --dump-format json` (just 1.57 or newer) and builds the dependency
-    /// closure of the root: the single `[metadata("ci")]` recipe, or `root` when given.
+    /// closure of the root: the single `[metadata("ci")]` recipe, or `root` when given. odu runs
+    /// the root without arguments, so a root with a parameter that needs one is refused.
     pub fn from_dump(json: &str, root: Option<&str>) -> Result<Plan, IngestError> {
         let recipes = recipe::flatten_all(dump::read(json)?)?;
         let root = recipe::find_root(&recipes, root)?;
+        if let Some(parameter) = &recipes[root].required_parameter {
+            return Err(IngestError::RequiredParameter {
+                recipe: recipes[root].namepath.clone(),
+                parameter: parameter.clone(),
+            });
+        }
         let tasks = build::tasks(&recipes, root)?;
         if tasks.iter().any(|t| t.recipe == SETUP) {
             return Err(IngestError::ReservedName(SETUP));

@@ -157,6 +157,45 @@ fn root_override_runs_the_named_recipe_and_its_own_body() {
 }
 
 #[test]
+fn a_root_that_needs_an_argument_is_refused_naming_the_parameter() {
+    let with_parameters = |namepath: &str, parameters: Value| {
+        let mut recipe = recipe(namepath, true, &[], 0);
+        recipe["parameters"] = parameters;
+        recipe
+    };
+    let param = |name: &str, kind: &str, default: Value| {
+        json!({ "name": name, "kind": kind, "default": default, "export": false, "flag": false,
+                "long": null, "short": null })
+    };
+    let json = dump(vec![
+        tagged(recipe("ci", false, &[("deploy", &["prod"])], 1)),
+        with_parameters("deploy", json!([param("env", "singular", Value::Null)])),
+        with_parameters(
+            "build",
+            json!([param("mode", "singular", json!("debug")), param("targets", "plus", Value::Null)]),
+        ),
+        with_parameters(
+            "lint",
+            json!([param("mode", "singular", json!("x")), param("files", "star", Value::Null)]),
+        ),
+    ]);
+    // A dependency passes the argument: the pipeline runs.
+    assert_eq!(ids(&Plan::from_dump(&json, None).unwrap().tasks), ["deploy(prod)"]);
+    let err = Plan::from_dump(&json, Some("deploy")).unwrap_err();
+    assert_eq!(err, IngestError::RequiredParameter { recipe: "deploy".into(), parameter: "env".into() });
+    assert_eq!(
+        err.to_string(),
+        "root recipe \"deploy\" needs an argument for its parameter \"env\" and odu runs the root \
+         without arguments: give \"env\" a default, or make the root a recipe that depends on \
+         (deploy \"value\")"
+    );
+    let err = Plan::from_dump(&json, Some("build")).unwrap_err();
+    assert_eq!(err, IngestError::RequiredParameter { recipe: "build".into(), parameter: "+targets".into() });
+    // Defaults and `*` need nothing.
+    assert_eq!(ids(&Plan::from_dump(&json, Some("lint")).unwrap().tasks), ["lint"]);
+}
+
+#[test]
 fn unknown_root_names_close_candidates() {
     let err = Plan::from_dump(&pipeline(), Some("ci::lnt")).unwrap_err();
     let IngestError::UnknownRoot { root, candidates } = &err else { panic!("{err:?}") };
