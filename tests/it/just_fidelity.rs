@@ -110,3 +110,18 @@ fn a_root_that_needs_an_argument_is_refused_before_it_runs() {
     let some = ran(&repo.run(&["run", "--root", "some", "--progress", "json"]));
     assert_eq!(some, ["some"]);
 }
+
+#[test]
+fn an_at_sign_inside_arguments_is_no_platform_separator() {
+    let repo = Repo::new(
+        "[metadata(\"ci\")]\nci: (login \"user@host\" \"x\") other\nlogin who what:\n    echo login {{who}} {{what}}\n\
+         other:\n    echo other\n",
+    );
+    assert_eq!(ids(&dump_tasks(&repo, &[])), ["login(user@host,x)", "other"]);
+    let selected = ran(&repo.run(&["run", "login(user@host,x)", "--progress", "json"]));
+    assert_eq!(selected, ["login(user@host,x)"]);
+    assert!(repo.log("login(user@host,x)").contains("login user@host x"));
+    // A platform after the last `@` still pins the lane.
+    let pinned = format!("login(user@host,x)@{}", local_platform());
+    assert_eq!(ran(&repo.run(&["run", &pinned, "--progress", "json"])), ["login(user@host,x)"]);
+}

@@ -18,10 +18,10 @@ impl NodeId {
         NodeId { task: task.into(), platform: platform.into() }
     }
 
-    /// Splits at the last `@` (task ids never contain one, platforms never do).
+    /// Splits at the last `@` when a platform (a system tuple) follows it: a task id may hold
+    /// an `@` inside its arguments (`dep(user@host)`), a platform never does.
     pub fn parse(id: &str) -> Option<NodeId> {
-        let at = id.rfind('@')?;
-        (at > 0 && at + 1 < id.len()).then(|| NodeId::new(&id[..at], &id[at + 1..]))
+        crate::platform::split_platform(id).map(|(task, platform)| NodeId::new(task, platform))
     }
 
     /// The log path relative to the checkout: `.ci/<sha7>/<platform>/<task>.log`. A `/` inside
@@ -129,6 +129,12 @@ mod tests {
         assert_eq!(id.to_string(), "ci::e2e@x86_64-linux");
         assert_eq!("e2e".parse::<NodeId>(), Err(BadNodeId("e2e".into())));
         assert_eq!("@x".parse::<NodeId>(), Err(BadNodeId("@x".into())));
+        // An `@` inside arguments is the task's; only a platform after the last `@` splits.
+        let at = NodeId::parse("dep(user@host,x)@aarch64-darwin").unwrap();
+        assert_eq!(at, NodeId::new("dep(user@host,x)", "aarch64-darwin"));
+        assert_eq!(NodeId::parse(&at.to_string()), Some(at));
+        assert_eq!(NodeId::parse("dep(user@host,x)"), None);
+        assert_eq!(NodeId::parse("dep(a@b-c)"), None);
         let json = serde_json::to_string(&id).unwrap();
         assert_eq!(json, r#""ci::e2e@x86_64-linux""#);
         assert_eq!(serde_json::from_str::<NodeId>(&json).unwrap(), id);

@@ -8,7 +8,7 @@ use petgraph::Direction;
 
 use super::graph;
 use super::{IngestError, Plan, Task};
-use crate::platform::runs_on;
+use crate::platform::{runs_on, split_platform};
 
 /// A `recipe[@platform]` selector as typed on the command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -168,14 +168,15 @@ impl Plan {
 }
 
 impl Selector {
-    /// Splits `recipe@platform` at the last `@`; a token without one, or with nothing on either
-    /// side of it, is all recipe.
+    /// Splits `recipe@platform` at the last `@` when what follows it is a platform (a system
+    /// tuple): an `@` inside arguments (`deploy(user@host)`) stays part of the recipe. A token
+    /// with nothing before its `@` is all recipe too.
     pub fn parse(token: &str) -> Selector {
-        match token.rfind('@') {
-            Some(at) if at > 0 && at + 1 < token.len() => {
-                Selector { recipe: token[..at].to_string(), platform: Some(token[at + 1..].to_string()) }
+        match split_platform(token) {
+            Some((recipe, platform)) => {
+                Selector { recipe: recipe.to_string(), platform: Some(platform.to_string()) }
             }
-            _ => Selector { recipe: token.to_string(), platform: None },
+            None => Selector { recipe: token.to_string(), platform: None },
         }
     }
 }

@@ -462,6 +462,13 @@ fn selectors_split_at_the_last_at() {
     assert_eq!(Selector::parse("fmt(a@b)@x86_64-linux").recipe, "fmt(a@b)");
     assert_eq!(Selector::parse("@x86_64-linux").recipe, "@x86_64-linux");
     assert_eq!(Selector::parse("e2e@").recipe, "e2e@");
+    // An `@` not followed by a platform is part of the recipe's arguments.
+    assert_eq!(
+        Selector::parse("dep(user@host,x)"),
+        Selector { recipe: "dep(user@host,x)".into(), platform: None }
+    );
+    assert_eq!(Selector::parse("e2e@linux").platform, None);
+    assert_eq!(Selector::parse("dep(user@host,x)@x86_64-linux").recipe, "dep(user@host,x)");
     assert_eq!(s.to_string(), "ci::e2e@x86_64-linux");
 }
 
