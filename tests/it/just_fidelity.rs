@@ -59,6 +59,7 @@ fn selecting_a_recipe_runs_its_subsequents_and_not_the_recipe_listing_it() {
     // `just --no-deps merge` runs merge alone.
     let alone = ran(&repo.run(&["run", "merge", "--no-deps", "--progress", "json"]));
     assert_eq!(alone, ["merge"]);
+    stop_server(&repo);
 }
 
 #[test]
@@ -109,6 +110,7 @@ fn a_root_that_needs_an_argument_is_refused_before_it_runs() {
     // A `*` parameter needs no argument.
     let some = ran(&repo.run(&["run", "--root", "some", "--progress", "json"]));
     assert_eq!(some, ["some"]);
+    stop_server(&repo);
 }
 
 #[test]
@@ -124,4 +126,26 @@ fn an_at_sign_inside_arguments_is_no_platform_separator() {
     // A platform after the last `@` still pins the lane.
     let pinned = format!("login(user@host,x)@{}", local_platform());
     assert_eq!(ran(&repo.run(&["run", &pinned, "--progress", "json"])), ["login(user@host,x)"]);
+    stop_server(&repo);
+}
+
+#[test]
+fn control_characters_in_arguments_are_escaped_in_ids_summaries_and_log_names() {
+    let repo = Repo::new(
+        "[metadata(\"ci\")]\nci: (say \"one\\ntwo\" \"a\\tb\")\n\n[positional-arguments]\nsay a b:\n    \
+         printf '%s|%s\\n' \"$1\" \"$2\"\n",
+    );
+    let id = r"say(one\ntwo,a\tb)";
+    assert_eq!(ids(&dump_tasks(&repo, &[])), [id]);
+    assert_eq!(ran(&repo.run(&["run", "--progress", "json"])), [id]);
+    // The command got the raw arguments; the log file is named by the escaped id.
+    assert_eq!(repo.log(id).lines().filter(|l| l.starts_with("one") || l.starts_with("two|")).count(), 2);
+    assert!(repo.log(id).contains("one\ntwo|a\tb\n"), "{}", repo.log(id));
+    // The summary names the node on one line, escaped.
+    let out = repo.run(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(!text.contains('\t') && !text.contains("one\ntwo"), "{text}");
+    assert!(text.lines().any(|l| l.contains(&format!("{id}@{}", local_platform()))), "{text}");
+    stop_server(&repo);
 }

@@ -36,7 +36,7 @@ const MAX_FILE_NAME: usize = 255;
 /// The longest stem a log file may have: room for `.log`.
 pub const MAX_LOG_STEM: usize = MAX_FILE_NAME - ".log".len();
 
-/// A task id as a file name: `/` and `%` are percent-escaped, and an id whose escaped form would
+/// A task id as a file name: `/`, `%` and control characters are percent-escaped, and an id whose escaped form would
 /// make too long a file name keeps its first bytes and ends in `%~` and a hash of the whole id.
 /// Escaping never yields `%~`, so a shortened stem cannot equal another id's plain one.
 pub fn log_file_stem(task: &str) -> String {
@@ -66,7 +66,11 @@ fn escape(text: &str) -> String {
         match c {
             '/' => out.push_str("%2F"),
             '%' => out.push_str("%25"),
-            '\0' => out.push_str("%00"),
+            c if c.is_control() => {
+                for byte in c.encode_utf8(&mut [0; 4]).bytes() {
+                    out.push_str(&format!("%{byte:02X}"));
+                }
+            }
             c => out.push(c),
         }
     }
@@ -120,6 +124,8 @@ mod tests {
         );
         assert_eq!(NodeId::parse("nope"), None);
         assert_eq!(NodeId::new("fmt(a/b)", "x").log_path("s"), ".ci/s/x/fmt(a%2Fb).log");
+        // Control characters never reach a file name.
+        assert_eq!(log_file_stem("say(a\nb\tc\0\u{85})"), "say(a%0Ab%09c%00%C2%85)");
     }
 
     #[test]
@@ -153,7 +159,7 @@ mod tests {
         assert!(a.starts_with("fmt(xxxx"), "{a}");
         assert_eq!(a, log_file_stem(&one), "the same id, the same name");
         // Escapes and multi-byte characters are never cut in half.
-        for c in ["/", "é", "%", "日"] {
+        for c in ["/", "é", "%", "日", "\n", "\u{85}"] {
             let id = c.repeat(400);
             let stem = log_file_stem(&id);
             assert!(stem.len() <= MAX_LOG_STEM, "{c}: {}", stem.len());

@@ -741,6 +741,21 @@ fn arguments_with_escapes_are_read_and_written_back_escaped() {
     assert!(plan.to_json_pretty().contains(r#""q\"uote","#));
 }
 
+#[test]
+fn control_characters_are_escaped_in_ids_and_kept_raw_in_the_command() {
+    let json = dump(vec![
+        tagged(recipe("ci::default", false, &[("say", &["one\ntwo", "a\tb"]), ("say", &["\u{1b}[0m"])], 2)),
+        recipe("ci::say", true, &[], 0),
+    ]);
+    let plan = Plan::from_dump(&json, None).unwrap();
+    assert_eq!(ids(&plan.tasks), [r"ci::say(\u{1b}[0m)", r"ci::say(one\ntwo,a\tb)"]);
+    let say = task(&plan, r"ci::say(one\ntwo,a\tb)");
+    assert_eq!(say.args, ["one\ntwo", "a\tb"]);
+    assert_eq!(say.argv(), ["just", "--no-deps", "ci::say", "one\ntwo", "a\tb"]);
+    assert_eq!(selectors(&plan, &[r"say(one\ntwo,a\tb)"])[0].tasks, [r"ci::say(one\ntwo,a\tb)"]);
+    assert_eq!(plan.to_json_pretty(), reference_pretty(&plan));
+}
+
 /// The plan's pretty JSON as serde_json writes it, the reference for the hand-written writer.
 fn reference_pretty(plan: &Plan) -> String {
     #[derive(Serialize)]
