@@ -18,10 +18,10 @@ impl NodeId {
         NodeId { task: task.into(), platform: platform.into() }
     }
 
-    /// Splits at the last `@` (task ids never contain one, platforms never do).
+    /// Splits at the last `@` when a platform (a system tuple) follows it: a task id may hold
+    /// an `@` inside its arguments (`dep(user@host)`), a platform never does.
     pub fn parse(id: &str) -> Option<NodeId> {
-        let at = id.rfind('@')?;
-        (at > 0 && at + 1 < id.len()).then(|| NodeId::new(&id[..at], &id[at + 1..]))
+        crate::platform::split_platform(id).map(|(task, platform)| NodeId::new(task, platform))
     }
 
     /// The log path relative to the checkout: `.ci/<sha7>/<platform>/<task>.log`. A `/` inside
@@ -36,7 +36,7 @@ const MAX_FILE_NAME: usize = 255;
 /// The longest stem a log file may have: room for `.log`.
 pub const MAX_LOG_STEM: usize = MAX_FILE_NAME - ".log".len();
 
-/// A task id as a file name: `/` and `%` are percent-escaped, and an id whose escaped form would
+/// A task id as a file name: `/`, `%` and control characters are percent-escaped, and an id whose escaped form would
 /// make too long a file name keeps its first bytes and ends in `%~` and a hash of the whole id.
 /// Escaping never yields `%~`, so a shortened stem cannot equal another id's plain one.
 pub fn log_file_stem(task: &str) -> String {
@@ -66,7 +66,11 @@ fn escape(text: &str) -> String {
         match c {
             '/' => out.push_str("%2F"),
             '%' => out.push_str("%25"),
-            '\0' => out.push_str("%00"),
+            c if c.is_control() => {
+                for byte in c.encode_utf8(&mut [0; 4]).bytes() {
+                    out.push_str(&format!("%{byte:02X}"));
+                }
+            }
             c => out.push(c),
         }
     }
@@ -120,6 +124,8 @@ mod tests {
         );
         assert_eq!(NodeId::parse("nope"), None);
         assert_eq!(NodeId::new("fmt(a/b)", "x").log_path("s"), ".ci/s/x/fmt(a%2Fb).log");
+        // Control characters never reach a file name.
+        assert_eq!(log_file_stem("say(a\nb\tc\0\u{85})"), "say(a%0Ab%09c%00%C2%85)");
     }
 
     #[test]
@@ -129,6 +135,12 @@ mod tests {
         assert_eq!(id.to_string(), "ci::e2e@x86_64-linux");
         assert_eq!("e2e".parse::<NodeId>(), Err(BadNodeId("e2e".into())));
         assert_eq!("@x".parse::<NodeId>(), Err(BadNodeId("@x".into())));
+        // An `@` inside arguments is the task's; only a platform after the last `@` splits.
+        let at = NodeId::parse("dep(user@host,x)@aarch64-darwin").unwrap();
+        assert_eq!(at, NodeId::new("dep(user@host,x)", "aarch64-darwin"));
+        assert_eq!(NodeId::parse(&at.to_string()), Some(at));
+        assert_eq!(NodeId::parse("dep(user@host,x)"), None);
+        assert_eq!(NodeId::parse("dep(a@b-c)"), None);
         let json = serde_json::to_string(&id).unwrap();
         assert_eq!(json, r#""ci::e2e@x86_64-linux""#);
         assert_eq!(serde_json::from_str::<NodeId>(&json).unwrap(), id);
@@ -147,7 +159,7 @@ mod tests {
         assert!(a.starts_with("fmt(xxxx"), "{a}");
         assert_eq!(a, log_file_stem(&one), "the same id, the same name");
         // Escapes and multi-byte characters are never cut in half.
-        for c in ["/", "é", "%", "日"] {
+        for c in ["/", "é", "%", "日", "\n", "\u{85}"] {
             let id = c.repeat(400);
             let stem = log_file_stem(&id);
             assert!(stem.len() <= MAX_LOG_STEM, "{c}: {}", stem.len());

@@ -39,6 +39,13 @@ pub fn is_system_tuple(platform: &str) -> bool {
     }
 }
 
+/// Splits `<name>@<platform>` at the last `@` when a system tuple follows it and something
+/// precedes it. A platform never holds an `@`, so no earlier `@` could be followed by one.
+pub fn split_platform(token: &str) -> Option<(&str, &str)> {
+    let (name, platform) = token.rsplit_once('@')?;
+    (!name.is_empty() && is_system_tuple(platform)).then_some((name, platform))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,5 +61,19 @@ mod tests {
         assert!(runs_on(&[], "x86_64-windows"));
         assert!(is_system_tuple("x86_64-linux"));
         assert!(!is_system_tuple("linux"));
+    }
+
+    #[test]
+    fn a_platform_is_split_off_only_when_a_system_tuple_follows_the_last_at() {
+        assert_eq!(split_platform("ci::e2e@x86_64-linux"), Some(("ci::e2e", "x86_64-linux")));
+        assert_eq!(
+            split_platform("dep(user@host,x)@aarch64-darwin"),
+            Some(("dep(user@host,x)", "aarch64-darwin"))
+        );
+        for token in
+            ["dep(user@host,x)", "dep(a@b-c d)", "e2e@", "@x86_64-linux", "e2e", "mail(a@example.com)"]
+        {
+            assert_eq!(split_platform(token), None, "{token}");
+        }
     }
 }

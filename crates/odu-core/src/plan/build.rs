@@ -1,7 +1,7 @@
 //! From flattened recipes to the plan's tasks: the root's closure, the tasks its calls make, the
 //! needs that priors and `&&` subsequents give them, and their order.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 
 use petgraph::Direction;
@@ -95,19 +95,24 @@ impl<'r, 'a> Closure<'r, 'a> {
 
         // A subsequent runs after the recipe that lists it, so the subsequent's tasks need that
         // recipe's tasks; an empty-bodied recipe on either side stands for its expanded priors.
-        // just runs every recipe once, so a subsequent that already ran before the recipe (it is
-        // among the recipe's transitive needs) is skipped there and adds no edge; the recipes
-        // are visited in walk order, which makes that choice deterministic.
+        // Such a need is kept apart as `after`: selecting the subsequent must not bring the
+        // recipe that lists it. A body-bearing recipe records its subsequents, which selecting it
+        // brings; an empty-bodied one only orders them, as selecting what it stands for is not
+        // selecting it. just runs every recipe once, so a subsequent that already ran before the
+        // recipe (it is among the recipe's transitive needs) is skipped there and adds nothing;
+        // the recipes are visited in walk order, which makes that choice deterministic.
         let mut reach = Reach::new(&needs);
+        let mut after: BTreeSet<(usize, usize)> = BTreeSet::new();
+        let mut subsequents: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); index.count];
         for &at in &self.walk {
             let recipe = &self.recipes[at];
-            let subsequents = &self.calls_of(at)[recipe.priors..];
-            if subsequents.is_empty() {
+            let listed = &self.calls_of(at)[recipe.priors..];
+            if listed.is_empty() {
                 continue;
             }
             let providers: Rc<[usize]> =
                 if recipe.has_body { index.of_recipe(at).into() } else { Rc::clone(&expanded[at]) };
-            for subsequent in subsequents {
+            for subsequent in listed {
                 let dependents: Rc<[usize]> = if self.recipes[subsequent.recipe].has_body {
                     Rc::from([index.of_call(subsequent)])
                 } else {
@@ -116,10 +121,15 @@ impl<'r, 'a> Closure<'r, 'a> {
                 for &dependent in dependents.iter() {
                     for &provider in providers.iter() {
                         // Whether the provider already needs the dependent, directly or not.
-                        if !reach.connects(&needs, dependent, provider)
-                            && needs.find_edge(node(provider), node(dependent)).is_none()
-                        {
+                        if reach.connects(&needs, dependent, provider) {
+                            continue;
+                        }
+                        if recipe.has_body {
+                            subsequents[provider].insert(dependent);
+                        }
+                        if needs.find_edge(node(provider), node(dependent)).is_none() {
                             needs.add_edge(node(provider), node(dependent), ());
+                            after.insert((provider, dependent));
                         }
                     }
                 }
@@ -146,12 +156,15 @@ impl<'r, 'a> Closure<'r, 'a> {
                     .map(|need| need.index())
                     .collect();
                 task_needs.sort_unstable();
+                let task_after = task_needs.iter().filter(|&&need| after.contains(&(need, task)));
                 Task {
                     // Filled in below, once every task has copied the ids of its needs.
                     id: String::new(),
                     recipe: recipe.namepath.clone(),
                     args: call.args.iter().map(|arg| arg.to_string()).collect(),
-                    needs: task_needs.into_iter().map(|need| ids[need].clone()).collect(),
+                    after: task_after.map(|&need| ids[need].clone()).collect(),
+                    needs: task_needs.iter().map(|&need| ids[need].clone()).collect(),
+                    subsequents: subsequents[task].iter().map(|&then| ids[then].clone()).collect(),
                     os: recipe.os.iter().map(|os| os.to_string()).collect(),
                 }
             })

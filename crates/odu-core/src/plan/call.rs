@@ -102,8 +102,40 @@ impl<'c, 'r> TaskIndex<'c, 'r> {
     }
 }
 
+/// `namepath`, or `namepath(a,b)` with each argument's control characters escaped (`\n`, `\t`,
+/// `\u{1b}`): an id is printed on one line and names a log file. The command keeps the raw
+/// arguments.
 fn call_id(namepath: &str, args: &[&str]) -> String {
-    if args.is_empty() { namepath.to_string() } else { format!("{namepath}({})", args.join(",")) }
+    if args.is_empty() {
+        return namepath.to_string();
+    }
+    let mut id = String::with_capacity(namepath.len() + 2 + args.iter().map(|a| a.len() + 1).sum::<usize>());
+    id.push_str(namepath);
+    id.push('(');
+    for (at, arg) in args.iter().enumerate() {
+        if at > 0 {
+            id.push(',');
+        }
+        push_escaped(&mut id, arg);
+    }
+    id.push(')');
+    id
+}
+
+fn push_escaped(out: &mut String, arg: &str) {
+    if !arg.chars().any(char::is_control) {
+        out.push_str(arg);
+        return;
+    }
+    for c in arg.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
 }
 
 /// Resolves a dependency written inside `recipe`'s module to a call with literal arguments.
@@ -132,4 +164,21 @@ pub(super) fn resolve_dependency<'r>(
         });
     };
     Ok(Call { recipe: target, args })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::call_id;
+
+    #[test]
+    fn ids_escape_control_characters_in_arguments_only() {
+        assert_eq!(call_id("fmt", &[]), "fmt");
+        assert_eq!(call_id("ci::fmt", &["a b", "c/d", "é"]), "ci::fmt(a b,c/d,é)");
+        assert_eq!(call_id("say", &["one\ntwo", "\tx\r"]), "say(one\\ntwo,\\tx\\r)");
+        assert_eq!(
+            call_id("say", &["\u{1b}[31m", "\0", "\u{7f}\u{85}"]),
+            "say(\\u{1b}[31m,\\u{0},\\u{7f}\\u{85})"
+        );
+        assert!(!call_id("say", &["\u{1}\u{9f}\n"]).chars().any(char::is_control));
+    }
 }

@@ -37,6 +37,22 @@ pub(super) struct DumpRecipe<'a> {
     #[serde(borrow, deserialize_with = "null_as_default")]
     pub(super) dependencies: Vec<DumpDependency<'a>>,
     pub(super) priors: Option<usize>,
+    #[serde(borrow, deserialize_with = "null_as_default")]
+    parameters: Vec<DumpParameter<'a>>,
+}
+
+/// A recipe parameter: `name`, `name="default"`, `+name`, `*name`, or an option (`long`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct DumpParameter<'a> {
+    #[serde(borrow)]
+    name: Name<'a>,
+    default: Value,
+    /// `singular`, `plus` (`+`, at least one value) or `star` (`*`, any number).
+    kind: Value,
+    flag: Value,
+    long: Value,
+    short: Value,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -82,6 +98,11 @@ impl DumpRecipe<'_> {
         os.into_iter().collect()
     }
 
+    /// The first parameter a call without arguments leaves without a value, as written.
+    pub(super) fn required_parameter(&self) -> Option<String> {
+        self.parameters.iter().find(|parameter| parameter.required()).map(DumpParameter::written)
+    }
+
     /// Whether the recipe is marked `[metadata("ci")]`: an attribute `{"metadata": "ci"}` or
     /// `{"metadata": [.., "ci", ..]}`.
     pub(super) fn is_ci(&self) -> bool {
@@ -90,6 +111,28 @@ impl DumpRecipe<'_> {
             Some(Value::Array(values)) => values.iter().any(|value| value == "ci"),
             _ => false,
         })
+    }
+}
+
+impl DumpParameter<'_> {
+    /// Whether calling the recipe with no arguments leaves this parameter without a value:
+    /// no default, not a flag, and not `*` variadic.
+    fn required(&self) -> bool {
+        self.default.is_null() && self.flag != Value::Bool(true) && self.kind.as_str() != Some("star")
+    }
+
+    /// The parameter as the justfile and just's own messages write it: `env`, `+targets`,
+    /// `--env` for an option.
+    fn written(&self) -> String {
+        if let Some(long) = self.long.as_str() {
+            format!("--{long}")
+        } else if let Some(short) = self.short.as_str() {
+            format!("-{short}")
+        } else if self.kind.as_str() == Some("plus") {
+            format!("+{}", &*self.name)
+        } else {
+            self.name.to_string()
+        }
     }
 }
 
@@ -230,6 +273,36 @@ mod tests {
         assert!(tagged.is_ci());
         assert!(recipe(r#"{"attributes": [{"metadata": "ci"}]}"#).is_ci());
         assert!(!recipe(r#"{"attributes": ["ci", {"metadata": ["cix"]}, {"group": "ci"}]}"#).is_ci());
+    }
+
+    #[test]
+    fn a_parameter_is_required_without_a_default_a_flag_or_a_star() {
+        // As just 1.59 dumps them, fields it leaves null included.
+        let parameter = |fields: &str| {
+            format!(
+                r#"{{"parameters": [{{"name": "x", "default": "d", "kind": "singular"}},
+                    {{"default": null, "export": false, "help": null, "value": null, "pattern": null,
+                      "min": null, "max": null, "multiple": false, "name": "a", {fields}}}]}}"#
+            )
+        };
+        for (fields, required) in [
+            (r#""kind": "singular", "flag": false, "long": null, "short": null"#, Some("a")),
+            (r#""kind": "plus", "flag": false, "long": null, "short": null"#, Some("+a")),
+            (r#""kind": "star", "flag": false, "long": null, "short": null"#, None),
+            (r#""kind": "singular", "flag": false, "long": "aa", "short": null"#, Some("--aa")),
+            (r#""kind": "singular", "flag": false, "long": null, "short": "s""#, Some("-s")),
+            (r#""kind": "singular", "flag": true, "long": "aa", "short": null"#, None),
+            (r#""kind": "singular""#, Some("a")),
+        ] {
+            let json = parameter(fields);
+            assert_eq!(recipe(&json).required_parameter().as_deref(), required, "{fields}");
+            let with_default = json.replace(r#""default": null"#, r#""default": "x""#);
+            assert_eq!(recipe(&with_default).required_parameter(), None, "{fields}");
+        }
+        assert_eq!(recipe(r#"{"parameters": null}"#).required_parameter(), None);
+        // A default that is an expression is a default too.
+        let computed = r#"{"parameters": [{"name": "a", "kind": "singular", "default": ["call", "x"]}]}"#;
+        assert_eq!(recipe(computed).required_parameter(), None);
     }
 
     #[test]

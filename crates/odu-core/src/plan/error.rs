@@ -25,6 +25,12 @@ pub enum IngestError {
          of literal dependency arguments"
     )]
     DuplicateTask { id: String },
+    #[error(
+        "root recipe \"{recipe}\" needs an argument for its parameter \"{parameter}\" and odu \
+         runs the root without arguments: give \"{parameter}\" a default, or make the root a \
+         recipe that depends on ({recipe} \"value\")"
+    )]
+    RequiredParameter { recipe: String, parameter: String },
     #[error("recipe \"{0}\" has the name odu gives each lane's setup node: rename the recipe")]
     ReservedName(&'static str),
     #[error("task \"{task}\" needs \"{need}\", which is not in the plan: add it or drop the need")]

@@ -2,7 +2,9 @@
 //!
 //! A task is a body-bearing recipe called with one literal argument list (`ci::fmt(a,b)`); a
 //! recipe with an empty body is no task, it stands for its expanded priors. A `&&` subsequent
-//! needs the recipe that lists it. Selectors and OS attributes then slice the plan per lane.
+//! needs the recipe that lists it, as an `after` need: selecting the subsequent does not bring
+//! that recipe, while selecting a body-bearing recipe brings its `subsequents`. Selectors and OS
+//! attributes then slice the plan per lane.
 //!
 //! Invariants: the same dump and flags give a byte-identical plan (ordered collections only); the
 //! task order is topological, dependencies first, alphabetical within a rank.
@@ -40,8 +42,15 @@ pub struct Task {
     pub recipe: String,
     /// Literal arguments passed on the command line after the namepath.
     pub args: Vec<String>,
-    /// Ids of the tasks this one needs, sorted.
+    /// Ids of the tasks this one waits for, sorted: what its priors stand for, and the tasks it
+    /// is a `&&` subsequent of.
     pub needs: Vec<String>,
+    /// The part of `needs` this task waits for only as a `&&` subsequent, sorted: it runs after
+    /// them when they run, but selecting it does not bring them.
+    pub after: Vec<String>,
+    /// Ids of the tasks this one's own `&&` subsequents stand for, sorted: selecting this task
+    /// brings them, as `just <recipe>` runs them.
+    pub subsequents: Vec<String>,
     /// OS attributes (`linux`, `macos`, `unix`, …), sorted; empty means every platform.
     pub os: Vec<String>,
 }
@@ -66,10 +75,17 @@ pub struct Plan {
 
 impl Plan {
     /// Reads `just --dump --dump-format json` (just 1.57 or newer) and builds the dependency
-    /// closure of the root: the single `[metadata("ci")]` recipe, or `root` when given.
+    /// closure of the root: the single `[metadata("ci")]` recipe, or `root` when given. odu runs
+    /// the root without arguments, so a root with a parameter that needs one is refused.
     pub fn from_dump(json: &str, root: Option<&str>) -> Result<Plan, IngestError> {
         let recipes = recipe::flatten_all(dump::read(json)?)?;
         let root = recipe::find_root(&recipes, root)?;
+        if let Some(parameter) = &recipes[root].required_parameter {
+            return Err(IngestError::RequiredParameter {
+                recipe: recipes[root].namepath.clone(),
+                parameter: parameter.clone(),
+            });
+        }
         let tasks = build::tasks(&recipes, root)?;
         if tasks.iter().any(|t| t.recipe == SETUP) {
             return Err(IngestError::ReservedName(SETUP));

@@ -17,6 +17,8 @@ pub(super) struct Recipe<'a> {
     /// OS attributes, sorted.
     pub(super) os: Vec<&'static str>,
     ci: bool,
+    /// The first parameter that needs an argument, as written (`env`, `+targets`, `--env`).
+    pub(super) required_parameter: Option<String>,
     pub(super) dependencies: Vec<DumpDependency<'a>>,
     /// How many of `dependencies` run before the recipe; the rest are `&&` subsequents.
     pub(super) priors: usize,
@@ -60,6 +62,7 @@ fn flatten<'a>(module: DumpModule<'a>, path: &Rc<str>, out: &mut Vec<Recipe<'a>>
             has_body: recipe.has_body(),
             os: recipe.os(),
             ci: recipe.is_ci(),
+            required_parameter: recipe.required_parameter(),
             dependencies: recipe.dependencies,
             priors,
             position: out.len(),

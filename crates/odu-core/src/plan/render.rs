@@ -56,6 +56,10 @@ impl Plan {
                 out.push_str("\n      ]");
                 out.push_str(",\n      \"needs\": ");
                 push_pretty_strings(&mut out, task.needs.iter().map(String::as_str));
+                out.push_str(",\n      \"after\": ");
+                push_pretty_strings(&mut out, task.after.iter().map(String::as_str));
+                out.push_str(",\n      \"subsequents\": ");
+                push_pretty_strings(&mut out, task.subsequents.iter().map(String::as_str));
                 out.push_str(",\n      \"os\": ");
                 push_pretty_strings(&mut out, task.os.iter().map(String::as_str));
                 out.push_str("\n    }");
@@ -80,6 +84,10 @@ impl Plan {
             push_compact_strings(out, &task.args);
             out.push_str(",\"needs\":");
             push_compact_strings(out, &task.needs);
+            out.push_str(",\"after\":");
+            push_compact_strings(out, &task.after);
+            out.push_str(",\"subsequents\":");
+            push_compact_strings(out, &task.subsequents);
             out.push_str(",\"os\":");
             push_compact_strings(out, &task.os);
             out.push('}');
@@ -94,11 +102,20 @@ impl Plan {
             + self
                 .tasks
                 .iter()
-                .map(|t| t.id.len() + t.recipe.len() + strings(&t.args) + strings(&t.needs) + strings(&t.os))
+                .map(|t| {
+                    t.id.len()
+                        + t.recipe.len()
+                        + strings(&t.args)
+                        + strings(&t.needs)
+                        + strings(&t.after)
+                        + strings(&t.subsequents)
+                        + strings(&t.os)
+                })
                 .sum::<usize>()
     }
 
-    /// A Mermaid flowchart: one node per task, then one edge per need, dependency first.
+    /// A Mermaid flowchart: one node per task, then one edge per need, dependency first; a
+    /// subsequent's edge from the recipe that lists it is dotted.
     pub fn mermaid(&self) -> String {
         let names = mermaid_names(&self.tasks);
         let mut out = String::from("flowchart TD\n");
@@ -109,7 +126,8 @@ impl Plan {
             for need in &task.needs {
                 // A need outside the plan has no node to draw an edge from.
                 if let Some(from) = names.get(need) {
-                    out.push_str(&format!("    {from} --> {}\n", names[&task.id]));
+                    let arrow = if task.after.contains(need) { "-.->" } else { "-->" };
+                    out.push_str(&format!("    {from} {arrow} {}\n", names[&task.id]));
                 }
             }
         }

@@ -1,14 +1,14 @@
 //! Selecting what a lane runs: `recipe[@platform]` selectors resolved to tasks, OS attributes
 //! deciding which tasks a platform can run, and the needs a selection brings along.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use petgraph::Direction;
 
 use super::graph;
 use super::{IngestError, Plan, Task};
-use crate::platform::runs_on;
+use crate::platform::{runs_on, split_platform};
 
 /// A `recipe[@platform]` selector as typed on the command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,10 +84,11 @@ impl Plan {
     }
 
     /// The tasks a lane of `platform` runs, in plan order, each keeping only the needs that run
-    /// on the lane too.
+    /// on the lane too. A selected task brings what its priors stand for and its own `&&`
+    /// subsequents, and theirs in turn, never a task it is the subsequent of: what `just
+    /// <recipe>` runs. `no_deps` brings nothing.
     pub fn lane_tasks(&self, platform: &str, selectors: &[ResolvedSelector], no_deps: bool) -> Vec<Task> {
-        let graph = self.graph();
-        let enabled = self.enabled_on(&graph, platform);
+        let enabled = self.enabled_on(&self.graph(), platform);
         let chosen: Vec<bool> = if selectors.is_empty() {
             enabled
         } else {
@@ -107,8 +108,7 @@ impl Plan {
                 picked.for_each(|at| chosen[at] = true);
                 chosen
             } else {
-                // What the picked tasks need, and so on.
-                graph::closure(&graph, picked, Direction::Incoming)
+                graph::closure(&self.brings(&enabled), picked, Direction::Outgoing)
             }
         };
         let chosen_ids: BTreeSet<&str> = self
@@ -118,15 +118,40 @@ impl Plan {
             .filter(|(_, chosen)| **chosen)
             .map(|(t, _)| t.id.as_str())
             .collect();
+        let keep = |ids: &[String]| -> Vec<String> {
+            ids.iter().filter(|id| chosen_ids.contains(id.as_str())).cloned().collect()
+        };
         self.tasks
             .iter()
             .zip(&chosen)
             .filter(|(_, chosen)| **chosen)
             .map(|(t, _)| Task {
-                needs: t.needs.iter().filter(|n| chosen_ids.contains(n.as_str())).cloned().collect(),
+                needs: keep(&t.needs),
+                after: keep(&t.after),
+                subsequents: keep(&t.subsequents),
                 ..t.clone()
             })
             .collect()
+    }
+
+    /// What selecting a task brings, as a graph over task positions among the `enabled` ones: an
+    /// edge from each task to the tasks its priors stand for (its needs but the `after` ones) and
+    /// to its own subsequents.
+    fn brings(&self, enabled: &[bool]) -> petgraph::graph::DiGraph<(), ()> {
+        let index: BTreeMap<&str, usize> =
+            self.tasks.iter().enumerate().map(|(at, t)| (t.id.as_str(), at)).collect();
+        let mut brings = graph::with_nodes(self.tasks.len());
+        for (at, task) in self.tasks.iter().enumerate().filter(|&(at, _)| enabled[at]) {
+            let priors = task.needs.iter().filter(|need| !task.after.contains(need));
+            for id in priors.chain(&task.subsequents) {
+                if let Some(&to) = index.get(id.as_str())
+                    && enabled[to]
+                {
+                    brings.add_edge(graph::node(at), graph::node(to), ());
+                }
+            }
+        }
+        brings
     }
 
     /// Which tasks a lane of `platform` can run, by position: not those whose OS attributes rule
@@ -143,14 +168,15 @@ impl Plan {
 }
 
 impl Selector {
-    /// Splits `recipe@platform` at the last `@`; a token without one, or with nothing on either
-    /// side of it, is all recipe.
+    /// Splits `recipe@platform` at the last `@` when what follows it is a platform (a system
+    /// tuple): an `@` inside arguments (`deploy(user@host)`) stays part of the recipe. A token
+    /// with nothing before its `@` is all recipe too.
     pub fn parse(token: &str) -> Selector {
-        match token.rfind('@') {
-            Some(at) if at > 0 && at + 1 < token.len() => {
-                Selector { recipe: token[..at].to_string(), platform: Some(token[at + 1..].to_string()) }
+        match split_platform(token) {
+            Some((recipe, platform)) => {
+                Selector { recipe: recipe.to_string(), platform: Some(platform.to_string()) }
             }
-            _ => Selector { recipe: token.to_string(), platform: None },
+            None => Selector { recipe: token.to_string(), platform: None },
         }
     }
 }

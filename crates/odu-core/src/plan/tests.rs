@@ -111,6 +111,10 @@ fn lane(plan: &Plan, platform: &str, tokens: &[&str], no_deps: bool) -> Vec<(Str
         .collect()
 }
 
+fn strs(items: &[&str]) -> Vec<String> {
+    strings(items)
+}
+
 fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
@@ -150,6 +154,45 @@ fn root_override_runs_the_named_recipe_and_its_own_body() {
     let plan = Plan::from_dump(&pipeline(), Some("ci::lint")).unwrap();
     assert_eq!(plan.root, "ci::lint");
     assert_eq!(ids(&plan.tasks), ["ci::sub::deeper::z", "ci::sub::x", "ci::lint"]);
+}
+
+#[test]
+fn a_root_that_needs_an_argument_is_refused_naming_the_parameter() {
+    let with_parameters = |namepath: &str, parameters: Value| {
+        let mut recipe = recipe(namepath, true, &[], 0);
+        recipe["parameters"] = parameters;
+        recipe
+    };
+    let param = |name: &str, kind: &str, default: Value| {
+        json!({ "name": name, "kind": kind, "default": default, "export": false, "flag": false,
+                "long": null, "short": null })
+    };
+    let json = dump(vec![
+        tagged(recipe("ci", false, &[("deploy", &["prod"])], 1)),
+        with_parameters("deploy", json!([param("env", "singular", Value::Null)])),
+        with_parameters(
+            "build",
+            json!([param("mode", "singular", json!("debug")), param("targets", "plus", Value::Null)]),
+        ),
+        with_parameters(
+            "lint",
+            json!([param("mode", "singular", json!("x")), param("files", "star", Value::Null)]),
+        ),
+    ]);
+    // A dependency passes the argument: the pipeline runs.
+    assert_eq!(ids(&Plan::from_dump(&json, None).unwrap().tasks), ["deploy(prod)"]);
+    let err = Plan::from_dump(&json, Some("deploy")).unwrap_err();
+    assert_eq!(err, IngestError::RequiredParameter { recipe: "deploy".into(), parameter: "env".into() });
+    assert_eq!(
+        err.to_string(),
+        "root recipe \"deploy\" needs an argument for its parameter \"env\" and odu runs the root \
+         without arguments: give \"env\" a default, or make the root a recipe that depends on \
+         (deploy \"value\")"
+    );
+    let err = Plan::from_dump(&json, Some("build")).unwrap_err();
+    assert_eq!(err, IngestError::RequiredParameter { recipe: "build".into(), parameter: "+targets".into() });
+    // Defaults and `*` need nothing.
+    assert_eq!(ids(&Plan::from_dump(&json, Some("lint")).unwrap().tasks), ["lint"]);
 }
 
 #[test]
@@ -222,6 +265,9 @@ fn subsequents_need_the_recipe_that_lists_them() {
     // The empty root's subsequent needs the root's expanded priors.
     let plan = plan();
     assert_eq!(task(&plan, "ci::post").needs, ["ci::build", "ci::e2e", "ci::lint"]);
+    assert_eq!(task(&plan, "ci::post").after, ["ci::build", "ci::e2e", "ci::lint"]);
+    // An empty recipe's subsequents are no task's own: nothing brings them but the root.
+    assert!(plan.tasks.iter().all(|t| t.subsequents.is_empty()));
 
     // A body-bearing recipe's subsequent needs the recipe itself.
     let json = dump(vec![
@@ -233,6 +279,94 @@ fn subsequents_need_the_recipe_that_lists_them() {
     let plan = Plan::from_dump(&json, None).unwrap();
     assert_eq!(ids(&plan.tasks), ["ci::build", "ci::deploy", "ci::notify(done)"]);
     assert_eq!(task(&plan, "ci::notify(done)").needs, ["ci::deploy"]);
+    assert_eq!(task(&plan, "ci::notify(done)").after, ["ci::deploy"]);
+    assert_eq!(task(&plan, "ci::deploy").subsequents, ["ci::notify(done)"]);
+    assert!(task(&plan, "ci::deploy").after.is_empty());
+}
+
+/// `merge: _on_a_branch && sync`, `sync: && notify`, `notify: fmt`, plus a linux-only subsequent
+/// and an empty-bodied one, under a root that only calls `merge`.
+fn merge_pipeline() -> String {
+    dump(vec![
+        tagged(recipe("ci", false, &[("merge", &[])], 1)),
+        recipe("_on_a_branch", true, &[], 0),
+        recipe("merge", true, &[("_on_a_branch", &[]), ("sync", &[]), ("tidy", &[]), ("wrap", &[])], 1),
+        recipe("sync", true, &[("notify", &[])], 0),
+        recipe("notify", true, &[("fmt", &[])], 1),
+        recipe("fmt", true, &[], 0),
+        with_attributes(recipe("tidy", true, &[], 0), json!(["linux"])),
+        recipe("wrap", false, &[("fold", &[])], 1),
+        recipe("fold", true, &[], 0),
+    ])
+}
+
+fn lane_ids(plan: &Plan, platform: &str, tokens: &[&str], no_deps: bool) -> Vec<String> {
+    lane(plan, platform, tokens, no_deps).into_iter().map(|(id, _)| id).collect()
+}
+
+#[test]
+fn selecting_a_recipe_brings_its_subsequents_and_never_the_recipe_listing_it() {
+    let plan = Plan::from_dump(&merge_pipeline(), None).unwrap();
+    let merge = task(&plan, "merge");
+    assert_eq!(merge.needs, ["_on_a_branch"]);
+    assert!(merge.after.is_empty());
+    // An empty-bodied subsequent stands for its priors.
+    assert_eq!(merge.subsequents, ["fold", "sync", "tidy"]);
+    assert_eq!(
+        (task(&plan, "sync").needs.clone(), task(&plan, "sync").after.clone()),
+        (strs(&["merge"]), strs(&["merge"]))
+    );
+    assert_eq!(task(&plan, "notify").needs, ["fmt", "sync"]);
+    assert_eq!(task(&plan, "notify").after, ["sync"]);
+
+    let linux = "x86_64-linux";
+    // `just merge`: its prior, itself, its subsequents, theirs, and their priors.
+    assert_eq!(
+        lane_ids(&plan, linux, &["merge"], false),
+        ["_on_a_branch", "fmt", "merge", "fold", "sync", "tidy", "notify"]
+    );
+    // `just sync`: never `merge` nor `_on_a_branch`, which list it as a subsequent.
+    assert_eq!(lane_ids(&plan, linux, &["sync"], false), ["fmt", "sync", "notify"]);
+    let sync_lane = lane(&plan, linux, &["sync"], false);
+    assert_eq!(sync_lane[1], ("sync".into(), vec![]));
+    assert_eq!(lane_ids(&plan, linux, &["notify"], false), ["fmt", "notify"]);
+    assert_eq!(lane_ids(&plan, linux, &["_on_a_branch"], false), ["_on_a_branch"]);
+    // `just --no-deps merge` runs no subsequent either.
+    assert_eq!(lane_ids(&plan, linux, &["merge"], true), ["merge"]);
+    // A subsequent the lane cannot run is not brought; the rest still is.
+    assert_eq!(
+        lane_ids(&plan, "aarch64-darwin", &["merge"], false),
+        ["_on_a_branch", "fmt", "merge", "fold", "sync", "notify"]
+    );
+    // Selected together, the subsequent still runs after the recipe listing it.
+    let both = lane(&plan, linux, &["sync", "merge"], false);
+    assert_eq!(both.iter().find(|(id, _)| id == "sync").unwrap().1, ["merge"]);
+    // The root brings everything, as before.
+    assert_eq!(lane_ids(&plan, linux, &[], false).len(), plan.tasks.len());
+}
+
+#[test]
+fn a_subsequent_that_is_also_a_prior_elsewhere_keeps_its_prior_need() {
+    // `sync: merge` and `merge: && sync`: `just merge` runs merge then sync; `just sync` runs
+    // merge first, as its prior.
+    let json = dump(vec![
+        tagged(recipe("ci", false, &[("sync", &[])], 1)),
+        recipe("merge", true, &[("sync", &[])], 0),
+        recipe("sync", true, &[("merge", &[])], 1),
+    ]);
+    let plan = Plan::from_dump(&json, None).unwrap();
+    assert!(task(&plan, "sync").after.is_empty());
+    assert_eq!(task(&plan, "merge").subsequents, ["sync"]);
+    assert_eq!(lane_ids(&plan, "x86_64-linux", &["merge"], false), ["merge", "sync"]);
+    assert_eq!(lane_ids(&plan, "x86_64-linux", &["sync"], false), ["merge", "sync"]);
+}
+
+#[test]
+fn root_override_brings_subsequents_like_a_selector() {
+    let plan = Plan::from_dump(&merge_pipeline(), Some("sync")).unwrap();
+    assert_eq!(ids(&plan.tasks), ["fmt", "sync", "notify"]);
+    let plan = Plan::from_dump(&merge_pipeline(), Some("merge")).unwrap();
+    assert_eq!(ids(&plan.tasks), ["_on_a_branch", "fmt", "merge", "fold", "sync", "tidy", "notify"]);
 }
 
 #[test]
@@ -328,6 +462,13 @@ fn selectors_split_at_the_last_at() {
     assert_eq!(Selector::parse("fmt(a@b)@x86_64-linux").recipe, "fmt(a@b)");
     assert_eq!(Selector::parse("@x86_64-linux").recipe, "@x86_64-linux");
     assert_eq!(Selector::parse("e2e@").recipe, "e2e@");
+    // An `@` not followed by a platform is part of the recipe's arguments.
+    assert_eq!(
+        Selector::parse("dep(user@host,x)"),
+        Selector { recipe: "dep(user@host,x)".into(), platform: None }
+    );
+    assert_eq!(Selector::parse("e2e@linux").platform, None);
+    assert_eq!(Selector::parse("dep(user@host,x)@x86_64-linux").recipe, "dep(user@host,x)");
     assert_eq!(s.to_string(), "ci::e2e@x86_64-linux");
 }
 
@@ -387,6 +528,8 @@ fn unmatched_selector_lists_the_pipeline() {
                 recipe: format!("t{i:02}"),
                 args: vec![],
                 needs: vec![],
+                after: vec![],
+                subsequents: vec![],
                 os: vec![],
             })
             .collect(),
@@ -466,6 +609,8 @@ fn mermaid_draws_nodes_then_edges_with_safe_names() {
         recipe: id.into(),
         args: vec![],
         needs: strings(needs),
+        after: vec![],
+        subsequents: vec![],
         os: vec![],
     };
     let collide = Plan {
@@ -596,6 +741,21 @@ fn arguments_with_escapes_are_read_and_written_back_escaped() {
     assert!(plan.to_json_pretty().contains(r#""q\"uote","#));
 }
 
+#[test]
+fn control_characters_are_escaped_in_ids_and_kept_raw_in_the_command() {
+    let json = dump(vec![
+        tagged(recipe("ci::default", false, &[("say", &["one\ntwo", "a\tb"]), ("say", &["\u{1b}[0m"])], 2)),
+        recipe("ci::say", true, &[], 0),
+    ]);
+    let plan = Plan::from_dump(&json, None).unwrap();
+    assert_eq!(ids(&plan.tasks), [r"ci::say(\u{1b}[0m)", r"ci::say(one\ntwo,a\tb)"]);
+    let say = task(&plan, r"ci::say(one\ntwo,a\tb)");
+    assert_eq!(say.args, ["one\ntwo", "a\tb"]);
+    assert_eq!(say.argv(), ["just", "--no-deps", "ci::say", "one\ntwo", "a\tb"]);
+    assert_eq!(selectors(&plan, &[r"say(one\ntwo,a\tb)"])[0].tasks, [r"ci::say(one\ntwo,a\tb)"]);
+    assert_eq!(plan.to_json_pretty(), reference_pretty(&plan));
+}
+
 /// The plan's pretty JSON as serde_json writes it, the reference for the hand-written writer.
 fn reference_pretty(plan: &Plan) -> String {
     #[derive(Serialize)]
@@ -611,6 +771,8 @@ fn reference_pretty(plan: &Plan) -> String {
         args: &'a [String],
         command: Vec<String>,
         needs: &'a [String],
+        after: &'a [String],
+        subsequents: &'a [String],
         os: &'a [String],
     }
     let view = PlanView {
@@ -625,6 +787,8 @@ fn reference_pretty(plan: &Plan) -> String {
                 args: &t.args,
                 command: t.argv(),
                 needs: &t.needs,
+                after: &t.after,
+                subsequents: &t.subsequents,
                 os: &t.os,
             })
             .collect(),
@@ -646,6 +810,9 @@ fn hand_written_json_matches_serde_json_byte_for_byte() {
         recipe: format!("{id}::recipe"),
         args: strings(args),
         needs: strings(needs),
+        // Any strings exercise the writer: reuse the ones at hand.
+        after: needs.iter().filter(|n| n.starts_with('a')).map(|n| n.to_string()).collect(),
+        subsequents: strings(args),
         os: strings(os),
     };
     let tricky = Plan {
@@ -670,6 +837,8 @@ fn a_need_outside_the_plan_disables_its_task_and_what_needs_it() {
         recipe: id.into(),
         args: vec![],
         needs: strings(needs),
+        after: vec![],
+        subsequents: vec![],
         os: vec![],
     };
     let plan = Plan {
