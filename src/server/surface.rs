@@ -300,7 +300,7 @@ fn rerun_targets(views: &[NodeView], token: &str) -> Result<Vec<String>, String>
     }
     match resolve_node(&ids, token) {
         Ok(id) => Ok(vec![id]),
-        Err(e) if token.contains('@') => Err(e),
+        Err(e) if odu_core::platform::split_platform(token).is_some() => Err(e),
         Err(e) => {
             let recipe = |id: &str| NodeId::parse(id).map(|node| node.task);
             let matches: Vec<(&String, String)> = ids
