@@ -1,7 +1,7 @@
 //! Diagnostics: structured `tracing` events for whoever is chasing a problem, on stderr.
 //!
 //! `ODU_LOG` is an env filter (`ODU_LOG=debug`, `ODU_LOG=odu::lane=trace,odu::server=debug`).
-//! Unset, only warnings are shown. A client's stderr is the terminal; `odu serve`'s is
+//! Unset, a server or runner shows only warnings, and a client nothing. A client's stderr is the terminal; `odu serve`'s is
 //! `.ci/odu.serve.log` when `odu run` started it; a runner's is filed into its lane's
 //! `_ci-setup` log. Events carry the run (`run = "<sha7>#<seq>"`), lane (`platform`) and node
 //! (`node = "<recipe>@<platform>"`) as fields. What a user must see (errors, the verdict,
@@ -25,8 +25,15 @@ pub const VAR: &str = "ODU_LOG";
 
 /// Installs the subscriber once for this process. A bad filter is said once and ignored.
 pub fn init(process: Process) {
-    let (filter, bad) = match std::env::var(VAR) {
-        Ok(text) if !text.trim().is_empty() => match EnvFilter::try_new(text.trim()) {
+    let asked = std::env::var(VAR).ok().filter(|text| !text.trim().is_empty());
+    // A client in the terminal has no warnings of its own to show: with nothing asked, it
+    // installs nothing and pays nothing (building a filter and a subscriber costs a short
+    // command about a millisecond).
+    if asked.is_none() && process == Process::Client {
+        return;
+    }
+    let (filter, bad) = match asked {
+        Some(text) => match EnvFilter::try_new(text.trim()) {
             Ok(filter) => (filter, None),
             Err(e) => {
                 let why = format!(
@@ -35,7 +42,7 @@ pub fn init(process: Process) {
                 (EnvFilter::new("warn"), Some(why))
             }
         },
-        _ => (EnvFilter::new("warn"), None),
+        None => (EnvFilter::new("warn"), None),
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

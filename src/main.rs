@@ -18,12 +18,12 @@ fn main() {
         Command::Dump(args) => command::plan::dump(args),
         Command::Graph(args) => command::plan::graph(args),
         Command::Runs(args) => command::runs::runs(args),
-        Command::Status(args) => command::surface_client::status(args),
-        Command::Logs(args) => command::surface_client::logs(args),
-        Command::Rerun(args) => command::surface_client::rerun(args),
-        Command::Cancel(args) => command::surface_client::cancel(args),
-        Command::Attach(args) => command::surface_client::attach(args),
-        Command::Wait(args) => command::surface_client::wait(args),
+        Command::Status(args) => command::status::status(args),
+        Command::Logs(args) => command::logs::logs(args),
+        Command::Rerun(args) => command::rerun::rerun(args),
+        Command::Cancel(args) => command::cancel::cancel(args),
+        Command::Attach(args) => command::attach::attach(args),
+        Command::Wait(args) => command::wait::wait(args),
     };
     odu::clock::report_peak_rss("odu");
     match result {

@@ -3,6 +3,8 @@
 //! background when none answers. The faces that show a run live in [`face`].
 
 pub mod face;
+pub mod follow;
+pub mod query;
 
 use std::path::Path;
 use std::process::Stdio;

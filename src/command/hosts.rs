@@ -122,7 +122,7 @@ pub fn hosts(args: HostsArgs) -> CliResult<i32> {
     let env = |k: &str| std::env::var(k).ok();
     let configured = hosts::resolve(&[], &env)?;
     let runner = start::runner_path(&env)?;
-    let runtime = super::surface_client::runtime()?;
+    let runtime = crate::client::query::runtime()?;
     let reports: Vec<Report> = runtime.block_on(async {
         let tasks: Vec<_> = configured
             .entries

@@ -1,12 +1,17 @@
 //! One module per command: each resolves its raw arguments into its own configuration, then
 //! does its work.
 
+pub mod attach;
+pub mod cancel;
 pub mod hosts;
+pub mod logs;
 pub mod plan;
+pub mod rerun;
 pub mod run;
 pub mod runs;
 pub mod serve;
-pub mod surface_client;
+pub mod status;
+pub mod wait;
 
 use std::path::PathBuf;
 
@@ -29,4 +34,10 @@ pub fn parse_duration(text: &str, flag: &str) -> CliResult<std::time::Duration> 
         _ => return Err(bad()),
     };
     Ok(std::time::Duration::from_millis(ms))
+}
+
+/// The checkout the current directory is in (found without starting git), else the directory.
+pub fn repo() -> CliResult<PathBuf> {
+    let cwd = current_dir()?;
+    Ok(crate::tool::git::toplevel_quick(&cwd).unwrap_or(cwd))
 }

@@ -12,7 +12,7 @@ use crate::{tool::git, trail::ledger};
 pub fn runs(args: RunsArgs) -> CliResult<i32> {
     let cwd = super::current_dir()?;
     let repo = git::toplevel_quick(&cwd).unwrap_or(cwd);
-    let runtime = super::surface_client::runtime()?;
+    let runtime = crate::client::query::runtime()?;
     let served = runtime.block_on(async {
         let Some(mut client) = crate::client::connect(&repo).await? else { return Ok::<_, CliError>(None) };
         // A server that goes away before it answers leaves the ledger to answer.

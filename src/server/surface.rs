@@ -24,9 +24,9 @@ use std::sync::Arc;
 use odu_core::run::{Refusal, RunRequest};
 use odu_core::{NodeId, NodeStatus, NodeView};
 use odu_proto::{
-    HEADER_GET, Header, HeaderFrame, LANE_CANCEL, LaneInfo, LogChunk, Message, NODE_CANCEL, NODE_LOG_GET,
-    NODE_RERUN, NODES_GET, NodeParams, NodesFrame, Phase, RUN_CANCEL, RUN_START, RUNS_GET, RpcError,
-    RunOutcome, StartParams, error_code, item_frame, log_item_frame,
+    HEADER_GET, HeaderFrame, LANE_CANCEL, LogChunk, Message, NODE_CANCEL, NODE_LOG_GET, NODE_RERUN,
+    NODES_GET, NodeParams, NodesFrame, RUN_CANCEL, RUN_START, RUNS_GET, RpcError, StartParams, error_code,
+    item_frame, log_item_frame,
 };
 use serde_json::{Value, json};
 use tokio::net::UnixStream;
@@ -50,38 +50,6 @@ const CLOSING_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Log bytes per item to a client of the socket (followers are people and scripts, not lanes).
 const CLIENT_LOG_CHUNK: usize = 32 * 1024;
-
-/// Resolves a node id exactly or by unique suffix (`e2e@p` ≡ `ci::e2e@p`, `e2e` when only one
-/// platform runs it).
-pub fn resolve_node<'a>(ids: impl IntoIterator<Item = &'a String>, token: &str) -> Result<String, String> {
-    let ids: Vec<&String> = ids.into_iter().collect();
-    if ids.iter().any(|id| *id == token) {
-        return Ok(token.to_string());
-    }
-    let wanted = NodeId::parse(token);
-    let matches: Vec<&&String> = ids
-        .iter()
-        .filter(|id| {
-            let Some(node) = NodeId::parse(id) else { return false };
-            let task_matches = |t: &str| node.task == t || node.task.ends_with(&format!("::{t}"));
-            match &wanted {
-                Some(wanted) => wanted.platform == node.platform && task_matches(&wanted.task),
-                None => task_matches(token),
-            }
-        })
-        .collect();
-    match matches.as_slice() {
-        [one] => Ok((**one).clone()),
-        [] => Err(format!(
-            "no node matches {token:?} (nodes: {})",
-            ids.iter().take(20).map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-        )),
-        many => Err(format!(
-            "{token:?} is ambiguous ({}): use the full id",
-            many.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-        )),
-    }
-}
 
 /// Serves one client until it goes away, misbehaves, or is closed to make room for another.
 ///
@@ -165,43 +133,6 @@ fn read_error(e: ReadError) -> RpcError {
         ReadError::TooLarge(_) | ReadError::Io(_) => error_code::INVALID_REQUEST,
     };
     RpcError::new(code, e.to_string())
-}
-
-/// The node views of a finished run, from its record.
-pub fn stored_views(record: &RunRecord) -> Vec<NodeView> {
-    record
-        .nodes
-        .iter()
-        .map(|n| {
-            let mut view = NodeView::pending(&n.id, String::new(), vec![]);
-            view.status = n.status;
-            view.exit_code = n.exit_code;
-            view.duration_ms = n.duration_ms;
-            view
-        })
-        .collect()
-}
-
-/// The header of a finished run, from its record.
-pub fn stored_header(record: &RunRecord) -> Header {
-    Header {
-        run: record.reference(),
-        sha: record.sha.clone(),
-        label: record.label.clone(),
-        pipeline: record.pipeline.clone(),
-        lanes: record
-            .lanes
-            .iter()
-            .map(|l| LaneInfo { platform: l.platform.clone(), host: l.host.clone() })
-            .collect(),
-        phase: Phase::Ended,
-        outcome: record.effective_outcome(),
-        interrupted: record.outcome == RunOutcome::Incomplete && record.note.is_none(),
-        started_at: record.started_at,
-        finished_at: record.finished_at,
-        truncated_logs: Vec::new(),
-        record_error: None,
-    }
 }
 
 /// Streams the frames of a cell subscription as items of request `id`.
@@ -298,7 +229,7 @@ fn rerun_targets(views: &[NodeView], token: &str) -> Result<Vec<String>, String>
         }
         return Ok(red);
     }
-    match resolve_node(&ids, token) {
+    match odu_core::node_id::resolve_node(&ids, token) {
         Ok(id) => Ok(vec![id]),
         Err(e) if odu_core::platform::split_platform(token).is_some() => Err(e),
         Err(e) => {
@@ -326,7 +257,7 @@ async fn restart(
     token: &str,
     env: Option<Env>,
 ) -> Result<Value, RpcError> {
-    let views = stored_views(record);
+    let views = ledger::stored_views(record);
     let targets = rerun_targets(&views, token).map_err(RpcError::refused)?;
     let mut params = StartParams { selectors: record.selectors.clone(), flags: record.flags.clone(), env };
     if let Some(platform) = token.strip_prefix('@') {
@@ -376,7 +307,7 @@ async fn dispatch(
                 return stream(forward(sub, out, &id), streams);
             }
             Ok(Target::Stored(record)) => {
-                let nodes = stored_views(&record);
+                let nodes = ledger::stored_views(&record);
                 let frame = NodesFrame::Snapshot {
                     revision: 1,
                     name: record.pipeline.clone(),
@@ -393,31 +324,33 @@ async fn dispatch(
                 return stream(forward(sub, out, &id), streams);
             }
             Ok(Target::Stored(record)) => {
-                let frame = HeaderFrame::Snapshot { revision: 1, header: stored_header(&record) };
+                let frame = HeaderFrame::Snapshot { revision: 1, header: ledger::stored_header(&record) };
                 return stream(send_once(&frame, out, &id), streams);
             }
             Err(e) => Err(e),
         },
         NODE_LOG_GET => match (target(), node_param(&params)) {
             (Err(e), _) | (_, Err(e)) => Err(e),
-            (Ok(Target::Live(run)), Ok(token)) => match resolve_node(run.logs.keys(), &token) {
-                Ok(node) => {
-                    let mut reader = SpoolReader::new(&run.logs[&node], CLIENT_LOG_CHUNK);
-                    let (out, stream_id) = (out.clone(), id.clone());
-                    let task = tokio::spawn(async move {
-                        while let Some(chunk) = reader.next().await {
-                            if out.send(log_item_frame(&stream_id, chunk.as_log())).await.is_err() {
-                                break;
+            (Ok(Target::Live(run)), Ok(token)) => {
+                match odu_core::node_id::resolve_node(run.logs.keys(), &token) {
+                    Ok(node) => {
+                        let mut reader = SpoolReader::new(&run.logs[&node], CLIENT_LOG_CHUNK);
+                        let (out, stream_id) = (out.clone(), id.clone());
+                        let task = tokio::spawn(async move {
+                            while let Some(chunk) = reader.next().await {
+                                if out.send(log_item_frame(&stream_id, chunk.as_log())).await.is_err() {
+                                    break;
+                                }
                             }
-                        }
-                    });
-                    return stream(task, streams);
+                        });
+                        return stream(task, streams);
+                    }
+                    Err(e) => Err(RpcError::refused(e)),
                 }
-                Err(e) => Err(RpcError::refused(e)),
-            },
+            }
             (Ok(Target::Stored(record)), Ok(token)) => {
                 let ids: Vec<String> = record.nodes.iter().map(|n| n.id.clone()).collect();
-                match resolve_node(&ids, &token) {
+                match odu_core::node_id::resolve_node(&ids, &token) {
                     Ok(node) => {
                         let trail =
                             ledger::open_trail(&server.ci, &record.label, &node, ledger::Access::Read);
@@ -460,10 +393,12 @@ async fn dispatch(
         },
         NODE_CANCEL => match (target(), node_param(&params)) {
             (Err(e), _) | (_, Err(e)) => Err(e),
-            (Ok(Target::Live(run)), Ok(token)) => match resolve_node(run.logs.keys(), &token) {
-                Ok(node) => lane_call(&run, RunRequest::Cancel, &node).await,
-                Err(e) => Err(RpcError::refused(e)),
-            },
+            (Ok(Target::Live(run)), Ok(token)) => {
+                match odu_core::node_id::resolve_node(run.logs.keys(), &token) {
+                    Ok(node) => lane_call(&run, RunRequest::Cancel, &node).await,
+                    Err(e) => Err(RpcError::refused(e)),
+                }
+            }
             (Ok(Target::Stored(record)), _) => Err(ended(&record)),
         },
         LANE_CANCEL => match target() {

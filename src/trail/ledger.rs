@@ -14,8 +14,10 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use odu_core::NodeView;
 use odu_core::run::{Recorded, RecordedNode};
 use odu_core::status::RunOutcome;
+use odu_proto::{Header, LaneInfo, Phase};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -599,6 +601,43 @@ pub fn format_ago(ms: u64) -> String {
         60..3600 => format!("{}m ago", s / 60),
         3600..86400 => format!("{}h ago", s / 3600),
         _ => format!("{}d ago", s / 86400),
+    }
+}
+
+/// The node views of a finished run, from its record.
+pub fn stored_views(record: &RunRecord) -> Vec<NodeView> {
+    record
+        .nodes
+        .iter()
+        .map(|n| {
+            let mut view = NodeView::pending(&n.id, String::new(), vec![]);
+            view.status = n.status;
+            view.exit_code = n.exit_code;
+            view.duration_ms = n.duration_ms;
+            view
+        })
+        .collect()
+}
+
+/// The header of a finished run, from its record.
+pub fn stored_header(record: &RunRecord) -> Header {
+    Header {
+        run: record.reference(),
+        sha: record.sha.clone(),
+        label: record.label.clone(),
+        pipeline: record.pipeline.clone(),
+        lanes: record
+            .lanes
+            .iter()
+            .map(|l| LaneInfo { platform: l.platform.clone(), host: l.host.clone() })
+            .collect(),
+        phase: Phase::Ended,
+        outcome: record.effective_outcome(),
+        interrupted: record.outcome == RunOutcome::Incomplete && record.note.is_none(),
+        started_at: record.started_at,
+        finished_at: record.finished_at,
+        truncated_logs: Vec::new(),
+        record_error: None,
     }
 }
 

@@ -152,9 +152,13 @@ fn cutting_the_link_mid_run_errors_the_lane_within_20s_and_the_host_kills_the_gr
     let node = wait_for_pid(&pidfile);
     let cut = Instant::now();
     host.cut_link();
-    let (code, err) = run.finish_within(Duration::from_secs(25));
+    // Noticed: the node's errored transition reaches the client (15 s of silence, checked every
+    // second); the run then ends, its record written, within a few seconds more.
+    run.wait_for_line("\"status\":\"errored\"");
     let detected = cut.elapsed();
+    eprintln!("the dead link was noticed in {detected:?}");
     assert!(detected <= Duration::from_secs(20), "the dead link took {detected:?} to notice");
+    let (code, err) = run.finish_within(Duration::from_secs(15));
     assert_eq!(code, Some(1), "{err}");
     let runs: serde_json::Value =
         serde_json::from_slice(&repo.run(&["status", "-o", "json"]).stdout).unwrap();

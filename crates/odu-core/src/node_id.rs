@@ -110,6 +110,38 @@ impl<'de> serde::Deserialize<'de> for NodeId {
     }
 }
 
+/// Resolves a node id exactly or by unique suffix (`e2e@p` ≡ `ci::e2e@p`, `e2e` when only one
+/// platform runs it).
+pub fn resolve_node<'a>(ids: impl IntoIterator<Item = &'a String>, token: &str) -> Result<String, String> {
+    let ids: Vec<&String> = ids.into_iter().collect();
+    if ids.iter().any(|id| *id == token) {
+        return Ok(token.to_string());
+    }
+    let wanted = NodeId::parse(token);
+    let matches: Vec<&&String> = ids
+        .iter()
+        .filter(|id| {
+            let Some(node) = NodeId::parse(id) else { return false };
+            let task_matches = |t: &str| node.task == t || node.task.ends_with(&format!("::{t}"));
+            match &wanted {
+                Some(wanted) => wanted.platform == node.platform && task_matches(&wanted.task),
+                None => task_matches(token),
+            }
+        })
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok((**one).clone()),
+        [] => Err(format!(
+            "no node matches {token:?} (nodes: {})",
+            ids.iter().take(20).map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        )),
+        many => Err(format!(
+            "{token:?} is ambiguous ({}): use the full id",
+            many.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
