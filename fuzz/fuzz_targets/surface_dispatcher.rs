@@ -38,7 +38,7 @@ fuzz_target!(|data: &[u8]| {
     runtime.block_on(async {
         let server = server();
         let (ours, theirs) = UnixStream::pair().unwrap();
-        let serving = tokio::spawn(odu::server::surface::serve_client(theirs, server.clone(), server.client()));
+        let serving = tokio::spawn(odu::server::surface::serve_client(theirs, server.clone(), server.admit().expect("room for a client")));
         let (mut reader, mut writer) = ours.into_split();
         let _ = writer.write_all(&handshake()).await;
         let _ = writer.write_all(data).await;
@@ -52,7 +52,7 @@ fuzz_target!(|data: &[u8]| {
 
         // The next client is still served: its handshake is answered.
         let (ours, theirs) = UnixStream::pair().unwrap();
-        let serving = tokio::spawn(odu::server::surface::serve_client(theirs, server.clone(), server.client()));
+        let serving = tokio::spawn(odu::server::surface::serve_client(theirs, server.clone(), server.admit().expect("room for a client")));
         let (mut reader, mut writer) = ours.into_split();
         writer.write_all(&handshake()).await.unwrap();
         let mut first = [0u8; 1];
