@@ -252,7 +252,7 @@ pub fn render_matrix(run: &Run, now: u64, color: bool, spinner: usize) -> Vec<St
         "odu {mark} {} @ {} · {}",
         meta.pipeline,
         meta.label,
-        go_duration(now.saturating_sub(meta.started_at))
+        go_duration(run.duration_ms(now))
     )];
     let label = |t: &str| t.strip_prefix("ci::").unwrap_or(t).to_string();
     let width = tasks.iter().map(|t| label(t).chars().count()).max().unwrap_or(6).max(6);
@@ -297,7 +297,7 @@ pub fn counts_line(run: &Run) -> String {
 
 /// The verdict summary printed on stderr at the end of every run.
 pub fn verdict(run: &Run, color: bool) -> String {
-    let mut out = format!("── ci run summary @ {} ──\n", run.meta().label);
+    let mut out = format!("── {} run summary @ {} ──\n", run.meta().pipeline, run.meta().label);
     let now = now_ms();
     for (id, node) in run.nodes() {
         let status = node.status;
@@ -327,7 +327,7 @@ pub fn verdict(run: &Run, color: bool) -> String {
         run.count(NodeStatus::Errored),
         run.count(NodeStatus::Skipped),
         run.count(NodeStatus::Cancelled),
-        go_duration(now.saturating_sub(run.meta().started_at)),
+        go_duration(run.duration_ms(now)),
     ));
     out
 }

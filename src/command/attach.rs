@@ -1,6 +1,8 @@
 //! `odu attach`: the run as it goes (NDJSON with `-o json`, lines otherwise), then its verdict;
 //! with nothing serving, the latest run as it ended.
 
+use std::io::IsTerminal;
+
 use odu_core::run::EXIT_RED;
 
 use crate::cli::OutputFormat;
@@ -30,6 +32,11 @@ pub fn attach(args: crate::cli::AttachArgs) -> CliResult<i32> {
             replica.finish();
             if crate::error::stdout_closed() {
                 return Err(CliError::stdout_closed());
+            }
+            // The same account of the run as a live attach ends with.
+            if let Some(run) = &replica.run {
+                let color = crate::client::face::colors_enabled(std::io::stderr().is_terminal());
+                say(crate::client::face::verdict(run, color).trim_end_matches('\n'));
             }
             let outcome = record.effective_outcome();
             say(format!("odu: {} {outcome} (no run in progress)", record.reference()));

@@ -19,7 +19,6 @@ pub fn wait(args: crate::cli::WaitArgs) -> CliResult<i32> {
     let repo = super::repo()?;
     let timeout = args.timeout.as_deref().map(|t| super::parse_duration(t, "--timeout")).transpose()?;
     runtime()?.block_on(async {
-        let started = std::time::Instant::now();
         let Some(mut client) = connect(&repo).await? else {
             return Err(CliError::refused(
                 "no run in progress in this checkout (nothing serves .ci/odu.sock): start one with odu run",
@@ -100,7 +99,11 @@ pub fn wait(args: crate::cli::WaitArgs) -> CliResult<i32> {
             "cancelled": of(NodeStatus::Cancelled),
             "fail_fast_tripped": fail_fast,
             "timed_out": timed_out,
-            "duration_ms": started.elapsed().as_millis() as u64,
+            // The run's duration (to its end, or so far), not the wait's.
+            "duration_ms": ended_run.as_ref().map_or_else(
+                || crate::clock::now_ms().saturating_sub(header.started_at),
+                |run| run.duration_ms(crate::clock::now_ms()),
+            ),
         });
         outln(verdict)?;
         Ok(ended_run.as_ref().map_or(EXIT_RED, |run| exit_code(run, EXIT_RED)))

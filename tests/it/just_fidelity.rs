@@ -149,3 +149,43 @@ fn control_characters_in_arguments_are_escaped_in_ids_summaries_and_log_names() 
     assert!(text.lines().any(|l| l.contains(&format!("{id}@{}", local_platform()))), "{text}");
     stop_server(&repo);
 }
+
+#[test]
+fn the_summary_names_the_pipeline_that_ran() {
+    let repo = Repo::new("[metadata(\"ci\")]\nci: a b\na:\n    true\nb:\n    true\n");
+    let out = repo.run(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("── ci run summary @"), "{}", stderr(&out));
+    let out = repo.run(&["run", "--root", "a"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("── a run summary @"), "{}", stderr(&out));
+    stop_server(&repo);
+}
+
+/// `odu wait` and `odu attach` of a run that ended report how long the run took, not how long
+/// they themselves took or how long ago it started.
+#[test]
+fn wait_and_attach_report_the_runs_duration_not_their_own() {
+    let repo = Repo::new("[metadata(\"ci\")]\nci: a\na:\n    sleep 0.3\n");
+    let out = repo.run(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let record = |repo: &Repo| repo.ledger().into_iter().next().expect("a record");
+    let took = |r: &serde_json::Value| r["finished_at"].as_u64().unwrap() - r["started_at"].as_u64().unwrap();
+    let expected = took(&record(&repo));
+    assert!(expected >= 300, "the run took {expected} ms");
+    let out = repo.run(&["wait"]);
+    let verdict: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("one JSON verdict");
+    assert_eq!(verdict["duration_ms"].as_u64(), Some(expected), "{verdict}");
+    stop_server(&repo);
+    // The ledger says the run began an hour ago and took 400 ms.
+    let path = repo.path().join(format!(".ci/{}/runs/1.json", repo.sha7()));
+    let mut stored: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let started = stored["finished_at"].as_u64().unwrap() - 3_600_000;
+    stored["started_at"] = started.into();
+    stored["finished_at"] = (started + 400).into();
+    std::fs::write(&path, serde_json::to_vec_pretty(&stored).unwrap()).unwrap();
+    let out = repo.run(&["attach", "-o", "text"]);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(text.contains("OK in 0s"), "{text}");
+    assert!(!text.contains("1h"), "{text}");
+}

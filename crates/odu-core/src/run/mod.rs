@@ -787,6 +787,11 @@ impl Run {
         &self.meta
     }
 
+    /// How long the run took: to its `finished_at` once it has one, else until `now`.
+    pub fn duration_ms(&self, now: u64) -> u64 {
+        self.finished_at.unwrap_or(now).saturating_sub(self.meta.started_at)
+    }
+
     pub fn lanes(&self) -> &[Lane] {
         &self.lanes
     }
