@@ -189,3 +189,24 @@ fn wait_and_attach_report_the_runs_duration_not_their_own() {
     assert!(text.contains("OK in 0s"), "{text}");
     assert!(!text.contains("1h"), "{text}");
 }
+
+/// Every command names a node the same way: exact id, then recipe name (one match used,
+/// several listed), then unique suffix.
+#[test]
+fn a_recipe_name_finds_its_only_node_and_lists_several() {
+    let repo = Repo::new(
+        "[metadata(\"ci\")]\nci: (deploy \"prod\") (watch \"a\") (watch \"b\")\ndeploy env:\n    echo deploying {{env}}\nwatch what:\n    echo watching {{what}}\n",
+    );
+    let out = repo.run(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = repo.run(&["logs", "deploy"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("deploying prod"), "{}", stdout(&out));
+    let out = repo.run(&["logs", "watch"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let p = local_platform();
+    for id in [format!("watch(a)@{p}"), format!("watch(b)@{p}")] {
+        assert!(stderr(&out).contains(&id), "{}", stderr(&out));
+    }
+    stop_server(&repo);
+}

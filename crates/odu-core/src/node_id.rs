@@ -110,7 +110,9 @@ impl<'de> serde::Deserialize<'de> for NodeId {
     }
 }
 
-/// Resolves a node id exactly or by unique suffix (`e2e@p` ≡ `ci::e2e@p`, `e2e` when only one
+/// Resolves what a user typed to one node id, the same way for every command: the exact id;
+/// else the recipe's name (`deploy` for `deploy(prod)@p`; `deploy@p` on one platform), one
+/// match used, several listed; else a unique suffix (`e2e@p` ≡ `ci::e2e@p`, `e2e` when only one
 /// platform runs it).
 pub fn resolve_node<'a>(ids: impl IntoIterator<Item = &'a String>, token: &str) -> Result<String, String> {
     let ids: Vec<&String> = ids.into_iter().collect();
@@ -118,15 +120,35 @@ pub fn resolve_node<'a>(ids: impl IntoIterator<Item = &'a String>, token: &str) 
         return Ok(token.to_string());
     }
     let wanted = NodeId::parse(token);
+    let (name, platform) = match &wanted {
+        Some(wanted) => (wanted.task.as_str(), Some(wanted.platform.as_str())),
+        None => (token, None),
+    };
+    let on_platform = |node: &NodeId| platform.is_none_or(|p| p == node.platform);
+    let listed = |many: &[&&String]| many.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+    // The recipe's name: the task without its arguments.
+    let by_recipe: Vec<&&String> = ids
+        .iter()
+        .filter(|id| {
+            NodeId::parse(id)
+                .is_some_and(|node| on_platform(&node) && recipe_of(&node.task) == name && node.task != name)
+        })
+        .collect();
+    match by_recipe.as_slice() {
+        [one] => return Ok((**one).clone()),
+        [] => {}
+        many => {
+            return Err(format!(
+                "{token:?} names the recipe of several nodes ({}): name one of them",
+                listed(many)
+            ));
+        }
+    }
     let matches: Vec<&&String> = ids
         .iter()
         .filter(|id| {
             let Some(node) = NodeId::parse(id) else { return false };
-            let task_matches = |t: &str| node.task == t || node.task.ends_with(&format!("::{t}"));
-            match &wanted {
-                Some(wanted) => wanted.platform == node.platform && task_matches(&wanted.task),
-                None => task_matches(token),
-            }
+            on_platform(&node) && (node.task == name || node.task.ends_with(&format!("::{name}")))
         })
         .collect();
     match matches.as_slice() {
@@ -135,11 +157,13 @@ pub fn resolve_node<'a>(ids: impl IntoIterator<Item = &'a String>, token: &str) 
             "no node matches {token:?} (nodes: {})",
             ids.iter().take(20).map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
         )),
-        many => Err(format!(
-            "{token:?} is ambiguous ({}): use the full id",
-            many.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-        )),
+        many => Err(format!("{token:?} is ambiguous ({}): use the full id", listed(many))),
     }
+}
+
+/// A task's recipe: its id without the arguments (`ci::fmt(a,b)` → `ci::fmt`).
+fn recipe_of(task: &str) -> &str {
+    task.split_once('(').map_or(task, |(recipe, _)| recipe)
 }
 
 #[cfg(test)]
@@ -201,5 +225,26 @@ mod tests {
         // A plain id that looks like a shortened one is told apart by its escaped `%`.
         let lookalike = format!("{}%~{}", &a[..a.len() - 18], &a[a.len() - 16..]);
         assert_ne!(log_file_stem(&lookalike), a);
+    }
+
+    #[test]
+    fn names_resolve_by_id_then_recipe_then_suffix() {
+        let ids: Vec<String> = [
+            "deploy(prod)@x86_64-linux",
+            "watch(a)@x86_64-linux",
+            "watch(b)@x86_64-linux",
+            "ci::e2e@x86_64-linux",
+            "ci::e2e@aarch64-linux",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(resolve_node(&ids, "deploy").unwrap(), "deploy(prod)@x86_64-linux");
+        assert_eq!(resolve_node(&ids, "deploy@x86_64-linux").unwrap(), "deploy(prod)@x86_64-linux");
+        let many = resolve_node(&ids, "watch").unwrap_err();
+        assert!(many.contains("watch(a)@x86_64-linux") && many.contains("watch(b)@x86_64-linux"), "{many}");
+        assert_eq!(resolve_node(&ids, "e2e@aarch64-linux").unwrap(), "ci::e2e@aarch64-linux");
+        assert!(resolve_node(&ids, "e2e").unwrap_err().contains("ambiguous"));
+        assert!(resolve_node(&ids, "nothing").unwrap_err().contains("no node matches"));
     }
 }
