@@ -323,12 +323,21 @@ where
                     Ok(req) => { pending_replies.insert(req, reply); }
                     Err(e) => { let _ = reply.send(Err(e.to_string())); }
                 },
-                Some(LaneCommand::Cancel { id, reply }) => match client.send(NODE_CANCEL, json!({ "id": id })).await {
-                    Ok(req) => { pending_replies.insert(req, reply); }
-                    Err(e) => { let _ = reply.send(Err(e.to_string())); }
-                },
+                Some(LaneCommand::Cancel { id, reply }) => {
+                    link.cancelled.insert(id.clone());
+                    match client.send(NODE_CANCEL, json!({ "id": id })).await {
+                        Ok(req) => { pending_replies.insert(req, reply); }
+                        Err(e) => { let _ = reply.send(Err(e.to_string())); }
+                    }
+                }
                 Some(LaneCommand::Shutdown) | None => {
-                    for spool in logs.spools.values() {
+                    for (id, spool) in &logs.spools {
+                        // A node still running when the run stops says so at the end of its log.
+                        let running = link.views.get(id).is_some_and(|v| v.status == odu_core::NodeStatus::Running);
+                        if running && id != SETUP {
+                            let line = format!("\n[odu] interrupted: the run was stopped (lane {})\n", spec.platform);
+                            let _ = spool.append(spool.generation(), line.as_bytes());
+                        }
                         spool.end(spool.generation());
                     }
                     return link.views;
@@ -375,11 +384,18 @@ struct LaneLink {
     /// Nodes whose released terminal view was errored because their log was cut short, with
     /// why, not yet reported.
     truncations: Vec<(String, String)>,
+    /// The lane's platform, for the lines odu adds to logs it ends.
+    platform: String,
+    /// Nodes an operator asked to cancel whose log has not ended yet: it ends with a line
+    /// saying so, for whoever reads the trail.
+    cancelled: std::collections::BTreeSet<String>,
 }
 
 impl LaneLink {
-    fn new(_spec: &LaneSpec) -> Self {
+    fn new(spec: &LaneSpec) -> Self {
         LaneLink {
+            platform: spec.platform.clone(),
+            cancelled: std::collections::BTreeSet::new(),
             nodes_stream: 0,
             log_streams: BTreeMap::new(),
             views: BTreeMap::new(),
@@ -449,6 +465,10 @@ impl LaneLink {
                     let _ = spool.append(spool.generation(), &self.scratch);
                 } else {
                     let known = self.log_state.get(&id).map(|s| s.0);
+                    if known.is_some_and(|g| g != generation) {
+                        // A new attempt: an earlier cancel is not this attempt's.
+                        self.cancelled.remove(&id);
+                    }
                     if known.is_some() || generation > 0 {
                         let path = spool.state().path;
                         let _ = spool.reset(generation, &path);
@@ -465,6 +485,10 @@ impl LaneLink {
                     state.1 = true;
                 }
                 if id != SETUP {
+                    if self.cancelled.remove(&id) {
+                        let line = format!("\n[odu] cancelled by operator (lane {})\n", self.platform);
+                        let _ = spool.append(spool.generation(), line.as_bytes());
+                    }
                     spool.end(spool.generation());
                 }
                 return self.release(logs);

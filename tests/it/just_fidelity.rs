@@ -210,3 +210,33 @@ fn a_recipe_name_finds_its_only_node_and_lists_several() {
     }
     stop_server(&repo);
 }
+
+/// A node odu ends does not just stop: its log (the path GitHub shows) ends with who ended it.
+#[test]
+fn a_node_odu_ends_says_so_at_the_end_of_its_log() {
+    let repo = Repo::new(
+        "[metadata(\"ci\")]\nci: slow other\nslow:\n    echo started; sleep 60\nother:\n    echo other; sleep 60\n",
+    );
+    let mut run = Running::spawn(repo.odu(&["run", "--progress", "json"]));
+    let p = local_platform();
+    let log = |task: &str| {
+        std::fs::read_to_string(repo.path().join(format!(".ci/{}/{p}/{task}.log", repo.sha7())))
+            .unwrap_or_default()
+    };
+    crate::harness::until("both nodes to run", crate::harness::DEADLINE, || {
+        log("slow").contains("started") && log("other").contains("other")
+    });
+    let out = repo.run(&["cancel", "slow"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    run.wait_for_line("\"status\":\"cancelled\"");
+    crate::harness::until("slow's log to end with why", crate::harness::DEADLINE, || {
+        repo.log("slow").ends_with(&format!("[odu] cancelled by operator (lane {p})\n"))
+    });
+    run.signal(libc::SIGINT);
+    let (code, err) = run.finish();
+    assert_eq!(code, Some(130), "{err}");
+    let other = repo.log("other");
+    assert!(other.contains("\nother\n"), "{other}");
+    assert!(other.ends_with(&format!("[odu] interrupted: the run was stopped (lane {p})\n")), "{other:?}");
+    stop_server(&repo);
+}
