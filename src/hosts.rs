@@ -366,7 +366,7 @@ fn entry(platform: &str, value: Json) -> Result<HostEntry, String> {
             _ => {
                 let hint = ENTRY_KEYS
                     .iter()
-                    .find(|k| edit_distance(k, &key) <= 2)
+                    .find(|k| odu_core::suggest::edit_distance(k, &key) <= 2)
                     .map(|k| format!(" (did you mean {k:?}?)"))
                     .unwrap_or_default();
                 return Err(format!(
@@ -381,22 +381,6 @@ fn entry(platform: &str, value: Json) -> Result<HostEntry, String> {
         return Err(format!("{platform:?} has no \"host\": add \"host\": \"user@box\" (or \"localhost\")"));
     }
     Ok(entry)
-}
-
-/// Levenshtein distance, for "did you mean".
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let next = (diagonal + usize::from(ca != *cb)).min(row[j] + 1).min(row[j + 1] + 1);
-            diagonal = row[j + 1];
-            row[j + 1] = next;
-        }
-    }
-    row[b.len()]
 }
 
 /// JSON as written: an object keeps its keys in order, and a repeated key is refused while

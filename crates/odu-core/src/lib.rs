@@ -11,6 +11,7 @@ pub mod plan;
 pub mod platform;
 pub mod run;
 pub mod status;
+pub mod suggest;
 
 pub use lane::{LaneEffect, LaneEvent, LaneState, NodeView, TaskSpec};
 pub use node_id::{NodeId, SETUP};

@@ -111,7 +111,8 @@ fn close_namepaths<'a>(wanted: &str, all: impl Iterator<Item = &'a str> + Clone)
             } else if name.contains(wanted) {
                 Some((1, name))
             } else {
-                let distance = edit_distance(wanted, name).min(edit_distance(leaf, leaf_of(name)));
+                let distance = crate::suggest::edit_distance(wanted, name)
+                    .min(crate::suggest::edit_distance(leaf, leaf_of(name)));
                 (distance <= tolerance).then_some((1 + distance, name))
             }
         })
@@ -125,20 +126,4 @@ fn close_namepaths<'a>(wanted: &str, all: impl Iterator<Item = &'a str> + Clone)
 
 pub(super) fn leaf_of(namepath: &str) -> &str {
     namepath.rsplit("::").next().unwrap_or(namepath)
-}
-
-/// Levenshtein distance over chars.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let above = row[j + 1];
-            row[j + 1] = (diagonal + usize::from(ca != *cb)).min(above + 1).min(row[j] + 1);
-            diagonal = above;
-        }
-    }
-    row[b.len()]
 }
