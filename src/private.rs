@@ -58,10 +58,21 @@ fn judge(path: &Path, meta: &std::fs::Metadata) -> Result<(), Untrusted> {
     if !meta.is_dir() {
         return Err(Untrusted::NotADirectory(path.to_path_buf()));
     }
+    owned_by_me(path, meta)?;
+    writable_by_me_alone(path, meta)
+}
+
+/// Refuses what another user owns: `meta` is what `path` (named in the error) holds.
+pub fn owned_by_me(path: &Path, meta: &std::fs::Metadata) -> Result<(), Untrusted> {
     let me = euid();
     if meta.uid() != me {
         return Err(Untrusted::Foreign { path: path.to_path_buf(), owner: meta.uid(), me });
     }
+    Ok(())
+}
+
+/// Refuses what its group or others can write.
+pub fn writable_by_me_alone(path: &Path, meta: &std::fs::Metadata) -> Result<(), Untrusted> {
     let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o022 != 0 {
         return Err(Untrusted::Writable { path: path.to_path_buf(), mode });

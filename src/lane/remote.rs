@@ -315,7 +315,7 @@ struct Pointer {
 /// else can write, or does not name a master's socket.
 fn read_pointer(path: &Path) -> Result<Option<Pointer>, String> {
     use std::io::Read;
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    use std::os::unix::fs::OpenOptionsExt;
     let opened = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
@@ -329,24 +329,12 @@ fn read_pointer(path: &Path) -> Result<Option<Pointer>, String> {
         Err(e) => return Err(format!("cannot open {}: {e}", path.display())),
     };
     let meta = file.metadata().map_err(|e| format!("cannot inspect {}: {e}", path.display()))?;
-    let me = crate::private::euid();
     if !meta.is_file() {
         return Err(format!("{} is not a regular file", path.display()));
     }
-    if meta.uid() != me {
-        return Err(format!(
-            "{} belongs to another user (uid {}; you are uid {me})",
-            path.display(),
-            meta.uid()
-        ));
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(format!(
-            "{} is writable by other users (mode {:o})",
-            path.display(),
-            meta.mode() & 0o7777
-        ));
-    }
+    crate::private::owned_by_me(path, &meta)
+        .and_then(|()| crate::private::writable_by_me_alone(path, &meta))
+        .map_err(|why| why.to_string())?;
     let mut text = String::new();
     file.take(4096).read_to_string(&mut text).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     parse_pointer(&text).map(Some).ok_or_else(|| format!("{} does not name a control socket", path.display()))
@@ -365,7 +353,7 @@ fn parse_pointer(text: &str) -> Option<Pointer> {
 /// it is not to be trusted: the socket and its directory must be the user's own, and the
 /// directory writable by nobody else.
 fn check_socket(ctl: &Path) -> Result<bool, String> {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    use std::os::unix::fs::FileTypeExt;
     let dir = ctl.parent().unwrap_or(Path::new("/"));
     let absent = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
     match std::fs::symlink_metadata(dir) {
@@ -377,17 +365,10 @@ fn check_socket(ctl: &Path) -> Result<bool, String> {
         Err(e) if absent(&e) => return Ok(false),
         Err(e) => return Err(format!("cannot inspect {}: {e}", ctl.display())),
     };
-    let me = crate::private::euid();
     if !meta.file_type().is_socket() {
         return Err(format!("{} is not a socket", ctl.display()));
     }
-    if meta.uid() != me {
-        return Err(format!(
-            "{} belongs to another user (uid {}; you are uid {me})",
-            ctl.display(),
-            meta.uid()
-        ));
-    }
+    crate::private::owned_by_me(ctl, &meta).map_err(|why| why.to_string())?;
     Ok(true)
 }
 
