@@ -46,7 +46,7 @@ pub fn status(args: StatusArgs) -> CliResult<i32> {
 /// `status` with nothing serving: the run from the ledger.
 fn idle_status(repo: &Path, run: &Option<String>, output: OutputFormat) -> CliResult<i32> {
     let record = stored(repo, run)?;
-    let outcome = record.effective_outcome();
+    let outcome = record.outcome;
     if output == OutputFormat::Json {
         let mut value = serde_json::to_value(&record).expect("records serialize");
         value["run"] = json!(record.reference());

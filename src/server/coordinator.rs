@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use odu_core::run::{Command, Effects, Phase, Refusal, RunEvent, RunRequest, Save, Verdict};
+use odu_core::run::{Command, Effects, Phase, Refusal, RunEvent, RunRequest, Save};
 use odu_core::{NodeId, NodeView, Run};
 use odu_proto::{Header, NodesFrame};
 use tokio::sync::{mpsc, oneshot};
@@ -90,9 +90,6 @@ impl RunHandles {
 
 /// How a finished run ended, with its final state and record.
 pub struct Finished {
-    /// `None` only when the run could not decide its outcome (its lanes' reports stopped).
-    pub verdict: Option<Verdict>,
-    pub run: Run,
     pub record: RunRecord,
     /// The header to publish as the run's last word (phase `ended`).
     pub header: Header,
@@ -292,12 +289,7 @@ impl Driver {
         }
         // The server publishes the ended header once the run's worktree and lock are released,
         // so a client that sees it can start the next run at once.
-        Finished {
-            verdict: self.run.verdict(),
-            header: self.run.header(),
-            run: self.run,
-            record: self.record,
-        }
+        Finished { header: self.run.header(), record: self.record }
     }
 
     /// Applies one event; every transition is a diagnostic.

@@ -286,11 +286,7 @@ async fn dispatch(
         Ok(p.id)
     };
     let ended = |r: &RunRecord| {
-        RpcError::refused(format!(
-            "run {} has ended ({}): nothing to cancel",
-            r.reference(),
-            r.effective_outcome()
-        ))
+        RpcError::refused(format!("run {} has ended ({}): nothing to cancel", r.reference(), r.outcome))
     };
     let stream = |task: tokio::task::JoinHandle<()>, streams: &mut BTreeMap<String, AbortHandle>| {
         streams.insert(id.to_string(), task.abort_handle());

@@ -65,6 +65,8 @@ pub struct RunRecord {
     pub seq: u64,
     pub dirty: bool,
     pub pipeline: String,
+    /// As read: [`read`] already reads the `running` record of a server that is gone as
+    /// `incomplete`.
     pub outcome: RunOutcome,
     #[serde(default)]
     pub pid: Option<u32>,
@@ -100,7 +102,7 @@ impl RunRecord {
             seq: self.seq,
             dirty: self.dirty,
             pipeline: self.pipeline.clone(),
-            outcome: self.effective_outcome(),
+            outcome: self.outcome,
             lanes: self.lanes.iter().map(|l| l.platform.clone()).collect(),
             started_at: self.started_at,
             finished_at: self.finished_at,
@@ -116,12 +118,6 @@ impl RunRecord {
         if recorded.finished_at.is_some() {
             self.pid = None;
         }
-    }
-
-    /// The outcome as read: [`read`] already reads the `running` record of a server that is
-    /// gone as `incomplete`.
-    pub fn effective_outcome(&self) -> RunOutcome {
-        self.outcome
     }
 
     /// Closes a run its coordinator left `running`: the run `incomplete`, its running nodes
@@ -632,7 +628,7 @@ pub fn stored_header(record: &RunRecord) -> Header {
             .map(|l| LaneInfo { platform: l.platform.clone(), host: l.host.clone() })
             .collect(),
         phase: Phase::Ended,
-        outcome: record.effective_outcome(),
+        outcome: record.outcome,
         interrupted: record.outcome == RunOutcome::Incomplete && record.note.is_none(),
         started_at: record.started_at,
         finished_at: record.finished_at,
