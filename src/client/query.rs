@@ -67,8 +67,7 @@ pub fn stored_mirror(record: &RunRecord) -> Run {
 /// ledger does not trust are left out, each with a note.
 pub fn stored(repo: &Path, run: &Option<String>) -> CliResult<RunRecord> {
     let ci = repo.join(".ci");
-    ledger::recover_unserved(&ci, now_ms());
-    let ledger = ledger::read(&ci).map_err(|e| CliError::refused(e.to_string()))?;
+    let ledger = ledger::read_recovering(&ci, now_ms()).map_err(|e| CliError::refused(e.to_string()))?;
     for note in &ledger.rejected {
         eprintln!("odu: {note}");
     }

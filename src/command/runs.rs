@@ -25,8 +25,8 @@ pub fn runs(args: RunsArgs) -> CliResult<i32> {
         Some(runs) => runs,
         None => {
             let ci = repo.join(".ci");
-            ledger::recover_unserved(&ci, now_ms());
-            let ledger = ledger::read(&ci).map_err(|e| CliError::refused(e.to_string()))?;
+            let ledger =
+                ledger::read_recovering(&ci, now_ms()).map_err(|e| CliError::refused(e.to_string()))?;
             for note in &ledger.rejected {
                 eprintln!("odu: {note}");
             }

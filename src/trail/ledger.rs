@@ -413,43 +413,46 @@ pub fn overwrite(ci: &Path, record: &RunRecord) -> std::io::Result<()> {
 /// nodes `errored` (their logs end with a `[odu] log truncated` line), its pending ones
 /// `skipped`. Returns the runs it closed.
 pub fn recover(ci: &Path, now: u64) -> Vec<String> {
-    match scan(ci) {
-        Ok(ledger) => close_orphans(ci, ledger.records, now),
-        Err(_) => vec![],
-    }
+    let Ok(mut ledger) = scan(ci) else { return vec![] };
+    ledger.records.iter_mut().filter_map(|record| close_orphan(ci, record, now)).collect()
 }
 
-/// [`recover`] for a client, with no server answering: the `running` records are closed only
-/// when no server holds the checkout's lock (a live one, busy starting or with its socket
-/// gone, keeps its runs). Listing first, then probing the lock, means every record it closes was
-/// written by a server that has since gone.
-pub fn recover_unserved(ci: &Path, now: u64) -> Vec<String> {
-    let Ok(ledger) = scan(ci) else { return vec![] };
-    if !ledger.records.iter().any(|r| r.outcome == RunOutcome::Running) || served(ci) {
-        return vec![];
-    }
-    close_orphans(ci, ledger.records, now)
-}
-
-fn close_orphans(ci: &Path, records: Vec<RunRecord>, now: u64) -> Vec<String> {
-    let mut closed = Vec::new();
-    for mut record in records.into_iter().filter(|r| r.outcome == RunOutcome::Running) {
-        let pid = record.pid.map_or("?".to_string(), |p| p.to_string());
-        let cut = record
-            .close_orphaned(format!("the odu server (pid {pid}) died mid-run; closed by the next server"));
-        for id in cut {
-            let line =
-                format!("\n[odu] log truncated: the odu server (pid {pid}) died while this node ran\n");
-            if let Ok(mut file) = open_trail(ci, &record.label, &id, Access::Append) {
-                let _ = file.write_all(line.as_bytes());
+/// The ledger as a client with no server answering reads it: the `running` records are closed
+/// on disk as [`recover`] closes them, but only when no server holds the checkout's lock (a
+/// live one, busy starting or with its socket gone, keeps its runs). Listing first, then probing
+/// the lock, means every record it closes was written by a server that has since gone. A record
+/// it cannot rewrite (another user's checkout, a full disk) still reads as [`read`] reads it.
+pub fn read_recovering(ci: &Path, now: u64) -> Result<Ledger, Unreadable> {
+    let mut ledger = scan(ci)?;
+    if ledger.records.iter().any(|r| r.outcome == RunOutcome::Running) && !served(ci) {
+        for record in ledger.records.iter_mut().filter(|r| r.outcome == RunOutcome::Running) {
+            let mut closed = record.clone();
+            if close_orphan(ci, &mut closed, now).is_some() {
+                *record = closed;
+            } else {
+                record.close_orphaned("its odu server is gone: the run never finished".into());
             }
         }
-        record.finished_at = Some(now);
-        if write(ci, &record).is_ok() {
-            closed.push(record.reference());
+    }
+    Ok(ledger)
+}
+
+/// Closes and rewrites one record a dead server left `running`; its reference when written.
+fn close_orphan(ci: &Path, record: &mut RunRecord, now: u64) -> Option<String> {
+    if record.outcome != RunOutcome::Running {
+        return None;
+    }
+    let pid = record.pid.map_or("?".to_string(), |p| p.to_string());
+    let cut =
+        record.close_orphaned(format!("the odu server (pid {pid}) died mid-run; closed by the next server"));
+    for id in cut {
+        let line = format!("\n[odu] log truncated: the odu server (pid {pid}) died while this node ran\n");
+        if let Ok(mut file) = open_trail(ci, &record.label, &id, Access::Append) {
+            let _ = file.write_all(line.as_bytes());
         }
     }
-    closed
+    record.finished_at = Some(now);
+    write(ci, record).is_ok().then(|| record.reference())
 }
 
 /// The runs of a checkout as read from its ledger, newest first, and a note for each record
