@@ -26,15 +26,8 @@ struct ServeLock(#[allow(dead_code)] std::fs::File);
 
 fn lock_checkout(ci: &Path) -> CliResult<ServeLock> {
     use std::os::fd::AsRawFd;
-    use std::os::unix::fs::OpenOptionsExt;
     let path = ci.join(ledger::SERVE_LOCK);
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(&path)
+    let file = crate::trail::ci::open_lock(&path)
         .map_err(|e| CliError::refused(format!("cannot open {}: {e}", path.display())))?;
     // A client asking whether a server is up (`ledger::served`) holds a shared lock for an
     // instant: only a lock still held after a moment is another server's.

@@ -69,16 +69,8 @@ impl RunLock {
     pub fn acquire(ci: &Path) -> CliResult<RunLock> {
         use std::io::{Read, Seek, Write};
         use std::os::fd::AsRawFd;
-        use std::os::unix::fs::OpenOptionsExt;
         let path = ci.join("odu.run.lock");
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(&path)
+        let mut file = crate::trail::ci::open_lock(&path)
             .map_err(|e| CliError::refused(format!("cannot open the run lock {}: {e}", path.display())))?;
         // SAFETY: flock on a descriptor this function owns.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {

@@ -85,6 +85,20 @@ pub fn refuse_ci(why: Untrusted) -> CliError {
     CliError::refused(format!("{why}: {then}"))
 }
 
+/// Opens (creating it 0600) a lock file under `.ci` for `flock`: never through a symlink, never
+/// blocking on a FIFO planted in its place.
+pub fn open_lock(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+}
+
 #[cfg(test)]
 mod tracked_tests {
     #[test]
