@@ -172,7 +172,7 @@ pub async fn follow(
         for line in
             unwritten(header.run.as_str(), &header.truncated_logs, header.record_error.as_deref(), None)
         {
-            eprintln!("odu: {line}");
+            say(format!("odu: {line}"));
         }
         return Ok(EXIT_RED);
     };
@@ -182,7 +182,7 @@ pub async fn follow(
         say(format!("odu: {line}"));
     }
     for line in unwritten(&run.meta().run, run.truncated_logs(), run.record_error(), Some(run)) {
-        eprintln!("odu: {line}");
+        say(format!("odu: {line}"));
     }
     Ok(super::exit_code(run, EXIT_RED))
 }

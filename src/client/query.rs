@@ -69,7 +69,7 @@ pub fn stored(repo: &Path, run: &Option<String>) -> CliResult<RunRecord> {
     let ci = repo.join(".ci");
     let ledger = ledger::read_recovering(&ci, now_ms()).map_err(|e| CliError::refused(e.to_string()))?;
     for note in &ledger.rejected {
-        eprintln!("odu: {note}");
+        crate::error::say(format!("odu: {note}"));
     }
     ledger.find(run.as_deref()).cloned().map_err(CliError::refused)
 }

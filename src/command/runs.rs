@@ -28,7 +28,7 @@ pub fn runs(args: RunsArgs) -> CliResult<i32> {
             let ledger =
                 ledger::read_recovering(&ci, now_ms()).map_err(|e| CliError::refused(e.to_string()))?;
             for note in &ledger.rejected {
-                eprintln!("odu: {note}");
+                crate::error::say(format!("odu: {note}"));
             }
             ledger.records.iter().map(ledger::RunRecord::summary).collect()
         }

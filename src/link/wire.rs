@@ -331,7 +331,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         loop {
             let Some(line) = self.next_line().await? else { return Ok(None) };
             match line {
-                Err(e) => eprintln!("{}: skipped an undecodable line: {e}", self.label),
+                Err(e) => crate::error::say(format!("{}: skipped an undecodable line: {e}", self.label)),
                 Ok(None) => continue,
                 Ok(Some(bytes)) => return Ok(Some(bytes)),
             }

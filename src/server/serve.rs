@@ -111,7 +111,7 @@ pub async fn serve(repo: PathBuf, options: ServeOptions) -> CliResult<i32> {
                 },
                 Err(e) => {
                     // Out of descriptors, most likely: the connection waits in the backlog.
-                    eprintln!("odu serve: cannot accept a client: {e}");
+                    log_line(&format!("cannot accept a client: {e}"));
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
