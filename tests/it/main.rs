@@ -6,6 +6,7 @@
 
 mod bad_input;
 mod cli_run;
+mod corpus;
 mod golden_frames;
 mod harness;
 mod just_fidelity;
