@@ -416,9 +416,19 @@ fn just_alone(dir: &Path, recipe: &str, args: &[String]) -> (String, bool) {
     (text, status.success())
 }
 
+/// Stops the checkout's server however the test ends, so none idles on after a failure.
+struct StopsServer<'a>(&'a Repo);
+
+impl Drop for StopsServer<'_> {
+    fn drop(&mut self) {
+        stop_server(self.0);
+    }
+}
+
 /// One tree: every selectable recipe through odu and just, every mismatch collected.
 fn check_tree(tree: &str) {
     let repo = checkout(tree);
+    let _server = StopsServer(&repo);
     let dir = repo.path();
     let dump = JustDump::load(dir);
     let mut problems: Vec<String> = Vec::new();
