@@ -452,8 +452,8 @@ fn check_tree(tree: &str) {
     let pipeline = dry_run(dir, &root, &[]).unwrap_or_else(|e| panic!("{tree}: {e}"));
     assert!(!pipeline.is_empty(), "{tree}: just --dry-run {root} printed no `# node:` marker");
 
-    // Selections: the pipeline, every recipe of a node, every node of a recipe with
-    // arguments, and every recipe without a body or alias whose run stays inside the pipeline.
+    // Selections: the pipeline, every recipe of a node, every node called with arguments, and
+    // every recipe without a body or alias whose run stays inside the pipeline.
     let mut selections: Vec<(String, Vec<Invocation>)> = vec![(String::new(), pipeline.clone())];
     let mut recipes: Vec<String> = Vec::new();
     for (recipe, _) in odu.tasks.values() {
@@ -463,7 +463,12 @@ fn check_tree(tree: &str) {
     }
     for recipe in &recipes {
         let mut expected = Vec::new();
-        let instances: Vec<&Invocation> = pipeline.iter().filter(|inv| &inv.0 == recipe).collect();
+        // A recipe name that is also a node's id (the call without arguments) names that node,
+        // as `just <recipe>` runs that call; otherwise it names every call of the recipe.
+        let instances: Vec<&Invocation> = match odu.tasks.get(recipe) {
+            Some(call) => pipeline.iter().filter(|inv| **inv == dump.filled(&call.0, &call.1)).collect(),
+            None => pipeline.iter().filter(|inv| &inv.0 == recipe).collect(),
+        };
         for inv in &instances {
             match dry_run(dir, recipe, &inv.1) {
                 Ok(invs) => {
