@@ -7,14 +7,15 @@
 //! in which order. For every recipe odu can select in a tree, the test checks that
 //!
 //! - odu runs exactly the invocations `just --dry-run <recipe>` lists,
-//! - every dependency edge just would honour (a recipe after its dependencies, a subsequent after
-//!   the recipe listing it and what that recipe waited for) holds in odu's run, independent nodes
-//!   being free to run concurrently,
+//! - every ordering just keeps (a recipe after its dependencies and their subsequents, a
+//!   subsequent after the recipe listing it and what that recipe waited for) is a need in odu's
+//!   plan and was not broken by the run, independent nodes being free to run concurrently,
 //! - every node's log is byte for byte what `just --no-deps <recipe> <args>` prints for it in the
 //!   same tree (stdout and stderr through one pipe), and it ends as just's run ends,
 //! - with `--jobs 1`, the pipeline's nodes start in just's own order.
 //!
-//! Every mismatch is collected and the test fails with the whole list.
+//! Every mismatch is collected and the test fails with the whole list. A new tree needs a line
+//! in `corpus_tests!`, and every recipe with a body needs its marker.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
