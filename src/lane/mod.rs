@@ -472,8 +472,10 @@ impl LaneLink {
                 NodesFrame::Snapshot { nodes, .. } | NodesFrame::Delta { nodes, .. } => nodes,
             };
             for view in nodes {
-                // A node that starts has its log named the latest before anyone hears it started.
+                // A node that starts has its log named the latest before anyone hears it started
+                // (the setup log was named when the lane's logs were made).
                 if view.status == odu_core::NodeStatus::Running
+                    && view.id != SETUP
                     && self.published.insert(view.id.clone())
                     && let Err(e) = logs.publish(&view.id)
                 {

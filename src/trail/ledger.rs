@@ -449,7 +449,14 @@ pub fn latest_is_free(latest: &Path) -> std::io::Result<()> {
 /// there) is replaced, never followed. When the link cannot be made, an older run's log is
 /// removed from `latest` rather than left there to pass for this run's.
 pub fn link_latest(log: &Path, latest: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
     use std::sync::atomic::{AtomicU64, Ordering};
+    let same = |a: &std::fs::Metadata, b: &std::fs::Metadata| (a.dev(), a.ino()) == (b.dev(), b.ino());
+    if let (Ok(a), Ok(b)) = (std::fs::symlink_metadata(log), std::fs::symlink_metadata(latest))
+        && same(&a, &b)
+    {
+        return Ok(());
+    }
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let dir = latest.parent().ok_or_else(|| std::io::Error::other("a log path has no folder"))?;
     let tmp =
@@ -458,11 +465,11 @@ pub fn link_latest(log: &Path, latest: &Path) -> std::io::Result<()> {
     let _ = std::fs::remove_file(&tmp);
     // linkat without AT_SYMLINK_FOLLOW: `log` itself is linked, never what a link there names.
     let linked = std::fs::hard_link(log, &tmp).and_then(|()| std::fs::rename(&tmp, latest));
-    if linked.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-        if std::fs::symlink_metadata(latest).is_ok_and(|meta| !meta.is_dir()) {
-            let _ = std::fs::remove_file(latest);
-        }
+    // Renaming one name of a file over another name of the same file does nothing: when
+    // `latest` already named `log`, the temporary name is still there.
+    let _ = std::fs::remove_file(&tmp);
+    if linked.is_err() && std::fs::symlink_metadata(latest).is_ok_and(|meta| !meta.is_dir()) {
+        let _ = std::fs::remove_file(latest);
     }
     linked
 }
@@ -910,6 +917,35 @@ mod tests {
         a.selectors = vec!["x".repeat(before as usize)];
         assert!(overwrite(dir.path(), &a).is_err());
         assert_eq!(list(dir.path())[0].outcome, RunOutcome::Passed);
+    }
+
+    #[test]
+    fn the_latest_name_becomes_the_same_file_replacing_a_link_without_following_it() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "theirs").unwrap();
+        let (log, latest) = (dir.path().join("run.log"), dir.path().join("latest.log"));
+        std::fs::write(&log, "ours").unwrap();
+        std::os::unix::fs::symlink(&victim, &latest).unwrap();
+        latest_is_free(&latest).unwrap();
+        link_latest(&log, &latest).unwrap();
+        // Twice: naming the same file again leaves no temporary name behind.
+        link_latest(&log, &latest).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "theirs");
+        let (a, b) = (std::fs::symlink_metadata(&log).unwrap(), std::fs::symlink_metadata(&latest).unwrap());
+        assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()));
+        let mut names: Vec<_> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        assert_eq!(names, ["latest.log", "run.log", "victim"]);
+        std::fs::OpenOptions::new().append(true).open(&log).unwrap().write_all(b" and more").unwrap();
+        assert_eq!(std::fs::read_to_string(&latest).unwrap(), "ours and more", "appends show through");
+        let folder = dir.path().join("folder.log");
+        std::fs::create_dir(&folder).unwrap();
+        assert!(latest_is_free(&folder).is_err());
+        assert!(link_latest(&log, &folder).is_err());
+        assert!(folder.is_dir(), "a folder in the way is left alone");
     }
 
     #[test]

@@ -90,6 +90,12 @@ fn an_older_runs_log_is_its_own_and_the_latest_path_names_the_newest() {
     let (a, b) = (std::fs::metadata(latest(&repo)).unwrap(), std::fs::metadata(own(&repo, 2)).unwrap());
     assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()), "the latest path is the newest run's own file");
     assert_eq!(std::fs::read_to_string(own(&repo, 1)).unwrap(), said(&first));
+    let mut names: Vec<String> = std::fs::read_dir(latest(&repo).parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["_ci-setup.log", "say.log"], "only the latest logs, no temporary name left");
 }
 
 #[test]
