@@ -50,16 +50,22 @@ pub fn logs(args: LogsArgs) -> CliResult<i32> {
     })
 }
 
-/// `logs` from the trail: the node's trail file (its path derived from the run's label and the
-/// node id, never from the record), streamed a buffer at a time whatever its size. A reader that
+/// `logs` from the trail: the node's log of that run (its path derived from the run's label, seq
+/// and the node id, never from the record's log string), streamed a buffer at a time whatever its size. A reader that
 /// goes away ends it quietly.
 fn idle_logs(repo: &Path, run: &Option<String>, node: &str) -> CliResult<i32> {
     use std::io::Read;
     let record = stored(repo, run)?;
     let ids: Vec<String> = record.nodes.iter().map(|n| n.id.clone()).collect();
     let id = odu_core::node_id::resolve_node(&ids, node).map_err(CliError::refused)?;
-    let mut file = ledger::open_trail(&repo.join(".ci"), &record.label, &id, ledger::Access::Read)
-        .map_err(|e| CliError::refused(format!("cannot show the log of {id}: {e}")))?;
+    let mut file =
+        ledger::open_run_log(&repo.join(".ci"), &record, &id, ledger::Access::Read).map_err(|e| match e {
+            // Another run's log is never shown in place of this run's.
+            ledger::TrailError::Pruned { .. } | ledger::TrailError::Replaced { .. } => {
+                CliError::refused(e.to_string())
+            }
+            e => CliError::refused(format!("cannot show the log of {id}: {e}")),
+        })?;
     let mut out = std::io::stdout().lock();
     let mut buf = vec![0u8; 64 * 1024];
     loop {

@@ -234,7 +234,7 @@ pub fn prepare(
     let label = if !config.snapshot && dirty { format!("{sha7}+dirty") } else { sha7.to_string() };
     let started_at = now_ms();
     let mut record = RunRecord {
-        version: 1,
+        version: ledger::RECORD_VERSION,
         repo: origin.as_deref().and_then(git::github_repo),
         sha: sha.clone(),
         label: label.clone(),
@@ -254,6 +254,7 @@ pub fn prepare(
         selectors: params.selectors.clone(),
         flags: odu_proto::StartFlags { supersede: false, ..params.flags.clone() },
         note: None,
+        logs_pruned: None,
     };
     if !commit() {
         return Err(CliError::refused("the run was abandoned before it started"));
@@ -284,7 +285,8 @@ pub fn prepare(
                 .collect(),
             jobs: config.jobs.or(hosts.entries[platform].jobs),
             env: BTreeMap::from([(RUN_ENV.to_string(), format!("{label}#{seq}"))]),
-            log_dir: ci.join(&label).join(platform),
+            log_dir: ledger::run_logs_dir(&ci, &label, seq).join(platform),
+            latest_dir: ci.join(&label).join(platform),
             runner: runner.clone(),
             base_env: env.cloned(),
             remote: (!hosts.entries[platform].is_local()).then(|| crate::lane::RemoteSource {

@@ -14,6 +14,7 @@ mod lab;
 mod layout;
 mod remote;
 mod repo;
+mod run_logs;
 mod runner_protocol;
 mod serve;
 mod stranger;
