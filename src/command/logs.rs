@@ -58,8 +58,18 @@ fn idle_logs(repo: &Path, run: &Option<String>, node: &str) -> CliResult<i32> {
     let record = stored(repo, run)?;
     let ids: Vec<String> = record.nodes.iter().map(|n| n.id.clone()).collect();
     let id = odu_core::node_id::resolve_node(&ids, node).map_err(CliError::refused)?;
-    let mut file = ledger::open_trail(&repo.join(".ci"), &record.label, &id, ledger::Access::Read)
-        .map_err(|e| CliError::refused(format!("cannot show the log of {id}: {e}")))?;
+    let mut file = match ledger::open_trail(&repo.join(".ci"), &record.label, &id, ledger::Access::Read) {
+        Ok(file) => file,
+        // A node that never started has no log.
+        Err(ledger::TrailError::Io { error, .. })
+            if error.kind() == std::io::ErrorKind::NotFound
+                && let Some(node) = record.nodes.iter().find(|n| n.id == id && n.started_at.is_none()) =>
+        {
+            say(format!("odu: {id} never ran ({}): it has no log", node.status));
+            return Ok(0);
+        }
+        Err(e) => return Err(CliError::refused(format!("cannot show the log of {id}: {e}"))),
+    };
     let mut out = std::io::stdout().lock();
     let mut buf = vec![0u8; 64 * 1024];
     loop {

@@ -287,9 +287,23 @@ impl Driver {
             let fx = self.apply(RunEvent::LaneClosed { platform, at: now_ms() });
             self.execute(fx);
         }
+        self.drop_unstarted_logs();
         // The server publishes the ended header once the run's worktree and lock are released,
         // so a client that sees it can start the next run at once.
         Finished { header: self.run.header(), record: self.record }
+    }
+
+    /// A node that never started (skipped, or cancelled before it ran) leaves no log: its
+    /// file, claimed empty when the run started, is removed once the run is over.
+    fn drop_unstarted_logs(&self) {
+        for (id, view) in self.run.nodes() {
+            if view.started_at.is_some() || !view.status.is_terminal() {
+                continue;
+            }
+            if let Err(e) = ledger::remove_empty_trail(&self.ci_dir, &self.record.label, &id.to_string()) {
+                note(&format!("the empty log of {id} stays: {e}"));
+            }
+        }
     }
 
     /// Applies one event; every transition is a diagnostic.
