@@ -39,7 +39,7 @@ pub fn dump_with(dir: &Path, env: Option<&tool::Env>) -> CliResult<String> {
         return Ok(out.stdout);
     }
     let message = out.stderr.trim();
-    if message.contains("No justfile found") {
+    if message.to_ascii_lowercase().contains("no justfile found") {
         return Err(CliError::refused(format!(
             "no justfile in {} or above it: odu runs a just recipe DAG; add a justfile whose root recipe carries [metadata(\"ci\")]",
             dir.display()
