@@ -82,32 +82,6 @@ impl From<odu_core::IngestError> for CliError {
 
 pub type CliResult<T> = Result<T, CliError>;
 
-#[cfg(test)]
-mod tests {
-    use super::CliError;
-
-    #[test]
-    fn a_tools_lines_are_shown_as_printed_indented_under_the_message() {
-        let e = CliError::refused("just rejected the justfile:")
-            .with_detail("error: unknown\n ——▶ justfile:2:5\n  │\n2 │ ci: x\n  │     ^\n\n");
-        assert_eq!(
-            e.render(),
-            "odu: just rejected the justfile:\n  error: unknown\n   ——▶ justfile:2:5\n    │\n  2 │ ci: x\n    │     ^"
-        );
-        assert_eq!(CliError::refused("plain").render(), "odu: plain");
-    }
-
-    #[test]
-    fn the_detail_survives_the_wire() {
-        let e = CliError::refused("just rejected the justfile:").with_detail("error: a\n  b");
-        let wire = serde_json::to_string(&e.to_rpc()).unwrap();
-        let back = CliError::from_rpc(serde_json::from_str(&wire).unwrap());
-        assert_eq!((back.message, back.detail), (e.message, e.detail));
-        let plain = serde_json::to_value(CliError::refused("x").to_rpc()).unwrap();
-        assert_eq!(plain, serde_json::json!({"code": -32000, "message": "x"}));
-    }
-}
-
 /// Set once a write to stdout found its reader gone.
 static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
 
@@ -144,4 +118,30 @@ pub fn outln(line: impl std::fmt::Display) -> CliResult<()> {
 /// goes on to its exit code.
 pub fn say(text: impl std::fmt::Display) {
     let _ = writeln!(std::io::stderr().lock(), "{text}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CliError;
+
+    #[test]
+    fn a_tools_lines_are_shown_as_printed_indented_under_the_message() {
+        let e = CliError::refused("just rejected the justfile:")
+            .with_detail("error: unknown\n ——▶ justfile:2:5\n  │\n2 │ ci: x\n  │     ^\n\n");
+        assert_eq!(
+            e.render(),
+            "odu: just rejected the justfile:\n  error: unknown\n   ——▶ justfile:2:5\n    │\n  2 │ ci: x\n    │     ^"
+        );
+        assert_eq!(CliError::refused("plain").render(), "odu: plain");
+    }
+
+    #[test]
+    fn the_detail_survives_the_wire() {
+        let e = CliError::refused("just rejected the justfile:").with_detail("error: a\n  b");
+        let wire = serde_json::to_string(&e.to_rpc()).unwrap();
+        let back = CliError::from_rpc(serde_json::from_str(&wire).unwrap());
+        assert_eq!((back.message, back.detail), (e.message, e.detail));
+        let plain = serde_json::to_value(CliError::refused("x").to_rpc()).unwrap();
+        assert_eq!(plain, serde_json::json!({"code": -32000, "message": "x"}));
+    }
 }
