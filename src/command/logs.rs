@@ -60,10 +60,10 @@ fn idle_logs(repo: &Path, run: &Option<String>, node: &str) -> CliResult<i32> {
     let id = odu_core::node_id::resolve_node(&ids, node).map_err(CliError::refused)?;
     let mut file = match ledger::open_trail(&repo.join(".ci"), &record.label, &id, ledger::Access::Read) {
         Ok(file) => file,
-        // A node that never started has no log.
+        // A node that was skipped or cancelled before it started has no log.
         Err(ledger::TrailError::Io { error, .. })
             if error.kind() == std::io::ErrorKind::NotFound
-                && let Some(node) = record.nodes.iter().find(|n| n.id == id && n.started_at.is_none()) =>
+                && let Some(node) = record.nodes.iter().find(|n| n.id == id && never_ran(n)) =>
         {
             say(format!("odu: {id} never ran ({}): it has no log", node.status));
             return Ok(0);
@@ -92,4 +92,10 @@ fn idle_logs(repo: &Path, run: &Option<String>, node: &str) -> CliResult<i32> {
         }
         _ => Ok(0),
     }
+}
+
+/// A node that ended without ever starting: skipped, or cancelled while it waited.
+fn never_ran(node: &ledger::NodeRecord) -> bool {
+    use odu_core::NodeStatus::{Cancelled, Skipped};
+    node.started_at.is_none() && matches!(node.status, Skipped | Cancelled)
 }

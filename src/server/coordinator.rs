@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use odu_core::run::{Command, Effects, Phase, Refusal, RunEvent, RunRequest, Save};
-use odu_core::{NodeId, NodeView, Run};
+use odu_core::{NodeId, NodeStatus, NodeView, Run};
 use odu_proto::{Header, NodesFrame};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
@@ -297,7 +297,8 @@ impl Driver {
     /// file, claimed empty when the run started, is removed once the run is over.
     fn drop_unstarted_logs(&self) {
         for (id, view) in self.run.nodes() {
-            if view.started_at.is_some() || !view.status.is_terminal() {
+            let never_ran = matches!(view.status, NodeStatus::Skipped | NodeStatus::Cancelled);
+            if view.started_at.is_some() || !never_ran {
                 continue;
             }
             if let Err(e) = ledger::remove_empty_trail(&self.ci_dir, &self.record.label, &id.to_string()) {

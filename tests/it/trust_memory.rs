@@ -281,6 +281,17 @@ impl Drop for SlowDump {
     }
 }
 
+/// Starts the checkout's server as `odu run` would (its output in `.ci/odu.serve.log`), so that
+/// a run is prepared by the server: without one, `odu run` first checks the run itself.
+fn start_server(repo: &Repo) {
+    use std::os::unix::fs::DirBuilderExt;
+    let ci = repo.path().join(".ci");
+    std::fs::DirBuilder::new().mode(0o700).create(&ci).unwrap();
+    let log = std::fs::File::create(ci.join("odu.serve.log")).unwrap();
+    repo.odu(&["serve"]).stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap();
+    wait_for_socket(repo.path());
+}
+
 fn serve_log(repo: &Repo) -> String {
     std::fs::read_to_string(repo.path().join(".ci/odu.serve.log")).unwrap_or_default()
 }
@@ -289,6 +300,7 @@ fn serve_log(repo: &Repo) -> String {
 fn a_run_start_whose_client_went_away_during_preparation_never_starts() {
     let repo = Repo::new("[metadata(\"ci\")]\nci: a\na:\n    true\n");
     let slow = SlowDump::new();
+    start_server(&repo);
     let mut first = repo
         .odu(&["run"])
         .env("PATH", &slow.path)
@@ -323,6 +335,7 @@ fn a_run_start_whose_client_went_away_during_preparation_never_starts() {
 fn a_slow_preparation_refuses_other_runs_clearly_and_yields_to_supersede() {
     let repo = Repo::new("[metadata(\"ci\")]\nci: a\na:\n    true\n");
     let slow = SlowDump::new();
+    start_server(&repo);
     let mut first = repo.odu(&["run"]);
     first.env("PATH", &slow.path);
     let first = Running::spawn(first);
