@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use odu_core::run::{Command, Effects, Phase, Refusal, RunEvent, RunRequest, Save};
-use odu_core::{NodeId, NodeView, Run};
+use odu_core::{NodeId, NodeStatus, NodeView, Run};
 use odu_proto::{Header, NodesFrame};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
@@ -289,10 +289,27 @@ impl Driver {
             let fx = self.apply(RunEvent::LaneClosed { platform, at: now_ms() });
             self.execute(fx);
         }
+        self.drop_unstarted_logs();
         prune_older_runs(&self.ci_dir);
         // The server publishes the ended header once the run's worktree and lock are released,
         // so a client that sees it can start the next run at once.
         Finished { header: self.run.header(), record: self.record }
+    }
+
+    /// A node that never started (skipped, or cancelled before it ran) leaves no log: its
+    /// file, claimed empty when the run started, is removed once the run is over.
+    fn drop_unstarted_logs(&self) {
+        for (id, view) in self.run.nodes() {
+            let never_ran = matches!(view.status, NodeStatus::Skipped | NodeStatus::Cancelled);
+            if view.started_at.is_some() || !never_ran {
+                continue;
+            }
+            if let Err(e) =
+                ledger::remove_empty_trail(&self.ci_dir, &self.record.label, self.record.seq, &id.to_string())
+            {
+                note(&format!("the empty log of {id} stays: {e}"));
+            }
+        }
     }
 
     /// Applies one event; every transition is a diagnostic.

@@ -377,6 +377,32 @@ pub fn run_logs_dir(ci: &Path, label: &str, seq: u64) -> PathBuf {
     runs_dir(ci, label).join(seq.to_string())
 }
 
+/// Removes node `id`'s log of run `<label>#<seq>` (its own file under the run's folder) if it is
+/// empty: a node that never started leaves no log behind. Only a regular file odu could have
+/// written is removed, through real directories; anything else (a symlink, a file with bytes) is
+/// left alone.
+pub fn remove_empty_trail(ci: &Path, label: &str, seq: u64, id: &str) -> Result<bool, TrailError> {
+    if !valid_label(label) {
+        return Err(TrailError::BadLabel(label.into()));
+    }
+    let (platform, file) = trail_name(id)?;
+    let (label_dir, runs, run_dir) = (ci.join(label), runs_dir(ci, label), run_logs_dir(ci, label, seq));
+    let lane_dir = run_dir.join(&platform);
+    for dir in [ci, &label_dir, &runs, &run_dir, &lane_dir] {
+        real_dir(dir)?;
+    }
+    let path = lane_dir.join(file);
+    match std::fs::symlink_metadata(&path) {
+        Ok(meta) if meta.is_file() && meta.len() == 0 => {
+            std::fs::remove_file(&path).map_err(|error| TrailError::Io { path, error })?;
+            Ok(true)
+        }
+        Ok(_) => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(error) => Err(TrailError::Io { path, error }),
+    }
+}
+
 fn runs_dir(ci: &Path, label: &str) -> PathBuf {
     ci.join(label).join("runs")
 }

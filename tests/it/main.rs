@@ -12,6 +12,7 @@ mod harness;
 mod just_fidelity;
 mod lab;
 mod layout;
+mod refusals;
 mod remote;
 mod repo;
 mod run_logs;
