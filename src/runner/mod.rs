@@ -11,6 +11,7 @@
 
 pub mod scratch;
 pub mod spawner;
+pub mod variables;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -44,9 +45,19 @@ pub const LOG_HEAD: u64 = 4 * 1024 * 1024;
 pub const LOG_WINDOW: usize = 4 * 1024 * 1024;
 
 enum ActorMsg {
-    Request { id: Value, method: String, params: Value },
+    Request {
+        id: Value,
+        method: String,
+        params: Value,
+    },
     CancelStream(Value),
-    Exited { id: String, generation: u32, exit: Exit },
+    Exited {
+        id: String,
+        generation: u32,
+        exit: Exit,
+    },
+    /// The lane's variables, evaluated once by `_ci-setup`: every node gets them.
+    Variables(Vec<String>),
     Shutdown,
 }
 
@@ -63,6 +74,8 @@ struct Actor {
     name: String,
     workspace: PathBuf,
     env: BTreeMap<String, String>,
+    /// `NAME=VALUE` overrides placed before every node's recipe (see `variables`).
+    overrides: Vec<String>,
     hub: Hub<NodesValue>,
     revision: u64,
     /// The cell's node views, in order, shared with published snapshots.
@@ -101,6 +114,7 @@ where
         name: String::new(),
         workspace: PathBuf::new(),
         env: BTreeMap::new(),
+        overrides: Vec::new(),
         hub: Hub::new(
             NodesValue { revision: 0, name: Arc::from(""), order: Arc::default(), nodes: vec![] },
             1024,
@@ -210,6 +224,7 @@ impl Actor {
                     }
                     self.apply(LaneEvent::NodeExited { id, generation, exit, at: now_ms() });
                 }
+                ActorMsg::Variables(overrides) => self.overrides = overrides,
                 ActorMsg::Shutdown => break,
             }
         }
@@ -406,13 +421,19 @@ impl Actor {
         let me = self.me.clone();
         let workspace = self.workspace.clone();
         if id == SETUP {
+            let env = self.env.clone();
             tokio::spawn(async move {
                 let exit = prepare_workspace(&workspace, &spool, generation).await;
+                if exit == Exit::Code(0) {
+                    let overrides = evaluate_variables(&workspace, &env, &spool, generation).await;
+                    let _ = me.send(ActorMsg::Variables(overrides));
+                }
                 spool.end(generation);
                 let _ = me.send(ActorMsg::Exited { id, generation, exit });
             });
             return;
         }
+        let argv = variables::with_overrides(argv, &self.overrides);
         let launch = spawner::NodeLaunch { argv, workspace, env: self.env.clone(), generation };
         match spawner::start_node(launch, &spool) {
             Ok(started) => {
@@ -433,6 +454,37 @@ impl Actor {
                 spool.end(generation);
                 let _ = me.send(ActorMsg::Exited { id, generation, exit });
             }
+        }
+    }
+}
+
+/// Evaluates the justfile's variables once for the lane, saying in the setup log which ones
+/// every node shares, or why each node evaluates its own.
+async fn evaluate_variables(
+    workspace: &Path,
+    env: &BTreeMap<String, String>,
+    spool: &Spool,
+    generation: u32,
+) -> Vec<String> {
+    let say = |line: String| {
+        let _ = spool.append(generation, format!("[odu] {line}\n").as_bytes());
+    };
+    match variables::evaluate_once(workspace, env).await {
+        Ok(overrides) if overrides.is_empty() => Vec::new(),
+        Ok(overrides) => {
+            let names: Vec<&str> =
+                overrides.iter().filter_map(|o| o.split_once('=').map(|(n, _)| n)).collect();
+            say(format!(
+                "variables evaluated once for this lane, every node gets the same values: {}",
+                names.join(", ")
+            ));
+            overrides
+        }
+        Err(reason) => {
+            say(format!(
+                "variables are evaluated by each node, as by separate just invocations (a backtick runs once per node): {reason}"
+            ));
+            Vec::new()
         }
     }
 }

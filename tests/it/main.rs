@@ -9,6 +9,7 @@ mod cli_run;
 mod golden_frames;
 mod harness;
 mod just_fidelity;
+mod just_vars;
 mod lab;
 mod layout;
 mod remote;

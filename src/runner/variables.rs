@@ -1,0 +1,143 @@
+//! A justfile's variables, evaluated once per lane and given to every node.
+//!
+//! `just` evaluates a justfile's variables once per invocation; odu runs one invocation per
+//! node, so a backtick (`` `date +%s%N` ``, `` `mktemp -d` ``) or `uuid()` would give every node
+//! its own value, and a slow backtick would be paid by every node. During `_ci-setup` the runner
+//! evaluates them once, in the lane's worktree and environment (where the nodes run), and every
+//! node gets them as `NAME=VALUE` overrides (`just --no-deps NAME=VALUE … recipe args`).
+//!
+//! `just --evaluate` prints public variables only: private ones, and what they refer to, are
+//! evaluated one at a time (`just NAME=VALUE… --evaluate NAME`) once what they refer to is
+//! fixed, so each variable is evaluated exactly once and every value agrees with the others.
+//! When that cannot be done faithfully (`set lazy`, `set lists`, a failing evaluation, a value
+//! too large for a command line), the variables are left to each node, as before, and the
+//! setup log says why.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Stdio;
+
+use crate::tool::just::{self, ModuleVariables};
+
+/// The largest value passed on a node's command line (Linux caps one argument at 128 KiB).
+const MAX_VALUE: usize = 64 * 1024;
+/// The largest total of all overrides on a node's command line.
+const MAX_TOTAL: usize = 512 * 1024;
+
+/// The overrides every node of the lane gets, `NAME=VALUE` each, or why there are none.
+pub async fn evaluate_once(workspace: &Path, env: &BTreeMap<String, String>) -> Result<Vec<String>, String> {
+    let dump = run_just(workspace, env, &[], &["--dump", "--dump-format", "json"]).await?;
+    let modules = just::variables_of(&dump)?;
+    let mut overrides: Vec<String> = Vec::new();
+    for module in &modules {
+        evaluate_module(workspace, env, module, &mut overrides).await?;
+    }
+    let total: usize = overrides.iter().map(String::len).sum();
+    if total > MAX_TOTAL {
+        return Err(format!("the variables' values total {total} bytes, too many for a node's command line"));
+    }
+    Ok(overrides)
+}
+
+async fn evaluate_module(
+    workspace: &Path,
+    env: &BTreeMap<String, String>,
+    module: &ModuleVariables,
+    overrides: &mut Vec<String>,
+) -> Result<(), String> {
+    let fixed = |name: &str, value: String, overrides: &mut Vec<String>| {
+        if value.len() > MAX_VALUE {
+            return Err(format!(
+                "variable {name} is {} bytes, too long for a node's command line",
+                value.len()
+            ));
+        }
+        if value.contains('\0') {
+            return Err(format!("variable {name} holds a NUL byte, which no command line can carry"));
+        }
+        overrides.push(format!("{name}={value}"));
+        Ok(())
+    };
+    for name in &module.one_by_one {
+        let name = module.qualified(name);
+        let value = run_just(workspace, env, overrides, &["--evaluate", &name]).await?;
+        fixed(&name, value, overrides)?;
+    }
+    if module.together.is_empty() {
+        return Ok(());
+    }
+    let mut args = vec!["--evaluate-format", "just", "--evaluate"];
+    if !module.path.is_empty() {
+        args.push(&module.path);
+    }
+    let printed = run_just(workspace, env, overrides, &args).await?;
+    let mut values = just::parse_evaluate(&printed)?;
+    for name in &module.together {
+        let value = values
+            .remove(name)
+            .ok_or_else(|| format!("just --evaluate did not print variable {}", module.qualified(name)))?;
+        fixed(&module.qualified(name), value, overrides)?;
+    }
+    Ok(())
+}
+
+/// `just --color never [OPTIONS] [NAME=VALUE…] [ARGS]` in the workspace, with the nodes'
+/// environment; its stdout, exactly, or its complaint.
+async fn run_just(
+    workspace: &Path,
+    env: &BTreeMap<String, String>,
+    overrides: &[String],
+    args: &[&str],
+) -> Result<String, String> {
+    let (options, rest) = match args.iter().position(|a| *a == "--evaluate") {
+        Some(at) => args.split_at(at + 1),
+        None => (args, &[][..]),
+    };
+    let mut command = tokio::process::Command::new(super::spawner::resolve_program("just"));
+    command
+        .arg("--color")
+        .arg("never")
+        .args(options)
+        .args(overrides)
+        .args(rest)
+        .current_dir(workspace)
+        .envs(env)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let out = crate::tool::output_async(&mut command).await.map_err(|e| format!("cannot run just: {e}"))?;
+    if !out.status.success() {
+        let said = String::from_utf8_lossy(&out.stderr);
+        let said = said.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" | ");
+        return Err(format!("just {} failed: {said}", args.join(" ")));
+    }
+    String::from_utf8(out.stdout)
+        .map_err(|_| format!("just {} printed bytes that are not UTF-8", args.join(" ")))
+}
+
+/// A node's argv with the lane's overrides placed before its recipe
+/// (`just --no-deps NAME=VALUE… recipe args`); any other shape is left alone.
+pub fn with_overrides(mut argv: Vec<String>, overrides: &[String]) -> Vec<String> {
+    if overrides.is_empty() || argv.len() < 3 || argv[1] != "--no-deps" {
+        return argv;
+    }
+    argv.splice(2..2, overrides.iter().cloned());
+    argv
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_go_between_the_options_and_the_recipe() {
+        let argv = ["just", "--no-deps", "build", "x"].map(String::from).to_vec();
+        let overrides = vec!["a=1".to_string(), "m::b=-n".to_string()];
+        assert_eq!(
+            with_overrides(argv.clone(), &overrides),
+            ["just", "--no-deps", "a=1", "m::b=-n", "build", "x"]
+        );
+        assert_eq!(with_overrides(argv.clone(), &[]), argv);
+        let other = ["sh", "-c", "true"].map(String::from).to_vec();
+        assert_eq!(with_overrides(other.clone(), &overrides), other);
+    }
+}

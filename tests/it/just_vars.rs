@@ -1,0 +1,160 @@
+//! A justfile's variables are evaluated once per lane and every node gets the same values, as
+//! one `just` invocation gives every recipe it runs.
+
+use std::time::{Duration, Instant};
+
+use crate::repo::*;
+
+/// Two recipes printing one backtick, a shared `mktemp -d`, `uuid()`, an exported variable
+/// built from the backtick, and a module with a backtick and a private variable of its own.
+const SHARED: &str = r#"
+mod pkg
+
+stamp := `date +%s%N`
+id := uuid()
+_tmp := `mktemp -d`
+export DERIVED := "from-" + stamp
+
+[metadata("ci")]
+ci: first second pkg::show pkg::again
+
+first:
+    @echo "stamp={{stamp}} id={{id}} derived=$DERIVED"
+    @echo handed-over > {{_tmp}}/baton
+
+second: first
+    @echo "stamp={{stamp}} id={{id}} derived=$DERIVED"
+    @echo "baton=$(cat {{_tmp}}/baton)"
+"#;
+
+const PKG: &str = r#"
+when := `date +%s%N`
+_hidden := "hidden-" + when
+
+show:
+    @echo "when={{when}} hidden={{_hidden}}"
+
+again:
+    @echo "when={{when}} hidden={{_hidden}}"
+"#;
+
+fn line<'a>(log: &'a str, key: &str) -> &'a str {
+    log.lines().find(|l| l.contains(key)).unwrap_or_else(|| panic!("no {key} in {log}"))
+}
+
+#[test]
+fn two_recipes_printing_one_backtick_print_one_value() {
+    let repo = Repo::with_files(&[("justfile", SHARED), ("pkg/mod.just", PKG)]);
+    let out = repo.run(&["run"]);
+    let setup = repo.log("_ci-setup");
+    assert_eq!(out.status.code(), Some(0), "{}\n{setup}", stderr(&out));
+    let first = repo.log("first");
+    let second = repo.log("second");
+    let stamp = line(&first, "stamp=");
+    assert_eq!(stamp, line(&second, "stamp="), "one value for every node, as `just ci` gives");
+    assert!(stamp.contains("derived=from-"), "an exported variable follows the value: {stamp}");
+    assert!(second.contains("baton=handed-over"), "the mktemp -d directory is shared: {second}");
+    let show = repo.log("pkg::show");
+    let when = line(&show, "when=");
+    assert_eq!(when, line(&repo.log("pkg::again"), "when="), "a module's variables too");
+    assert!(when.contains("hidden-"), "{when}");
+    assert!(
+        setup.contains("variables evaluated once for this lane")
+            && setup.contains("_tmp")
+            && setup.contains("pkg::_hidden"),
+        "{setup}"
+    );
+    // The next run gets new values: once per run, not once forever.
+    let out = repo.run(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_ne!(line(&repo.log("first"), "stamp="), stamp);
+    stop_server(&repo);
+}
+
+#[test]
+fn a_slow_backtick_is_paid_once_per_lane_not_once_per_node() {
+    // A chain of ten nodes: evaluated per node, the backtick alone would take 10 × 0.5 s.
+    let mut justfile = String::from(
+        "slow := `sleep 0.5; echo slow`\n\n[metadata(\"ci\")]\nci: n9\n\nn0:\n    @echo {{slow}}\n",
+    );
+    for i in 1..10 {
+        justfile.push_str(&format!("\nn{i}: n{}\n    @echo {{{{slow}}}}\n", i - 1));
+    }
+    let repo = Repo::new(&justfile);
+    // The server is started first, so the figure is the run's alone.
+    let out = repo.run(&["status"]);
+    assert!(out.status.success() || out.status.code() == Some(1), "{}", stderr(&out));
+    let started = Instant::now();
+    let out = repo.run(&["run"]);
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stderr(&out), repo.log("_ci-setup"));
+    eprintln!("a 10-node chain with a 0.5 s backtick took {took:?}");
+    assert!(took < Duration::from_millis(2500), "took {took:?}: the backtick ran per node");
+    assert!(repo.log("n9").contains("slow"));
+    stop_server(&repo);
+}
+
+#[test]
+fn a_lazy_justfile_leaves_its_variables_to_each_node_and_says_so() {
+    // Under `set lazy`, `just ci` never evaluates `broken`: odu must not either.
+    let justfile =
+        "set lazy\nbroken := `exit 3`\nok := \"fine\"\n\n[metadata(\"ci\")]\nci:\n    @echo {{ok}}\n";
+    let repo = Repo::new(justfile);
+    let out = repo.run(&["run"]);
+    let setup = repo.log("_ci-setup");
+    assert_eq!(out.status.code(), Some(0), "{}\n{setup}", stderr(&out));
+    assert!(repo.log("ci").contains("fine"));
+    assert!(setup.contains("variables are evaluated by each node") && setup.contains("set lazy"), "{setup}");
+    stop_server(&repo);
+}
+
+#[test]
+fn a_variable_that_fails_to_evaluate_fails_the_node_as_just_would() {
+    // Not lazy: `just ci` fails on the backtick, and so does the node; setup itself goes on.
+    let justfile = "broken := `echo nope >&2; exit 3`\n\n[metadata(\"ci\")]\nci:\n    @echo {{broken}}\n";
+    let repo = Repo::new(justfile);
+    let out = repo.run(&["run"]);
+    let setup = repo.log("_ci-setup");
+    assert_eq!(out.status.code(), Some(1), "{}\n{setup}", stderr(&out));
+    assert!(setup.contains("variables are evaluated by each node"), "{setup}");
+    assert!(repo.log("ci").contains("nope"), "{}", repo.log("ci"));
+    stop_server(&repo);
+}
+
+#[test]
+fn a_remote_lane_evaluates_its_variables_once_on_its_own_host() {
+    use crate::lab::{NetnsHost, SshdOptions};
+    let options =
+        SshdOptions { env: vec![("PATH".into(), std::env::var("PATH").unwrap())], ..Default::default() };
+    let Some(host) = NetnsHost::or_skip(options) else { return };
+    // `where` runs on the host: the lab's sshd marks its sessions with ODU_LAB_SSHD.
+    let mut justfile = String::from(
+        "where := `echo \"host=${ODU_LAB_SSHD:-none}\"; sleep 0.5`\nstamp := `date +%s%N`\n\n[metadata(\"ci\")]\nci: n4\n\nn0:\n    @echo {{where}} {{stamp}}\n",
+    );
+    for i in 1..5 {
+        justfile.push_str(&format!("\nn{i}: n{}\n    @echo {{{{where}}}} {{{{stamp}}}}\n", i - 1));
+    }
+    let repo = Repo::new(&justfile);
+    let p = local_platform();
+    let hosts = repo.home.path().join("hosts.json");
+    std::fs::write(&hosts, serde_json::json!({ p.clone(): host.alias() }).to_string()).unwrap();
+    let run =
+        || repo.odu(&["run"]).env("ODU_HOSTS", &hosts).env("ODU_SSH_CONFIG", host.config()).output().unwrap();
+    // The first run uploads the runner and ships the commit; the second is the one timed.
+    let out = run();
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stderr(&out), repo.log("_ci-setup"));
+    let started = Instant::now();
+    let out = run();
+    let took = started.elapsed();
+    let setup = repo.log("_ci-setup");
+    assert_eq!(out.status.code(), Some(0), "{}\n{setup}", stderr(&out));
+    eprintln!("a 5-node remote chain with a 0.5 s backtick took {took:?}");
+    let first = repo.log("n0");
+    assert!(!first.contains("host=none"), "the backtick ran on the coordinator: {first}");
+    for i in 1..5 {
+        assert_eq!(repo.log(&format!("n{i}")), first, "node n{i} got other values");
+    }
+    assert!(setup.contains("variables evaluated once for this lane"), "{setup}");
+    assert!(took < Duration::from_millis(2500), "took {took:?}: the backtick ran per node");
+    stop_server(&repo);
+}
