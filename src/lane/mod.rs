@@ -49,7 +49,11 @@ pub struct LaneSpec {
     /// `localhost` or an ssh destination, as configured.
     pub host: String,
     pub name: String,
+    /// The worktree's top (the coordinator's; a remote lane puts its own in its place).
     pub workspace: PathBuf,
+    /// Where in the worktree the nodes' `just` starts (`pkg` for a justfile in a package),
+    /// relative to `workspace`; empty for its top.
+    pub subdir: PathBuf,
     pub tasks: Vec<TaskSpec>,
     pub jobs: Option<usize>,
     pub env: BTreeMap<String, String>,
@@ -62,6 +66,17 @@ pub struct LaneSpec {
     pub base_env: Option<BTreeMap<String, String>>,
     /// Where and what a remote lane runs; `None` for the localhost lane.
     pub remote: Option<RemoteSource>,
+}
+
+impl LaneSpec {
+    /// The directory the nodes' `just` starts in: the worktree's top, or `subdir` inside it.
+    pub fn invocation_dir(&self) -> PathBuf {
+        if self.subdir.as_os_str().is_empty() {
+            self.workspace.clone()
+        } else {
+            self.workspace.join(&self.subdir)
+        }
+    }
 }
 
 /// What the coordinator asks of a lane.
@@ -250,7 +265,7 @@ where
         link.nodes_stream = client.send(NODES_GET, json!({})).await?;
         let configure = Configure {
             name: spec.name.clone(),
-            workspace: spec.workspace.display().to_string(),
+            workspace: spec.invocation_dir().display().to_string(),
             tasks: spec.tasks.clone(),
             jobs: spec.jobs,
             env: spec.env.clone(),

@@ -176,6 +176,7 @@ pub fn prepare(
     commit: &dyn Fn() -> bool,
 ) -> CliResult<Prepared> {
     let config = RunConfig::from_params(params)?;
+    let subdir = invocation_subdir(params.flags.dir.as_deref())?;
     let own_env;
     let env_map = match env {
         Some(env) => env,
@@ -208,7 +209,14 @@ pub fn prepare(
     let snapshot =
         if config.snapshot { Some(step("worktree", || git::Snapshot::create(repo, &sha))?) } else { None };
     let workspace = snapshot.as_ref().map_or(repo.to_path_buf(), |s| s.dir.clone());
-    let dump = step("just --version and --dump", || just::dump_with(&workspace, env))?;
+    let invocation = if subdir.as_os_str().is_empty() { workspace.clone() } else { workspace.join(&subdir) };
+    if !invocation.is_dir() {
+        return Err(CliError::refused(format!(
+            "the run's worktree has no directory {}: commit it, or pass --no-strict to run the live tree",
+            subdir.display()
+        )));
+    }
+    let dump = step("just --version and --dump", || just::dump_with(&invocation, env))?;
     let plan = step("plan", || Plan::from_dump(&dump, config.root.as_deref()))?;
     let lanes = plan_lanes(&plan, &config, &hosts)?;
     let mut notes = Vec::new();
@@ -278,6 +286,7 @@ pub fn prepare(
             host: hosts.entries[platform].host.clone(),
             name: plan.root.clone(),
             workspace: workspace.clone(),
+            subdir: subdir.clone(),
             tasks: tasks
                 .iter()
                 .map(|t| TaskSpec { id: t.id.clone(), argv: t.argv(), needs: t.needs.clone() })
@@ -323,6 +332,26 @@ pub fn prepare(
         .collect();
     let coordinator = Coordinator { run: Run::new(meta, &plans), ci_dir: ci, record };
     Ok(Prepared { coordinator, specs, started, guards: (snapshot, lock) })
+}
+
+/// `run.start`'s `dir`, checked: a path inside the checkout (`pkg/sub`), never absolute and
+/// never climbing out with `..`.
+fn invocation_subdir(dir: Option<&str>) -> CliResult<PathBuf> {
+    let Some(dir) = dir.filter(|d| !d.is_empty()) else { return Ok(PathBuf::new()) };
+    let path = Path::new(dir);
+    let mut subdir = PathBuf::new();
+    for component in path.components() {
+        match component {
+            std::path::Component::Normal(part) => subdir.push(part),
+            std::path::Component::CurDir => {}
+            _ => {
+                return Err(CliError::refused(format!(
+                    "run.start's dir {dir:?} is not a directory inside the checkout: give a relative path such as pkg/sub"
+                )));
+            }
+        }
+    }
+    Ok(subdir)
 }
 
 fn plural(n: usize, word: &str) -> String {

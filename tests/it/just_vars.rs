@@ -121,12 +121,35 @@ fn a_variable_that_fails_to_evaluate_fails_the_node_as_just_would() {
     stop_server(&repo);
 }
 
+/// A lab host whose sessions see this PATH (where the tests' `just` is).
+fn lab_host() -> Option<crate::lab::NetnsHost> {
+    let options = crate::lab::SshdOptions {
+        env: vec![("PATH".into(), std::env::var("PATH").unwrap())],
+        ..Default::default()
+    };
+    crate::lab::NetnsHost::or_skip(options)
+}
+
+/// `odu ARGS` with the lab host as the one lane, from `dir`.
+fn remote_odu(
+    repo: &Repo,
+    host: &crate::lab::NetnsHost,
+    dir: &std::path::Path,
+    args: &[&str],
+) -> std::process::Output {
+    let hosts = repo.home.path().join("hosts.json");
+    std::fs::write(&hosts, serde_json::json!({ local_platform(): host.alias() }).to_string()).unwrap();
+    repo.odu(args)
+        .current_dir(dir)
+        .env("ODU_HOSTS", &hosts)
+        .env("ODU_SSH_CONFIG", host.config())
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn a_remote_lane_evaluates_its_variables_once_on_its_own_host() {
-    use crate::lab::{NetnsHost, SshdOptions};
-    let options =
-        SshdOptions { env: vec![("PATH".into(), std::env::var("PATH").unwrap())], ..Default::default() };
-    let Some(host) = NetnsHost::or_skip(options) else { return };
+    let Some(host) = lab_host() else { return };
     // `where` runs on the host: the lab's sshd marks its sessions with ODU_LAB_SSHD.
     let mut justfile = String::from(
         "where := `echo \"host=${ODU_LAB_SSHD:-none}\"; sleep 0.5`\nstamp := `date +%s%N`\n\n[metadata(\"ci\")]\nci: n4\n\nn0:\n    @echo {{where}} {{stamp}}\n",
@@ -156,5 +179,56 @@ fn a_remote_lane_evaluates_its_variables_once_on_its_own_host() {
     }
     assert!(setup.contains("variables evaluated once for this lane"), "{setup}");
     assert!(took < Duration::from_millis(2500), "took {took:?}: the backtick ran per node");
+    stop_server(&repo);
+}
+
+/// A monorepo package: the justfile is in `pkg/`, none at the top.
+const PACKAGE: &str = "[metadata(\"ci\")]\nci: build\n\nbuild:\n    @echo \"built in $(basename \"$PWD\") invoked from {{file_name(invocation_directory())}}\"\n    @test -f marker && echo marker-found\n";
+
+fn package_repo() -> Repo {
+    Repo::with_files(&[("pkg/justfile", PACKAGE), ("pkg/marker", "x\n"), ("README", "top\n")])
+}
+
+#[test]
+fn a_justfile_in_a_subdirectory_runs_from_that_subdirectory_of_the_snapshot() {
+    let repo = package_repo();
+    let pkg = repo.path().join("pkg");
+    // `odu dump` already read it from there; `odu run` must run it from there too.
+    let out = repo.odu(&["run"]).current_dir(&pkg).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // `.ci/` is the checkout's, at its top, whichever directory the run started in.
+    assert!(!pkg.join(".ci").exists(), "no second .ci inside the package");
+    let log = repo.log("build");
+    assert!(log.contains("built in pkg invoked from pkg") && log.contains("marker-found"), "{log}");
+    // Every other command finds the run from the package directory as well.
+    let status = repo.odu(&["status"]).current_dir(&pkg).output().unwrap();
+    assert_eq!(status.status.code(), Some(0), "{}", stderr(&status));
+    let logs = repo.odu(&["logs", "build"]).current_dir(&pkg).output().unwrap();
+    assert!(stdout(&logs).contains("marker-found"), "{}", stderr(&logs));
+    // A rerun of the finished run starts in the same directory.
+    let rerun = repo.odu(&["rerun", "build"]).current_dir(repo.path()).output().unwrap();
+    assert_eq!(rerun.status.code(), Some(0), "{}", stderr(&rerun));
+    crate::harness::until("the rerun to finish", crate::harness::DEADLINE, || {
+        let runs = repo.ledger();
+        runs.len() == 2 && runs.iter().all(|r| r["outcome"] != "running")
+    });
+    let runs = repo.ledger();
+    assert!(runs.iter().all(|r| r["outcome"] == "passed"), "{runs:?}");
+    assert!(repo.log("build").contains("built in pkg"), "{}", repo.log("build"));
+    // From the top, where there is no justfile, the refusal says so.
+    let top = repo.run(&["run"]);
+    assert_eq!(top.status.code(), Some(1));
+    assert!(stderr(&top).contains("no justfile"), "{}", stderr(&top));
+    stop_server(&repo);
+}
+
+#[test]
+fn a_justfile_in_a_subdirectory_runs_from_that_subdirectory_on_a_remote_lane() {
+    let Some(host) = lab_host() else { return };
+    let repo = package_repo();
+    let out = remote_odu(&repo, &host, &repo.path().join("pkg"), &["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stderr(&out), repo.log("_ci-setup"));
+    let log = repo.log("build");
+    assert!(log.contains("built in pkg invoked from pkg") && log.contains("marker-found"), "{log}");
     stop_server(&repo);
 }
