@@ -54,6 +54,9 @@ pub struct LaneSpec {
     /// Where in the worktree the nodes' `just` starts (`pkg` for a justfile in a package),
     /// relative to `workspace`; empty for its top.
     pub subdir: PathBuf,
+    /// Said once at the top of the lane's setup log, before anything runs (what the run's
+    /// snapshot lacks, say).
+    pub notes: Vec<String>,
     pub tasks: Vec<TaskSpec>,
     pub jobs: Option<usize>,
     pub env: BTreeMap<String, String>,
@@ -185,6 +188,9 @@ pub async fn run_local(
     reports: mpsc::UnboundedSender<LaneReport>,
 ) {
     let platform = spec.platform.clone();
+    for note in &spec.notes {
+        logs.narrate(note);
+    }
     logs.narrate(&format!("lane {platform}: starting {} --stdio on localhost", spec.runner.display()));
     let mut command = tokio::process::Command::new(&spec.runner);
     if let Some(env) = &spec.base_env {

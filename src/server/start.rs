@@ -220,6 +220,12 @@ pub fn prepare(
     let plan = step("plan", || Plan::from_dump(&dump, config.root.as_deref()))?;
     let lanes = plan_lanes(&plan, &config, &hosts)?;
     let mut notes = Vec::new();
+    // Said before the run, on the client's terminal and in every lane's setup log.
+    let mut setup_notes = Vec::new();
+    if snapshot.is_some() {
+        setup_notes.extend(missing_dotenv(&dump, &workspace, repo));
+    }
+    notes.extend(setup_notes.iter().cloned());
     if hosts.defaulted {
         notes.push(format!(
             "no hosts configured: running one localhost lane for {} (configure ~/.config/odu/hosts.json or pass --host P=ADDR)",
@@ -287,6 +293,7 @@ pub fn prepare(
             name: plan.root.clone(),
             workspace: workspace.clone(),
             subdir: subdir.clone(),
+            notes: setup_notes.clone(),
             tasks: tasks
                 .iter()
                 .map(|t| TaskSpec { id: t.id.clone(), argv: t.argv(), needs: t.needs.clone() })
@@ -332,6 +339,26 @@ pub fn prepare(
         .collect();
     let coordinator = Coordinator { run: Run::new(meta, &plans), ci_dir: ci, record };
     Ok(Prepared { coordinator, specs, started, guards: (snapshot, lock) })
+}
+
+/// What a strict run's snapshot lacks that the justfile would load from the checkout: a
+/// dotenv file git does not track. One note per file, saying what to do.
+fn missing_dotenv(dump: &str, snapshot: &Path, repo: &Path) -> Vec<String> {
+    let mut notes: Vec<String> = Vec::new();
+    for dotenv in just::dotenv_uses(dump) {
+        if dotenv.found_in(snapshot, snapshot).is_some() {
+            continue;
+        }
+        let Some(file) = dotenv.found_in(snapshot, repo) else { continue };
+        let note = format!(
+            "the snapshot lacks {}, which this checkout has but git does not track: a strict run tests what is committed, so its recipes load no dotenv file; commit a template (and load it with set dotenv-filename), or pass --no-strict to run the live tree",
+            file.display()
+        );
+        if !notes.contains(&note) {
+            notes.push(note);
+        }
+    }
+    notes
 }
 
 /// `run.start`'s `dir`, checked: a path inside the checkout (`pkg/sub`), never absolute and

@@ -1,7 +1,7 @@
 //! Talking to `just`: its version and its JSON dump.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{CliError, CliResult};
 use crate::tool::{self, ToolOutput};
@@ -215,6 +215,84 @@ pub fn parse_evaluate(text: &str) -> Result<BTreeMap<String, String>, String> {
     Ok(values)
 }
 
+/// How one module of a justfile loads a dotenv file, as its dump's settings say.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DotenvUse {
+    /// The module's directory (its justfile's), where just starts looking.
+    pub dir: PathBuf,
+    /// `set dotenv-path`: tried first, relative to `dir`.
+    pub paths: Vec<String>,
+    /// `set dotenv-filename`, else `.env`: looked for in `dir` and every directory above it.
+    pub filenames: Vec<String>,
+}
+
+/// Every module of a dump that loads a dotenv file from disk (`set dotenv-load`,
+/// `dotenv-required`, `dotenv-override`, `dotenv-filename` or `dotenv-path`; a
+/// `dotenv-command` reads none).
+pub fn dotenv_uses(dump: &str) -> Vec<DotenvUse> {
+    let mut uses = Vec::new();
+    if let Ok(dump) = serde_json::from_str::<serde_json::Value>(dump) {
+        collect_dotenv(&dump, &mut uses);
+    }
+    uses
+}
+
+fn collect_dotenv(module: &serde_json::Value, uses: &mut Vec<DotenvUse>) {
+    let settings = &module["settings"];
+    let strings = |key: &str| -> Vec<String> {
+        match &settings[key] {
+            serde_json::Value::String(one) => vec![one.clone()],
+            serde_json::Value::Array(many) => {
+                many.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()
+            }
+            _ => Vec::new(),
+        }
+    };
+    let flag = |key: &str| settings[key].as_bool() == Some(true);
+    let paths = strings("dotenv_path");
+    let filenames = strings("dotenv_filename");
+    let loads = flag("dotenv_load") || flag("dotenv_required") || flag("dotenv_override");
+    let command = !strings("dotenv_command").is_empty();
+    let dir = module["source"].as_str().and_then(|s| Path::new(s).parent()).map(Path::to_path_buf);
+    if let Some(dir) = dir
+        && !command
+        && (loads || !paths.is_empty() || !filenames.is_empty())
+    {
+        let filenames = if filenames.is_empty() { vec![".env".to_string()] } else { filenames };
+        uses.push(DotenvUse { dir, paths, filenames });
+    }
+    if let Some(modules) = module["modules"].as_object() {
+        for child in modules.values() {
+            collect_dotenv(child, uses);
+        }
+    }
+}
+
+impl DotenvUse {
+    /// The dotenv file this module would load in the tree at `top`, relative to it, if any
+    /// (`dir` is read relative to `dump_top`, the tree the dump was made in). Directories
+    /// above `top` are not looked at: they are not the repository's.
+    pub fn found_in(&self, dump_top: &Path, top: &Path) -> Option<PathBuf> {
+        let relative = self.dir.strip_prefix(dump_top).ok()?;
+        for path in &self.paths {
+            if Path::new(path).is_absolute() {
+                continue;
+            }
+            if top.join(relative).join(path).is_file() {
+                return Some(relative.join(path));
+            }
+        }
+        for dir in relative.ancestors() {
+            for name in &self.filenames {
+                if top.join(dir).join(name).is_file() {
+                    return Some(dir.join(name));
+                }
+            }
+        }
+        None
+    }
+}
+
 #[cfg(test)]
 mod variable_tests {
     use super::*;
@@ -258,5 +336,23 @@ mod variable_tests {
         assert!(variables_of(&lazy.to_string()).unwrap_err().contains("set lazy"));
         let lists = serde_json::json!({"settings": {}, "assignments": {}, "modules": {"m": {"settings": {"lists": true}}}});
         assert!(variables_of(&lists.to_string()).unwrap_err().contains("set lists` in module m"));
+    }
+
+    #[test]
+    fn dotenv_settings_name_where_just_looks() {
+        let dump = serde_json::json!({
+            "source": "/w/justfile",
+            "settings": {"dotenv_load": true, "dotenv_filename": null, "dotenv_path": null, "dotenv_command": []},
+            "modules": {
+                "a": {"source": "/w/a/mod.just", "settings": {"dotenv_path": "cfg/x.env"}},
+                "b": {"source": "/w/b/mod.just", "settings": {"dotenv_load": true, "dotenv_command": ["vault env"]}},
+                "c": {"source": "/w/c/mod.just", "settings": {}}
+            }
+        });
+        let uses = dotenv_uses(&dump.to_string());
+        assert_eq!(uses.len(), 2, "{uses:?}");
+        assert_eq!(uses[0], DotenvUse { dir: "/w".into(), paths: vec![], filenames: vec![".env".into()] });
+        assert_eq!(uses[1].paths, ["cfg/x.env"]);
+        assert_eq!(uses[1].dir, PathBuf::from("/w/a"));
     }
 }

@@ -232,3 +232,45 @@ fn a_justfile_in_a_subdirectory_runs_from_that_subdirectory_on_a_remote_lane() {
     assert!(log.contains("built in pkg invoked from pkg") && log.contains("marker-found"), "{log}");
     stop_server(&repo);
 }
+
+#[test]
+fn a_strict_run_says_once_before_it_starts_that_the_snapshot_lacks_the_ignored_dotenv() {
+    let justfile = "set dotenv-load\n\n[metadata(\"ci\")]\nci:\n    @echo \"greeting=${GREETING:-unset}\"\n";
+    let repo = Repo::with_files(&[("justfile", justfile), (".gitignore", ".ci/\n.env\n")]);
+    repo.write(".env", "GREETING=hello\n");
+    let out = repo.run(&["run"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(err.matches("the snapshot lacks .env").count(), 1, "said once, before the run: {err}");
+    let said = err.find("the snapshot lacks .env").unwrap();
+    assert!(said < err.find("odu · ci").unwrap(), "said before the run starts: {err}");
+    assert!(err.contains("commit a template") && err.contains("--no-strict"), "{err}");
+    let setup = repo.log("_ci-setup");
+    assert_eq!(setup.matches("the snapshot lacks .env").count(), 1, "{setup}");
+    assert!(repo.log("ci").contains("greeting=unset"), "strict runs keep testing what is committed");
+    // The live tree has it: nothing to say.
+    let out = repo.run(&["run", "--no-strict"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("lacks"), "{}", stderr(&out));
+    stop_server(&repo);
+}
+
+#[test]
+fn a_committed_dotenv_template_or_a_dotenv_path_is_looked_for_where_just_looks() {
+    // The template is committed: the snapshot has what the checkout has.
+    let justfile = "set dotenv-filename := \".env.ci\"\n\n[metadata(\"ci\")]\nci:\n    @echo \"greeting=${GREETING:-unset}\"\n";
+    let repo = Repo::with_files(&[("justfile", justfile), (".env.ci", "GREETING=template\n")]);
+    let out = repo.run(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("lacks"), "{}", stderr(&out));
+    assert!(repo.log("ci").contains("greeting=template"));
+    stop_server(&repo);
+    // A package's dotenv-path, ignored: named by its path in the checkout.
+    let justfile = "set dotenv-path := \"config/local.env\"\n\n[metadata(\"ci\")]\nci:\n    @echo \"greeting=${GREETING:-unset}\"\n";
+    let repo = Repo::with_files(&[("pkg/justfile", justfile), (".gitignore", ".ci/\nlocal.env\n")]);
+    repo.write("pkg/config/local.env", "GREETING=local\n");
+    let out = repo.odu(&["run"]).current_dir(repo.path().join("pkg")).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("the snapshot lacks pkg/config/local.env"), "{}", stderr(&out));
+    stop_server(&repo);
+}
