@@ -58,12 +58,19 @@ enum ActorMsg {
     },
     /// The lane's variables, evaluated once by `_ci-setup`: every node gets them.
     Variables(Vec<String>),
+    /// A process group `_ci-setup` started (to evaluate the variables), to record and end like
+    /// a node's.
+    SetupGroup {
+        generation: u32,
+        pgid: i32,
+    },
     Shutdown,
 }
 
 struct Running {
     generation: u32,
-    /// The node's process group; `None` for the setup node, which runs in the runner itself.
+    /// The node's process group; for the setup node, which runs in the runner itself, the group
+    /// of the `just` evaluating the variables while there is one.
     pgid: Option<i32>,
 }
 
@@ -225,6 +232,14 @@ impl Actor {
                     self.apply(LaneEvent::NodeExited { id, generation, exit, at: now_ms() });
                 }
                 ActorMsg::Variables(overrides) => self.overrides = overrides,
+                ActorMsg::SetupGroup { generation, pgid } => {
+                    if let Err(e) = self.scratch.record_group(pgid) {
+                        tracing::warn!(error = %e, "cannot record the process group");
+                    }
+                    if let Some(r) = self.running.get_mut(SETUP).filter(|r| r.generation == generation) {
+                        r.pgid = Some(pgid);
+                    }
+                }
                 ActorMsg::Shutdown => break,
             }
         }
@@ -425,7 +440,11 @@ impl Actor {
             tokio::spawn(async move {
                 let exit = prepare_workspace(&workspace, &spool, generation).await;
                 if exit == Exit::Code(0) {
-                    let overrides = evaluate_variables(&workspace, &env, &spool, generation).await;
+                    let tell = me.clone();
+                    let on_group = move |pgid| {
+                        let _ = tell.send(ActorMsg::SetupGroup { generation, pgid });
+                    };
+                    let overrides = evaluate_variables(&workspace, &env, &on_group, &spool, generation).await;
                     let _ = me.send(ActorMsg::Variables(overrides));
                 }
                 spool.end(generation);
@@ -463,13 +482,14 @@ impl Actor {
 async fn evaluate_variables(
     workspace: &Path,
     env: &BTreeMap<String, String>,
+    on_group: &(dyn Fn(i32) + Sync),
     spool: &Spool,
     generation: u32,
 ) -> Vec<String> {
     let say = |line: String| {
         let _ = spool.append(generation, format!("[odu] {line}\n").as_bytes());
     };
-    match variables::evaluate_once(workspace, env).await {
+    match variables::evaluate_once(workspace, env, on_group).await {
         Ok(overrides) if overrides.is_empty() => Vec::new(),
         Ok(overrides) => {
             let names: Vec<&str> =

@@ -12,6 +12,10 @@
 //! When that cannot be done faithfully (`set lazy`, `set lists`, a failing evaluation, a value
 //! too large for a command line), the variables are left to each node, as before, and the
 //! setup log says why.
+//!
+//! Evaluation runs the justfile's backticks, as a node does: each `just` it starts gets a
+//! process group of its own, handed to `on_group` so the runner records and ends it like a
+//! node's (a cancelled run, a dead runner), and strays left in it are ended when it exits.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -25,12 +29,17 @@ const MAX_VALUE: usize = 64 * 1024;
 const MAX_TOTAL: usize = 512 * 1024;
 
 /// The overrides every node of the lane gets, `NAME=VALUE` each, or why there are none.
-pub async fn evaluate_once(workspace: &Path, env: &BTreeMap<String, String>) -> Result<Vec<String>, String> {
-    let dump = run_just(workspace, env, &[], &["--dump", "--dump-format", "json"]).await?;
+pub async fn evaluate_once(
+    workspace: &Path,
+    env: &BTreeMap<String, String>,
+    on_group: &(dyn Fn(i32) + Sync),
+) -> Result<Vec<String>, String> {
+    let just = Just { workspace, env, on_group };
+    let dump = just.run(&[], &["--dump", "--dump-format", "json"]).await?;
     let modules = just::variables_of(&dump)?;
     let mut overrides: Vec<String> = Vec::new();
     for module in &modules {
-        evaluate_module(workspace, env, module, &mut overrides).await?;
+        evaluate_module(&just, module, &mut overrides).await?;
     }
     let total: usize = overrides.iter().map(String::len).sum();
     if total > MAX_TOTAL {
@@ -40,8 +49,7 @@ pub async fn evaluate_once(workspace: &Path, env: &BTreeMap<String, String>) -> 
 }
 
 async fn evaluate_module(
-    workspace: &Path,
-    env: &BTreeMap<String, String>,
+    just: &Just<'_>,
     module: &ModuleVariables,
     overrides: &mut Vec<String>,
 ) -> Result<(), String> {
@@ -60,7 +68,7 @@ async fn evaluate_module(
     };
     for name in &module.one_by_one {
         let name = module.qualified(name);
-        let value = run_just(workspace, env, overrides, &["--evaluate", &name]).await?;
+        let value = just.run(overrides, &["--evaluate", &name]).await?;
         fixed(&name, value, overrides)?;
     }
     if module.together.is_empty() {
@@ -70,7 +78,7 @@ async fn evaluate_module(
     if !module.path.is_empty() {
         args.push(&module.path);
     }
-    let printed = run_just(workspace, env, overrides, &args).await?;
+    let printed = just.run(overrides, &args).await?;
     let mut values = just::parse_evaluate(&printed)?;
     for name in &module.together {
         let value = values
@@ -81,37 +89,64 @@ async fn evaluate_module(
     Ok(())
 }
 
-/// `just --color never [OPTIONS] [NAME=VALUE…] [ARGS]` in the workspace, with the nodes'
-/// environment; its stdout, exactly, or its complaint.
-async fn run_just(
-    workspace: &Path,
-    env: &BTreeMap<String, String>,
-    overrides: &[String],
-    args: &[&str],
-) -> Result<String, String> {
-    let (options, rest) = match args.iter().position(|a| *a == "--evaluate") {
-        Some(at) => args.split_at(at + 1),
-        None => (args, &[][..]),
-    };
-    let mut command = tokio::process::Command::new(super::spawner::resolve_program("just"));
-    command
-        .arg("--color")
-        .arg("never")
-        .args(options)
-        .args(overrides)
-        .args(rest)
-        .current_dir(workspace)
-        .envs(env)
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    let out = crate::tool::output_async(&mut command).await.map_err(|e| format!("cannot run just: {e}"))?;
-    if !out.status.success() {
-        let said = String::from_utf8_lossy(&out.stderr);
-        let said = said.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" | ");
-        return Err(format!("just {} failed: {said}", args.join(" ")));
+/// Where and how the evaluating `just` runs: the nodes' directory and environment.
+struct Just<'a> {
+    workspace: &'a Path,
+    env: &'a BTreeMap<String, String>,
+    on_group: &'a (dyn Fn(i32) + Sync),
+}
+
+impl Just<'_> {
+    /// `just --color never [OPTIONS] [NAME=VALUE…] [ARGS]`: its stdout, exactly, or its
+    /// complaint.
+    async fn run(&self, overrides: &[String], args: &[&str]) -> Result<String, String> {
+        let (options, rest) = match args.iter().position(|a| *a == "--evaluate") {
+            Some(at) => args.split_at(at + 1),
+            None => (args, &[][..]),
+        };
+        let mut command = tokio::process::Command::new(super::spawner::resolve_program("just"));
+        command
+            .arg("--color")
+            .arg("never")
+            .args(options)
+            .args(overrides)
+            .args(rest)
+            .current_dir(self.workspace)
+            .envs(self.env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let child = crate::tool::spawn_async(&mut command).map_err(|e| format!("cannot run just: {e}"))?;
+        let group = child.id().map(|pid| pid as i32).map(Group);
+        if let Some(Group(pgid)) = group {
+            (self.on_group)(pgid);
+        }
+        let out = child.wait_with_output().await.map_err(|e| format!("cannot run just: {e}"));
+        drop(group);
+        let out = out?;
+        if !out.status.success() {
+            let said = String::from_utf8_lossy(&out.stderr);
+            let said = said.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" | ");
+            return Err(format!("just {} failed: {said}", args.join(" ")));
+        }
+        String::from_utf8(out.stdout)
+            .map_err(|_| format!("just {} printed bytes that are not UTF-8", args.join(" ")))
     }
-    String::from_utf8(out.stdout)
-        .map_err(|_| format!("just {} printed bytes that are not UTF-8", args.join(" ")))
+}
+
+/// An evaluating `just`'s process group: whatever is left in it when its `just` is done (or
+/// the evaluation is dropped) is ended, as a node's strays are.
+struct Group(i32);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if super::spawner::kill_group(self.0, libc::SIGTERM) && tokio::runtime::Handle::try_current().is_ok()
+        {
+            super::spawner::escalate_later(self.0);
+        }
+    }
 }
 
 /// A node's argv with the lane's overrides placed before its recipe

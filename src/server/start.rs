@@ -211,10 +211,18 @@ pub fn prepare(
     let workspace = snapshot.as_ref().map_or(repo.to_path_buf(), |s| s.dir.clone());
     let invocation = if subdir.as_os_str().is_empty() { workspace.clone() } else { workspace.join(&subdir) };
     if !invocation.is_dir() {
-        return Err(CliError::refused(format!(
-            "the run's worktree has no directory {}: commit it, or pass --no-strict to run the live tree",
-            subdir.display()
-        )));
+        return Err(CliError::refused(if snapshot.is_some() {
+            format!(
+                "the snapshot of {} has no directory {}: commit it, or pass --no-strict to run the live tree",
+                &sha[..7],
+                subdir.display()
+            )
+        } else {
+            format!(
+                "the checkout has no directory {}: run odu from a directory that exists",
+                subdir.display()
+            )
+        }));
     }
     let dump = step("just --version and --dump", || just::dump_with(&invocation, env))?;
     let plan = step("plan", || Plan::from_dump(&dump, config.root.as_deref()))?;
@@ -344,12 +352,14 @@ pub fn prepare(
 /// What a strict run's snapshot lacks that the justfile would load from the checkout: a
 /// dotenv file git does not track. One note per file, saying what to do.
 fn missing_dotenv(dump: &str, snapshot: &Path, repo: &Path) -> Vec<String> {
+    // just names its files by the real path of the directory it ran in.
+    let dumped_in = std::fs::canonicalize(snapshot).unwrap_or_else(|_| snapshot.to_path_buf());
     let mut notes: Vec<String> = Vec::new();
     for dotenv in just::dotenv_uses(dump) {
-        if dotenv.found_in(snapshot, snapshot).is_some() {
+        if dotenv.found_in(&dumped_in, snapshot).is_some() {
             continue;
         }
-        let Some(file) = dotenv.found_in(snapshot, repo) else { continue };
+        let Some(file) = dotenv.found_in(&dumped_in, repo) else { continue };
         let note = format!(
             "the snapshot lacks {}, which this checkout has but git does not track: a strict run tests what is committed, so its recipes load no dotenv file; commit a template (and load it with set dotenv-filename), or pass --no-strict to run the live tree",
             file.display()

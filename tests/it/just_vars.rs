@@ -274,3 +274,22 @@ fn a_committed_dotenv_template_or_a_dotenv_path_is_looked_for_where_just_looks()
     assert!(stderr(&out).contains("the snapshot lacks pkg/config/local.env"), "{}", stderr(&out));
     stop_server(&repo);
 }
+
+#[test]
+fn cancelling_a_run_ends_a_backtick_still_being_evaluated() {
+    let scratch = tempfile::tempdir().unwrap();
+    let pid_file = scratch.path().join("backtick.pid");
+    let justfile = format!(
+        "slow := `echo $$ > {}; sleep 300; echo late`\n\n[metadata(\"ci\")]\nci:\n    @echo {{{{slow}}}}\n",
+        pid_file.display()
+    );
+    let repo = Repo::new(&justfile);
+    let run = Running::spawn(repo.odu(&["run"]));
+    let pid = crate::harness::wait_for_pid(&pid_file);
+    let out = repo.run(&["cancel"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    crate::harness::until("the backtick to be ended", crate::harness::DEADLINE, || crate::harness::gone(pid));
+    let (code, err) = run.finish();
+    assert_ne!(code, Some(0), "{err}");
+    stop_server(&repo);
+}
