@@ -209,25 +209,33 @@ pub fn prepare(
     let snapshot =
         if config.snapshot { Some(step("worktree", || git::Snapshot::create(repo, &sha))?) } else { None };
     let workspace = snapshot.as_ref().map_or(repo.to_path_buf(), |s| s.dir.clone());
-    let invocation = if subdir.as_os_str().is_empty() { workspace.clone() } else { workspace.join(&subdir) };
-    if !invocation.is_dir() {
-        return Err(CliError::refused(if snapshot.is_some() {
-            format!(
-                "the snapshot of {} has no directory {}: commit it, or pass --no-strict to run the live tree",
+    let mut notes = Vec::new();
+    let subdir = match committed_subdir(&workspace, repo, &subdir) {
+        Ok(found) if found == subdir => subdir,
+        Ok(found) => {
+            notes.push(format!(
+                "{} is not in the run's worktree (git does not track it): just starts from {} instead",
+                subdir.display(),
+                if found.as_os_str().is_empty() {
+                    "the top of the checkout".into()
+                } else {
+                    found.display().to_string()
+                }
+            ));
+            found
+        }
+        Err(missing) => {
+            return Err(CliError::refused(format!(
+                "the snapshot of {} has no {} (git does not track it): commit it, or pass --no-strict to run the live tree",
                 &sha[..7],
-                subdir.display()
-            )
-        } else {
-            format!(
-                "the checkout has no directory {}: run odu from a directory that exists",
-                subdir.display()
-            )
-        }));
-    }
+                missing.display()
+            )));
+        }
+    };
+    let invocation = if subdir.as_os_str().is_empty() { workspace.clone() } else { workspace.join(&subdir) };
     let dump = step("just --version and --dump", || just::dump_with(&invocation, env))?;
     let plan = step("plan", || Plan::from_dump(&dump, config.root.as_deref()))?;
     let lanes = plan_lanes(&plan, &config, &hosts)?;
-    let mut notes = Vec::new();
     // Said before the run, on the client's terminal and in every lane's setup log.
     let mut setup_notes = Vec::new();
     if snapshot.is_some() {
@@ -371,6 +379,30 @@ fn missing_dotenv(dump: &str, snapshot: &Path, repo: &Path) -> Vec<String> {
     notes
 }
 
+/// The directory of the run's worktree the run's `just` starts in: `subdir`, or, when the
+/// worktree lacks it (an untracked or ignored directory of the checkout), the nearest
+/// directory above it that the worktree has — which is where `just` would find the same
+/// justfile. `Err` names a justfile the checkout has in a directory the worktree lacks: that
+/// justfile is not committed, and starting above it would run another one.
+fn committed_subdir(worktree: &Path, checkout: &Path, subdir: &Path) -> Result<PathBuf, PathBuf> {
+    let mut found = subdir.to_path_buf();
+    while !found.as_os_str().is_empty() && !worktree.join(&found).is_dir() {
+        if let Some(justfile) = justfile_in(&checkout.join(&found)) {
+            return Err(found.join(justfile));
+        }
+        found = found.parent().map(Path::to_path_buf).unwrap_or_default();
+    }
+    Ok(found)
+}
+
+/// The justfile in `dir`, by just's names (`justfile`, `.justfile`, in any case).
+fn justfile_in(dir: &Path) -> Option<std::ffi::OsString> {
+    std::fs::read_dir(dir).ok()?.filter_map(Result::ok).map(|e| e.file_name()).find(|name| {
+        name.to_str()
+            .is_some_and(|n| n.eq_ignore_ascii_case("justfile") || n.eq_ignore_ascii_case(".justfile"))
+    })
+}
+
 /// `run.start`'s `dir`, checked: a path inside the checkout (`pkg/sub`), never absolute and
 /// never climbing out with `..`.
 fn invocation_subdir(dir: Option<&str>) -> CliResult<PathBuf> {
@@ -393,4 +425,19 @@ fn invocation_subdir(dir: Option<&str>) -> CliResult<PathBuf> {
 
 fn plural(n: usize, word: &str) -> String {
     if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_directory_stays_inside_the_checkout() {
+        assert_eq!(invocation_subdir(None).unwrap(), PathBuf::new());
+        assert_eq!(invocation_subdir(Some("")).unwrap(), PathBuf::new());
+        assert_eq!(invocation_subdir(Some("pkg/./sub")).unwrap(), PathBuf::from("pkg/sub"));
+        for outside in ["/etc", "../elsewhere", "pkg/../../x"] {
+            assert!(invocation_subdir(Some(outside)).is_err(), "{outside}");
+        }
+    }
 }

@@ -293,3 +293,32 @@ fn cancelling_a_run_ends_a_backtick_still_being_evaluated() {
     assert_ne!(code, Some(0), "{err}");
     stop_server(&repo);
 }
+
+#[test]
+fn a_run_from_an_untracked_directory_starts_where_just_finds_the_same_justfile() {
+    let justfile = "[metadata(\"ci\")]\nci:\n    @echo \"from {{file_name(invocation_directory())}}\"\n";
+    let repo = Repo::with_files(&[("justfile", justfile), (".gitignore", ".ci/\ntarget/\nscratch/\n")]);
+    // An ignored build directory: the snapshot lacks it, and just finds the top's justfile.
+    std::fs::create_dir_all(repo.path().join("target/debug")).unwrap();
+    let out = repo.odu(&["run"]).current_dir(repo.path().join("target/debug")).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("target/debug is not in the run's worktree")
+            && stderr(&out).contains("the top of the checkout"),
+        "{}",
+        stderr(&out)
+    );
+    // An ignored directory with a justfile of its own: starting above it would run another one.
+    repo.write("scratch/justfile", "[metadata(\"ci\")]\nci:\n    @echo scratch\n");
+    let out = repo.odu(&["run"]).current_dir(repo.path().join("scratch")).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("has no scratch/justfile") && stderr(&out).contains("--no-strict"),
+        "{}",
+        stderr(&out)
+    );
+    // The live tree has it.
+    let out = repo.odu(&["run", "--no-strict"]).current_dir(repo.path().join("scratch")).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    stop_server(&repo);
+}
