@@ -15,7 +15,7 @@ use crate::{hosts, tool::git};
 use crate::server::start;
 pub use crate::server::start::RUN_ENV;
 
-fn params(args: &RunArgs) -> odu_proto::StartParams {
+fn params(args: &RunArgs, dir: Option<String>) -> odu_proto::StartParams {
     odu_proto::StartParams {
         selectors: args.selectors.clone(),
         flags: odu_proto::StartFlags {
@@ -28,9 +28,20 @@ fn params(args: &RunArgs) -> odu_proto::StartParams {
             no_strict: args.no_strict,
             jobs: args.jobs,
             supersede: args.supersede,
+            dir,
         },
         env: Some(std::env::vars().collect()),
     }
+}
+
+/// Where `cwd` is inside the checkout at `repo`, as a relative path (`pkg/sub`); `None` at
+/// its top (or when it cannot be told, and the run starts at the top as before).
+fn subdirectory(repo: &std::path::Path, cwd: &std::path::Path) -> Option<String> {
+    let cwd = std::fs::canonicalize(cwd).ok()?;
+    let repo = std::fs::canonicalize(repo).ok()?;
+    let relative = cwd.strip_prefix(&repo).ok()?;
+    let text = relative.to_str()?;
+    (!text.is_empty()).then(|| text.to_string())
 }
 
 pub fn run(args: RunArgs) -> CliResult<i32> {
@@ -42,13 +53,15 @@ pub fn run(args: RunArgs) -> CliResult<i32> {
         return Err(CliError::refused("--jobs must be at least 1"));
     }
     super::parse_duration(&args.idle_timeout, "--idle-timeout")?;
-    let repo = git::toplevel(&super::current_dir()?)?;
+    let cwd = super::current_dir()?;
+    let repo = git::toplevel(&cwd)?;
+    let dir = subdirectory(&repo, &cwd);
     let progress_json = args.progress == Some(ProgressFormat::Json);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| CliError::refused(format!("cannot start the async runtime: {e}")))?;
-    let params = params(&args);
+    let params = params(&args, dir);
     runtime.block_on(async {
         // Without a server, the run's refusals are found here, before one is started and before
         // .ci exists: a refused run starts nothing and leaves nothing behind. The server

@@ -49,7 +49,14 @@ pub struct LaneSpec {
     /// `localhost` or an ssh destination, as configured.
     pub host: String,
     pub name: String,
+    /// The worktree's top (the coordinator's; a remote lane puts its own in its place).
     pub workspace: PathBuf,
+    /// Where in the worktree the nodes' `just` starts (`pkg` for a justfile in a package),
+    /// relative to `workspace`; empty for its top.
+    pub subdir: PathBuf,
+    /// Said once at the top of the lane's setup log, before anything runs (what the run's
+    /// snapshot lacks, say).
+    pub notes: Vec<String>,
     pub tasks: Vec<TaskSpec>,
     pub jobs: Option<usize>,
     pub env: BTreeMap<String, String>,
@@ -65,6 +72,17 @@ pub struct LaneSpec {
     pub base_env: Option<BTreeMap<String, String>>,
     /// Where and what a remote lane runs; `None` for the localhost lane.
     pub remote: Option<RemoteSource>,
+}
+
+impl LaneSpec {
+    /// The directory the nodes' `just` starts in: the worktree's top, or `subdir` inside it.
+    pub fn invocation_dir(&self) -> PathBuf {
+        if self.subdir.as_os_str().is_empty() {
+            self.workspace.clone()
+        } else {
+            self.workspace.join(&self.subdir)
+        }
+    }
 }
 
 /// What the coordinator asks of a lane.
@@ -195,6 +213,9 @@ pub async fn run_local(
     reports: mpsc::UnboundedSender<LaneReport>,
 ) {
     let platform = spec.platform.clone();
+    for note in &spec.notes {
+        logs.narrate(note);
+    }
     logs.narrate(&format!("lane {platform}: starting {} --stdio on localhost", spec.runner.display()));
     let mut command = tokio::process::Command::new(&spec.runner);
     if let Some(env) = &spec.base_env {
@@ -275,7 +296,7 @@ where
         link.nodes_stream = client.send(NODES_GET, json!({})).await?;
         let configure = Configure {
             name: spec.name.clone(),
-            workspace: spec.workspace.display().to_string(),
+            workspace: spec.invocation_dir().display().to_string(),
             tasks: spec.tasks.clone(),
             jobs: spec.jobs,
             env: spec.env.clone(),

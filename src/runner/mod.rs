@@ -11,6 +11,7 @@
 
 pub mod scratch;
 pub mod spawner;
+pub mod variables;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -44,15 +45,32 @@ pub const LOG_HEAD: u64 = 4 * 1024 * 1024;
 pub const LOG_WINDOW: usize = 4 * 1024 * 1024;
 
 enum ActorMsg {
-    Request { id: Value, method: String, params: Value },
+    Request {
+        id: Value,
+        method: String,
+        params: Value,
+    },
     CancelStream(Value),
-    Exited { id: String, generation: u32, exit: Exit },
+    Exited {
+        id: String,
+        generation: u32,
+        exit: Exit,
+    },
+    /// The lane's variables, evaluated once by `_ci-setup`: every node gets them.
+    Variables(Vec<String>),
+    /// A process group `_ci-setup` started (to evaluate the variables), to record and end like
+    /// a node's.
+    SetupGroup {
+        generation: u32,
+        pgid: i32,
+    },
     Shutdown,
 }
 
 struct Running {
     generation: u32,
-    /// The node's process group; `None` for the setup node, which runs in the runner itself.
+    /// The node's process group; for the setup node, which runs in the runner itself, the group
+    /// of the `just` evaluating the variables while there is one.
     pgid: Option<i32>,
 }
 
@@ -63,6 +81,8 @@ struct Actor {
     name: String,
     workspace: PathBuf,
     env: BTreeMap<String, String>,
+    /// `NAME=VALUE` overrides placed before every node's recipe (see `variables`).
+    overrides: Vec<String>,
     hub: Hub<NodesValue>,
     revision: u64,
     /// The cell's node views, in order, shared with published snapshots.
@@ -101,6 +121,7 @@ where
         name: String::new(),
         workspace: PathBuf::new(),
         env: BTreeMap::new(),
+        overrides: Vec::new(),
         hub: Hub::new(
             NodesValue { revision: 0, name: Arc::from(""), order: Arc::default(), nodes: vec![] },
             1024,
@@ -209,6 +230,15 @@ impl Actor {
                         self.running.remove(&id);
                     }
                     self.apply(LaneEvent::NodeExited { id, generation, exit, at: now_ms() });
+                }
+                ActorMsg::Variables(overrides) => self.overrides = overrides,
+                ActorMsg::SetupGroup { generation, pgid } => {
+                    if let Err(e) = self.scratch.record_group(pgid) {
+                        tracing::warn!(error = %e, "cannot record the process group");
+                    }
+                    if let Some(r) = self.running.get_mut(SETUP).filter(|r| r.generation == generation) {
+                        r.pgid = Some(pgid);
+                    }
                 }
                 ActorMsg::Shutdown => break,
             }
@@ -406,13 +436,23 @@ impl Actor {
         let me = self.me.clone();
         let workspace = self.workspace.clone();
         if id == SETUP {
+            let env = self.env.clone();
             tokio::spawn(async move {
                 let exit = prepare_workspace(&workspace, &spool, generation).await;
+                if exit == Exit::Code(0) {
+                    let tell = me.clone();
+                    let on_group = move |pgid| {
+                        let _ = tell.send(ActorMsg::SetupGroup { generation, pgid });
+                    };
+                    let overrides = evaluate_variables(&workspace, &env, &on_group, &spool, generation).await;
+                    let _ = me.send(ActorMsg::Variables(overrides));
+                }
                 spool.end(generation);
                 let _ = me.send(ActorMsg::Exited { id, generation, exit });
             });
             return;
         }
+        let argv = variables::with_overrides(argv, &self.overrides);
         let launch = spawner::NodeLaunch { argv, workspace, env: self.env.clone(), generation };
         match spawner::start_node(launch, &spool) {
             Ok(started) => {
@@ -433,6 +473,38 @@ impl Actor {
                 spool.end(generation);
                 let _ = me.send(ActorMsg::Exited { id, generation, exit });
             }
+        }
+    }
+}
+
+/// Evaluates the justfile's variables once for the lane, saying in the setup log which ones
+/// every node shares, or why each node evaluates its own.
+async fn evaluate_variables(
+    workspace: &Path,
+    env: &BTreeMap<String, String>,
+    on_group: &(dyn Fn(i32) + Sync),
+    spool: &Spool,
+    generation: u32,
+) -> Vec<String> {
+    let say = |line: String| {
+        let _ = spool.append(generation, format!("[odu] {line}\n").as_bytes());
+    };
+    match variables::evaluate_once(workspace, env, on_group).await {
+        Ok(overrides) if overrides.is_empty() => Vec::new(),
+        Ok(overrides) => {
+            let names: Vec<&str> =
+                overrides.iter().filter_map(|o| o.split_once('=').map(|(n, _)| n)).collect();
+            say(format!(
+                "variables evaluated once for this lane, every node gets the same values: {}",
+                names.join(", ")
+            ));
+            overrides
+        }
+        Err(reason) => {
+            say(format!(
+                "variables are evaluated by each node, as by separate just invocations (a backtick runs once per node): {reason}"
+            ));
+            Vec::new()
         }
     }
 }

@@ -184,6 +184,12 @@ pub struct Planned {
     /// The pinned worktree of a strict run ([`Reading::AsRun`]).
     pub snapshot: Option<git::Snapshot>,
     pub workspace: PathBuf,
+    /// Where in the worktree just starts (the package directory `odu run` was started in).
+    pub subdir: PathBuf,
+    /// Said to the client before the run starts.
+    pub notes: Vec<String>,
+    /// Said at the top of every lane's setup log too (they are among `notes`).
+    pub setup_notes: Vec<String>,
     pub plan: Plan,
     pub lanes: Vec<(String, Vec<Task>)>,
 }
@@ -199,6 +205,7 @@ pub fn plan_run(
     reading: Reading,
 ) -> CliResult<Planned> {
     let config = RunConfig::from_params(params)?;
+    let subdir = invocation_subdir(params.flags.dir.as_deref())?;
     let own_env;
     let env_map = match env {
         Some(env) => env,
@@ -233,10 +240,40 @@ pub fn plan_run(
         None
     };
     let workspace = snapshot.as_ref().map_or(repo.to_path_buf(), |s| s.dir.clone());
-    let dump = step("just --version and --dump", || just::dump_with(&workspace, env))?;
+    let mut notes = Vec::new();
+    let subdir = match committed_subdir(&workspace, repo, &subdir) {
+        Ok(found) if found == subdir => subdir,
+        Ok(found) => {
+            notes.push(format!(
+                "{} is not in the run's worktree (git does not track it): just starts from {} instead",
+                subdir.display(),
+                if found.as_os_str().is_empty() {
+                    "the top of the checkout".into()
+                } else {
+                    found.display().to_string()
+                }
+            ));
+            found
+        }
+        Err(missing) => {
+            return Err(CliError::refused(format!(
+                "the snapshot of {} has no {} (git does not track it): commit it, or pass --no-strict to run the live tree",
+                &sha[..7],
+                missing.display()
+            )));
+        }
+    };
+    let invocation = if subdir.as_os_str().is_empty() { workspace.clone() } else { workspace.join(&subdir) };
+    let dump = step("just --version and --dump", || just::dump_with(&invocation, env))?;
     let plan = step("plan", || Plan::from_dump(&dump, config.root.as_deref()))?;
     let lanes = plan_lanes(&plan, &config, &hosts)?;
-    Ok(Planned { config, hosts, sha, dirty, snapshot, workspace, plan, lanes })
+    // Said before the run, on the client's terminal and in every lane's setup log.
+    let mut setup_notes = Vec::new();
+    if snapshot.is_some() {
+        setup_notes.extend(missing_dotenv(&dump, &workspace, repo));
+    }
+    notes.extend(setup_notes.iter().cloned());
+    Ok(Planned { config, hosts, sha, dirty, snapshot, workspace, subdir, notes, setup_notes, plan, lanes })
 }
 
 /// Everything `odu run` used to do before its first lane: each refusal is one line that says
@@ -250,8 +287,19 @@ pub fn prepare(
     env: Option<&Env>,
     commit: &dyn Fn() -> bool,
 ) -> CliResult<Prepared> {
-    let Planned { config, hosts, sha, dirty, snapshot, workspace, plan, lanes } =
-        plan_run(repo, params, env, Reading::AsRun)?;
+    let Planned {
+        config,
+        hosts,
+        sha,
+        dirty,
+        snapshot,
+        workspace,
+        subdir,
+        mut notes,
+        setup_notes,
+        plan,
+        lanes,
+    } = plan_run(repo, params, env, Reading::AsRun)?;
     let own_env;
     let env_map = match env {
         Some(env) => env,
@@ -262,7 +310,6 @@ pub fn prepare(
     };
     let var = |k: &str| env_map.get(k).cloned();
     let ci = step(".ci", || crate::trail::ci::ensure_ci_dir(repo))?;
-    let mut notes = Vec::new();
     if hosts.defaulted {
         notes.push(format!(
             "no hosts configured: running one localhost lane for {} (configure ~/.config/odu/hosts.json or pass --host P=ADDR)",
@@ -330,6 +377,8 @@ pub fn prepare(
             host: hosts.entries[platform].host.clone(),
             name: plan.root.clone(),
             workspace: workspace.clone(),
+            subdir: subdir.clone(),
+            notes: setup_notes.clone(),
             tasks: tasks
                 .iter()
                 .map(|t| TaskSpec { id: t.id.clone(), argv: t.argv(), needs: t.needs.clone() })
@@ -378,6 +427,87 @@ pub fn prepare(
     Ok(Prepared { coordinator, specs, started, guards: (snapshot, lock) })
 }
 
+/// What a strict run's snapshot lacks that the justfile would load from the checkout: a
+/// dotenv file git does not track. One note per file, saying what to do.
+fn missing_dotenv(dump: &str, snapshot: &Path, repo: &Path) -> Vec<String> {
+    // just names its files by the real path of the directory it ran in.
+    let dumped_in = std::fs::canonicalize(snapshot).unwrap_or_else(|_| snapshot.to_path_buf());
+    let mut notes: Vec<String> = Vec::new();
+    for dotenv in just::dotenv_uses(dump) {
+        if dotenv.found_in(&dumped_in, snapshot).is_some() {
+            continue;
+        }
+        let Some(file) = dotenv.found_in(&dumped_in, repo) else { continue };
+        let note = format!(
+            "the snapshot lacks {}, which this checkout has but git does not track: a strict run tests what is committed, so its recipes load no dotenv file; commit a template (and load it with set dotenv-filename), or pass --no-strict to run the live tree",
+            file.display()
+        );
+        if !notes.contains(&note) {
+            notes.push(note);
+        }
+    }
+    notes
+}
+
+/// The directory of the run's worktree the run's `just` starts in: `subdir`, or, when the
+/// worktree lacks it (an untracked or ignored directory of the checkout), the nearest
+/// directory above it that the worktree has — which is where `just` would find the same
+/// justfile. `Err` names a justfile the checkout has in a directory the worktree lacks: that
+/// justfile is not committed, and starting above it would run another one.
+fn committed_subdir(worktree: &Path, checkout: &Path, subdir: &Path) -> Result<PathBuf, PathBuf> {
+    let mut found = subdir.to_path_buf();
+    while !found.as_os_str().is_empty() && !worktree.join(&found).is_dir() {
+        if let Some(justfile) = justfile_in(&checkout.join(&found)) {
+            return Err(found.join(justfile));
+        }
+        found = found.parent().map(Path::to_path_buf).unwrap_or_default();
+    }
+    Ok(found)
+}
+
+/// The justfile in `dir`, by just's names (`justfile`, `.justfile`, in any case).
+fn justfile_in(dir: &Path) -> Option<std::ffi::OsString> {
+    std::fs::read_dir(dir).ok()?.filter_map(Result::ok).map(|e| e.file_name()).find(|name| {
+        name.to_str()
+            .is_some_and(|n| n.eq_ignore_ascii_case("justfile") || n.eq_ignore_ascii_case(".justfile"))
+    })
+}
+
+/// `run.start`'s `dir`, checked: a path inside the checkout (`pkg/sub`), never absolute and
+/// never climbing out with `..`.
+fn invocation_subdir(dir: Option<&str>) -> CliResult<PathBuf> {
+    let Some(dir) = dir.filter(|d| !d.is_empty()) else { return Ok(PathBuf::new()) };
+    let path = Path::new(dir);
+    let mut subdir = PathBuf::new();
+    for component in path.components() {
+        match component {
+            std::path::Component::Normal(part) => subdir.push(part),
+            std::path::Component::CurDir => {}
+            _ => {
+                return Err(CliError::refused(format!(
+                    "run.start's dir {dir:?} is not a directory inside the checkout: give a relative path such as pkg/sub"
+                )));
+            }
+        }
+    }
+    Ok(subdir)
+}
+
 fn plural(n: usize, word: &str) -> String {
     if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_directory_stays_inside_the_checkout() {
+        assert_eq!(invocation_subdir(None).unwrap(), PathBuf::new());
+        assert_eq!(invocation_subdir(Some("")).unwrap(), PathBuf::new());
+        assert_eq!(invocation_subdir(Some("pkg/./sub")).unwrap(), PathBuf::from("pkg/sub"));
+        for outside in ["/etc", "../elsewhere", "pkg/../../x"] {
+            assert!(invocation_subdir(Some(outside)).is_err(), "{outside}");
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! Talking to `just`: its version and its JSON dump.
 
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
 use crate::error::{CliError, CliResult};
 use crate::tool::{self, ToolOutput};
@@ -65,8 +66,302 @@ pub fn parse_version(text: &str) -> Option<(u64, u64)> {
     Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
 
+/// The variables of one module of a justfile, in the order odu evaluates them once per lane.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ModuleVariables {
+    /// `""` for the root module, else its module path (`a::b`).
+    pub path: String,
+    /// Private variables (`_x`, `[private]`), which `just --evaluate` does not print, and every
+    /// variable they refer to, dependencies first: each is evaluated on its own
+    /// (`just --evaluate NAME`) once the ones it refers to are fixed.
+    pub one_by_one: Vec<String>,
+    /// The public variables left, evaluated together by one `just --evaluate [PATH]`.
+    pub together: BTreeSet<String>,
+}
+
+impl ModuleVariables {
+    /// `name` as `--evaluate` and overrides spell it: `a::b::name`, or `name` in the root.
+    pub fn qualified(&self, name: &str) -> String {
+        if self.path.is_empty() { name.to_string() } else { format!("{}::{name}", self.path) }
+    }
+}
+
+/// Why a justfile's variables are left to each node: a setting under which one evaluation
+/// given to every node would not be what `just` does.
+pub fn per_node_reason(settings: &serde_json::Value, path: &str) -> Option<String> {
+    let at = if path.is_empty() { String::new() } else { format!(" in module {path}") };
+    if settings.get("lazy").and_then(serde_json::Value::as_bool) == Some(true) {
+        return Some(format!(
+            "`set lazy`{at}: just evaluates only the variables the recipes it runs use, so each node evaluates its own"
+        ));
+    }
+    if settings.get("lists").and_then(serde_json::Value::as_bool) == Some(true) {
+        return Some(format!("`set lists`{at}: a list value cannot be passed to a node as NAME=VALUE"));
+    }
+    None
+}
+
+/// Reads the variables of every module of a `just --dump --dump-format json`, root first.
+/// `Err` names the reason they must be left to each node.
+pub fn variables_of(dump: &str) -> Result<Vec<ModuleVariables>, String> {
+    let dump: serde_json::Value =
+        serde_json::from_str(dump).map_err(|e| format!("cannot read just's dump: {e}"))?;
+    let mut modules = Vec::new();
+    collect_modules(&dump, String::new(), &mut modules)?;
+    Ok(modules)
+}
+
+fn collect_modules(
+    module: &serde_json::Value,
+    path: String,
+    out: &mut Vec<ModuleVariables>,
+) -> Result<(), String> {
+    if let Some(reason) = module.get("settings").and_then(|s| per_node_reason(s, &path)) {
+        return Err(reason);
+    }
+    let mut private = BTreeSet::new();
+    let mut public = BTreeSet::new();
+    let mut refers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    if let Some(assignments) = module.get("assignments").and_then(serde_json::Value::as_object) {
+        for (name, assignment) in assignments {
+            let is_private = assignment.get("private").and_then(serde_json::Value::as_bool).unwrap_or(true);
+            if is_private {
+                private.insert(name.clone())
+            } else {
+                public.insert(name.clone())
+            };
+            let mut names = BTreeSet::new();
+            if let Some(value) = assignment.get("value") {
+                variable_references(value, &mut names);
+            }
+            names.retain(|n| assignments.contains_key(n) && n != name);
+            refers.insert(name.clone(), names);
+        }
+    }
+    let mut one_by_one = Vec::new();
+    let mut seen = BTreeSet::new();
+    for name in &private {
+        dependencies_first(name, &refers, &mut seen, &mut one_by_one);
+    }
+    let together = public.into_iter().filter(|n| !seen.contains(n)).collect();
+    out.push(ModuleVariables { path: path.clone(), one_by_one, together });
+    if let Some(modules) = module.get("modules").and_then(serde_json::Value::as_object) {
+        for (name, child) in modules {
+            let child_path = if path.is_empty() { name.clone() } else { format!("{path}::{name}") };
+            collect_modules(child, child_path, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// Every `["variable", NAME]` inside an expression of the dump.
+fn variable_references(expression: &serde_json::Value, names: &mut BTreeSet<String>) {
+    if let Some(items) = expression.as_array() {
+        if let [kind, name] = items.as_slice()
+            && kind.as_str() == Some("variable")
+            && let Some(name) = name.as_str()
+        {
+            names.insert(name.to_string());
+            return;
+        }
+        for item in items {
+            variable_references(item, names);
+        }
+    }
+}
+
+fn dependencies_first(
+    name: &str,
+    refers: &BTreeMap<String, BTreeSet<String>>,
+    seen: &mut BTreeSet<String>,
+    order: &mut Vec<String>,
+) {
+    if !seen.insert(name.to_string()) {
+        return;
+    }
+    for dependency in refers.get(name).into_iter().flatten() {
+        dependencies_first(dependency, refers, seen, order);
+    }
+    order.push(name.to_string());
+}
+
+/// Reads `just --evaluate` in its own format (`name := "value"`, one per line, the value quoted
+/// with `\\`, `\"`, `\n`, `\r` and `\t` escaped). Anything else is an error: odu would rather
+/// leave the variables to each node than pass a value it misread.
+pub fn parse_evaluate(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut values = BTreeMap::new();
+    for line in text.lines() {
+        let (name, quoted) =
+            line.split_once(" := ").ok_or_else(|| format!("unexpected line in just --evaluate: {line:?}"))?;
+        let name = name.trim_end();
+        let inner = quoted
+            .strip_prefix('"')
+            .and_then(|q| q.strip_suffix('"'))
+            .ok_or_else(|| format!("variable {name} is not one quoted string in just --evaluate"))?;
+        let mut value = String::with_capacity(inner.len());
+        let mut chars = inner.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => value.push(match chars.next() {
+                    Some('\\') => '\\',
+                    Some('"') => '"',
+                    Some('n') => '\n',
+                    Some('r') => '\r',
+                    Some('t') => '\t',
+                    other => return Err(format!("unknown escape \\{other:?} in variable {name}")),
+                }),
+                '"' => return Err(format!("an unescaped quote in variable {name}")),
+                c => value.push(c),
+            }
+        }
+        if name.is_empty() || values.insert(name.to_string(), value).is_some() {
+            return Err(format!("unexpected line in just --evaluate: {line:?}"));
+        }
+    }
+    Ok(values)
+}
+
+/// How one module of a justfile loads a dotenv file, as its dump's settings say.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DotenvUse {
+    /// The module's directory (its justfile's), where just starts looking.
+    pub dir: PathBuf,
+    /// `set dotenv-path`: tried first, relative to `dir`.
+    pub paths: Vec<String>,
+    /// `set dotenv-filename`, else `.env`: looked for in `dir` and every directory above it.
+    pub filenames: Vec<String>,
+}
+
+/// Every module of a dump that loads a dotenv file from disk (`set dotenv-load`,
+/// `dotenv-required`, `dotenv-override`, `dotenv-filename` or `dotenv-path`; a
+/// `dotenv-command` reads none).
+pub fn dotenv_uses(dump: &str) -> Vec<DotenvUse> {
+    let mut uses = Vec::new();
+    if let Ok(dump) = serde_json::from_str::<serde_json::Value>(dump) {
+        collect_dotenv(&dump, &mut uses);
+    }
+    uses
+}
+
+fn collect_dotenv(module: &serde_json::Value, uses: &mut Vec<DotenvUse>) {
+    let settings = &module["settings"];
+    let strings = |key: &str| -> Vec<String> {
+        match &settings[key] {
+            serde_json::Value::String(one) => vec![one.clone()],
+            serde_json::Value::Array(many) => {
+                many.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()
+            }
+            _ => Vec::new(),
+        }
+    };
+    let flag = |key: &str| settings[key].as_bool() == Some(true);
+    let paths = strings("dotenv_path");
+    let filenames = strings("dotenv_filename");
+    let loads = flag("dotenv_load") || flag("dotenv_required") || flag("dotenv_override");
+    let command = !strings("dotenv_command").is_empty();
+    let dir = module["source"].as_str().and_then(|s| Path::new(s).parent()).map(Path::to_path_buf);
+    if let Some(dir) = dir
+        && !command
+        && (loads || !paths.is_empty() || !filenames.is_empty())
+    {
+        let filenames = if filenames.is_empty() { vec![".env".to_string()] } else { filenames };
+        uses.push(DotenvUse { dir, paths, filenames });
+    }
+    if let Some(modules) = module["modules"].as_object() {
+        for child in modules.values() {
+            collect_dotenv(child, uses);
+        }
+    }
+}
+
+impl DotenvUse {
+    /// The dotenv file this module would load in the tree at `top`, relative to it, if any
+    /// (`dir` is read relative to `dump_top`, the tree the dump was made in). Directories
+    /// above `top` are not looked at: they are not the repository's.
+    pub fn found_in(&self, dump_top: &Path, top: &Path) -> Option<PathBuf> {
+        let relative = self.dir.strip_prefix(dump_top).ok()?;
+        for path in &self.paths {
+            if Path::new(path).is_absolute() {
+                continue;
+            }
+            if top.join(relative).join(path).is_file() {
+                return Some(relative.join(path));
+            }
+        }
+        for dir in relative.ancestors() {
+            for name in &self.filenames {
+                if top.join(dir).join(name).is_file() {
+                    return Some(dir.join(name));
+                }
+            }
+        }
+        None
+    }
+}
+
 #[cfg(test)]
-mod tests {
+mod variable_tests {
+    use super::*;
+
+    #[test]
+    fn evaluate_output_is_read_back_exactly() {
+        let printed =
+            "a     := \"x\\\\y \\\"q\\\" 'c'\\nnext\\ttab\\r\"\nempty := \"\"\nwide  := \"é := \u{1}\"\n";
+        let values = parse_evaluate(printed).unwrap();
+        assert_eq!(values["a"], "x\\y \"q\" 'c'\nnext\ttab\r");
+        assert_eq!(values["empty"], "");
+        assert_eq!(values["wide"], "é := \u{1}", "other control characters come raw");
+        for odd in ["a := [\"x\", \"y\"]", "a := \"\\q\"", "a = \"x\"", "a := \"x\" \"y\""] {
+            assert!(parse_evaluate(odd).is_err(), "{odd}");
+        }
+    }
+
+    #[test]
+    fn private_variables_and_what_they_use_are_evaluated_one_by_one_dependencies_first() {
+        let dump = serde_json::json!({
+            "settings": {"lazy": false, "lists": false},
+            "assignments": {
+                "stamp": {"private": false, "value": ["evaluate", "date"]},
+                "_b": {"private": true, "value": ["concatenate", ["variable", "_a"], ["variable", "stamp"]]},
+                "_a": {"private": true, "value": ["variable", "base"]},
+                "base": {"private": false, "value": "x"},
+                "other": {"private": false, "value": ["call", "uuid"]}
+            },
+            "modules": {"pkg": {"settings": {}, "assignments": {"w": {"private": false, "value": "1"}}, "modules": {}}}
+        });
+        let modules = variables_of(&dump.to_string()).unwrap();
+        assert_eq!(modules[0].one_by_one, ["base", "_a", "stamp", "_b"]);
+        assert_eq!(modules[0].together, BTreeSet::from(["other".to_string()]));
+        assert_eq!(modules[1].path, "pkg");
+        assert_eq!(modules[1].qualified("w"), "pkg::w");
+    }
+
+    #[test]
+    fn lazy_and_list_settings_leave_variables_to_each_node() {
+        let lazy = serde_json::json!({"settings": {"lazy": true}, "assignments": {}});
+        assert!(variables_of(&lazy.to_string()).unwrap_err().contains("set lazy"));
+        let lists = serde_json::json!({"settings": {}, "assignments": {}, "modules": {"m": {"settings": {"lists": true}}}});
+        assert!(variables_of(&lists.to_string()).unwrap_err().contains("set lists` in module m"));
+    }
+
+    #[test]
+    fn dotenv_settings_name_where_just_looks() {
+        let dump = serde_json::json!({
+            "source": "/w/justfile",
+            "settings": {"dotenv_load": true, "dotenv_filename": null, "dotenv_path": null, "dotenv_command": []},
+            "modules": {
+                "a": {"source": "/w/a/mod.just", "settings": {"dotenv_path": "cfg/x.env"}},
+                "b": {"source": "/w/b/mod.just", "settings": {"dotenv_load": true, "dotenv_command": ["vault env"]}},
+                "c": {"source": "/w/c/mod.just", "settings": {}}
+            }
+        });
+        let uses = dotenv_uses(&dump.to_string());
+        assert_eq!(uses.len(), 2, "{uses:?}");
+        assert_eq!(uses[0], DotenvUse { dir: "/w".into(), paths: vec![], filenames: vec![".env".into()] });
+        assert_eq!(uses[1].paths, ["cfg/x.env"]);
+        assert_eq!(uses[1].dir, PathBuf::from("/w/a"));
+    }
+
     #[test]
     fn a_rejection_keeps_justs_lines_as_it_printed_them() {
         let stderr = "error: recipe `ci` has unknown dependency `nosuch`\n ——▶ justfile:2:5\n  │\n2 │ ci: nosuch\n  │     ^^^^^^\n";

@@ -10,6 +10,7 @@ mod corpus;
 mod golden_frames;
 mod harness;
 mod just_fidelity;
+mod just_vars;
 mod lab;
 mod layout;
 mod refusals;

@@ -114,6 +114,11 @@ pub struct StartFlags {
     /// Cancel the checkout's live run first instead of refusing.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub supersede: bool,
+    /// The directory `odu run` was started in, relative to the checkout's top (`pkg`); absent
+    /// for the top itself. The run's `just` starts there, in the run's worktree, as `just`
+    /// started in that directory would (it looks for the justfile there and above).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
 }
 
 /// The result of `run.start`.
