@@ -1,7 +1,7 @@
 //! The command line as typed (clap). Nothing below `main` sees these types: each command
 //! resolves them into its own configuration first.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 /// How long an on-demand `odu serve` waits with nothing to do before it exits.
 pub const DEFAULT_IDLE: &str = "10m";
@@ -16,6 +16,11 @@ pub const DEFAULT_IDLE: &str = "10m";
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// odu's command line, saying this build's commit and protocol in `--version`.
+pub fn command() -> clap::Command {
+    Cli::command().version(crate::version::long())
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,11 +1,11 @@
 //! `odu`: the coordinator and its faces.
 
-use clap::Parser;
+use clap::FromArgMatches;
 use odu::cli::{Cli, Command};
 use odu::command;
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = Cli::from_arg_matches(&odu::cli::command().get_matches()).unwrap_or_else(|e| e.exit());
     let process = match cli.command {
         Command::Serve(_) => odu::diag::Process::Server,
         _ => odu::diag::Process::Client,

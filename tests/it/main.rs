@@ -8,6 +8,7 @@ mod bad_input;
 mod cli_run;
 mod golden_frames;
 mod harness;
+mod install;
 mod just_fidelity;
 mod lab;
 mod layout;
