@@ -51,6 +51,24 @@ pub enum Command {
     Attach(AttachArgs),
     /// Block until the live run goes red (or, with --settle, finishes); print a JSON verdict.
     Wait(WaitArgs),
+    /// Print the completion script for a shell (e.g. `odu completions bash > /etc/bash_completion.d/odu`).
+    Completions(CompletionsArgs),
+    /// Print odu's man page (roff); with --dir, write one page per command into that directory.
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete odu's commands and flags in.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write odu.1 and one odu-<command>.1 per command into this directory instead.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<std::path::PathBuf>,
 }
 
 /// Which run a client talks about.

@@ -24,6 +24,8 @@ fn main() {
         Command::Cancel(args) => command::cancel::cancel(args),
         Command::Attach(args) => command::attach::attach(args),
         Command::Wait(args) => command::wait::wait(args),
+        Command::Completions(args) => command::docs::completions(args),
+        Command::Man(args) => command::docs::man(args),
     };
     odu::clock::report_peak_rss("odu");
     match result {

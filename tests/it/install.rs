@@ -48,3 +48,62 @@ fn both_binaries_say_their_version_commit_and_protocol() {
     assert_eq!(runner.trim(), format!("odu-runner {expected}"));
     assert_eq!(odu::version::protocol_of(&runner), Some(protocol));
 }
+
+/// What bash offers for the words of `line` (the last one being completed), through the
+/// function `odu completions bash` registers for odu, as bash's programmable completion calls it.
+fn bash_completes(script: &Path, words: &[&str]) -> Vec<String> {
+    crate::harness::require_tool("bash");
+    let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
+    let line = words.join(" ");
+    let program = format!(
+        r#"source '{script}'
+spec=$(complete -p odu) || exit 3
+fn=${{spec##*-F }}; fn=${{fn%% *}}
+COMP_WORDS=({words}); COMP_CWORD={cword}; COMP_LINE='{line}'; COMP_POINT=${{#COMP_LINE}}
+"$fn" odu "${{COMP_WORDS[COMP_CWORD]}}" "${{COMP_WORDS[COMP_CWORD-1]}}"
+printf '%s\n' "${{COMPREPLY[@]}}""#,
+        script = script.display(),
+        words = quoted.join(" "),
+        cword = words.len() - 1,
+    );
+    let out = stdout_of(Command::new("bash").arg("--norc").arg("-c").arg(program));
+    out.lines().map(str::to_string).collect()
+}
+
+#[test]
+fn bash_completes_commands_and_their_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("odu.bash");
+    std::fs::write(&script, stdout_of(Command::new(odu_bin()).args(["completions", "bash"]))).unwrap();
+    let commands = bash_completes(&script, &["odu", "ru"]);
+    assert!(commands.iter().any(|c| c == "run"), "{commands:?}");
+    assert!(commands.iter().all(|c| c.starts_with("ru")), "{commands:?}");
+    assert_eq!(bash_completes(&script, &["odu", "run", "--pl"]), ["--platform"]);
+    assert_eq!(bash_completes(&script, &["odu", "completions", "fi"]), ["fish"]);
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let text = stdout_of(Command::new(odu_bin()).args(["completions", shell]));
+        assert!(text.contains("platform"), "{shell}: {text}");
+    }
+}
+
+/// `man -l` renders a page file (plain text when its output is not a terminal).
+fn man_renders(page: &Path) -> String {
+    crate::harness::require_tool("man");
+    stdout_of(Command::new("man").arg("-l").arg(page).env("MANWIDTH", "100").env("MANPAGER", "cat"))
+}
+
+#[test]
+fn man_renders_the_page_and_one_page_per_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("odu.1");
+    std::fs::write(&page, stdout_of(Command::new(odu_bin()).arg("man"))).unwrap();
+    let text = man_renders(&page);
+    assert!(text.contains("NAME") && text.contains("A CI runner you attach to"), "{text}");
+    assert!(text.contains("odu-run(1)") && text.contains("--version"), "{text}");
+    let pages = dir.path().join("pages");
+    std::fs::create_dir(&pages).unwrap();
+    let listed = stdout_of(Command::new(odu_bin()).arg("man").arg("--dir").arg(&pages));
+    assert!(listed.lines().any(|l| l.ends_with("/odu-run.1")), "{listed}");
+    let run = man_renders(&pages.join("odu-run.1"));
+    assert!(run.contains("--platform") && run.contains("Only run these platforms"), "{run}");
+}
