@@ -612,6 +612,33 @@ pub fn runner_hash(path: &Path) -> Result<String, String> {
     Ok(hash)
 }
 
+/// Whether the ELF executable at `path` is linked statically: it names no program interpreter
+/// (`PT_INTERP`), so it loads no shared library of the host. `None`: not a 64-bit
+/// little-endian ELF file (the only kind odu is built as for Linux hosts).
+pub fn linked_statically(path: &Path) -> Option<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    const PT_INTERP: u32 = 3;
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut header = [0u8; 64];
+    file.read_exact(&mut header).ok()?;
+    // Magic, ELFCLASS64, ELFDATA2LSB.
+    if header[..4] != *b"\x7fELF" || header[4] != 2 || header[5] != 1 {
+        return None;
+    }
+    let u16_at = |b: &[u8], at: usize| u16::from_le_bytes([b[at], b[at + 1]]);
+    let phoff = u64::from_le_bytes(header[32..40].try_into().ok()?);
+    let (entry_size, count) = (u16_at(&header, 54) as usize, u16_at(&header, 56) as usize);
+    if entry_size < 4 {
+        return None;
+    }
+    file.seek(SeekFrom::Start(phoff)).ok()?;
+    let mut table = vec![0u8; entry_size.checked_mul(count)?];
+    file.read_exact(&mut table).ok()?;
+    let interp =
+        table.chunks_exact(entry_size).any(|h| u32::from_le_bytes([h[0], h[1], h[2], h[3]]) == PT_INTERP);
+    Some(!interp)
+}
+
 /// Picks (and if need be uploads) the runner; returns its path on the host.
 async fn ensure_runner(
     session: &Session,
@@ -626,8 +653,15 @@ async fn ensure_runner(
     }
     if probe.platform == crate::hosts::local_platform() {
         let size = std::fs::metadata(local_runner).map(|m| m.len()).unwrap_or(0);
+        let linked = match linked_statically(local_runner) {
+            Some(true) => "statically linked",
+            Some(false) => {
+                "dynamically linked: a host with an older C library than this machine's cannot start it; scripts/build-runner.sh builds a static one"
+            }
+            None => "not an ELF file this odu can read",
+        };
         narrate(&format!(
-            "uploading this build's runner ({:.1} MiB) to the host's cache",
+            "uploading this build's runner ({:.1} MiB, {linked}) to the host's cache",
             size as f64 / 1048576.0
         ));
         let started = std::time::Instant::now();
@@ -952,6 +986,18 @@ Host key verification failed.
         assert_eq!(mux_base(&long), Path::new("/tmp"));
         let fits = PathBuf::from(format!("/{}", "t".repeat(MAX_SOCKET_PATH - 23)));
         assert_eq!(mux_base(&fits), fits);
+    }
+
+    #[test]
+    fn a_dynamically_linked_executable_names_its_interpreter() {
+        // This test binary is linked as odu's dev builds are: against the host's C library.
+        let me = std::env::current_exe().unwrap();
+        assert_eq!(linked_statically(&me), Some(false));
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("s");
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        assert_eq!(linked_statically(&script), None);
+        assert_eq!(linked_statically(&dir.path().join("absent")), None);
     }
 
     #[test]

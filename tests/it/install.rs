@@ -107,3 +107,74 @@ fn man_renders_the_page_and_one_page_per_command() {
     let run = man_renders(&pages.join("odu-run.1"));
     assert!(run.contains("--platform") && run.contains("Only run these platforms"), "{run}");
 }
+
+/// The runner odu uploads to hosts, built as `scripts/build-runner.sh` builds it (a no-op when
+/// it is fresh: scripts/test.sh builds it before the suite).
+fn static_runner() -> std::path::PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-runner.sh");
+    let path = stdout_of(Command::new("bash").arg(script));
+    std::path::PathBuf::from(path.trim())
+}
+
+/// A root holding only `files` (copied in at its top) and an empty `/tmp`.
+fn bare_root(files: &[(&str, &Path)]) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let tmp = root.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    for (name, from) in files {
+        std::fs::copy(from, root.path().join(name)).unwrap();
+    }
+    root
+}
+
+/// `argv` run in `root` (as root), with an environment of nothing but a PATH and TMPDIR there.
+fn chrooted(root: &Path, argv: &[&str]) -> tokio::process::Command {
+    // Found on this PATH: the child's own PATH is the root's.
+    let chroot = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .chain([std::path::PathBuf::from("/usr/sbin")])
+        .map(|dir| dir.join("chroot"))
+        .find(|path| path.is_file())
+        .expect("chroot (coreutils) is installed");
+    let mut command = tokio::process::Command::new(chroot);
+    command.arg(root).args(argv).env_clear().env("PATH", "/").env("TMPDIR", "/tmp");
+    command.kill_on_drop(true);
+    command
+}
+
+#[tokio::test]
+async fn the_uploaded_runner_starts_in_a_root_that_holds_nothing_but_itself() {
+    if crate::lab::require_root("chroot").is_err() {
+        return;
+    }
+    let runner = static_runner();
+    assert_eq!(odu::lane::remote::linked_statically(&runner), Some(true), "{}", runner.display());
+    let size = std::fs::metadata(&runner).unwrap().len();
+    eprintln!("the static runner is {size} bytes ({:.2} MiB)", size as f64 / 1048576.0);
+    let root = bare_root(&[("odu-runner", &runner), ("dev-runner", Path::new(runner_bin()))]);
+    // The root lends no library: the dev build, linked against the host's C library, cannot start.
+    let dev = chrooted(root.path(), &["/dev-runner", "--version"]).output().await.unwrap();
+    assert!(!dev.status.success(), "the dev runner started without its libraries");
+    let version = chrooted(root.path(), &["/odu-runner", "--version"]).output().await.unwrap();
+    assert!(version.status.success(), "{}", String::from_utf8_lossy(&version.stderr));
+    let expected = stdout_of(Command::new(runner_bin()).arg("--version"));
+    assert_eq!(String::from_utf8_lossy(&version.stdout), expected);
+    // The handshake over its stdio, as a remote lane starts it.
+    let mut child = chrooted(root.path(), &["/odu-runner", "--stdio"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (stdin, stdout) = (child.stdin.take().unwrap(), child.stdout.take().unwrap());
+    let client = tokio::time::timeout(
+        crate::harness::DEADLINE,
+        odu::link::client::Client::connect(stdout, stdin, "test"),
+    )
+    .await
+    .expect("the runner answers the handshake in time");
+    let client = client.expect("the static runner accepts the handshake");
+    drop(client);
+    let status = tokio::time::timeout(crate::harness::DEADLINE, child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status}");
+}
