@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what odu's pipeline and its tests need on a fresh machine: git, just >= 1.57, and the
-# ssh test lab's tools (ssh, ssh-keygen, sshd, ip), man.
+# ssh test lab's tools (ssh, ssh-keygen, sshd, ip), man and nix.
 # Safe to run repeatedly: it only installs what is missing or too old.
 set -euo pipefail
 
@@ -41,6 +41,8 @@ command -v ip >/dev/null 2>&1 || apt_install iproute2
 # `odu man`'s test renders the page with `man -l` (a page file renders even where the image's
 # dpkg config excludes /usr/share/man).
 command -v man >/dev/null 2>&1 || apt_install man-db
+# The flake's test evaluates flake.nix against a stub nixpkgs (single-user, its own store).
+command -v nix >/dev/null 2>&1 || apt_install nix-bin
 
 if need_just; then
   echo "install-deps: installing just >= 1.57" >&2

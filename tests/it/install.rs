@@ -178,3 +178,149 @@ async fn the_uploaded_runner_starts_in_a_root_that_holds_nothing_but_itself() {
     let status = tokio::time::timeout(crate::harness::DEADLINE, child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "{status}");
 }
+
+/// Nix, single-user, with its store, state and caches in `dir` (no daemon, nothing of the
+/// machine's own Nix touched) and flakes on.
+fn nix(dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new("nix");
+    command
+        .args(args)
+        .env("HOME", dir.join("home"))
+        .env("XDG_CACHE_HOME", dir.join("cache"))
+        .env(
+            "NIX_CONFIG",
+            format!(
+                "experimental-features = nix-command flakes\nbuild-users-group =\nsandbox = false\nstore = {}\n",
+                dir.join("store").display()
+            ),
+        )
+        .env_remove("NIX_REMOTE");
+    command
+}
+
+fn nix_json(dir: &Path, args: &[&str]) -> serde_json::Value {
+    serde_json::from_str(&stdout_of(&mut nix(dir, args))).expect("nix prints JSON")
+}
+
+/// The flake's own files, as a flake of their own: a `path:` flake of the checkout would copy
+/// its target directory into the store.
+fn flake_copy(dir: &Path) -> std::path::PathBuf {
+    let src = dir.join("src");
+    std::fs::create_dir(&src).unwrap();
+    for file in ["flake.nix", "flake.lock", "Cargo.toml", "Cargo.lock"] {
+        std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join(file), src.join(file)).unwrap();
+    }
+    src
+}
+
+const SYSTEMS: [&str; 4] = ["x86_64-linux", "aarch64-linux", "x86_64-darwin", "aarch64-darwin"];
+
+#[test]
+fn the_flake_packages_both_binaries_from_cargo_lock_for_four_systems() {
+    use sha2::Digest;
+    crate::harness::require_tool("nix");
+    let dir = tempfile::tempdir().unwrap();
+    let flake = format!("path:{}", flake_copy(dir.path()).display());
+    let stub = format!("path:{}/tests/nix/stub-nixpkgs", env!("CARGO_MANIFEST_DIR"));
+    let attr = |attr: &str| format!("{flake}#{attr}");
+    let eval = |attr: &str, apply: &str| {
+        nix_json(
+            dir.path(),
+            &["eval", "--json", attr, "--override-input", "nixpkgs", &stub, "--apply", apply],
+        )
+    };
+    let lock = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.lock")).unwrap();
+    let lock_hash: String = sha2::Sha256::digest(&lock).iter().map(|b| format!("{b:02x}")).collect();
+    let version = env!("CARGO_PKG_VERSION");
+    let packages =
+        eval(&attr("packages"), "ps: builtins.mapAttrs (s: builtins.mapAttrs (n: p: p.recorded)) ps");
+    let systems: Vec<&str> = packages.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(systems, ["aarch64-darwin", "aarch64-linux", "x86_64-darwin", "x86_64-linux"]);
+    for system in SYSTEMS {
+        let linux = system.ends_with("-linux");
+        for (name, pname, flags, main) in [
+            ("default", "odu", &["--bin", "odu", "--bin", "odu-runner"][..], "odu"),
+            ("odu", "odu", &["--bin", "odu", "--bin", "odu-runner"][..], "odu"),
+            ("odu-runner", "odu-runner", &["--bin", "odu-runner"][..], "odu-runner"),
+        ] {
+            let p = &packages[system][name];
+            let at = format!("packages.{system}.{name}: {p}");
+            assert_eq!(p["pname"], pname, "{at}");
+            assert_eq!(p["version"], version, "{at}");
+            assert_eq!(p["cargoLockName"], "Cargo.lock", "{at}");
+            assert_eq!(p["cargoLock"], lock_hash.as_str(), "built from this Cargo.lock: {at}");
+            assert_eq!(p["srcHasCargoToml"], true, "{at}");
+            assert_eq!(p["cargoBuildFlags"], serde_json::json!(flags), "{at}");
+            assert_eq!(p["mainProgram"], main, "{at}");
+            assert_eq!(p["doCheck"], false, "{at}");
+            assert!(p["env"]["ODU_GIT_REV"].is_string(), "{at}");
+            // Linked statically on Linux, so the runner starts on any Linux host.
+            let rustflags = p["env"]["RUSTFLAGS"].as_str().unwrap_or_default();
+            assert_eq!(rustflags.contains("+crt-static"), linux, "{at}");
+            assert_eq!(p["buildInputs"] == serde_json::json!(["glibc-static"]), linux, "{at}");
+        }
+        assert_eq!(packages[system]["odu-runner"]["buildType"], "runner");
+        let app = eval(&attr(&format!("apps.{system}.default")), "a: a");
+        assert_eq!(app["type"], "app");
+        assert_eq!(
+            app["program"],
+            format!("/nix/store/00000000000000000000000000000000-odu-{version}/bin/odu"),
+            "nix run runs odu: {app}"
+        );
+        let shell = eval(&attr(&format!("devShells.{system}.default")), "s: s.recorded.packages");
+        for tool in ["rustc", "cargo", "just", "git", "openssh", "cargo-nextest"] {
+            assert!(shell.as_array().unwrap().iter().any(|t| t == tool), "{tool} missing: {shell}");
+        }
+    }
+    // The overlay adds both packages to a package set.
+    let overlay = nix_json(
+        dir.path(),
+        &[
+            "eval",
+            "--impure",
+            "--json",
+            "--expr",
+            &format!(
+                r#"let pkgs = (builtins.getFlake "{stub}").legacyPackages.x86_64-linux;
+                       o = (builtins.getFlake "{flake}").overlays.default pkgs pkgs;
+                   in [ o.odu.name o.odu-runner.name ]"#
+            ),
+        ],
+    );
+    assert_eq!(overlay, serde_json::json!([format!("odu-{version}"), format!("odu-runner-{version}")]));
+    let shown =
+        stdout_of(&mut nix(dir.path(), &["flake", "show", &flake, "--override-input", "nixpkgs", &stub]));
+    assert!(shown.contains(&format!("package 'odu-runner-{version}'")), "{shown}");
+    assert!(shown.contains("Nixpkgs overlay"), "{shown}");
+}
+
+#[test]
+fn the_flake_lock_pins_nixpkgs_by_rev_and_nar_hash() {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("flake.lock")).unwrap();
+    let lock: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(lock["version"], 7);
+    let nodes = lock["nodes"].as_object().unwrap();
+    let root = &nodes[lock["root"].as_str().unwrap()];
+    let inputs = root["inputs"].as_object().expect("the root names its inputs");
+    assert!(inputs.contains_key("nixpkgs"), "{inputs:?}");
+    for (name, target) in inputs {
+        let node = target.as_str().unwrap_or_else(|| panic!("root input {name} follows another: {target}"));
+        assert!(nodes.contains_key(node), "root input {name} names no node {node}");
+    }
+    let locked = &nodes[inputs["nixpkgs"].as_str().unwrap()]["locked"];
+    assert_eq!(locked["type"], "github", "{locked}");
+    assert_eq!((&locked["owner"], &locked["repo"]), (&"NixOS".into(), &"nixpkgs".into()), "{locked}");
+    let rev = locked["rev"].as_str().unwrap();
+    assert!(rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit()), "{rev}");
+    let nar = locked["narHash"].as_str().unwrap();
+    let b64 = nar.strip_prefix("sha256-").expect("an SRI sha256");
+    assert!(b64.len() == 44 && b64.ends_with('=') && !b64[..43].contains('='), "{nar}");
+    assert!(locked["lastModified"].as_u64().is_some_and(|t| t > 1_700_000_000), "{locked}");
+    // Nix reads the lock as up to date with flake.nix's inputs: nothing to relock or fetch.
+    crate::harness::require_tool("nix");
+    let dir = tempfile::tempdir().unwrap();
+    let flake = format!("path:{}", flake_copy(dir.path()).display());
+    let meta =
+        nix_json(dir.path(), &["flake", "metadata", "--json", "--offline", "--no-update-lock-file", &flake]);
+    assert_eq!(meta["locks"], lock, "{meta}");
+}
