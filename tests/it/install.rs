@@ -324,3 +324,33 @@ fn the_flake_lock_pins_nixpkgs_by_rev_and_nar_hash() {
         nix_json(dir.path(), &["flake", "metadata", "--json", "--offline", "--no-update-lock-file", &flake]);
     assert_eq!(meta["locks"], lock, "{meta}");
 }
+
+#[test]
+fn installed_side_by_side_odu_runs_a_pipeline_from_any_directory() {
+    // As `cargo install --locked --path .` lays them out: both binaries in one bin directory.
+    let bin = tempfile::tempdir().unwrap();
+    for name in ["odu", "odu-runner"] {
+        let from = Path::new(odu_bin()).with_file_name(name);
+        std::fs::copy(from, bin.path().join(name)).unwrap();
+    }
+    let odu = bin.path().join("odu");
+    let version = stdout_of(Command::new(&odu).arg("--version").current_dir("/"));
+    assert!(version.starts_with(&format!("odu {} (", env!("CARGO_PKG_VERSION"))), "{version}");
+    let repo = crate::repo::Repo::new("[metadata(\"ci\")]\nci:\n    @echo installed\n");
+    let path = format!("{}:{}", bin.path().display(), std::env::var("PATH").unwrap());
+    let out = Command::new("odu")
+        .args(["run", "--no-post"])
+        .current_dir(repo.path())
+        .env("PATH", path)
+        .env("HOME", repo.home.path())
+        .env_remove("ODU_RUNNER")
+        .env_remove("ODU_HOSTS")
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("ODU_RUN")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(repo.log("ci").contains("installed"), "{}", repo.log("ci"));
+    crate::repo::stop_server(&repo);
+}
