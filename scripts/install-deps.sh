@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what odu's pipeline and its tests need on a fresh machine: git, just >= 1.57, and the
-# ssh test lab's tools (ssh, ssh-keygen, sshd, ip).
+# ssh test lab's tools (ssh, ssh-keygen, sshd, ip), man and nix.
 # Safe to run repeatedly: it only installs what is missing or too old.
 set -euo pipefail
 
@@ -38,6 +38,11 @@ command -v git >/dev/null 2>&1 || apt_install git
 { command -v ssh >/dev/null 2>&1 && command -v ssh-keygen >/dev/null 2>&1; } || apt_install openssh-client
 test -x /usr/sbin/sshd || apt_install openssh-server
 command -v ip >/dev/null 2>&1 || apt_install iproute2
+# `odu man`'s test renders the page with `man -l` (a page file renders even where the image's
+# dpkg config excludes /usr/share/man).
+command -v man >/dev/null 2>&1 || apt_install man-db
+# The flake's test evaluates flake.nix against a stub nixpkgs (single-user, its own store).
+command -v nix >/dev/null 2>&1 || apt_install nix-bin
 
 if need_just; then
   echo "install-deps: installing just >= 1.57" >&2

@@ -1,7 +1,7 @@
 //! The command line as typed (clap). Nothing below `main` sees these types: each command
 //! resolves them into its own configuration first.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 /// How long an on-demand `odu serve` waits with nothing to do before it exits.
 pub const DEFAULT_IDLE: &str = "10m";
@@ -16,6 +16,11 @@ pub const DEFAULT_IDLE: &str = "10m";
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// odu's command line, saying this build's commit and protocol in `--version`.
+pub fn command() -> clap::Command {
+    Cli::command().version(crate::version::long())
 }
 
 #[derive(Debug, Subcommand)]
@@ -46,6 +51,24 @@ pub enum Command {
     Attach(AttachArgs),
     /// Block until the live run goes red (or, with --settle, finishes); print a JSON verdict.
     Wait(WaitArgs),
+    /// Print the completion script for a shell (e.g. `odu completions bash > /etc/bash_completion.d/odu`).
+    Completions(CompletionsArgs),
+    /// Print odu's man page (roff); with --dir, write one page per command into that directory.
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete odu's commands and flags in.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write odu.1 and one odu-<command>.1 per command into this directory instead.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<std::path::PathBuf>,
 }
 
 /// Which run a client talks about.

@@ -20,6 +20,9 @@ pub struct HostEntry {
     /// What detection would find, when the key is only a label.
     pub platform: Option<String>,
     pub jobs: Option<usize>,
+    /// The flake a host of another platform than odu's builds its runner from, when it has Nix
+    /// (default: odu's own at this build's commit).
+    pub flake: Option<String>,
 }
 
 impl HostEntry {
@@ -31,6 +34,7 @@ impl HostEntry {
             ssh_config: None,
             platform: None,
             jobs: None,
+            flake: None,
         }
     }
 
@@ -85,6 +89,15 @@ fn host_problem(host: &str) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+/// Whether `flake` can name the flake a host builds its runner from: one word, not an option,
+/// and without an attribute (odu adds `#packages.<system>.odu-runner` itself).
+fn is_flake_reference(flake: &str) -> bool {
+    !flake.is_empty()
+        && !flake.starts_with('-')
+        && !flake.contains('#')
+        && !flake.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 /// Parses `--host P=ADDR`; `P` is checked like a hosts-file key.
@@ -291,7 +304,7 @@ enum Mistake {
 }
 
 /// The keys of a detailed host entry.
-const ENTRY_KEYS: [&str; 6] = ["host", "port", "identity", "ssh_config", "platform", "jobs"];
+const ENTRY_KEYS: [&str; 7] = ["host", "port", "identity", "ssh_config", "platform", "jobs", "flake"];
 
 /// Parses a hosts config, refusing anything it does not understand.
 fn parse(text: &str) -> Result<BTreeMap<String, HostEntry>, Mistake> {
@@ -357,6 +370,12 @@ fn entry(platform: &str, value: Json) -> Result<HostEntry, String> {
             "ssh_config" => {
                 entry.ssh_config =
                     value.optional(Json::string).ok_or_else(|| wrong("a path to an ssh config file"))?
+            }
+            "flake" => {
+                entry.flake =
+                    value.optional(|v| v.string().filter(|f| is_flake_reference(f))).ok_or_else(|| {
+                        wrong("a flake reference without an attribute, like \"github:juspay/odu/<commit>\"")
+                    })?
             }
             "platform" => {
                 entry.platform = value
@@ -581,12 +600,22 @@ mod tests {
         );
         assert_eq!(
             mistake(r#"{"a-b": {"host": "h", "sshconfig": "f"}}"#),
-            r#""a-b" has an unknown key "sshconfig" (did you mean "ssh_config"?): the keys are host, port, identity, ssh_config, platform, jobs"#
+            r#""a-b" has an unknown key "sshconfig" (did you mean "ssh_config"?): the keys are host, port, identity, ssh_config, platform, jobs, flake"#
         );
         assert_eq!(
             mistake(r#"{"a-b": {"host": "h", "color": "f"}}"#),
-            r#""a-b" has an unknown key "color": the keys are host, port, identity, ssh_config, platform, jobs"#
+            r#""a-b" has an unknown key "color": the keys are host, port, identity, ssh_config, platform, jobs, flake"#
         );
+        assert_eq!(
+            mistake(r#"{"a-b": {"host": "h", "flake": "github:juspay/odu#odu-runner"}}"#),
+            r#""flake" of "a-b": expected a flake reference without an attribute, like "github:juspay/odu/<commit>", found the string "github:juspay/odu#odu-runner""#
+        );
+        assert!(
+            mistake(r#"{"a-b": {"host": "h", "flake": "path:/a b"}}"#).starts_with(r#""flake" of "a-b""#)
+        );
+        assert!(mistake(r#"{"a-b": {"host": "h", "flake": "--impure"}}"#).starts_with(r#""flake" of "a-b""#));
+        let entries = parse(r#"{"a-b": {"host": "h", "flake": "github:me/odu/v1"}}"#).unwrap();
+        assert_eq!(entries["a-b"].flake.as_deref(), Some("github:me/odu/v1"));
         assert_eq!(
             mistake(r#"{"a-b": {}}"#),
             r#""a-b" has no "host": add "host": "user@box" (or "localhost")"#

@@ -17,3 +17,4 @@ pub mod runner;
 pub mod server;
 pub mod tool;
 pub mod trail;
+pub mod version;

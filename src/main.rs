@@ -1,11 +1,11 @@
 //! `odu`: the coordinator and its faces.
 
-use clap::Parser;
+use clap::FromArgMatches;
 use odu::cli::{Cli, Command};
 use odu::command;
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = Cli::from_arg_matches(&odu::cli::command().get_matches()).unwrap_or_else(|e| e.exit());
     let process = match cli.command {
         Command::Serve(_) => odu::diag::Process::Server,
         _ => odu::diag::Process::Client,
@@ -24,6 +24,8 @@ fn main() {
         Command::Cancel(args) => command::cancel::cancel(args),
         Command::Attach(args) => command::attach::attach(args),
         Command::Wait(args) => command::wait::wait(args),
+        Command::Completions(args) => command::docs::completions(args),
+        Command::Man(args) => command::docs::man(args),
     };
     odu::clock::report_peak_rss("odu");
     match result {

@@ -5,7 +5,7 @@ fn main() {
     match args.next().as_deref() {
         Some("--stdio") => {}
         Some("--version") => {
-            println!("odu-runner {} (protocol {})", env!("CARGO_PKG_VERSION"), odu_proto::PROTOCOL_VERSION);
+            println!("odu-runner {}", odu::version::long());
             return;
         }
         _ => {

@@ -17,7 +17,8 @@ struct Report {
     reachable: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     detected: Option<String>,
-    /// `cached`, `upload` (this build's, on first use), `path` (the host's own) or `none`.
+    /// `cached`, `upload` (this build's, on first use), `path` (the host's own), `nix` (built
+    /// there from the flake, on first use) or `none`.
     #[serde(skip_serializing_if = "Option::is_none")]
     runner: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -70,12 +71,12 @@ async fn probe_one(platform: String, entry: HostEntry, runner: std::path::PathBu
         match remote::probe(&session, &hash).await {
             Ok(probe) => {
                 report.runner = Some(
-                    if probe.cached_runner.is_some() {
-                        "cached"
-                    } else if probe.platform == hosts::local_platform() {
-                        "upload"
-                    } else if probe.path_runner.is_some() {
+                    if probe.platform == hosts::local_platform() {
+                        if probe.cached_runner.is_some() { "cached" } else { "upload" }
+                    } else if probe.usable_path_runner().is_ok() {
                         "path"
+                    } else if probe.nix.is_some() {
+                        "nix"
                     } else {
                         "none"
                     }
@@ -108,8 +109,9 @@ async fn probe_one(platform: String, entry: HostEntry, runner: std::path::PathBu
             Some("just >= 1.57 is missing: pip install rust-just, or cargo install just".into())
         } else if report.runner.as_deref() == Some("none") {
             Some(format!(
-                "no runner: install odu-runner (protocol {}) on its PATH",
-                odu_proto::PROTOCOL_VERSION
+                "no runner, and no nix to build one: install odu-runner (protocol {}) there with `nix profile install {}#odu-runner` or `cargo install odu --locked`",
+                odu_proto::PROTOCOL_VERSION,
+                remote::FLAKE
             ))
         } else {
             None

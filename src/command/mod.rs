@@ -3,6 +3,7 @@
 
 pub mod attach;
 pub mod cancel;
+pub mod docs;
 pub mod hosts;
 pub mod logs;
 pub mod plan;

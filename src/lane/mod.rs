@@ -40,6 +40,9 @@ pub struct RemoteSource {
     pub expect_platform: String,
     /// Names the run's worktree on the host (`<label>-<seq>`).
     pub run_name: String,
+    /// `$ODU_FLAKE`: the flake a host of another platform builds its runner from (an entry's own
+    /// `flake` wins).
+    pub flake: Option<String>,
 }
 
 /// Everything a lane needs to run.

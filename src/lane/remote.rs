@@ -11,8 +11,12 @@
 //!    [`keep`]);
 //! 2. probe the host (`uname`, git, just, a cached or installed runner) and check its
 //!    platform against the hosts entry;
-//! 3. the runner: the one cached under `~/.cache/odu/runner/<content-hash>/`, else this build's
-//!    own uploaded there atomically when the platforms match, else an `odu-runner` on PATH;
+//! 3. the runner, on a host of odu's own platform: the one cached under
+//!    `~/.cache/odu/runner/<content-hash>/`, else this build's own uploaded there atomically. On
+//!    a host of another platform: an `odu-runner` of odu's protocol on the host's PATH, else,
+//!    when the host has Nix, the flake's `packages.<host system>.odu-runner` at this build's
+//!    commit, built there once per flake reference (see [`flake_reference`]), else a refusal
+//!    that names both ways to install one;
 //! 4. the source: the host fetches the pinned sha from `origin` into a bare cache
 //!    `~/.cache/odu/repos/<slug>.git` (under a lock); when it cannot, the coordinator ships the
 //!    missing objects as a git bundle over the link. A fresh worktree per run, removed when the
@@ -48,6 +52,58 @@ pub struct Probe {
     pub just: Option<String>,
     pub cached_runner: Option<String>,
     pub path_runner: Option<String>,
+    /// The first line `odu-runner --version` printed on the host.
+    pub path_runner_version: Option<String>,
+    /// The host's `nix`: on its PATH, or where the Nix installers put it (a non-interactive
+    /// ssh session often lacks the profile that puts it on PATH).
+    pub nix: Option<String>,
+}
+
+impl Probe {
+    /// The host's own runner, when it speaks this odu's protocol; else why not, to narrate.
+    pub fn usable_path_runner(&self) -> Result<&str, String> {
+        let Some(path) = self.path_runner.as_deref() else {
+            return Err("no odu-runner on the host's PATH".into());
+        };
+        let said = self.path_runner_version.as_deref().unwrap_or_default();
+        match crate::version::protocol_of(said) {
+            Some(p) if p == odu_proto::PROTOCOL_VERSION => Ok(path),
+            Some(p) => Err(format!(
+                "the host's {path} speaks protocol {p}, not this odu's {}: not using it",
+                odu_proto::PROTOCOL_VERSION
+            )),
+            None => {
+                Err(format!("the host's {path} does not say its protocol version ({said:?}): not using it"))
+            }
+        }
+    }
+}
+
+/// The flake odu's runner is built from on a host of another platform, by default: this
+/// repository's.
+pub const FLAKE: &str = "github:juspay/odu";
+
+/// The flake attribute a host of `system` builds its runner from: the hosts entry's `flake`,
+/// else `$ODU_FLAKE` (`env_flake`), else this odu's own flake at this build's exact commit (its
+/// version's tag when the build did not know its commit).
+pub fn flake_reference(entry_flake: Option<&str>, env_flake: Option<&str>, system: &str) -> String {
+    let flake = match entry_flake.or(env_flake).filter(|f| !f.is_empty()) {
+        Some(flake) => flake.to_string(),
+        None => match crate::version::commit() {
+            Some(rev) => format!("{FLAKE}/{rev}"),
+            None => format!("{FLAKE}/v{}", crate::version::VERSION),
+        },
+    };
+    format!("{flake}#packages.{system}.odu-runner")
+}
+
+/// The one-line refusal for a host of another platform odu found no runner for.
+fn no_runner(host: &str, platform: &str, why: &str) -> String {
+    format!(
+        "no runner for {host} ({platform}): this odu is built for {} and cannot upload its own, and {why}: install odu-runner (protocol {}) on the host with `nix profile install {FLAKE}#odu-runner` or `cargo install odu --locked`",
+        crate::hosts::local_platform(),
+        odu_proto::PROTOCOL_VERSION
+    )
 }
 
 fn quote(text: &str) -> String {
@@ -578,7 +634,10 @@ pub async fn probe(session: &Session, runner_hash: &str) -> Result<Probe, String
 echo "os=$(uname -s)"; echo "arch=$(uname -m)"
 command -v git >/dev/null 2>&1 && echo "git=$(git --version 2>&1)"
 command -v just >/dev/null 2>&1 && echo "just=$(just --version 2>&1)"
-command -v odu-runner >/dev/null 2>&1 && echo "path_runner=$(command -v odu-runner)"
+if command -v odu-runner >/dev/null 2>&1; then echo "path_runner=$(command -v odu-runner)"
+echo "path_runner_version=$(odu-runner --version 2>&1 </dev/null | {{ IFS= read -r l; printf '%s' "$l"; }})"; fi
+for n in "$(command -v nix 2>/dev/null)" /nix/var/nix/profiles/default/bin/nix "$HOME/.nix-profile/bin/nix"; do
+if [ -n "$n" ] && [ -x "$n" ]; then echo "nix=$n"; break; fi; done
 r="{CACHE}/runner/{runner_hash}/odu-runner"
 [ -x "$r" ] && echo "cached_runner=$r"
 echo ODU-PROBE-END"#
@@ -596,6 +655,8 @@ echo ODU-PROBE-END"#
         just: get("just"),
         cached_runner: get("cached_runner"),
         path_runner: get("path_runner"),
+        path_runner_version: get("path_runner_version"),
+        nix: get("nix"),
     })
 }
 
@@ -612,22 +673,60 @@ pub fn runner_hash(path: &Path) -> Result<String, String> {
     Ok(hash)
 }
 
-/// Picks (and if need be uploads) the runner; returns its path on the host.
+/// Whether the ELF executable at `path` is linked statically: it names no program interpreter
+/// (`PT_INTERP`), so it loads no shared library of the host. `None`: not a 64-bit
+/// little-endian ELF file (the only kind odu is built as for Linux hosts).
+pub fn linked_statically(path: &Path) -> Option<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    const PT_INTERP: u32 = 3;
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut header = [0u8; 64];
+    file.read_exact(&mut header).ok()?;
+    // Magic, ELFCLASS64, ELFDATA2LSB.
+    if header[..4] != *b"\x7fELF" || header[4] != 2 || header[5] != 1 {
+        return None;
+    }
+    let u16_at = |b: &[u8], at: usize| u16::from_le_bytes([b[at], b[at + 1]]);
+    let phoff = u64::from_le_bytes(header[32..40].try_into().ok()?);
+    let (entry_size, count) = (u16_at(&header, 54) as usize, u16_at(&header, 56) as usize);
+    if entry_size < 4 {
+        return None;
+    }
+    file.seek(SeekFrom::Start(phoff)).ok()?;
+    let mut table = vec![0u8; entry_size.checked_mul(count)?];
+    file.read_exact(&mut table).ok()?;
+    let interp =
+        table.chunks_exact(entry_size).any(|h| u32::from_le_bytes([h[0], h[1], h[2], h[3]]) == PT_INTERP);
+    Some(!interp)
+}
+
+/// Picks (and if need be uploads or builds) the runner; returns its path on the host.
 async fn ensure_runner(
     session: &Session,
     probe: &Probe,
+    source: &RemoteSource,
     local_runner: &Path,
     hash: &str,
     narrate: &(dyn Fn(&str) + Sync),
 ) -> Result<String, String> {
+    if probe.platform != crate::hosts::local_platform() {
+        return foreign_runner(session, probe, source, narrate).await;
+    }
     if let Some(cached) = &probe.cached_runner {
         narrate(&format!("runner {hash} is cached on the host: nothing to upload"));
         return Ok(cached.clone());
     }
-    if probe.platform == crate::hosts::local_platform() {
+    {
         let size = std::fs::metadata(local_runner).map(|m| m.len()).unwrap_or(0);
+        let linked = match linked_statically(local_runner) {
+            Some(true) => "statically linked",
+            Some(false) => {
+                "dynamically linked: a host with an older C library than this machine's cannot start it; scripts/build-runner.sh builds a static one"
+            }
+            None => "not an ELF file this odu can read",
+        };
         narrate(&format!(
-            "uploading this build's runner ({:.1} MiB) to the host's cache",
+            "uploading this build's runner ({:.1} MiB, {linked}) to the host's cache",
             size as f64 / 1048576.0
         ));
         let started = std::time::Instant::now();
@@ -649,18 +748,78 @@ chmod 755 "$t"; mv -f "$t" "$d/odu-runner"; trap - EXIT; echo "$d/odu-runner""#
             return Err(cannot(err).await);
         }
         narrate(&format!("runner uploaded in {:.1}s", started.elapsed().as_secs_f64()));
-        return Ok(out.lines().last().unwrap_or_default().trim().to_string());
+        Ok(out.lines().last().unwrap_or_default().trim().to_string())
     }
-    if let Some(path) = &probe.path_runner {
-        narrate(&format!("using the host's own {path} (its protocol version is checked on connect)"));
-        return Ok(path.clone());
-    }
-    Err(format!(
-        "no runner for {}: this odu is built for {} so it cannot upload its own; install odu-runner (protocol {}) on the host's PATH",
+}
+
+/// The runner on a host of another platform than this odu's: the host's own `odu-runner` of
+/// this protocol, else one its Nix builds from the flake (kept under
+/// `~/.cache/odu/runner/nix/<hash of the reference>/`, its store path a GC root there), else
+/// the refusal that says how to install one.
+async fn foreign_runner(
+    session: &Session,
+    probe: &Probe,
+    source: &RemoteSource,
+    narrate: &(dyn Fn(&str) + Sync),
+) -> Result<String, String> {
+    let host = &source.entry.host;
+    narrate(&format!(
+        "the host is {}, this odu is built for {}: it cannot upload its own runner",
         probe.platform,
-        crate::hosts::local_platform(),
-        odu_proto::PROTOCOL_VERSION
-    ))
+        crate::hosts::local_platform()
+    ));
+    let not_on_path = match probe.usable_path_runner() {
+        Ok(path) => {
+            narrate(&format!(
+                "using the host's own {path} ({})",
+                probe.path_runner_version.as_deref().unwrap_or_default()
+            ));
+            return Ok(path.to_string());
+        }
+        Err(why) => {
+            narrate(&why);
+            why
+        }
+    };
+    let Some(nix) = &probe.nix else {
+        narrate("the host has no nix to build a runner with");
+        let why = format!("{not_on_path}, and it has no nix to build one with");
+        return Err(no_runner(host, &probe.platform, &why));
+    };
+    let reference = flake_reference(source.entry.flake.as_deref(), source.flake.as_deref(), &probe.platform);
+    let key = sha256_prefix(reference.as_bytes(), 12);
+    narrate(&format!("building {reference} with the host's {nix} (once per odu version)"));
+    let started = std::time::Instant::now();
+    let script = format!(
+        r#"set -e; d="{CACHE}/runner/nix/{key}"
+if [ -f "$d/path" ]; then r=$(cat "$d/path"); if [ -x "$r" ]; then echo "ODU-CACHED=$r"; exit 0; fi; fi
+mkdir -p "$d"
+if ! out=$({nix} --extra-experimental-features 'nix-command flakes' build --print-out-paths --out-link "$d/result" {reference} 2>"$d/build.err"); then
+tail -n 3 "$d/build.err" >&2; exit 1; fi
+p=""; for line in $out; do case "$line" in /*) p=$line;; esac; done
+r="$p/bin/odu-runner"
+if [ ! -x "$r" ]; then echo "nix built ${{p:-nothing}}, which holds no bin/odu-runner" >&2; exit 1; fi
+printf '%s
+' "$r" > "$d/path.$$"; mv -f "$d/path.$$" "$d/path"; echo "ODU-BUILT=$r""#,
+        nix = quote(nix),
+        reference = quote(&reference),
+    );
+    let (ok, out, err) = sh(session, &script, None).await?;
+    let field = |key: &str| out.lines().find_map(|l| l.trim().strip_prefix(key)).map(str::to_string);
+    if !ok {
+        let err = err.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
+        let why = format!("{not_on_path}, and its nix could not build {reference} ({err})");
+        return Err(next_step(session, no_runner(host, &probe.platform, &why), "").await);
+    }
+    if let Some(runner) = field("ODU-CACHED=") {
+        narrate(&format!("the runner nix built for {reference} is kept on the host: {runner}"));
+        Ok(runner)
+    } else if let Some(runner) = field("ODU-BUILT=") {
+        narrate(&format!("nix built the runner in {:.1}s: {runner}", started.elapsed().as_secs_f64()));
+        Ok(runner)
+    } else {
+        Err(format!("the host's answer to the runner build made no sense: {out} {err}"))
+    }
 }
 
 /// Makes `sha` present in the host's bare cache, fetching or shipping a bundle; then checks out
@@ -837,7 +996,7 @@ pub async fn run_remote(
             ));
         }
     }
-    let runner = match ensure_runner(&session, &probe, &spec.runner, &hash, &narrate).await {
+    let runner = match ensure_runner(&session, &probe, &source, &spec.runner, &hash, &narrate).await {
         Ok(runner) => runner,
         Err(reason) => return fail(reason),
     };
@@ -955,6 +1114,60 @@ Host key verification failed.
         assert_eq!(mux_base(&long), Path::new("/tmp"));
         let fits = PathBuf::from(format!("/{}", "t".repeat(MAX_SOCKET_PATH - 23)));
         assert_eq!(mux_base(&fits), fits);
+    }
+
+    #[test]
+    fn a_dynamically_linked_executable_names_its_interpreter() {
+        // This test binary is linked as odu's dev builds are: against the host's C library.
+        let me = std::env::current_exe().unwrap();
+        assert_eq!(linked_statically(&me), Some(false));
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("s");
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        assert_eq!(linked_statically(&script), None);
+        assert_eq!(linked_statically(&dir.path().join("absent")), None);
+    }
+
+    #[test]
+    fn a_host_of_another_platform_builds_this_odus_runner_unless_told_which_flake() {
+        let own = match crate::version::commit() {
+            Some(rev) => format!("github:juspay/odu/{rev}"),
+            None => format!("github:juspay/odu/v{}", crate::version::VERSION),
+        };
+        let system = "aarch64-darwin";
+        assert_eq!(flake_reference(None, None, system), format!("{own}#packages.aarch64-darwin.odu-runner"));
+        assert_eq!(
+            flake_reference(None, Some("path:/src/odu"), system),
+            "path:/src/odu#packages.aarch64-darwin.odu-runner"
+        );
+        assert_eq!(
+            flake_reference(Some("github:me/odu/fix"), Some("path:/src/odu"), system),
+            "github:me/odu/fix#packages.aarch64-darwin.odu-runner",
+            "the hosts entry's flake wins over ODU_FLAKE"
+        );
+        let message =
+            no_runner("mac", system, "no odu-runner on the host's PATH, and it has no nix to build one with");
+        assert!(!message.contains('\n'), "{message}");
+        for part in ["mac", "nix profile install github:juspay/odu#odu-runner", "cargo install odu --locked"]
+        {
+            assert!(message.contains(part), "{part} not in {message}");
+        }
+    }
+
+    #[test]
+    fn the_hosts_own_runner_is_used_only_when_it_speaks_odus_protocol() {
+        let probe = |version: &str| Probe {
+            path_runner: Some("/usr/bin/odu-runner".into()),
+            path_runner_version: Some(version.into()),
+            ..Probe::default()
+        };
+        let own = format!("odu-runner 0.9.0 (protocol {})", odu_proto::PROTOCOL_VERSION);
+        assert_eq!(probe(&own).usable_path_runner(), Ok("/usr/bin/odu-runner"));
+        let other = probe("odu-runner 9.0.0 (commit abc, protocol 999)").usable_path_runner().unwrap_err();
+        assert!(other.contains("speaks protocol 999"), "{other}");
+        let mute = probe("usage: odu-runner --stdio").usable_path_runner().unwrap_err();
+        assert!(mute.contains("does not say its protocol version"), "{mute}");
+        assert_eq!(Probe::default().usable_path_runner().unwrap_err(), "no odu-runner on the host's PATH");
     }
 
     #[test]

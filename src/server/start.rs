@@ -398,6 +398,7 @@ pub fn prepare(
                 slug: crate::lane::remote::slug(origin.as_deref(), repo),
                 expect_platform: hosts.entries[platform].platform.clone().unwrap_or_else(|| platform.clone()),
                 run_name: format!("{}-{seq}", label.replace('+', "-")),
+                flake: var("ODU_FLAKE").filter(|v| !v.is_empty()),
             }),
         })
         .collect();

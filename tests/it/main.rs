@@ -9,6 +9,7 @@ mod cli_run;
 mod corpus;
 mod golden_frames;
 mod harness;
+mod install;
 mod just_fidelity;
 mod just_vars;
 mod lab;

@@ -504,3 +504,112 @@ fn a_disk_that_fills_up_once_the_runner_is_cached_ends_each_source_step_with_the
     assert!(setup.contains("shipping a bundle"), "{setup}");
     stop_server(&repo);
 }
+
+/// A host that says it is [`other_platform`] (its `uname` says so), with the machine's own
+/// tools and `fakes` beside that `uname` on its PATH, and no `odu-runner` or `nix` unless a fake
+/// is one.
+fn foreign_host(fakes: &[(&str, &str)]) -> Option<NetnsHost> {
+    let arch = other_platform().split('-').next().unwrap();
+    let uname = format!("#!/bin/sh\ncase \"$1\" in -m) echo {arch};; *) echo Linux;; esac\n");
+    let mut all = vec![("uname", uname.as_str())];
+    all.extend_from_slice(fakes);
+    let tools = [
+        "git", "sh", "bash", "mkdir", "cat", "chmod", "mv", "rm", "dirname", "tail", "head", "just", "find",
+        "flock", "wc",
+    ];
+    let bin = path_with(&tools, &all);
+    NetnsHost::or_skip(SshdOptions {
+        env: vec![("PATH".into(), bin.display().to_string())],
+        ..Default::default()
+    })
+}
+
+/// Runs the two-lane pipeline with `$ODU_FLAKE` set.
+fn run_two_lanes_with_flake(repo: &Repo, hosts: &Path, ssh_config: &Path, flake: &str) -> (Output, String) {
+    let mut command = odu_with(repo, hosts, ssh_config, &["run", "--progress", "json"]);
+    command.env("ODU_FLAKE", flake);
+    let out = crate::lab::output_within(&mut command, Duration::from_secs(60));
+    (out, trail(repo, other_platform(), "_ci-setup"))
+}
+
+#[test]
+fn a_host_of_another_platform_runs_the_runner_its_nix_builds_from_this_odus_flake() {
+    let other = other_platform();
+    // What the host's Nix "builds": a store path holding this build's runner.
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store/00000000000000000000000000000000-odu-runner-0.1.0");
+    std::fs::create_dir_all(store.join("bin")).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_odu-runner"), store.join("bin/odu-runner")).unwrap();
+    let log = dir.path().join("nix-calls");
+    let nix = format!(
+        "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\necho 'evaluating...' >&2\necho '{}'\n",
+        log.display(),
+        store.display()
+    );
+    // An odu-runner of another protocol on its PATH is passed over.
+    let old_runner = "#!/bin/sh\necho 'odu-runner 0.0.1 (protocol 999)'\n";
+    let Some(host) = foreign_host(&[("nix", &nix), ("odu-runner", old_runner)]) else { return };
+    let calls =
+        || std::fs::read_to_string(&log).unwrap_or_default().lines().map(str::to_string).collect::<Vec<_>>();
+    let repo = Repo::new(ONE_RECIPE);
+    let hosts = two_lanes(&repo, serde_json::json!({"host": host.alias()}));
+    let reports = stdout(&run_with(&repo, &hosts, &host.config(), &["hosts", "-o", "json"]));
+    assert!(reports.contains("\"runner\": \"nix\""), "{reports}");
+    let (out, setup) = run_two_lanes(&repo, &hosts, &host.config());
+    assert_eq!(out.status.code(), Some(0), "{}\n{setup}", stderr(&out));
+    let own = odu::lane::remote::flake_reference(None, None, other);
+    assert!(own.starts_with("github:juspay/odu/") && own.ends_with(&format!("#packages.{other}.odu-runner")));
+    let calls_made = calls();
+    assert_eq!(calls_made.len(), 1, "{calls_made:?}");
+    assert!(
+        calls_made[0].contains(" build ") && calls_made[0].ends_with(&format!(" {own}")),
+        "{calls_made:?}"
+    );
+    for step in [
+        format!("the host is {other}, this odu is built for {}", local_platform()),
+        "speaks protocol 999".into(),
+        format!("building {own} with the host's"),
+        "nix built the runner in".into(),
+        format!("starting {}/bin/odu-runner --stdio", store.display()),
+    ] {
+        assert!(setup.contains(&step), "{step:?} not in {setup}");
+    }
+    // Built once per odu version: the next run finds it kept on the host.
+    let (out, setup) = run_two_lanes(&repo, &hosts, &host.config());
+    assert_eq!(out.status.code(), Some(0), "{}\n{setup}", stderr(&out));
+    assert_eq!(calls().len(), 1, "{:?}", calls());
+    assert!(setup.contains(&format!("the runner nix built for {own} is kept on the host")), "{setup}");
+    // $ODU_FLAKE names another flake; a hosts entry's own "flake" wins over it.
+    let (out, setup) = run_two_lanes_with_flake(&repo, &hosts, &host.config(), "path:/src/odu");
+    assert_eq!(out.status.code(), Some(0), "{}\n{setup}", stderr(&out));
+    assert!(calls()[1].ends_with(&format!(" path:/src/odu#packages.{other}.odu-runner")), "{:?}", calls());
+    let hosts = two_lanes(&repo, serde_json::json!({"host": host.alias(), "flake": "github:me/odu/fix"}));
+    let (out, setup) = run_two_lanes_with_flake(&repo, &hosts, &host.config(), "path:/src/odu");
+    assert_eq!(out.status.code(), Some(0), "{}\n{setup}", stderr(&out));
+    assert!(
+        calls()[2].ends_with(&format!(" github:me/odu/fix#packages.{other}.odu-runner")),
+        "{:?}",
+        calls()
+    );
+    stop_server(&repo);
+}
+
+#[test]
+fn a_host_of_another_platform_with_no_runner_and_no_nix_is_refused_with_both_ways_to_install_one() {
+    let Some(host) = foreign_host(&[]) else { return };
+    let repo = Repo::new(ONE_RECIPE);
+    let hosts = two_lanes(&repo, serde_json::json!({"host": host.alias()}));
+    let setup = assert_broken(
+        &repo,
+        &hosts,
+        &host.config(),
+        &[
+            "no odu-runner on the host's PATH".to_string(),
+            "the host has no nix to build a runner with".into(),
+            format!("no runner for {} ({})", host.alias(), other_platform()),
+            "`nix profile install github:juspay/odu#odu-runner` or `cargo install odu --locked`".into(),
+        ],
+    );
+    assert!(!setup.contains("uploading"), "{setup}");
+    stop_server(&repo);
+}
