@@ -41,9 +41,11 @@ pub enum Command {
     Rerun(RerunArgs),
     /// Cancel the live run, one lane (@platform) or one node.
     Cancel(CancelArgs),
-    /// Follow the live run as NDJSON transitions (or show the latest run with none live).
-    #[command(alias = "monitor")]
+    /// Follow the live run until it ends: the dashboard on a terminal, NDJSON transitions
+    /// otherwise (or the latest run with none live).
     Attach(AttachArgs),
+    /// Watch this checkout's runs in a full-screen dashboard (NDJSON when not a terminal).
+    Monitor(AttachArgs),
     /// Block until the live run goes red (or, with --settle, finishes); print a JSON verdict.
     Wait(WaitArgs),
 }
@@ -75,9 +77,10 @@ pub struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub struct AttachArgs {
-    /// Output format: the NDJSON transition stream of `run --progress json`.
-    #[arg(short = 'o', long = "output", value_enum, default_value = "json")]
-    pub output: OutputFormat,
+    /// Output format: `json` is the NDJSON transition stream of `run --progress json`, `text`
+    /// one line per transition; default: the dashboard on a terminal, else `json`.
+    #[arg(short = 'o', long = "output", value_enum)]
+    pub output: Option<OutputFormat>,
     #[command(flatten)]
     pub run: RunRef,
 }

@@ -22,7 +22,8 @@ fn main() {
         Command::Logs(args) => command::logs::logs(args),
         Command::Rerun(args) => command::rerun::rerun(args),
         Command::Cancel(args) => command::cancel::cancel(args),
-        Command::Attach(args) => command::attach::attach(args),
+        Command::Attach(args) => command::attach::attach(args, false),
+        Command::Monitor(args) => command::attach::attach(args, true),
         Command::Wait(args) => command::wait::wait(args),
     };
     odu::clock::report_peak_rss("odu");

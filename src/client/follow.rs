@@ -176,6 +176,12 @@ pub async fn follow(
         }
         return Ok(EXIT_RED);
     };
+    Ok(report_end(run))
+}
+
+/// Says how a run ended on stderr (the verdict, setups that failed, what it could not write)
+/// and returns the exit code of its verdict.
+pub fn report_end(run: &Run) -> i32 {
     let summary = verdict(run, colors_enabled(std::io::stderr().is_terminal()));
     say(summary.trim_end_matches('\n'));
     for line in setup_failures(run) {
@@ -184,7 +190,7 @@ pub async fn follow(
     for line in unwritten(&run.meta().run, run.truncated_logs(), run.record_error(), Some(run)) {
         say(format!("odu: {line}"));
     }
-    Ok(super::exit_code(run, EXIT_RED))
+    super::exit_code(run, EXIT_RED)
 }
 
 /// What the run could not write to the checkout's disk, one line each: the logs cut short

@@ -1,5 +1,6 @@
-//! `odu attach`: the run as it goes (NDJSON with `-o json`, lines otherwise), then its verdict;
-//! with nothing serving, the latest run as it ended.
+//! `odu attach` and `odu monitor`: the run as it goes (the dashboard on a terminal, NDJSON with
+//! `-o json` or when piped, lines with `-o text`), then its verdict; with nothing serving, the
+//! latest run as it ended.
 
 use std::io::IsTerminal;
 
@@ -9,17 +10,31 @@ use crate::cli::OutputFormat;
 use crate::client::connect;
 use crate::client::exit_code;
 use crate::client::face::{Face, JsonFace, PlainFace};
+use crate::client::monitor::{Options, monitor};
 use crate::client::query::{defer_to_the_run, header_of, runtime, stored};
 use crate::error::{CliError, CliResult, say};
 use crate::trail::ledger;
 
-/// `attach -o json` (and `attach` when stdout is not a terminal): the same NDJSON transition
-/// stream as `run --progress json`, ending with the verdict. Idle attach shows the run as it
-/// ended.
-pub fn attach(args: crate::cli::AttachArgs) -> CliResult<i32> {
+/// `attach` and `monitor` on a terminal: the dashboard (attach leaves it when the run ends,
+/// monitor stays for the next run). `-o json` (and any of them when stdout or stdin is not a
+/// terminal, or `TERM=dumb`): the same NDJSON transition stream as `run --progress json`,
+/// ending with the verdict. Idle attach shows the run as it ended.
+pub fn attach(args: crate::cli::AttachArgs, stay: bool) -> CliResult<i32> {
     let repo = super::repo()?;
     runtime()?.block_on(async {
-        let face: Box<dyn Face> = match args.output {
+        let output = match args.output {
+            Some(output) => output,
+            None if crate::client::monitor::usable() => {
+                let options = Options { run: args.run.run.clone(), leave_at_end: !stay };
+                // Attach with no run in progress shows the latest run as it ended, as before.
+                if stay || live(&repo, &args.run.run).await? {
+                    return monitor(&repo, options).await;
+                }
+                OutputFormat::Json
+            }
+            None => OutputFormat::Json,
+        };
+        let face: Box<dyn Face> = match output {
             OutputFormat::Json => Box::new(JsonFace::default()),
             OutputFormat::Text => Box::new(PlainFace::new(false)),
         };
@@ -46,4 +61,10 @@ pub fn attach(args: crate::cli::AttachArgs) -> CliResult<i32> {
         defer_to_the_run(&header);
         crate::client::follow::follow(&mut client, &header.run, face, false).await
     })
+}
+
+/// Whether the run attach would follow is still going.
+async fn live(repo: &std::path::Path, run: &Option<String>) -> CliResult<bool> {
+    let Some(mut client) = connect(repo).await? else { return Ok(false) };
+    Ok(header_of(&mut client, run).await.is_ok_and(|h| h.phase != odu_proto::Phase::Ended))
 }
