@@ -355,3 +355,165 @@ fn draw_help(frame: &mut Frame, area: Rect) {
     frame.render_widget(Clear, rect);
     frame.render_widget(Paragraph::new(lines).block(Block::bordered().title(" odu monitor: keys ")), rect);
 }
+
+#[cfg(test)]
+mod tests {
+    use odu_core::NodeStatus::{self, *};
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+    use ratatui::buffer::Buffer;
+    use ratatui::style::{Color, Modifier};
+
+    use super::super::state::tests::run_of;
+    use super::super::state::{Dash, Mode};
+    use super::draw;
+
+    /// The screen as text, then every styled stretch of each row: what a snapshot shows.
+    fn screen(buffer: &Buffer) -> String {
+        let area = buffer.area;
+        let mut text = String::new();
+        let mut marks = String::new();
+        for y in 0..area.height {
+            let mut line = String::new();
+            let mut stretches: Vec<(u16, u16, String)> = Vec::new();
+            for x in 0..area.width {
+                let cell = &buffer[(x, y)];
+                line.push_str(cell.symbol());
+                let mut style = String::new();
+                if cell.fg != Color::Reset {
+                    style.push_str(&format!("{:?}", cell.fg));
+                }
+                if cell.bg != Color::Reset {
+                    style.push_str(&format!(" on {:?}", cell.bg));
+                }
+                for (flag, name) in [
+                    (Modifier::BOLD, "bold"),
+                    (Modifier::REVERSED, "reversed"),
+                    (Modifier::UNDERLINED, "underlined"),
+                ] {
+                    if cell.modifier.contains(flag) {
+                        style.push_str(&format!(" {name}"));
+                    }
+                }
+                let style = style.trim().to_string();
+                match stretches.last_mut() {
+                    Some((_, end, last)) if *last == style && *end == x => *end = x + 1,
+                    _ => stretches.push((x, x + 1, style)),
+                }
+            }
+            text.push_str(line.trim_end());
+            text.push('\n');
+            let styled: Vec<String> = stretches
+                .into_iter()
+                .filter(|(_, _, s)| !s.is_empty())
+                .map(|(from, to, s)| format!("{from}..{to} {s}"))
+                .collect();
+            if !styled.is_empty() {
+                marks.push_str(&format!("{y:>2}: {}\n", styled.join(", ")));
+            }
+        }
+        format!("{text}---\n{marks}")
+    }
+
+    fn render(dash: &mut Dash, width: u16, height: u16) -> String {
+        let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+        // Twice: the first draw learns how much fits, as the live dashboard's first frame does.
+        terminal.draw(|f| draw(f, dash)).unwrap();
+        terminal.draw(|f| draw(f, dash)).unwrap();
+        screen(terminal.backend().buffer())
+    }
+
+    fn dash_of(platforms: &[&str], nodes: &[(&str, NodeStatus)]) -> Dash {
+        let mut dash = Dash::new(true);
+        dash.show(run_of(platforms, nodes), true);
+        dash.now = 1_012_000;
+        dash
+    }
+
+    fn three_platforms() -> Dash {
+        let mut dash = dash_of(
+            &["a", "b", "c"],
+            &[
+                ("_ci-setup@a", Ok),
+                ("_ci-setup@b", Ok),
+                ("_ci-setup@c", Ok),
+                ("ci::build@a", Ok),
+                ("ci::build@b", Ok),
+                ("ci::build@c", Running),
+                ("ci::test@a", Running),
+                ("ci::test@b", Pending),
+                ("ci::test@c", Pending),
+                ("ci::e2e@a", Pending),
+            ],
+        );
+        dash.log.push(b"compiling odu v0.1.0\n\x1b[32mtest result\x1b[0m: ok. 12 passed\nrunning 3 tests\n");
+        dash
+    }
+
+    #[test]
+    fn a_running_three_platform_run() {
+        insta::assert_snapshot!(render(&mut three_platforms(), 80, 20));
+    }
+
+    #[test]
+    fn a_red_run_with_skipped_nodes() {
+        let mut dash = dash_of(
+            &["a", "b"],
+            &[
+                ("_ci-setup@a", Ok),
+                ("_ci-setup@b", Ok),
+                ("build@a", Ok),
+                ("build@b", Failed),
+                ("test@a", Errored),
+                ("test@b", Skipped),
+                ("deploy@a", Skipped),
+                ("deploy@b", Skipped),
+            ],
+        );
+        dash.log.push(b"cc: error: no input files\nerror: recipe `build` failed with exit code 1\n");
+        insta::assert_snapshot!(render(&mut dash, 80, 16));
+    }
+
+    #[test]
+    fn a_narrow_terminal_shows_glyphs_only() {
+        insta::assert_snapshot!(render(&mut three_platforms(), 36, 16));
+    }
+
+    #[test]
+    fn a_pipeline_taller_than_the_screen_scrolls_to_the_focus() {
+        let names: Vec<String> = (0..40).map(|i| format!("ci::step{i:02}@a")).collect();
+        let nodes: Vec<(&str, NodeStatus)> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                (
+                    n.as_str(),
+                    if i < 30 {
+                        Ok
+                    } else if i == 30 {
+                        Running
+                    } else {
+                        Pending
+                    },
+                )
+            })
+            .collect();
+        let mut dash = dash_of(&["a"], &nodes);
+        insta::assert_snapshot!(render(&mut dash, 60, 20));
+    }
+
+    #[test]
+    fn search_highlights_nodes_and_log_lines() {
+        let mut dash = three_platforms();
+        dash.query = "test".into();
+        dash.mode = Mode::Search("tes".into());
+        insta::assert_snapshot!(render(&mut dash, 80, 20));
+    }
+
+    #[test]
+    fn the_help_screen() {
+        let mut dash = three_platforms();
+        dash.mode = Mode::Help;
+        insta::assert_snapshot!(render(&mut dash, 80, 30));
+    }
+}
