@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what odu's pipeline and its tests need on a fresh machine: git, just >= 1.57, and the
-# ssh test lab's tools (ssh, ssh-keygen, sshd, ip).
+# ssh test lab's tools (ssh, ssh-keygen, sshd, ip), and tmux for the dashboard's tests.
 # Safe to run repeatedly: it only installs what is missing or too old.
 set -euo pipefail
 
@@ -38,6 +38,8 @@ command -v git >/dev/null 2>&1 || apt_install git
 { command -v ssh >/dev/null 2>&1 && command -v ssh-keygen >/dev/null 2>&1; } || apt_install openssh-client
 test -x /usr/sbin/sshd || apt_install openssh-server
 command -v ip >/dev/null 2>&1 || apt_install iproute2
+# The dashboard's end-to-end tests (tests/it/monitor.rs) drive it in a real terminal.
+command -v tmux >/dev/null 2>&1 || apt_install tmux
 
 if need_just; then
   echo "install-deps: installing just >= 1.57" >&2
