@@ -139,6 +139,12 @@ pub enum ProgressFormat {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SummaryFormat {
+    Short,
+    All,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
     Text,
     Json,
@@ -173,6 +179,10 @@ pub struct RunArgs {
     /// Print one JSON line per node transition on stdout.
     #[arg(long, value_name = "FORMAT")]
     pub progress: Option<ProgressFormat>,
+    /// Which nodes the summary at the end lists: `all`, or `short` (only those not ok);
+    /// default: short under the live matrix on a terminal, all otherwise.
+    #[arg(long, value_enum, value_name = "WHICH")]
+    pub summary: Option<SummaryFormat>,
     /// Cap concurrently running nodes per lane.
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,

@@ -51,7 +51,7 @@ pub fn attach(args: crate::cli::AttachArgs, stay: bool) -> CliResult<i32> {
             // The same account of the run as a live attach ends with.
             if let Some(run) = &replica.run {
                 let color = crate::client::face::colors_enabled(std::io::stderr().is_terminal());
-                say(crate::client::face::verdict(run, color).trim_end_matches('\n'));
+                say(crate::client::face::verdict(run, color, true).trim_end_matches('\n'));
             }
             let outcome = record.outcome;
             say(format!("odu: {} {outcome} (no run in progress)", record.reference()));
@@ -59,7 +59,7 @@ pub fn attach(args: crate::cli::AttachArgs, stay: bool) -> CliResult<i32> {
         };
         let header = header_of(&mut client, &args.run.run).await?;
         defer_to_the_run(&header);
-        crate::client::follow::follow(&mut client, &header.run, face, false).await
+        crate::client::follow::follow(&mut client, &header.run, face, false, true).await
     })
 }
 

@@ -191,7 +191,8 @@ fn r_on_a_red_node_reruns_it() {
     let live = live_run();
     let tmux = Tmux::start(&live.repo, "monitor", 100, 30);
     let p = local_platform();
-    tmux.wait("the dashboard", |s| s.contains("q quit"));
+    // The run is shown once its running node is focused.
+    tmux.wait("the dashboard", |s| s.contains(&format!("log · slow@{p}")));
     // Focus the red node by searching for it, then rerun it now that it can pass.
     tmux.keys(&["/", "flaky", "Enter"]);
     tmux.wait("flaky focused", |s| s.contains(&format!("log · flaky@{p}")));
@@ -255,4 +256,51 @@ fn attach_on_a_terminal_shows_the_dashboard_until_the_run_ends() {
     assert!(!tmux.alternate(), "{screen}");
     assert!(screen.contains("FAILED"), "the verdict is printed: {screen}");
     live.end();
+}
+
+/// A pipeline of `n` recipes that each take a moment (two of them fail).
+fn wide_pipeline(n: usize) -> String {
+    let names: Vec<String> = (0..n).map(|i| format!("step{i:02}")).collect();
+    let mut text = format!("[metadata(\"ci\")]\nci: {}\n", names.join(" "));
+    for (i, name) in names.iter().enumerate() {
+        let body = if i == 7 || i == 42 { "sleep 0.2; exit 1" } else { "sleep 0.2" };
+        text.push_str(&format!("\n{name}:\n    {body}\n"));
+    }
+    text
+}
+
+#[test]
+fn a_run_taller_than_the_terminal_leaves_no_frames_in_the_scrollback() {
+    // 69 recipes and the lane's setup: 70 nodes, on a 24-row terminal.
+    let repo = Repo::new(&wide_pipeline(69));
+    let tmux = Tmux::start(&repo, "run --jobs 8", 100, 24);
+    let done = tmux.wait("the run to end", |s| s.contains("[exit 1]"));
+    let history = tmux.tmux(&["capture-pane", "-p", "-t", "main", "-S", "-", "-E", "-"]);
+    let sha = repo.sha7();
+    // A frame's first line: `odu <spinner or mark> ci @ <sha7> · <duration>`.
+    let frames = history
+        .lines()
+        .filter(|l| l.starts_with("odu ") && !l.starts_with("odu ·") && l.contains(&format!("ci @ {sha} ·")))
+        .count();
+    assert!(frames <= 1, "{frames} frames left behind:\n{history}");
+    let lines = history.lines().filter(|l| !l.trim().is_empty()).count();
+    assert!(lines <= 2 * 24, "{lines} lines for one screenful of run:\n{history}");
+    // The summary names what failed, with its log, and counts the rest.
+    let p = local_platform();
+    assert!(done.contains(&format!("step07@{p}")) && done.contains(".ci/"), "{done}");
+    assert!(!history.contains(&format!("✔ step00@{p}  ")), "ok nodes are not listed:\n{history}");
+    assert!(done.contains("68 ok · 2 failed"), "{done}");
+    stop_server(&repo);
+}
+
+#[test]
+fn summary_all_lists_every_node() {
+    let repo = Repo::new(&wide_pipeline(3));
+    let tmux = Tmux::start(&repo, "run --summary all", 100, 24);
+    let done = tmux.wait("the run to end", |s| s.contains("[exit 0]"));
+    let p = local_platform();
+    for node in ["_ci-setup", "step00", "step01", "step02"] {
+        assert!(done.contains(&format!("✔ {node}@{p}")), "{node} is listed: {done}");
+    }
+    stop_server(&repo);
 }

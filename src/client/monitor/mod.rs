@@ -179,7 +179,7 @@ pub async fn monitor(repo: &Path, options: Options) -> CliResult<i32> {
         End::Left if driver.options.leave_at_end => Ok(EXIT_INTERRUPTED),
         End::Left => Ok(0),
         End::RunEnded => Ok(match &driver.dash.run {
-            Some(run) => super::follow::report_end(run),
+            Some(run) => super::follow::report_end(run, true),
             None => EXIT_RED,
         }),
         End::Lost => Err(CliError::refused(
