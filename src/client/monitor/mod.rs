@@ -61,7 +61,7 @@ pub struct Options {
 
 /// The terminal in the dashboard's modes; dropping it restores the terminal.
 struct Screen {
-    terminal: ratatui::Terminal<ratatui::backend::CrosstermBackend<std::io::Stdout>>,
+    terminal: ratatui::Terminal<ratatui::backend::CrosstermBackend<std::io::BufWriter<std::io::Stdout>>>,
 }
 
 fn restore() {
@@ -87,8 +87,11 @@ impl Screen {
         let fail = |e: std::io::Error| CliError::refused(format!("cannot take over the terminal: {e}"));
         crossterm::terminal::enable_raw_mode().map_err(fail)?;
         let screen = Screen {
-            terminal: ratatui::Terminal::new(ratatui::backend::CrosstermBackend::new(std::io::stdout()))
-                .map_err(fail)?,
+            // A frame is one write.
+            terminal: ratatui::Terminal::new(ratatui::backend::CrosstermBackend::new(
+                std::io::BufWriter::with_capacity(1 << 16, std::io::stdout()),
+            ))
+            .map_err(fail)?,
         };
         crossterm::execute!(
             std::io::stdout(),

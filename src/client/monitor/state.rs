@@ -130,6 +130,8 @@ pub struct Dash {
     pub run: Option<Run>,
     pub grid: Grid,
     pub focus: Option<NodeId>,
+    /// The user moved the focus: it no longer follows the default.
+    pub chosen: bool,
     /// The first matrix row shown.
     pub scroll: usize,
     pub mode: Mode,
@@ -158,6 +160,7 @@ impl Dash {
             run: None,
             grid: Grid::default(),
             focus: None,
+            chosen: false,
             scroll: 0,
             mode: Mode::Normal,
             query: String::new(),
@@ -179,6 +182,7 @@ impl Dash {
         self.grid = Grid::of(&run);
         if !same || self.focus.as_ref().is_none_or(|f| self.grid.position(f).is_none()) {
             self.focus = default_focus(&run);
+            self.chosen = false;
             self.scroll = 0;
         }
         self.live = live;
@@ -186,12 +190,14 @@ impl Dash {
         self.keep_focus_visible();
     }
 
-    /// The run's nodes changed: the matrix follows (its shape may have grown).
+    /// The run's nodes changed: the matrix follows (its shape may have grown), and so does
+    /// the focus until the user moves it.
     pub fn changed(&mut self) {
         if let Some(run) = &self.run {
             self.grid = Grid::of(run);
-            if self.focus.is_none() {
+            if self.focus.is_none() || !self.chosen {
                 self.focus = default_focus(run);
+                self.keep_focus_visible();
             }
         }
     }
@@ -217,6 +223,7 @@ impl Dash {
         if node.is_none() || node == self.focus {
             return Ask::Nothing;
         }
+        self.chosen = true;
         self.focus = node;
         self.keep_focus_visible();
         Ask::Redraw
@@ -280,6 +287,7 @@ impl Dash {
         let hit = self.hits.cells.iter().find(|(cx, cy, w, _)| *cy == y && x >= *cx && x < cx + w);
         match hit.map(|h| h.3.clone()) {
             Some(id) if Some(&id) != self.focus.as_ref() => {
+                self.chosen = true;
                 self.focus = Some(id);
                 Ask::Redraw
             }
@@ -539,6 +547,24 @@ pub(crate) mod tests {
         assert_eq!(dash.focus, Some(id("mac@b")), "no node on a in that row");
         dash.key(key('1'));
         assert_eq!(dash.focus, Some(id("test@a")), "the nearest row with a node on column 1");
+    }
+
+    #[test]
+    fn the_focus_follows_the_default_until_the_user_moves_it() {
+        use NodeStatus::*;
+        let mut dash = Dash::new(false);
+        dash.show(run_of(&["a"], &[("setup@a", Running), ("big@a", Pending), ("small@a", Pending)]), true);
+        assert_eq!(dash.focus, Some(id("setup@a")));
+        dash.show(run_of(&["a"], &[("setup@a", Ok), ("big@a", Running), ("small@a", Pending)]), true);
+        dash.changed();
+        assert_eq!(dash.focus, Some(id("big@a")), "the next running node");
+        dash.key(key('j'));
+        dash.show(run_of(&["a"], &[("setup@a", Ok), ("big@a", Ok), ("small@a", Failed)]), true);
+        dash.changed();
+        assert_eq!(dash.focus, Some(id("small@a")), "where the user put it");
+        dash.key(key('k'));
+        dash.changed();
+        assert_eq!(dash.focus, Some(id("big@a")), "a chosen focus stays");
     }
 
     #[test]
