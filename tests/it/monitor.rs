@@ -304,3 +304,44 @@ fn summary_all_lists_every_node() {
     }
     stop_server(&repo);
 }
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn the_dashboard_is_idle_while_the_run_sleeps() {
+    let files = tempfile::tempdir().unwrap();
+    let release = files.path().join("release");
+    let repo = Repo::new(&format!(
+        "[metadata(\"ci\")]\nci: nap\n\nnap:\n    @for i in $(seq 1 600); do [ -e '{}' ] && exit 0; sleep 0.1; done\n",
+        release.display()
+    ));
+    let mut run = Running::spawn(repo.odu(&["run", "--progress", "json"]));
+    let p = local_platform();
+    run.wait_for_line(&format!(r#""node":"nap@{p}","recipe":"nap","platform":"{p}","status":"running""#));
+    let tmux = Tmux::start(&repo, "monitor", 100, 30);
+    tmux.wait("the dashboard", |s| s.contains(&format!("log · nap@{p}")));
+    let shell = tmux.tmux(&["display-message", "-p", "-t", "main", "#{pane_pid}"]);
+    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", shell.trim())).unwrap();
+    let odu: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
+    // The window is the measurement: only the durations' tick may wake the dashboard.
+    let (before, started) = (cpu_ticks(odu), std::time::Instant::now());
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let used = cpu_ticks(odu) - before;
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let share = used as f64 / per_second / started.elapsed().as_secs_f64() * 100.0;
+    // The budget is 1 % of a core for a release build; a debug build under a loaded test run
+    // gets twice that, which still catches any polling or redrawing without cause.
+    assert!(share <= 2.0, "the dashboard took {share:.2} % of a core while the run slept");
+    tmux.keys(&["q"]);
+    tmux.wait("the dashboard to exit", |s| s.contains("[exit 0]"));
+    std::fs::write(&release, "").unwrap();
+    let (code, err) = run.finish();
+    assert_eq!(code, Some(0), "{err}");
+    stop_server(&repo);
+}
