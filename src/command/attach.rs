@@ -25,7 +25,11 @@ pub fn attach(args: crate::cli::AttachArgs, stay: bool) -> CliResult<i32> {
         let output = match args.output {
             Some(output) => output,
             None if crate::client::monitor::usable() => {
-                let options = Options { run: args.run.run.clone(), leave_at_end: !stay };
+                let options = Options {
+                    run: args.run.run.clone(),
+                    leave_at_end: !stay,
+                    idle: crate::cli::DEFAULT_IDLE,
+                };
                 // Attach with no run in progress shows the latest run as it ended, as before.
                 if stay || live(&repo, &args.run.run).await? {
                     return monitor(&repo, options).await;

@@ -57,6 +57,8 @@ pub struct Options {
     pub run: Option<String>,
     /// Leave when the shown run ends, with its verdict (attach); else stay and show the next.
     pub leave_at_end: bool,
+    /// The idle timeout of a server a rerun starts when none is up.
+    pub idle: &'static str,
 }
 
 /// The terminal in the dashboard's modes; dropping it restores the terminal.
@@ -373,7 +375,7 @@ impl Driver {
     async fn send(&mut self, request: Request) -> CliResult<()> {
         let Some(run) = self.dash.run.as_ref().map(|r| r.meta().run.clone()) else { return Ok(()) };
         if self.client.is_none() && matches!(request, Request::Rerun(_)) {
-            self.client = Some(super::ensure(&self.repo, crate::cli::DEFAULT_IDLE).await?);
+            self.client = Some(super::ensure(&self.repo, self.options.idle).await?);
             self.subscribe().await?;
         }
         let Some(client) = self.client.as_mut() else {

@@ -628,6 +628,18 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_click_focuses_the_cell_drawn_there() {
+        let mut dash = Dash::new(false);
+        dash.show(gappy(), true);
+        dash.hits.cells = vec![(10, 3, 4, id("lint@a")), (16, 3, 4, id("lint@b"))];
+        assert_eq!(dash.click(17, 3), Ask::Redraw);
+        assert_eq!(dash.focus, Some(id("lint@b")));
+        assert!(dash.chosen);
+        assert_eq!(dash.click(30, 3), Ask::Nothing, "no cell there");
+        assert_eq!(dash.focus, Some(id("lint@b")));
+    }
+
+    #[test]
     fn cancel_asks_first_and_rerun_does_not() {
         let mut dash = Dash::new(false);
         dash.show(gappy(), true);
