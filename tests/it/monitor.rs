@@ -345,3 +345,26 @@ fn the_dashboard_is_idle_while_the_run_sleeps() {
     assert_eq!(code, Some(0), "{err}");
     stop_server(&repo);
 }
+
+#[test]
+fn with_no_run_it_shows_the_latest_from_the_trail_and_switches_to_a_run_that_starts() {
+    let repo = Repo::new("[metadata(\"ci\")]\nci: hello\n\nhello:\n    @echo hello-from-the-trail; exit 1\n");
+    let first = repo.run(&["run"]);
+    assert_eq!(first.status.code(), Some(1), "{}", stderr(&first));
+    stop_server(&repo);
+    let tmux = Tmux::start(&repo, "monitor", 100, 30);
+    let sha = repo.sha7();
+    // The red node is focused and its log read from the trail.
+    let screen = tmux
+        .wait("the recorded run", |s| s.contains("no run in progress") && s.contains("hello-from-the-trail"));
+    assert!(screen.contains(&format!("run {sha}#1")), "{screen}");
+    assert!(screen.contains("recent runs"), "{screen}");
+    // A run that starts is shown.
+    let second = Running::spawn(repo.odu(&["run", "--progress", "json"]));
+    tmux.wait("the new run", |s| s.contains(&format!("run {sha}#2")));
+    let (code, _) = second.finish();
+    assert_eq!(code, Some(1));
+    tmux.keys(&["q"]);
+    tmux.wait("the dashboard to exit", |s| s.contains("[exit 0]"));
+    stop_server(&repo);
+}
