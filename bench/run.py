@@ -1417,6 +1417,161 @@ def scenario_idle_cpu(ctx: "Ctx") -> Result:
                   "", "", [], [], None, checks, notes)
 
 
+# --------------------------------------------------------------------------
+# the dashboard: `odu monitor` in a tmux terminal of its own, watching a run
+
+
+class Dashboard:
+    """`odu monitor` in a 120x40 tmux pane (a tmux server of its own), in `repo`."""
+
+    def __init__(self, repo: OduRepo, tag: str):
+        if shutil.which("tmux") is None:
+            raise BenchError("tmux is needed for the dashboard scenarios (scripts/install-deps.sh)")
+        self.socket = str(repo.repo.parent / f"{repo.repo.name}.{tag}.tmux")
+        cmd = f"cd '{repo.repo}' && exec '{repo.odu_bin}' monitor"
+        subprocess.run(["tmux", "-S", self.socket, "-f", "/dev/null", "new-session", "-d", "-s", "main",
+                        "-x", "120", "-y", "40", cmd], env={**repo.env, "TERM": "xterm-256color"},
+                       check=True, capture_output=True)
+        out = subprocess.run(["tmux", "-S", self.socket, "display-message", "-p", "-t", "main",
+                              "#{pane_pid}"], check=True, capture_output=True, text=True)
+        self.pid = int(out.stdout.strip())
+
+    def screen(self) -> str:
+        return subprocess.run(["tmux", "-S", self.socket, "capture-pane", "-p", "-t", "main"],
+                              capture_output=True, text=True).stdout
+
+    def wait_screen(self, needle: str, deadline_s: float = SOCKET_DEADLINE_S) -> None:
+        deadline = time.monotonic() + deadline_s
+        while needle not in self.screen():
+            if time.monotonic() > deadline:
+                raise BenchError(f"the dashboard never showed {needle!r}:\n{self.screen()}")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "-S", self.socket, "kill-server"], capture_output=True)
+
+
+def frames_written(pid: int, action: Callable[[], None]) -> int:
+    """Frames the dashboard wrote while `action` ran: its writes to stdout (one a frame), as
+    strace sees them; -1 without strace."""
+    if shutil.which("strace") is None:
+        action()
+        return -1
+    with tempfile.NamedTemporaryFile(prefix="odu-bench-strace-") as trace:
+        tracer = subprocess.Popen(["strace", "-f", "-e", "trace=write", "-e", "signal=none",
+                                   "-o", trace.name, "-p", str(pid)], stderr=subprocess.DEVNULL)
+        time.sleep(0.5)   # strace attaches
+        try:
+            action()
+        finally:
+            tracer.terminate()
+            tracer.wait()
+        return sum(1 for line in open(trace.name, errors="replace") if re.search(r"write\(1,", line))
+
+
+def scenario_monitor_idle(ctx: "Ctx") -> Result:
+    """The dashboard's CPU while the run's only node sleeps."""
+    secs = max(ctx.idle_seconds // 3, 10)
+    d = ctx.tmp / "monitor_idle"
+    sha = make_repo(d, f'[metadata("ci")]\nci: nap\n\nnap:\n    @echo nap-started && sleep {secs}\n', ctx.env)
+    repo = OduRepo(ctx.odu, d, sha, ctx.env)
+    live = LiveRun(repo, tag="monitor_idle")
+    try:
+        live.wait_socket()
+        dash = Dashboard(repo, "idle")
+        try:
+            dash.wait_screen("nap-started")
+            time.sleep(1.0)
+            t_a, a = time.monotonic(), proc_cpu_s(dash.pid)
+            time.sleep(secs - 4)
+            t_b, b = time.monotonic(), proc_cpu_s(dash.pid)
+            rss = proc_status_kib(dash.pid, "VmHWM") or 0
+        finally:
+            dash.close()
+        live.wait(secs + 60)
+    finally:
+        live.close()
+        stop_servers(d)
+    cpu = (b - a) / (t_b - t_a) * 100
+    return Result("monitor_idle", f"odu monitor CPU while a node sleeps {secs} s", 1, "", "", [], [], None,
+                  [Check("dashboard CPU", cpu, "% core", 1, digits=2),
+                   Check("dashboard peak RSS", rss / KIB, "MiB", 64)],
+                  [f"CPU = utime+stime over {t_b - t_a:.1f} s of the sleep"])
+
+
+def scenario_monitor_fast200(ctx: "Ctx") -> Result:
+    """The dashboard's CPU and frame rate with 200 nodes changing as fast as they can."""
+    d = ctx.tmp / "monitor_fast200"
+    names = [f"r{i:03}" for i in range(199)]
+    just = '[metadata("ci")]\nci: ' + " ".join(names) + "\n" + "".join(f"\n{n}:\n    @true\n" for n in names)
+    sha = make_repo(d, just, ctx.env)
+    repo = OduRepo(ctx.odu, d, sha, ctx.env)
+    cpus, rates, walls = [], [], []
+    try:
+        for _ in range(ctx.runs):
+            # The dashboard waits with no run; it finds the run's server within a second.
+            stop_servers(repo.repo)
+            shutil.rmtree(repo.repo / ".ci", ignore_errors=True)
+            dash = Dashboard(repo, "fast")
+            try:
+                dash.wait_screen("no runs recorded")
+                box: dict[str, float] = {}
+
+                def measured() -> None:
+                    box["a"], box["t_a"] = proc_cpu_s(dash.pid), time.monotonic()
+                    subprocess.run([str(repo.odu_bin), "run", "--no-post", *HOST_FLAG, "--jobs", "50"],
+                                   cwd=repo.repo, env=repo.env, capture_output=True)
+                    box["b"], box["t_b"] = proc_cpu_s(dash.pid), time.monotonic()
+
+                frames = frames_written(dash.pid, measured)
+                wall = box["t_b"] - box["t_a"]
+                walls.append(wall)
+                cpus.append((box["b"] - box["a"]) / wall * 100)
+                rates.append(frames / wall if frames >= 0 else float("nan"))
+            finally:
+                dash.close()
+    finally:
+        stop_servers(d)
+    return Result("monitor_fast200", "odu monitor on a 200-node run changing fast", ctx.runs, "", "", [], [],
+                  None, [Check("dashboard CPU (median)", statistics.median(cpus), "% core", 15),
+                         Check("frames a second (max)", max(rates), "/s", 30)],
+                  [f"run wall times {', '.join(f'{w:.2f}' for w in walls)} s; frames counted as the "
+                   "dashboard's writes to stdout under strace (which slows it: CPU is taken from "
+                   "/proc over the same window)"])
+
+
+def scenario_monitor_log256m(ctx: "Ctx") -> Result:
+    """The dashboard following a node that prints 256 MiB: its RSS, and the run's wall time
+    against the same run with no dashboard."""
+    d = ctx.tmp / "monitor_log256m"
+    line = "0123456789 abcdefghij klmnopqrstuvwxyz 0123456789 ABCDEFGHIJ KLMNOPQRST"
+    sha = make_repo(d, f'[metadata("ci")]\nci: big\n\nbig:\n    @yes "{line}" | head -c {256 * MIB}\n', ctx.env)
+    repo = OduRepo(ctx.odu, d, sha, ctx.env)
+    alone, watched, rss = [], [], []
+    try:
+        for _ in range(ctx.runs):
+            alone.append(repo.run()[0])
+            # The dashboard waits with no run, finds the run's server within a second and
+            # follows `big` (the first running node) once it runs.
+            stop_servers(repo.repo)
+            shutil.rmtree(repo.repo / ".ci", ignore_errors=True)
+            dash = Dashboard(repo, "big")
+            try:
+                dash.wait_screen("no runs recorded")
+                t0 = time.perf_counter()
+                subprocess.run([str(repo.odu_bin), "run", "--no-post", *HOST_FLAG], cwd=repo.repo,
+                               env=repo.env, capture_output=True, check=True)
+                watched.append(time.perf_counter() - t0)
+                rss.append(proc_status_kib(dash.pid, "VmHWM") or 0)
+            finally:
+                dash.close()
+    finally:
+        stop_servers(d)
+    return Result("monitor_log256m", "odu monitor following a 256 MiB log", ctx.runs,
+                  "no dashboard", "dashboard following", alone, watched, 1.05,
+                  [Check("dashboard peak RSS (max)", max(rss) / KIB, "MiB", 64)])
+
+
 SCENARIOS: dict[str, Callable[["Ctx"], Result]] = {
     "wide200": scenario_wide200,
     "chain200": scenario_chain200,
@@ -1427,6 +1582,9 @@ SCENARIOS: dict[str, Callable[["Ctx"], Result]] = {
     "clients100": scenario_clients100,
     "clients100_cold": scenario_clients100_cold,
     "idle_cpu": scenario_idle_cpu,
+    "monitor_idle": scenario_monitor_idle,
+    "monitor_fast200": scenario_monitor_fast200,
+    "monitor_log256m": scenario_monitor_log256m,
 }
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what odu's pipeline and its tests need on a fresh machine: git, just >= 1.57, and the
-# ssh test lab's tools (ssh, ssh-keygen, sshd, ip), man and nix.
+# ssh test lab's tools (ssh, ssh-keygen, sshd, ip), man, nix, and tmux for the dashboard's tests.
 # Safe to run repeatedly: it only installs what is missing or too old.
 set -euo pipefail
 
@@ -43,6 +43,8 @@ command -v ip >/dev/null 2>&1 || apt_install iproute2
 command -v man >/dev/null 2>&1 || apt_install man-db
 # The flake's test evaluates flake.nix against a stub nixpkgs (single-user, its own store).
 command -v nix >/dev/null 2>&1 || apt_install nix-bin
+# The dashboard's end-to-end tests (tests/it/monitor.rs) drive it in a real terminal.
+command -v tmux >/dev/null 2>&1 || apt_install tmux
 
 if need_just; then
   echo "install-deps: installing just >= 1.57" >&2

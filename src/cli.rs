@@ -46,9 +46,11 @@ pub enum Command {
     Rerun(RerunArgs),
     /// Cancel the live run, one lane (@platform) or one node.
     Cancel(CancelArgs),
-    /// Follow the live run as NDJSON transitions (or show the latest run with none live).
-    #[command(alias = "monitor")]
+    /// Follow the live run until it ends: the dashboard on a terminal, NDJSON transitions
+    /// otherwise (or the latest run with none live).
     Attach(AttachArgs),
+    /// Watch this checkout's runs in a full-screen dashboard (NDJSON when not a terminal).
+    Monitor(AttachArgs),
     /// Block until the live run goes red (or, with --settle, finishes); print a JSON verdict.
     Wait(WaitArgs),
     /// Print the completion script for a shell (e.g. `odu completions bash > /etc/bash_completion.d/odu`).
@@ -98,9 +100,10 @@ pub struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub struct AttachArgs {
-    /// Output format: the NDJSON transition stream of `run --progress json`.
-    #[arg(short = 'o', long = "output", value_enum, default_value = "json")]
-    pub output: OutputFormat,
+    /// Output format: `json` is the NDJSON transition stream of `run --progress json`, `text`
+    /// one line per transition; default: the dashboard on a terminal, else `json`.
+    #[arg(short = 'o', long = "output", value_enum)]
+    pub output: Option<OutputFormat>,
     #[command(flatten)]
     pub run: RunRef,
 }
@@ -159,6 +162,12 @@ pub enum ProgressFormat {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SummaryFormat {
+    Short,
+    All,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
     Text,
     Json,
@@ -193,6 +202,10 @@ pub struct RunArgs {
     /// Print one JSON line per node transition on stdout.
     #[arg(long, value_name = "FORMAT")]
     pub progress: Option<ProgressFormat>,
+    /// Which nodes the summary at the end lists: `all`, or `short` (only those not ok);
+    /// default: short under the live matrix on a terminal, all otherwise.
+    #[arg(long, value_enum, value_name = "WHICH")]
+    pub summary: Option<SummaryFormat>,
     /// Cap concurrently running nodes per lane.
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,

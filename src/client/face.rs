@@ -166,7 +166,10 @@ impl Face for PlainFace {
 }
 
 /// The live matrix (recipes × platforms) repainted in place on a TTY. Red transitions are
-/// printed above it so they stay in the scrollback.
+/// printed above it so they stay in the scrollback. The region never takes more rows than the
+/// terminal has (nor a line more columns): a pipeline that does not fit shows its running and
+/// red nodes and how many more are ok ([`fit_region`]), so a redraw never leaves frames behind
+/// in the scrollback.
 pub struct LiveFace {
     color: bool,
     drawn: usize,
@@ -186,7 +189,8 @@ impl LiveFace {
     }
 
     fn draw(&mut self, run: &Run, out: &mut impl Write) {
-        let lines = render_matrix(run, now_ms(), self.color, self.spinner);
+        let (width, height) = crossterm::terminal::size().unwrap_or((80, 24));
+        let lines = fit_region(run, now_ms(), self.color, self.spinner, width as usize, height as usize);
         for line in &lines {
             let _ = writeln!(out, "{line}");
         }
@@ -229,6 +233,72 @@ impl Face for LiveFace {
         let _ = write!(out, "\x1b[?25h");
         let _ = out.flush();
     }
+}
+
+/// Cuts `text` to `width` columns (one a char: the faces' glyphs are one column wide).
+fn cut(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(width.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// The live region for a `width` × `height` terminal: the whole matrix when it fits (a row is
+/// left for the cursor), else the header, every running and every red node (as many as fit),
+/// `… N more ok` (and what else is left), and the counts line. No line is wider than `width`.
+pub fn fit_region(
+    run: &Run,
+    now: u64,
+    color: bool,
+    spinner: usize,
+    width: usize,
+    height: usize,
+) -> Vec<String> {
+    let rows = height.saturating_sub(1).max(3);
+    let full = render_matrix(run, now, false, spinner);
+    if full.len() <= rows && full.iter().all(|l| l.chars().count() <= width) {
+        return render_matrix(run, now, color, spinner);
+    }
+    // The header as drawn (its mark in colour) when it fits, else cut plain.
+    let header = if full[0].chars().count() <= width {
+        render_matrix(run, now, color, spinner).swap_remove(0)
+    } else {
+        cut(&full[0], width)
+    };
+    let mut lines = vec![header];
+    let shown: Vec<(&NodeId, &NodeView)> =
+        run.nodes().filter(|(_, v)| v.status == NodeStatus::Running || v.status.is_red()).collect();
+    // The header, the `… more` line and the counts take three rows.
+    let room = rows.saturating_sub(3);
+    for (_, view) in shown.iter().take(room) {
+        let mut line = format!("  {} {}", view.status.glyph(), view.id);
+        if let Some(d) = shown_duration(view, now) {
+            line.push_str(&format!(" {d}"));
+        }
+        lines.push(paint(color, view.status.sgr(), &cut(&line, width)));
+    }
+    let mut more = Vec::new();
+    let hidden = shown.len().saturating_sub(room);
+    if hidden > 0 {
+        more.push(format!("{hidden} more running or red"));
+    }
+    let ok = run.count(NodeStatus::Ok);
+    if ok > 0 {
+        more.push(format!("{ok} more ok"));
+    }
+    for status in [NodeStatus::Pending, NodeStatus::Skipped, NodeStatus::Cancelled] {
+        let n = run.count(status);
+        if n > 0 {
+            more.push(format!("{n} {status}"));
+        }
+    }
+    if !more.is_empty() {
+        lines.push(cut(&format!("  … {}", more.join(" · ")), width));
+    }
+    lines.push(cut(&counts_line(run), width));
+    lines
 }
 
 const SPINNER: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
@@ -295,12 +365,16 @@ pub fn counts_line(run: &Run) -> String {
         .join(" · ")
 }
 
-/// The verdict summary printed on stderr at the end of every run.
-pub fn verdict(run: &Run, color: bool) -> String {
+/// The verdict summary printed on stderr at the end of every run: every node with `all`, else
+/// only the nodes that are not ok; then the counts.
+pub fn verdict(run: &Run, color: bool, all: bool) -> String {
     let mut out = format!("── {} run summary @ {} ──\n", run.meta().pipeline, run.meta().label);
     let now = now_ms();
     for (id, node) in run.nodes() {
         let status = node.status;
+        if !all && status == NodeStatus::Ok {
+            continue;
+        }
         let mut line = format!("  {} {:<44} {:<9}", status.glyph(), node.id, status.as_str());
         if let Some(d) = shown_duration(node, now) {
             line.push_str(&format!(" {d}"));
@@ -330,4 +404,67 @@ pub fn verdict(run: &Run, color: bool) -> String {
         go_duration(run.duration_ms(now)),
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use odu_core::NodeStatus;
+
+    use super::*;
+    use crate::client::monitor::state::tests::run_of;
+
+    fn long_run() -> Run {
+        let names: Vec<String> = (0..70).map(|i| format!("ci::step{i:02}@a")).collect();
+        let nodes: Vec<(&str, NodeStatus)> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let status = match i {
+                    3 | 40 => NodeStatus::Failed,
+                    50..=54 => NodeStatus::Running,
+                    55.. => NodeStatus::Pending,
+                    _ => NodeStatus::Ok,
+                };
+                (n.as_str(), status)
+            })
+            .collect();
+        run_of(&["a"], &nodes)
+    }
+
+    #[test]
+    fn a_pipeline_taller_than_the_terminal_shows_running_and_red_nodes_and_the_rest_counted() {
+        let run = long_run();
+        let lines = fit_region(&run, 1_010_000, false, 0, 80, 24);
+        assert!(lines.len() < 24, "{lines:#?}");
+        for id in ["step03", "step40", "step50", "step54"] {
+            assert!(lines.iter().any(|l| l.contains(id)), "{id} is shown: {lines:#?}");
+        }
+        assert!(!lines.iter().any(|l| l.contains("step00")), "ok nodes are counted, not listed");
+        assert!(lines.iter().any(|l| l.contains("… 48 more ok · 15 pending")), "{lines:#?}");
+        assert_eq!(lines.last().unwrap(), &counts_line(&run));
+        // Even a terminal too short for every running node keeps to its height.
+        let lines = fit_region(&run, 1_010_000, false, 0, 80, 6);
+        assert!(lines.len() <= 5, "{lines:#?}");
+        assert!(lines.iter().any(|l| l.contains("5 more running or red")), "{lines:#?}");
+        // And to its width.
+        let lines = fit_region(&run, 1_010_000, false, 0, 20, 24);
+        assert!(lines.iter().all(|l| l.chars().count() <= 20), "{lines:#?}");
+    }
+
+    #[test]
+    fn a_pipeline_that_fits_shows_the_whole_matrix() {
+        let run = run_of(&["a"], &[("build@a", NodeStatus::Ok), ("test@a", NodeStatus::Running)]);
+        let lines = fit_region(&run, 1_010_000, false, 0, 80, 24);
+        assert_eq!(lines, render_matrix(&run, 1_010_000, false, 0));
+    }
+
+    #[test]
+    fn the_short_summary_lists_only_what_is_not_ok() {
+        let run = long_run();
+        let short = verdict(&run, false, false);
+        assert!(short.contains("step03") && short.contains("step50") && !short.contains("step00"), "{short}");
+        assert!(short.lines().last().unwrap().starts_with("48 ok · 2 failed"), "{short}");
+        let all = verdict(&run, false, true);
+        assert!(all.contains("step00"), "{all}");
+    }
 }

@@ -74,13 +74,15 @@ impl Replica {
     }
 }
 
-/// Follows run `run` to its end through `face`, then prints the verdict. With `owned`, Ctrl-C
-/// cancels the run (a second Ctrl-C leaves at once); otherwise it only leaves.
+/// Follows run `run` to its end through `face`, then prints the verdict (listing every node
+/// with `summary_all`, else those not ok). With `owned`, Ctrl-C cancels the run (a second
+/// Ctrl-C leaves at once); otherwise it only leaves.
 pub async fn follow(
     client: &mut SurfaceClient,
     run: &str,
     face: Box<dyn Face>,
     owned: bool,
+    summary_all: bool,
 ) -> CliResult<i32> {
     let mut replica = Replica::new(face);
     let header_stream = client.send(HEADER_GET, json!({"run": run})).await.map_err(refused)?;
@@ -176,7 +178,13 @@ pub async fn follow(
         }
         return Ok(EXIT_RED);
     };
-    let summary = verdict(run, colors_enabled(std::io::stderr().is_terminal()));
+    Ok(report_end(run, summary_all))
+}
+
+/// Says how a run ended on stderr (the verdict, setups that failed, what it could not write)
+/// and returns the exit code of its verdict.
+pub fn report_end(run: &Run, all: bool) -> i32 {
+    let summary = verdict(run, colors_enabled(std::io::stderr().is_terminal()), all);
     say(summary.trim_end_matches('\n'));
     for line in setup_failures(run) {
         say(format!("odu: {line}"));
@@ -184,7 +192,7 @@ pub async fn follow(
     for line in unwritten(&run.meta().run, run.truncated_logs(), run.record_error(), Some(run)) {
         say(format!("odu: {line}"));
     }
-    Ok(super::exit_code(run, EXIT_RED))
+    super::exit_code(run, EXIT_RED)
 }
 
 /// What the run could not write to the checkout's disk, one line each: the logs cut short

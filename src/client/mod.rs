@@ -4,6 +4,7 @@
 
 pub mod face;
 pub mod follow;
+pub mod monitor;
 pub mod query;
 
 use std::path::Path;

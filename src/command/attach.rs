@@ -1,6 +1,6 @@
-//! `odu attach`: the run as it goes (NDJSON with `-o json`, lines otherwise), then its verdict;
-//! with nothing serving, the latest run as it ended. A run whose logs retention removed says
-//! so, and exits 1.
+//! `odu attach` and `odu monitor`: the run as it goes (the dashboard on a terminal, NDJSON with
+//! `-o json` or when piped, lines with `-o text`), then its verdict; with nothing serving, the
+//! latest run as it ended. A run whose logs retention removed says so, and exits 1.
 
 use std::io::IsTerminal;
 
@@ -10,17 +10,35 @@ use crate::cli::OutputFormat;
 use crate::client::connect;
 use crate::client::exit_code;
 use crate::client::face::{Face, JsonFace, PlainFace};
+use crate::client::monitor::{Options, monitor};
 use crate::client::query::{defer_to_the_run, header_of, runtime, stored};
 use crate::error::{CliError, CliResult, say};
 use crate::trail::ledger;
 
-/// `attach -o json` (and `attach` when stdout is not a terminal): the same NDJSON transition
-/// stream as `run --progress json`, ending with the verdict. Idle attach shows the run as it
-/// ended.
-pub fn attach(args: crate::cli::AttachArgs) -> CliResult<i32> {
+/// `attach` and `monitor` on a terminal: the dashboard (attach leaves it when the run ends,
+/// monitor stays for the next run). `-o json` (and any of them when stdout or stdin is not a
+/// terminal, or `TERM=dumb`): the same NDJSON transition stream as `run --progress json`,
+/// ending with the verdict. Idle attach shows the run as it ended.
+pub fn attach(args: crate::cli::AttachArgs, stay: bool) -> CliResult<i32> {
     let repo = super::repo()?;
     runtime()?.block_on(async {
-        let face: Box<dyn Face> = match args.output {
+        let output = match args.output {
+            Some(output) => output,
+            None if crate::client::monitor::usable() => {
+                let options = Options {
+                    run: args.run.run.clone(),
+                    leave_at_end: !stay,
+                    idle: crate::cli::DEFAULT_IDLE,
+                };
+                // Attach with no run in progress shows the latest run as it ended, as before.
+                if stay || live(&repo, &args.run.run).await? {
+                    return monitor(&repo, options).await;
+                }
+                OutputFormat::Json
+            }
+            None => OutputFormat::Json,
+        };
+        let face: Box<dyn Face> = match output {
             OutputFormat::Json => Box::new(JsonFace::default()),
             OutputFormat::Text => Box::new(PlainFace::new(false)),
         };
@@ -37,7 +55,7 @@ pub fn attach(args: crate::cli::AttachArgs) -> CliResult<i32> {
             // The same account of the run as a live attach ends with.
             if let Some(run) = &replica.run {
                 let color = crate::client::face::colors_enabled(std::io::stderr().is_terminal());
-                say(crate::client::face::verdict(run, color).trim_end_matches('\n'));
+                say(crate::client::face::verdict(run, color, true).trim_end_matches('\n'));
             }
             let outcome = record.outcome;
             say(format!("odu: {} {outcome} (no run in progress)", record.reference()));
@@ -49,7 +67,7 @@ pub fn attach(args: crate::cli::AttachArgs) -> CliResult<i32> {
         };
         let header = header_of(&mut client, &args.run.run).await?;
         defer_to_the_run(&header);
-        let code = crate::client::follow::follow(&mut client, &header.run, face, false).await?;
+        let code = crate::client::follow::follow(&mut client, &header.run, face, false, true).await?;
         // Only a finished run can have been pruned: a live one never is.
         if let Some(pruned) = ledger::pruned_logs(&repo.join(".ci"), &header.run) {
             say(format!("odu: {pruned}"));
@@ -57,4 +75,10 @@ pub fn attach(args: crate::cli::AttachArgs) -> CliResult<i32> {
         }
         Ok(code)
     })
+}
+
+/// Whether the run attach would follow is still going.
+async fn live(repo: &std::path::Path, run: &Option<String>) -> CliResult<bool> {
+    let Some(mut client) = connect(repo).await? else { return Ok(false) };
+    Ok(header_of(&mut client, run).await.is_ok_and(|h| h.phase != odu_proto::Phase::Ended))
 }

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 
 use odu_proto::{RUN_START, Started};
 
-use crate::cli::{ProgressFormat, RunArgs};
+use crate::cli::{ProgressFormat, RunArgs, SummaryFormat};
 use crate::client::face::{Face, JsonFace, LiveFace, PlainFace, colors_enabled};
 use crate::client::follow::follow;
 use crate::client::{self as serve, refused};
@@ -89,13 +89,16 @@ pub fn run(args: RunArgs) -> CliResult<i32> {
             lanes.join(" · "),
             started.hosts_source
         ));
+        let live = !progress_json && std::io::stdout().is_terminal();
         let face: Box<dyn Face> = if progress_json {
             Box::new(JsonFace::default())
-        } else if std::io::stdout().is_terminal() {
+        } else if live {
             Box::new(LiveFace::new(colors_enabled(true)))
         } else {
             Box::new(PlainFace::new(false))
         };
-        follow(&mut client, &started.run, face, true).await
+        // Under the live matrix the summary names what needs a look; piped, every node.
+        let summary_all = args.summary.map_or(!live, |s| s == SummaryFormat::All);
+        follow(&mut client, &started.run, face, true, summary_all).await
     })
 }

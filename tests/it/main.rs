@@ -14,6 +14,7 @@ mod just_fidelity;
 mod just_vars;
 mod lab;
 mod layout;
+mod monitor;
 mod refusals;
 mod remote;
 mod repo;
