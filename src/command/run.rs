@@ -27,6 +27,7 @@ fn params(args: &RunArgs) -> odu_proto::StartParams {
             no_strict: args.no_strict,
             jobs: args.jobs,
             supersede: args.supersede,
+            yes: args.yes,
         },
         env: Some(std::env::vars().collect()),
     }

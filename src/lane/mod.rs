@@ -62,6 +62,9 @@ pub struct LaneSpec {
     pub base_env: Option<BTreeMap<String, String>>,
     /// Where and what a remote lane runs; `None` for the localhost lane.
     pub remote: Option<RemoteSource>,
+    /// Lines said once before the run about this lane (the recipes its OS leaves out), written
+    /// at the top of its setup log.
+    pub notes: Vec<String>,
 }
 
 /// What the coordinator asks of a lane.
@@ -118,6 +121,9 @@ impl LaneLogs {
         let mut logs = LaneLogs { spools: BTreeMap::new() };
         let setup = Spool::create(&spec.log_dir.join(format!("{SETUP}.log")))?;
         logs.spools.insert(SETUP.to_string(), setup);
+        for note in &spec.notes {
+            logs.narrate(note);
+        }
         for task in &spec.tasks {
             let path = spec.log_dir.join(format!("{}.log", odu_core::node_id::log_file_stem(&task.id)));
             match Spool::create(&path) {

@@ -49,6 +49,12 @@ pub fn dump_with(dir: &Path, env: Option<&tool::Env>) -> CliResult<String> {
     Err(CliError::refused(format!("just rejected the justfile: {one_line}")))
 }
 
+/// `just --dump`, the justfile as text, in `dir`; `None` when just cannot give it.
+pub fn text_dump(dir: &Path, env: Option<&tool::Env>) -> Option<String> {
+    let out = tool::finish(tool::start_with("just", &["--dump"], dir, env).ok()?).ok()?;
+    out.success.then_some(out.stdout)
+}
+
 /// The smallest `just` that dumps child-module dependencies with their paths.
 pub const MIN_JUST: (u64, u64) = (1, 57);
 

@@ -11,6 +11,7 @@ mod harness;
 mod just_fidelity;
 mod lab;
 mod layout;
+mod plan_fidelity;
 mod remote;
 mod repo;
 mod runner_protocol;

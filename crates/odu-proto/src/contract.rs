@@ -114,6 +114,9 @@ pub struct StartFlags {
     /// Cancel the checkout's live run first instead of refusing.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub supersede: bool,
+    /// Answer yes for the `[confirm]` recipes of the run.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub yes: bool,
 }
 
 /// The result of `run.start`.
