@@ -57,7 +57,8 @@ fn idle_logs(repo: &Path, run: &Option<String>, node: &str) -> CliResult<i32> {
     use std::io::Read;
     let record = stored(repo, run)?;
     let ids: Vec<String> = record.nodes.iter().map(|n| n.id.clone()).collect();
-    let id = odu_core::node_id::resolve_node(&ids, node).map_err(CliError::refused)?;
+    let id =
+        odu_core::node_id::resolve_node_aliased(&ids, node, &record.aliases).map_err(CliError::refused)?;
     let mut file = ledger::open_trail(&repo.join(".ci"), &record.label, &id, ledger::Access::Read)
         .map_err(|e| CliError::refused(format!("cannot show the log of {id}: {e}")))?;
     let mut out = std::io::stdout().lock();

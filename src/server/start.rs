@@ -324,6 +324,7 @@ pub fn prepare(
         selectors: params.selectors.clone(),
         flags: odu_proto::StartFlags { supersede: false, ..params.flags.clone() },
         note: None,
+        aliases: run_aliases(&plan),
     };
     if !commit() {
         return Err(CliError::refused("the run was abandoned before it started"));
@@ -398,6 +399,13 @@ pub fn prepare(
         .collect();
     let coordinator = Coordinator { run: Run::new(meta, &plans), ci_dir: ci, record };
     Ok(Prepared { coordinator, specs, started, guards: (snapshot, lock) })
+}
+
+/// The aliases whose targets are recipes of the plan's tasks.
+fn run_aliases(plan: &Plan) -> BTreeMap<String, String> {
+    let recipes: std::collections::BTreeSet<&str> = plan.tasks.iter().map(|t| t.recipe.as_str()).collect();
+    let aliases = plan.context.aliases.iter().filter(|(_, target)| recipes.contains(target.as_str()));
+    aliases.map(|(alias, target)| (alias.clone(), target.clone())).collect()
 }
 
 /// A `[metadata("ci")]` root that just left out of its JSON dump because its OS attributes rule

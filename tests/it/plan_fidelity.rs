@@ -219,6 +219,11 @@ fn a_recipe_without_a_body_and_an_alias_select_what_just_would_run() {
     assert_eq!(ran(&repo.run(&["run", "t", "--progress", "json"])), ["report", "watch(ltest)"]);
     assert_eq!(ran(&repo.run(&["run", "--root", "t", "--progress", "json"])), ["report", "watch(ltest)"]);
     assert_eq!(ran(&repo.run(&["run", "--root", "r", "--progress", "json"])), ["release"]);
+    // A node is named by an alias of its recipe, as by the recipe's name.
+    let logs = repo.run(&["logs", "r"]);
+    assert!(stdout(&logs).contains("releasing"), "{}", stderr(&logs));
+    let platform = format!("r@{}", local_platform());
+    assert!(stdout(&repo.run(&["logs", &platform])).contains("releasing"));
     // An alias of a recipe outside the pipeline, and a near miss, name the alias's target.
     refused(&repo.run(&["run", "r"]), &["\"r\" is an alias of \"release\"", "--root release"]);
     refused(&repo.run(&["run", "tt"]), &["matches no pipeline recipe", "t (alias of test)"]);
