@@ -92,8 +92,6 @@ pub struct Context {
     pub run_order: BTreeMap<String, usize>,
     /// The root recipe's OS attributes, sorted.
     pub root_os: Vec<String>,
-    /// Every recipe namepath of the justfile, to tell a recipe outside the pipeline from a typo.
-    pub recipes: BTreeSet<String>,
 }
 
 impl Plan {
@@ -126,7 +124,6 @@ impl Plan {
             confirm,
             run_order,
             root_os: recipes[root].os.iter().map(|os| os.to_string()).collect(),
-            recipes: recipes.iter().map(|r| r.namepath.clone()).collect(),
         };
         Ok(Plan { root: recipes[root].namepath.clone(), tasks, context })
     }

@@ -147,8 +147,8 @@ impl Plan {
         let graph = self.graph();
         let everywhere = self.enabled_where(&graph, |_| true);
         let wanted = self.chosen(&everywhere, platform, selectors, no_deps);
-        // The whole pipeline runs only where its root can: just leaves a root whose OS
-        // attributes rule the platform out out of the dump.
+        // The whole pipeline runs only where its root can: where the root's OS attributes rule
+        // the platform out, just drops the root from its dump.
         let root_excluded = selectors.is_empty() && !runs_on(&self.context.root_os, platform);
         let enabled = if root_excluded {
             vec![false; self.tasks.len()]
