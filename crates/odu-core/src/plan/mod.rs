@@ -4,10 +4,14 @@
 //! recipe with an empty body is no task, it stands for its expanded priors. A `&&` subsequent
 //! needs the recipe that lists it, as an `after` need: selecting the subsequent does not bring
 //! that recipe, while selecting a body-bearing recipe brings its `subsequents`. Selectors and OS
-//! attributes then slice the plan per lane.
+//! attributes then slice the plan per lane. Selectors and `--root` take what `just` takes: an
+//! alias stands for its target, and a recipe with an empty body for what `just <recipe>` runs.
 //!
 //! Invariants: the same dump and flags give a byte-identical plan (ordered collections only); the
-//! task order is topological, dependencies first, alphabetical within a rank.
+//! task order is topological, dependencies first, alphabetical within a rank. A lane's tasks go to
+//! its runner in `just`'s own order instead ([`Plan::in_run_order`]), still topological, so a
+//! capped lane starts ready nodes as `just` would run them. What the plan knows besides its tasks
+//! ([`Context`]: aliases, groups, `[confirm]` marks, just's order) is outside its JSON and digest.
 //!
 //! The concerns, one module each: reading the dump ([`dump`]), the recipes flattened out of
 //! their modules and the root ([`recipe`]), calls with literal arguments as tasks ([`call`]), the
