@@ -31,7 +31,7 @@ fn main() {
         // A closed stdout ends a command with nothing to say.
         Err(e) if e.is_quiet() => std::process::exit(e.code),
         Err(e) => {
-            odu::error::say(format!("odu: {}", e.message));
+            odu::error::say(e.render());
             std::process::exit(e.code);
         }
     }

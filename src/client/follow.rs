@@ -213,6 +213,15 @@ fn unwritten(
     lines
 }
 
+/// Node `id`'s log of run `reference` (`<label>#<seq>`): that run's own, never a later one's.
+fn run_log(ci: &std::path::Path, reference: &str, id: &str) -> Result<std::fs::File, ledger::TrailError> {
+    let record = ledger::find(ci, Some(reference)).map_err(|e| ledger::TrailError::Io {
+        path: ci.to_path_buf(),
+        error: std::io::Error::new(std::io::ErrorKind::NotFound, e),
+    })?;
+    ledger::open_run_log(ci, &record, id, ledger::Access::Read)
+}
+
 /// Why each lane that died or failed its setup ended, from what odu wrote to its `_ci-setup`
 /// log (the `lane … died` line, else its last line): the verdict alone shows only errored and
 /// skipped nodes.
@@ -224,9 +233,7 @@ fn setup_failures(run: &Run) -> Vec<String> {
             // A setup log that could not even be created still leaves a line here.
             let ci = repo.as_ref()?.join(".ci");
             let mut text = Vec::new();
-            if let Ok(mut file) =
-                ledger::open_trail(&ci, &run.meta().label, &id.to_string(), ledger::Access::Read)
-            {
+            if let Ok(mut file) = run_log(&ci, &run.meta().run, &id.to_string()) {
                 let _ = std::io::Read::read_to_end(&mut file, &mut text);
             }
             let text = String::from_utf8_lossy(&text);

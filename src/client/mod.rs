@@ -64,7 +64,7 @@ fn answer(
             )))
         }
         // A server at its limits says so, and what to do.
-        Err(ClientError::Refused(e)) => Err(CliError::refused(e.message)),
+        Err(ClientError::Refused(e)) => Err(CliError::from_rpc(e)),
         // A server that closes on us is shutting down: treat it as absent.
         Err(_) => Ok(None),
     }
@@ -154,7 +154,7 @@ pub async fn first_item<T: serde::de::DeserializeOwned>(
                 return Ok(item);
             }
             Some(ClientEvent::Response { id, result: Err(e) }) if id == stream => {
-                return Err(CliError::refused(e.message));
+                return Err(CliError::from_rpc(e));
             }
             Some(_) => {}
             None => return Err(CliError::refused("the server closed the link")),
@@ -181,7 +181,7 @@ pub fn exit_code(run: &Run, undecided: i32) -> i32 {
 /// A broken link to the server, or its refusal, as a CLI error.
 pub fn refused(e: ClientError) -> CliError {
     match e {
-        ClientError::Refused(e) => CliError::refused(e.message),
+        ClientError::Refused(e) => CliError::from_rpc(e),
         other => CliError::refused(format!("the server failed us: {other}")),
     }
 }

@@ -1,5 +1,6 @@
 //! `odu attach`: the run as it goes (NDJSON with `-o json`, lines otherwise), then its verdict;
-//! with nothing serving, the latest run as it ended.
+//! with nothing serving, the latest run as it ended. A run whose logs retention removed says
+//! so, and exits 1.
 
 use std::io::IsTerminal;
 
@@ -40,10 +41,20 @@ pub fn attach(args: crate::cli::AttachArgs) -> CliResult<i32> {
             }
             let outcome = record.outcome;
             say(format!("odu: {} {outcome} (no run in progress)", record.reference()));
+            if let Some(pruned) = ledger::pruned_logs(&repo.join(".ci"), &record.reference()) {
+                say(format!("odu: {pruned}"));
+                return Ok(EXIT_RED);
+            }
             return Ok(replica.run.as_ref().map_or(EXIT_RED, |run| exit_code(run, EXIT_RED)));
         };
         let header = header_of(&mut client, &args.run.run).await?;
         defer_to_the_run(&header);
-        crate::client::follow::follow(&mut client, &header.run, face, false).await
+        let code = crate::client::follow::follow(&mut client, &header.run, face, false).await?;
+        // Only a finished run can have been pruned: a live one never is.
+        if let Some(pruned) = ledger::pruned_logs(&repo.join(".ci"), &header.run) {
+            say(format!("odu: {pruned}"));
+            return Ok(EXIT_RED);
+        }
+        Ok(code)
     })
 }

@@ -50,8 +50,8 @@ pub fn logs(args: LogsArgs) -> CliResult<i32> {
     })
 }
 
-/// `logs` from the trail: the node's trail file (its path derived from the run's label and the
-/// node id, never from the record), streamed a buffer at a time whatever its size. A reader that
+/// `logs` from the trail: the node's log of that run (its path derived from the run's label, seq
+/// and the node id, never from the record's log string), streamed a buffer at a time whatever its size. A reader that
 /// goes away ends it quietly.
 fn idle_logs(repo: &Path, run: &Option<String>, node: &str) -> CliResult<i32> {
     use std::io::Read;
@@ -59,8 +59,22 @@ fn idle_logs(repo: &Path, run: &Option<String>, node: &str) -> CliResult<i32> {
     let ids: Vec<String> = record.nodes.iter().map(|n| n.id.clone()).collect();
     let id =
         odu_core::node_id::resolve_node_aliased(&ids, node, &record.aliases).map_err(CliError::refused)?;
-    let mut file = ledger::open_trail(&repo.join(".ci"), &record.label, &id, ledger::Access::Read)
-        .map_err(|e| CliError::refused(format!("cannot show the log of {id}: {e}")))?;
+    let mut file = match ledger::open_run_log(&repo.join(".ci"), &record, &id, ledger::Access::Read) {
+        Ok(file) => file,
+        // Another run's log is never shown in place of this run's.
+        Err(e @ (ledger::TrailError::Pruned { .. } | ledger::TrailError::Replaced { .. })) => {
+            return Err(CliError::refused(e.to_string()));
+        }
+        // A node that was skipped or cancelled before it started has no log.
+        Err(ledger::TrailError::Io { error, .. })
+            if error.kind() == std::io::ErrorKind::NotFound
+                && let Some(node) = record.nodes.iter().find(|n| n.id == id && never_ran(n)) =>
+        {
+            say(format!("odu: {id} never ran ({}): it has no log", node.status));
+            return Ok(0);
+        }
+        Err(e) => return Err(CliError::refused(format!("cannot show the log of {id}: {e}"))),
+    };
     let mut out = std::io::stdout().lock();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -83,4 +97,10 @@ fn idle_logs(repo: &Path, run: &Option<String>, node: &str) -> CliResult<i32> {
         }
         _ => Ok(0),
     }
+}
+
+/// A node that ended without ever starting: skipped, or cancelled while it waited.
+fn never_ran(node: &ledger::NodeRecord) -> bool {
+    use odu_core::NodeStatus::{Cancelled, Skipped};
+    node.started_at.is_none() && matches!(node.status, Skipped | Cancelled)
 }

@@ -12,6 +12,7 @@ use crate::client::{self as serve, refused};
 use crate::error::{CliError, CliResult, say};
 use crate::{hosts, tool::git};
 
+use crate::server::start;
 pub use crate::server::start::RUN_ENV;
 
 fn params(args: &RunArgs) -> odu_proto::StartParams {
@@ -48,11 +49,18 @@ pub fn run(args: RunArgs) -> CliResult<i32> {
         .enable_all()
         .build()
         .map_err(|e| CliError::refused(format!("cannot start the async runtime: {e}")))?;
+    let params = params(&args);
     runtime.block_on(async {
+        // Without a server, the run's refusals are found here, before one is started and before
+        // .ci exists: a refused run starts nothing and leaves nothing behind. The server
+        // checks again as it prepares the run (the tree may change meanwhile).
+        if serve::connect(&repo).await?.is_none() {
+            start::plan_run(&repo, &params, None, start::Reading::Checkout)?;
+        }
         let mut client = serve::ensure(&repo, &args.idle_timeout).await?;
         let started: Started = serde_json::from_value(
             client
-                .call(RUN_START, serde_json::to_value(params(&args)).expect("params serialize"))
+                .call(RUN_START, serde_json::to_value(&params).expect("params serialize"))
                 .await
                 .map_err(refused)?,
         )

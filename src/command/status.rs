@@ -1,4 +1,5 @@
 //! `odu status`: the live run's nodes, or the latest run's from the ledger when nothing serves.
+//! A finished run whose logs retention removed says so, and exits 1.
 
 use std::path::Path;
 
@@ -9,7 +10,8 @@ use serde_json::json;
 use crate::cli::{OutputFormat, StatusArgs};
 use crate::client::query::{header_of, nodes_of, runtime, stored, stored_mirror};
 use crate::client::{connect, exit_code, mirror_of};
-use crate::error::{CliResult, out, outln};
+use crate::error::{CliResult, out, outln, say};
+use crate::trail::ledger;
 
 pub fn status(args: StatusArgs) -> CliResult<i32> {
     let repo = super::repo()?;
@@ -38,6 +40,10 @@ pub fn status(args: StatusArgs) -> CliResult<i32> {
             }
             out(text.as_bytes())?;
         }
+        if !live && let Some(pruned) = ledger::pruned_logs(&repo.join(".ci"), &header.run) {
+            say(format!("odu: {pruned}"));
+            return Ok(EXIT_RED);
+        }
         // A run in progress is red once it settled red.
         Ok(exit_code(&mirror_of(&header, &order, nodes), EXIT_PASSED))
     })
@@ -58,6 +64,10 @@ fn idle_status(repo: &Path, run: &Option<String>, output: OutputFormat) -> CliRe
         for n in &record.nodes {
             outln(format!("{} {:<9} {}", n.status.glyph(), n.status.as_str(), n.id))?;
         }
+    }
+    if let Some(pruned) = ledger::pruned_logs(&repo.join(".ci"), &record.reference()) {
+        say(format!("odu: {pruned}"));
+        return Ok(EXIT_RED);
     }
     Ok(exit_code(&stored_mirror(&record), EXIT_RED))
 }

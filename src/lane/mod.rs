@@ -53,8 +53,11 @@ pub struct LaneSpec {
     pub tasks: Vec<TaskSpec>,
     pub jobs: Option<usize>,
     pub env: BTreeMap<String, String>,
-    /// `.ci/<sha7>/<platform>`: where the lane's logs go.
+    /// `.ci/<label>/runs/<seq>/<platform>`: where the lane's logs of this run go.
     pub log_dir: PathBuf,
+    /// `.ci/<label>/<platform>`: where each node's latest log is named (a hard link to this
+    /// run's, made when the node starts).
+    pub latest_dir: PathBuf,
     /// The runner binary for a local lane.
     pub runner: PathBuf,
     /// The whole environment of a local runner (and so of its nodes); `None` inherits the
@@ -110,37 +113,59 @@ pub enum LaneReport {
 /// The trail spools of one lane, by lane-local node id.
 pub struct LaneLogs {
     pub spools: BTreeMap<String, Spool>,
+    /// Where each node's latest log is named, by lane-local node id.
+    latest: BTreeMap<String, PathBuf>,
 }
 
 impl LaneLogs {
-    /// Creates the lane's log folder and claims every node's file: a new run of the same sha
-    /// replaces the files of the last one. A node's log that cannot be created fails the lane,
+    /// Creates the run's log folder for the lane and claims every node's file in it; the setup
+    /// log is named the latest at once, each node's when it starts ([`LaneLogs::publish`]). A
+    /// node's log that cannot be created, or whose latest name a folder blocks, fails the lane,
     /// and the setup log says why (the client shows that line).
     pub fn create(spec: &LaneSpec) -> std::io::Result<LaneLogs> {
-        crate::trail::ledger::make_lane_dir(&spec.log_dir)?;
-        let mut logs = LaneLogs { spools: BTreeMap::new() };
-        let setup = Spool::create(&spec.log_dir.join(format!("{SETUP}.log")))?;
+        use crate::trail::ledger;
+        ledger::make_lane_dir(&spec.latest_dir)?;
+        ledger::make_run_lane_dir(&spec.log_dir)?;
+        let mut logs = LaneLogs { spools: BTreeMap::new(), latest: BTreeMap::new() };
+        let setup_name = format!("{SETUP}.log");
+        let setup_latest = spec.latest_dir.join(&setup_name);
+        ledger::latest_is_free(&setup_latest)?;
+        let setup_path = spec.log_dir.join(&setup_name);
+        let setup = Spool::create(&setup_path)?;
         logs.spools.insert(SETUP.to_string(), setup);
+        logs.latest.insert(SETUP.to_string(), setup_latest);
+        if let Err(e) = logs.publish(SETUP) {
+            logs.narrate(&format!("cannot name {} the latest setup log: {e}", setup_path.display()));
+        }
         for note in &spec.notes {
             logs.narrate(note);
         }
         for task in &spec.tasks {
-            let path = spec.log_dir.join(format!("{}.log", odu_core::node_id::log_file_stem(&task.id)));
-            match Spool::create(&path) {
+            let name = format!("{}.log", odu_core::node_id::log_file_stem(&task.id));
+            let (path, latest) = (spec.log_dir.join(&name), spec.latest_dir.join(&name));
+            match ledger::latest_is_free(&latest).and_then(|()| Spool::create(&path)) {
                 Ok(spool) => {
                     logs.spools.insert(task.id.clone(), spool);
+                    logs.latest.insert(task.id.clone(), latest);
                 }
                 Err(e) => {
+                    let blocked = if latest.is_dir() { &latest } else { &path };
                     logs.narrate(&format!(
                         "lane {} died: cannot create the log {}: {e}",
                         spec.platform,
-                        path.display()
+                        blocked.display()
                     ));
                     return Err(e);
                 }
             }
         }
         Ok(logs)
+    }
+
+    /// Names node `id`'s log of this run the latest one of that node (the path GitHub shows).
+    pub fn publish(&self, id: &str) -> std::io::Result<()> {
+        let (Some(spool), Some(latest)) = (self.spools.get(id), self.latest.get(id)) else { return Ok(()) };
+        crate::trail::ledger::link_latest(&spool.state().path, latest)
     }
 
     /// Files a runner's stderr into the setup log, a `[runner] …` line at a time: its
@@ -395,6 +420,8 @@ struct LaneLink {
     /// Nodes an operator asked to cancel whose log has not ended yet: it ends with a line
     /// saying so, for whoever reads the trail.
     cancelled: std::collections::BTreeSet<String>,
+    /// Nodes whose log of this run is named the latest already.
+    published: std::collections::BTreeSet<String>,
 }
 
 impl LaneLink {
@@ -402,6 +429,7 @@ impl LaneLink {
         LaneLink {
             platform: spec.platform.clone(),
             cancelled: std::collections::BTreeSet::new(),
+            published: std::collections::BTreeSet::new(),
             nodes_stream: 0,
             log_streams: BTreeMap::new(),
             views: BTreeMap::new(),
@@ -450,6 +478,15 @@ impl LaneLink {
                 NodesFrame::Snapshot { nodes, .. } | NodesFrame::Delta { nodes, .. } => nodes,
             };
             for view in nodes {
+                // A node that starts has its log named the latest before anyone hears it started
+                // (the setup log was named when the lane's logs were made).
+                if view.status == odu_core::NodeStatus::Running
+                    && view.id != SETUP
+                    && self.published.insert(view.id.clone())
+                    && let Err(e) = logs.publish(&view.id)
+                {
+                    logs.narrate(&format!("cannot name the log of {} the latest: {e}", view.id));
+                }
                 self.views.insert(view.id.clone(), view.clone());
                 self.held.push_back(view);
             }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use odu_core::run::{Command, Effects, Phase, Refusal, RunEvent, RunRequest, Save};
-use odu_core::{NodeId, NodeView, Run};
+use odu_core::{NodeId, NodeStatus, NodeView, Run};
 use odu_proto::{Header, NodesFrame};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
@@ -21,6 +21,7 @@ use crate::clock::now_ms;
 use crate::lane::{LaneCommand, LaneLogs, LaneReport, LaneSpec};
 use crate::link::cell::{HeaderValue, Hub, NodesValue};
 use crate::trail::ledger::{self, RunRecord};
+use crate::trail::retention;
 use crate::trail::spool::Spool;
 
 /// A run about to start: its reducer, where its ledger lives, and its record (what the run
@@ -226,6 +227,7 @@ impl Coordinator {
         let _entered = span.enter();
         // The record lists every node from the start, so clients find each log's path.
         driver.save(Save::Now);
+        prune_older_runs(&driver.ci_dir);
         // A lane without logs never starts: it died, and it is closed.
         for (platform, reason) in dead {
             let at = now_ms();
@@ -290,9 +292,27 @@ impl Driver {
             let fx = self.apply(RunEvent::LaneClosed { platform, at: now_ms() });
             self.execute(fx);
         }
+        self.drop_unstarted_logs();
+        prune_older_runs(&self.ci_dir);
         // The server publishes the ended header once the run's worktree and lock are released,
         // so a client that sees it can start the next run at once.
         Finished { header: self.run.header(), record: self.record }
+    }
+
+    /// A node that never started (skipped, or cancelled before it ran) leaves no log: its
+    /// file, claimed empty when the run started, is removed once the run is over.
+    fn drop_unstarted_logs(&self) {
+        for (id, view) in self.run.nodes() {
+            let never_ran = matches!(view.status, NodeStatus::Skipped | NodeStatus::Cancelled);
+            if view.started_at.is_some() || !never_ran {
+                continue;
+            }
+            if let Err(e) =
+                ledger::remove_empty_trail(&self.ci_dir, &self.record.label, self.record.seq, &id.to_string())
+            {
+                note(&format!("the empty log of {id} stays: {e}"));
+            }
+        }
     }
 
     /// Applies one event; every transition is a diagnostic.
@@ -412,6 +432,31 @@ impl Driver {
         let fx = self.apply(RunEvent::RecordWritten { error });
         self.execute(fx);
     }
+}
+
+/// Removes the logs of the runs past the newest few ([`retention::prune`]), off the event loop,
+/// when a run starts and when it ends: the live run is the newest, and still `running`, so it
+/// is never pruned. What was removed goes to the server's log.
+fn prune_older_runs(ci: &std::path::Path) {
+    let ci = ci.to_path_buf();
+    tokio::task::spawn_blocking(move || match retention::prune(&ci, retention::keep_runs(), now_ms()) {
+        Ok(pruned) => {
+            if !pruned.runs.is_empty() {
+                let runs: Vec<&str> = pruned.runs.iter().map(|r| r.run.as_str()).collect();
+                note(&format!(
+                    "pruned the logs of {} run(s) ({}), keeping the last {}: {}",
+                    runs.len(),
+                    retention::format_bytes(pruned.bytes),
+                    pruned.keep,
+                    runs.join(", ")
+                ));
+            }
+            for line in pruned.notes {
+                note(&line);
+            }
+        }
+        Err(e) => note(&format!("cannot prune old runs' logs: {e}")),
+    });
 }
 
 #[cfg(test)]

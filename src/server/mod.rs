@@ -394,7 +394,7 @@ impl Server {
                             "an abandoned run.start ({why}) finished preparing: nothing started"
                         ));
                     }
-                    Err(RpcError::refused(e.message))
+                    Err(e.to_rpc())
                 }
             };
             let _ = settled.send(true);

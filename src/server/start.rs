@@ -224,17 +224,40 @@ fn step<T>(name: &'static str, f: impl FnOnce() -> T) -> T {
     f()
 }
 
-/// Everything `odu run` used to do before its first lane: each refusal is one line that says
-/// what to do next, and leaves no ledger record.
-///
-/// `commit` is asked once the slow work (git, config, just) is done and before anything is
-/// taken or recorded: `false` means the run was abandoned meanwhile, and nothing happens.
-pub fn prepare(
+/// Where a run's justfile is read while planning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reading {
+    /// Where the run runs: a strict run's pinned snapshot of HEAD, else the checkout.
+    AsRun,
+    /// The checkout as it is, pinning nothing: the check `odu run` makes before it starts a
+    /// server. A strict run's tree is clean by then, so the checkout holds HEAD's files (only
+    /// ignored ones differ).
+    Checkout,
+}
+
+/// A run as planned, before anything of it is taken or recorded.
+pub struct Planned {
+    pub config: RunConfig,
+    pub hosts: Hosts,
+    pub sha: String,
+    pub dirty: bool,
+    /// The pinned worktree of a strict run ([`Reading::AsRun`]).
+    pub snapshot: Option<git::Snapshot>,
+    pub workspace: PathBuf,
+    pub plan: Plan,
+    pub lanes: Vec<PlannedLane>,
+}
+
+/// The refusals a run can meet before anything is created (nested run, hosts, git, the strict
+/// gate, just's dump, the plan, the lanes): each is one line that says what to do next.
+/// `.ci` is neither made nor read here, and no server is involved, so `odu run` asks this
+/// before it starts one: a refused run starts nothing and leaves nothing behind.
+pub fn plan_run(
     repo: &Path,
     params: &StartParams,
     env: Option<&Env>,
-    commit: &dyn Fn() -> bool,
-) -> CliResult<Prepared> {
+    reading: Reading,
+) -> CliResult<Planned> {
     let config = RunConfig::from_params(params)?;
     let own_env;
     let env_map = match env {
@@ -264,9 +287,11 @@ pub fn prepare(
             plural(dirty_paths.len(), "path")
         )));
     }
-    let ci = step(".ci", || crate::trail::ci::ensure_ci_dir(repo))?;
-    let snapshot =
-        if config.snapshot { Some(step("worktree", || git::Snapshot::create(repo, &sha))?) } else { None };
+    let snapshot = if config.snapshot && reading == Reading::AsRun {
+        Some(step("worktree", || git::Snapshot::create(repo, &sha))?)
+    } else {
+        None
+    };
     let workspace = snapshot.as_ref().map_or(repo.to_path_buf(), |s| s.dir.clone());
     let dump = step("just --version and --dump", || just::dump_with(&workspace, env))?;
     let plan = match step("plan", || Plan::from_dump(&dump, config.root.as_deref())) {
@@ -278,6 +303,32 @@ pub fn prepare(
         plan => plan?,
     };
     let lanes = plan_lanes(&plan, &config, &hosts)?;
+    Ok(Planned { config, hosts, sha, dirty, snapshot, workspace, plan, lanes })
+}
+
+/// Everything `odu run` used to do before its first lane: each refusal is one line that says
+/// what to do next, and leaves no ledger record.
+///
+/// `commit` is asked once the slow work (git, config, just) is done and before anything is
+/// taken or recorded: `false` means the run was abandoned meanwhile, and nothing happens.
+pub fn prepare(
+    repo: &Path,
+    params: &StartParams,
+    env: Option<&Env>,
+    commit: &dyn Fn() -> bool,
+) -> CliResult<Prepared> {
+    let Planned { config, hosts, sha, dirty, snapshot, workspace, plan, lanes } =
+        plan_run(repo, params, env, Reading::AsRun)?;
+    let own_env;
+    let env_map = match env {
+        Some(env) => env,
+        None => {
+            own_env = std::env::vars().collect::<Env>();
+            &own_env
+        }
+    };
+    let var = |k: &str| env_map.get(k).cloned();
+    let ci = step(".ci", || crate::trail::ci::ensure_ci_dir(repo))?;
     let mut notes: Vec<String> = lanes.iter().flat_map(|lane| lane.notes.iter().cloned()).collect();
     if hosts.defaulted {
         notes.push(format!(
@@ -301,7 +352,7 @@ pub fn prepare(
     let label = if !config.snapshot && dirty { format!("{sha7}+dirty") } else { sha7.to_string() };
     let started_at = now_ms();
     let mut record = RunRecord {
-        version: 1,
+        version: ledger::RECORD_VERSION,
         repo: origin.as_deref().and_then(git::github_repo),
         sha: sha.clone(),
         label: label.clone(),
@@ -325,6 +376,7 @@ pub fn prepare(
         flags: odu_proto::StartFlags { supersede: false, ..params.flags.clone() },
         note: None,
         aliases: run_aliases(&plan),
+        logs_pruned: None,
     };
     if !commit() {
         return Err(CliError::refused("the run was abandoned before it started"));
@@ -359,7 +411,8 @@ pub fn prepare(
                 .collect(),
             jobs: config.jobs.or(hosts.entries[platform].jobs),
             env: BTreeMap::from([(RUN_ENV.to_string(), format!("{label}#{seq}"))]),
-            log_dir: ci.join(&label).join(platform),
+            log_dir: ledger::run_logs_dir(&ci, &label, seq).join(platform),
+            latest_dir: ci.join(&label).join(platform),
             runner: runner.clone(),
             base_env: env.cloned(),
             remote: (!hosts.entries[platform].is_local()).then(|| crate::lane::RemoteSource {

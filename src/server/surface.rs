@@ -169,7 +169,7 @@ fn send_once(
     })
 }
 
-/// Replays a finished node's trail file ([`ledger::open_trail`]: never a path from the record,
+/// Replays a finished node's log of its run ([`ledger::open_run_log`]: never a path from the record,
 /// never through a symlink) a chunk at a time: a snapshot, appends, then `end`. A trail that
 /// cannot be opened replays as empty.
 fn replay_file(
@@ -352,9 +352,13 @@ async fn dispatch(
                 let ids: Vec<String> = record.nodes.iter().map(|n| n.id.clone()).collect();
                 match odu_core::node_id::resolve_node_aliased(&ids, &token, &record.aliases) {
                     Ok(node) => {
-                        let trail =
-                            ledger::open_trail(&server.ci, &record.label, &node, ledger::Access::Read);
-                        return stream(replay_file(trail, out, &id), streams);
+                        match ledger::open_run_log(&server.ci, &record, &node, ledger::Access::Read) {
+                            // Another run's log is never shown in place of a pruned one.
+                            Err(
+                                e @ (ledger::TrailError::Pruned { .. } | ledger::TrailError::Replaced { .. }),
+                            ) => Err(RpcError::refused(e.to_string())),
+                            trail => return stream(replay_file(trail, out, &id), streams),
+                        }
                     }
                     Err(e) => Err(RpcError::refused(e)),
                 }

@@ -39,14 +39,20 @@ pub fn dump_with(dir: &Path, env: Option<&tool::Env>) -> CliResult<String> {
         return Ok(out.stdout);
     }
     let message = out.stderr.trim();
-    if message.contains("No justfile found") {
+    if message.to_ascii_lowercase().contains("no justfile found") {
         return Err(CliError::refused(format!(
             "no justfile in {} or above it: odu runs a just recipe DAG; add a justfile whose root recipe carries [metadata(\"ci\")]",
             dir.display()
         )));
     }
-    let one_line = message.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" | ");
-    Err(CliError::refused(format!("just rejected the justfile: {one_line}")))
+    Err(rejected(&out.stderr))
+}
+
+/// just's own account of what is wrong with the justfile (its `error:` line, then the source
+/// line and caret), kept as just printed it.
+fn rejected(stderr: &str) -> CliError {
+    CliError::refused("just rejected the justfile: fix what it says below, then run again")
+        .with_detail(stderr.trim_start_matches('\n'))
 }
 
 /// `just --dump`, the justfile as text, in `dir`; `None` when just cannot give it.
@@ -63,4 +69,24 @@ pub fn parse_version(text: &str) -> Option<(u64, u64)> {
     let version = text.split_whitespace().find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
     let mut parts = version.split('.');
     Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_rejection_keeps_justs_lines_as_it_printed_them() {
+        let stderr = "error: recipe `ci` has unknown dependency `nosuch`\n ——▶ justfile:2:5\n  │\n2 │ ci: nosuch\n  │     ^^^^^^\n";
+        let e = super::rejected(stderr);
+        assert!(e.message.starts_with("just rejected the justfile"), "{}", e.message);
+        assert_eq!(
+            e.detail,
+            [
+                "error: recipe `ci` has unknown dependency `nosuch`",
+                " ——▶ justfile:2:5",
+                "  │",
+                "2 │ ci: nosuch",
+                "  │     ^^^^^^"
+            ]
+        );
+    }
 }

@@ -1,4 +1,7 @@
-//! The run ledger: `.ci/<label>/runs/<seq>.json`, one record per run.
+//! The run ledger: `.ci/<label>/runs/<seq>.json`, one record per run, and beside it the run's
+//! own logs, `.ci/<label>/runs/<seq>/<platform>/<stem>.log` (records of version 2 on; version 1
+//! records kept only the latest run's log, at `.ci/<label>/<platform>/<stem>.log`, which now
+//! names the latest run's log as a hard link to it).
 //!
 //! A seq is reserved by exclusive create (never reused, even when its run crashed). The record
 //! is written at reservation (outcome `running`, with the coordinator's pid), and replaced
@@ -90,6 +93,19 @@ pub struct RunRecord {
     /// be named by an alias of its recipe.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub aliases: std::collections::BTreeMap<String, String>,
+    /// When retention removed the run's logs (the record stays).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs_pruned: Option<LogsPruned>,
+}
+
+/// The version of the records odu writes: 2 keeps every run's logs under its own folder.
+pub const RECORD_VERSION: u32 = 2;
+
+/// Retention removed a run's logs: when, and how many runs it kept.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogsPruned {
+    pub at: u64,
+    pub keep: usize,
 }
 
 impl RunRecord {
@@ -220,6 +236,15 @@ pub enum TrailError {
     Irregular(PathBuf),
     #[error("cannot open {}: {error}", .path.display())]
     Io { path: PathBuf, error: std::io::Error },
+    #[error(
+        "the logs of run {run} were pruned; odu keeps the last {keep} runs (set ODU_KEEP_RUNS to keep more)"
+    )]
+    Pruned { run: String, keep: usize },
+    #[error(
+        "the log of run {run} is not kept: a later run of the same commit replaced {} (odu kept only the latest run's log then)",
+        .path.display()
+    )]
+    Replaced { run: String, path: PathBuf },
 }
 
 /// The lane folder and file name of node `id`'s trail, from the id alone: its platform (a
@@ -292,6 +317,96 @@ pub fn open_trail(ci: &Path, label: &str, id: &str, access: Access) -> Result<st
     open_plain(&path, access)
 }
 
+/// Opens node `id`'s log of the run `record` is: its own file
+/// `<ci>/<label>/runs/<seq>/<platform>/<stem>.log` (derived from validated ids, through real
+/// directories only, never through a symlink). A run whose logs retention removed says so
+/// ([`TrailError::Pruned`]); a version 1 record (from before every run kept its logs) reads the
+/// latest log of its label only while no later run of that label replaced it.
+pub fn open_run_log(
+    ci: &Path,
+    record: &RunRecord,
+    id: &str,
+    access: Access,
+) -> Result<std::fs::File, TrailError> {
+    let label = &record.label;
+    if !valid_label(label) {
+        return Err(TrailError::BadLabel(label.clone()));
+    }
+    let (platform, file) = trail_name(id)?;
+    if record.version < RECORD_VERSION {
+        let runs = runs_dir(ci, label);
+        if real_dir(&runs).is_ok() && highest_seq(&runs) > record.seq {
+            let path = ci.join(label).join(&platform).join(&file);
+            return Err(TrailError::Replaced { run: record.reference(), path });
+        }
+        return open_trail(ci, label, id, access);
+    }
+    let pruned = || TrailError::Pruned {
+        run: record.reference(),
+        keep: record.logs_pruned.as_ref().map_or_else(crate::trail::retention::keep_runs, |p| p.keep),
+    };
+    if record.logs_pruned.is_some() {
+        return Err(pruned());
+    }
+    let run_dir = run_logs_dir(ci, label, record.seq);
+    let lane_dir = run_dir.join(&platform);
+    let path = lane_dir.join(file);
+    let (label_dir, runs) = (ci.join(label), runs_dir(ci, label));
+    for dir in [ci, &label_dir, &runs, &run_dir, &lane_dir] {
+        match real_dir(dir) {
+            Ok(()) => {}
+            // The run's own folder gone: retention removed it.
+            Err(TrailError::Io { error, .. })
+                if *dir == run_dir && error.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return Err(pruned());
+            }
+            Err(TrailError::Io { error, .. }) => return Err(TrailError::Io { path: path.clone(), error }),
+            Err(other) => return Err(other),
+        }
+    }
+    open_plain(&path, access)
+}
+
+/// Why the logs of run `reference` cannot be shown, when retention removed them (a run whose
+/// record is marked so); `None` for a run that keeps its logs, or one not in the ledger.
+pub fn pruned_logs(ci: &Path, reference: &str) -> Option<TrailError> {
+    let record = find(ci, Some(reference)).ok()?;
+    let pruned = record.logs_pruned.as_ref()?;
+    Some(TrailError::Pruned { run: record.reference(), keep: pruned.keep })
+}
+
+/// `.ci/<label>/runs/<seq>`: the folder of run `<label>#<seq>`'s logs, one folder per lane.
+pub fn run_logs_dir(ci: &Path, label: &str, seq: u64) -> PathBuf {
+    runs_dir(ci, label).join(seq.to_string())
+}
+
+/// Removes node `id`'s log of run `<label>#<seq>` (its own file under the run's folder) if it is
+/// empty: a node that never started leaves no log behind. Only a regular file odu could have
+/// written is removed, through real directories; anything else (a symlink, a file with bytes) is
+/// left alone.
+pub fn remove_empty_trail(ci: &Path, label: &str, seq: u64, id: &str) -> Result<bool, TrailError> {
+    if !valid_label(label) {
+        return Err(TrailError::BadLabel(label.into()));
+    }
+    let (platform, file) = trail_name(id)?;
+    let (label_dir, runs, run_dir) = (ci.join(label), runs_dir(ci, label), run_logs_dir(ci, label, seq));
+    let lane_dir = run_dir.join(&platform);
+    for dir in [ci, &label_dir, &runs, &run_dir, &lane_dir] {
+        real_dir(dir)?;
+    }
+    let path = lane_dir.join(file);
+    match std::fs::symlink_metadata(&path) {
+        Ok(meta) if meta.is_file() && meta.len() == 0 => {
+            std::fs::remove_file(&path).map_err(|error| TrailError::Io { path, error })?;
+            Ok(true)
+        }
+        Ok(_) => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(error) => Err(TrailError::Io { path, error }),
+    }
+}
+
 fn runs_dir(ci: &Path, label: &str) -> PathBuf {
     ci.join(label).join("runs")
 }
@@ -330,6 +445,63 @@ pub fn make_lane_dir(dir: &Path) -> std::io::Result<()> {
         make_real_dir(label_dir)?;
     }
     make_real_dir(dir)
+}
+
+/// Creates a run's lane log folder `.ci/<label>/runs/<seq>/<platform>` and every folder on
+/// the way below `.ci` (which must exist), refusing any that is a symlink.
+pub fn make_run_lane_dir(dir: &Path) -> std::io::Result<()> {
+    let seq_dir =
+        dir.parent().ok_or_else(|| std::io::Error::other("a run's lane folder has no run folder"))?;
+    let runs = seq_dir.parent().ok_or_else(|| std::io::Error::other("a run folder has no runs folder"))?;
+    let label_dir =
+        runs.parent().ok_or_else(|| std::io::Error::other("a runs folder has no label folder"))?;
+    for d in [label_dir, runs, seq_dir, dir] {
+        make_real_dir(d)?;
+    }
+    Ok(())
+}
+
+/// Fails when `latest` (the path that names the latest run's log of a node) cannot be pointed
+/// at a new log: a folder is in its way. Anything else there (an older run's log, a link) is
+/// replaced by [`link_latest`], never followed.
+pub fn latest_is_free(latest: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(latest) {
+        Ok(meta) if meta.is_dir() => {
+            Err(std::io::Error::new(std::io::ErrorKind::IsADirectory, "a folder is in its way (remove it)"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Points `latest` at `log`, atomically: a hard link to `log` is made under a temporary name in
+/// `latest`'s folder, then renamed over `latest`. Both name the same file, so a reader of
+/// `latest` sees `log` grow. Whatever was at `latest` (an older run's log, a symlink planted
+/// there) is replaced, never followed. When the link cannot be made, an older run's log is
+/// removed from `latest` rather than left there to pass for this run's.
+pub fn link_latest(log: &Path, latest: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let same = |a: &std::fs::Metadata, b: &std::fs::Metadata| (a.dev(), a.ino()) == (b.dev(), b.ino());
+    if let (Ok(a), Ok(b)) = (std::fs::symlink_metadata(log), std::fs::symlink_metadata(latest))
+        && same(&a, &b)
+    {
+        return Ok(());
+    }
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let dir = latest.parent().ok_or_else(|| std::io::Error::other("a log path has no folder"))?;
+    let tmp =
+        dir.join(format!(".odu-link.tmp-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
+    // A leftover of a server that died between the two steps (unlinking never follows a link).
+    let _ = std::fs::remove_file(&tmp);
+    // linkat without AT_SYMLINK_FOLLOW: `log` itself is linked, never what a link there names.
+    let linked = std::fs::hard_link(log, &tmp).and_then(|()| std::fs::rename(&tmp, latest));
+    // Renaming one name of a file over another name of the same file does nothing: when
+    // `latest` already named `log`, the temporary name is still there.
+    let _ = std::fs::remove_file(&tmp);
+    if linked.is_err() && std::fs::symlink_metadata(latest).is_ok_and(|meta| !meta.is_dir()) {
+        let _ = std::fs::remove_file(latest);
+    }
+    linked
 }
 
 /// Reserves the next seq for `label` by exclusive create, writing `record` (its seq filled in).
@@ -451,7 +623,7 @@ fn close_orphan(ci: &Path, record: &mut RunRecord, now: u64) -> Option<String> {
         record.close_orphaned(format!("the odu server (pid {pid}) died mid-run; closed by the next server"));
     for id in cut {
         let line = format!("\n[odu] log truncated: the odu server (pid {pid}) died while this node ran\n");
-        if let Ok(mut file) = open_trail(ci, &record.label, &id, Access::Append) {
+        if let Ok(mut file) = open_run_log(ci, record, &id, Access::Append) {
             let _ = file.write_all(line.as_bytes());
         }
     }
@@ -517,7 +689,7 @@ const RECORD_LIMIT: u64 = 16 << 20;
 /// Every record under `.ci` as written, newest first. Only `.ci/<label>/runs/<seq>.json` of a
 /// label odu makes is read, through real directories and without following a symlink; a record
 /// whose ids are not its file's is left out with a note.
-fn scan(ci: &Path) -> Result<Ledger, Unreadable> {
+pub(crate) fn scan(ci: &Path) -> Result<Ledger, Unreadable> {
     let mut ledger = Ledger::default();
     match std::fs::symlink_metadata(ci) {
         Ok(meta) if meta.file_type().is_symlink() => return Err(Unreadable::Symlink(ci.into())),
@@ -668,6 +840,7 @@ mod tests {
             flags: Default::default(),
             note: None,
             aliases: Default::default(),
+            logs_pruned: None,
         }
     }
 
@@ -775,6 +948,35 @@ mod tests {
         a.selectors = vec!["x".repeat(before as usize)];
         assert!(overwrite(dir.path(), &a).is_err());
         assert_eq!(list(dir.path())[0].outcome, RunOutcome::Passed);
+    }
+
+    #[test]
+    fn the_latest_name_becomes_the_same_file_replacing_a_link_without_following_it() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "theirs").unwrap();
+        let (log, latest) = (dir.path().join("run.log"), dir.path().join("latest.log"));
+        std::fs::write(&log, "ours").unwrap();
+        std::os::unix::fs::symlink(&victim, &latest).unwrap();
+        latest_is_free(&latest).unwrap();
+        link_latest(&log, &latest).unwrap();
+        // Twice: naming the same file again leaves no temporary name behind.
+        link_latest(&log, &latest).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "theirs");
+        let (a, b) = (std::fs::symlink_metadata(&log).unwrap(), std::fs::symlink_metadata(&latest).unwrap());
+        assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()));
+        let mut names: Vec<_> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        assert_eq!(names, ["latest.log", "run.log", "victim"]);
+        std::fs::OpenOptions::new().append(true).open(&log).unwrap().write_all(b" and more").unwrap();
+        assert_eq!(std::fs::read_to_string(&latest).unwrap(), "ours and more", "appends show through");
+        let folder = dir.path().join("folder.log");
+        std::fs::create_dir(&folder).unwrap();
+        assert!(latest_is_free(&folder).is_err());
+        assert!(link_latest(&log, &folder).is_err());
+        assert!(folder.is_dir(), "a folder in the way is left alone");
     }
 
     #[test]

@@ -3,4 +3,5 @@
 
 pub mod ci;
 pub mod ledger;
+pub mod retention;
 pub mod spool;

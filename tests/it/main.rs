@@ -6,14 +6,17 @@
 
 mod bad_input;
 mod cli_run;
+mod corpus;
 mod golden_frames;
 mod harness;
 mod just_fidelity;
 mod lab;
 mod layout;
 mod plan_fidelity;
+mod refusals;
 mod remote;
 mod repo;
+mod run_logs;
 mod runner_protocol;
 mod serve;
 mod stranger;

@@ -281,6 +281,18 @@ impl Drop for SlowDump {
     }
 }
 
+/// Starts the checkout's server as `odu run` would (its output in `.ci/odu.serve.log`), so that
+/// a run is prepared by the server: without one, `odu run` first checks the run itself.
+fn start_server(repo: &Repo) -> std::process::Child {
+    use std::os::unix::fs::DirBuilderExt;
+    let ci = repo.path().join(".ci");
+    std::fs::DirBuilder::new().mode(0o700).create(&ci).unwrap();
+    let log = std::fs::File::create(ci.join("odu.serve.log")).unwrap();
+    let server = repo.odu(&["serve"]).stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap();
+    wait_for_socket(repo.path());
+    server
+}
+
 fn serve_log(repo: &Repo) -> String {
     std::fs::read_to_string(repo.path().join(".ci/odu.serve.log")).unwrap_or_default()
 }
@@ -289,6 +301,7 @@ fn serve_log(repo: &Repo) -> String {
 fn a_run_start_whose_client_went_away_during_preparation_never_starts() {
     let repo = Repo::new("[metadata(\"ci\")]\nci: a\na:\n    true\n");
     let slow = SlowDump::new();
+    let mut server = start_server(&repo);
     let mut first = repo
         .odu(&["run"])
         .env("PATH", &slow.path)
@@ -317,12 +330,14 @@ fn a_run_start_whose_client_went_away_during_preparation_never_starts() {
     assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
     assert_eq!(repo.ledger().len(), 2);
     stop_server(&repo);
+    server.wait().unwrap();
 }
 
 #[test]
 fn a_slow_preparation_refuses_other_runs_clearly_and_yields_to_supersede() {
     let repo = Repo::new("[metadata(\"ci\")]\nci: a\na:\n    true\n");
     let slow = SlowDump::new();
+    let mut server = start_server(&repo);
     let mut first = repo.odu(&["run"]);
     first.env("PATH", &slow.path);
     let first = Running::spawn(first);
@@ -344,4 +359,5 @@ fn a_slow_preparation_refuses_other_runs_clearly_and_yields_to_supersede() {
     assert_eq!(runs.len(), 1, "only the superseding run was recorded: {runs:?}");
     assert_eq!(runs[0]["outcome"], "passed", "{runs:?}");
     stop_server(&repo);
+    server.wait().unwrap();
 }

@@ -24,11 +24,15 @@ pub mod error_code {
 pub struct RpcError {
     pub code: i64,
     pub message: String,
+    /// More about the error (JSON-RPC's `data`): odu sends `{"detail": [lines]}`, what a tool
+    /// printed about a refusal, one entry a line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
 }
 
 impl RpcError {
     pub fn new(code: i64, message: impl Into<String>) -> Self {
-        RpcError { code, message: message.into() }
+        RpcError { code, message: message.into(), data: None }
     }
     pub fn refused(message: impl Into<String>) -> Self {
         RpcError::new(error_code::REFUSED, message)

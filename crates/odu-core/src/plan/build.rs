@@ -115,6 +115,8 @@ impl<'r, 'a> Closure<'r, 'a> {
         let mut reach = Reach::new(&needs);
         let mut after: BTreeSet<(usize, usize)> = BTreeSet::new();
         let mut subsequents: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); index.count];
+        // Waits on what an empty-bodied recipe stands for, by its subsequents: like a prior's.
+        let mut stood_for: BTreeSet<(usize, usize)> = BTreeSet::new();
         for &at in &self.walk {
             let recipe = &self.recipes[at];
             let listed = &self.calls_of(at)[recipe.priors..];
@@ -142,7 +144,40 @@ impl<'r, 'a> Closure<'r, 'a> {
                             needs.add_edge(node(provider), node(dependent), ());
                             after.insert((provider, dependent));
                         }
+                        if !recipe.has_body {
+                            stood_for.insert((provider, dependent));
+                        }
                     }
+                }
+            }
+        }
+
+        // just runs a recipe's `&&` subsequents, and theirs, before the recipe counts as done: a
+        // task starts only after the subsequents of each prior it needs, and a subsequent of an
+        // empty-bodied recipe after those of each task that recipe stands for. Those waits are
+        // `after` needs, as what brings the task brings them already, through the prior.
+        let prior_needs: BTreeSet<(usize, usize)> = needs
+            .edge_indices()
+            .filter_map(|edge| needs.edge_endpoints(edge))
+            .map(|(need, task)| (need.index(), task.index()))
+            .filter(|pair| !after.contains(pair) || stood_for.contains(pair))
+            .collect();
+        for (prior, task) in prior_needs {
+            let mut waits: BTreeSet<usize> = BTreeSet::new();
+            let mut todo: Vec<usize> = subsequents[prior].iter().copied().collect();
+            while let Some(subsequent) = todo.pop() {
+                if waits.insert(subsequent) {
+                    todo.extend(subsequents[subsequent].iter().copied());
+                }
+            }
+            for subsequent in waits {
+                // A subsequent that needs the task itself, directly or not, cannot wait for it.
+                if reach.connects(&needs, task, subsequent) {
+                    continue;
+                }
+                if needs.find_edge(node(subsequent), node(task)).is_none() {
+                    needs.add_edge(node(subsequent), node(task), ());
+                    after.insert((subsequent, task));
                 }
             }
         }

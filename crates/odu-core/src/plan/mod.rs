@@ -50,8 +50,9 @@ pub struct Task {
     /// Ids of the tasks this one waits for, sorted: what its priors stand for, and the tasks it
     /// is a `&&` subsequent of.
     pub needs: Vec<String>,
-    /// The part of `needs` this task waits for only as a `&&` subsequent, sorted: it runs after
-    /// them when they run, but selecting it does not bring them.
+    /// The part of `needs` this task waits for only as a `&&` subsequent, or only as the `&&`
+    /// subsequents of a prior, sorted: it runs after them when they run, but selecting it does
+    /// not bring them (a prior brings its own).
     pub after: Vec<String>,
     /// Ids of the tasks this one's own `&&` subsequents stand for, sorted: selecting this task
     /// brings them, as `just <recipe>` runs them.

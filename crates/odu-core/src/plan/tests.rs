@@ -346,6 +346,48 @@ fn selecting_a_recipe_brings_its_subsequents_and_never_the_recipe_listing_it() {
 }
 
 #[test]
+fn a_task_waits_for_the_subsequents_of_the_priors_it_needs() {
+    // `test: build`, `build: && bundle`, `bundle: && (checksum "app.js")`: `just test` runs
+    // build, bundle and checksum, then test.
+    let json = dump(vec![
+        tagged(recipe("ci", false, &[("test", &[])], 1)),
+        recipe("test", true, &[("build", &[])], 1),
+        recipe("build", true, &[("bundle", &[])], 0),
+        recipe("bundle", true, &[("checksum", &["app.js"])], 0),
+        recipe("checksum", true, &[], 0),
+    ]);
+    let plan = Plan::from_dump(&json, None).unwrap();
+    assert_eq!(task(&plan, "test").needs, ["build", "bundle", "checksum(app.js)"]);
+    assert_eq!(task(&plan, "test").after, ["bundle", "checksum(app.js)"]);
+    assert_eq!(ids(&plan.tasks), ["build", "bundle", "checksum(app.js)", "test"]);
+    // Selecting brings what `just <recipe>` runs, no more: never the task listing a prior.
+    let linux = "x86_64-linux";
+    assert_eq!(lane_ids(&plan, linux, &["test"], false), ["build", "bundle", "checksum(app.js)", "test"]);
+    assert_eq!(lane_ids(&plan, linux, &["bundle"], false), ["bundle", "checksum(app.js)"]);
+    assert_eq!(lane_ids(&plan, linux, &["test"], true), ["test"]);
+}
+
+#[test]
+fn a_subsequent_of_an_empty_recipe_waits_for_the_subsequents_of_what_it_stands_for() {
+    // `release: test merge && publish`, `merge: && sync`, `sync: && notify`: `just release`
+    // publishes after notify.
+    let json = dump(vec![
+        tagged(recipe("release", false, &[("test", &[]), ("merge", &[]), ("publish", &[])], 2)),
+        recipe("test", true, &[], 0),
+        recipe("merge", true, &[("sync", &[])], 0),
+        recipe("sync", true, &[("notify", &[])], 0),
+        recipe("notify", true, &[], 0),
+        recipe("publish", true, &[], 0),
+    ]);
+    let plan = Plan::from_dump(&json, None).unwrap();
+    assert_eq!(task(&plan, "publish").needs, ["merge", "notify", "sync", "test"]);
+    assert_eq!(task(&plan, "publish").after, ["merge", "notify", "sync", "test"]);
+    // Subsequents listed together stay siblings.
+    assert_eq!(task(&plan, "notify").needs, ["sync"]);
+    assert_eq!(lane_ids(&plan, "x86_64-linux", &["publish"], false), ["publish"]);
+}
+
+#[test]
 fn a_subsequent_that_is_also_a_prior_elsewhere_keeps_its_prior_need() {
     // `sync: merge` and `merge: && sync`: `just merge` runs merge then sync; `just sync` runs
     // merge first, as its prior.

@@ -11,7 +11,7 @@
 //! Scheduling (which node starts, which is skipped) is each lane's own reducer
 //! ([`crate::LaneState`]); the run mirrors what lanes report. It decides only what no lane can:
 //! a lane that dies errors what it was running and skips what waited; an interrupt cancels what
-//! runs and stops every lane; the run settles when every node is terminal and ends when every
+//! runs, skips what waited and stops every lane; the run settles when every node is terminal and ends when every
 //! lane closed and its final record was written. The outcome is computed from node statuses
 //! alone (`passed` iff every node is `ok`), except that a run stopped as a whole is
 //! `incomplete`.
@@ -650,17 +650,21 @@ impl Run {
         self.after_nodes_changed(fx);
     }
 
-    /// Cancels what runs (pending nodes stay pending: they never ran) and stops every lane.
-    /// A run that already settled is not interrupted: nothing of it is left to stop.
+    /// Cancels what runs, skips what waited (it will never run: an ended run has no `pending`
+    /// node, however it ended), and stops every lane. A run that already settled is not
+    /// interrupted: nothing of it is left to stop.
     fn interrupt(&mut self, at: u64, fx: &mut Effects, touched: &mut BTreeSet<usize>) {
         if self.role == Role::Mirror || self.stop.is_some() || self.ended || self.settled() {
             return;
         }
         self.stop = Some(Stop::Interrupted);
         for pos in 0..self.nodes.len() {
-            if self.nodes[pos].status == NodeStatus::Running {
-                self.end_node(pos, NodeStatus::Cancelled, at, fx, touched);
-            }
+            let to = match self.nodes[pos].status {
+                NodeStatus::Running => NodeStatus::Cancelled,
+                NodeStatus::Pending => NodeStatus::Skipped,
+                _ => continue,
+            };
+            self.end_node(pos, to, at, fx, touched);
         }
         self.shut_down(fx);
         self.finished_at = Some(at);

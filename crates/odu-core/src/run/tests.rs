@@ -283,6 +283,9 @@ impl Sim {
                 assert_eq!(lane.status.is_live(), !self.lanes[&lane.platform].gone, "lane {}", lane.platform);
             }
         }
+        if self.run.phase() == Phase::Ended || self.run.stop().is_some() {
+            assert_eq!(self.run.count(NodeStatus::Pending), 0, "a stopped or ended run has a pending node");
+        }
         for (node, view) in self.run.nodes() {
             let needs: Vec<NodeStatus> =
                 view.needs.iter().map(|n| self.run.view(&id(n)).unwrap().status).collect();
@@ -297,7 +300,7 @@ impl Sim {
                     "{node} errored with needs {needs:?}"
                 ),
                 NodeStatus::Skipped => assert!(
-                    !needs_ok || lane_died || self.run.stop() == Some(Stop::Abandoned),
+                    !needs_ok || lane_died || self.run.stop().is_some(),
                     "{node} skipped though its needs are ok"
                 ),
                 NodeStatus::Pending | NodeStatus::Cancelled => {}
@@ -594,7 +597,9 @@ fn an_interrupt_cancels_what_runs_stops_every_lane_and_leaves_the_run_incomplete
     let fx = sim.interrupt();
     assert_eq!(sim.status("build@x86_64-linux"), NodeStatus::Cancelled);
     assert_eq!(sim.status("_ci-setup@aarch64-darwin"), NodeStatus::Cancelled);
-    assert_eq!(sim.status("test@x86_64-linux"), NodeStatus::Pending, "what never ran stays pending");
+    assert_eq!(sim.status("test@x86_64-linux"), NodeStatus::Skipped, "what never ran is skipped");
+    assert_eq!(sim.status("test@aarch64-darwin"), NodeStatus::Skipped);
+    assert_eq!(sim.run.count(NodeStatus::Pending), 0, "an interrupted run has no pending node");
     assert_eq!(
         fx.commands,
         [
@@ -607,7 +612,8 @@ fn an_interrupt_cancels_what_runs_stops_every_lane_and_leaves_the_run_incomplete
     let header = sim.run.header();
     assert_eq!(
         (header.phase, header.outcome, header.interrupted),
-        (Phase::Running, RunOutcome::Incomplete, true)
+        (Phase::Settled, RunOutcome::Incomplete, true),
+        "every node is decided at once; the lanes are closing"
     );
     assert_eq!(header.finished_at, Some(sim.now));
     assert_eq!(sim.run.verdict().unwrap().exit_code(), EXIT_INTERRUPTED);
