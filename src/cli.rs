@@ -212,6 +212,9 @@ pub struct RunArgs {
     /// Cancel the run in progress in this checkout first, instead of refusing.
     #[arg(long)]
     pub supersede: bool,
+    /// Answer yes for the run's [confirm] recipes (just --yes), which odu refuses otherwise.
+    #[arg(long)]
+    pub yes: bool,
     /// When this starts a server, it exits after this long with nothing to do.
     #[arg(long, value_name = "DURATION", default_value = DEFAULT_IDLE)]
     pub idle_timeout: String,

@@ -57,7 +57,8 @@ fn idle_logs(repo: &Path, run: &Option<String>, node: &str) -> CliResult<i32> {
     use std::io::Read;
     let record = stored(repo, run)?;
     let ids: Vec<String> = record.nodes.iter().map(|n| n.id.clone()).collect();
-    let id = odu_core::node_id::resolve_node(&ids, node).map_err(CliError::refused)?;
+    let id =
+        odu_core::node_id::resolve_node_aliased(&ids, node, &record.aliases).map_err(CliError::refused)?;
     let mut file = match ledger::open_run_log(&repo.join(".ci"), &record, &id, ledger::Access::Read) {
         Ok(file) => file,
         // Another run's log is never shown in place of this run's.

@@ -29,6 +29,7 @@ fn params(args: &RunArgs, dir: Option<String>) -> odu_proto::StartParams {
             jobs: args.jobs,
             supersede: args.supersede,
             dir,
+            yes: args.yes,
         },
         env: Some(std::env::vars().collect()),
     }

@@ -57,8 +57,8 @@ pub struct LaneSpec {
     /// Where in the worktree the nodes' `just` starts (`pkg` for a justfile in a package),
     /// relative to `workspace`; empty for its top.
     pub subdir: PathBuf,
-    /// Said once at the top of the lane's setup log, before anything runs (what the run's
-    /// snapshot lacks, say).
+    /// Said once at the top of the lane's setup log, before anything runs: what the run's
+    /// snapshot lacks (an ignored dotenv file), the recipes the lane's OS leaves out.
     pub notes: Vec<String>,
     pub tasks: Vec<TaskSpec>,
     pub jobs: Option<usize>,
@@ -155,6 +155,9 @@ impl LaneLogs {
         if let Err(e) = logs.publish(SETUP) {
             logs.narrate(&format!("cannot name {} the latest setup log: {e}", setup_path.display()));
         }
+        for note in &spec.notes {
+            logs.narrate(note);
+        }
         for task in &spec.tasks {
             let name = format!("{}.log", odu_core::node_id::log_file_stem(&task.id));
             let (path, latest) = (spec.log_dir.join(&name), spec.latest_dir.join(&name));
@@ -216,9 +219,6 @@ pub async fn run_local(
     reports: mpsc::UnboundedSender<LaneReport>,
 ) {
     let platform = spec.platform.clone();
-    for note in &spec.notes {
-        logs.narrate(note);
-    }
     logs.narrate(&format!("lane {platform}: starting {} --stdio on localhost", spec.runner.display()));
     let mut command = tokio::process::Command::new(&spec.runner);
     if let Some(env) = &spec.base_env {

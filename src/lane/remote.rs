@@ -955,9 +955,6 @@ pub async fn run_remote(
         die(&spec, &logs, &reports, reason, &BTreeMap::new());
         let _ = reports.send(LaneReport::Closed { platform: platform.clone() });
     };
-    for note in &spec.notes {
-        logs.narrate(note);
-    }
     narrate(&format!("connecting to {} over ssh", source.entry.host));
     let session = match connect(&source.entry, source.ssh_config.as_deref(), &narrate).await {
         Ok(session) => session,

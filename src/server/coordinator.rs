@@ -66,6 +66,8 @@ pub struct RunHandles {
     pub requests: mpsc::UnboundedSender<Asked>,
     /// Asks the coordinator to cancel the whole run.
     pub cancel_run: mpsc::UnboundedSender<()>,
+    /// The aliases a node can be named by, as the run's record has them.
+    pub aliases: Arc<std::collections::BTreeMap<String, String>>,
 }
 
 /// Why a request to a live run got no commands.
@@ -210,6 +212,7 @@ impl Coordinator {
             logs: Arc::new(trail),
             requests: requests_tx,
             cancel_run: cancel_tx,
+            aliases: Arc::new(record.aliases.clone()),
         };
         let mut driver = Driver {
             run,

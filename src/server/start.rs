@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use odu_core::plan::Selector;
+use odu_core::plan::{Dropped, IngestError, Selector};
 use odu_core::run::{LanePlan, RunMeta};
 use odu_core::status::RunOutcome;
 use odu_core::{Plan, Run, Task, TaskSpec};
@@ -35,6 +35,8 @@ pub struct RunConfig {
     pub snapshot: bool,
     pub post: bool,
     pub jobs: Option<usize>,
+    /// Answer yes for `[confirm]` recipes.
+    pub yes: bool,
 }
 
 impl RunConfig {
@@ -54,6 +56,7 @@ impl RunConfig {
             snapshot,
             post: snapshot && !flags.no_post,
             jobs: flags.jobs,
+            yes: flags.yes,
         })
     }
 }
@@ -107,8 +110,17 @@ pub fn runner_path(env: &dyn Fn(&str) -> Option<String>) -> CliResult<PathBuf> {
     Ok(runner)
 }
 
-/// The lanes that run, with their tasks; lanes with nothing to do are dropped.
-pub fn plan_lanes(plan: &Plan, config: &RunConfig, hosts: &Hosts) -> CliResult<Vec<(String, Vec<Task>)>> {
+/// One lane of a run as planned: its platform, its tasks in the order just runs them, and what
+/// to say about it before the run.
+pub struct PlannedLane {
+    pub platform: String,
+    pub tasks: Vec<Task>,
+    pub notes: Vec<String>,
+}
+
+/// The lanes that run, with their tasks; lanes with nothing to do are dropped. A `[confirm]`
+/// recipe is refused unless `--yes` answers for it, and a root that no lane can run is refused.
+pub fn plan_lanes(plan: &Plan, config: &RunConfig, hosts: &Hosts) -> CliResult<Vec<PlannedLane>> {
     let mut fanout: Vec<String> = hosts.entries.keys().cloned().collect();
     if !config.platforms.is_empty() {
         for p in &config.platforms {
@@ -132,15 +144,63 @@ pub fn plan_lanes(plan: &Plan, config: &RunConfig, hosts: &Hosts) -> CliResult<V
         }
     }
     let resolved = plan.resolve(&config.selectors)?;
-    let lanes: Vec<(String, Vec<Task>)> = fanout
+    let all: Vec<(String, Vec<Task>, Vec<Dropped>)> = fanout
         .into_iter()
         .map(|p| {
-            let tasks = plan.lane_tasks(&p, &resolved, config.no_deps);
-            (p, tasks)
+            let (tasks, dropped) = plan.lane(&p, &resolved, config.no_deps);
+            (p, tasks, dropped)
         })
-        .filter(|(_, tasks)| !tasks.is_empty())
         .collect();
+    if resolved.is_empty() {
+        plan.check_root_runs(&all)?;
+    }
+    let lanes: Vec<PlannedLane> = all
+        .into_iter()
+        .map(|(platform, tasks, dropped)| {
+            let notes = if dropped.is_empty() {
+                vec![]
+            } else {
+                let listed: Vec<String> = dropped.iter().map(ToString::to_string).collect();
+                vec![format!(
+                    "lane {platform} leaves out {} its OS cannot run: {}",
+                    plural(dropped.len(), "recipe"),
+                    listed.join(", ")
+                )]
+            };
+            PlannedLane { tasks: plan.in_run_order(tasks), platform, notes }
+        })
+        .filter(|lane| !lane.tasks.is_empty() || !lane.notes.is_empty())
+        .collect();
+    if !config.yes {
+        let mut asking: Vec<String> = Vec::new();
+        for lane in &lanes {
+            for recipe in plan.asking(&lane.tasks) {
+                if !asking.contains(&recipe) {
+                    asking.push(recipe);
+                }
+            }
+        }
+        if let Some(first) = asking.first() {
+            let names = asking.iter().map(|r| format!("\"{r}\"")).collect::<Vec<_>>().join(", ");
+            return Err(CliError::refused(format!(
+                "{} {names} {} for confirmation ([confirm]) and a run cannot answer: pass --yes to \
+                 confirm for this run, or leave {} out of the selection",
+                if asking.len() == 1 { "recipe" } else { "recipes" },
+                if asking.len() == 1 { "asks" } else { "ask" },
+                if asking.len() == 1 { first.as_str() } else { "them" },
+            )));
+        }
+    }
+    // A lane whose OS leaves everything out still said so above; it does not run.
+    let notes: Vec<String> = lanes.iter().flat_map(|lane| lane.notes.clone()).collect();
+    let lanes: Vec<PlannedLane> = lanes.into_iter().filter(|lane| !lane.tasks.is_empty()).collect();
     if lanes.is_empty() {
+        if !notes.is_empty() {
+            return Err(CliError::refused(format!(
+                "nothing to run: {}; check the selectors and --platform",
+                notes.join("; ")
+            )));
+        }
         return Err(CliError::refused(
             "nothing to run: no lane has a matching recipe (check the selectors and --platform)",
         ));
@@ -191,7 +251,7 @@ pub struct Planned {
     /// Said at the top of every lane's setup log too (they are among `notes`).
     pub setup_notes: Vec<String>,
     pub plan: Plan,
-    pub lanes: Vec<(String, Vec<Task>)>,
+    pub lanes: Vec<PlannedLane>,
 }
 
 /// The refusals a run can meet before anything is created (nested run, hosts, git, the strict
@@ -265,8 +325,16 @@ pub fn plan_run(
     };
     let invocation = if subdir.as_os_str().is_empty() { workspace.clone() } else { workspace.join(&subdir) };
     let dump = step("just --version and --dump", || just::dump_with(&invocation, env))?;
-    let plan = step("plan", || Plan::from_dump(&dump, config.root.as_deref()))?;
+    let plan = match step("plan", || Plan::from_dump(&dump, config.root.as_deref())) {
+        Err(IngestError::RootCount { found }) if found.is_empty() => {
+            return Err(left_out_root(&invocation, env, &hosts)
+                .unwrap_or(IngestError::RootCount { found })
+                .into());
+        }
+        plan => plan?,
+    };
     let lanes = plan_lanes(&plan, &config, &hosts)?;
+    notes.extend(lanes.iter().flat_map(|lane| lane.notes.iter().cloned()));
     // Said before the run, on the client's terminal and in every lane's setup log.
     let mut setup_notes = Vec::new();
     if snapshot.is_some() {
@@ -323,7 +391,7 @@ pub fn prepare(
         );
     }
     let runner = runner_path(&var)?;
-    let any_remote = lanes.iter().any(|(p, _)| !hosts.entries[p].is_local());
+    let any_remote = lanes.iter().any(|lane| !hosts.entries[&lane.platform].is_local());
     // A live-tree run ships its dirty state to remote lanes as a commit no ref names.
     let remote_sha =
         if any_remote && !config.snapshot && dirty { git::stash_commit(repo)? } else { sha.clone() };
@@ -345,13 +413,17 @@ pub fn prepare(
         finished_at: None,
         lanes: lanes
             .iter()
-            .map(|(p, _)| LaneRecord { platform: p.clone(), host: hosts.entries[p].host.clone() })
+            .map(|lane| LaneRecord {
+                platform: lane.platform.clone(),
+                host: hosts.entries[&lane.platform].host.clone(),
+            })
             .collect(),
         nodes: vec![],
         unposted: vec![],
         selectors: params.selectors.clone(),
         flags: odu_proto::StartFlags { supersede: false, ..params.flags.clone() },
         note: None,
+        aliases: run_aliases(&plan),
         logs_pruned: None,
     };
     if !commit() {
@@ -359,7 +431,7 @@ pub fn prepare(
     }
     let lock = RunLock::acquire(&ci)?;
     // A lane that cannot have its log folder is refused here, where the client hears why.
-    for (platform, _) in &lanes {
+    for PlannedLane { platform, .. } in &lanes {
         let dir = ci.join(&label).join(platform);
         ledger::make_lane_dir(&dir).map_err(|e| {
             CliError::refused(format!(
@@ -372,16 +444,20 @@ pub fn prepare(
         .map_err(|e| CliError::refused(format!("cannot reserve a run number under {}: {e}", ci.display())))?;
     let specs: Vec<LaneSpec> = lanes
         .iter()
-        .map(|(platform, tasks)| LaneSpec {
+        .map(|PlannedLane { platform, tasks, notes: lane_notes }| LaneSpec {
             platform: platform.clone(),
             host: hosts.entries[platform].host.clone(),
             name: plan.root.clone(),
             workspace: workspace.clone(),
             subdir: subdir.clone(),
-            notes: setup_notes.clone(),
+            notes: setup_notes.iter().chain(lane_notes).cloned().collect(),
             tasks: tasks
                 .iter()
-                .map(|t| TaskSpec { id: t.id.clone(), argv: t.argv(), needs: t.needs.clone() })
+                .map(|t| TaskSpec {
+                    id: t.id.clone(),
+                    argv: plan.argv(t, config.yes),
+                    needs: t.needs.clone(),
+                })
                 .collect(),
             jobs: config.jobs.or(hosts.entries[platform].jobs),
             env: BTreeMap::from([(RUN_ENV.to_string(), format!("{label}#{seq}"))]),
@@ -492,6 +568,27 @@ fn invocation_subdir(dir: Option<&str>) -> CliResult<PathBuf> {
         }
     }
     Ok(subdir)
+}
+
+/// The aliases whose targets are recipes of the plan's tasks.
+fn run_aliases(plan: &Plan) -> BTreeMap<String, String> {
+    let recipes: std::collections::BTreeSet<&str> = plan.tasks.iter().map(|t| t.recipe.as_str()).collect();
+    let aliases = plan.context.aliases.iter().filter(|(_, target)| recipes.contains(target.as_str()));
+    aliases.map(|(alias, target)| (alias.clone(), target.clone())).collect()
+}
+
+/// A `[metadata("ci")]` root that just left out of its JSON dump because its OS attributes rule
+/// out this machine, found in the text dump; `None` when there is none.
+fn left_out_root(workspace: &Path, env: Option<&Env>, hosts: &Hosts) -> Option<IngestError> {
+    let text = just::text_dump(workspace, env)?;
+    let (root, os) = odu_core::plan::os_gated_roots(&text).into_iter().next()?;
+    let here = hosts::local_platform();
+    Some(IngestError::RootLeftOut {
+        root,
+        os,
+        here: odu_core::platform::os_of(&here).to_string(),
+        platforms: hosts.entries.keys().cloned().collect(),
+    })
 }
 
 fn plural(n: usize, word: &str) -> String {

@@ -209,7 +209,11 @@ fn replay_file(
 
 /// Every fan-in id a rerun target names: a node (exact or unique suffix), a recipe (on every
 /// platform that runs it), or `@platform` (that lane's nodes that did not pass).
-fn rerun_targets(views: &[NodeView], token: &str) -> Result<Vec<String>, String> {
+fn rerun_targets(
+    views: &[NodeView],
+    token: &str,
+    aliases: &std::collections::BTreeMap<String, String>,
+) -> Result<Vec<String>, String> {
     let ids: Vec<String> = views.iter().map(|v| v.id.clone()).collect();
     if let Some(platform) = token.strip_prefix('@') {
         let on_lane = |v: &&NodeView| NodeId::parse(&v.id).is_some_and(|node| node.platform == platform);
@@ -229,7 +233,7 @@ fn rerun_targets(views: &[NodeView], token: &str) -> Result<Vec<String>, String>
         }
         return Ok(red);
     }
-    match odu_core::node_id::resolve_node(&ids, token) {
+    match odu_core::node_id::resolve_node_aliased(&ids, token, aliases) {
         Ok(id) => Ok(vec![id]),
         Err(e) if odu_core::platform::split_platform(token).is_some() => Err(e),
         Err(e) => {
@@ -258,7 +262,7 @@ async fn restart(
     env: Option<Env>,
 ) -> Result<Value, RpcError> {
     let views = ledger::stored_views(record);
-    let targets = rerun_targets(&views, token).map_err(RpcError::refused)?;
+    let targets = rerun_targets(&views, token, &record.aliases).map_err(RpcError::refused)?;
     let mut params = StartParams { selectors: record.selectors.clone(), flags: record.flags.clone(), env };
     if let Some(platform) = token.strip_prefix('@') {
         params.flags.platform = vec![platform.to_string()];
@@ -328,7 +332,7 @@ async fn dispatch(
         NODE_LOG_GET => match (target(), node_param(&params)) {
             (Err(e), _) | (_, Err(e)) => Err(e),
             (Ok(Target::Live(run)), Ok(token)) => {
-                match odu_core::node_id::resolve_node(run.logs.keys(), &token) {
+                match odu_core::node_id::resolve_node_aliased(run.logs.keys(), &token, &run.aliases) {
                     Ok(node) => {
                         let mut reader = SpoolReader::new(&run.logs[&node], CLIENT_LOG_CHUNK);
                         let (out, stream_id) = (out.clone(), id.clone());
@@ -346,7 +350,7 @@ async fn dispatch(
             }
             (Ok(Target::Stored(record)), Ok(token)) => {
                 let ids: Vec<String> = record.nodes.iter().map(|n| n.id.clone()).collect();
-                match odu_core::node_id::resolve_node(&ids, &token) {
+                match odu_core::node_id::resolve_node_aliased(&ids, &token, &record.aliases) {
                     Ok(node) => {
                         match ledger::open_run_log(&server.ci, &record, &node, ledger::Access::Read) {
                             // Another run's log is never shown in place of a pruned one.
@@ -372,7 +376,7 @@ async fn dispatch(
                     .iter()
                     .map(|n| NodeView::clone(n))
                     .collect();
-                match rerun_targets(&views, &token) {
+                match rerun_targets(&views, &token, &run.aliases) {
                     Ok(nodes) => {
                         let mut result = Ok(json!({"ok": true, "run": run.reference, "nodes": nodes}));
                         for node in &nodes {
@@ -394,7 +398,7 @@ async fn dispatch(
         NODE_CANCEL => match (target(), node_param(&params)) {
             (Err(e), _) | (_, Err(e)) => Err(e),
             (Ok(Target::Live(run)), Ok(token)) => {
-                match odu_core::node_id::resolve_node(run.logs.keys(), &token) {
+                match odu_core::node_id::resolve_node_aliased(run.logs.keys(), &token, &run.aliases) {
                     Ok(node) => lane_call(&run, RunRequest::Cancel, &node).await,
                     Err(e) => Err(RpcError::refused(e)),
                 }

@@ -56,6 +56,12 @@ fn rejected(stderr: &str) -> CliError {
         .with_detail(stderr.trim_start_matches('\n'))
 }
 
+/// `just --dump`, the justfile as text, in `dir`; `None` when just cannot give it.
+pub fn text_dump(dir: &Path, env: Option<&tool::Env>) -> Option<String> {
+    let out = tool::finish(tool::start_with("just", &["--dump"], dir, env).ok()?).ok()?;
+    out.success.then_some(out.stdout)
+}
+
 /// The smallest `just` that dumps child-module dependencies with their paths.
 pub const MIN_JUST: (u64, u64) = (1, 57);
 

@@ -89,6 +89,10 @@ pub struct RunRecord {
     /// Why the record was closed by someone other than its coordinator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The justfile's aliases of the run's recipes, by namepath, to their targets': a node can
+    /// be named by an alias of its recipe.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub aliases: std::collections::BTreeMap<String, String>,
     /// When retention removed the run's logs (the record stays).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logs_pruned: Option<LogsPruned>,
@@ -835,6 +839,7 @@ mod tests {
             selectors: vec![],
             flags: Default::default(),
             note: None,
+            aliases: Default::default(),
             logs_pruned: None,
         }
     }

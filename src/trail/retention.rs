@@ -162,6 +162,7 @@ mod tests {
             selectors: vec![],
             flags: Default::default(),
             note: None,
+            aliases: Default::default(),
             logs_pruned: None,
         }
     }

@@ -15,6 +15,7 @@ mod just_vars;
 mod lab;
 mod layout;
 mod monitor;
+mod plan_fidelity;
 mod refusals;
 mod remote;
 mod repo;

@@ -161,6 +161,30 @@ pub fn resolve_node<'a>(ids: impl IntoIterator<Item = &'a String>, token: &str) 
     }
 }
 
+/// [`resolve_node`], where a recipe's name may also be one of its aliases, by namepath (`t` or
+/// `t@p` for `test`, with `alias t := test`): what the token names as typed wins, else what its
+/// alias names.
+pub fn resolve_node_aliased<'a>(
+    ids: impl IntoIterator<Item = &'a String>,
+    token: &str,
+    aliases: &std::collections::BTreeMap<String, String>,
+) -> Result<String, String> {
+    let ids: Vec<&String> = ids.into_iter().collect();
+    let typed = resolve_node(ids.iter().copied(), token);
+    let (name, platform) = match NodeId::parse(token) {
+        Some(node) => (node.task, Some(node.platform)),
+        None => (token.to_string(), None),
+    };
+    match (typed, aliases.get(&name)) {
+        (Ok(id), _) => Ok(id),
+        (Err(_), Some(target)) => {
+            let unaliased = platform.map_or_else(|| target.clone(), |p| format!("{target}@{p}"));
+            resolve_node(ids, &unaliased).map_err(|e| format!("{name:?} is an alias of {target:?}: {e}"))
+        }
+        (Err(e), None) => Err(e),
+    }
+}
+
 /// A task's recipe: its id without the arguments (`ci::fmt(a,b)` → `ci::fmt`).
 fn recipe_of(task: &str) -> &str {
     task.split_once('(').map_or(task, |(recipe, _)| recipe)
@@ -246,5 +270,27 @@ mod tests {
         assert_eq!(resolve_node(&ids, "e2e@aarch64-linux").unwrap(), "ci::e2e@aarch64-linux");
         assert!(resolve_node(&ids, "e2e").unwrap_err().contains("ambiguous"));
         assert!(resolve_node(&ids, "nothing").unwrap_err().contains("no node matches"));
+    }
+
+    #[test]
+    fn aliases_name_their_recipes_nodes() {
+        let ids: Vec<String> =
+            ["deploy(prod)@x86_64-linux", "ci::e2e@x86_64-linux", "ci::e2e@aarch64-linux", "t@x86_64-linux"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        let aliases: std::collections::BTreeMap<String, String> =
+            [("d", "deploy"), ("ci::e", "ci::e2e"), ("t", "gone"), ("x", "missing")]
+                .into_iter()
+                .map(|(a, t)| (a.to_string(), t.to_string()))
+                .collect();
+        let resolve = |token: &str| resolve_node_aliased(&ids, token, &aliases);
+        assert_eq!(resolve("d").unwrap(), "deploy(prod)@x86_64-linux");
+        assert_eq!(resolve("ci::e@aarch64-linux").unwrap(), "ci::e2e@aarch64-linux");
+        assert!(resolve("ci::e").unwrap_err().contains("\"ci::e\" is an alias of \"ci::e2e\""));
+        // What the token names as typed wins over an alias of the same name.
+        assert_eq!(resolve("t").unwrap(), "t@x86_64-linux");
+        assert!(resolve("x").unwrap_err().contains("alias of \"missing\""));
+        assert!(resolve("nothing").unwrap_err().contains("no node matches"));
     }
 }

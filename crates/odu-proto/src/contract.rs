@@ -119,6 +119,9 @@ pub struct StartFlags {
     /// started in that directory would (it looks for the justfile there and above).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dir: Option<String>,
+    /// Answer yes for the `[confirm]` recipes of the run.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub yes: bool,
 }
 
 /// The result of `run.start`.

@@ -1,7 +1,7 @@
 //! From flattened recipes to the plan's tasks: the root's closure, the tasks its calls make, the
 //! needs that priors and `&&` subsequents give them, and their order.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
 
 use petgraph::Direction;
@@ -11,8 +11,19 @@ use super::graph::{self, Reach, node};
 use super::recipe::Recipe;
 use super::{IngestError, Task};
 
-/// The tasks of the root's closure, in plan order.
-pub(super) fn tasks(recipes: &[Recipe<'_>], root: usize) -> Result<Vec<Task>, IngestError> {
+/// The tasks of the root's closure and what else the plan knows of it.
+pub(super) struct Built {
+    /// In plan order.
+    pub(super) tasks: Vec<Task>,
+    /// Each empty-bodied recipe of the closure, by namepath, to the ids of the tasks `just
+    /// <recipe>` runs for it (its priors' and subsequents', expanded), sorted.
+    pub(super) groups: BTreeMap<String, Vec<String>>,
+    /// Each task's place in the order `just <root>` runs them.
+    pub(super) run_order: BTreeMap<String, usize>,
+}
+
+/// The tasks of the root's closure, in plan order, with its groups and just's order.
+pub(super) fn tasks(recipes: &[Recipe<'_>], root: usize) -> Result<Built, IngestError> {
     Closure::of(recipes, root)?.tasks()
 }
 
@@ -67,7 +78,7 @@ impl<'r, 'a> Closure<'r, 'a> {
     }
 
     /// The tasks of the closure, in plan order.
-    fn tasks(&self) -> Result<Vec<Task>, IngestError> {
+    fn tasks(&self) -> Result<Built, IngestError> {
         let root_call = Call { recipe: self.root, args: Vec::new() };
         let root_task = self.recipes[self.root].has_body.then_some(&root_call);
         let index = TaskIndex::new(
@@ -171,6 +182,9 @@ impl<'r, 'a> Closure<'r, 'a> {
             }
         }
 
+        let run_order = self.run_order(&root_call, &index);
+        let groups = self.groups(&index)?;
+
         // Each task number now belongs to exactly one call.
         let TaskIndex { calls, ids: call_ids, number, count, .. } = index;
         let mut ids = vec![String::new(); count];
@@ -204,10 +218,90 @@ impl<'r, 'a> Closure<'r, 'a> {
                 }
             })
             .collect();
+        let run_order = run_order.iter().enumerate().map(|(at, &task)| (ids[task].clone(), at)).collect();
+        let groups = groups
+            .into_iter()
+            .map(|(recipe, tasks)| {
+                let mut tasks: Vec<String> = tasks.iter().map(|&task| ids[task].clone()).collect();
+                tasks.sort_unstable();
+                (self.recipes[recipe].namepath.clone(), tasks)
+            })
+            .collect();
         for (task, &number) in tasks.iter_mut().zip(&ordered) {
             task.id = std::mem::take(&mut ids[number]);
         }
-        Ok(tasks)
+        Ok(Built { tasks, groups, run_order })
+    }
+
+    /// Task numbers in the order `just <root>` runs them: a recipe's priors depth first in the
+    /// order it lists them, then its body, then its subsequents the same way; each call once.
+    fn run_order(&self, root: &Call<'r>, index: &TaskIndex<'_, 'r>) -> Vec<usize> {
+        enum Step<'c, 'r> {
+            Visit(&'c Call<'r>),
+            Body(usize),
+        }
+        let mut order = Vec::with_capacity(index.count);
+        let mut ran_task = vec![false; index.count];
+        let mut ran_group = vec![false; self.recipes.len()];
+        let mut steps = vec![Step::Visit(root)];
+        while let Some(step) = steps.pop() {
+            let call = match step {
+                Step::Body(task) => {
+                    order.push(task);
+                    continue;
+                }
+                Step::Visit(call) => call,
+            };
+            let recipe = &self.recipes[call.recipe];
+            let task = recipe.has_body.then(|| index.of_call(call));
+            let ran = match task {
+                Some(task) => &mut ran_task[task],
+                None => &mut ran_group[call.recipe],
+            };
+            if std::mem::replace(ran, true) {
+                continue;
+            }
+            // Pushed backwards: the stack pops priors first, then the body, then subsequents.
+            let calls = self.calls_of(call.recipe);
+            let (priors, subsequents) = calls.split_at(recipe.priors.min(calls.len()));
+            steps.extend(subsequents.iter().rev().map(Step::Visit));
+            steps.extend(task.map(Step::Body));
+            steps.extend(priors.iter().rev().map(Step::Visit));
+        }
+        order
+    }
+
+    /// Each reached empty-bodied recipe with the task numbers `just <recipe>` runs for it: what
+    /// its priors and its subsequents stand for, an empty-bodied one expanded in turn.
+    fn groups(&self, index: &TaskIndex<'_, 'r>) -> Result<Vec<(usize, Vec<usize>)>, IngestError> {
+        // An edge from each empty-bodied dependency to the empty-bodied recipe that lists it.
+        let mut stands_for = graph::with_nodes(self.recipes.len());
+        for &at in self.walk.iter().filter(|&&at| !self.recipes[at].has_body) {
+            for call in self.calls_of(at) {
+                if !self.recipes[call.recipe].has_body {
+                    stands_for.add_edge(node(call.recipe), node(at), ());
+                }
+            }
+        }
+        let order = graph::topological(&stands_for).map_err(|recipe| self.cycle(recipe))?;
+        let mut expanded: Vec<Option<Vec<usize>>> = vec![None; self.recipes.len()];
+        for at in order {
+            if self.recipes[at].has_body || self.spans[at].is_none() {
+                continue;
+            }
+            let mut found = Vec::new();
+            for call in self.calls_of(at) {
+                if self.recipes[call.recipe].has_body {
+                    found.push(index.of_call(call));
+                } else {
+                    found.extend(expanded[call.recipe].iter().flatten());
+                }
+            }
+            found.sort_unstable();
+            found.dedup();
+            expanded[at] = Some(found);
+        }
+        Ok(expanded.into_iter().enumerate().filter_map(|(at, tasks)| Some((at, tasks?))).collect())
     }
 
     /// The task numbers each reached recipe's priors stand for, sorted: a body-bearing prior is

@@ -24,6 +24,17 @@ pub(super) struct DumpModule<'a> {
     pub(super) recipes: BTreeMap<Name<'a>, DumpRecipe<'a>>,
     #[serde(borrow, deserialize_with = "null_as_default")]
     pub(super) modules: BTreeMap<Name<'a>, DumpModule<'a>>,
+    #[serde(borrow, deserialize_with = "null_as_default")]
+    pub(super) aliases: BTreeMap<Name<'a>, DumpAlias<'a>>,
+}
+
+/// `alias t := test`: just dumps the target's bare name, without a module path, so a target is
+/// read relative to the alias's module.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct DumpAlias<'a> {
+    #[serde(borrow)]
+    pub(super) target: Name<'a>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -74,6 +85,41 @@ pub(super) fn read(json: &str) -> Result<DumpModule<'_>, IngestError> {
     })
 }
 
+/// The recipes of `just --dump` (the justfile as text, one attribute a line) marked
+/// `[metadata("ci")]` with OS attributes, with those attributes sorted: just leaves a recipe whose
+/// OS attributes rule out the machine out of its JSON dump, but not out of its text.
+pub fn os_gated_roots(text: &str) -> Vec<(String, Vec<String>)> {
+    let mut found = Vec::new();
+    let (mut ci, mut os) = (false, BTreeSet::new());
+    for line in text.lines() {
+        if line.starts_with(char::is_whitespace) || line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(attribute) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            let attribute = attribute.trim();
+            if let Some(values) = attribute.strip_prefix("metadata(").and_then(|a| a.strip_suffix(')')) {
+                ci |= values.split(',').any(|value| value.trim() == "\"ci\"" || value.trim() == "'ci'");
+            } else if let Some(name) = OS_ATTRIBUTES.iter().find(|name| **name == attribute) {
+                os.insert(name.to_string());
+            }
+            continue;
+        }
+        let header = line.trim_start_matches('@');
+        let name: String =
+            header.chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '-').collect();
+        let rest = header[name.len()..].trim_start();
+        let is_recipe = !name.is_empty()
+            && !rest.starts_with(":=")
+            && (rest.starts_with(':')
+                || rest.starts_with(|c: char| c.is_alphanumeric() || "+*$".contains(c)));
+        if is_recipe && ci && !os.is_empty() {
+            found.push((name, std::mem::take(&mut os).into_iter().collect()));
+        }
+        (ci, os) = (false, BTreeSet::new());
+    }
+    found
+}
+
 fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
@@ -101,6 +147,16 @@ impl DumpRecipe<'_> {
     /// The first parameter a call without arguments leaves without a value, as written.
     pub(super) fn required_parameter(&self) -> Option<String> {
         self.parameters.iter().find(|parameter| parameter.required()).map(DumpParameter::written)
+    }
+
+    /// Whether the recipe is marked `[confirm]` or `[confirm("prompt")]`: just asks before it
+    /// runs it, unless given `--yes`.
+    pub(super) fn confirms(&self) -> bool {
+        self.attributes.iter().any(|attribute| match attribute {
+            Value::String(name) => name == "confirm",
+            Value::Object(fields) => fields.contains_key("confirm"),
+            _ => false,
+        })
     }
 
     /// Whether the recipe is marked `[metadata("ci")]`: an attribute `{"metadata": "ci"}` or
@@ -273,6 +329,46 @@ mod tests {
         assert!(tagged.is_ci());
         assert!(recipe(r#"{"attributes": [{"metadata": "ci"}]}"#).is_ci());
         assert!(!recipe(r#"{"attributes": ["ci", {"metadata": ["cix"]}, {"group": "ci"}]}"#).is_ci());
+    }
+
+    #[test]
+    fn the_text_dump_shows_roots_the_json_dump_leaves_out() {
+        // As just 1.59 prints `--dump` on Linux.
+        let text = "alias b := build\nstamp := `date`\n\n[metadata(\"ci\")]\n[windows]\nci: build\n\n\
+                    build:\n    echo build\n\n[metadata(\"x\", \"ci\")]\n[macos]\n[unix]\n@other a=\"1\":\n    echo o\n\n\
+                    [metadata(\"ci\")]\nplain:\n    echo p\n\n[linux]\nlin:\n    echo l\n";
+        assert_eq!(
+            os_gated_roots(text),
+            [
+                ("ci".to_string(), vec!["windows".to_string()]),
+                ("other".into(), vec!["macos".into(), "unix".into()])
+            ]
+        );
+        assert!(os_gated_roots("").is_empty());
+    }
+
+    #[test]
+    fn confirm_with_or_without_a_prompt_asks() {
+        // As just 1.59 dumps `[confirm]` and `[confirm("sure?")]`.
+        assert!(recipe(r#"{"attributes": [{"confirm": null}]}"#).confirms());
+        assert!(recipe(r#"{"attributes": ["linux", {"confirm": "sure?"}]}"#).confirms());
+        assert!(recipe(r#"{"attributes": ["confirm"]}"#).confirms());
+        assert!(!recipe(r#"{"attributes": [{"metadata": ["confirm"]}, "linux"]}"#).confirms());
+    }
+
+    #[test]
+    fn aliases_are_read_per_module() {
+        let module = read(
+            r#"{"aliases": {"t": {"attributes": [], "name": "t", "target": "test"}},
+                "modules": {"m": {"aliases": {"b": {"target": "build"}}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(&*module.aliases[&Name(Cow::Borrowed("t"))].target, "test");
+        assert_eq!(
+            &*module.modules[&Name(Cow::Borrowed("m"))].aliases[&Name(Cow::Borrowed("b"))].target,
+            "build"
+        );
+        assert!(read(r#"{"aliases": null}"#).unwrap().aliases.is_empty());
     }
 
     #[test]

@@ -39,6 +39,22 @@ pub enum IngestError {
     Cycle { node: String },
     #[error("selector \"{selector}\" is ambiguous: {} — use the full namepath", .candidates.join(", "))]
     AmbiguousSelector { selector: String, candidates: Vec<String> },
+    #[error(
+        "selector \"{selector}\": \"{alias}\" is an alias of \"{target}\", which the pipeline does not \
+         run: pass --root {target} to run it"
+    )]
+    AliasOutsidePipeline { selector: String, alias: String, target: String },
+    #[error(
+        "root recipe \"{root}\" runs on no lane: {why}, and the lanes are {}: add a host for a \
+         platform it runs on (--host PLATFORM=ADDR), or change its OS attributes", .platforms.join(", ")
+    )]
+    RootRunsNowhere { root: String, why: String, platforms: Vec<String> },
+    #[error(
+        "root recipe \"{root}\" is marked [metadata(\"ci\")] but is only {}, so just on this {here} \
+         machine leaves it out of its dump and no lane can run it (lanes: {}): run odu where just \
+         keeps it, or change its OS attributes", super::select::attributes(.os), .platforms.join(", ")
+    )]
+    RootLeftOut { root: String, os: Vec<String>, here: String, platforms: Vec<String> },
     #[error("selector \"{selector}\" matches no pipeline recipe ({})", selector_candidates_message(.candidates))]
     UnknownSelector { selector: String, candidates: Vec<String> },
 }

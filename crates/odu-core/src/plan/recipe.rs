@@ -1,5 +1,6 @@
 //! The recipes of a dump, flattened out of their modules, and the root among them.
 
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use super::IngestError;
@@ -17,6 +18,8 @@ pub(super) struct Recipe<'a> {
     /// OS attributes, sorted.
     pub(super) os: Vec<&'static str>,
     ci: bool,
+    /// Marked `[confirm]`: just asks before running it, unless given `--yes`.
+    pub(super) confirm: bool,
     /// The first parameter that needs an argument, as written (`env`, `+targets`, `--env`).
     pub(super) required_parameter: Option<String>,
     pub(super) dependencies: Vec<DumpDependency<'a>>,
@@ -27,10 +30,12 @@ pub(super) struct Recipe<'a> {
 }
 
 /// Every recipe of the dump, sorted by namepath so that a namepath is found by binary search
-/// and recipe indices order recipes as their namepaths do.
-pub(super) fn flatten_all(dump: DumpModule<'_>) -> Result<Vec<Recipe<'_>>, IngestError> {
+/// and recipe indices order recipes as their namepaths do; and every alias, by its namepath
+/// (`ci::t`), to its target's (`ci::test`).
+pub(super) fn flatten_all(dump: DumpModule<'_>) -> Result<(Vec<Recipe<'_>>, Aliases), IngestError> {
     let mut recipes = Vec::new();
-    flatten(dump, &Rc::from(""), &mut recipes);
+    let mut aliases = BTreeMap::new();
+    flatten(dump, &Rc::from(""), &mut recipes, &mut aliases);
     recipes.sort_by(|a, b| a.namepath.cmp(&b.namepath));
     // The stable sort leaves recipes that share a namepath adjacent and in dump order. The clash
     // reported is the one whose second recipe comes first in the dump, where adding the recipes
@@ -46,10 +51,19 @@ pub(super) fn flatten_all(dump: DumpModule<'_>) -> Result<Vec<Recipe<'_>>, Inges
             recipe.namepath
         )));
     }
-    Ok(recipes)
+    // just dumps an alias's target without its module path, so a target is found in the alias's
+    // own module; an alias whose target is not there is dropped rather than guessed at.
+    aliases.retain(|_, target| lookup(&recipes, target).is_some());
+    Ok((recipes, aliases))
 }
 
-fn flatten<'a>(module: DumpModule<'a>, path: &Rc<str>, out: &mut Vec<Recipe<'a>>) {
+/// Alias namepath → target namepath.
+pub(super) type Aliases = BTreeMap<String, String>;
+
+fn flatten<'a>(module: DumpModule<'a>, path: &Rc<str>, out: &mut Vec<Recipe<'a>>, aliases: &mut Aliases) {
+    for (name, alias) in module.aliases {
+        aliases.insert(join(path, &name), join(path, &alias.target));
+    }
     for (name, recipe) in module.recipes {
         let namepath = match &recipe.namepath {
             Some(namepath) if !namepath.is_empty() => namepath.to_string(),
@@ -62,6 +76,7 @@ fn flatten<'a>(module: DumpModule<'a>, path: &Rc<str>, out: &mut Vec<Recipe<'a>>
             has_body: recipe.has_body(),
             os: recipe.os(),
             ci: recipe.is_ci(),
+            confirm: recipe.confirms(),
             required_parameter: recipe.required_parameter(),
             dependencies: recipe.dependencies,
             priors,
@@ -69,7 +84,7 @@ fn flatten<'a>(module: DumpModule<'a>, path: &Rc<str>, out: &mut Vec<Recipe<'a>>
         });
     }
     for (name, child) in module.modules {
-        flatten(child, &Rc::from(join(path, &name)), out);
+        flatten(child, &Rc::from(join(path, &name)), out, aliases);
     }
 }
 
@@ -82,11 +97,18 @@ fn lookup(recipes: &[Recipe<'_>], namepath: &str) -> Option<usize> {
     recipes.binary_search_by(|recipe| recipe.namepath.as_str().cmp(namepath)).ok()
 }
 
-pub(super) fn find_root(recipes: &[Recipe<'_>], root: Option<&str>) -> Result<usize, IngestError> {
+/// The root: `--root`'s recipe, a recipe's namepath or an alias of one, else the one
+/// `[metadata("ci")]` recipe.
+pub(super) fn find_root(
+    recipes: &[Recipe<'_>],
+    aliases: &Aliases,
+    root: Option<&str>,
+) -> Result<usize, IngestError> {
     if let Some(root) = root {
-        return lookup(recipes, root).ok_or_else(|| IngestError::UnknownRoot {
+        let target = aliases.get(root).map_or(root, String::as_str);
+        return lookup(recipes, target).ok_or_else(|| IngestError::UnknownRoot {
             root: root.to_string(),
-            candidates: close_namepaths(root, recipes.iter().map(|r| r.namepath.as_str())),
+            candidates: close_names(root, recipes.iter().map(|r| r.namepath.as_str()), aliases),
         });
     }
     let found: Vec<usize> = (0..recipes.len()).filter(|&i| recipes[i].ci).collect();
@@ -96,6 +118,23 @@ pub(super) fn find_root(recipes: &[Recipe<'_>], root: Option<&str>) -> Result<us
             found: found.iter().map(|&i| recipes[i].namepath.clone()).collect(),
         }),
     }
+}
+
+/// Namepaths and aliases that look like `wanted`, closest first, an alias written with its target
+/// (`t (alias of test)`); when nothing looks alike, the first namepaths alphabetically.
+pub(super) fn close_names<'a>(
+    wanted: &str,
+    namepaths: impl Iterator<Item = &'a str> + Clone,
+    aliases: &'a Aliases,
+) -> Vec<String> {
+    let close = close_namepaths(wanted, namepaths.chain(aliases.keys().map(String::as_str)));
+    close
+        .into_iter()
+        .map(|name| match aliases.get(&name) {
+            Some(target) => format!("{name} (alias of {target})"),
+            None => name,
+        })
+        .collect()
 }
 
 /// Namepaths that look like `wanted` (same leaf, containing it, or a few edits away), closest

@@ -575,6 +575,7 @@ fn unmatched_selector_lists_the_pipeline() {
                 os: vec![],
             })
             .collect(),
+        ..Plan::default()
     };
     let message = big.resolve(&[Selector::parse("nope")]).unwrap_err().to_string();
     assert!(message.ends_with("t18, t19, …)"), "{message}");
@@ -658,6 +659,7 @@ fn mermaid_draws_nodes_then_edges_with_safe_names() {
     let collide = Plan {
         root: "r".into(),
         tasks: vec![task("a-b", &[]), task("a_b", &[]), task("say(\"hi\")", &["a-b", "a_b"])],
+        ..Plan::default()
     };
     assert_eq!(
         collide.mermaid(),
@@ -864,8 +866,9 @@ fn hand_written_json_matches_serde_json_byte_for_byte() {
             task("a\n(b,\"c\")", &[], &[&every_ascii], &[]),
             task("plain", &["x\ty"], &["a\n(b,\"c\")", "plain"], &["macos"]),
         ],
+        ..Plan::default()
     };
-    let empty = Plan { root: String::new(), tasks: vec![] };
+    let empty = Plan { root: String::new(), tasks: vec![], ..Plan::default() };
     for plan in [plan(), Plan::from_dump(&pipeline(), Some("ci::lint")).unwrap(), tricky, empty] {
         assert_eq!(plan.digest(), reference_digest(&plan));
         assert_eq!(plan.to_json_pretty(), reference_pretty(&plan));
@@ -886,6 +889,7 @@ fn a_need_outside_the_plan_disables_its_task_and_what_needs_it() {
     let plan = Plan {
         root: "r".into(),
         tasks: vec![task("a", &[]), task("b", &["gone"]), task("c", &["a", "b"]), task("d", &["a"])],
+        ..Plan::default()
     };
     assert_eq!(plan.graph().edge_count(), 3);
     let linux = lane(&plan, "x86_64-linux", &[], false);
@@ -904,4 +908,179 @@ fn a_cycle_is_named_by_its_first_task_whatever_leads_into_it() {
         recipe("ci::e", true, &[("d", &[])], 1),
     ]);
     assert_eq!(Plan::from_dump(&json, None).unwrap_err(), IngestError::Cycle { node: "ci::c".into() });
+}
+
+/// Adds `alias name := target` to the module `module` (empty for the top level) of a dump, the
+/// target written as just dumps it: a bare name.
+fn with_alias(dump: &str, module: &str, name: &str, target: &str) -> String {
+    let mut top: Value = serde_json::from_str(dump).unwrap();
+    let mut at = &mut top;
+    for part in module.split("::").filter(|p| !p.is_empty()) {
+        at = &mut at["modules"][part];
+    }
+    at["aliases"][name] = json!({ "attributes": [], "name": name, "target": target });
+    top.to_string()
+}
+
+/// `ci: clean build test`, `test: (watch 'ltest') && report`, each name out of alphabetical order.
+fn siblings() -> String {
+    dump(vec![
+        tagged(recipe("ci", false, &[("clean", &[]), ("build", &[]), ("test", &[])], 3)),
+        recipe("clean", true, &[], 0),
+        recipe("build", true, &[("gen", &[])], 1),
+        recipe("gen", true, &[], 0),
+        recipe("test", false, &[("watch", &["ltest"]), ("report", &[])], 1),
+        recipe("watch", true, &[], 0),
+        recipe("report", true, &[], 0),
+        recipe("release", true, &[], 0),
+    ])
+}
+
+#[test]
+fn lanes_start_siblings_in_the_order_just_runs_them() {
+    let plan = Plan::from_dump(&siblings(), None).unwrap();
+    // The plan itself stays in rank order, alphabetical within a rank.
+    assert_eq!(ids(&plan.tasks), ["clean", "gen", "watch(ltest)", "build", "report"]);
+    // `just ci` runs clean, gen, build, watch ltest, report: priors depth first, in order.
+    let lane = plan.in_run_order(plan.lane_tasks("x86_64-linux", &[], false));
+    assert_eq!(ids(&lane), ["clean", "gen", "build", "watch(ltest)", "report"]);
+    let order: Vec<(&str, usize)> =
+        plan.context.run_order.iter().map(|(id, at)| (id.as_str(), *at)).collect();
+    assert_eq!(order, [("build", 2), ("clean", 0), ("gen", 1), ("report", 4), ("watch(ltest)", 3)]);
+    // Needs still come first when just's order is missing or disagrees.
+    let mut unranked = plan.clone();
+    unranked.context.run_order = [("gen".to_string(), 0), ("report".to_string(), 1)].into_iter().collect();
+    let lane = unranked.in_run_order(plan.lane_tasks("x86_64-linux", &[], false));
+    assert_eq!(ids(&lane), ["gen", "clean", "watch(ltest)", "report", "build"]);
+}
+
+#[test]
+fn a_recipe_without_a_body_selects_what_it_stands_for() {
+    let plan = Plan::from_dump(&siblings(), None).unwrap();
+    assert_eq!(plan.context.groups["test"], ["report", "watch(ltest)"]);
+    assert_eq!(plan.context.groups["ci"], ["build", "clean", "report", "watch(ltest)"]);
+    let lane = lane(&plan, "x86_64-linux", &["test"], false);
+    let lane: Vec<&str> = lane.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(lane, ["watch(ltest)", "report"]);
+    // A bodyless recipe is a candidate in the message for a selector that matches nothing.
+    let err = plan.resolve(&[Selector::parse("tst")]).unwrap_err();
+    assert!(err.to_string().contains("test"), "{err}");
+}
+
+#[test]
+fn aliases_resolve_in_selectors_and_root() {
+    let json = with_alias(&with_alias(&siblings(), "", "b", "build"), "", "r", "release");
+    let json = with_alias(&json, "", "t", "test");
+    let plan = Plan::from_dump(&json, None).unwrap();
+    assert_eq!(selectors(&plan, &["b"])[0].tasks, ["build"]);
+    assert_eq!(selectors(&plan, &["t@x86_64-linux"])[0].tasks, ["report", "watch(ltest)"]);
+    // An alias of a recipe outside the pipeline says so, and how to run it.
+    let err = plan.resolve(&[Selector::parse("r")]).unwrap_err();
+    assert_eq!(
+        err,
+        IngestError::AliasOutsidePipeline {
+            selector: "r".into(),
+            alias: "r".into(),
+            target: "release".into()
+        }
+    );
+    assert!(err.to_string().contains("--root release"), "{err}");
+    // A near miss lists the aliases with their targets.
+    let err = plan.resolve(&[Selector::parse("nothing")]).unwrap_err();
+    assert!(err.to_string().contains("b (alias of build)"), "{err}");
+    assert!(!err.to_string().contains("r (alias of release)"), "{err}");
+    // `--root` takes an alias; an unknown root names the close alias and its target.
+    let root = Plan::from_dump(&json, Some("r")).unwrap();
+    assert_eq!((root.root.as_str(), ids(&root.tasks)), ("release", vec!["release"]));
+    let err = Plan::from_dump(&json, Some("rr")).unwrap_err();
+    let IngestError::UnknownRoot { candidates, .. } = &err else { panic!("{err:?}") };
+    assert!(candidates.contains(&"r (alias of release)".to_string()), "{candidates:?}");
+}
+
+#[test]
+fn a_module_alias_targets_its_own_module() {
+    let json = dump(vec![
+        tagged(recipe("ci::default", false, &[("lint", &[])], 1)),
+        recipe("ci::lint", true, &[], 0),
+        recipe("lint", true, &[], 0),
+    ]);
+    let json = with_alias(&json, "ci", "l", "lint");
+    let plan = Plan::from_dump(&json, None).unwrap();
+    assert_eq!(plan.context.aliases["ci::l"], "ci::lint");
+    assert_eq!(selectors(&plan, &["ci::l"])[0].tasks, ["ci::lint"]);
+    // Only one module has `l`: the bare alias finds it.
+    assert_eq!(selectors(&plan, &["l"])[0].tasks, ["ci::lint"]);
+    // An alias whose target is not in its module is dropped, not guessed at.
+    let stray = with_alias(&json, "ci", "x", "missing");
+    assert!(!Plan::from_dump(&stray, None).unwrap().context.aliases.contains_key("ci::x"));
+}
+
+#[test]
+fn confirm_recipes_are_named_and_answered_with_yes() {
+    let json = dump(vec![
+        tagged(recipe("ci", false, &[("deploy", &["prod"]), ("build", &[])], 2)),
+        with_attributes(recipe("deploy", true, &[], 0), json!([{ "confirm": "sure?" }])),
+        recipe("build", true, &[], 0),
+        with_attributes(recipe("unused", true, &[], 0), json!([{ "confirm": null }])),
+    ]);
+    let plan = Plan::from_dump(&json, None).unwrap();
+    assert_eq!(plan.context.confirm.iter().collect::<Vec<_>>(), ["deploy"]);
+    assert_eq!(plan.asking(&plan.tasks), ["deploy"]);
+    let deploy = task(&plan, "deploy(prod)");
+    assert_eq!(plan.argv(deploy, false), ["just", "--no-deps", "deploy", "prod"]);
+    assert_eq!(plan.argv(deploy, true), ["just", "--yes", "--no-deps", "deploy", "prod"]);
+    assert_eq!(plan.argv(task(&plan, "build"), true), ["just", "--no-deps", "build"]);
+}
+
+#[test]
+fn lanes_say_what_their_os_drops_and_a_root_no_lane_runs_is_refused() {
+    let json = dump(vec![
+        tagged(recipe("ci", true, &[("lin", &[]), ("build", &[])], 2)),
+        with_attributes(recipe("lin", true, &[], 0), json!(["linux"])),
+        recipe("build", true, &[], 0),
+    ]);
+    let plan = Plan::from_dump(&json, None).unwrap();
+    let (tasks, dropped) = plan.lane("aarch64-darwin", &[], false);
+    assert_eq!(ids(&tasks), ["build"]);
+    let said: Vec<String> = dropped.iter().map(ToString::to_string).collect();
+    assert_eq!(said, ["lin (only [linux])", "ci (needs lin)"]);
+    assert!(plan.lane("x86_64-linux", &[], false).1.is_empty());
+    let lanes = |platforms: &[&str]| -> Vec<(String, Vec<Task>, Vec<Dropped>)> {
+        platforms
+            .iter()
+            .map(|p| {
+                let (tasks, dropped) = plan.lane(p, &[], false);
+                (p.to_string(), tasks, dropped)
+            })
+            .collect()
+    };
+    let err = plan.check_root_runs(&lanes(&["aarch64-darwin"])).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "root recipe \"ci\" runs on no lane: it needs lin, which is only [linux], and the lanes are \
+         aarch64-darwin: add a host for a platform it runs on (--host PLATFORM=ADDR), or change its OS \
+         attributes"
+    );
+    assert_eq!(plan.check_root_runs(&lanes(&["aarch64-darwin", "x86_64-linux"])), Ok(()));
+
+    // An empty-bodied root whose own OS attributes rule a lane out takes the whole lane.
+    let json = dump(vec![
+        with_attributes(
+            recipe("ci", false, &[("build", &[])], 1),
+            json!(["windows", { "metadata": ["ci"] }]),
+        ),
+        recipe("build", true, &[], 0),
+    ]);
+    let plan = Plan::from_dump(&json, None).unwrap();
+    let (tasks, dropped) = plan.lane("x86_64-linux", &[], false);
+    assert!(tasks.is_empty());
+    assert_eq!(dropped[0].to_string(), "build (root ci is only [windows])");
+    let (tasks, _) = plan.lane("x86_64-linux", &selectors(&plan, &["build"]), false);
+    assert_eq!(ids(&tasks), ["build"], "a selection does not go through the root");
+    let (tasks, dropped) = plan.lane("x86_64-linux", &[], false);
+    let err = plan.check_root_runs(&[("x86_64-linux".into(), tasks, dropped)]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("\"ci\" runs on no lane: it is only [windows], and the lanes are x86_64-linux")
+    );
 }
