@@ -497,8 +497,9 @@ impl LaneLink {
             };
             for view in nodes {
                 // A node that starts has its log named the latest before anyone hears it started
-                // (the setup log was named when the lane's logs were made).
-                if view.status == odu_core::NodeStatus::Running
+                // (the setup log was named when the lane's logs were made). A node fast enough
+                // to be first seen already ended started all the same.
+                if (view.status == odu_core::NodeStatus::Running || view.started_at.is_some())
                     && view.id != SETUP
                     && self.published.insert(view.id.clone())
                     && let Err(e) = logs.publish(&view.id)

@@ -261,3 +261,24 @@ fn a_live_run_is_never_pruned() {
     assert_log(&repo, &run(2), &said(&run(2)));
     stop_server(&repo);
 }
+
+#[test]
+fn a_node_first_seen_already_ended_still_names_its_latest_log() {
+    // Forty trivial nodes on a lane with no cap: many end before the lane ever reports them
+    // running, and each must still be named at the latest path.
+    let mut justfile = String::from("[metadata(\"ci\")]\nci:");
+    for i in 0..40 {
+        justfile.push_str(&format!(" n{i}"));
+    }
+    justfile.push('\n');
+    for i in 0..40 {
+        justfile.push_str(&format!("n{i}:\n    @echo quick {i}\n"));
+    }
+    let repo = Repo::new(&justfile);
+    run_green(&repo, &[]);
+    for i in 0..40 {
+        let path = repo.path().join(format!(".ci/{}/{}/n{i}.log", repo.sha7(), local_platform()));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(text, format!("quick {i}\n"), "{}", path.display());
+    }
+}
