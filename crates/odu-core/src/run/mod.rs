@@ -759,11 +759,22 @@ impl Run {
         if *node == next {
             return;
         }
-        let from = node.status;
+        let (from, generation) = (node.status, node.generation);
         *node = next;
         touched.insert(pos);
         if from != node.status {
-            fx.transitions.push(Transition { node: self.order[pos].clone(), from, to: node.status });
+            // A node first seen already ended (its running view folded away on the way) still
+            // ran: every face hears it start before it hears it end.
+            let ran_unseen = node.status.is_terminal()
+                && node.started_at.is_some()
+                && (from == NodeStatus::Pending || (from.is_terminal() && generation != node.generation));
+            if ran_unseen {
+                let id = self.order[pos].clone();
+                fx.transitions.push(Transition { node: id.clone(), from, to: NodeStatus::Running });
+                fx.transitions.push(Transition { node: id, from: NodeStatus::Running, to: node.status });
+            } else {
+                fx.transitions.push(Transition { node: self.order[pos].clone(), from, to: node.status });
+            }
         }
     }
 

@@ -910,3 +910,23 @@ fn random_runs_keep_every_rule() {
         assert!(outcomes.contains_key(&ending), "no run ended {ending:?}: {outcomes:?}");
     }
 }
+
+#[test]
+fn a_node_first_seen_ended_is_heard_to_start_before_it_ends() {
+    let mut sim = Sim::new(&[("x86_64-linux", vec![task("build", &[])])]);
+    let cell = sim.run.nodes_cell();
+    let mut mirror = Run::mirror(&sim.run.header(), &cell.order, &cell.nodes);
+    let _ = mirror.apply(RunEvent::Observed { views: cell.nodes.clone() });
+    sim.start_all();
+    sim.exit("_ci-setup@x86_64-linux", 0);
+    sim.exit("build@x86_64-linux", 0);
+    // The client hears only each node's last state: its running view was folded away.
+    let fx = mirror.apply(RunEvent::Observed { views: sim.run.nodes_cell().nodes.clone() });
+    let heard: Vec<_> = fx
+        .transitions
+        .iter()
+        .filter(|t| t.node == id("build@x86_64-linux"))
+        .map(|t| (t.from, t.to))
+        .collect();
+    assert_eq!(heard, [(NodeStatus::Pending, NodeStatus::Running), (NodeStatus::Running, NodeStatus::Ok)]);
+}
