@@ -179,6 +179,10 @@ pub struct RunArgs {
     /// When this starts a server, it exits after this long with nothing to do.
     #[arg(long, value_name = "DURATION", default_value = DEFAULT_IDLE)]
     pub idle_timeout: String,
+    /// After the verdict, wait this long for GitHub to take the run's statuses; the server
+    /// keeps posting what is still owed.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub post_wait: String,
 }
 
 #[derive(Debug, Args)]

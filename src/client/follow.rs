@@ -81,6 +81,7 @@ pub async fn follow(
     run: &str,
     face: Box<dyn Face>,
     owned: bool,
+    post_wait: Option<std::time::Duration>,
 ) -> CliResult<i32> {
     let mut replica = Replica::new(face);
     let header_stream = client.send(HEADER_GET, json!({"run": run})).await.map_err(refused)?;
@@ -103,6 +104,12 @@ pub async fn follow(
                             replica.apply(views, order);
                         }
                         if ended {
+                            // The run's own client gives GitHub a bounded while to take
+                            // what the run posts.
+                            let deadline = tokio::time::Instant::now() + post_wait.unwrap_or_default();
+                            if post_wait.is_some() {
+                                await_posting(client, header_stream, &mut replica, deadline).await;
+                            }
                             break;
                         }
                     }
@@ -178,6 +185,9 @@ pub async fn follow(
     };
     let summary = verdict(run, colors_enabled(std::io::stderr().is_terminal()));
     say(summary.trim_end_matches('\n'));
+    if let Some(line) = replica.header.as_ref().and_then(posting_warning) {
+        say(line);
+    }
     for line in setup_failures(run) {
         say(format!("odu: {line}"));
     }
@@ -185,6 +195,43 @@ pub async fn follow(
         say(format!("odu: {line}"));
     }
     Ok(super::exit_code(run, EXIT_RED))
+}
+
+/// Reads the ended run's header until its poster owes GitHub nothing (or gave up), or until
+/// `deadline`.
+async fn await_posting(
+    client: &mut SurfaceClient,
+    header_stream: u64,
+    replica: &mut Replica,
+    deadline: tokio::time::Instant,
+) {
+    let owing = |replica: &Replica| {
+        replica.header.as_ref().and_then(|h| h.posting.as_ref()).is_some_and(|p| p.owed > 0 && p.trying)
+    };
+    while owing(replica) {
+        let Ok(Ok(Some(event))) = tokio::time::timeout_at(deadline, client.next()).await else { return };
+        if let ClientEvent::Item { stream, value } = event
+            && stream == header_stream
+            && let Ok(HeaderFrame::Snapshot { header, .. }) = serde_json::from_str(value.get())
+        {
+            replica.observe_header(header);
+        }
+    }
+}
+
+/// One line while a run still owes GitHub statuses (or gave up on some).
+pub fn posting_warning(header: &odu_proto::Header) -> Option<String> {
+    let posting = header.posting.as_ref().filter(|p| p.owed > 0)?;
+    let n = posting.owed;
+    let statuses = if n == 1 { "1 GitHub status" } else { &format!("{n} GitHub statuses") };
+    let why = posting.last_error.as_deref().map(|e| format!(" (last error: {e})")).unwrap_or_default();
+    Some(if posting.trying {
+        format!(
+            "odu: ⚠ {statuses} not posted yet{why}: the server keeps posting; odu status shows what is owed"
+        )
+    } else {
+        format!("odu: ⚠ {statuses} never reached GitHub{why}: the run's record lists them under unposted")
+    })
 }
 
 /// What the run could not write to the checkout's disk, one line each: the logs cut short

@@ -44,6 +44,6 @@ pub fn attach(args: crate::cli::AttachArgs) -> CliResult<i32> {
         };
         let header = header_of(&mut client, &args.run.run).await?;
         defer_to_the_run(&header);
-        crate::client::follow::follow(&mut client, &header.run, face, false).await
+        crate::client::follow::follow(&mut client, &header.run, face, false, None).await
     })
 }

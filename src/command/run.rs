@@ -41,6 +41,7 @@ pub fn run(args: RunArgs) -> CliResult<i32> {
         return Err(CliError::refused("--jobs must be at least 1"));
     }
     super::parse_duration(&args.idle_timeout, "--idle-timeout")?;
+    let post_wait = super::parse_duration(&args.post_wait, "--post-wait")?;
     let repo = git::toplevel(&super::current_dir()?)?;
     let progress_json = args.progress == Some(ProgressFormat::Json);
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -75,6 +76,6 @@ pub fn run(args: RunArgs) -> CliResult<i32> {
         } else {
             Box::new(PlainFace::new(false))
         };
-        follow(&mut client, &started.run, face, true).await
+        follow(&mut client, &started.run, face, true, Some(post_wait)).await
     })
 }

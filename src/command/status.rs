@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::cli::{OutputFormat, StatusArgs};
 use crate::client::query::{header_of, nodes_of, runtime, stored, stored_mirror};
 use crate::client::{connect, exit_code, mirror_of};
-use crate::error::{CliResult, out, outln};
+use crate::error::{CliResult, out, outln, say};
 
 pub fn status(args: StatusArgs) -> CliResult<i32> {
     let repo = super::repo()?;
@@ -27,7 +27,7 @@ pub fn status(args: StatusArgs) -> CliResult<i32> {
                 .collect();
             let value = json!({
                 "run": header.run, "pipeline": header.pipeline, "live": live, "phase": header.phase,
-                "outcome": header.outcome, "nodes": rows,
+                "outcome": header.outcome, "nodes": rows, "posting": header.posting,
             });
             outln(serde_json::to_string_pretty(&value).expect("json"))?;
         } else {
@@ -37,6 +37,9 @@ pub fn status(args: StatusArgs) -> CliResult<i32> {
                 text.push_str(&format!("{} {:<9} {}\n", n.status.glyph(), n.status.as_str(), n.id));
             }
             out(text.as_bytes())?;
+        }
+        if let Some(line) = crate::client::follow::posting_warning(&header) {
+            say(line);
         }
         // A run in progress is red once it settled red.
         Ok(exit_code(&mirror_of(&header, &order, nodes), EXIT_PASSED))
@@ -58,6 +61,10 @@ fn idle_status(repo: &Path, run: &Option<String>, output: OutputFormat) -> CliRe
         for n in &record.nodes {
             outln(format!("{} {:<9} {}", n.status.glyph(), n.status.as_str(), n.id))?;
         }
+    }
+    if let Some(line) = crate::client::follow::posting_warning(&crate::trail::ledger::stored_header(&record))
+    {
+        say(line);
     }
     Ok(exit_code(&stored_mirror(&record), EXIT_RED))
 }
