@@ -192,7 +192,7 @@ pub struct Server {
     /// Print a line per run start and end (a foreground `odu serve`).
     verbose: bool,
     /// The posters of runs that ended while they still owed GitHub statuses.
-    posting: Mutex<Vec<watch::Receiver<github::Report>>>,
+    posting: Mutex<Vec<(String, watch::Receiver<github::Report>)>>,
 }
 
 /// A client's place among the server's clients, for as long as it lives.
@@ -492,13 +492,20 @@ impl Server {
     /// A poster of an ended run still tries to post what it owes.
     fn owes_statuses(&self) -> bool {
         let mut posting = self.posting.lock().expect("posting lock");
-        posting.retain(|report| !report.borrow().done && report.has_changed().is_ok());
+        posting.retain(|(_, report)| !report.borrow().done && report.has_changed().is_ok());
         !posting.is_empty()
+    }
+
+    /// How posting stands for an ended run whose poster still works.
+    pub fn posting_of(&self, run: &str) -> Option<odu_proto::Posting> {
+        let posting = self.posting.lock().expect("posting lock");
+        posting.iter().find(|(r, _)| r == run).map(|(_, report)| report.borrow().posting())
     }
 
     /// Waits (bounded) for the posters of ended runs to finish.
     async fn finish_posting(&self, bound: Duration) {
-        let watches: Vec<_> = self.posting.lock().expect("posting lock").clone();
+        let watches: Vec<_> =
+            self.posting.lock().expect("posting lock").iter().map(|(_, w)| w.clone()).collect();
         let all = async {
             for mut watch in watches {
                 let _ = watch.wait_for(|r| r.done || r.settled).await;
@@ -518,14 +525,14 @@ impl Server {
         handles: &RunHandles,
     ) {
         let mut watch = poster.watch();
-        if watch.borrow().done {
-            return;
-        }
-        self.posting.lock().expect("posting lock").push(watch.clone());
+        self.posting.lock().expect("posting lock").push((record.reference(), watch.clone()));
         let (ci, hub) = (self.ci.clone(), handles.header.clone());
         tokio::spawn(async move {
             let _keep = poster;
-            while watch.changed().await.is_ok() {
+            // The report as it stands first (the poster may have finished already), then each
+            // change.
+            let mut first = true;
+            while std::mem::take(&mut first) || watch.changed().await.is_ok() {
                 let report = watch.borrow_and_update().clone();
                 if report.owed != record.unposted {
                     record.unposted = report.owed.clone();

@@ -6,6 +6,8 @@
 
 mod bad_input;
 mod cli_run;
+mod fake_github;
+mod github;
 mod golden_frames;
 mod harness;
 mod just_fidelity;

@@ -253,8 +253,12 @@ impl PostTask {
                 Err(e) => Failure::Passing(e.clone()),
             };
             match failure {
-                Failure::Limited(_) => return,
+                Failure::Limited(e) => {
+                    self.queue.unread(&e);
+                    return;
+                }
                 Failure::Passing(e) | Failure::Refused(e) | Failure::Full(e) => {
+                    self.queue.unread(&e);
                     self.seed_attempts += 1;
                     note(&format!("cannot read the commit's existing statuses: {e}"));
                     if self.seed_attempts >= MAX_ATTEMPTS {

@@ -169,6 +169,13 @@ impl Queue {
         }
     }
 
+    /// Reading what GitHub shows failed with `error`: every context still owed says so.
+    pub fn unread(&mut self, error: &str) {
+        for c in self.contexts.values_mut().filter(|c| c.owed()) {
+            c.last_error = Some(error.to_string());
+        }
+    }
+
     /// What is owed, by context.
     pub fn owed(&self) -> Vec<Unposted> {
         self.contexts

@@ -1,0 +1,349 @@
+//! GitHub commit statuses, end to end: the real odu posts to the fake GitHub of
+//! `fake_github.rs` (through `ODU_GITHUB_API`), and each test asserts what GitHub ends up
+//! showing, in order.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::fake_github::{Fake, TOKEN, early_requests};
+use crate::harness::{DEADLINE, until};
+use crate::repo::{Repo, Running, local_platform, server_pid, stderr, stop_server};
+
+/// A repo whose origin is on GitHub, and recipes that wait for their gate file to appear.
+struct Setup {
+    repo: Repo,
+    fake: Fake,
+    gates: tempfile::TempDir,
+    p: String,
+}
+
+fn gated(gates: &Path, name: &str) -> String {
+    format!("{name}:\n    @until [ -e {}/{name} ]; do sleep 0.02; done\n", gates.display())
+}
+
+impl Setup {
+    /// `recipes` is the justfile's body after the gates directory is known: `{gates}` in it
+    /// is replaced.
+    fn new(justfile: impl FnOnce(&Path) -> String) -> Setup {
+        let gates = tempfile::tempdir().unwrap();
+        let repo = Repo::new(&justfile(gates.path()));
+        repo.git(&["remote", "add", "origin", "https://github.com/acme/app.git"]);
+        Setup { repo, fake: Fake::start(), gates, p: local_platform() }
+    }
+
+    fn odu(&self, args: &[&str]) -> Command {
+        let mut cmd = self.repo.odu(args);
+        cmd.env("GH_TOKEN", TOKEN).env("ODU_GITHUB_API", self.fake.base()).env_remove("GITHUB_TOKEN");
+        cmd
+    }
+
+    fn open(&self, gate: &str) {
+        std::fs::write(self.gates.path().join(gate), "").unwrap();
+    }
+
+    fn ctx(&self, task: &str) -> String {
+        format!("{task}@{}", self.p)
+    }
+
+    fn log(&self, task: &str) -> String {
+        format!(".ci/{}/{}/{task}.log", self.repo.sha7(), self.p)
+    }
+
+    /// Waits until GitHub shows `want` as the latest of `context`.
+    fn wait_latest(&self, context: &str, want: &str) {
+        until(&format!("{context} to show {want}"), DEADLINE, || {
+            self.fake.latest().get(context).is_some_and(|s| s.starts_with(want))
+        });
+    }
+
+    fn sha(&self) -> String {
+        self.repo.git(&["rev-parse", "HEAD"]).trim().to_string()
+    }
+}
+
+/// `Succeeded (0s): <log>` or `(1s)`: durations are real.
+fn terminal(seq: &str, state: &str, word: &str, log: &str) -> bool {
+    let Some(rest) = seq.strip_prefix(&format!("{state} {word} (")) else { return false };
+    let Some((dur, path)) = rest.split_once("): ") else { return false };
+    dur.ends_with('s') && dur[..dur.len() - 1].chars().all(|c| c.is_ascii_digit()) && path == log
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            out.extend(files_under(&path));
+        } else if kind.is_file() {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// The latest run's whole record, as the ledger file holds it.
+fn last_record(repo: &Repo) -> serde_json::Value {
+    let dir = repo.path().join(format!(".ci/{}/runs", repo.sha7()));
+    let seq = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".json")?.parse::<u64>().ok())
+        .max()
+        .expect("a record");
+    let text = std::fs::read_to_string(dir.join(format!("{seq}.json"))).unwrap();
+    serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+}
+
+#[test]
+fn a_green_run_posts_pending_then_success_per_node_and_the_token_stays_in_the_server() {
+    let s =
+        Setup::new(|g| format!("[metadata(\"ci\")]\nci: a b\n{}{}", gated(g, "a"), "b:\n    @env | sort\n"));
+    let run = Running::spawn(s.odu(&["run"]));
+    s.wait_latest(&s.ctx("a"), "pending");
+    // The server holds the token in memory only: not in its environment.
+    let server = server_pid(s.repo.path()).expect("a server");
+    let environ = std::fs::read(format!("/proc/{server}/environ")).unwrap();
+    assert!(!String::from_utf8_lossy(&environ).contains(TOKEN), "the token is in the server's environment");
+    s.open("a");
+    let (code, err) = run.finish();
+    assert_eq!(code, Some(0), "{err}");
+    s.wait_latest(&s.ctx("a"), "success");
+    let a = s.fake.sequence(&s.ctx("a"));
+    assert_eq!(a.len(), 2, "{a:?}");
+    assert_eq!(a[0], format!("pending Running: {}", s.log("a")));
+    assert!(terminal(&a[1], "success", "Succeeded", &s.log("a")), "{a:?}");
+    for task in ["b", "_ci-setup"] {
+        let seq = s.fake.sequence(&s.ctx(task));
+        assert!(terminal(seq.last().unwrap(), "success", "Succeeded", &s.log(task)), "{task}: {seq:?}");
+        assert!(seq.len() <= 2, "at most pending then success: {seq:?}");
+        if seq.len() == 2 {
+            assert_eq!(seq[0], format!("pending Running: {}", s.log(task)));
+        }
+    }
+    let contexts: std::collections::BTreeSet<String> =
+        s.fake.statuses().into_iter().map(|p| p.context).collect();
+    assert_eq!(contexts, [s.ctx("_ci-setup"), s.ctx("a"), s.ctx("b")].into_iter().collect());
+    let requests = s.fake.requests();
+    assert!(requests.iter().all(|r| r.status != 401), "every request carried the token");
+    assert!(requests.iter().all(|r| r.authorization.as_deref() == Some(&format!("Bearer {TOKEN}"))));
+    assert_eq!(requests[0].method, "GET", "the commit's statuses are read before the first post");
+    assert!(requests[0].path.ends_with(&format!("/repos/acme/app/commits/{}/statuses", s.sha())));
+    assert!(s.fake.statuses().iter().all(|p| p.sha == s.sha()));
+    // The lane's environment (b printed it into its log) and everything under .ci: no token.
+    let b = std::fs::read_to_string(s.repo.path().join(s.log("b"))).unwrap();
+    assert!(b.contains("ODU_RUN="), "{b}");
+    for file in files_under(&s.repo.path().join(".ci")) {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        assert!(!String::from_utf8_lossy(&bytes).contains(TOKEN), "the token is in {}", file.display());
+    }
+    assert!(!b.contains("GH_TOKEN"), "{b}");
+    until("the record to say nothing is owed", DEADLINE, || {
+        last_record(&s.repo)["unposted"] == serde_json::json!([])
+    });
+    stop_server(&s.repo);
+}
+
+#[test]
+fn a_red_run_posts_failure_and_nothing_for_the_skipped_dependents() {
+    let s = Setup::new(|g| {
+        format!(
+            "[metadata(\"ci\")]\nci: c\nc: a\n    @echo c\n{}",
+            gated(g, "a").replace("done\n", "done; exit 3\n")
+        )
+    });
+    let run = Running::spawn(s.odu(&["run"]));
+    s.wait_latest(&s.ctx("a"), "pending");
+    s.open("a");
+    let (code, err) = run.finish();
+    assert_eq!(code, Some(1), "{err}");
+    s.wait_latest(&s.ctx("a"), "failure");
+    let a = s.fake.sequence(&s.ctx("a"));
+    assert_eq!(a[0], format!("pending Running: {}", s.log("a")));
+    assert!(terminal(&a[1], "failure", "Failed", &s.log("a")), "{a:?}");
+    assert_eq!(a.len(), 2);
+    assert!(s.fake.sequence(&s.ctx("c")).is_empty(), "a skipped node posts nothing");
+    stop_server(&s.repo);
+}
+
+#[test]
+fn a_second_run_of_the_same_commit_does_not_repost_what_github_shows() {
+    let s = Setup::new(|g| format!("[metadata(\"ci\")]\nci: a\n{}", gated(g, "a")));
+    s.open("a");
+    let out = s.odu(&["run"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let first = s.fake.statuses().len();
+    let out = s.odu(&["run"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let all = s.fake.statuses();
+    for ctx in [s.ctx("a"), s.ctx("_ci-setup")] {
+        let seq = s.fake.sequence(&ctx);
+        assert!(seq.windows(2).all(|w| w[0] != w[1]), "a status posted twice in a row on {ctx}: {seq:?}");
+        assert!(seq.last().unwrap().starts_with("success"), "{seq:?}");
+    }
+    assert!(all.len() >= first, "{all:?}");
+    // Each run read the commit's statuses before its first post.
+    let requests = s.fake.requests();
+    let reads: Vec<usize> =
+        requests.iter().enumerate().filter(|(_, r)| r.method == "GET").map(|(i, _)| i).collect();
+    assert_eq!(reads.len(), 2, "{requests:?}");
+    stop_server(&s.repo);
+}
+
+#[test]
+fn ctrl_c_mid_run_turns_the_running_nodes_pending_into_error() {
+    let s = Setup::new(|g| format!("[metadata(\"ci\")]\nci: a\n{}", gated(g, "a")));
+    let run = Running::spawn(s.odu(&["run"]));
+    s.wait_latest(&s.ctx("a"), "pending");
+    run.signal(libc::SIGINT);
+    let (code, err) = run.finish();
+    assert_eq!(code, Some(130), "{err}");
+    s.wait_latest(&s.ctx("a"), "error");
+    let a = s.fake.sequence(&s.ctx("a"));
+    assert_eq!(a.len(), 2, "{a:?}");
+    assert!(terminal(&a[1], "error", "Cancelled", &s.log("a")), "{a:?}");
+    stop_server(&s.repo);
+}
+
+#[test]
+fn a_server_killed_mid_run_and_a_new_run_post_nothing_twice_and_leave_foreign_contexts_alone() {
+    let s = Setup::new(|g| format!("[metadata(\"ci\")]\nci: a\n{}", gated(g, "a")));
+    let sha = s.sha();
+    s.fake.with(|f| {
+        f.statuses.push(crate::fake_github::Posted {
+            sha: sha.clone(),
+            context: "ci/other".into(),
+            state: "pending".into(),
+            description: "someone else's".into(),
+        })
+    });
+    let run = Running::spawn(s.odu(&["run"]));
+    s.wait_latest(&s.ctx("a"), "pending");
+    let server = server_pid(s.repo.path()).expect("a server");
+    // SAFETY: killing the server this test started.
+    unsafe { libc::kill(server, libc::SIGKILL) };
+    let (code, _) = run.finish();
+    assert_ne!(code, Some(0));
+    let before = s.fake.requests().len();
+    s.open("a");
+    let out = s.odu(&["run"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    s.wait_latest(&s.ctx("a"), "success");
+    let requests = s.fake.requests();
+    assert_eq!(requests[before].method, "GET", "the new server reads GitHub before posting");
+    let a = s.fake.sequence(&s.ctx("a"));
+    assert_eq!(a.len(), 2, "the pending GitHub already showed was not posted again: {a:?}");
+    assert!(terminal(&a[1], "success", "Succeeded", &s.log("a")), "{a:?}");
+    assert!(
+        requests.iter().filter(|r| r.method == "POST").all(|r| r.body["context"] != "ci/other"),
+        "a foreign context was touched"
+    );
+    stop_server(&s.repo);
+}
+
+#[test]
+fn a_throttle_on_every_fourth_post_is_waited_out_and_every_final_status_lands() {
+    let tasks = ["a", "b", "c", "d", "e", "f"];
+    let s = Setup::new(|_| {
+        let mut j = format!("[metadata(\"ci\")]\nci: {}\n", tasks.join(" "));
+        for t in tasks {
+            j.push_str(&format!("{t}:\n    @echo {t}\n"));
+        }
+        j
+    });
+    s.fake.with(|f| f.throttle = Some((4, 1)));
+    let out = s.odu(&["run"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut all: Vec<String> = tasks.iter().map(|t| s.ctx(t)).collect();
+    all.push(s.ctx("_ci-setup"));
+    until("every final status", DEADLINE, || {
+        let latest = s.fake.latest();
+        all.iter().all(|c| latest.get(c).is_some_and(|l| l.starts_with("success")))
+    });
+    let requests = s.fake.requests();
+    assert!(requests.iter().any(|r| r.status == 403), "the fake throttled");
+    assert_eq!(early_requests(&requests), Vec::<String>::new(), "requests sent before their retry-after");
+    stop_server(&s.repo);
+}
+
+#[test]
+fn a_primary_limit_is_waited_out_until_its_reset() {
+    let s = Setup::new(|_| "[metadata(\"ci\")]\nci: a\na:\n    @echo a\n".into());
+    s.fake.with(|f| f.primary_once = Some(1));
+    let out = s.odu(&["run"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    s.wait_latest(&s.ctx("a"), "success");
+    let requests = s.fake.requests();
+    assert!(requests[0].reset.is_some(), "{requests:?}");
+    assert_eq!(early_requests(&requests), Vec::<String>::new());
+    stop_server(&s.repo);
+}
+
+#[test]
+fn an_api_that_is_down_changes_no_verdict_and_the_record_lists_what_is_owed() {
+    let s = Setup::new(|_| "[metadata(\"ci\")]\nci: a\na:\n    @echo a\n".into());
+    s.fake.with(|f| f.down = true);
+    let out = s.odu(&["run", "--post-wait", "2s"]).output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("GitHub statuses not posted yet"), "{err}");
+    assert!(err.contains("503"), "{err}");
+    let record = last_record(&s.repo);
+    let owed = record["unposted"].as_array().expect("unposted").clone();
+    let contexts: Vec<&str> = owed.iter().filter_map(|u| u["context"].as_str()).collect();
+    assert!(contexts.contains(&s.ctx("a").as_str()), "{record}");
+    assert!(owed.iter().all(|u| u["state"] == "success"), "{record}");
+    assert!(owed.iter().any(|u| u["last_error"].as_str().is_some_and(|e| e.contains("503"))), "{record}");
+    let status = s.repo.run(&["status"]);
+    assert!(stderr(&status).contains("not posted yet"), "{}", stderr(&status));
+    // Once GitHub is back, the server posts what it owes and the record says so.
+    s.fake.with(|f| f.down = false);
+    s.wait_latest(&s.ctx("a"), "success");
+    until("the record to owe nothing", Duration::from_secs(90), || {
+        last_record(&s.repo)["unposted"] == serde_json::json!([])
+    });
+    stop_server(&s.repo);
+}
+
+#[test]
+fn no_post_sends_no_request_and_a_missing_token_or_a_foreign_origin_is_refused() {
+    let s = Setup::new(|_| "[metadata(\"ci\")]\nci: a\na:\n    @echo a\n".into());
+    let out = s
+        .repo
+        .odu(&["run"])
+        .env("ODU_GITHUB_API", s.fake.base())
+        .env_remove("GH_TOKEN")
+        .env_remove("GITHUB_TOKEN")
+        .env("PATH", crate::repo::path_with(&["just", "git", "sh", "env", "sort", "echo"], &[]))
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for way in ["GH_TOKEN", "GITHUB_TOKEN", "gh auth login", "--no-post"] {
+        assert!(err.contains(way), "the refusal names {way}: {err}");
+    }
+    assert!(s.repo.ledger().is_empty(), "nothing ran");
+    let out = s.repo.odu(&["run", "--no-post"]).env("ODU_GITHUB_API", s.fake.base()).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(s.fake.requests().is_empty(), "--no-post sent {:?}", s.fake.requests());
+    s.repo.git(&["remote", "set-url", "origin", "https://gitlab.com/acme/app.git"]);
+    let out = s.odu(&["run"]).output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("needs a GitHub origin") && err.contains("--no-post"), "{err}");
+    assert!(s.fake.requests().is_empty());
+    stop_server(&s.repo);
+}
+
+#[test]
+fn an_enterprise_origin_posts_under_the_api_v3_base() {
+    let s = Setup::new(|_| "[metadata(\"ci\")]\nci: a\na:\n    @echo a\n".into());
+    s.repo.git(&["remote", "set-url", "origin", "git@ghe.example.com:acme/app.git"]);
+    let out = s.odu(&["run"]).env("ODU_GITHUB_API", format!("{}/api/v3", s.fake.base())).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    s.wait_latest(&s.ctx("a"), "success");
+    let requests = s.fake.requests();
+    assert!(requests.iter().all(|r| r.path.starts_with("/api/v3/repos/acme/app/")), "{requests:?}");
+    stop_server(&s.repo);
+}
