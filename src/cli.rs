@@ -46,6 +46,28 @@ pub enum Command {
     Attach(AttachArgs),
     /// Block until the live run goes red (or, with --settle, finishes); print a JSON verdict.
     Wait(WaitArgs),
+    /// Make a branch require exactly the GitHub statuses odu posts (rulesets, else classic
+    /// branch protection).
+    Protect(ProtectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProtectArgs {
+    /// Print the contexts, one per line, and change nothing (no token needed).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The branch to protect; default: the repository's default branch.
+    #[arg(long, value_name = "B")]
+    pub branch: Option<String>,
+    /// Platforms whose contexts to require (repeatable); default: the hosts config's.
+    #[arg(long = "platform", value_name = "P")]
+    pub platforms: Vec<String>,
+    /// Create a ruleset that requires the checks when none does.
+    #[arg(long)]
+    pub create: bool,
+    /// Use this recipe as the root instead of the [metadata("ci")] one.
+    #[arg(long, value_name = "NAMEPATH")]
+    pub root: Option<String>,
 }
 
 /// Which run a client talks about.

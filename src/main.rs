@@ -24,6 +24,7 @@ fn main() {
         Command::Cancel(args) => command::cancel::cancel(args),
         Command::Attach(args) => command::attach::attach(args),
         Command::Wait(args) => command::wait::wait(args),
+        Command::Protect(args) => command::protect::protect(args),
     };
     odu::clock::report_peak_rss("odu");
     match result {

@@ -347,3 +347,118 @@ fn an_enterprise_origin_posts_under_the_api_v3_base() {
     assert!(requests.iter().all(|r| r.path.starts_with("/api/v3/repos/acme/app/")), "{requests:?}");
     stop_server(&s.repo);
 }
+
+const PROTECTED: &str = "[metadata(\"ci\")]\nci: a l\na:\n    @echo a\n[linux]\nl:\n    @echo l\n";
+
+fn protect(s: &Setup, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["protect", "--platform", "x86_64-linux", "--platform", "aarch64-darwin"];
+    all.extend_from_slice(args);
+    s.odu(&all).output().unwrap()
+}
+
+fn ruleset(id: u64, source_type: &str, contexts: &[&str]) -> serde_json::Value {
+    serde_json::json!({
+        "id": id, "name": format!("rs{id}"), "target": "branch", "enforcement": "active",
+        "source_type": source_type, "source": "acme/app",
+        "conditions": {"ref_name": {"include": ["~DEFAULT_BRANCH"], "exclude": []}},
+        "rules": [
+            {"type": "deletion"},
+            {"type": "required_status_checks", "parameters": {
+                "required_status_checks": contexts.iter().map(|c| serde_json::json!({"context": c})).collect::<Vec<_>>(),
+                "strict_required_status_checks_policy": true, "do_not_enforce_on_create": false}},
+        ],
+    })
+}
+
+fn required(set: &serde_json::Value) -> Vec<String> {
+    set["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["type"] == "required_status_checks")
+        .flat_map(|r| r["parameters"]["required_status_checks"].as_array().unwrap().clone())
+        .map(|c| c["context"].as_str().unwrap().to_string())
+        .collect()
+}
+
+const WANT: [&str; 3] = ["a@aarch64-darwin", "a@x86_64-linux", "l@x86_64-linux"];
+
+#[test]
+fn protect_dry_run_prints_the_contexts_odu_posts_without_a_token() {
+    let s = Setup::new(|_| PROTECTED.into());
+    let out = s
+        .repo
+        .odu(&["protect", "--dry-run", "--platform", "x86_64-linux", "--platform", "aarch64-darwin"])
+        .env_remove("GH_TOKEN")
+        .env_remove("GITHUB_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(crate::repo::stdout(&out), format!("{}\n", WANT.join("\n")));
+    assert!(s.fake.requests().is_empty());
+}
+
+#[test]
+fn protect_updates_the_one_ruleset_that_requires_checks_and_leaves_its_other_rules_alone() {
+    let s = Setup::new(|_| PROTECTED.into());
+    s.fake.with(|f| {
+        f.rulesets.insert(7, ruleset(7, "Repository", &["old@x86_64-linux", "a@x86_64-linux"]));
+    });
+    let out = protect(&s, &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("ruleset rs7 (#7) now requires 3 contexts on main"), "{err}");
+    assert!(err.contains("+a@aarch64-darwin") && err.contains("-old@x86_64-linux"), "{err}");
+    let set = s.fake.with(|f| f.rulesets[&7].clone());
+    assert_eq!(required(&set), WANT);
+    assert_eq!(set["rules"][0]["type"], "deletion", "{set}");
+    assert_eq!(set["rules"][1]["parameters"]["strict_required_status_checks_policy"], true, "{set}");
+}
+
+#[test]
+fn protect_refuses_without_a_ruleset_unless_create_and_refuses_two_or_an_organizations() {
+    let s = Setup::new(|_| PROTECTED.into());
+    let out = protect(&s, &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("--create"), "{err}");
+    let out = protect(&s, &["--create"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let set = s.fake.with(|f| f.rulesets.values().next().unwrap().clone());
+    assert_eq!(required(&set), WANT);
+    assert_eq!(set["conditions"]["ref_name"]["include"], serde_json::json!(["~DEFAULT_BRANCH"]));
+    assert_eq!(set["rules"].as_array().unwrap().len(), 1, "only the required-checks rule: {set}");
+    assert_eq!(set["enforcement"], "active");
+    s.fake.with(|f| {
+        f.rulesets.insert(9, ruleset(9, "Repository", &["x"]));
+    });
+    let out = protect(&s, &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("2 rulesets require status checks"), "{err}");
+    s.fake.with(|f| {
+        f.rulesets.clear();
+        f.rulesets.insert(3, ruleset(3, "Organization", &["x"]));
+    });
+    let out = protect(&s, &["--branch", "main"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("organization"), "{err}");
+    assert_eq!(s.fake.with(|f| required(&f.rulesets[&3])), ["x"], "untouched");
+}
+
+#[test]
+fn protect_falls_back_to_classic_branch_protection_without_rulesets() {
+    let s = Setup::new(|_| PROTECTED.into());
+    s.fake.with(|f| {
+        f.no_rulesets = true;
+        f.classic.insert("release".into(), vec!["old".into()]);
+    });
+    let out = protect(&s, &["--branch", "release"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("branch protection of release (classic) now requires 3 contexts"), "{err}");
+    assert_eq!(s.fake.with(|f| f.classic["release"].clone()), WANT);
+    let out = protect(&s, &["--branch", "main"]);
+    assert_eq!(out.status.code(), Some(1), "an unprotected branch is refused: {}", stderr(&out));
+}
