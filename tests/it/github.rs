@@ -462,3 +462,43 @@ fn protect_falls_back_to_classic_branch_protection_without_rulesets() {
     let out = protect(&s, &["--branch", "main"]);
     assert_eq!(out.status.code(), Some(1), "an unprotected branch is refused: {}", stderr(&out));
 }
+
+#[test]
+fn a_long_log_path_is_shortened_to_fit_and_a_context_with_1000_statuses_is_left_alone() {
+    let long = format!("r{}", "_long".repeat(26));
+    let s = Setup::new(|_| {
+        format!("[metadata(\"ci\")]\nci: {long} full\n{long}:\n    @true\nfull:\n    @true\n")
+    });
+    let (sha, full) = (s.sha(), s.ctx("full"));
+    s.fake.with(|f| {
+        for i in 0..1000 {
+            f.statuses.push(crate::fake_github::Posted {
+                sha: sha.clone(),
+                context: full.clone(),
+                state: "success".into(),
+                description: format!("old {i}"),
+            });
+        }
+    });
+    let out = s.odu(&["run", "--post-wait", "5s"]).output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    s.wait_latest(&s.ctx(&long), "success");
+    let latest = s.fake.latest()[&s.ctx(&long)].clone();
+    let description = latest.strip_prefix("success ").unwrap();
+    assert_eq!(description.chars().count(), 140, "{description}");
+    assert!(description.contains('…') && description.ends_with("_long.log"), "{description}");
+    let refused: Vec<_> = s.fake.requests().into_iter().filter(|r| r.status == 422).map(|r| r.body).collect();
+    assert!(refused.is_empty(), "sent what GitHub refuses: {refused:?}");
+    assert!(
+        s.fake.sequence(&full).iter().all(|st| st.starts_with("success old")),
+        "the full context got nothing"
+    );
+    let record = last_record(&s.repo);
+    let owed = record["unposted"].as_array().unwrap();
+    assert_eq!(owed.len(), 1, "{record}");
+    assert_eq!(owed[0]["context"], full.as_str());
+    assert!(owed[0]["last_error"].as_str().unwrap().contains("1000 statuses"), "{record}");
+    assert!(err.contains("1 GitHub status never reached GitHub"), "{err}");
+    stop_server(&s.repo);
+}

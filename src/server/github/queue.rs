@@ -79,6 +79,10 @@ impl Queue {
             c.shown = Some(shown);
             c.count = count;
         }
+        if c.count >= MAX_PER_CONTEXT && c.owed() {
+            c.given_up = true;
+            c.last_error = Some(full(context));
+        }
     }
 
     /// odu wants `context` to show `status` (its log is `log`). The wish replaces any earlier
@@ -364,6 +368,10 @@ mod tests {
 
     #[test]
     fn a_full_context_is_not_posted_and_is_recorded() {
+        let mut q = Queue::default();
+        q.want("w@p", st(State::Pending, "Running: w"), "w");
+        q.seed("w@p", st(State::Success, "old"), MAX_PER_CONTEXT);
+        assert_eq!(q.next(T0), None, "a wish made before the read is held back too");
         let mut q = Queue::default();
         q.seed("a@p", st(State::Success, "old"), MAX_PER_CONTEXT);
         q.want("a@p", st(State::Pending, "Running: a"), "a");
