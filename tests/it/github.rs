@@ -502,3 +502,23 @@ fn a_long_log_path_is_shortened_to_fit_and_a_context_with_1000_statuses_is_left_
     assert!(err.contains("1 GitHub status never reached GitHub"), "{err}");
     stop_server(&s.repo);
 }
+
+#[test]
+fn without_a_token_variable_the_token_comes_from_gh_auth_token() {
+    let s = Setup::new(|_| "[metadata(\"ci\")]\nci: a\na:\n    @echo a\n".into());
+    let gh = format!("#!/bin/sh\n[ \"$1 $2\" = \"auth token\" ] && echo {TOKEN}\n");
+    let path = crate::repo::path_with(&["just", "git", "sh"], &[("gh", &gh)]);
+    let out = s
+        .repo
+        .odu(&["run"])
+        .env("ODU_GITHUB_API", s.fake.base())
+        .env_remove("GH_TOKEN")
+        .env_remove("GITHUB_TOKEN")
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    s.wait_latest(&s.ctx("a"), "success");
+    assert!(s.fake.requests().iter().all(|r| r.status != 401));
+    stop_server(&s.repo);
+}
