@@ -38,6 +38,9 @@ pub fn attach(args: crate::cli::AttachArgs) -> CliResult<i32> {
                 let color = crate::client::face::colors_enabled(std::io::stderr().is_terminal());
                 say(crate::client::face::verdict(run, color).trim_end_matches('\n'));
             }
+            if let Some(line) = crate::client::follow::posting_warning(&ledger::stored_header(&record)) {
+                say(line);
+            }
             let outcome = record.outcome;
             say(format!("odu: {} {outcome} (no run in progress)", record.reference()));
             return Ok(replica.run.as_ref().map_or(EXIT_RED, |run| exit_code(run, EXIT_RED)));

@@ -297,6 +297,8 @@ fn an_api_that_is_down_changes_no_verdict_and_the_record_lists_what_is_owed() {
     assert!(owed.iter().any(|u| u["last_error"].as_str().is_some_and(|e| e.contains("503"))), "{record}");
     let status = s.repo.run(&["status"]);
     assert!(stderr(&status).contains("not posted yet"), "{}", stderr(&status));
+    let attach = s.repo.run(&["attach"]);
+    assert!(stderr(&attach).contains("not posted yet"), "{}", stderr(&attach));
     // Once GitHub is back, the server posts what it owes and the record says so.
     s.fake.with(|f| f.down = false);
     s.wait_latest(&s.ctx("a"), "success");
