@@ -206,7 +206,7 @@ async fn await_posting(
     deadline: tokio::time::Instant,
 ) {
     let owing = |replica: &Replica| {
-        replica.header.as_ref().and_then(|h| h.posting.as_ref()).is_some_and(|p| p.owed > 0 && p.trying)
+        replica.header.as_ref().and_then(|h| h.posting.as_ref()).is_some_and(|p| p.trying)
     };
     while owing(replica) {
         let Ok(Ok(Some(event))) = tokio::time::timeout_at(deadline, client.next()).await else { return };

@@ -528,12 +528,12 @@ impl Server {
         self.posting.lock().expect("posting lock").push((record.reference(), watch.clone()));
         let (ci, hub) = (self.ci.clone(), handles.header.clone());
         tokio::spawn(async move {
-            let _keep = poster;
             // The report as it stands first (the poster may have finished already), then each
             // change.
             let mut first = true;
             while std::mem::take(&mut first) || watch.changed().await.is_ok() {
-                let report = watch.borrow_and_update().clone();
+                watch.borrow_and_update();
+                let report = poster.report();
                 if report.owed != record.unposted {
                     record.unposted = report.owed.clone();
                     if let Err(e) = ledger::write(&ci, &record) {

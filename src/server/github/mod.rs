@@ -9,6 +9,8 @@ pub mod api;
 pub mod queue;
 pub mod status;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use odu_core::NodeStatus;
@@ -38,6 +40,8 @@ pub struct Report {
     /// The run ended and the poster finished: this report is the last.
     pub done: bool,
     pub last_error: Option<String>,
+    /// How many wishes the poster had taken when it made this report.
+    pub taken: u64,
 }
 
 impl Report {
@@ -64,6 +68,8 @@ enum Wish {
 pub struct Poster {
     wishes: mpsc::UnboundedSender<Wish>,
     report: watch::Receiver<Report>,
+    /// Wishes sent to the task: a report that has not taken them all is not settled yet.
+    sent: Arc<AtomicU64>,
 }
 
 impl Poster {
@@ -71,26 +77,37 @@ impl Poster {
         let (wishes, rx) = mpsc::unbounded_channel();
         let (report_tx, report) = watch::channel(Report { settled: true, ..Report::default() });
         tokio::spawn(post(target, rx, report_tx));
-        Poster { wishes, report }
+        Poster { wishes, report, sent: Arc::new(AtomicU64::new(0)) }
+    }
+
+    fn wish(&self, wish: Wish) {
+        self.sent.fetch_add(1, Ordering::SeqCst);
+        let _ = self.wishes.send(wish);
     }
 
     /// A node moved to `to`: the status its context should show, if any.
     pub fn transition(&self, context: &str, to: NodeStatus, duration_ms: Option<u64>, log: &str) {
         if let Some(status) = status::for_transition(to, duration_ms, log) {
-            let _ = self.wishes.send(Wish::Status { context: context.into(), status, log: log.into() });
+            self.wish(Wish::Status { context: context.into(), status, log: log.into() });
         }
     }
 
     pub fn stop(&self, reason: &str) {
-        let _ = self.wishes.send(Wish::Stop(reason.into()));
+        self.wish(Wish::Stop(reason.into()));
     }
 
     pub fn ended(&self) {
-        let _ = self.wishes.send(Wish::Ended);
+        self.wish(Wish::Ended);
     }
 
+    /// How posting stands, counting the wishes the task has not taken yet as work to do.
     pub fn report(&self) -> Report {
-        self.report.borrow().clone()
+        let mut report = self.report.borrow().clone();
+        if report.taken < self.sent.load(Ordering::SeqCst) {
+            report.settled = false;
+            report.done = false;
+        }
+        report
     }
 
     pub fn watch(&self) -> watch::Receiver<Report> {
@@ -114,6 +131,7 @@ struct PostTask {
     seed_not_before: Duration,
     ended: bool,
     stop_reason: Option<String>,
+    taken: u64,
 }
 
 async fn post(target: Target, mut wishes: mpsc::UnboundedReceiver<Wish>, report: watch::Sender<Report>) {
@@ -129,6 +147,7 @@ async fn post(target: Target, mut wishes: mpsc::UnboundedReceiver<Wish>, report:
         seed_not_before: Duration::ZERO,
         ended: false,
         stop_reason: None,
+        taken: 0,
     };
     loop {
         while let Ok(wish) = wishes.try_recv() {
@@ -141,6 +160,7 @@ async fn post(target: Target, mut wishes: mpsc::UnboundedReceiver<Wish>, report:
             settled,
             done: p.ended && settled,
             last_error: p.queue.last_error(),
+            taken: p.taken,
         };
         report.send_if_modified(|r| {
             let changed = *r != current;
@@ -180,7 +200,7 @@ async fn post(target: Target, mut wishes: mpsc::UnboundedReceiver<Wish>, report:
             wish = wishes.recv() => match wish {
                 Some(wish) => p.take(wish),
                 // Every handle is gone: the run is over.
-                None => p.take(Wish::Ended),
+                None => p.end(),
             },
             _ = sleep => {}
         }
@@ -189,19 +209,24 @@ async fn post(target: Target, mut wishes: mpsc::UnboundedReceiver<Wish>, report:
 
 impl PostTask {
     fn take(&mut self, wish: Wish) {
+        self.taken += 1;
         match wish {
             Wish::Status { context, status, log } => self.queue.want(&context, status, &log),
             Wish::Stop(reason) => {
                 self.queue.interrupt(&reason);
                 self.stop_reason.get_or_insert(reason);
             }
-            Wish::Ended => {
-                if !self.ended {
-                    self.ended = true;
-                    let reason = self.stop_reason.clone().unwrap_or_else(|| "run ended".into());
-                    self.queue.interrupt(&reason);
-                }
-            }
+            Wish::Ended => self.end(),
+        }
+    }
+
+    /// The run ended: what is still `pending` gets `error`, and the poster stops once it owes
+    /// nothing more it can post.
+    fn end(&mut self) {
+        if !self.ended {
+            self.ended = true;
+            let reason = self.stop_reason.clone().unwrap_or_else(|| "run ended".into());
+            self.queue.interrupt(&reason);
         }
     }
 
