@@ -1572,6 +1572,168 @@ def scenario_monitor_log256m(ctx: "Ctx") -> Result:
                   [Check("dashboard peak RSS (max)", max(rss) / KIB, "MiB", 64)])
 
 
+# --------------------------------------------------------------------------
+# post200: GitHub commit statuses against a fake GitHub
+
+
+FAKE_TOKEN = "ghp_bench_fake_token"
+
+
+class FakeGitHub:
+    """A fake GitHub REST API on 127.0.0.1 for commit statuses, on its own thread.
+
+    It checks the token, lists the statuses it holds (newest first), records
+    every status post with its wall-clock time, and, when `throttle_at` is set,
+    answers that post with a secondary limit (403, `retry-after: 1`) and refuses
+    every request that arrives before that second has passed (counted in
+    `refused_early`).
+    """
+
+    def __init__(self, throttle_at: int | None = None):
+        import http.server
+
+        fake = self
+        self.lock = threading.Lock()
+        self.posts = 0
+        self.landed: list[tuple[float, str, str]] = []   # (time, context, state)
+        self.throttle_at = throttle_at
+        self.throttled_until: float | None = None
+        self.throttles = 0
+        self.refused_early = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def answer(self, code: int, body, headers: dict | None = None):
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def limited(self) -> bool:
+                now = time.time()
+                with fake.lock:
+                    if fake.throttled_until is not None and now < fake.throttled_until:
+                        fake.refused_early += 1
+                        left = max(1, int(fake.throttled_until - now + 0.999))
+                        self.answer(403, {"message": "You have exceeded a secondary rate limit"},
+                                    {"retry-after": str(left)})
+                        return True
+                return False
+
+            def do_GET(self):
+                if self.headers.get("authorization") != f"Bearer {FAKE_TOKEN}":
+                    return self.answer(401, {"message": "Bad credentials"})
+                if self.limited():
+                    return
+                self.answer(200, [])
+
+            def do_POST(self):
+                length = int(self.headers.get("content-length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                if self.headers.get("authorization") != f"Bearer {FAKE_TOKEN}":
+                    return self.answer(401, {"message": "Bad credentials"})
+                if self.limited():
+                    return
+                with fake.lock:
+                    fake.posts += 1
+                    if fake.throttle_at is not None and fake.posts == fake.throttle_at:
+                        fake.throttles += 1
+                        fake.throttled_until = time.time() + 1
+                        throttle = True
+                    else:
+                        throttle = False
+                        if len(body.get("description", "")) > 140 or "context" not in body:
+                            return self.answer(422, {"message": "Validation Failed"})
+                        fake.landed.append((time.time(), body["context"], body["state"]))
+                if throttle:
+                    return self.answer(403, {"message": "You have exceeded a secondary rate limit"},
+                                       {"retry-after": "1"})
+                self.answer(201, {"state": body["state"], "context": body["context"]})
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def scenario_post200(ctx: "Ctx") -> Result:
+    """wide200 posting its statuses to a fake GitHub.
+
+    A localhost lane must be this machine's platform, so the 200 nodes run on
+    the one localhost lane (201 contexts with `_ci-setup`).  Pacing below
+    GitHub's 80/min is lifted (`ODU_GITHUB_PACE=off`, honoured only with
+    `ODU_GITHUB_API`): the figures are odu's own costs, not GitHub's quota.
+    """
+    names = [f"r{i:03d}" for i in range(200)]
+    d = ctx.tmp / "post200"
+    sha = make_repo(d, ci_justfile(names, {}, names), ctx.env)
+    git(d, "remote", "add", "origin", "https://github.com/acme/app.git", env=ctx.env)
+
+    def one(throttle_at: int | None) -> dict:
+        fake = FakeGitHub(throttle_at)
+        stop_servers(d)
+        shutil.rmtree(d / ".ci", ignore_errors=True)
+        env = dict(ctx.env, GH_TOKEN=FAKE_TOKEN, ODU_GITHUB_API=fake.base, ODU_GITHUB_PACE="off")
+        env.pop("GITHUB_TOKEN", None)
+        try:
+            elapsed, _ = timed([str(ctx.odu), "run", *HOST_FLAG, "--post-wait", "120s"], cwd=d, env=env,
+                               what="odu run (posting)")
+            record = json.loads((d / ".ci" / sha[:7] / "runs" / "1.json").read_text())
+        finally:
+            stop_servers(d)
+            fake.close()
+        last_end = max((n["started_at"] + (n.get("duration_ms") or 0)) / 1000
+                       for n in record["nodes"] if n.get("started_at"))
+        by_ctx: dict[str, list[str]] = {}
+        for _, c, state in fake.landed:
+            by_ctx.setdefault(c, []).append(state)
+        if len(by_ctx) != len(names) + 1 or record["unposted"]:
+            raise BenchError(f"{len(by_ctx)} contexts landed, unposted {record['unposted'][:3]}")
+        return {
+            "elapsed": elapsed,
+            "posts": fake.posts,
+            "contexts": len(by_ctx),
+            "one_post": sum(1 for v in by_ctx.values() if v == ["success"]),
+            "over_two": sum(1 for v in by_ctx.values() if len(v) > 2),
+            "tail_s": max(t for t, _, _ in fake.landed) - last_end,
+            "refused_early": fake.refused_early,
+            "throttles": fake.throttles,
+        }
+
+    plain = [one(None) for _ in range(ctx.runs)]
+    throttled = one(100)
+    med = lambda k: statistics.median(r[k] for r in plain)  # noqa: E731
+    checks = [
+        Check("status posts per context", med("posts") / med("contexts"), "", 2, digits=2),
+        Check("contexts posted more than pending + terminal", max(r["over_two"] for r in plain), "", 0, digits=0),
+        Check("last node end to last status landing", med("tail_s") * 1000, "ms", 1000, digits=0),
+        Check("requests refused after the first throttle", throttled["refused_early"], "", 0, digits=0),
+        Check("last status landing with one throttle (retry-after 1)", throttled["tail_s"] * 1000, "ms", digits=0),
+    ]
+    notes = [f"posts per run: {[r['posts'] for r in plain]}; contexts whose pending was dropped "
+             f"(one post): {[r['one_post'] for r in plain]}; odu run wall: "
+             f"{[round(r['elapsed'], 2) for r in plain]} s",
+             "one localhost lane (a localhost lane must be this machine's platform): 201 contexts"]
+    return Result("post200", "wide200 posting GitHub statuses to a fake", ctx.runs,
+                  "", "", [], [], None, checks, notes)
+
+
 SCENARIOS: dict[str, Callable[["Ctx"], Result]] = {
     "wide200": scenario_wide200,
     "chain200": scenario_chain200,
@@ -1585,6 +1747,7 @@ SCENARIOS: dict[str, Callable[["Ctx"], Result]] = {
     "monitor_idle": scenario_monitor_idle,
     "monitor_fast200": scenario_monitor_fast200,
     "monitor_log256m": scenario_monitor_log256m,
+    "post200": scenario_post200,
 }
 
 

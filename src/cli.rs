@@ -57,6 +57,9 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print odu's man page (roff); with --dir, write one page per command into that directory.
     Man(ManArgs),
+    /// Make a branch require exactly the GitHub statuses odu posts (rulesets, else classic
+    /// branch protection).
+    Protect(ProtectArgs),
 }
 
 #[derive(Debug, Args)]
@@ -71,6 +74,25 @@ pub struct ManArgs {
     /// Write odu.1 and one odu-<command>.1 per command into this directory instead.
     #[arg(long, value_name = "DIR")]
     pub dir: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ProtectArgs {
+    /// Print the contexts, one per line, and change nothing (no token needed).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The branch to protect; default: the repository's default branch.
+    #[arg(long, value_name = "B")]
+    pub branch: Option<String>,
+    /// Platforms whose contexts to require (repeatable); default: the hosts config's.
+    #[arg(long = "platform", value_name = "P")]
+    pub platforms: Vec<String>,
+    /// Create a ruleset that requires the checks when none does.
+    #[arg(long)]
+    pub create: bool,
+    /// Use this recipe as the root instead of the [metadata("ci")] one.
+    #[arg(long, value_name = "NAMEPATH")]
+    pub root: Option<String>,
 }
 
 /// Which run a client talks about.
@@ -218,6 +240,10 @@ pub struct RunArgs {
     /// When this starts a server, it exits after this long with nothing to do.
     #[arg(long, value_name = "DURATION", default_value = DEFAULT_IDLE)]
     pub idle_timeout: String,
+    /// After the verdict, wait this long for GitHub to take the run's statuses; the server
+    /// keeps posting what is still owed.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub post_wait: String,
 }
 
 #[derive(Debug, Args)]

@@ -27,6 +27,7 @@ fn main() {
         Command::Wait(args) => command::wait::wait(args),
         Command::Completions(args) => command::docs::completions(args),
         Command::Man(args) => command::docs::man(args),
+        Command::Protect(args) => command::protect::protect(args),
     };
     odu::clock::report_peak_rss("odu");
     match result {

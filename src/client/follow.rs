@@ -83,6 +83,7 @@ pub async fn follow(
     face: Box<dyn Face>,
     owned: bool,
     summary_all: bool,
+    post_wait: Option<std::time::Duration>,
 ) -> CliResult<i32> {
     let mut replica = Replica::new(face);
     let header_stream = client.send(HEADER_GET, json!({"run": run})).await.map_err(refused)?;
@@ -105,6 +106,12 @@ pub async fn follow(
                             replica.apply(views, order);
                         }
                         if ended {
+                            // The run's own client gives GitHub a bounded while to take
+                            // what the run posts.
+                            let deadline = tokio::time::Instant::now() + post_wait.unwrap_or_default();
+                            if post_wait.is_some() {
+                                await_posting(client, header_stream, &mut replica, deadline).await;
+                            }
                             break;
                         }
                     }
@@ -178,14 +185,17 @@ pub async fn follow(
         }
         return Ok(EXIT_RED);
     };
-    Ok(report_end(run, summary_all))
+    Ok(report_end(run, summary_all, replica.header.as_ref()))
 }
 
-/// Says how a run ended on stderr (the verdict, setups that failed, what it could not write)
-/// and returns the exit code of its verdict.
-pub fn report_end(run: &Run, all: bool) -> i32 {
+/// Says how a run ended on stderr (the verdict, the GitHub statuses its last `header` says are
+/// owed, setups that failed, what it could not write) and returns the exit code of its verdict.
+pub fn report_end(run: &Run, all: bool, header: Option<&odu_proto::Header>) -> i32 {
     let summary = verdict(run, colors_enabled(std::io::stderr().is_terminal()), all);
     say(summary.trim_end_matches('\n'));
+    if let Some(line) = header.and_then(posting_warning) {
+        say(line);
+    }
     for line in setup_failures(run) {
         say(format!("odu: {line}"));
     }
@@ -193,6 +203,43 @@ pub fn report_end(run: &Run, all: bool) -> i32 {
         say(format!("odu: {line}"));
     }
     super::exit_code(run, EXIT_RED)
+}
+
+/// Reads the ended run's header until its poster owes GitHub nothing (or gave up), or until
+/// `deadline`.
+async fn await_posting(
+    client: &mut SurfaceClient,
+    header_stream: u64,
+    replica: &mut Replica,
+    deadline: tokio::time::Instant,
+) {
+    let owing = |replica: &Replica| {
+        replica.header.as_ref().and_then(|h| h.posting.as_ref()).is_some_and(|p| p.trying)
+    };
+    while owing(replica) {
+        let Ok(Ok(Some(event))) = tokio::time::timeout_at(deadline, client.next()).await else { return };
+        if let ClientEvent::Item { stream, value } = event
+            && stream == header_stream
+            && let Ok(HeaderFrame::Snapshot { header, .. }) = serde_json::from_str(value.get())
+        {
+            replica.observe_header(header);
+        }
+    }
+}
+
+/// One line while a run still owes GitHub statuses (or gave up on some).
+pub fn posting_warning(header: &odu_proto::Header) -> Option<String> {
+    let posting = header.posting.as_ref().filter(|p| p.owed > 0)?;
+    let n = posting.owed;
+    let statuses = if n == 1 { "1 GitHub status" } else { &format!("{n} GitHub statuses") };
+    let why = posting.last_error.as_deref().map(|e| format!(" (last error: {e})")).unwrap_or_default();
+    Some(if posting.trying {
+        format!(
+            "odu: ⚠ {statuses} not posted yet{why}: the server keeps posting; odu status shows what is owed"
+        )
+    } else {
+        format!("odu: ⚠ {statuses} never reached GitHub{why}: the run's record lists them under unposted")
+    })
 }
 
 /// What the run could not write to the checkout's disk, one line each: the logs cut short

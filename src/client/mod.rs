@@ -92,6 +92,10 @@ pub async fn ensure(repo: &Path, idle: &str) -> CliResult<SurfaceClient> {
     let mut command = std::process::Command::new(exe);
     command
         .args(["serve", "--idle-timeout", idle])
+        // A GitHub token reaches the server only inside a run.start, held in its memory, never
+        // in its environment (which every process it starts would inherit).
+        .env_remove("GH_TOKEN")
+        .env_remove("GITHUB_TOKEN")
         .current_dir(repo)
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| CliError::refused(e.to_string()))?)

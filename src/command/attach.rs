@@ -57,6 +57,9 @@ pub fn attach(args: crate::cli::AttachArgs, stay: bool) -> CliResult<i32> {
                 let color = crate::client::face::colors_enabled(std::io::stderr().is_terminal());
                 say(crate::client::face::verdict(run, color, true).trim_end_matches('\n'));
             }
+            if let Some(line) = crate::client::follow::posting_warning(&ledger::stored_header(&record)) {
+                say(line);
+            }
             let outcome = record.outcome;
             say(format!("odu: {} {outcome} (no run in progress)", record.reference()));
             if let Some(pruned) = ledger::pruned_logs(&repo.join(".ci"), &record.reference()) {
@@ -67,7 +70,7 @@ pub fn attach(args: crate::cli::AttachArgs, stay: bool) -> CliResult<i32> {
         };
         let header = header_of(&mut client, &args.run.run).await?;
         defer_to_the_run(&header);
-        let code = crate::client::follow::follow(&mut client, &header.run, face, false, true).await?;
+        let code = crate::client::follow::follow(&mut client, &header.run, face, false, true, None).await?;
         // Only a finished run can have been pruned: a live one never is.
         if let Some(pruned) = ledger::pruned_logs(&repo.join(".ci"), &header.run) {
             say(format!("odu: {pruned}"));

@@ -7,6 +7,7 @@ pub mod docs;
 pub mod hosts;
 pub mod logs;
 pub mod plan;
+pub mod protect;
 pub mod rerun;
 pub mod run;
 pub mod runs;

@@ -57,6 +57,7 @@ pub fn run(args: RunArgs) -> CliResult<i32> {
     let cwd = super::current_dir()?;
     let repo = git::toplevel(&cwd)?;
     let dir = subdirectory(&repo, &cwd);
+    let post_wait = super::parse_duration(&args.post_wait, "--post-wait")?;
     let progress_json = args.progress == Some(ProgressFormat::Json);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -100,6 +101,6 @@ pub fn run(args: RunArgs) -> CliResult<i32> {
         };
         // Under the live matrix the summary names what needs a look; piped, every node.
         let summary_all = args.summary.map_or(!live, |s| s == SummaryFormat::All);
-        follow(&mut client, &started.run, face, true, summary_all).await
+        follow(&mut client, &started.run, face, true, summary_all, Some(post_wait)).await
     })
 }

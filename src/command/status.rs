@@ -29,7 +29,7 @@ pub fn status(args: StatusArgs) -> CliResult<i32> {
                 .collect();
             let value = json!({
                 "run": header.run, "pipeline": header.pipeline, "live": live, "phase": header.phase,
-                "outcome": header.outcome, "nodes": rows,
+                "outcome": header.outcome, "nodes": rows, "posting": header.posting,
             });
             outln(serde_json::to_string_pretty(&value).expect("json"))?;
         } else {
@@ -39,6 +39,9 @@ pub fn status(args: StatusArgs) -> CliResult<i32> {
                 text.push_str(&format!("{} {:<9} {}\n", n.status.glyph(), n.status.as_str(), n.id));
             }
             out(text.as_bytes())?;
+        }
+        if let Some(line) = crate::client::follow::posting_warning(&header) {
+            say(line);
         }
         if !live && let Some(pruned) = ledger::pruned_logs(&repo.join(".ci"), &header.run) {
             say(format!("odu: {pruned}"));
@@ -64,6 +67,9 @@ fn idle_status(repo: &Path, run: &Option<String>, output: OutputFormat) -> CliRe
         for n in &record.nodes {
             outln(format!("{} {:<9} {}", n.status.glyph(), n.status.as_str(), n.id))?;
         }
+    }
+    if let Some(line) = crate::client::follow::posting_warning(&ledger::stored_header(&record)) {
+        say(line);
     }
     if let Some(pruned) = ledger::pruned_logs(&repo.join(".ci"), &record.reference()) {
         say(format!("odu: {pruned}"));

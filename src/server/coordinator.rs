@@ -20,6 +20,7 @@ use tracing::Instrument;
 use crate::clock::now_ms;
 use crate::lane::{LaneCommand, LaneLogs, LaneReport, LaneSpec};
 use crate::link::cell::{HeaderValue, Hub, NodesValue};
+use crate::server::github::Poster;
 use crate::trail::ledger::{self, RunRecord};
 use crate::trail::retention;
 use crate::trail::spool::Spool;
@@ -30,6 +31,8 @@ pub struct Coordinator {
     pub run: Run,
     pub ci_dir: PathBuf,
     pub record: RunRecord,
+    /// Where the run posts its GitHub commit statuses, if it does.
+    pub post: Option<crate::server::github::Target>,
 }
 
 /// A line for the server's log (`odu: …`). Never panics: that log may sit on the full disk
@@ -96,6 +99,8 @@ pub struct Finished {
     pub record: RunRecord,
     /// The header to publish as the run's last word (phase `ended`).
     pub header: Header,
+    /// The run's poster, still posting what it owes.
+    pub poster: Option<Poster>,
 }
 
 /// The coordinator's side of the `nodes` cell.
@@ -164,6 +169,7 @@ struct Driver {
     published: Header,
     /// A record write is due on the next tick.
     unsaved: bool,
+    poster: Option<Poster>,
 }
 
 impl Coordinator {
@@ -171,7 +177,7 @@ impl Coordinator {
     /// lane starts, so the server can serve them (provisioning included) from the first
     /// moment. The task ends with the run, its record final.
     pub fn start(self, specs: Vec<LaneSpec>) -> (RunHandles, tokio::task::JoinHandle<Finished>) {
-        let Coordinator { run, ci_dir, record } = self;
+        let Coordinator { run, ci_dir, record, post } = self;
         let reference = record.reference();
         let span = tracing::debug_span!("run", run = %reference);
         let (reports_tx, reports) = mpsc::unbounded_channel();
@@ -223,6 +229,7 @@ impl Coordinator {
             header: handles.header.clone(),
             published,
             unsaved: false,
+            poster: post.map(Poster::start),
         };
         let _entered = span.enter();
         // The record lists every node from the start, so clients find each log's path.
@@ -249,6 +256,17 @@ impl Coordinator {
     }
 }
 
+/// Resolves when the poster's report changes (never, without a poster or once it finished).
+async fn posting_changed(posting: &mut Option<tokio::sync::watch::Receiver<crate::server::github::Report>>) {
+    if let Some(watch) = posting
+        && watch.changed().await.is_ok()
+    {
+        return;
+    }
+    *posting = None;
+    std::future::pending().await
+}
+
 impl Driver {
     async fn drive(
         mut self,
@@ -258,6 +276,7 @@ impl Driver {
     ) -> Finished {
         let mut ticker = tokio::time::interval(Duration::from_millis(120));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut posting = self.poster.as_ref().map(Poster::watch);
         while self.run.phase() != Phase::Ended {
             tokio::select! {
                 report = reports.recv() => {
@@ -276,7 +295,11 @@ impl Driver {
                 Some(()) = cancel_rx.recv() => {
                     let fx = self.apply(RunEvent::Interrupted { at: now_ms() });
                     self.execute(fx);
+                    if let Some(poster) = &self.poster {
+                        poster.stop("interrupted");
+                    }
                 }
+                () = posting_changed(&mut posting) => self.publish_header(),
                 Some(asked) = requests.recv() => self.answer(asked),
                 _ = ticker.tick() => {
                     if self.unsaved {
@@ -296,7 +319,9 @@ impl Driver {
         prune_older_runs(&self.ci_dir);
         // The server publishes the ended header once the run's worktree and lock are released,
         // so a client that sees it can start the next run at once.
-        Finished { header: self.run.header(), record: self.record }
+        let mut header = self.run.header();
+        header.posting = self.poster.as_ref().map(|p| p.report().posting());
+        Finished { header, record: self.record, poster: self.poster }
     }
 
     /// A node that never started (skipped, or cancelled before it ran) leaves no log: its
@@ -346,6 +371,12 @@ impl Driver {
     /// commands, the record.
     fn execute(&mut self, fx: Effects) {
         self.cell.publish(&self.run, &fx.changed);
+        if let Some(poster) = &self.poster {
+            for t in &fx.transitions {
+                let duration = self.run.view(&t.node).and_then(|v| v.duration_ms);
+                poster.transition(&t.node.to_string(), t.to, duration, &self.run.log_path(&t.node));
+            }
+        }
         if fx.header {
             self.publish_header();
         }
@@ -362,7 +393,8 @@ impl Driver {
     /// Publishes the header if clients would see it change. The `ended` header is the
     /// server's to publish, after it released the run's worktree and lock.
     fn publish_header(&mut self) {
-        let header = self.run.header();
+        let mut header = self.run.header();
+        header.posting = self.poster.as_ref().map(|p| p.report().posting());
         if header.phase == Phase::Ended || header == self.published {
             return;
         }
@@ -409,6 +441,9 @@ impl Driver {
     fn save(&mut self, kind: Save) {
         self.unsaved = false;
         self.record.take(&self.run.record());
+        if let Some(poster) = &self.poster {
+            self.record.unposted = poster.report().owed;
+        }
         let record = &self.record;
         let path = format!(".ci/{}/runs/{}.json", record.label, record.seq);
         let mut written = ledger::write(&self.ci_dir, record);

@@ -18,6 +18,7 @@
 //!   leaves at once). Its runners notice their stdin closing and kill their process groups.
 
 pub mod coordinator;
+pub mod github;
 pub mod serve;
 pub mod start;
 pub mod surface;
@@ -190,6 +191,8 @@ pub struct Server {
     requests: Arc<BufferPool>,
     /// Print a line per run start and end (a foreground `odu serve`).
     verbose: bool,
+    /// The posters of runs that ended while they still owed GitHub statuses.
+    posting: Mutex<Vec<(String, watch::Receiver<github::Report>)>>,
 }
 
 /// A client's place among the server's clients, for as long as it lives.
@@ -249,6 +252,7 @@ impl Server {
             clients: Mutex::new(Clients::default()),
             requests: BufferPool::new(REQUEST_POOL),
             verbose,
+            posting: Mutex::new(Vec::new()),
         })
     }
 
@@ -444,8 +448,13 @@ impl Server {
             // Release the worktree and the run lock before anyone hears that the run ended.
             let _ = tokio::task::spawn_blocking(move || drop(guards)).await;
             server.state.lock().expect("state lock").live = None;
+            let mut still_posting = None;
             let header = match finished {
-                Some(finished) => {
+                Some(mut finished) => {
+                    if let Some(poster) = finished.poster.take() {
+                        poster.ended();
+                        still_posting = Some((poster, finished.record.clone()));
+                    }
                     match &finished.header.record_error {
                         Some(error) => {
                             log_line(&format!("run {} ended unrecorded: {error}", handles.reference))
@@ -466,7 +475,10 @@ impl Server {
                     ..(*handles.header.lock().expect("hub lock").current().header).clone()
                 },
             };
-            HeaderValue::publish(&mut handles.header.lock().expect("hub lock"), header);
+            HeaderValue::publish(&mut handles.header.lock().expect("hub lock"), header.clone());
+            if let Some((poster, record)) = still_posting {
+                server.keep_posting(poster, record, header, &handles);
+            }
             let _ = done_tx.send(true);
         });
         started
@@ -474,7 +486,73 @@ impl Server {
 
     fn busy(&self) -> bool {
         let state = self.state.lock().expect("state lock");
-        state.live.is_some() || state.starting.is_some() || self.client_count() > 0
+        state.live.is_some() || state.starting.is_some() || self.client_count() > 0 || self.owes_statuses()
+    }
+
+    /// A poster of an ended run still tries to post what it owes.
+    fn owes_statuses(&self) -> bool {
+        let mut posting = self.posting.lock().expect("posting lock");
+        posting.retain(|(_, report)| !report.borrow().done && report.has_changed().is_ok());
+        !posting.is_empty()
+    }
+
+    /// How posting stands for an ended run whose poster still works.
+    pub fn posting_of(&self, run: &str) -> Option<odu_proto::Posting> {
+        let posting = self.posting.lock().expect("posting lock");
+        posting.iter().find(|(r, _)| r == run).map(|(_, report)| report.borrow().posting())
+    }
+
+    /// Waits (bounded) for the posters of ended runs to finish.
+    async fn finish_posting(&self, bound: Duration) {
+        let watches: Vec<_> =
+            self.posting.lock().expect("posting lock").iter().map(|(_, w)| w.clone()).collect();
+        let all = async {
+            for mut watch in watches {
+                let _ = watch.wait_for(|r| r.done || r.settled).await;
+            }
+        };
+        let _ = tokio::time::timeout(bound, all).await;
+    }
+
+    /// Keeps a run's poster going after the run ended: each change of what it owes rewrites
+    /// the run's record (`unposted`) and republishes its ended header (`posting`), until the
+    /// poster finishes. Meanwhile the server does not idle out.
+    fn keep_posting(
+        self: &Arc<Self>,
+        poster: github::Poster,
+        mut record: RunRecord,
+        mut header: Header,
+        handles: &RunHandles,
+    ) {
+        let mut watch = poster.watch();
+        self.posting.lock().expect("posting lock").push((record.reference(), watch.clone()));
+        let (ci, hub) = (self.ci.clone(), handles.header.clone());
+        tokio::spawn(async move {
+            // The report as it stands first (the poster may have finished already), then each
+            // change.
+            let mut first = true;
+            while std::mem::take(&mut first) || watch.changed().await.is_ok() {
+                watch.borrow_and_update();
+                let report = poster.report();
+                if report.owed != record.unposted {
+                    record.unposted = report.owed.clone();
+                    if let Err(e) = ledger::write(&ci, &record) {
+                        log_line(&format!(
+                            "cannot record the statuses run {} still owes: {e}",
+                            record.reference()
+                        ));
+                    }
+                }
+                let posting = Some(report.posting());
+                if header.posting != posting {
+                    header.posting = posting;
+                    HeaderValue::publish(&mut hub.lock().expect("hub lock"), header.clone());
+                }
+                if report.done {
+                    break;
+                }
+            }
+        });
     }
 
     /// Cancels the live run, if any, and waits (bounded) for its end.

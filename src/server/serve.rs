@@ -135,7 +135,11 @@ pub async fn serve(repo: PathBuf, options: ServeOptions) -> CliResult<i32> {
     server.say(&format!("stopping: {reason}"));
     // The live run is cancelled and recorded; a second signal leaves at once.
     tokio::select! {
-        _ = server.cancel_live(Duration::from_secs(15)) => {}
+        _ = async {
+            server.cancel_live(Duration::from_secs(15)).await;
+            // What the run posted `pending` gets its `error`; a short while, not forever.
+            server.finish_posting(Duration::from_secs(10)).await;
+        } => {}
         _ = sigint.recv() => {}
         _ = sigterm.recv() => {}
     }

@@ -16,6 +16,8 @@ use crate::error::{CliError, CliResult};
 use crate::hosts::{self, Hosts};
 use crate::lane::LaneSpec;
 use crate::server::coordinator::Coordinator;
+use crate::server::github::api::{API_VAR, Remote, TOKEN_VARS, find_token};
+use crate::server::github::{Target, queue::Pacer};
 use crate::tool::Env;
 use crate::trail::ledger::{self, LaneRecord, RunRecord};
 use crate::{tool::git, tool::just};
@@ -252,6 +254,10 @@ pub struct Planned {
     pub setup_notes: Vec<String>,
     pub plan: Plan,
     pub lanes: Vec<PlannedLane>,
+    /// The `origin` remote's URL, if any.
+    pub origin: Option<String>,
+    /// Where the run posts its GitHub statuses; `None` when it posts none.
+    pub post: Option<Target>,
 }
 
 /// The refusals a run can meet before anything is created (nested run, hosts, git, the strict
@@ -275,6 +281,13 @@ pub fn plan_run(
         }
     };
     let var = |k: &str| env_map.get(k).cloned();
+    // What odu hands on (tools, lanes) never carries a GitHub token: only the poster holds it.
+    let handed: Env = env_map
+        .iter()
+        .filter(|(k, _)| !TOKEN_VARS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let env = Some(&handed);
     if let Some(outer) = var(RUN_ENV).filter(|v| !v.is_empty())
         && config.pins.is_empty()
         && var("ODU_HOSTS").filter(|v| !v.is_empty()).is_none()
@@ -341,7 +354,28 @@ pub fn plan_run(
         setup_notes.extend(missing_dotenv(&dump, &workspace, repo));
     }
     notes.extend(setup_notes.iter().cloned());
-    Ok(Planned { config, hosts, sha, dirty, snapshot, workspace, subdir, notes, setup_notes, plan, lanes })
+    // Where the run posts (or why it cannot) is a refusal like any other: before anything runs.
+    let origin = step("git origin", || git::origin(repo));
+    let post = if config.post {
+        step("github", || posting(repo, origin.as_deref(), env_map, &sha, &mut notes))?
+    } else {
+        None
+    };
+    Ok(Planned {
+        config,
+        hosts,
+        sha,
+        dirty,
+        snapshot,
+        workspace,
+        subdir,
+        notes,
+        setup_notes,
+        plan,
+        lanes,
+        origin,
+        post,
+    })
 }
 
 /// Everything `odu run` used to do before its first lane: each refusal is one line that says
@@ -367,6 +401,8 @@ pub fn prepare(
         setup_notes,
         plan,
         lanes,
+        origin,
+        post,
     } = plan_run(repo, params, env, Reading::AsRun)?;
     let own_env;
     let env_map = match env {
@@ -383,12 +419,6 @@ pub fn prepare(
             "no hosts configured: running one localhost lane for {} (configure ~/.config/odu/hosts.json or pass --host P=ADDR)",
             hosts::local_platform()
         ));
-    }
-    let origin = step("git origin", || git::origin(repo));
-    if config.post && origin.as_deref().and_then(git::github_repo).is_some() {
-        notes.push(
-            "posting GitHub commit statuses is not available in this build: this run posts none".into(),
-        );
     }
     let runner = runner_path(&var)?;
     let any_remote = lanes.iter().any(|lane| !hosts.entries[&lane.platform].is_local());
@@ -500,7 +530,7 @@ pub fn prepare(
         .iter()
         .map(|s| LanePlan { platform: s.platform.clone(), host: s.host.clone(), tasks: s.tasks.clone() })
         .collect();
-    let coordinator = Coordinator { run: Run::new(meta, &plans), ci_dir: ci, record };
+    let coordinator = Coordinator { run: Run::new(meta, &plans), ci_dir: ci, record, post };
     Ok(Prepared { coordinator, specs, started, guards: (snapshot, lock) })
 }
 
@@ -589,6 +619,46 @@ fn left_out_root(workspace: &Path, env: Option<&Env>, hosts: &Hosts) -> Option<I
         here: odu_core::platform::os_of(&here).to_string(),
         platforms: hosts.entries.keys().cloned().collect(),
     })
+}
+
+/// Where a strict run posts its statuses: the origin's GitHub repository with the client's
+/// token. No origin posts nothing (and says so); an origin that is not GitHub's, or no token,
+/// is refused before anything runs.
+fn posting(
+    repo: &Path,
+    origin: Option<&str>,
+    env: &Env,
+    sha: &str,
+    notes: &mut Vec<String>,
+) -> CliResult<Option<Target>> {
+    let Some(url) = origin else {
+        notes.push(
+            "no origin remote: this run posts no GitHub commit statuses (pass --no-post to say so)".into(),
+        );
+        return Ok(None);
+    };
+    let remote = Remote::parse(url).ok_or_else(|| {
+        CliError::refused(format!(
+            "posting commit statuses needs a GitHub origin, and origin is {url}: pass --no-post for a strict run that posts nothing"
+        ))
+    })?;
+    let token = find_token(env, repo).ok_or_else(|| {
+        CliError::refused(format!(
+            "posting commit statuses to {} needs a GitHub token: set GH_TOKEN or GITHUB_TOKEN, or log in with gh auth login, or pass --no-post",
+            remote.slug()
+        ))
+    })?;
+    let override_base = env.get(API_VAR).map(String::as_str);
+    let base = remote.api_base(override_base);
+    if http::Uri::try_from(base.as_str()).map_or(true, |u| u.scheme().is_none() || u.host().is_none()) {
+        return Err(CliError::refused(format!(
+            "{API_VAR}={base} is not an http(s) URL: set it to the API's base, e.g. https://ghe.example.com/api/v3"
+        )));
+    }
+    // Pacing below GitHub's content-creation limits is lifted only against another API (a fake).
+    let unpaced = override_base.is_some() && env.get("ODU_GITHUB_PACE").is_some_and(|v| v == "off");
+    let pacer = if unpaced { Pacer::new(0, 0) } else { Pacer::default() };
+    Ok(Some(Target { base, remote, token, sha: sha.to_string(), pacer }))
 }
 
 fn plural(n: usize, word: &str) -> String {

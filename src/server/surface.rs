@@ -324,7 +324,11 @@ async fn dispatch(
                 return stream(forward(sub, out, &id), streams);
             }
             Ok(Target::Stored(record)) => {
-                let frame = HeaderFrame::Snapshot { revision: 1, header: ledger::stored_header(&record) };
+                let mut header = ledger::stored_header(&record);
+                if let Some(posting) = server.posting_of(&header.run) {
+                    header.posting = Some(posting);
+                }
+                let frame = HeaderFrame::Snapshot { revision: 1, header };
                 return stream(send_once(&frame, out, &id), streams);
             }
             Err(e) => Err(e),

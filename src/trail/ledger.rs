@@ -78,8 +78,10 @@ pub struct RunRecord {
     pub finished_at: Option<u64>,
     pub lanes: Vec<LaneRecord>,
     pub nodes: Vec<NodeRecord>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub unposted: Vec<serde_json::Value>,
+    /// The GitHub commit statuses that never got through (empty when all did, or the run
+    /// posts none); rewritten while the server keeps posting after the run ended.
+    #[serde(default)]
+    pub unposted: Vec<odu_core::run::Unposted>,
     /// What the run was asked (selectors and flags, never the environment), so a rerun of a
     /// finished run can start the same run again.
     #[serde(default)]
@@ -813,6 +815,11 @@ pub fn stored_header(record: &RunRecord) -> Header {
         finished_at: record.finished_at,
         truncated_logs: Vec::new(),
         record_error: None,
+        posting: (!record.unposted.is_empty()).then(|| odu_core::run::Posting {
+            owed: record.unposted.len(),
+            trying: false,
+            last_error: record.unposted.iter().find_map(|u| u.last_error.clone()),
+        }),
     }
 }
 

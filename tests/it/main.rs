@@ -7,6 +7,8 @@
 mod bad_input;
 mod cli_run;
 mod corpus;
+mod fake_github;
+mod github;
 mod golden_frames;
 mod harness;
 mod install;

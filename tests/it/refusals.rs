@@ -196,3 +196,12 @@ fn odu_cancel_mid_run_skips_what_never_started() {
     nothing_pending_and_no_log_for_what_never_ran(&repo);
     stop_server(&repo);
 }
+
+#[test]
+fn a_run_that_could_not_post_starts_nothing() {
+    let repo = Repo::new(OK);
+    repo.git(&["remote", "add", "origin", "https://github.com/acme/app.git"]);
+    refused_leaving_nothing(&repo, &["run"], "needs a GitHub token");
+    repo.git(&["remote", "set-url", "origin", "https://gitlab.com/acme/app.git"]);
+    refused_leaving_nothing(&repo, &["run"], "needs a GitHub origin");
+}

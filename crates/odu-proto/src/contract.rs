@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// The run's own types, as the `header` cell and `run.start` carry them: one definition, in
 /// odu-core, for the server that computes them and the clients that read them.
-pub use odu_core::run::{Header, LaneInfo, Phase, TruncatedLog};
+pub use odu_core::run::{Header, LaneInfo, Phase, Posting, TruncatedLog, Unposted};
 pub use odu_core::status::{NodeStatus, Outcome, RunOutcome};
 
 pub const HANDSHAKE: &str = "handshake";

@@ -184,7 +184,7 @@ pub async fn monitor(repo: &Path, options: Options) -> CliResult<i32> {
         End::Left if driver.options.leave_at_end => Ok(EXIT_INTERRUPTED),
         End::Left => Ok(0),
         End::RunEnded => Ok(match &driver.dash.run {
-            Some(run) => super::follow::report_end(run, true),
+            Some(run) => super::follow::report_end(run, true, driver.header.as_ref()),
             None => EXIT_RED,
         }),
         End::Lost => Err(CliError::refused(
@@ -327,6 +327,8 @@ impl Driver {
         self.dash.recent = ledger.records.iter().map(ledger::RunRecord::summary).collect();
         let record = ledger.find(run.as_deref()).or_else(|_| ledger.find(None));
         if let Ok(record) = record {
+            self.dash.posting = super::follow::posting_warning(&ledger::stored_header(record))
+                .map(|l| l.trim_start_matches("odu: ").to_string());
             self.dash.show(stored_mirror(record), false);
             self.log_node = None;
             self.follow_focus_log();
@@ -473,6 +475,8 @@ impl Driver {
         {
             let _ = run.apply(RunEvent::HeaderObserved(header.clone()));
         }
+        self.dash.posting =
+            super::follow::posting_warning(&header).map(|l| l.trim_start_matches("odu: ").to_string());
         self.header = Some(header);
         for frame in std::mem::take(&mut self.early) {
             self.nodes(frame).await;

@@ -144,6 +144,8 @@ pub struct Dash {
     pub live: bool,
     /// A line for the user (a request's answer, an error).
     pub note: Option<String>,
+    /// The GitHub statuses the run still owes (or gave up on), as one line; `None` when none.
+    pub posting: Option<String>,
     pub color: bool,
     /// ms since the epoch, for ticking durations.
     pub now: u64,
@@ -168,6 +170,7 @@ impl Dash {
             recent: Vec::new(),
             live: false,
             note: None,
+            posting: None,
             color,
             now: 0,
             matrix_height: 10,
@@ -481,6 +484,7 @@ pub(crate) mod tests {
             finished_at: None,
             truncated_logs: vec![],
             record_error: None,
+            posting: None,
         };
         let views: Vec<NodeView> = nodes
             .iter()

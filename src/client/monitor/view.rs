@@ -121,6 +121,9 @@ fn warnings(dash: &Dash) -> Vec<String> {
         if let Some(error) = run.record_error() {
             out.push(format!("⚠ the run's record could not be written: {error}"));
         }
+        if let Some(posting) = &dash.posting {
+            out.push(posting.clone());
+        }
         if !dash.live {
             out.push(
                 "no run in progress: showing a recorded run ([ ] older/newer); a new run shows here".into(),

@@ -269,6 +269,33 @@ pub struct Header {
     /// Why the ledger record could not be written (in the `ended` header only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub record_error: Option<String>,
+    /// How posting the run's GitHub commit statuses stands (absent when the run posts none).
+    /// The server fills it in; the run itself knows nothing of GitHub.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub posting: Option<Posting>,
+}
+
+/// A commit status odu owes GitHub, as the run's ledger record lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unposted {
+    pub context: String,
+    /// GitHub's state: `pending`, `success`, `failure` or `error`.
+    pub state: String,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub attempts: u32,
+}
+
+/// How posting a run's GitHub commit statuses stands, as its header carries it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Posting {
+    /// Statuses not yet on GitHub.
+    pub owed: usize,
+    /// odu still tries to post them (false once it gave up on every one still owed).
+    pub trying: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// The `nodes` cell of a run: its name, its order and every view in that order.
@@ -927,6 +954,7 @@ impl Run {
             finished_at: self.finished_at,
             truncated_logs: self.truncated.clone(),
             record_error: if phase == Phase::Ended { self.record_error.clone() } else { None },
+            posting: None,
         }
     }
 
