@@ -281,12 +281,7 @@ pub fn plan_run(
         }
     };
     let var = |k: &str| env_map.get(k).cloned();
-    // What odu hands on (tools, lanes) never carries a GitHub token: only the poster holds it.
-    let handed: Env = env_map
-        .iter()
-        .filter(|(k, _)| !TOKEN_VARS.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let handed = without_token(env_map);
     let env = Some(&handed);
     if let Some(outer) = var(RUN_ENV).filter(|v| !v.is_empty())
         && config.pins.is_empty()
@@ -378,6 +373,12 @@ pub fn plan_run(
     })
 }
 
+/// The environment odu hands on (tools, lanes): never a GitHub token, which only the poster
+/// holds.
+fn without_token(env: &Env) -> Env {
+    env.iter().filter(|(k, _)| !TOKEN_VARS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
 /// Everything `odu run` used to do before its first lane: each refusal is one line that says
 /// what to do next, and leaves no ledger record.
 ///
@@ -413,6 +414,8 @@ pub fn prepare(
         }
     };
     let var = |k: &str| env_map.get(k).cloned();
+    let handed = without_token(env_map);
+    let env = Some(&handed);
     let ci = step(".ci", || crate::trail::ci::ensure_ci_dir(repo))?;
     if hosts.defaulted {
         notes.push(format!(
