@@ -53,10 +53,23 @@ pub enum Command {
     Monitor(AttachArgs),
     /// Block until the live run goes red (or, with --settle, finishes); print a JSON verdict.
     Wait(WaitArgs),
+    /// Serve this checkout's runs to a coding agent as MCP tools on stdio (run, wait, status,
+    /// logs, rerun, cancel, runs).
+    Mcp(McpArgs),
     /// Print the completion script for a shell (e.g. `odu completions bash > /etc/bash_completion.d/odu`).
     Completions(CompletionsArgs),
     /// Print odu's man page (roff); with --dir, write one page per command into that directory.
     Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct McpArgs {
+    /// The checkout to serve (default: the one the current directory is in).
+    #[arg(long, value_name = "PATH")]
+    pub dir: Option<std::path::PathBuf>,
+    /// A server started for a run exits after this long idle (30s, 10m, 1h).
+    #[arg(long, value_name = "DURATION", default_value = DEFAULT_IDLE)]
+    pub idle_timeout: String,
 }
 
 #[derive(Debug, Args)]

@@ -1,0 +1,171 @@
+//! `odu mcp`: the checkout's runs as Model Context Protocol tools on stdio, for coding agents.
+//! Each tool asks the checkout's server over `.ci/odu.sock` (starting one for `run` and
+//! `rerun`, as `odu run` does) or reads the ledger, through the same functions as the CLI
+//! commands. Stdout carries protocol messages only; anything else goes to stderr.
+
+pub mod tools;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, JsonObject,
+    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::{CliError, CliResult};
+
+/// Checks a run's refusals before a server is started for it (planning is the server's code,
+/// so the command hands it in).
+pub type Preflight = fn(&Path, &odu_proto::StartParams) -> CliResult<()>;
+
+/// The checkout the tools act on, and how they start a server in it.
+pub struct Checkout {
+    pub repo: PathBuf,
+    /// `--idle-timeout` of a server started for a run.
+    pub idle: String,
+    pub preflight: Preflight,
+}
+
+/// The MCP server: the tools over one checkout.
+#[derive(Clone)]
+pub struct OduMcp {
+    checkout: Arc<Checkout>,
+}
+
+/// How each tool is named, described, shaped and annotated.
+pub fn tools() -> Vec<Tool> {
+    fn tool<T: JsonSchema + 'static>(name: &'static str, description: &'static str) -> Tool {
+        Tool::new(name, description, JsonObject::new()).with_input_schema::<T>()
+    }
+    let reads = || ToolAnnotations::new().read_only(true).open_world(false);
+    let writes = |destructive: bool| {
+        ToolAnnotations::new().read_only(false).destructive(destructive).idempotent(false).open_world(false)
+    };
+    use tools::*;
+    vec![
+        tool::<RunInput>(
+            "run",
+            "Start a CI run of this checkout (the whole pipeline, or the selected recipes) and return its run id at once; it never waits (call wait).",
+        )
+        .annotate(writes(false).with_title_hint("Start a run")),
+        tool::<WaitInput>(
+            "wait",
+            "Block until the run goes red (fail_fast, the default) or settles, or timeout_ms passes; return its verdict: settled, passed, the failed / errored / cancelled node ids, timed_out, duration_ms of the run, unposted statuses.",
+        )
+        .annotate(reads()),
+        tool::<RunIdInput>(
+            "status",
+            "The nodes of the live run (or of run_id, or the latest run): id, status, exit code, duration, log path.",
+        )
+        .annotate(reads()),
+        tool::<LogsInput>(
+            "logs",
+            "A page of one node's log: the last tail_bytes (default 16 KiB), or max_bytes from offset; returns next_offset and size to page through a long log.",
+        )
+        .annotate(reads()),
+        tool::<RerunInput>(
+            "rerun",
+            "Rerun a node (an id, a recipe, or @platform's red nodes) and what needs it in the live run; in a run that ended this starts a new run.",
+        )
+        .annotate(writes(false)),
+        tool::<CancelInput>(
+            "cancel",
+            "Cancel one node (an id or a recipe), one lane (@platform), or without node the whole live run.",
+        )
+        .annotate(writes(true)),
+        tool::<RunsInput>("runs", "The runs recorded in this checkout, newest first.").annotate(reads()),
+    ]
+}
+
+trait TitleHint {
+    fn with_title_hint(self, title: &str) -> Self;
+}
+
+impl TitleHint for ToolAnnotations {
+    fn with_title_hint(mut self, title: &str) -> Self {
+        self.title = Some(title.to_string());
+        self
+    }
+}
+
+impl OduMcp {
+    pub fn new(checkout: Checkout) -> OduMcp {
+        OduMcp { checkout: Arc::new(checkout) }
+    }
+
+    /// Runs tool `name` on `arguments`: its answer, or a refusal that says what to do next.
+    pub async fn call(&self, name: &str, arguments: Option<JsonObject>) -> CliResult<Value> {
+        let checkout = &*self.checkout;
+        match name {
+            "run" => tools::run(checkout, parse(name, arguments)?).await,
+            "wait" => tools::wait(checkout, parse(name, arguments)?).await,
+            "status" => tools::status(checkout, parse(name, arguments)?).await,
+            "logs" => tools::logs(checkout, parse(name, arguments)?).await,
+            "rerun" => tools::rerun(checkout, parse(name, arguments)?).await,
+            "cancel" => tools::cancel(checkout, parse(name, arguments)?).await,
+            "runs" => tools::runs(checkout, parse(name, arguments)?).await,
+            other => Err(CliError::usage(format!(
+                "there is no tool {other:?}: the tools are run, wait, status, logs, rerun, cancel, runs"
+            ))),
+        }
+    }
+}
+
+fn parse<T: DeserializeOwned>(tool: &str, arguments: Option<JsonObject>) -> CliResult<T> {
+    serde_json::from_value(Value::Object(arguments.unwrap_or_default())).map_err(|e| {
+        CliError::usage(format!("the arguments of {tool} do not fit its schema: {e} (see tools/list)"))
+    })
+}
+
+/// A tool's answer: the JSON as structured content and as text; a refusal as a tool error
+/// whose text says what to do next.
+fn answer(result: CliResult<Value>) -> CallToolResult {
+    match result {
+        Ok(value) => CallToolResult::structured(value),
+        Err(e) => CallToolResult::error(vec![ContentBlock::text(e.message)]),
+    }
+}
+
+impl ServerHandler for OduMcp {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("odu", crate::version::VERSION))
+            .with_instructions(
+                "odu runs this checkout's just recipe DAG as CI. Call run to start a run (it returns at once), \
+                 wait for its verdict, status for its nodes, logs to page through a node's log, rerun a red node, \
+                 cancel, and runs for the history.",
+            )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(tools()))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        Ok(answer(self.call(&request.name, request.arguments).await).into())
+    }
+}
+
+/// Serves MCP on stdin/stdout until the client goes away. A run the client started goes on.
+pub async fn serve(checkout: Checkout) -> CliResult<()> {
+    let service = OduMcp::new(checkout)
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| CliError::refused(format!("the MCP client did not initialize: {e}")))?;
+    service.waiting().await.map_err(|e| CliError::refused(format!("the MCP session failed: {e}")))?;
+    Ok(())
+}
