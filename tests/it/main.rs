@@ -14,6 +14,7 @@ mod just_fidelity;
 mod just_vars;
 mod lab;
 mod layout;
+mod mcp;
 mod monitor;
 mod plan_fidelity;
 mod refusals;

@@ -36,6 +36,8 @@ pub struct Checkout {
 #[derive(Clone)]
 pub struct OduMcp {
     checkout: Arc<Checkout>,
+    /// Turns true when the client closed its end: a tool still waiting then gives up.
+    left: tokio::sync::watch::Receiver<bool>,
 }
 
 /// How each tool is named, described, shaped and annotated.
@@ -95,8 +97,8 @@ impl TitleHint for ToolAnnotations {
 }
 
 impl OduMcp {
-    pub fn new(checkout: Checkout) -> OduMcp {
-        OduMcp { checkout: Arc::new(checkout) }
+    pub fn new(checkout: Checkout, left: tokio::sync::watch::Receiver<bool>) -> OduMcp {
+        OduMcp { checkout: Arc::new(checkout), left }
     }
 
     /// Runs tool `name` on `arguments`: its answer, or a refusal that says what to do next.
@@ -128,8 +130,25 @@ fn parse<T: DeserializeOwned>(tool: &str, arguments: Option<JsonObject>) -> CliR
 fn answer(result: CliResult<Value>) -> CallToolResult {
     match result {
         Ok(value) => CallToolResult::structured(value),
-        Err(e) => CallToolResult::error(vec![ContentBlock::text(e.message)]),
+        Err(e) => CallToolResult::error(vec![ContentBlock::text(in_tool_terms(&e.message))]),
     }
+}
+
+/// A refusal written for the CLI, told in the tools' terms: its flags become the arguments
+/// that do the same, its commands the tools.
+fn in_tool_terms(message: &str) -> String {
+    const TERMS: [(&str, &str); 9] = [
+        ("pass --no-strict", "pass no_strict: true"),
+        ("pass --supersede", "pass supersede: true"),
+        ("--no-strict", "no_strict: true"),
+        ("--supersede", "supersede: true"),
+        ("follow it with odu attach", "follow it with the wait tool"),
+        ("stop it with odu cancel", "stop it with the cancel tool"),
+        ("odu status", "the status tool"),
+        ("odu rerun", "the rerun tool on"),
+        ("odu runs", "the runs tool"),
+    ];
+    TERMS.iter().fold(message.to_string(), |text, (cli, tool)| text.replace(cli, tool))
 }
 
 impl ServerHandler for OduMcp {
@@ -156,16 +175,81 @@ impl ServerHandler for OduMcp {
         request: CallToolRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        Ok(answer(self.call(&request.name, request.arguments).await).into())
+        // A client that left reads no answer: a `wait` stops (the run goes on) so the session
+        // ends at once instead of holding the process until the run settles.
+        let mut left = self.left.clone();
+        tokio::select! {
+            result = self.call(&request.name, request.arguments) => Ok(answer(result).into()),
+            _ = left.wait_for(|gone| *gone) => {
+                Ok(answer(Err(CliError::refused("the client left before the answer"))).into())
+            }
+        }
     }
 }
 
 /// Serves MCP on stdin/stdout until the client goes away. A run the client started goes on.
 pub async fn serve(checkout: Checkout) -> CliResult<()> {
-    let service = OduMcp::new(checkout)
-        .serve(rmcp::transport::stdio())
+    let (tell, left) = tokio::sync::watch::channel(false);
+    let stdin = Watched { inner: tokio::io::stdin(), closed: tell };
+    let service = OduMcp::new(checkout, left)
+        .serve((stdin, tokio::io::stdout()))
         .await
         .map_err(|e| CliError::refused(format!("the MCP client did not initialize: {e}")))?;
     service.waiting().await.map_err(|e| CliError::refused(format!("the MCP session failed: {e}")))?;
     Ok(())
+}
+
+/// Stdin that says when it reaches its end: the client closed the session.
+struct Watched {
+    inner: tokio::io::Stdin,
+    closed: tokio::sync::watch::Sender<bool>,
+}
+
+impl tokio::io::AsyncRead for Watched {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, std::task::Poll::Ready(Ok(()))) && buf.filled().len() == before {
+            self.closed.send_replace(true);
+        }
+        polled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_name_the_arguments_not_the_flags() {
+        assert_eq!(
+            in_tool_terms(
+                "working tree is dirty (1 changed: a): commit or stash, or pass --no-strict for a dev iteration run"
+            ),
+            "working tree is dirty (1 changed: a): commit or stash, or pass no_strict: true for a dev iteration run"
+        );
+        assert_eq!(
+            in_tool_terms(
+                "run x#1 is in progress in this checkout: follow it with odu attach, stop it with odu cancel, or pass --supersede to replace it"
+            ),
+            "run x#1 is in progress in this checkout: follow it with the wait tool, stop it with the cancel tool, or pass supersede: true to replace it"
+        );
+    }
+
+    #[test]
+    fn every_tool_has_an_object_schema_and_annotations() {
+        let tools = tools();
+        let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+        assert_eq!(names, ["run", "wait", "status", "logs", "rerun", "cancel", "runs"]);
+        for tool in &tools {
+            assert_eq!(tool.input_schema.get("type"), Some(&serde_json::json!("object")), "{}", tool.name);
+            let read_only = tool.annotations.as_ref().and_then(|a| a.read_only_hint);
+            let mutates = matches!(tool.name.as_ref(), "run" | "rerun" | "cancel");
+            assert_eq!(read_only, Some(!mutates), "{}", tool.name);
+        }
+    }
 }
