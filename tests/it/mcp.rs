@@ -98,6 +98,39 @@ impl Session {
         }
     }
 
+    /// The protocol error request `method` is answered with.
+    fn request_error(&mut self, method: &str, params: Value) -> Value {
+        let id = self.send_request(method, params);
+        loop {
+            let message = self.message();
+            if message["id"] == json!(id) {
+                assert!(message.get("result").is_none(), "{method} should have failed: {message}");
+                return message["error"].clone();
+            }
+            if message.get("id").is_none() {
+                self.notes.push(message);
+            }
+        }
+    }
+
+    /// Waits for `notifications/resources/updated` about `uri` (taking it and any before it).
+    fn updated(&mut self, uri: &str) {
+        let told = |note: &Value| {
+            note["method"] == "notifications/resources/updated" && note["params"]["uri"] == uri
+        };
+        if let Some(at) = self.notes.iter().position(told) {
+            self.notes.drain(..=at);
+            return;
+        }
+        self.notes.clear();
+        loop {
+            let message = self.message();
+            if told(&message) {
+                return;
+            }
+        }
+    }
+
     fn request(&mut self, method: &str, params: Value) -> Value {
         let id = self.send_request(method, params);
         self.answer(id)
@@ -362,5 +395,52 @@ fn a_client_that_leaves_mid_wait_leaves_the_run_going() {
     let verdict: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(verdict["passed"], true, "{verdict}");
     until("the run to be recorded", DEADLINE, || repo.ledger()[0]["outcome"] == "passed");
+    stop_server(&repo);
+}
+
+#[test]
+fn mcp_resources_show_the_run_and_tell_subscribers_when_it_changes() {
+    let repo = Repo::new(
+        "[metadata(\"ci\")]\nci: slow\nslow:\n    @echo started; while [ ! -f \"$GO\" ]; do sleep 0.05; done; echo done\n",
+    );
+    let go = repo.home.path().join("go");
+    let mut mcp = Session::start(&repo, &[("GO", &go)]);
+    let p = local_platform();
+    let caps = &mcp.info["capabilities"]["resources"];
+    assert_eq!(
+        (caps["subscribe"].clone(), caps["listChanged"].clone()),
+        (json!(true), json!(true)),
+        "{caps}"
+    );
+    let templates = mcp.request("resources/templates/list", json!({}));
+    assert_eq!(templates["resourceTemplates"][0]["uriTemplate"], "odu://run/logs/{node}", "{templates}");
+
+    // Subscribed before any run (and any server): the run this session starts is heard of.
+    mcp.request("resources/subscribe", json!({"uri": "odu://run/nodes"}));
+    let run = mcp.ok("run", json!({}))["run"].as_str().unwrap().to_string();
+    mcp.updated("odu://run/nodes");
+    let listed = mcp.request("resources/list", json!({}));
+    let uris: Vec<&str> =
+        listed["resources"].as_array().unwrap().iter().map(|r| r["uri"].as_str().unwrap()).collect();
+    assert!(uris.contains(&"odu://run/nodes"), "{listed}");
+    let log_uri = format!("odu://run/logs/slow@{p}");
+    assert!(uris.contains(&log_uri.as_str()), "{listed}");
+    let nodes = mcp.request("resources/read", json!({"uri": "odu://run/nodes"}));
+    let nodes: Value = serde_json::from_str(nodes["contents"][0]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(nodes["run"], json!(run), "{nodes}");
+
+    // A log's subscriber hears of what the node writes.
+    mcp.request("resources/subscribe", json!({"uri": "odu://run/logs/slow"}));
+    mcp.updated("odu://run/logs/slow");
+    std::fs::write(&go, "").unwrap();
+    mcp.updated("odu://run/logs/slow");
+    assert_eq!(mcp.ok("wait", json!({"fail_fast": false}))["passed"], true);
+    let log = mcp.request("resources/read", json!({"uri": log_uri}));
+    assert_eq!(log["contents"][0]["text"], "started\ndone\n", "{log}");
+    mcp.request("resources/unsubscribe", json!({"uri": "odu://run/logs/slow"}));
+
+    let error = mcp.request_error("resources/read", json!({"uri": "odu://elsewhere"}));
+    assert!(error["message"].as_str().unwrap().contains("resources/list"), "{error}");
+    assert_eq!(mcp.close(), Some(0));
     stop_server(&repo);
 }

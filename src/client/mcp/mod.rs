@@ -3,6 +3,7 @@
 //! `rerun`, as `odu run` does) or reads the ledger, through the same functions as the CLI
 //! commands. Stdout carries protocol messages only; anything else goes to stderr.
 
+pub mod resources;
 pub mod tools;
 
 use std::path::{Path, PathBuf};
@@ -10,7 +11,9 @@ use std::sync::Arc;
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, JsonObject,
-    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
+    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, ServerCapabilities, ServerConfig,
+    SubscribeRequestParams, Tool, ToolAnnotations, UnsubscribeRequestParams,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
@@ -38,6 +41,10 @@ pub struct OduMcp {
     checkout: Arc<Checkout>,
     /// Turns true when the client closed its end: a tool still waiting then gives up.
     left: tokio::sync::watch::Receiver<bool>,
+    /// Moves each time this session starts a run: subscriptions look for it.
+    started: tokio::sync::watch::Sender<u64>,
+    /// The watch behind each subscribed URI.
+    watches: Arc<std::sync::Mutex<std::collections::BTreeMap<String, tokio::task::AbortHandle>>>,
 }
 
 /// How each tool is named, described, shaped and annotated.
@@ -98,24 +105,39 @@ impl TitleHint for ToolAnnotations {
 
 impl OduMcp {
     pub fn new(checkout: Checkout, left: tokio::sync::watch::Receiver<bool>) -> OduMcp {
-        OduMcp { checkout: Arc::new(checkout), left }
+        OduMcp {
+            checkout: Arc::new(checkout),
+            left,
+            started: tokio::sync::watch::Sender::new(0),
+            watches: Arc::default(),
+        }
     }
 
     /// Runs tool `name` on `arguments`: its answer, or a refusal that says what to do next.
     pub async fn call(&self, name: &str, arguments: Option<JsonObject>) -> CliResult<Value> {
         let checkout = &*self.checkout;
         match name {
-            "run" => tools::run(checkout, parse(name, arguments)?).await,
+            "run" => self.starting(tools::run(checkout, parse(name, arguments)?).await),
             "wait" => tools::wait(checkout, parse(name, arguments)?).await,
             "status" => tools::status(checkout, parse(name, arguments)?).await,
             "logs" => tools::logs(checkout, parse(name, arguments)?).await,
-            "rerun" => tools::rerun(checkout, parse(name, arguments)?).await,
+            "rerun" => self.starting(tools::rerun(checkout, parse(name, arguments)?).await),
             "cancel" => tools::cancel(checkout, parse(name, arguments)?).await,
             "runs" => tools::runs(checkout, parse(name, arguments)?).await,
             other => Err(CliError::usage(format!(
                 "there is no tool {other:?}: the tools are run, wait, status, logs, rerun, cancel, runs"
             ))),
         }
+    }
+}
+
+impl OduMcp {
+    /// A run this session started: subscriptions waiting for a server look again.
+    fn starting(&self, result: CliResult<Value>) -> CliResult<Value> {
+        if result.is_ok() {
+            self.started.send_modify(|n| *n += 1);
+        }
+        result
     }
 }
 
@@ -153,12 +175,19 @@ fn in_tool_terms(message: &str) -> String {
 
 impl ServerHandler for OduMcp {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        let capabilities = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_resources()
+            .enable_resources_subscribe()
+            .enable_resources_list_changed()
+            .build();
+        ServerConfig::new(capabilities)
             .with_server_info(Implementation::new("odu", crate::version::VERSION))
             .with_instructions(
                 "odu runs this checkout's just recipe DAG as CI. Call run to start a run (it returns at once), \
                  wait for its verdict, status for its nodes, logs to page through a node's log, rerun a red node, \
-                 cancel, and runs for the history.",
+                 cancel, and runs for the history. Resources: odu://run/nodes and odu://run/logs/<node> \
+                 (subscribe to hear when they change).",
             )
     }
 
@@ -168,6 +197,63 @@ impl ServerHandler for OduMcp {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         Ok(ListToolsResult::with_all_items(tools()))
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        Ok(ListResourcesResult::with_all_items(resources::list(&self.checkout).await))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        Ok(ListResourceTemplatesResult::with_all_items(resources::templates()))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        match resources::read(&self.checkout, &request.uri).await {
+            Ok(contents) => Ok(ReadResourceResult::new(vec![contents]).into()),
+            Err(e) => Err(resources::not_found(&request.uri, e)),
+        }
+    }
+
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        resources::Uri::parse(&request.uri).map_err(|e| resources::not_found(&request.uri, e))?;
+        let mut watches = self.watches.lock().expect("watches lock");
+        if let std::collections::btree_map::Entry::Vacant(entry) = watches.entry(request.uri.clone()) {
+            let task = tokio::spawn(resources::watch(
+                self.checkout.clone(),
+                request.uri,
+                context.peer.clone(),
+                self.started.subscribe(),
+            ));
+            entry.insert(task.abort_handle());
+        }
+        Ok(())
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        if let Some(watch) = self.watches.lock().expect("watches lock").remove(&request.uri) {
+            watch.abort();
+        }
+        Ok(())
     }
 
     async fn call_tool(
