@@ -228,6 +228,9 @@ pub struct RunArgs {
     /// Answer yes for the run's [confirm] recipes (just --yes), which odu refuses otherwise.
     #[arg(long)]
     pub yes: bool,
+    /// When the run ends, write it as JUnit XML to PATH (for Jenkins, GitLab, Buildkite).
+    #[arg(long, value_name = "PATH")]
+    pub junit: Option<std::path::PathBuf>,
     /// When this starts a server, it exits after this long with nothing to do.
     #[arg(long, value_name = "DURATION", default_value = DEFAULT_IDLE)]
     pub idle_timeout: String,
@@ -245,6 +248,9 @@ pub struct RunsArgs {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
     pub output: OutputFormat,
+    /// Write one ended run (default: the latest) as JUnit XML to stdout instead.
+    #[arg(long, value_name = "SHA7#SEQ", num_args = 0..=1, default_missing_value = "")]
+    pub junit: Option<String>,
     #[command(subcommand)]
     pub action: Option<RunsAction>,
 }

@@ -10,6 +10,7 @@ mod corpus;
 mod golden_frames;
 mod harness;
 mod install;
+mod junit;
 mod just_fidelity;
 mod just_vars;
 mod lab;
