@@ -354,6 +354,11 @@ fn mcp_cancels_a_run_and_says_what_to_do_on_errors() {
     assert_eq!((verdict["timed_out"].clone(), verdict["settled"].clone()), (json!(true), json!(false)));
     let text = mcp.refused("wait", json!({"expected_sha": "0000000"}));
     assert!(text.contains("is of commit") && text.contains("run tool"), "{text}");
+    let text = mcp.refused("wait", json!({"expected_sha": "HEAD"}));
+    assert!(text.contains("is no commit") && text.contains("7 hex digits"), "{text}");
+    let sha = repo.git(&["rev-parse", "HEAD"]);
+    let verdict = mcp.ok("wait", json!({"expected_sha": sha, "timeout_ms": 1}));
+    assert_eq!(verdict["sha"], json!(sha), "{verdict}");
     let text = mcp.refused("logs", json!({"node": "nosuch"}));
     assert!(text.contains("nosuch") && text.contains(&format!("slow@{p}")), "{text}");
     let text = mcp.refused("run", json!({}));

@@ -161,8 +161,12 @@ pub async fn wait(checkout: &Checkout, input: WaitInput) -> CliResult<Value> {
     let mut client = served(checkout).await?;
     let header = header_of(&mut client, &input.run_id).await?;
     if let Some(expected) = input.expected_sha.as_deref().map(str::trim) {
-        let matches = expected.len() >= 7 && header.sha.starts_with(&expected.to_ascii_lowercase());
-        if !matches {
+        if expected.len() < 7 || !expected.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(CliError::usage(format!(
+                "expected_sha {expected:?} is no commit: pass the full sha or at least its first 7 hex digits (git rev-parse HEAD)"
+            )));
+        }
+        if !header.sha.starts_with(&expected.to_ascii_lowercase()) {
             return Err(CliError::refused(format!(
                 "run {} is of commit {}, not {expected}: start a run of this commit with the run tool (supersede: true replaces the live one)",
                 header.run, header.sha
