@@ -25,6 +25,11 @@ struct Session {
 
 impl Session {
     fn start(repo: &Repo, env: &[(&str, &std::path::Path)]) -> Session {
+        Session::start_speaking(repo, env, "2025-06-18")
+    }
+
+    /// A session whose client asks for protocol revision `version`.
+    fn start_speaking(repo: &Repo, env: &[(&str, &std::path::Path)], version: &str) -> Session {
         let mut cmd = repo.odu(&["mcp"]);
         for (key, value) in env {
             cmd.env(key, value);
@@ -45,7 +50,7 @@ impl Session {
         session.info = session.request(
             "initialize",
             json!({
-                "protocolVersion": "2025-06-18",
+                "protocolVersion": version,
                 "capabilities": {},
                 "clientInfo": {"name": "odu-tests", "version": "1"},
             }),
@@ -220,6 +225,11 @@ fn mcp_initializes_and_lists_every_tool_with_its_schema() {
     assert_eq!(by_name("rerun")["inputSchema"]["required"], json!(["node"]));
     assert_eq!(by_name("cancel")["annotations"]["destructiveHint"], json!(true));
     assert_eq!(mcp.close(), Some(0));
+
+    // A client asking for a revision without resources/subscribe gets the latest with it.
+    let later = Session::start_speaking(&repo, &[], "2026-07-28");
+    assert_eq!(later.info["protocolVersion"], "2025-11-25", "{}", later.info);
+    assert_eq!(later.close(), Some(0));
 }
 
 #[test]
