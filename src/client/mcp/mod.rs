@@ -62,7 +62,7 @@ pub fn tools() -> Vec<Tool> {
             "run",
             "Start a CI run of this checkout (the whole pipeline, or the selected recipes) and return its run id at once; it never waits (call wait).",
         )
-        .annotate(writes(false).with_title_hint("Start a run")),
+        .annotate(writes(false)),
         tool::<WaitInput>(
             "wait",
             "Block until the run goes red (fail_fast, the default) or settles, or timeout_ms passes; return its verdict: settled, passed, the failed / errored / cancelled node ids, timed_out, duration_ms of the run, unposted statuses.",
@@ -90,17 +90,6 @@ pub fn tools() -> Vec<Tool> {
         .annotate(writes(true)),
         tool::<RunsInput>("runs", "The runs recorded in this checkout, newest first.").annotate(reads()),
     ]
-}
-
-trait TitleHint {
-    fn with_title_hint(self, title: &str) -> Self;
-}
-
-impl TitleHint for ToolAnnotations {
-    fn with_title_hint(mut self, title: &str) -> Self {
-        self.title = Some(title.to_string());
-        self
-    }
 }
 
 impl OduMcp {
