@@ -304,6 +304,8 @@ fn mcp_pages_through_a_ten_mib_log() {
     assert_eq!(tail["offset"].as_u64().unwrap(), size - 16 * 1024);
     assert_eq!(tail["next_offset"].as_u64().unwrap(), size);
     assert_eq!(tail["eof"], true);
+    let own = format!("/.ci/{}/runs/1/{}/big.log", repo.sha7(), local_platform());
+    assert!(tail["log"].as_str().unwrap().ends_with(&own), "the run's own log: {tail}");
 
     // Page from the start; a page is never more than 1 MiB, whatever is asked.
     let on_disk = std::fs::read(tail["log"].as_str().unwrap()).unwrap();

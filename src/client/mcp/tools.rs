@@ -273,7 +273,7 @@ pub async fn logs(checkout: &Checkout, input: LogsInput) -> CliResult<Value> {
     Ok(json!({
         "run": record.reference(),
         "node": id,
-        "log": checkout.repo.join(ledger_log_path(&record, &id)),
+        "log": own_log_path(&ci, &record, &id),
         "size": size,
         "offset": start,
         "next_offset": next,
@@ -282,8 +282,13 @@ pub async fn logs(checkout: &Checkout, input: LogsInput) -> CliResult<Value> {
     }))
 }
 
-fn ledger_log_path(record: &ledger::RunRecord, id: &str) -> String {
-    NodeId::parse(id).map_or_else(String::new, |node| node.log_path(&record.label))
+/// Where the page was read: the run's own log file (`.ci/<label>/runs/<seq>/<platform>/…`),
+/// which a later run never replaces.
+fn own_log_path(ci: &Path, record: &ledger::RunRecord, id: &str) -> Option<std::path::PathBuf> {
+    let node = NodeId::parse(id)?;
+    let latest = node.log_path(&record.label);
+    let file = Path::new(&latest).file_name()?;
+    Some(ledger::run_logs_dir(ci, &record.label, record.seq).join(&node.platform).join(file))
 }
 
 pub async fn rerun(checkout: &Checkout, input: RerunInput) -> CliResult<Value> {
