@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what odu's pipeline and its tests need on a fresh machine: git, just >= 1.57, and the
-# ssh test lab's tools (ssh, ssh-keygen, sshd, ip), man, nix, and tmux for the dashboard's tests.
+# ssh test lab's tools (ssh, ssh-keygen, sshd, ip), man, nix, tmux for the dashboard's tests, and
+# xmllint for the JUnit XML tests.
 # Safe to run repeatedly: it only installs what is missing or too old.
 set -euo pipefail
 
@@ -45,6 +46,8 @@ command -v man >/dev/null 2>&1 || apt_install man-db
 command -v nix >/dev/null 2>&1 || apt_install nix-bin
 # The dashboard's end-to-end tests (tests/it/monitor.rs) drive it in a real terminal.
 command -v tmux >/dev/null 2>&1 || apt_install tmux
+# The JUnit XML tests (tests/it/junit.rs) validate odu's reports against a schema with xmllint.
+command -v xmllint >/dev/null 2>&1 || apt_install libxml2-utils
 
 if need_just; then
   echo "install-deps: installing just >= 1.57" >&2

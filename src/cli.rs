@@ -53,6 +53,9 @@ pub enum Command {
     Monitor(AttachArgs),
     /// Block until the live run goes red (or, with --settle, finishes); print a JSON verdict.
     Wait(WaitArgs),
+    /// Serve this checkout's runs to a coding agent as MCP tools on stdio (run, wait, status,
+    /// logs, rerun, cancel, runs).
+    Mcp(McpArgs),
     /// Print the completion script for a shell (e.g. `odu completions bash > /etc/bash_completion.d/odu`).
     Completions(CompletionsArgs),
     /// Print odu's man page (roff); with --dir, write one page per command into that directory.
@@ -60,6 +63,16 @@ pub enum Command {
     /// Make a branch require exactly the GitHub statuses odu posts (rulesets, else classic
     /// branch protection).
     Protect(ProtectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct McpArgs {
+    /// The checkout to serve (default: the one the current directory is in).
+    #[arg(long, value_name = "PATH")]
+    pub dir: Option<std::path::PathBuf>,
+    /// A server started for a run exits after this long idle (30s, 10m, 1h).
+    #[arg(long, value_name = "DURATION", default_value = DEFAULT_IDLE)]
+    pub idle_timeout: String,
 }
 
 #[derive(Debug, Args)]
@@ -237,6 +250,9 @@ pub struct RunArgs {
     /// Answer yes for the run's [confirm] recipes (just --yes), which odu refuses otherwise.
     #[arg(long)]
     pub yes: bool,
+    /// When the run ends, write it as JUnit XML to PATH (for Jenkins, GitLab, Buildkite).
+    #[arg(long, value_name = "PATH")]
+    pub junit: Option<std::path::PathBuf>,
     /// When this starts a server, it exits after this long with nothing to do.
     #[arg(long, value_name = "DURATION", default_value = DEFAULT_IDLE)]
     pub idle_timeout: String,
@@ -258,6 +274,9 @@ pub struct RunsArgs {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
     pub output: OutputFormat,
+    /// Write one ended run (default: the latest) as JUnit XML to stdout instead.
+    #[arg(long, value_name = "SHA7#SEQ", num_args = 0..=1, default_missing_value = "")]
+    pub junit: Option<String>,
     #[command(subcommand)]
     pub action: Option<RunsAction>,
 }

@@ -25,6 +25,7 @@ fn main() {
         Command::Attach(args) => command::attach::attach(args, false),
         Command::Monitor(args) => command::attach::attach(args, true),
         Command::Wait(args) => command::wait::wait(args),
+        Command::Mcp(args) => command::mcp::mcp(args),
         Command::Completions(args) => command::docs::completions(args),
         Command::Man(args) => command::docs::man(args),
         Command::Protect(args) => command::protect::protect(args),

@@ -4,8 +4,10 @@
 
 pub mod face;
 pub mod follow;
+pub mod mcp;
 pub mod monitor;
 pub mod query;
+pub mod waiting;
 
 use std::path::Path;
 use std::process::Stdio;

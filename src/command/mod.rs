@@ -6,6 +6,7 @@ pub mod cancel;
 pub mod docs;
 pub mod hosts;
 pub mod logs;
+pub mod mcp;
 pub mod plan;
 pub mod protect;
 pub mod rerun;

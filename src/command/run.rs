@@ -101,6 +101,26 @@ pub fn run(args: RunArgs) -> CliResult<i32> {
         };
         // Under the live matrix the summary names what needs a look; piped, every node.
         let summary_all = args.summary.map_or(!live, |s| s == SummaryFormat::All);
-        follow(&mut client, &started.run, face, true, summary_all, Some(post_wait)).await
+        let code = follow(&mut client, &started.run, face, true, summary_all, Some(post_wait)).await?;
+        if let Some(path) = &args.junit {
+            write_junit(&repo, &started.run, path)?;
+        }
+        Ok(code)
+    })
+}
+
+/// Writes run `run` as JUnit XML to `path` once it ended; a run left before it ended says so.
+fn write_junit(repo: &std::path::Path, run: &str, path: &std::path::Path) -> CliResult<()> {
+    let ci = repo.join(".ci");
+    let record = crate::trail::ledger::find(&ci, Some(run)).map_err(CliError::refused)?;
+    if record.outcome == odu_proto::RunOutcome::Running {
+        say(format!("odu: run {run} had not ended: no JUnit XML written to {}", path.display()));
+        return Ok(());
+    }
+    std::fs::write(path, crate::trail::junit::render(&record, &ci)).map_err(|e| {
+        CliError::refused(format!(
+            "cannot write the JUnit XML of run {run} to {}: {e}: name a writable path (odu runs --junit {run} prints it)",
+            path.display()
+        ))
     })
 }

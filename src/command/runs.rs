@@ -16,6 +16,9 @@ pub fn runs(args: RunsArgs) -> CliResult<i32> {
     if let Some(RunsAction::Prune(prune_args)) = args.action {
         return prune(&repo, prune_args);
     }
+    if let Some(run) = &args.junit {
+        return junit(&repo, Some(run.as_str()).filter(|r| !r.is_empty()));
+    }
     let runtime = crate::client::query::runtime()?;
     let served = runtime.block_on(async {
         let Some(mut client) = crate::client::connect(&repo).await? else { return Ok::<_, CliError>(None) };
@@ -66,6 +69,24 @@ pub fn runs(args: RunsArgs) -> CliResult<i32> {
             row.iter().enumerate().map(|(i, cell)| format!("{cell:<w$}", w = widths[i])).collect();
         outln(line.join("  ").trim_end())?;
     }
+    Ok(0)
+}
+
+/// `odu runs --junit [RUN]`: an ended run (default: the latest) as JUnit XML on stdout.
+fn junit(repo: &std::path::Path, run: Option<&str>) -> CliResult<i32> {
+    let ci = repo.join(".ci");
+    let ledger = ledger::read_recovering(&ci, now_ms()).map_err(|e| CliError::refused(e.to_string()))?;
+    for note in &ledger.rejected {
+        crate::error::say(format!("odu: {note}"));
+    }
+    let record = ledger.find(run).map_err(CliError::refused)?;
+    if record.outcome == RunOutcome::Running {
+        return Err(CliError::refused(format!(
+            "run {} is still in progress: wait for it (odu wait --settle), then ask again",
+            record.reference()
+        )));
+    }
+    crate::error::out(crate::trail::junit::render(record, &ci).as_bytes())?;
     Ok(0)
 }
 

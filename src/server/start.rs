@@ -376,7 +376,10 @@ pub fn plan_run(
 /// The environment odu hands on (tools, lanes): never a GitHub token, which only the poster
 /// holds.
 fn without_token(env: &Env) -> Env {
-    env.iter().filter(|(k, _)| !TOKEN_VARS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect()
+    env.iter()
+        .filter(|(k, _)| !TOKEN_VARS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// Everything `odu run` used to do before its first lane: each refusal is one line that says

@@ -2,6 +2,7 @@
 //! log file is written and followed through (the runner's own spools use it too).
 
 pub mod ci;
+pub mod junit;
 pub mod ledger;
 pub mod retention;
 pub mod spool;
