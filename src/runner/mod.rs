@@ -336,14 +336,9 @@ impl Actor {
             serde_json::from_value(params).map_err(|e| RpcError::invalid_params(e.to_string()))?;
         let setup_command = format!("(workspace {})", c.workspace);
         let lane = LaneState::new(&c.tasks, &setup_command, c.jobs).map_err(RpcError::invalid_params)?;
+        // A spool's file is created with its first byte: a node that prints nothing costs none.
         for (index, id) in lane.order().iter().enumerate() {
-            let path = self.spool_path(index, 0);
-            let spool = Spool::windowed(&path, LOG_HEAD, LOG_WINDOW).map_err(|e| {
-                RpcError::refused(format!(
-                    "cannot create a log spool in {}: {e}",
-                    self.scratch.path().display()
-                ))
-            })?;
+            let spool = Spool::windowed(&self.spool_path(index, 0), LOG_HEAD, LOG_WINDOW);
             self.spools.insert(id.clone(), spool);
         }
         self.name = c.name;
