@@ -515,12 +515,14 @@ async fn prepare_workspace(workspace: &Path, spool: &Spool, generation: u32) -> 
         return Exit::SpawnFailed;
     }
     say(format!("using provided workspace {}", workspace.display()));
-    match spawner::tool_output("just", &["--version"], workspace).await {
+    // The very program every node of the lane runs (nodes spawn it by this path).
+    let just = spawner::resolve_program("just");
+    match spawner::tool_output(&just.to_string_lossy(), &["--version"], workspace).await {
         Ok((true, stdout, _)) => {
             let version = stdout.trim().to_string();
             match parse_version(&version) {
                 Some(v) if v >= MIN_JUST => {
-                    say(version);
+                    say(format!("{version} ({})", just.display()));
                     Exit::Code(0)
                 }
                 _ => {
