@@ -55,7 +55,8 @@ pub fn run(args: RunArgs) -> CliResult<i32> {
     }
     super::parse_duration(&args.idle_timeout, "--idle-timeout")?;
     let cwd = super::current_dir()?;
-    let repo = git::toplevel(&cwd)?;
+    // Found without starting git (a process saved on every run); git is asked when unsure.
+    let repo = git::toplevel_quick(&cwd)?;
     let dir = subdirectory(&repo, &cwd);
     let progress_json = args.progress == Some(ProgressFormat::Json);
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -38,16 +38,38 @@ pub fn toplevel_quick(dir: &Path) -> CliResult<PathBuf> {
 
 /// The full sha of HEAD.
 pub fn head(repo: &Path) -> CliResult<String> {
-    let out = git(repo, &["rev-parse", "--verify", "HEAD^{commit}"])?;
+    head_of(git(repo, HEAD_ARGS)?)
+}
+
+/// [`head`] and the paths `git status --porcelain` reports (ignoring odu's own `.ci`
+/// folder) at once: both gits run side by side, so the pair costs the
+/// wall time of the slower one.
+pub fn head_and_dirty_paths(repo: &Path) -> CliResult<(String, Vec<String>)> {
+    let started = |args: &[&str]| {
+        tool::start("git", args, repo)
+            .map_err(|e| CliError::refused(format!("cannot run git ({e}): install git")))
+    };
+    let head_git = started(HEAD_ARGS)?;
+    let status_git = started(STATUS_ARGS);
+    let finished = |child| {
+        tool::finish(child).map_err(|e| CliError::refused(format!("cannot run git ({e}): install git")))
+    };
+    let head = finished(head_git).and_then(head_of);
+    let dirty = status_git.and_then(finished).and_then(dirty_of);
+    Ok((head?, dirty?))
+}
+
+const HEAD_ARGS: &[&str] = &["rev-parse", "--verify", "HEAD^{commit}"];
+const STATUS_ARGS: &[&str] = &["status", "--porcelain", "--", ".", ":(exclude).ci"];
+
+fn head_of(out: tool::ToolOutput) -> CliResult<String> {
     if !out.success {
         return Err(CliError::refused("the repository has no commit yet: commit the justfile first"));
     }
     Ok(out.stdout.trim().to_string())
 }
 
-/// Paths `git status --porcelain` reports, ignoring odu's own `.ci` folder.
-pub fn dirty_paths(repo: &Path) -> CliResult<Vec<String>> {
-    let out = git(repo, &["status", "--porcelain", "--", ".", ":(exclude).ci"])?;
+fn dirty_of(out: tool::ToolOutput) -> CliResult<Vec<String>> {
     if !out.success {
         return Err(CliError::refused(format!("git status failed: {}", out.stderr.trim())));
     }
