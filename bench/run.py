@@ -97,8 +97,11 @@ def timed(argv: list[str], *, cwd: Path, env: dict, what: str,
     never count; stderr is always captured so a failure can be explained.
     """
     t0 = time.perf_counter()
+    # A session of its own, as `odu serve` has: with the scheduler's autogroups, a side left
+    # in the bench's session would share one CPU slice with whatever else runs there, while
+    # odu's nodes (under the daemonised server) get a slice of their own.
     proc = subprocess.run(argv, cwd=cwd, env=env, input=stdin_data,
-                          stdout=stdout, stderr=subprocess.PIPE)
+                          stdout=stdout, stderr=subprocess.PIPE, start_new_session=True)
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0:
         raise BenchError(

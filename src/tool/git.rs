@@ -142,6 +142,14 @@ impl Snapshot {
 
 impl Drop for Snapshot {
     fn drop(&mut self) {
+        // Removed without starting git when its administrative folder is where a plain
+        // checkout keeps it: two gits in a row held every run's end back by their start-up.
+        if let Some(admin) = admin_dir(&self.repo, &self.dir) {
+            drop(self.scratch.take());
+            if std::fs::remove_dir_all(&admin).is_ok() {
+                return;
+            }
+        }
         let dir = self.dir.display().to_string();
         let _ = git(&self.repo, &["worktree", "remove", "--force", &dir]);
         drop(self.scratch.take());
@@ -149,9 +157,51 @@ impl Drop for Snapshot {
     }
 }
 
+/// The folder git keeps for the worktree at `dir` (`<repo>/.git/worktrees/<name>`, named by
+/// the `gitdir:` line of the worktree's `.git` file), when it is a real folder right there;
+/// `None` for anything else (a checkout whose `.git` is itself a file, a link), which is left
+/// to `git worktree remove`.
+fn admin_dir(repo: &Path, dir: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(dir.join(".git")).ok()?;
+    let admin = PathBuf::from(text.strip_prefix("gitdir:")?.trim());
+    let worktrees = repo.join(".git").join("worktrees").canonicalize().ok()?;
+    let meta = std::fs::symlink_metadata(&admin).ok()?;
+    let name = admin.file_name()?;
+    (meta.is_dir() && admin.parent()?.canonicalize().ok()? == worktrees && !name.is_empty())
+        .then(|| worktrees.join(name))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::github_repo;
+    use super::{Snapshot, github_repo};
+
+    #[test]
+    fn a_snapshot_leaves_no_worktree_behind() {
+        let repo = tempfile::tempdir().unwrap();
+        let git = |args: &[&str]| {
+            let out = crate::tool::run("git", args, repo.path()).unwrap();
+            assert!(out.success, "git {args:?}: {}", out.stderr);
+            out.stdout
+        };
+        git(&["init", "-q"]);
+        std::fs::write(repo.path().join("justfile"), "a:\n    true\n").unwrap();
+        git(&["add", "-A"]);
+        git(&["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]);
+        let sha = git(&["rev-parse", "HEAD"]).trim().to_string();
+        let snapshot = Snapshot::create(repo.path(), &sha).unwrap();
+        let dir = snapshot.dir.clone();
+        assert!(dir.join("justfile").is_file());
+        assert_eq!(git(&["worktree", "list", "--porcelain"]).matches("worktree ").count(), 2);
+        assert!(super::admin_dir(repo.path(), &dir).is_some(), "removed without starting git");
+        drop(snapshot);
+        assert!(!dir.exists(), "the worktree's folder is gone");
+        assert!(!repo.path().join(".git/worktrees").read_dir().is_ok_and(|mut d| d.next().is_some()));
+        assert_eq!(
+            git(&["worktree", "list", "--porcelain"]).matches("worktree ").count(),
+            1,
+            "git knows of it no more"
+        );
+    }
 
     #[test]
     fn understands_https_and_ssh_github_remotes() {
