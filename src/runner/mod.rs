@@ -433,13 +433,19 @@ impl Actor {
         if id == SETUP {
             let env = self.env.clone();
             tokio::spawn(async move {
-                let exit = prepare_workspace(&workspace, &spool, generation).await;
+                let tell = me.clone();
+                let on_group = move |pgid| {
+                    let _ = tell.send(ActorMsg::SetupGroup { generation, pgid });
+                };
+                // just's dump (which runs nothing of the justfile) is read while its version is
+                // checked; it is used only once the check passed.
+                let (exit, dump) = tokio::join!(
+                    prepare_workspace(&workspace, &spool, generation),
+                    variables::dump(&workspace, &env, &on_group)
+                );
                 if exit == Exit::Code(0) {
-                    let tell = me.clone();
-                    let on_group = move |pgid| {
-                        let _ = tell.send(ActorMsg::SetupGroup { generation, pgid });
-                    };
-                    let overrides = evaluate_variables(&workspace, &env, &on_group, &spool, generation).await;
+                    let overrides =
+                        evaluate_variables(&workspace, &env, &on_group, dump, &spool, generation).await;
                     let _ = me.send(ActorMsg::Variables(overrides));
                 }
                 spool.end(generation);
@@ -478,13 +484,14 @@ async fn evaluate_variables(
     workspace: &Path,
     env: &BTreeMap<String, String>,
     on_group: &(dyn Fn(i32) + Sync),
+    dump: Result<String, String>,
     spool: &Spool,
     generation: u32,
 ) -> Vec<String> {
     let say = |line: String| {
         let _ = spool.append(generation, format!("[odu] {line}\n").as_bytes());
     };
-    match variables::evaluate_once(workspace, env, on_group).await {
+    match variables::evaluate_once(workspace, env, on_group, dump).await {
         Ok(overrides) if overrides.is_empty() => Vec::new(),
         Ok(overrides) => {
             let names: Vec<&str> =
