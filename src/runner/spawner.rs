@@ -90,25 +90,11 @@ pub async fn finish_node(started: StartedNode, spool: &Spool) -> Exit {
     let mut buf = vec![0u8; 256 * 1024];
     let mut status = None;
     let mut drain_deadline = None;
-    // When the node writes short pieces back to back (a line at a time), reading each as it
-    // comes costs a wakeup, a spool write and a frame per line in three processes; pausing a
-    // moment lets the pipe gather them into one read.
-    let mut chatty = false;
-    let mut last_read: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
-            read = async {
-                spool.room().await;
-                if chatty {
-                    tokio::time::sleep(COALESCE).await;
-                }
-                reader.read(&mut buf).await
-            } => match read {
+            read = async { spool.room().await; reader.read(&mut buf).await } => match read {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    let now = tokio::time::Instant::now();
-                    chatty = coalesce(n, last_read.map(|at| now - at));
-                    last_read = Some(now);
                     if let Err(e) = spool.append(generation, &buf[..n]) {
                         tracing::warn!(generation, error = %e, "cannot write a log");
                     }
@@ -151,16 +137,6 @@ pub async fn finish_node(started: StartedNode, spool: &Spool) -> Exit {
         },
         Err(_) => Exit::SpawnFailed,
     }
-}
-
-/// How long a reader pauses to let a chatty node's short writes gather in the pipe.
-const COALESCE: Duration = Duration::from_millis(1);
-
-/// Whether to pause before the next read: the read just made was short (`n` bytes) and came
-/// soon after the one before (`since`), so the node is writing small pieces back to back. A
-/// node that prints a line now and then, or a last line before it exits, is read at once.
-fn coalesce(n: usize, since: Option<Duration>) -> bool {
-    n < 16 * 1024 && since.is_some_and(|d| d < 2 * COALESCE)
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -271,18 +247,4 @@ pub async fn tool_output(
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_short_reads_in_quick_succession_pause_the_reader() {
-        let soon = Some(Duration::from_micros(300));
-        assert!(coalesce(70, soon), "a line right after a line: gather the next ones");
-        assert!(!coalesce(70, None), "a node's first output is read at once");
-        assert!(!coalesce(70, Some(Duration::from_millis(50))), "an occasional line is read at once");
-        assert!(!coalesce(256 * 1024, soon), "a fast writer fills reads without a pause");
-    }
 }
