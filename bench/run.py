@@ -66,6 +66,9 @@ SOCKET_DEADLINE_S = 30.0
 
 RSS_COORD_RE = re.compile(r"odu: peak rss (\d+) KiB")
 RSS_RUNNER_RE = re.compile(r"odu-runner: peak rss (\d+) KiB")
+CPU_RUNNER_RE = re.compile(r"odu-runner: peak rss \d+ KiB, cpu (\d+) ms")
+# The runner names the `just` every node of its lane runs: `[odu] just 1.59.0 (/path/just)`.
+JUST_USED_RE = re.compile(r"^\[odu\] just \S+ \((.+)\)$", re.M)
 CPU_COORD_RE = re.compile(r"odu: peak rss \d+ KiB, cpu (\d+) ms")
 
 
@@ -94,8 +97,11 @@ def timed(argv: list[str], *, cwd: Path, env: dict, what: str,
     never count; stderr is always captured so a failure can be explained.
     """
     t0 = time.perf_counter()
+    # A session of its own, as `odu serve` has: with the scheduler's autogroups, a side left
+    # in the bench's session would share one CPU slice with whatever else runs there, while
+    # odu's nodes (under the daemonised server) get a slice of their own.
     proc = subprocess.run(argv, cwd=cwd, env=env, input=stdin_data,
-                          stdout=stdout, stderr=subprocess.PIPE)
+                          stdout=stdout, stderr=subprocess.PIPE, start_new_session=True)
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0:
         raise BenchError(
@@ -275,19 +281,32 @@ class OduRepo:
         self.log_dir = repo / ".ci" / sha[:7] / PLATFORM
         self.coord_rss: list[int] = []   # KiB, one per odu run (warm-up included)
         self.runner_rss: list[int] = []
+        # CPU seconds of odu's own processes per run (warm-up excluded by the caller's median):
+        # the server (`odu serve`, planning included) and the runner, never their children.
+        self.server_cpu: list[float] = []
+        self.runner_cpu: list[float] = []
+        self.keep_server = False   # start-up (warm): reuse the server the previous run left
 
     def run(self, extra: list[str] = ()) -> tuple[float, subprocess.CompletedProcess]:
         # Start every run from an empty .ci/ so runs are alike (no growing run
         # history) and log1g does not keep 1 GiB logs around; a server left
         # by the previous run (`odu serve` outlives its run) goes first, so
         # every run starts its own and none serves a deleted .ci/.
-        stop_servers(self.repo)
-        shutil.rmtree(self.repo / ".ci", ignore_errors=True)
+        cpu_before = 0.0
+        if self.keep_server:
+            # The server and its trail stay (retention bounds the trail).
+            servers = find_servers(self.repo)
+            cpu_before = (proc_cpu_s(servers[0]) or 0.0) if servers else 0.0
+        else:
+            stop_servers(self.repo)
+            shutil.rmtree(self.repo / ".ci", ignore_errors=True)
         elapsed, proc = timed([str(self.odu_bin), "run", "--no-post", *HOST_FLAG, *extra],
                               cwd=self.repo, env=self.env, what="odu run")
         # The coordinator lives in the server: an `odu serve` (still alive,
         # started by this run) when odu starts one, else `odu run` itself.
         servers = find_servers(self.repo)
+        if servers:
+            self.server_cpu.append(max(0.0, (proc_cpu_s(servers[0]) or 0.0) - cpu_before))
         serve_hwm = proc_status_kib(servers[0], "VmHWM") if servers else None
         if serve_hwm is not None:
             self.coord_rss.append(serve_hwm)
@@ -297,8 +316,10 @@ class OduRepo:
         setup_log = self.log_dir / "_ci-setup.log"
         if not setup_log.is_file():
             raise BenchError(f"odu run succeeded but {setup_log} is missing")
-        self.runner_rss.append(self._parse(RSS_RUNNER_RE, setup_log.read_text("utf-8", "replace"),
-                                           str(setup_log)))
+        setup = setup_log.read_text("utf-8", "replace")
+        self.runner_rss.append(self._parse(RSS_RUNNER_RE, setup, str(setup_log)))
+        self.runner_cpu.append(self._parse(CPU_RUNNER_RE, setup, str(setup_log)) / 1000)
+        check_just(setup, str(setup_log), self.env)
         return elapsed, proc
 
     @staticmethod
@@ -308,6 +329,17 @@ class OduRepo:
             raise BenchError(f"no '{rx.pattern}' line in {where} (is ODU_REPORT_PEAK_RSS honoured?)\n"
                              f"{tail(text)}")
         return int(m.group(1))
+
+    def cpu_checks(self, nodes: int, target_ms: float | None = 0.3) -> list[Check]:
+        """odu's own CPU per node (server + runner, medians over the runs): what odu spends
+        that `just` does not."""
+        if not self.server_cpu or not self.runner_cpu:
+            return []
+        server = statistics.median(self.server_cpu) * 1000
+        runner = statistics.median(self.runner_cpu) * 1000
+        return [Check("odu CPU per node (server + runner)", (server + runner) / nodes, "ms", target_ms, digits=3),
+                Check("  server CPU (median, whole run)", server, "ms", digits=0),
+                Check("  runner CPU (median, whole run)", runner, "ms", digits=0)]
 
     def rss_checks(self, coord_target_mib: float | None, runner_target_mib: float | None) -> list[Check]:
         # Peak RSS is reported as the max over all runs: a peak is a bound, the
@@ -621,6 +653,48 @@ class LiveRun:
 
 
 # --------------------------------------------------------------------------
+# the `just` both sides run
+
+
+def baseline_just(env: dict) -> Path:
+    """The `just` the baselines run: the first on the bench's PATH, symlinks resolved."""
+    found = shutil.which("just", path=env.get("PATH"))
+    if found is None:
+        raise BenchError("`just` is not on PATH")
+    return Path(found).resolve()
+
+
+def is_elf(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"\x7fELF"
+
+
+def check_just(setup_log: str, where: str, env: dict) -> None:
+    """Fails unless odu's nodes ran the very `just` binary the baselines run (the runner names
+    it in the setup log), and that is a real binary, not a wrapper script (a shim's start-up
+    would inflate the baselines and hide odu's own cost)."""
+    m = JUST_USED_RE.search(setup_log)
+    if not m:
+        raise BenchError(f"no `[odu] just VERSION (PATH)` line in {where}: is the runner this build's?\n"
+                         f"{tail(setup_log)}")
+    odu_just = Path(m.group(1)).resolve()
+    base = baseline_just(env)
+    if odu_just != base:
+        raise BenchError(f"odu ran {odu_just} but the baselines run {base}: the ratios would compare "
+                         "different programs; put one `just` first on PATH")
+    if not is_elf(base):
+        raise BenchError(f"{base} is not a binary (a wrapper script?): its start-up would be in every "
+                         "baseline figure; put a real `just` binary first on PATH")
+
+
+def overhead_check(r_base: list[float], r_odu: list[float], nodes: int,
+                   target_ms: float | None) -> Check:
+    """Per-node overhead (odu - baseline) / N in ms, from the medians."""
+    per = (statistics.median(r_odu) - statistics.median(r_base)) / nodes * 1000
+    return Check(f"per-node overhead (odu - baseline)/{nodes}", per, "ms", target_ms, digits=3)
+
+
+# --------------------------------------------------------------------------
 # scenarios
 
 
@@ -632,8 +706,39 @@ def ci_justfile(names: list[str], deps: dict[str, list[str]], root_deps: list[st
 
 
 def scenario_wide200(ctx: "Ctx") -> Result:
-    names = [f"r{i:03d}" for i in range(200)]
-    repo = wide200_repo(ctx)
+    return wide_scenario(ctx, 200)
+
+
+def scenario_wide1000(ctx: "Ctx") -> Result:
+    return wide_scenario(ctx, 1000)
+
+
+def scenario_wide2000(ctx: "Ctx") -> Result:
+    return wide_scenario(ctx, 2000)
+
+
+def scenario_chain200(ctx: "Ctx") -> Result:
+    return chain_scenario(ctx, 200)
+
+
+def scenario_chain1000(ctx: "Ctx") -> Result:
+    return chain_scenario(ctx, 1000)
+
+
+def scenario_chain2000(ctx: "Ctx") -> Result:
+    return chain_scenario(ctx, 2000)
+
+
+# Per-node overhead targets: at most 0.3 ms at 2,000 nodes; smaller N is reported for the
+# trend (it must not grow with N).
+OVERHEAD_TARGET_MS = {2000: 0.3}
+# wide200 and chain200 are held to 1.10; the larger ones are judged by their overhead.
+SHAPE_RATIO_TARGET = {200: 1.10}
+
+
+def wide_scenario(ctx: "Ctx", n: int) -> Result:
+    names = [f"r{i:04d}" for i in range(n)] if n > 1000 else [f"r{i:03d}" for i in range(n)]
+    repo = wide200_repo(ctx) if n == 200 else wide_repo(ctx, n, names)
     feed = ("\n".join(names) + "\n").encode()
 
     def baseline() -> float:
@@ -649,17 +754,25 @@ def scenario_wide200(ctx: "Ctx") -> Result:
         return elapsed
 
     b, o = measure(baseline, odu, ctx.runs)
-    return Result("wide200", "200 independent trivial recipes", ctx.runs,
-                  "xargs -P2 -n1 just --no-deps", "odu run (all 200 at once)", b, o, 1.15,
-                  repo.rss_checks(30, None))
+    return Result(f"wide{n}", f"{n} independent trivial recipes", ctx.runs,
+                  "xargs -P2 -n1 just --no-deps", f"odu run (all {n} at once)", b, o,
+                  SHAPE_RATIO_TARGET.get(n),
+                  [overhead_check(b, o, n, OVERHEAD_TARGET_MS.get(n)), *repo.cpu_checks(n),
+                   *repo.rss_checks(30, None)])
 
 
-def scenario_chain200(ctx: "Ctx") -> Result:
-    names = [f"r{i:03d}" for i in range(200)]
-    deps = {n: [names[i - 1]] for i, n in enumerate(names) if i}
+def wide_repo(ctx: "Ctx", n: int, names: list[str]) -> OduRepo:
+    path = ctx.tmp / f"wide{n}"
+    sha = make_repo(path, ci_justfile(names, {}, names), ctx.env)
+    return OduRepo(ctx.odu, path, sha, ctx.env)
+
+
+def chain_scenario(ctx: "Ctx", n: int) -> Result:
+    names = [f"r{i:04d}" for i in range(n)] if n > 1000 else [f"r{i:03d}" for i in range(n)]
+    deps = {x: [names[i - 1]] for i, x in enumerate(names) if i}
     # Root lists only the tip: the closure is the whole chain either way.
-    sha = make_repo(ctx.tmp / "chain200", ci_justfile(names, deps, [names[-1]]), ctx.env)
-    repo = OduRepo(ctx.odu, ctx.tmp / "chain200", sha, ctx.env)
+    sha = make_repo(ctx.tmp / f"chain{n}", ci_justfile(names, deps, [names[-1]]), ctx.env)
+    repo = OduRepo(ctx.odu, ctx.tmp / f"chain{n}", sha, ctx.env)
     # One shell loop: the cheapest serial execution of the same 200 nodes.
     loop = f"for r in {' '.join(names)}; do just --no-deps \"$r\" || exit 1; done"
 
@@ -670,8 +783,84 @@ def scenario_chain200(ctx: "Ctx") -> Result:
         return repo.run()[0]
 
     b, o = measure(baseline, odu, ctx.runs)
-    return Result("chain200", "200 recipes in a dependency chain", ctx.runs,
-                  "sh loop of just --no-deps", "odu run", b, o, 1.15, repo.rss_checks(None, None))
+    return Result(f"chain{n}", f"{n} recipes in a dependency chain", ctx.runs,
+                  "sh loop of just --no-deps", "odu run", b, o, SHAPE_RATIO_TARGET.get(n),
+                  [overhead_check(b, o, n, OVERHEAD_TARGET_MS.get(n)), *repo.cpu_checks(n),
+                   *repo.rss_checks(None, None)])
+
+
+NOISY_LINES = 200_000
+
+
+def scenario_noisy(ctx: "Ctx") -> Result:
+    """Many short lines written slowly, as compilers and test runners do: a bash loop printing
+    200,000 lines of 70 bytes, one write each."""
+    # 8 digits, a space, 60 characters, a newline: 70 bytes a line.
+    body = ("#!/usr/bin/env bash\n    for ((i = 0; i < %d; i++)); do printf '%%08d %%s\\n' \"$i\" "
+            "\"%s\"; done" % (NOISY_LINES, "x" * 60))
+    just = '[metadata("ci")]\nci: noisy\n\nnoisy:\n    ' + body + "\n"
+    sha = make_repo(ctx.tmp / "noisy", just, ctx.env)
+    repo = OduRepo(ctx.odu, ctx.tmp / "noisy", sha, ctx.env)
+    out_file = ctx.tmp / "noisy.out"
+    expected: list[tuple[int, str]] = []
+
+    def baseline() -> float:
+        with open(out_file, "wb") as f:
+            elapsed = timed(["just", "--no-deps", "noisy"], cwd=repo.repo, env=ctx.env,
+                            stdout=f, what="baseline just noisy")[0]
+        got = file_digest(out_file)
+        if got[0] != NOISY_LINES * 70:
+            raise BenchError(f"baseline wrote {got[0]} bytes, expected {NOISY_LINES * 70}")
+        expected[:] = [got]
+        return elapsed
+
+    def odu() -> float:
+        elapsed, _ = repo.run()
+        got = file_digest(repo.log_dir / "noisy.log")
+        if expected and got != expected[0]:
+            raise BenchError(f"odu log is {got[0]} bytes sha256 {got[1]}, the baseline's file "
+                             f"{expected[0][0]} bytes sha256 {expected[0][1]}")
+        return elapsed
+
+    b, o = measure(baseline, odu, ctx.runs)
+    return Result("noisy", f"one recipe printing {NOISY_LINES:,} lines of 70 bytes from a bash loop",
+                  ctx.runs, "just --no-deps noisy > file", "odu run (log to .ci/)", b, o, 1.10,
+                  [*repo.cpu_checks(1, None), *repo.rss_checks(64, 64)],
+                  ["log verified byte-identical to the baseline's file on every run"])
+
+
+def startup_scenario(ctx: "Ctx", warm: bool) -> Result:
+    """One trivial node, whole `odu run`: with the checkout's server already up (warm), or
+    started by the run (cold, every run from an empty .ci/)."""
+    name = "startup_warm" if warm else "startup_cold"
+    path = ctx.tmp / name
+    sha = make_repo(path, ci_justfile(["a"], {}, ["a"]), ctx.env)
+    repo = OduRepo(ctx.odu, path, sha, ctx.env)
+    repo.keep_server = warm
+
+    def baseline() -> float:
+        return timed(["just", "--no-deps", "a"], cwd=path, env=ctx.env, what="baseline just a")[0]
+
+    def odu() -> float:
+        return repo.run()[0]
+
+    b, o = measure(baseline, odu, ctx.runs)
+    target = 0.015 if warm else 0.040
+    med = statistics.median(o)
+    return Result(name, f"one trivial node, whole odu run, server {'up' if warm else 'started by the run'}",
+                  ctx.runs, "just --no-deps a", "odu run", b, o, None,
+                  [Check("odu run wall (median)", med * 1000, "ms", target * 1000),
+                   Check("odu minus just (median)", (med - statistics.median(b)) * 1000, "ms"),
+                   *repo.cpu_checks(1, None)],
+                  times_in_ms=True)
+
+
+def scenario_startup_warm(ctx: "Ctx") -> Result:
+    return startup_scenario(ctx, True)
+
+
+def scenario_startup_cold(ctx: "Ctx") -> Result:
+    return startup_scenario(ctx, False)
 
 
 def write_chunk(path: Path) -> None:
@@ -1739,6 +1928,13 @@ SCENARIOS: dict[str, Callable[["Ctx"], Result]] = {
     "chain200": scenario_chain200,
     "log1g": scenario_log1g,
     "dump1000": scenario_dump1000,
+    "wide1000": scenario_wide1000,
+    "wide2000": scenario_wide2000,
+    "chain1000": scenario_chain1000,
+    "chain2000": scenario_chain2000,
+    "noisy": scenario_noisy,
+    "startup_warm": scenario_startup_warm,
+    "startup_cold": scenario_startup_cold,
     "logs_latency": scenario_logs_latency,
     "status_latency": scenario_status_latency,
     "clients100": scenario_clients100,
@@ -1790,9 +1986,12 @@ def preflight(odu: Path) -> str:
     # odu makes a few more calls than the baselines (`just --version`), so
     # say which `just` the figures were taken with.
     just = shutil.which("just")
-    with open(just, "rb") as f:
-        wrapper = f.read(2) == b"#!"
-    return f"{just}{' (a wrapper script: its startup cost is in every figure)' if wrapper else ''}"
+    real = Path(just).resolve()
+    if not is_elf(real):
+        sys.exit(f"bench: {just} ({real}) is not a binary (a wrapper script or shim?): its start-up "
+                 "would be in every baseline; put a real `just` binary first on PATH")
+    return (f"baselines run {just} ({real}); odu's runner names the one its nodes run in every "
+            "setup log, and each run fails unless it is the same binary")
 
 
 def main() -> int:

@@ -55,7 +55,8 @@ pub fn run(args: RunArgs) -> CliResult<i32> {
     }
     super::parse_duration(&args.idle_timeout, "--idle-timeout")?;
     let cwd = super::current_dir()?;
-    let repo = git::toplevel(&cwd)?;
+    // Found without starting git (a process saved on every run); git is asked when unsure.
+    let repo = git::toplevel_quick(&cwd)?;
     let dir = subdirectory(&repo, &cwd);
     let post_wait = super::parse_duration(&args.post_wait, "--post-wait")?;
     let progress_json = args.progress == Some(ProgressFormat::Json);

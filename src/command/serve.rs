@@ -8,7 +8,7 @@ use crate::server::serve::{self as server, ServeOptions};
 
 pub fn serve(args: ServeArgs) -> CliResult<i32> {
     let cwd = super::current_dir()?;
-    let repo = crate::tool::git::toplevel(&cwd)?;
+    let repo = crate::tool::git::toplevel_quick(&cwd)?;
     let idle_timeout = match args.idle_timeout.as_deref() {
         None | Some("0") | Some("never") => None,
         Some(text) => Some(super::parse_duration(text, "--idle-timeout")?),

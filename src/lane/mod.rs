@@ -136,10 +136,11 @@ pub struct LaneLogs {
 }
 
 impl LaneLogs {
-    /// Creates the run's log folder for the lane and claims every node's file in it; the setup
-    /// log is named the latest at once, each node's when it starts ([`LaneLogs::publish`]). A
-    /// node's log that cannot be created, or whose latest name a folder blocks, fails the lane,
-    /// and the setup log says why (the client shows that line).
+    /// Creates the run's log folder for the lane and the setup log, and claims every node's
+    /// file in it (created when the node starts, writes or ends); the setup log is named the
+    /// latest at once, each node's when it starts ([`LaneLogs::publish`]). A node whose latest
+    /// name a folder blocks fails the lane, and the setup log says why (the client shows that
+    /// line); a node whose file cannot be created is errored, its log cut short.
     pub fn create(spec: &LaneSpec) -> std::io::Result<LaneLogs> {
         use crate::trail::ledger;
         ledger::make_lane_dir(&spec.latest_dir)?;
@@ -161,7 +162,9 @@ impl LaneLogs {
         for task in &spec.tasks {
             let name = format!("{}.log", odu_core::node_id::log_file_stem(&task.id));
             let (path, latest) = (spec.log_dir.join(&name), spec.latest_dir.join(&name));
-            match ledger::latest_is_free(&latest).and_then(|()| Spool::create(&path)) {
+            // The file itself is made when the node starts (named the latest), writes or ends:
+            // creating every file up front held the lane's start back by one file per node.
+            match ledger::latest_is_free(&latest).map(|()| Spool::deferred(&path)) {
                 Ok(spool) => {
                     logs.spools.insert(task.id.clone(), spool);
                     logs.latest.insert(task.id.clone(), latest);
@@ -183,6 +186,7 @@ impl LaneLogs {
     /// Names node `id`'s log of this run the latest one of that node (the path GitHub shows).
     pub fn publish(&self, id: &str) -> std::io::Result<()> {
         let (Some(spool), Some(latest)) = (self.spools.get(id), self.latest.get(id)) else { return Ok(()) };
+        spool.ensure_file()?;
         crate::trail::ledger::link_latest(&spool.state().path, latest)
     }
 

@@ -336,14 +336,9 @@ impl Actor {
             serde_json::from_value(params).map_err(|e| RpcError::invalid_params(e.to_string()))?;
         let setup_command = format!("(workspace {})", c.workspace);
         let lane = LaneState::new(&c.tasks, &setup_command, c.jobs).map_err(RpcError::invalid_params)?;
+        // A spool's file is created with its first byte: a node that prints nothing costs none.
         for (index, id) in lane.order().iter().enumerate() {
-            let path = self.spool_path(index, 0);
-            let spool = Spool::windowed(&path, LOG_HEAD, LOG_WINDOW).map_err(|e| {
-                RpcError::refused(format!(
-                    "cannot create a log spool in {}: {e}",
-                    self.scratch.path().display()
-                ))
-            })?;
+            let spool = Spool::windowed(&self.spool_path(index, 0), LOG_HEAD, LOG_WINDOW);
             self.spools.insert(id.clone(), spool);
         }
         self.name = c.name;
@@ -438,13 +433,19 @@ impl Actor {
         if id == SETUP {
             let env = self.env.clone();
             tokio::spawn(async move {
-                let exit = prepare_workspace(&workspace, &spool, generation).await;
+                let tell = me.clone();
+                let on_group = move |pgid| {
+                    let _ = tell.send(ActorMsg::SetupGroup { generation, pgid });
+                };
+                // just's dump (which runs nothing of the justfile) is read while its version is
+                // checked; it is used only once the check passed.
+                let (exit, dump) = tokio::join!(
+                    prepare_workspace(&workspace, &spool, generation),
+                    variables::dump(&workspace, &env, &on_group)
+                );
                 if exit == Exit::Code(0) {
-                    let tell = me.clone();
-                    let on_group = move |pgid| {
-                        let _ = tell.send(ActorMsg::SetupGroup { generation, pgid });
-                    };
-                    let overrides = evaluate_variables(&workspace, &env, &on_group, &spool, generation).await;
+                    let overrides =
+                        evaluate_variables(&workspace, &env, &on_group, dump, &spool, generation).await;
                     let _ = me.send(ActorMsg::Variables(overrides));
                 }
                 spool.end(generation);
@@ -483,13 +484,14 @@ async fn evaluate_variables(
     workspace: &Path,
     env: &BTreeMap<String, String>,
     on_group: &(dyn Fn(i32) + Sync),
+    dump: Result<String, String>,
     spool: &Spool,
     generation: u32,
 ) -> Vec<String> {
     let say = |line: String| {
         let _ = spool.append(generation, format!("[odu] {line}\n").as_bytes());
     };
-    match variables::evaluate_once(workspace, env, on_group).await {
+    match variables::evaluate_once(workspace, env, on_group, dump).await {
         Ok(overrides) if overrides.is_empty() => Vec::new(),
         Ok(overrides) => {
             let names: Vec<&str> =
@@ -520,12 +522,14 @@ async fn prepare_workspace(workspace: &Path, spool: &Spool, generation: u32) -> 
         return Exit::SpawnFailed;
     }
     say(format!("using provided workspace {}", workspace.display()));
-    match spawner::tool_output("just", &["--version"], workspace).await {
+    // The very program every node of the lane runs (nodes spawn it by this path).
+    let just = spawner::resolve_program("just");
+    match spawner::tool_output(&just.to_string_lossy(), &["--version"], workspace).await {
         Ok((true, stdout, _)) => {
             let version = stdout.trim().to_string();
             match parse_version(&version) {
                 Some(v) if v >= MIN_JUST => {
-                    say(version);
+                    say(format!("{version} ({})", just.display()));
                     Exit::Code(0)
                 }
                 _ => {

@@ -28,14 +28,26 @@ const MAX_VALUE: usize = 64 * 1024;
 /// The largest total of all overrides on a node's command line.
 const MAX_TOTAL: usize = 512 * 1024;
 
-/// The overrides every node of the lane gets, `NAME=VALUE` each, or why there are none.
+/// `just --dump --dump-format json` in the lane's worktree and environment: what
+/// [`evaluate_once`] reads the variables from.
+pub async fn dump(
+    workspace: &Path,
+    env: &BTreeMap<String, String>,
+    on_group: &(dyn Fn(i32) + Sync),
+) -> Result<String, String> {
+    Just { workspace, env, on_group }.run(&[], &["--dump", "--dump-format", "json"]).await
+}
+
+/// The overrides every node of the lane gets, `NAME=VALUE` each, or why there are none, from
+/// the lane's [`dump`].
 pub async fn evaluate_once(
     workspace: &Path,
     env: &BTreeMap<String, String>,
     on_group: &(dyn Fn(i32) + Sync),
+    dump: Result<String, String>,
 ) -> Result<Vec<String>, String> {
     let just = Just { workspace, env, on_group };
-    let dump = just.run(&[], &["--dump", "--dump-format", "json"]).await?;
+    let dump = dump?;
     let modules = just::variables_of(&dump)?;
     let mut overrides: Vec<String> = Vec::new();
     for module in &modules {

@@ -143,6 +143,14 @@ impl NodesCell {
     }
 }
 
+/// The least time between two writes of a record for progress alone (a terminal write is
+/// never held back). Each write rewrites every node, so the gap grows with the node count: a
+/// fixed gap made a long run of many nodes (a chain, whose length grows with its node count)
+/// cost the square of its size in record writes.
+fn progress_gap(nodes: usize) -> Duration {
+    Duration::from_millis(120).max(Duration::from_micros(500) * u32::try_from(nodes).unwrap_or(u32::MAX))
+}
+
 /// Folds the effects of a later event into `into`, so that a burst of events is carried out
 /// once (one `nodes` delta, one header, one record write).
 fn fold(into: &mut Effects, later: Effects) {
@@ -170,6 +178,8 @@ struct Driver {
     /// A record write is due on the next tick.
     unsaved: bool,
     poster: Option<Poster>,
+    /// When the record was last written.
+    saved_at: tokio::time::Instant,
 }
 
 impl Coordinator {
@@ -230,6 +240,7 @@ impl Coordinator {
             published,
             unsaved: false,
             poster: post.map(Poster::start),
+            saved_at: tokio::time::Instant::now(),
         };
         let _entered = span.enter();
         // The record lists every node from the start, so clients find each log's path.
@@ -302,7 +313,7 @@ impl Driver {
                 () = posting_changed(&mut posting) => self.publish_header(),
                 Some(asked) = requests.recv() => self.answer(asked),
                 _ = ticker.tick() => {
-                    if self.unsaved {
+                    if self.unsaved && self.saved_at.elapsed() >= progress_gap(self.record.nodes.len()) {
                         self.save(Save::Soon);
                     }
                 }
@@ -440,6 +451,7 @@ impl Driver {
     /// that succeeds clears it.
     fn save(&mut self, kind: Save) {
         self.unsaved = false;
+        self.saved_at = tokio::time::Instant::now();
         self.record.take(&self.run.record());
         if let Some(poster) = &self.poster {
             self.record.unposted = poster.report().owed;
@@ -497,6 +509,16 @@ fn prune_older_runs(ci: &std::path::Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_writes_of_a_large_record_are_spaced_by_its_size() {
+        assert_eq!(progress_gap(1), Duration::from_millis(120));
+        assert_eq!(progress_gap(200), Duration::from_millis(120));
+        assert_eq!(progress_gap(2000), Duration::from_secs(1));
+        // Writes per node-second stay bounded whatever the size: nothing grows as N squared.
+        let per_write = |n: usize| n as f64 / progress_gap(n).as_secs_f64();
+        assert!(per_write(20_000) <= per_write(2_000) * 1.01);
+    }
     use odu_core::NodeStatus;
     use odu_core::run::Transition;
 

@@ -292,8 +292,7 @@ pub fn plan_run(
         )));
     }
     let hosts = step("hosts", || hosts::for_run(&config.pins, &var))?;
-    let sha = step("git head", || git::head(repo))?;
-    let dirty_paths = step("git status", || git::dirty_paths(repo))?;
+    let (sha, dirty_paths) = step("git head and status", || git::head_and_dirty_paths(repo))?;
     let dirty = !dirty_paths.is_empty();
     if config.snapshot && dirty {
         let example = dirty_paths.iter().take(3).cloned().collect::<Vec<_>>().join(", ");

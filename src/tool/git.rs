@@ -38,16 +38,38 @@ pub fn toplevel_quick(dir: &Path) -> CliResult<PathBuf> {
 
 /// The full sha of HEAD.
 pub fn head(repo: &Path) -> CliResult<String> {
-    let out = git(repo, &["rev-parse", "--verify", "HEAD^{commit}"])?;
+    head_of(git(repo, HEAD_ARGS)?)
+}
+
+/// [`head`] and the paths `git status --porcelain` reports (ignoring odu's own `.ci`
+/// folder) at once: both gits run side by side, so the pair costs the
+/// wall time of the slower one.
+pub fn head_and_dirty_paths(repo: &Path) -> CliResult<(String, Vec<String>)> {
+    let started = |args: &[&str]| {
+        tool::start("git", args, repo)
+            .map_err(|e| CliError::refused(format!("cannot run git ({e}): install git")))
+    };
+    let head_git = started(HEAD_ARGS)?;
+    let status_git = started(STATUS_ARGS);
+    let finished = |child| {
+        tool::finish(child).map_err(|e| CliError::refused(format!("cannot run git ({e}): install git")))
+    };
+    let head = finished(head_git).and_then(head_of);
+    let dirty = status_git.and_then(finished).and_then(dirty_of);
+    Ok((head?, dirty?))
+}
+
+const HEAD_ARGS: &[&str] = &["rev-parse", "--verify", "HEAD^{commit}"];
+const STATUS_ARGS: &[&str] = &["status", "--porcelain", "--", ".", ":(exclude).ci"];
+
+fn head_of(out: tool::ToolOutput) -> CliResult<String> {
     if !out.success {
         return Err(CliError::refused("the repository has no commit yet: commit the justfile first"));
     }
     Ok(out.stdout.trim().to_string())
 }
 
-/// Paths `git status --porcelain` reports, ignoring odu's own `.ci` folder.
-pub fn dirty_paths(repo: &Path) -> CliResult<Vec<String>> {
-    let out = git(repo, &["status", "--porcelain", "--", ".", ":(exclude).ci"])?;
+fn dirty_of(out: tool::ToolOutput) -> CliResult<Vec<String>> {
     if !out.success {
         return Err(CliError::refused(format!("git status failed: {}", out.stderr.trim())));
     }
@@ -120,6 +142,14 @@ impl Snapshot {
 
 impl Drop for Snapshot {
     fn drop(&mut self) {
+        // Removed without starting git when its administrative folder is where a plain
+        // checkout keeps it: two gits in a row held every run's end back by their start-up.
+        if let Some(admin) = admin_dir(&self.repo, &self.dir) {
+            drop(self.scratch.take());
+            if std::fs::remove_dir_all(&admin).is_ok() {
+                return;
+            }
+        }
         let dir = self.dir.display().to_string();
         let _ = git(&self.repo, &["worktree", "remove", "--force", &dir]);
         drop(self.scratch.take());
@@ -127,9 +157,51 @@ impl Drop for Snapshot {
     }
 }
 
+/// The folder git keeps for the worktree at `dir` (`<repo>/.git/worktrees/<name>`, named by
+/// the `gitdir:` line of the worktree's `.git` file), when it is a real folder right there;
+/// `None` for anything else (a checkout whose `.git` is itself a file, a link), which is left
+/// to `git worktree remove`.
+fn admin_dir(repo: &Path, dir: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(dir.join(".git")).ok()?;
+    let admin = PathBuf::from(text.strip_prefix("gitdir:")?.trim());
+    let worktrees = repo.join(".git").join("worktrees").canonicalize().ok()?;
+    let meta = std::fs::symlink_metadata(&admin).ok()?;
+    let name = admin.file_name()?;
+    (meta.is_dir() && admin.parent()?.canonicalize().ok()? == worktrees && !name.is_empty())
+        .then(|| worktrees.join(name))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::github_repo;
+    use super::{Snapshot, github_repo};
+
+    #[test]
+    fn a_snapshot_leaves_no_worktree_behind() {
+        let repo = tempfile::tempdir().unwrap();
+        let git = |args: &[&str]| {
+            let out = crate::tool::run("git", args, repo.path()).unwrap();
+            assert!(out.success, "git {args:?}: {}", out.stderr);
+            out.stdout
+        };
+        git(&["init", "-q"]);
+        std::fs::write(repo.path().join("justfile"), "a:\n    true\n").unwrap();
+        git(&["add", "-A"]);
+        git(&["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]);
+        let sha = git(&["rev-parse", "HEAD"]).trim().to_string();
+        let snapshot = Snapshot::create(repo.path(), &sha).unwrap();
+        let dir = snapshot.dir.clone();
+        assert!(dir.join("justfile").is_file());
+        assert_eq!(git(&["worktree", "list", "--porcelain"]).matches("worktree ").count(), 2);
+        assert!(super::admin_dir(repo.path(), &dir).is_some(), "removed without starting git");
+        drop(snapshot);
+        assert!(!dir.exists(), "the worktree's folder is gone");
+        assert!(!repo.path().join(".git/worktrees").read_dir().is_ok_and(|mut d| d.next().is_some()));
+        assert_eq!(
+            git(&["worktree", "list", "--porcelain"]).matches("worktree ").count(),
+            1,
+            "git knows of it no more"
+        );
+    }
 
     #[test]
     fn understands_https_and_ssh_github_remotes() {

@@ -13,6 +13,12 @@
 //! Each (re)start of a log is a new generation; a reader seeing a new generation starts over
 //! from its first byte.
 //!
+//! Creating a file is the dearest thing a node costs (an inode allocated, a directory entry),
+//! so a spool can defer its file until it is needed: a windowed spool's file appears with the
+//! first byte of a generation (a node that prints nothing costs the runner no file), and a
+//! deferred file spool's file with its first byte, its end, or [`Spool::ensure_file`] (the
+//! trail names it the latest when the node starts). A reader finds it when it appears.
+//!
 //! A log the disk will not take whole (a full disk) is cut where the write failed and ends with
 //! an `[odu] log truncated: <reason>` line; the spool remembers the reason ([`Spool::truncated`])
 //! and drops the rest of that generation. A file spool keeps room for that line on the disk past
@@ -83,6 +89,11 @@ const TRUNCATION_ROOM: usize = 512;
 /// Where a spool's bytes go.
 struct Sink {
     file: Option<File>,
+    /// Where the current generation's file is created when it is first needed.
+    deferred: Option<PathBuf>,
+    /// Whether room past the end of the file is held ([`keep_room`]); only once a byte is
+    /// written, so an empty log allocates nothing.
+    room_kept: bool,
     /// Why the current generation's file stopped taking bytes.
     truncated: Option<String>,
     /// A file spool keeps room past the end of its file while it may grow ([`keep_room`]).
@@ -93,9 +104,26 @@ impl Sink {
     /// Gives back the room kept past the end of the file: cutting a file at its own length
     /// frees the blocks allocated beyond it.
     fn release_room(&self) {
-        if let (true, Some(file)) = (self.keeps_room, &self.file) {
+        if let (true, Some(file)) = (self.keeps_room && self.room_kept, &self.file) {
             let _ = file.metadata().and_then(|m| file.set_len(m.len()));
         }
+    }
+}
+
+impl Sink {
+    fn new(file: Option<File>, deferred: Option<PathBuf>, keeps_room: bool) -> Sink {
+        Sink { file, deferred, room_kept: false, truncated: None, keeps_room }
+    }
+
+    /// The current generation's file, created now if it was deferred.
+    fn file(&mut self) -> std::io::Result<&mut File> {
+        if self.file.is_none()
+            && let Some(path) = &self.deferred
+        {
+            self.file = Some(open_truncated(path)?);
+            self.deferred = None;
+        }
+        self.file.as_mut().ok_or_else(|| std::io::Error::other("the log has no file"))
     }
 }
 
@@ -114,24 +142,40 @@ pub struct Spool {
 }
 
 impl Spool {
-    fn new(file: File, state: SpoolState, window: Option<Arc<Window>>) -> Spool {
-        let keeps_room = window.is_none();
-        if keeps_room {
-            keep_room(&file, state.len);
-        }
-        let sink = Sink { file: Some(file), truncated: None, keeps_room };
+    fn new(sink: Sink, state: SpoolState, window: Option<Arc<Window>>) -> Spool {
         Spool { state: Arc::new(watch::channel(state).0), sink: Arc::new(Mutex::new(sink)), window }
     }
 
     /// A file spool whose generation 0 is the (truncated) file at `path`.
     pub fn create(path: &Path) -> std::io::Result<Spool> {
         let state = SpoolState { generation: 0, path: path.to_path_buf(), len: 0, ended: false };
-        Ok(Spool::new(open_truncated(path)?, state, None))
+        Ok(Spool::new(Sink::new(Some(open_truncated(path)?), None, true), state, None))
     }
 
-    /// A windowed spool: the first `head` bytes of each generation in the file at `path`, the
-    /// rest in memory, at most `capacity` bytes of it unread.
-    pub fn windowed(path: &Path, head: u64, capacity: usize) -> std::io::Result<Spool> {
+    /// A file spool whose generation 0 is the file at `path`, created (truncated) when first
+    /// needed: its first byte, its end, or [`Spool::ensure_file`].
+    pub fn deferred(path: &Path) -> Spool {
+        let state = SpoolState { generation: 0, path: path.to_path_buf(), len: 0, ended: false };
+        Spool::new(Sink::new(None, Some(path.to_path_buf()), true), state, None)
+    }
+
+    /// Creates the current generation's file if it was deferred. A file that cannot be created
+    /// cuts the log short ([`Spool::truncated`] says why), like a write the disk refuses.
+    pub fn ensure_file(&self) -> std::io::Result<()> {
+        let mut sink = self.sink.lock().expect("spool lock");
+        match sink.file() {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                sink.truncated.get_or_insert_with(|| e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// A windowed spool: the first `head` bytes of each generation in the file at `path`
+    /// (created with the generation's first byte), the rest in memory, at most `capacity`
+    /// bytes of it unread.
+    pub fn windowed(path: &Path, head: u64, capacity: usize) -> Spool {
         let state = SpoolState { generation: 0, path: path.to_path_buf(), len: 0, ended: false };
         let window = Window {
             head,
@@ -139,7 +183,7 @@ impl Spool {
             inner: Mutex::new(WindowInner { awaiting_first_reader: true, ..WindowInner::default() }),
             progress: Notify::new(),
         };
-        Ok(Spool::new(open_truncated(path)?, state, Some(Arc::new(window))))
+        Spool::new(Sink::new(None, Some(path.to_path_buf()), false), state, Some(Arc::new(window)))
     }
 
     /// A file spool over an existing file (appending after its current content).
@@ -148,7 +192,10 @@ impl Spool {
         let mut file = OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
         let len = file.seek(SeekFrom::End(0))?;
         let state = SpoolState { generation: 0, path: path.to_path_buf(), len, ended: false };
-        Ok(Spool::new(file, state, None))
+        let mut sink = Sink::new(Some(file), None, true);
+        keep_room(sink.file.as_ref().expect("just opened"), len);
+        sink.room_kept = true;
+        Ok(Spool::new(sink, state, None))
     }
 
     pub fn generation(&self) -> u32 {
@@ -164,15 +211,18 @@ impl Spool {
         self.sink.lock().expect("spool lock").truncated.clone()
     }
 
-    /// Starts generation `generation` in a fresh file at `path` (which may be the old path).
+    /// Starts generation `generation` in a fresh file at `path` (which may be the old path). A
+    /// windowed spool's file is created with the generation's first byte; a file spool's at
+    /// once, so the old generation's bytes never pass for the new one's.
     pub fn reset(&self, generation: u32, path: &Path) -> std::io::Result<()> {
         let mut sink = self.sink.lock().expect("spool lock");
-        let file = open_truncated(path)?;
-        if sink.keeps_room {
-            keep_room(&file, 0);
-        }
+        let (file, deferred) = if self.window.is_some() {
+            (None, Some(path.to_path_buf()))
+        } else {
+            (Some(open_truncated(path)?), None)
+        };
         // The old generation's file (dropped here) gives its room back.
-        *sink = Sink { file: Some(file), truncated: None, keeps_room: sink.keeps_room };
+        *sink = Sink::new(file, deferred, sink.keeps_room);
         if let Some(window) = &self.window {
             let mut inner = window.inner.lock().expect("window lock");
             inner.chunks.clear();
@@ -208,17 +258,36 @@ impl Spool {
             Some(window) => window.head.saturating_sub(len).min(bytes.len() as u64) as usize,
             None => bytes.len(),
         };
-        if let Some(file) = sink.file.as_mut()
-            && in_file > 0
-        {
-            if let Err(e) = file.write_all(&bytes[..in_file]) {
-                let end = cut(file, len, &e);
+        if in_file > 0 {
+            let keeps_room = sink.keeps_room;
+            let first = !sink.room_kept;
+            let written = match sink.file() {
+                Ok(file) => {
+                    if keeps_room && first {
+                        // Room for the truncation line is held before the first byte is written.
+                        keep_room(file, len);
+                    }
+                    match file.write_all(&bytes[..in_file]) {
+                        Ok(()) => {
+                            if keeps_room {
+                                keep_room(file, len + in_file as u64);
+                            }
+                            Ok(())
+                        }
+                        Err(e) => {
+                            let end = cut(file, len, &e);
+                            Err((e, end))
+                        }
+                    }
+                }
+                // The file could not be created: nothing of this generation reaches the disk.
+                Err(e) => Err((e, len)),
+            };
+            sink.room_kept |= keeps_room;
+            if let Err((e, end)) = written {
                 sink.truncated = Some(e.to_string());
                 self.state.send_modify(|s| s.len = end);
                 return Err(e);
-            }
-            if self.window.is_none() {
-                keep_room(file, len + in_file as u64);
             }
         }
         if let Some(window) = &self.window
@@ -254,6 +323,10 @@ impl Spool {
     /// Marks generation `generation` complete. (The room kept past the end of its file is given
     /// back when the spool goes, once the run is over: the setup log may grow after its end.)
     pub fn end(&self, generation: u32) {
+        if self.window.is_none() && self.state.borrow().generation == generation {
+            // A deferred file spool's log exists once it ends, empty or not.
+            let _ = self.ensure_file();
+        }
         self.state.send_if_modified(|s| {
             let changed = s.generation == generation && !s.ended;
             s.ended |= s.generation == generation;
@@ -357,6 +430,8 @@ pub struct SpoolReader {
     /// This reader's offset, as the window sees it.
     position: Arc<AtomicU64>,
     generation: Option<u32>,
+    /// The current generation's file, opened once it exists.
+    path: PathBuf,
     file: Option<File>,
     offset: u64,
     end_sent: bool,
@@ -376,6 +451,7 @@ impl SpoolReader {
             window: spool.window.clone(),
             position,
             generation: None,
+            path: PathBuf::new(),
             file: None,
             offset: 0,
             end_sent: false,
@@ -390,6 +466,7 @@ impl SpoolReader {
             if self.generation != Some(state.generation) {
                 self.generation = Some(state.generation);
                 self.file = File::open(&state.path).ok();
+                self.path = state.path.clone();
                 self.offset = 0;
                 self.end_sent = false;
                 let bytes = match self.read_upto(state.len) {
@@ -461,6 +538,13 @@ impl SpoolReader {
 
     fn read_file(&mut self, len: u64) -> Vec<u8> {
         let want = (len.saturating_sub(self.offset)).min(self.chunk as u64);
+        if want == 0 {
+            return Vec::new();
+        }
+        if self.file.is_none() {
+            // A deferred file appears with its generation's first byte.
+            self.file = File::open(&self.path).ok();
+        }
         let Some(file) = self.file.as_mut() else { return Vec::new() };
         if file.seek(SeekFrom::Start(self.offset)).is_err() {
             return Vec::new();
@@ -492,7 +576,7 @@ mod tests {
     #[tokio::test]
     async fn a_live_reader_of_a_windowed_spool_loses_nothing_and_the_writer_waits_for_it() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::windowed(&dir.path().join("log"), 10, 16).unwrap();
+        let spool = Spool::windowed(&dir.path().join("log"), 10, 16);
         let mut reader = SpoolReader::new(&spool, 7);
         let writer = spool.clone();
         let expected: Vec<u8> = (0..200u8).collect();
@@ -556,7 +640,7 @@ mod tests {
     #[tokio::test]
     async fn a_late_reader_replays_the_head_and_is_told_what_it_missed() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::windowed(&dir.path().join("log"), 10, 16).unwrap();
+        let spool = Spool::windowed(&dir.path().join("log"), 10, 16);
         // A first reader comes and goes, so the window is free to move on.
         drop(SpoolReader::new(&spool, 64));
         let data: Vec<u8> = (0..100u8).collect();
