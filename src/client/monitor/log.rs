@@ -1,5 +1,6 @@
 //! The log pane's memory: a ring of the focused node's most recent lines, each with the byte
-//! offset it starts at, fed from the socket's log stream (or the tail of the trail file). What
+//! offset it starts at, fed from the socket's log stream or from the trail file as it grows
+//! ([`LogPane::catch_up`]: only the new bytes, or only the last window past the ring). What
 //! scrolled out of the ring is read back from the trail file on demand, a window at a time, so
 //! a log of any size costs the dashboard the same bounded memory.
 

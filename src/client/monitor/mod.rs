@@ -2,9 +2,11 @@
 //! socket surface. [`state`] is the dashboard apart from any terminal, [`view`] draws it,
 //! [`keys`] is the one key table, [`log`] the focused node's bounded log. The driver here
 //! keeps the shown run's copy ([`odu_core::Run::mirror`]) from the `header` and `nodes`
-//! streams, follows the focused node's `nodeLog` stream (a finished node's trail file), sends
-//! reruns and cancels as `odu rerun` and `odu cancel` do, and redraws at most 30 times a
-//! second, only when something changed or a second ticked. With no server it shows the
+//! streams, follows the focused node's `nodeLog` stream (a finished node's trail file; a log
+//! that comes faster than the screen shows it, more than the ring holds within a second,
+//! through the run's own log file, its size checked once a frame), sends reruns and cancels as
+//! `odu rerun` and `odu cancel` do, and redraws at most 30 times a second, only when something
+//! changed or a second ticked. With no server it shows the
 //! ledger's latest run and looks for a server once a second; a run that starts is shown.
 //!
 //! The terminal is restored on every way out: leaving, the run's end (attach), a signal, the
