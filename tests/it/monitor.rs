@@ -368,3 +368,45 @@ fn with_no_run_it_shows_the_latest_from_the_trail_and_switches_to_a_run_that_sta
     tmux.wait("the dashboard to exit", |s| s.contains("[exit 0]"));
     stop_server(&repo);
 }
+
+#[test]
+fn a_log_faster_than_the_screen_is_followed_to_its_last_line() {
+    let files = tempfile::tempdir().unwrap();
+    let [go, release, done] = ["go", "release", "done"].map(|f| files.path().join(f));
+    let wait = |file: &Path| {
+        format!("for i in $(seq 1 600); do [ -e '{}' ] && break; sleep 0.1; done", file.display())
+    };
+    // `hold` keeps the run live once `big` ended.
+    let repo = Repo::new(&format!(
+        "[metadata(\"ci\")]\nci: big hold\n\nbig:\n    @{}; yes a-fast-line | head -c 67108864; echo last-of-the-burst; {}; echo after-the-wait\n\nhold:\n    @{}\n",
+        wait(&go),
+        wait(&release),
+        wait(&done)
+    ));
+    let mut run = Running::spawn(repo.odu(&["run", "--progress", "json"]));
+    let p = local_platform();
+    run.wait_for_line(&format!(r#""node":"big@{p}","recipe":"big","platform":"{p}","status":"running""#));
+    let tmux = Tmux::start(&repo, "monitor", 100, 30);
+    tmux.wait("the dashboard", |s| s.contains(&format!("log · big@{p}")));
+    // The user chooses `big`: the focus stays on it when it ends.
+    tmux.keys(&["j"]);
+    tmux.wait("the focus on hold", |s| s.contains(&format!("log · hold@{p}")));
+    tmux.keys(&["k"]);
+    tmux.wait("the focus back on big", |s| s.contains(&format!("log · big@{p}")));
+    std::fs::write(&go, "").unwrap();
+    // Live lines reach the pane while the node still runs, the burst's end included.
+    tmux.wait("the burst's last line", |s| s.contains("last-of-the-burst") && !s.contains("ended"));
+    std::fs::write(&release, "").unwrap();
+    // The node's end shows its complete tail.
+    tmux.wait("the node's last line", |s| {
+        s.contains("after-the-wait")
+            && s.contains("last-of-the-burst")
+            && s.contains(&format!("log · big@{p} · ended"))
+    });
+    std::fs::write(&done, "").unwrap();
+    let (code, err) = run.finish();
+    assert_eq!(code, Some(0), "{err}");
+    tmux.keys(&["q"]);
+    tmux.wait("the dashboard to exit", |s| s.contains("[exit 0]"));
+    stop_server(&repo);
+}

@@ -1,5 +1,6 @@
 //! The log pane's memory: a ring of the focused node's most recent lines, each with the byte
-//! offset it starts at, fed from the socket's log stream (or the tail of the trail file). What
+//! offset it starts at, fed from the socket's log stream or from the trail file as it grows
+//! ([`LogPane::catch_up`]: only the new bytes, or only the last window past the ring). What
 //! scrolled out of the ring is read back from the trail file on demand, a window at a time, so
 //! a log of any size costs the dashboard the same bounded memory.
 
@@ -145,18 +146,50 @@ impl LogPane {
 
     /// The pane of a finished node: the last part of its trail file in the ring.
     pub fn tail_of(source: Box<dyn Source>) -> Self {
+        let mut pane = LogPane::new(Some(source));
+        pane.load_tail();
+        pane.ended = true;
+        pane
+    }
+
+    /// Empties the ring and fills it with the last window of the trail file (the view, the
+    /// generation and what was missed stay).
+    fn load_tail(&mut self) {
+        let Some(source) = self.source.take() else { return };
         let len = source.len();
         let start = len.saturating_sub(WINDOW as u64);
         let bytes = source.read_at(start, WINDOW);
-        let mut pane = LogPane::new(None);
+        let (view, generation, ended, missed) = (self.view, self.generation, self.ended, self.missed);
+        *self = LogPane { view, generation, ended, missed, ..LogPane::default() };
         // A read that starts mid-line drops that line's end.
         let skip = if start > 0 { memchr::memchr(b'\n', &bytes).map_or(bytes.len(), |at| at + 1) } else { 0 };
-        pane.end = start + skip as u64;
-        pane.partial_at = pane.end;
-        pane.push(&bytes[skip..]);
-        pane.ended = true;
-        pane.source = Some(source);
-        pane
+        self.end = start + skip as u64;
+        self.partial_at = self.end;
+        self.push(&bytes[skip..]);
+        self.source = Some(source);
+    }
+
+    /// Follows the trail file instead of the stream: takes what the file gained since the last
+    /// look, or, when it gained more than the ring holds (or was started again), only its last
+    /// window. One size check when nothing changed; true when the ring changed.
+    pub fn catch_up(&mut self) -> bool {
+        let Some(source) = &self.source else { return false };
+        let len = source.len();
+        if len == self.end {
+            return false;
+        }
+        if len < self.end || len - self.end > RING_BYTES as u64 {
+            self.load_tail();
+            return true;
+        }
+        let bytes = source.read_at(self.end, (len - self.end) as usize);
+        self.push(&bytes);
+        true
+    }
+
+    /// Starts following the trail file: the ring is its last window, so offsets are the file's.
+    pub fn follow_file(&mut self) {
+        self.load_tail();
     }
 
     pub fn set_source(&mut self, source: Option<Box<dyn Source>>) {
@@ -522,6 +555,55 @@ mod tests {
         let pane = LogPane::tail_of(Box::new(Memory(log)));
         assert_eq!(pane.page(1), ["line 99999"]);
         assert!(pane.ended);
+    }
+
+    /// A trail file that a node is still writing.
+    #[derive(Clone, Default)]
+    struct Growing(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Growing {
+        fn write(&self, bytes: &[u8]) {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+        }
+    }
+
+    impl Source for Growing {
+        fn read_at(&self, offset: u64, len: usize) -> Vec<u8> {
+            Memory(self.0.lock().unwrap().clone()).read_at(offset, len)
+        }
+        fn len(&self) -> u64 {
+            self.0.lock().unwrap().len() as u64
+        }
+    }
+
+    #[test]
+    fn following_the_file_takes_new_bytes_or_only_the_last_window() {
+        let file = Growing::default();
+        file.write(b"one\ntwo\nthr");
+        let mut pane = LogPane::new(Some(Box::new(file.clone())));
+        pane.follow_file();
+        assert_eq!(pane.page(3), ["one", "two", "thr"]);
+        assert!(!pane.catch_up(), "nothing new: nothing read");
+        file.write(b"ee\nfour\n");
+        assert!(pane.catch_up());
+        assert_eq!(pane.page(3), ["two", "three", "four"]);
+        // More than the ring holds: only the last window is read, the ring starts again there.
+        let big = numbered(500_000);
+        file.write(&big);
+        assert!(pane.catch_up());
+        assert_eq!(pane.page(2), ["line 499998", "line 499999"]);
+        assert!(pane.ring_bytes() <= WINDOW);
+        // Scrolling back still reaches the start through the file.
+        pane.top();
+        assert_eq!(pane.page(2), ["one", "two"]);
+        pane.bottom();
+        file.write(b"last");
+        assert!(pane.catch_up());
+        assert_eq!(pane.page(1), ["last"]);
+        // A file started again (the node ran again) is read from its tail.
+        *file.0.lock().unwrap() = b"again\n".to_vec();
+        assert!(pane.catch_up());
+        assert_eq!(pane.page(5), ["again"]);
     }
 
     #[test]

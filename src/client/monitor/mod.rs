@@ -2,9 +2,11 @@
 //! socket surface. [`state`] is the dashboard apart from any terminal, [`view`] draws it,
 //! [`keys`] is the one key table, [`log`] the focused node's bounded log. The driver here
 //! keeps the shown run's copy ([`odu_core::Run::mirror`]) from the `header` and `nodes`
-//! streams, follows the focused node's `nodeLog` stream (a finished node's trail file), sends
-//! reruns and cancels as `odu rerun` and `odu cancel` do, and redraws at most 30 times a
-//! second, only when something changed or a second ticked. With no server it shows the
+//! streams, follows the focused node's `nodeLog` stream (a finished node's trail file; a log
+//! that comes faster than the screen shows it, more than the ring holds within a second,
+//! through the run's own log file, its size checked once a frame), sends reruns and cancels as
+//! `odu rerun` and `odu cancel` do, and redraws at most 30 times a second, only when something
+//! changed or a second ticked. With no server it shows the
 //! ledger's latest run and looks for a server once a second; a run that starts is shown.
 //!
 //! The terminal is restored on every way out: leaving, the run's end (attach), a signal, the
@@ -121,6 +123,19 @@ struct Streams {
     log: Option<u64>,
 }
 
+/// How the focused node's log is followed besides its stream.
+#[derive(Default)]
+struct Tail {
+    /// The log comes faster than the screen shows it: the pane follows the node's trail file
+    /// (checked once a frame), and the `nodeLog` stream is dropped.
+    tailing: bool,
+    /// Log bytes the stream brought since the last tick.
+    log_rate: usize,
+    /// The node followed through its file ended and its stream is not taken again until it
+    /// runs again (a new subscriber replays the whole log).
+    detached: bool,
+}
+
 /// How the loop ended.
 enum End {
     /// The user left (or a signal came).
@@ -140,6 +155,7 @@ struct Driver {
     /// `nodes` frames that came before the header.
     early: Vec<NodesFrame>,
     log_node: Option<(String, NodeId)>,
+    tail: Tail,
     requests: HashMap<u64, Request>,
     options: Options,
     dirty: bool,
@@ -156,6 +172,7 @@ pub async fn monitor(repo: &Path, options: Options) -> CliResult<i32> {
         header: None,
         early: Vec::new(),
         log_node: None,
+        tail: Tail::default(),
         requests: HashMap::new(),
         options,
         dirty: true,
@@ -225,7 +242,7 @@ impl Driver {
                 } => Wake::Socket(event),
                 event = input.recv() => Wake::Input(event),
                 _ = ticker.tick() => Wake::Tick,
-                _ = tokio::time::sleep_until(draw_at), if self.dirty => Wake::Draw,
+                _ = tokio::time::sleep_until(draw_at), if self.dirty || self.tail.tailing => Wake::Draw,
                 _ = sigterm.recv() => Wake::Signal,
                 _ = sigint.recv() => Wake::Signal,
                 _ = sighup.recv() => Wake::Signal,
@@ -233,16 +250,24 @@ impl Driver {
             match wake {
                 Wake::Signal => return Ok(End::Left),
                 Wake::Draw => {
+                    if self.tail.tailing && self.dash.log.catch_up() {
+                        self.dirty = true;
+                    }
+                    last_draw = tokio::time::Instant::now();
+                    if !self.dirty {
+                        continue;
+                    }
                     self.dash.now = now_ms();
                     screen
                         .terminal
                         .draw(|frame| view::draw(frame, &mut self.dash))
                         .map_err(|e| CliError::refused(format!("cannot draw on the terminal: {e}")))?;
                     self.dirty = false;
-                    last_draw = tokio::time::Instant::now();
                     // Drawing learnt how much fits: the matrix may have scrolled.
                 }
                 Wake::Tick => {
+                    self.tail.log_rate = 0;
+                    self.follow_file_end(true).await;
                     if self.client.is_none()
                         && let Some(client) = connect(&self.repo).await.ok().flatten()
                     {
@@ -268,6 +293,7 @@ impl Driver {
                 Wake::Socket(_) => {
                     // The server closed the link (or broke it).
                     self.client = None;
+                    self.tail = Tail::default();
                     self.streams = Streams::default();
                     if self.options.leave_at_end {
                         return Ok(End::Lost);
@@ -304,6 +330,7 @@ impl Driver {
         self.header = None;
         self.early.clear();
         self.log_node = None;
+        self.tail = Tail::default();
         let header = match header_of(client, &run).await {
             Ok(header) => header,
             // A server with no run yet: the run list says when one starts.
@@ -409,10 +436,12 @@ impl Driver {
                     let Ok(item) = LogItem::parse(value.get()) else { return Ok(None) };
                     match item {
                         LogItem::Snapshot { generation, .. } => {
+                            self.tail = Tail::default();
                             self.dash.log.restart(generation);
-                            self.push_log(&item);
+                            self.push_log(&item).await;
                         }
-                        LogItem::Append { .. } => self.push_log(&item),
+                        LogItem::Append { .. } | LogItem::Missed { .. } if self.tail.tailing => {}
+                        LogItem::Append { .. } => self.push_log(&item).await,
                         LogItem::Missed { bytes } => self.dash.log.missed(bytes),
                         LogItem::End => self.dash.log.ended = true,
                     }
@@ -461,10 +490,56 @@ impl Driver {
         Ok(None)
     }
 
-    fn push_log(&mut self, item: &LogItem) {
+    async fn push_log(&mut self, item: &LogItem<'_>) {
         let mut bytes = Vec::new();
         if item.decode_append(&mut bytes).is_ok() {
             self.dash.log.push(&bytes);
+            self.tail.log_rate += bytes.len();
+        }
+        if self.tail.log_rate > log::RING_BYTES {
+            self.tail_file().await;
+        }
+    }
+
+    /// More than the ring holds came within a second: more than the screen can show. The pane
+    /// follows the node's trail file instead, and the stream (every byte decoded on both ends)
+    /// is dropped.
+    async fn tail_file(&mut self) {
+        if !self.dash.log.has_source() {
+            self.dash.log.set_source(self.trail_source());
+        }
+        let (Some(client), true) = (self.client.as_mut(), self.dash.log.has_source()) else { return };
+        if let Some(stream) = self.streams.log.take() {
+            let _ = client.cancel_stream(stream).await;
+        }
+        self.tail.tailing = true;
+        self.dash.log.follow_file();
+        self.dirty = true;
+    }
+
+    /// The end of a node followed through its file: its status says so (the stream is gone);
+    /// the file is read to its end, and once more at the next tick before the pane stops
+    /// looking. A node that runs again is followed through its stream again.
+    async fn follow_file_end(&mut self, tick: bool) {
+        let status = match (&self.log_node, &self.dash.run) {
+            (Some((_, id)), Some(run)) => run.view(id).map(|v| v.status),
+            _ => None,
+        };
+        let Some(status) = status else { return };
+        if self.tail.tailing {
+            if !status.is_terminal() {
+                return;
+            }
+            self.dash.log.catch_up();
+            if tick && self.dash.log.ended {
+                self.tail.tailing = false;
+                self.tail.detached = true;
+            }
+            self.dash.log.ended = true;
+            self.dirty = true;
+        } else if self.tail.detached && !status.is_terminal() {
+            self.log_node = None;
+            self.follow_focus_log_live().await;
         }
     }
 
@@ -500,6 +575,7 @@ impl Driver {
         self.dash.changed();
         self.dirty = true;
         self.follow_focus_log_live().await;
+        self.follow_file_end(false).await;
     }
 
     fn apply(&mut self, views: Vec<NodeView>) {
@@ -539,13 +615,17 @@ impl Driver {
         Ok(())
     }
 
+    /// The focused node's log of the shown run: the run's own file (the label's latest for a
+    /// run the ledger does not hold).
     fn trail_source(&self) -> Option<Box<dyn log::Source>> {
         let run = self.dash.run.as_ref()?;
-        let id = self.dash.focus.as_ref()?;
+        let id = self.dash.focus.as_ref()?.to_string();
         let ci = self.repo.join(".ci");
-        ledger::open_trail(&ci, &run.meta().label, &id.to_string(), ledger::Access::Read)
-            .ok()
-            .map(|f| Box::new(f) as Box<dyn log::Source>)
+        let file = match ledger::find(&ci, Some(&run.meta().run)) {
+            Ok(record) => ledger::open_run_log(&ci, &record, &id, ledger::Access::Read),
+            Err(_) => ledger::open_trail(&ci, &run.meta().label, &id, ledger::Access::Read),
+        };
+        file.ok().map(|f| Box::new(f) as Box<dyn log::Source>)
     }
 
     /// The log pane shows the focused node: of a finished run, its trail file's tail.
@@ -555,6 +635,7 @@ impl Driver {
             return;
         }
         self.log_node = key;
+        self.tail = Tail::default();
         self.dash.log = match self.trail_source() {
             Some(source) => log::LogPane::tail_of(source),
             None => log::LogPane::default(),
@@ -579,6 +660,7 @@ impl Driver {
             let _ = client.cancel_stream(stream).await;
         }
         self.log_node = key.clone();
+        self.tail = Tail::default();
         let Some((run, id)) = key else { return };
         self.streams.log = client.send(NODE_LOG_GET, json!({ "run": run, "id": id.to_string() })).await.ok();
         let source = self.trail_source();
