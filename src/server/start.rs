@@ -258,6 +258,10 @@ pub struct Planned {
     pub origin: Option<String>,
     /// Where the run posts its GitHub statuses; `None` when it posts none.
     pub post: Option<Target>,
+    /// The run's environment as the client sent it (the server's own when it sent none).
+    pub env: Env,
+    /// The same without a GitHub token: what odu hands on to tools and lanes.
+    pub handed: Env,
 }
 
 /// The refusals a run can meet before anything is created (nested run, hosts, git, the strict
@@ -272,16 +276,9 @@ pub fn plan_run(
 ) -> CliResult<Planned> {
     let config = RunConfig::from_params(params)?;
     let subdir = invocation_subdir(params.flags.dir.as_deref())?;
-    let own_env;
-    let env_map = match env {
-        Some(env) => env,
-        None => {
-            own_env = std::env::vars().collect::<Env>();
-            &own_env
-        }
-    };
+    let env_map: Env = env.cloned().unwrap_or_else(|| std::env::vars().collect());
     let var = |k: &str| env_map.get(k).cloned();
-    let handed = without_token(env_map);
+    let handed = without_token(&env_map);
     let env = Some(&handed);
     if let Some(outer) = var(RUN_ENV).filter(|v| !v.is_empty())
         && config.pins.is_empty()
@@ -351,7 +348,7 @@ pub fn plan_run(
     // Where the run posts (or why it cannot) is a refusal like any other: before anything runs.
     let origin = step("git origin", || git::origin(repo));
     let post = if config.post {
-        step("github", || posting(repo, origin.as_deref(), env_map, &sha, &mut notes))?
+        step("github", || posting(repo, origin.as_deref(), &env_map, &sha, &mut notes))?
     } else {
         None
     };
@@ -369,6 +366,8 @@ pub fn plan_run(
         lanes,
         origin,
         post,
+        env: env_map,
+        handed,
     })
 }
 
@@ -406,17 +405,10 @@ pub fn prepare(
         lanes,
         origin,
         post,
+        env: env_map,
+        handed,
     } = plan_run(repo, params, env, Reading::AsRun)?;
-    let own_env;
-    let env_map = match env {
-        Some(env) => env,
-        None => {
-            own_env = std::env::vars().collect::<Env>();
-            &own_env
-        }
-    };
     let var = |k: &str| env_map.get(k).cloned();
-    let handed = without_token(env_map);
     let env = Some(&handed);
     let ci = step(".ci", || crate::trail::ci::ensure_ci_dir(repo))?;
     if hosts.defaulted {
