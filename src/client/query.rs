@@ -73,3 +73,20 @@ pub fn stored(repo: &Path, run: &Option<String>) -> CliResult<RunRecord> {
     }
     ledger.find(run.as_deref()).cloned().map_err(CliError::refused)
 }
+
+/// The request that cancels `target` of a run whose params are `params`: `None` the whole run,
+/// `@platform` a lane, anything else a node id. Returns the method and what it cancels, as
+/// said to the user (`the run`, `lane x86_64-linux`, the node's id).
+pub fn cancel_request(target: Option<&str>, params: &mut serde_json::Value) -> (&'static str, String) {
+    match target {
+        None => (odu_proto::RUN_CANCEL, "the run".to_string()),
+        Some(t) if t.starts_with('@') => {
+            params["platform"] = serde_json::json!(&t[1..]);
+            (odu_proto::LANE_CANCEL, format!("lane {}", &t[1..]))
+        }
+        Some(t) => {
+            params["id"] = serde_json::json!(t);
+            (odu_proto::NODE_CANCEL, t.to_string())
+        }
+    }
+}

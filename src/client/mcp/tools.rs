@@ -7,15 +7,13 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use odu_core::NodeId;
-use odu_proto::{
-    LANE_CANCEL, NODE_CANCEL, NODE_RERUN, Phase, RUN_CANCEL, RUN_START, RUNS_GET, RunsFrame, Started,
-};
+use odu_proto::{NODE_RERUN, Phase, RUN_START, RUNS_GET, RunsFrame, Started};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::Checkout;
-use crate::client::query::{header_of, nodes_of, run_params};
+use crate::client::query::{cancel_request, header_of, nodes_of, run_params};
 use crate::client::waiting::{WaitFor, wait_for};
 use crate::client::{SurfaceClient, connect, ensure, first_item, mirror_of, refused};
 use crate::clock::now_ms;
@@ -316,17 +314,8 @@ pub async fn cancel(checkout: &Checkout, input: CancelInput) -> CliResult<Value>
     let mut client = served(checkout).await?;
     let header = header_of(&mut client, &input.run_id).await?;
     let mut params = json!({ "run": header.run });
-    let (method, what) = match input.node.as_deref().map(str::trim) {
-        None | Some("") => (RUN_CANCEL, "the run".to_string()),
-        Some(t) if t.starts_with('@') => {
-            params["platform"] = json!(&t[1..]);
-            (LANE_CANCEL, format!("lane {}", &t[1..]))
-        }
-        Some(t) => {
-            params["id"] = json!(t);
-            (NODE_CANCEL, t.to_string())
-        }
-    };
+    let target = input.node.as_deref().map(str::trim).filter(|t| !t.is_empty());
+    let (method, what) = cancel_request(target, &mut params);
     client.call(method, params).await.map_err(refused)?;
     Ok(json!({ "run": header.run, "cancelled": what }))
 }
