@@ -194,10 +194,7 @@ impl Running {
 pub fn path_with(tools: &[&str], fakes: &[(&str, &str)]) -> PathBuf {
     let dir = tempfile::tempdir().unwrap().keep();
     for tool in tools {
-        let found = Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().unwrap();
-        let target = String::from_utf8_lossy(&found.stdout).trim().to_string();
-        assert!(!target.is_empty(), "{tool} is not installed");
-        std::os::unix::fs::symlink(target, dir.join(tool)).unwrap();
+        std::os::unix::fs::symlink(real_tool(tool), dir.join(tool)).unwrap();
     }
     for (name, script) in fakes {
         let path = dir.join(name);
@@ -206,6 +203,38 @@ pub fn path_with(tools: &[&str], fakes: &[(&str, &str)]) -> PathBuf {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     dir
+}
+
+/// The executable a bare PATH can run `tool` from. A version manager's shim (pyenv puts one on
+/// PATH for `pip install rust-just`) is a script that needs the manager and the whole PATH, so
+/// it would run nothing from a PATH of symlinks: the binary behind it is used instead.
+pub fn real_tool(tool: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let is_elf = |path: &Path| {
+        let mut magic = [0u8; 4];
+        std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok()
+            && magic == *b"\x7fELF"
+    };
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found: Vec<PathBuf> = std::env::split_paths(&path)
+        .map(|dir| dir.join(tool))
+        .filter(|p| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+        .collect();
+    let first = found
+        .first()
+        .unwrap_or_else(|| panic!("{tool} is not installed: scripts/install-deps.sh installs it"));
+    if is_elf(first) {
+        return first.clone();
+    }
+    // A shim: what it would run, else the first binary further down PATH.
+    let behind = Command::new("pyenv").args(["which", tool]).output().ok().filter(|o| o.status.success());
+    if let Some(out) = behind {
+        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if is_elf(&path) {
+            return path;
+        }
+    }
+    found.iter().find(|p| is_elf(p)).unwrap_or(first).clone()
 }
 
 /// Waits until a server answers on the checkout's socket.
