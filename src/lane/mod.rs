@@ -254,13 +254,20 @@ pub async fn run_local(
     drive(&spec, &logs, stdout, stdin, commands, &reports).await;
     // The link is closed: the runner kills its groups and exits on its own; give it the grace
     // period plus a margin before forcing it.
-    match tokio::time::timeout(std::time::Duration::from_secs(5), child.wait()).await {
-        Ok(_) => {}
+    let clean = match tokio::time::timeout(std::time::Duration::from_secs(5), child.wait()).await {
+        Ok(status) => status.is_ok_and(|s| s.success()),
         Err(_) => {
             let _ = child.kill().await;
+            false
         }
+    };
+    // A runner that exited cleanly ended its groups and removed its scratch itself: the sweep
+    // for others' leftovers need not hold the lane's close (and the run's end) back.
+    if clean {
+        tokio::spawn(async move { reap_runner_leftovers(&spec).await });
+    } else {
+        reap_runner_leftovers(&spec).await;
     }
-    reap_runner_leftovers(&spec).await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), stderr_task).await;
     let _ = reports.send(LaneReport::Closed { platform });
 }

@@ -69,8 +69,15 @@ impl Scratch {
         if !cfg!(target_os = "linux") {
             return vec![];
         }
+        // A group with no member at all needs no process table: reading /proc whole costs
+        // more than the rest of a runner's shutdown, and after a clean run every group is empty.
+        let occupied: Vec<(i32, u64)> =
+            self.recorded.iter().copied().filter(|&(pgid, _)| super::spawner::group_alive(pgid)).collect();
+        if occupied.is_empty() {
+            return vec![];
+        }
         let table = processes();
-        self.recorded
+        occupied
             .iter()
             .filter(|&&(pgid, start)| group_is_the_recorded_one(&table, pgid, start))
             .map(|&(pgid, _)| pgid)

@@ -21,6 +21,12 @@ use crate::trail::spool::Spool;
 /// How long a process group gets between SIGTERM and SIGKILL.
 pub const TERM_GRACE: Duration = Duration::from_secs(2);
 
+/// A read shorter than this found the pipe nearly empty: the next read waits [`COALESCE_FOR`].
+const COALESCE_BELOW: usize = 16 * 1024;
+/// How long output gathers in a node's pipe after a short read: far below what a person
+/// following a log notices, and a pipe of 1 MiB holds what even a fast writer sends meanwhile.
+const COALESCE_FOR: Duration = Duration::from_millis(2);
+
 /// What to run for one node attempt.
 pub struct NodeLaunch {
     pub argv: Vec<String>,
@@ -35,6 +41,39 @@ pub struct StartedNode {
     child: tokio::process::Child,
     reader: tokio::net::unix::pipe::Receiver,
     generation: u32,
+}
+
+/// The read end of a node's pipe: watched by the reactor while odu waits to read it, or
+/// parked (out of the reactor) while output gathers between two reads. A pipe the reactor
+/// watches wakes it at every write the node makes, read or not: parked, it wakes nobody.
+enum NodePipe {
+    Live(tokio::net::unix::pipe::Receiver),
+    Parked(OwnedFd),
+    Gone,
+}
+
+impl NodePipe {
+    /// The pipe in the reactor, put back there if it was parked.
+    fn live(&mut self) -> std::io::Result<&mut tokio::net::unix::pipe::Receiver> {
+        if let NodePipe::Parked(_) = self {
+            let NodePipe::Parked(fd) = std::mem::replace(self, NodePipe::Gone) else { unreachable!() };
+            *self = NodePipe::Live(tokio::net::unix::pipe::Receiver::from_owned_fd_unchecked(fd)?);
+        }
+        match self {
+            NodePipe::Live(reader) => Ok(reader),
+            _ => Err(std::io::Error::other("the node's pipe is gone")),
+        }
+    }
+
+    /// Takes the pipe out of the reactor until [`NodePipe::live`].
+    fn park(&mut self) {
+        if let NodePipe::Live(_) = self {
+            let NodePipe::Live(reader) = std::mem::replace(self, NodePipe::Gone) else { unreachable!() };
+            if let Ok(fd) = reader.into_nonblocking_fd() {
+                *self = NodePipe::Parked(fd);
+            }
+        }
+    }
 }
 
 /// Starts one node attempt. Synchronous, so the caller knows the process group at once and the
@@ -86,22 +125,40 @@ pub fn start_node(launch: NodeLaunch, spool: &Spool) -> Result<StartedNode, Exit
 /// Runs a started node to its end: streams its output into `spool`, reaps its group, and
 /// returns how it ended once the log is complete.
 pub async fn finish_node(started: StartedNode, spool: &Spool) -> Exit {
-    let StartedNode { pgid, mut child, mut reader, generation } = started;
+    let StartedNode { pgid, mut child, reader, generation } = started;
+    let mut reader = NodePipe::Live(reader);
     let mut buf = vec![0u8; 256 * 1024];
     let mut status = None;
     let mut drain_deadline = None;
+    // After a short read the next waits a moment, so a node that writes many short lines one
+    // write at a time (compilers, test runners, shell loops) is read in a few large chunks
+    // rather than woken for line by line; its pipe holds far more than it writes meanwhile.
+    let mut next_read_at: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
-            read = async { spool.room().await; reader.read(&mut buf).await } => match read {
+            read = async {
+                if let Some(at) = next_read_at {
+                    tokio::time::sleep_until(at).await;
+                }
+                spool.room().await;
+                reader.live()?.read(&mut buf).await
+            } => match read {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     if let Err(e) = spool.append(generation, &buf[..n]) {
                         tracing::warn!(generation, error = %e, "cannot write a log");
                     }
+                    next_read_at = (n < COALESCE_BELOW && status.is_none())
+                        .then(|| tokio::time::Instant::now() + COALESCE_FOR);
+                    if next_read_at.is_some() {
+                        reader.park();
+                    }
                 }
             },
             exited = child.wait(), if status.is_none() => {
                 status = Some(exited);
+                // The rest is drained at once: the node's end waits on it.
+                next_read_at = None;
                 // Strays left in the group are reaped: TERM now, KILL after the grace period.
                 kill_group(pgid, libc::SIGTERM);
                 drain_deadline = Some(tokio::time::Instant::now() + TERM_GRACE);

@@ -262,6 +262,8 @@ pub struct Planned {
     pub env: Env,
     /// The same without a GitHub token: what odu hands on to tools and lanes.
     pub handed: Env,
+    /// git's listing of what it tracks under `.ci`, started early for [`prepare`].
+    pub ci_listing: Option<std::io::Result<crate::tool::Pending>>,
 }
 
 /// The refusals a run can meet before anything is created (nested run, hosts, git, the strict
@@ -289,7 +291,13 @@ pub fn plan_run(
         )));
     }
     let hosts = step("hosts", || hosts::for_run(&config.pins, &var))?;
-    let (sha, dirty_paths) = step("git head and status", || git::head_and_dirty_paths(repo))?;
+    // What needs neither HEAD nor the snapshot runs beside the git checks and the worktree:
+    // each costs a process start, and a run's start waits on the slowest path, not the sum.
+    let head_and_status = git::HeadAndStatus::start(repo);
+    let origin_git = git::start_origin(repo);
+    let ci_listing = (reading == Reading::AsRun).then(|| crate::trail::ci::start_tracked_listing(repo));
+    let version = just::start_version(repo, env);
+    let (sha, dirty_paths) = step("git head and status", || head_and_status.finish())?;
     let dirty = !dirty_paths.is_empty();
     if config.snapshot && dirty {
         let example = dirty_paths.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
@@ -328,7 +336,7 @@ pub fn plan_run(
         }
     };
     let invocation = if subdir.as_os_str().is_empty() { workspace.clone() } else { workspace.join(&subdir) };
-    let dump = step("just --version and --dump", || just::dump_with(&invocation, env))?;
+    let dump = step("just --version and --dump", || just::dump_after(version, &invocation, env))?;
     let plan = match step("plan", || Plan::from_dump(&dump, config.root.as_deref())) {
         Err(IngestError::RootCount { found }) if found.is_empty() => {
             return Err(left_out_root(&invocation, env, &hosts)
@@ -346,7 +354,7 @@ pub fn plan_run(
     }
     notes.extend(setup_notes.iter().cloned());
     // Where the run posts (or why it cannot) is a refusal like any other: before anything runs.
-    let origin = step("git origin", || git::origin(repo));
+    let origin = step("git origin", || git::origin_of(origin_git));
     let post = if config.post {
         step("github", || posting(repo, origin.as_deref(), &env_map, &sha, &mut notes))?
     } else {
@@ -368,6 +376,7 @@ pub fn plan_run(
         post,
         env: env_map,
         handed,
+        ci_listing,
     })
 }
 
@@ -407,10 +416,12 @@ pub fn prepare(
         post,
         env: env_map,
         handed,
+        ci_listing,
     } = plan_run(repo, params, env, Reading::AsRun)?;
     let var = |k: &str| env_map.get(k).cloned();
     let env = Some(&handed);
-    let ci = step(".ci", || crate::trail::ci::ensure_ci_dir(repo))?;
+    let listing = ci_listing.unwrap_or_else(|| crate::trail::ci::start_tracked_listing(repo));
+    let ci = step(".ci", || crate::trail::ci::ensure_ci_dir_listed(repo, listing))?;
     if hosts.defaulted {
         notes.push(format!(
             "no hosts configured: running one localhost lane for {} (configure ~/.config/odu/hosts.json or pass --host P=ADDR)",

@@ -41,26 +41,36 @@ pub fn head(repo: &Path) -> CliResult<String> {
     head_of(git(repo, HEAD_ARGS)?)
 }
 
-/// [`head`] and the paths `git status --porcelain` reports (ignoring odu's own `.ci`
-/// folder) at once: both gits run side by side, so the pair costs the
-/// wall time of the slower one.
+/// HEAD and the paths `git status` reports changed (ignoring odu's own `.ci` folder), from one
+/// `git status --porcelain=v2 --branch`: started here, so that other start-up work can run
+/// beside it, and read by [`HeadAndStatus::finish`].
+pub struct HeadAndStatus(std::io::Result<tool::Pending>);
+
+impl HeadAndStatus {
+    pub fn start(repo: &Path) -> HeadAndStatus {
+        HeadAndStatus(tool::Pending::start("git", STATUS_ARGS, repo, None))
+    }
+
+    /// HEAD's full sha and the changed paths.
+    pub fn finish(self) -> CliResult<(String, Vec<String>)> {
+        let out = self
+            .0
+            .and_then(tool::Pending::finish)
+            .map_err(|e| CliError::refused(format!("cannot run git ({e}): install git")))?;
+        if !out.success {
+            return Err(CliError::refused(format!("git status failed: {}", out.stderr.trim())));
+        }
+        parse_status(&out.stdout)
+    }
+}
+
+/// [`HeadAndStatus`] at once.
 pub fn head_and_dirty_paths(repo: &Path) -> CliResult<(String, Vec<String>)> {
-    let started = |args: &[&str]| {
-        tool::start("git", args, repo)
-            .map_err(|e| CliError::refused(format!("cannot run git ({e}): install git")))
-    };
-    let head_git = started(HEAD_ARGS)?;
-    let status_git = started(STATUS_ARGS);
-    let finished = |child| {
-        tool::finish(child).map_err(|e| CliError::refused(format!("cannot run git ({e}): install git")))
-    };
-    let head = finished(head_git).and_then(head_of);
-    let dirty = status_git.and_then(finished).and_then(dirty_of);
-    Ok((head?, dirty?))
+    HeadAndStatus::start(repo).finish()
 }
 
 const HEAD_ARGS: &[&str] = &["rev-parse", "--verify", "HEAD^{commit}"];
-const STATUS_ARGS: &[&str] = &["status", "--porcelain", "--", ".", ":(exclude).ci"];
+const STATUS_ARGS: &[&str] = &["status", "--porcelain=v2", "--branch", "-z", "--", ".", ":(exclude).ci"];
 
 fn head_of(out: tool::ToolOutput) -> CliResult<String> {
     if !out.success {
@@ -69,16 +79,50 @@ fn head_of(out: tool::ToolOutput) -> CliResult<String> {
     Ok(out.stdout.trim().to_string())
 }
 
-fn dirty_of(out: tool::ToolOutput) -> CliResult<Vec<String>> {
-    if !out.success {
-        return Err(CliError::refused(format!("git status failed: {}", out.stderr.trim())));
+/// Reads `git status --porcelain=v2 --branch -z`: the `# branch.oid` header names HEAD's
+/// commit (`(initial)` before the first one), and every other entry is a changed path (a
+/// rename's entry is followed by its old path, which is skipped).
+fn parse_status(text: &str) -> CliResult<(String, Vec<String>)> {
+    let mut head = None;
+    let mut paths = Vec::new();
+    let mut entries = text.split('\0').filter(|e| !e.is_empty());
+    while let Some(entry) = entries.next() {
+        if let Some(oid) = entry.strip_prefix("# branch.oid ") {
+            head = Some(oid.to_string());
+            continue;
+        }
+        // Fields before the path: `1` has 8, `2` has 9 (then the old path), `u` has 10.
+        let before = match entry.as_bytes()[0] {
+            b'#' => continue,
+            b'1' => 8,
+            b'2' => {
+                entries.next();
+                9
+            }
+            b'u' => 10,
+            _ => 1,
+        };
+        paths.push(entry.splitn(before + 1, ' ').nth(before).unwrap_or(entry).to_string());
     }
-    Ok(out.stdout.lines().map(|l| l.get(3..).unwrap_or(l).to_string()).collect())
+    match head {
+        Some(oid) if oid.len() >= 40 && oid.bytes().all(|b| b.is_ascii_hexdigit()) => Ok((oid, paths)),
+        _ => Err(CliError::refused("the repository has no commit yet: commit the justfile first")),
+    }
 }
 
 /// The `origin` remote's URL, if any.
 pub fn origin(repo: &Path) -> Option<String> {
-    let out = git(repo, &["remote", "get-url", "origin"]).ok()?;
+    origin_of(start_origin(repo))
+}
+
+/// [`origin`] started, to run beside other start-up work; [`origin_of`] collects it.
+pub fn start_origin(repo: &Path) -> Option<tool::Pending> {
+    tool::Pending::start("git", &["remote", "get-url", "origin"], repo, None).ok()
+}
+
+/// The URL a [`start_origin`] git printed, if any.
+pub fn origin_of(git: Option<tool::Pending>) -> Option<String> {
+    let out = git?.finish().ok()?;
     out.success.then(|| out.stdout.trim().to_string())
 }
 
@@ -201,6 +245,18 @@ mod tests {
             1,
             "git knows of it no more"
         );
+    }
+
+    #[test]
+    fn status_v2_gives_head_and_every_changed_path() {
+        let sha = "a".repeat(40);
+        let text = format!(
+            "# branch.oid {sha}\0# branch.head main\01 .M N... 100644 100644 100644 {sha} {sha} src/a b.rs\02 R. N... 100644 100644 100644 {sha} {sha} R100 new.rs\0old.rs\0u UU N... 100644 100644 100644 100644 {sha} {sha} {sha} both.rs\0? new file\0"
+        );
+        let (head, paths) = super::parse_status(&text).unwrap();
+        assert_eq!(head, sha);
+        assert_eq!(paths, ["src/a b.rs", "new.rs", "both.rs", "new file"]);
+        assert!(super::parse_status("# branch.oid (initial)\0# branch.head main\0").is_err());
     }
 
     #[test]

@@ -30,10 +30,24 @@ pub fn dump(dir: &Path) -> CliResult<String> {
 
 /// `dump`, with just found on (and run in) `env` when given.
 pub fn dump_with(dir: &Path, env: Option<&tool::Env>) -> CliResult<String> {
-    let version = tool::start_with("just", &["--version"], dir, env).map_err(|_| not_on_path())?;
+    dump_after(start_version(dir, env), dir, env)
+}
+
+/// `just --version`, started early (it needs no justfile) for [`dump_after`] to check.
+pub fn start_version(dir: &Path, env: Option<&tool::Env>) -> std::io::Result<tool::Pending> {
+    tool::Pending::start("just", &["--version"], dir, env)
+}
+
+/// [`dump_with`], with its version check already started.
+pub fn dump_after(
+    version: std::io::Result<tool::Pending>,
+    dir: &Path,
+    env: Option<&tool::Env>,
+) -> CliResult<String> {
+    let version = version.map_err(|_| not_on_path())?;
     let dump = tool::start_with("just", &["--dump", "--dump-format", "json"], dir, env)
         .map_err(|_| not_on_path())?;
-    let version = tool::finish(version).map_err(|_| not_on_path())?;
+    let version = version.finish().map_err(|_| not_on_path())?;
     let out = tool::finish(dump).map_err(|_| not_on_path())?;
     check_version(version)?;
     if out.success {

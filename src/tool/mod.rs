@@ -73,6 +73,32 @@ pub fn finish(child: Child) -> std::io::Result<ToolOutput> {
     })
 }
 
+/// A tool started to run beside other work. Collected with [`Pending::finish`]; one dropped
+/// unread (its caller returned early) is killed and reaped, so a long-lived server keeps no
+/// zombie.
+pub struct Pending(Option<Child>);
+
+impl Pending {
+    /// Starts `program args…` like [`start_with`].
+    pub fn start(program: &str, args: &[&str], dir: &Path, env: Option<&Env>) -> std::io::Result<Pending> {
+        start_with(program, args, dir, env).map(|child| Pending(Some(child)))
+    }
+
+    /// Waits for it and collects what it printed.
+    pub fn finish(mut self) -> std::io::Result<ToolOutput> {
+        finish(self.0.take().expect("a pending tool is finished once"))
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Runs `program args…` in `dir` with stdin closed. `Err` means it could not be started.
 pub fn run(program: &str, args: &[&str], dir: &Path) -> std::io::Result<ToolOutput> {
     finish(start(program, args, dir)?)

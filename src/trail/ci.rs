@@ -14,6 +14,20 @@ use crate::private::Untrusted;
 /// target), not even when it is ours but open to others, since what they planted in it while
 /// it was open would stay.
 pub fn ensure_ci_dir(repo: &Path) -> CliResult<PathBuf> {
+    ensure_ci_dir_listed(repo, start_tracked_listing(repo))
+}
+
+/// `git ls-files -- .ci`, started early for [`ensure_ci_dir_listed`] to read: a run's start
+/// asks it while other work goes on.
+pub fn start_tracked_listing(repo: &Path) -> std::io::Result<crate::tool::Pending> {
+    crate::tool::Pending::start("git", &["ls-files", "--", ".ci"], repo, None)
+}
+
+/// [`ensure_ci_dir`], with git's listing of `.ci` already started.
+pub fn ensure_ci_dir_listed(
+    repo: &Path,
+    listing: std::io::Result<crate::tool::Pending>,
+) -> CliResult<PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
     let ci = repo.join(".ci");
     match std::fs::symlink_metadata(&ci) {
@@ -21,7 +35,7 @@ pub fn ensure_ci_dir(repo: &Path) -> CliResult<PathBuf> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(CliError::refused(format!("cannot inspect {}: {e}", ci.display()))),
     }
-    refuse_tracked_ci(repo)?;
+    refuse_tracked_ci(repo, listing)?;
     match std::fs::DirBuilder::new().mode(0o700).create(&ci) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -38,8 +52,9 @@ pub fn ensure_ci_dir(repo: &Path) -> CliResult<PathBuf> {
 /// files under `.ci` (a CI system's own scripts, like this repository's `.ci/run`) are left
 /// alone: odu derives every path it reads there from ids it validates, so they can never be
 /// mistaken for odu's.
-fn refuse_tracked_ci(repo: &Path) -> CliResult<()> {
-    let out = crate::tool::run("git", &["ls-files", "--", ".ci"], repo)
+fn refuse_tracked_ci(repo: &Path, listing: std::io::Result<crate::tool::Pending>) -> CliResult<()> {
+    let out = listing
+        .and_then(crate::tool::Pending::finish)
         .map_err(|e| CliError::refused(format!("cannot run git ({e}): install git")))?;
     if !out.success {
         return Err(CliError::refused(format!(
