@@ -69,10 +69,14 @@ pub fn run(args: RunArgs) -> CliResult<i32> {
         // Without a server, the run's refusals are found here, before one is started and before
         // .ci exists: a refused run starts nothing and leaves nothing behind. The server
         // checks again as it prepares the run (the tree may change meanwhile).
-        if serve::connect(&repo).await?.is_none() {
-            start::plan_run(&repo, &params, None, start::Reading::Checkout)?;
-        }
-        let mut client = serve::ensure(&repo, &args.idle_timeout).await?;
+        // A server that answers is used as it is: one connection, one handshake.
+        let mut client = match serve::connect(&repo).await? {
+            Some(client) => client,
+            None => {
+                start::plan_run(&repo, &params, None, start::Reading::Checkout)?;
+                serve::ensure(&repo, &args.idle_timeout).await?
+            }
+        };
         let started: Started = serde_json::from_value(
             client
                 .call(RUN_START, serde_json::to_value(&params).expect("params serialize"))

@@ -75,6 +75,12 @@ pub struct LaneSpec {
     pub base_env: Option<BTreeMap<String, String>>,
     /// Where and what a remote lane runs; `None` for the localhost lane.
     pub remote: Option<RemoteSource>,
+    /// The coordinator's dump of the lane's own worktree assigns no variable (a local lane
+    /// only: a host reads its justfile's imports from its own disk).
+    pub no_variables: bool,
+    /// The `just` the coordinator ran, for a local runner to recognise (see
+    /// [`Configure::just`]).
+    pub known_just: Option<odu_proto::KnownJust>,
 }
 
 impl LaneSpec {
@@ -314,6 +320,8 @@ where
             tasks: spec.tasks.clone(),
             jobs: spec.jobs,
             env: spec.env.clone(),
+            no_variables: spec.no_variables && spec.remote.is_none(),
+            just: spec.known_just.clone().filter(|_| spec.remote.is_none()),
         };
         client.call(RUN_CONFIGURE, json!(configure)).await?;
         for id in logs.spools.keys() {

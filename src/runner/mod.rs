@@ -83,6 +83,10 @@ struct Actor {
     env: BTreeMap<String, String>,
     /// `NAME=VALUE` overrides placed before every node's recipe (see `variables`).
     overrides: Vec<String>,
+    /// The coordinator found no variable to evaluate (see [`Configure::no_variables`]).
+    no_variables: bool,
+    /// The `just` the coordinator already ran on this host (see [`Configure::just`]).
+    known_just: Option<odu_proto::KnownJust>,
     hub: Hub<NodesValue>,
     revision: u64,
     /// The cell's node views, in order, shared with published snapshots.
@@ -122,6 +126,8 @@ where
         workspace: PathBuf::new(),
         env: BTreeMap::new(),
         overrides: Vec::new(),
+        no_variables: false,
+        known_just: None,
         hub: Hub::new(
             NodesValue { revision: 0, name: Arc::from(""), order: Arc::default(), nodes: vec![] },
             1024,
@@ -344,6 +350,8 @@ impl Actor {
         self.name = c.name;
         self.workspace = PathBuf::from(c.workspace);
         self.env = c.env;
+        self.no_variables = c.no_variables;
+        self.known_just = c.just;
         self.lane = Some(lane);
         self.revision += 1;
         let lane = self.lane.as_ref().expect("just set");
@@ -432,6 +440,8 @@ impl Actor {
         let workspace = self.workspace.clone();
         if id == SETUP {
             let env = self.env.clone();
+            let no_variables = self.no_variables;
+            let known = self.known_just.clone();
             tokio::spawn(async move {
                 let tell = me.clone();
                 let on_group = move |pgid| {
@@ -439,11 +449,18 @@ impl Actor {
                 };
                 // just's dump (which runs nothing of the justfile) is read while its version is
                 // checked; it is used only once the check passed.
-                let (exit, dump) = tokio::join!(
-                    prepare_workspace(&workspace, &spool, generation),
-                    variables::dump(&workspace, &env, &on_group)
-                );
-                if exit == Exit::Code(0) {
+                let (exit, dump) = if no_variables {
+                    (prepare_workspace(&workspace, &spool, generation, known).await, None)
+                } else {
+                    let (exit, dump) = tokio::join!(
+                        prepare_workspace(&workspace, &spool, generation, known),
+                        variables::dump(&workspace, &env, &on_group)
+                    );
+                    (exit, Some(dump))
+                };
+                if exit == Exit::Code(0)
+                    && let Some(dump) = dump
+                {
                     let overrides =
                         evaluate_variables(&workspace, &env, &on_group, dump, &spool, generation).await;
                     let _ = me.send(ActorMsg::Variables(overrides));
@@ -513,7 +530,12 @@ async fn evaluate_variables(
 
 /// `_ci-setup` on a lane whose workspace is provided: check it exists and `just` is usable,
 /// narrating each step into the setup log.
-async fn prepare_workspace(workspace: &Path, spool: &Spool, generation: u32) -> Exit {
+async fn prepare_workspace(
+    workspace: &Path,
+    spool: &Spool,
+    generation: u32,
+    known: Option<odu_proto::KnownJust>,
+) -> Exit {
     let say = |line: String| {
         let _ = spool.append(generation, format!("[odu] {line}\n").as_bytes());
     };
@@ -524,7 +546,15 @@ async fn prepare_workspace(workspace: &Path, spool: &Spool, generation: u32) -> 
     say(format!("using provided workspace {}", workspace.display()));
     // The very program every node of the lane runs (nodes spawn it by this path).
     let just = spawner::resolve_program("just");
-    match spawner::tool_output(&just.to_string_lossy(), &["--version"], workspace).await {
+    // The very file the coordinator asked a moment ago on this host need not be asked again.
+    let asked = known.filter(|k| {
+        Path::new(&k.path) == just && crate::tool::file_stamp(&just).is_some_and(|stamp| stamp == k.file)
+    });
+    let answer = match asked {
+        Some(k) => Ok((true, k.version, String::new())),
+        None => spawner::tool_output(&just.to_string_lossy(), &["--version"], workspace).await,
+    };
+    match answer {
         Ok((true, stdout, _)) => {
             let version = stdout.trim().to_string();
             match parse_version(&version) {

@@ -209,16 +209,7 @@ pub fn resolve_program(name: &str) -> std::path::PathBuf {
     if name.contains('/') {
         return name.into();
     }
-    std::env::var_os("PATH")
-        .and_then(|path| {
-            std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| is_executable(candidate))
-        })
-        .unwrap_or_else(|| name.into())
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    crate::tool::find_on_path(std::env::var_os("PATH").as_deref(), name).unwrap_or_else(|| name.into())
 }
 
 /// Asks for a larger pipe buffer: with the default 64 KiB, a node printing fast and a reader

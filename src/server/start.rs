@@ -262,6 +262,10 @@ pub struct Planned {
     pub env: Env,
     /// The same without a GitHub token: what odu hands on to tools and lanes.
     pub handed: Env,
+    /// The justfile assigns no variable in any module (from the run's own dump).
+    pub no_variables: bool,
+    /// The `just` that dumped the justfile, with its version.
+    pub known_just: Option<odu_proto::KnownJust>,
     /// git's listing of what it tracks under `.ci`, started early for [`prepare`].
     pub ci_listing: Option<std::io::Result<crate::tool::Pending>>,
 }
@@ -336,7 +340,17 @@ pub fn plan_run(
         }
     };
     let invocation = if subdir.as_os_str().is_empty() { workspace.clone() } else { workspace.join(&subdir) };
-    let dump = step("just --version and --dump", || just::dump_after(version, &invocation, env))?;
+    let (dump, just_version) =
+        step("just --version and --dump", || just::dump_after(version, &invocation, env))?;
+    // The just that answered, for a local runner to trust instead of asking it again.
+    let path_var = handed.get("PATH").map(std::ffi::OsString::from);
+    let known_just = crate::tool::find_on_path(path_var.as_deref(), "just").and_then(|path| {
+        Some(odu_proto::KnownJust {
+            file: crate::tool::file_stamp(&path)?,
+            path: path.to_str()?.to_string(),
+            version: just_version,
+        })
+    });
     let plan = match step("plan", || Plan::from_dump(&dump, config.root.as_deref())) {
         Err(IngestError::RootCount { found }) if found.is_empty() => {
             return Err(left_out_root(&invocation, env, &hosts)
@@ -376,7 +390,10 @@ pub fn plan_run(
         post,
         env: env_map,
         handed,
+        no_variables: just::variables_of(&dump)
+            .is_ok_and(|modules| modules.iter().all(|m| m.one_by_one.is_empty() && m.together.is_empty())),
         ci_listing,
+        known_just,
     })
 }
 
@@ -416,7 +433,9 @@ pub fn prepare(
         post,
         env: env_map,
         handed,
+        no_variables,
         ci_listing,
+        known_just,
     } = plan_run(repo, params, env, Reading::AsRun)?;
     let var = |k: &str| env_map.get(k).cloned();
     let env = Some(&handed);
@@ -514,6 +533,8 @@ pub fn prepare(
                 run_name: format!("{}-{seq}", label.replace('+', "-")),
                 flake: var("ODU_FLAKE").filter(|v| !v.is_empty()),
             }),
+            no_variables,
+            known_just: known_just.clone(),
         })
         .collect();
     let started = Started {

@@ -30,7 +30,7 @@ pub fn dump(dir: &Path) -> CliResult<String> {
 
 /// `dump`, with just found on (and run in) `env` when given.
 pub fn dump_with(dir: &Path, env: Option<&tool::Env>) -> CliResult<String> {
-    dump_after(start_version(dir, env), dir, env)
+    dump_after(start_version(dir, env), dir, env).map(|(dump, _)| dump)
 }
 
 /// `just --version`, started early (it needs no justfile) for [`dump_after`] to check.
@@ -38,20 +38,20 @@ pub fn start_version(dir: &Path, env: Option<&tool::Env>) -> std::io::Result<too
     tool::Pending::start("just", &["--version"], dir, env)
 }
 
-/// [`dump_with`], with its version check already started.
+/// [`dump_with`], with its version check already started: the dump and just's version line.
 pub fn dump_after(
     version: std::io::Result<tool::Pending>,
     dir: &Path,
     env: Option<&tool::Env>,
-) -> CliResult<String> {
+) -> CliResult<(String, String)> {
     let version = version.map_err(|_| not_on_path())?;
     let dump = tool::start_with("just", &["--dump", "--dump-format", "json"], dir, env)
         .map_err(|_| not_on_path())?;
     let version = version.finish().map_err(|_| not_on_path())?;
     let out = tool::finish(dump).map_err(|_| not_on_path())?;
-    check_version(version)?;
+    let version = check_version(version)?;
     if out.success {
-        return Ok(out.stdout);
+        return Ok((out.stdout, version));
     }
     let message = out.stderr.trim();
     if message.to_ascii_lowercase().contains("no justfile found") {

@@ -73,6 +73,28 @@ pub fn finish(child: Child) -> std::io::Result<ToolOutput> {
     })
 }
 
+/// The first executable `name` in the directories of `path` (a `PATH` value), as a process
+/// started with that `PATH` would run it.
+pub fn find_on_path(path: Option<&std::ffi::OsStr>, name: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::split_paths(path?).map(|dir| dir.join(name)).find(|candidate| {
+        std::fs::metadata(candidate).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
+}
+
+/// What tells the file at `path` (links followed) apart from any other file, and from itself
+/// once rewritten.
+pub fn file_stamp(path: &Path) -> Option<odu_proto::FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some(odu_proto::FileStamp {
+        dev: meta.dev(),
+        ino: meta.ino(),
+        size: meta.size(),
+        mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+    })
+}
+
 /// A tool started to run beside other work. Collected with [`Pending::finish`]; one dropped
 /// unread (its caller returned early) is killed and reaped, so a long-lived server keeps no
 /// zombie.

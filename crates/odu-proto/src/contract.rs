@@ -68,6 +68,32 @@ pub struct Configure {
     /// Extra environment for every node (never credentials).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub env: std::collections::BTreeMap<String, String>,
+    /// The coordinator read this very worktree's justfile on this very host and found no
+    /// variable in any module: `_ci-setup` need not ask `just` for them again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_variables: bool,
+    /// The `just` the coordinator already asked for its version on this very host: the runner
+    /// need not start it again when its own `just` is that same file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub just: Option<KnownJust>,
+}
+
+/// A `just` binary whose `--version` is known: where it is, what it said, and which file it was.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownJust {
+    pub path: String,
+    /// Its `--version` line, `just 1.59.0`.
+    pub version: String,
+    pub file: FileStamp,
+}
+
+/// Tells one file apart from any other, and from itself once rewritten.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStamp {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i128,
 }
 
 /// Params naming one node.
