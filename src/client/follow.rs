@@ -281,6 +281,10 @@ fn run_log(ci: &std::path::Path, reference: &str, id: &str) -> Result<std::fs::F
 /// log (the `lane … died` line, else its last line): the verdict alone shows only errored and
 /// skipped nodes.
 fn setup_failures(run: &Run) -> Vec<String> {
+    // A run whose every node passed has no failure to explain: its logs are not read.
+    if run.outcome() == odu_core::status::Outcome::Passed {
+        return Vec::new();
+    }
     let repo = std::env::current_dir().ok().and_then(|d| git::toplevel_quick(&d).ok());
     run.nodes()
         .filter(|(id, _)| id.task == odu_core::SETUP)
