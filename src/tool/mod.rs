@@ -125,3 +125,43 @@ impl Drop for Pending {
 pub fn run(program: &str, args: &[&str], dir: &Path) -> std::io::Result<ToolOutput> {
     finish(start(program, args, dir)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Pending;
+
+    #[test]
+    fn a_pending_tool_dropped_unread_is_killed_and_reaped() {
+        let dir = std::env::temp_dir();
+        let pending = Pending::start("sleep", &["30"], &dir, None).unwrap();
+        let pid = pending.0.as_ref().unwrap().id();
+        let started = std::time::Instant::now();
+        drop(pending);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "the drop waited for sleep 30");
+        // Reaped, not a zombie: the process is gone from the table.
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "pid {pid} is still in /proc");
+    }
+
+    #[test]
+    fn a_pending_tool_finishes_with_what_it_printed() {
+        let out = Pending::start("sh", &["-c", "echo out; echo err >&2"], &std::env::temp_dir(), None)
+            .unwrap()
+            .finish()
+            .unwrap();
+        assert!(out.success);
+        assert_eq!((out.stdout.as_str(), out.stderr.as_str()), ("out\n", "err\n"));
+    }
+
+    #[test]
+    fn a_file_stamp_changes_when_the_file_is_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("just");
+        std::fs::write(&path, "one").unwrap();
+        let first = super::file_stamp(&path).unwrap();
+        assert_eq!(super::file_stamp(&path), Some(first));
+        std::fs::write(dir.path().join("new"), "other").unwrap();
+        std::fs::rename(dir.path().join("new"), &path).unwrap();
+        assert_ne!(super::file_stamp(&path), Some(first), "a replaced binary is another file");
+        assert_eq!(super::file_stamp(&dir.path().join("missing")), None);
+    }
+}

@@ -322,3 +322,48 @@ fn a_run_from_an_untracked_directory_starts_where_just_finds_the_same_justfile()
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     stop_server(&repo);
 }
+
+/// A `just` on PATH that writes each invocation's arguments to `calls` and runs the real one.
+fn counting_just(calls: &std::path::Path) -> std::path::PathBuf {
+    let real = real_tool("just");
+    let script = format!(
+        "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
+        calls.display(),
+        real.display()
+    );
+    let dir = path_with(&[], &[("just", &script)]);
+    let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap());
+    path.into()
+}
+
+#[test]
+fn a_localhost_lane_asks_just_nothing_the_server_already_asked_on_this_host() {
+    let repo = Repo::new("[metadata(\"ci\")]\nci: a\na:\n    @echo a\n");
+    let calls = repo.path().join(".git/just-calls");
+    let path = counting_just(&calls);
+    let count = |what: &str| {
+        std::fs::read_to_string(&calls).unwrap_or_default().lines().filter(|l| l.contains(what)).count()
+    };
+    let out = repo.odu(&["run"]).env("PATH", &path).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stderr(&out), repo.log("_ci-setup"));
+    // The client's check and the server's plan each ask once; the runner trusts the server's
+    // answer about the very same file, and its nodes run.
+    assert_eq!(count("--version"), 2, "{}", std::fs::read_to_string(&calls).unwrap());
+    assert_eq!(count("--dump-format json"), 2, "{}", std::fs::read_to_string(&calls).unwrap());
+    assert_eq!(count("--no-deps"), 1);
+    assert!(repo.log("_ci-setup").contains("[odu] just 1."), "{}", repo.log("_ci-setup"));
+    stop_server(&repo);
+    // A justfile with a variable is still evaluated by the lane, once.
+    std::fs::write(
+        repo.path().join("justfile"),
+        "x := `echo 1`\n[metadata(\"ci\")]\nci: a\na:\n    @echo {{x}}\n",
+    )
+    .unwrap();
+    repo.git(&["commit", "-qam", "a variable"]);
+    std::fs::remove_file(&calls).unwrap();
+    let out = repo.odu(&["run"]).env("PATH", &path).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stderr(&out), repo.log("_ci-setup"));
+    assert_eq!(count("--dump-format json"), 3, "{}", std::fs::read_to_string(&calls).unwrap());
+    assert!(repo.log("a").contains('1'));
+    stop_server(&repo);
+}
