@@ -829,13 +829,38 @@ def scenario_noisy(ctx: "Ctx") -> Result:
                   ["log verified byte-identical to the baseline's file on every run"])
 
 
+STEP_RE = re.compile(r'start\{step="([^"]+)"\}.*close time\.busy=([\d.]+)(ns|µs|ms|s)\b')
+RUNNER_READY_RE = re.compile(r"runner started, attached and configured.*elapsed_us=(\d+)")
+UNIT_MS = {"ns": 1e-6, "µs": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def start_steps(serve_log: Path) -> list[str]:
+    """The median cost of each start-up step, from the server's tracing spans (ODU_LOG)."""
+    steps: dict[str, list[float]] = {}
+    try:
+        text = serve_log.read_text("utf-8", "replace")
+    except OSError:
+        return []
+    for m in STEP_RE.finditer(text):
+        steps.setdefault(m.group(1), []).append(float(m.group(2)) * UNIT_MS[m.group(3)])
+    for m in RUNNER_READY_RE.finditer(text):
+        steps.setdefault("runner start, handshake, configure", []).append(int(m.group(1)) / 1000)
+    return [f"{name}: median {statistics.median(ms):.2f} ms over {len(ms)} runs"
+            for name, ms in steps.items()]
+
+
 def startup_scenario(ctx: "Ctx", warm: bool) -> Result:
     """One trivial node, whole `odu run`: with the checkout's server already up (warm), or
     started by the run (cold, every run from an empty .ci/)."""
     name = "startup_warm" if warm else "startup_cold"
     path = ctx.tmp / name
-    sha = make_repo(path, ci_justfile(["a"], {}, ["a"]), ctx.env)
-    repo = OduRepo(ctx.odu, path, sha, ctx.env)
+    # The server (started by the run, with its environment) times each start-up step in a
+    # tracing span; the warm side reports them from .ci/odu.serve.log.
+    env = dict(ctx.env)
+    if warm:
+        env["ODU_LOG"] = "odu::server::start=debug,odu::lane=debug"
+    sha = make_repo(path, ci_justfile(["a"], {}, ["a"]), env)
+    repo = OduRepo(ctx.odu, path, sha, env)
     repo.keep_server = warm
 
     def baseline() -> float:
@@ -847,12 +872,14 @@ def startup_scenario(ctx: "Ctx", warm: bool) -> Result:
     b, o = measure(baseline, odu, ctx.runs)
     target = 0.015 if warm else 0.040
     med = statistics.median(o)
+    notes = ["start-up steps (server spans; steps overlap, so they need not add up to the wall):",
+             *(f"  {line}" for line in start_steps(path / ".ci" / "odu.serve.log"))] if warm else []
     return Result(name, f"one trivial node, whole odu run, server {'up' if warm else 'started by the run'}",
                   ctx.runs, "just --no-deps a", "odu run", b, o, None,
                   [Check("odu run wall (median)", med * 1000, "ms", target * 1000),
                    Check("odu minus just (median)", (med - statistics.median(b)) * 1000, "ms"),
                    *repo.cpu_checks(1, None)],
-                  times_in_ms=True)
+                  notes, times_in_ms=True)
 
 
 def scenario_startup_warm(ctx: "Ctx") -> Result:

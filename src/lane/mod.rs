@@ -229,6 +229,7 @@ pub async fn run_local(
     reports: mpsc::UnboundedSender<LaneReport>,
 ) {
     let platform = spec.platform.clone();
+    let starting = std::time::Instant::now();
     logs.narrate(&format!("lane {platform}: starting {} --stdio on localhost", spec.runner.display()));
     let mut command = tokio::process::Command::new(&spec.runner);
     if let Some(env) = &spec.base_env {
@@ -257,7 +258,7 @@ pub async fn run_local(
         crate::runner::spawner::enlarge_pipe(stdout.as_fd());
     }
     let stderr_task = logs.file_runner_stderr(child.stderr.take().expect("piped"));
-    drive(&spec, &logs, stdout, stdin, commands, &reports).await;
+    drive(&spec, &logs, stdout, stdin, commands, &reports, Some(starting)).await;
     // The link is closed: the runner kills its groups and exits on its own; give it the grace
     // period plus a margin before forcing it.
     let clean = match tokio::time::timeout(std::time::Duration::from_secs(5), child.wait()).await {
@@ -298,6 +299,7 @@ pub async fn drive<R, W>(
     writer: W,
     mut commands: mpsc::UnboundedReceiver<LaneCommand>,
     reports: &mpsc::UnboundedSender<LaneReport>,
+    started: Option<std::time::Instant>,
 ) -> BTreeMap<String, NodeView>
 where
     R: AsyncRead + Unpin,
@@ -333,6 +335,14 @@ where
     if let Err(e) = setup.await {
         die(spec, logs, reports, format!("runner refused the lane: {e}"), &link.views);
         return link.views;
+    }
+    // What a run's start costs on a lane: the runner's own start, the handshake, configure.
+    if let Some(started) = started {
+        tracing::debug!(
+            platform = %spec.platform,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "runner started, attached and configured"
+        );
     }
     let mut pending_replies: BTreeMap<u64, tokio::sync::oneshot::Sender<Result<(), String>>> =
         BTreeMap::new();
