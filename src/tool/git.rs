@@ -64,11 +64,6 @@ impl HeadAndStatus {
     }
 }
 
-/// [`HeadAndStatus`] at once.
-pub fn head_and_dirty_paths(repo: &Path) -> CliResult<(String, Vec<String>)> {
-    HeadAndStatus::start(repo).finish()
-}
-
 const HEAD_ARGS: &[&str] = &["rev-parse", "--verify", "HEAD^{commit}"];
 const STATUS_ARGS: &[&str] = &["status", "--porcelain=v2", "--branch", "-z", "--", ".", ":(exclude).ci"];
 
