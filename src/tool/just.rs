@@ -45,10 +45,11 @@ pub fn dump_after(
     env: Option<&tool::Env>,
 ) -> CliResult<(String, String)> {
     let version = version.map_err(|_| not_on_path())?;
-    let dump = tool::start_with("just", &["--dump", "--dump-format", "json"], dir, env)
+    // Both are `Pending`: whichever way this returns, neither is left a zombie in the server.
+    let dump = tool::Pending::start("just", &["--dump", "--dump-format", "json"], dir, env)
         .map_err(|_| not_on_path())?;
     let version = version.finish().map_err(|_| not_on_path())?;
-    let out = tool::finish(dump).map_err(|_| not_on_path())?;
+    let out = dump.finish().map_err(|_| not_on_path())?;
     let version = check_version(version)?;
     if out.success {
         return Ok((out.stdout, version));
