@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use crate::clock::now_ms;
-use crate::link::cell::{Hub, NodesValue};
+use crate::link::cell::{Hub, NodesValue, Views};
 use crate::link::wire::{FrameReader, Served, ServerLink, spawn_writer};
 use crate::tool::just::{MIN_JUST, parse_version};
 use crate::trail::spool::{Spool, SpoolReader};
@@ -63,6 +63,7 @@ enum ActorMsg {
     SetupGroup {
         generation: u32,
         pgid: i32,
+        started: scratch::Started,
     },
     Shutdown,
 }
@@ -90,7 +91,7 @@ struct Actor {
     hub: Hub<NodesValue>,
     revision: u64,
     /// The cell's node views, in order, shared with published snapshots.
-    cell_nodes: Vec<Arc<NodeView>>,
+    cell_nodes: Views,
     cell_order: Arc<Vec<String>>,
     cell_name: Arc<str>,
     spools: BTreeMap<String, Spool>,
@@ -129,11 +130,11 @@ where
         no_variables: false,
         known_just: None,
         hub: Hub::new(
-            NodesValue { revision: 0, name: Arc::from(""), order: Arc::default(), nodes: vec![] },
+            NodesValue { revision: 0, name: Arc::from(""), order: Arc::default(), nodes: Views::default() },
             1024,
         ),
         revision: 0,
-        cell_nodes: vec![],
+        cell_nodes: Views::default(),
         cell_order: Arc::default(),
         cell_name: Arc::from(""),
         spools: BTreeMap::new(),
@@ -238,8 +239,8 @@ impl Actor {
                     self.apply(LaneEvent::NodeExited { id, generation, exit, at: now_ms() });
                 }
                 ActorMsg::Variables(overrides) => self.overrides = overrides,
-                ActorMsg::SetupGroup { generation, pgid } => {
-                    if let Err(e) = self.scratch.record_group(pgid) {
+                ActorMsg::SetupGroup { generation, pgid, started } => {
+                    if let Err(e) = self.scratch.record_group(pgid, started) {
                         tracing::warn!(error = %e, "cannot record the process group");
                     }
                     if let Some(r) = self.running.get_mut(SETUP).filter(|r| r.generation == generation) {
@@ -356,7 +357,7 @@ impl Actor {
         self.revision += 1;
         let lane = self.lane.as_ref().expect("just set");
         self.cell_order = Arc::new(lane.order().to_vec());
-        self.cell_nodes = lane.views().into_iter().map(Arc::new).collect();
+        self.cell_nodes = lane.views().into_iter().collect();
         self.cell_name = Arc::from(self.name.as_str());
         self.hub.replace(self.snapshot());
         let effects = self.lane.as_mut().expect("just set").apply(LaneEvent::Started { at: now_ms() });
@@ -421,7 +422,7 @@ impl Actor {
                         changed.iter().filter_map(|id| lane.view(id).cloned()).collect();
                     for view in &nodes {
                         if let Some(at) = lane.position(&view.id) {
-                            self.cell_nodes[at] = Arc::new(view.clone());
+                            self.cell_nodes.set(at, view.clone());
                         }
                     }
                     self.revision += 1;
@@ -444,8 +445,8 @@ impl Actor {
             let known = self.known_just.clone();
             tokio::spawn(async move {
                 let tell = me.clone();
-                let on_group = move |pgid| {
-                    let _ = tell.send(ActorMsg::SetupGroup { generation, pgid });
+                let on_group = move |pgid, started| {
+                    let _ = tell.send(ActorMsg::SetupGroup { generation, pgid, started });
                 };
                 // just's dump (which runs nothing of the justfile) is read while its version is
                 // checked; it is used only once the check passed.
@@ -475,7 +476,7 @@ impl Actor {
         match spawner::start_node(launch, &spool) {
             Ok(started) => {
                 tracing::debug!(node = %id, generation, pgid = started.pgid, "spawned");
-                if let Err(e) = self.scratch.record_group(started.pgid) {
+                if let Err(e) = self.scratch.record_group(started.pgid, started.started) {
                     tracing::warn!(node = %id, error = %e, "cannot record the process group");
                 }
                 if let Some(r) = self.running.get_mut(&id) {
@@ -500,7 +501,7 @@ impl Actor {
 async fn evaluate_variables(
     workspace: &Path,
     env: &BTreeMap<String, String>,
-    on_group: &(dyn Fn(i32) + Sync),
+    on_group: &(dyn Fn(i32, scratch::Started) + Sync),
     dump: Result<String, String>,
     spool: &Spool,
     generation: u32,

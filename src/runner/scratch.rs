@@ -6,9 +6,12 @@
 //!   taken on a staged file that is then renamed to `lock`, so a `lock` that can be locked by
 //!   anyone else means its runner is gone (the kernel drops a lock when its holder dies, however
 //!   it dies); a pid is never trusted for that;
-//! - `groups`, one line `<pgid> <start>` per node process group the runner started, written
-//!   before the node can have started anything else (`start` is the leader's start time in clock
-//!   ticks since boot, `0` when unknown).
+//! - `groups`, one line `<pgid> <from> <to>` per node process group the runner started, written
+//!   before the node can have started anything else: the leader's start time, in clock ticks
+//!   since boot as `/proc/<pid>/stat` counts it, lies between `from` and `to` (the clock read
+//!   just before and just after the spawn, which costs far less than reading the leader's stat
+//!   file; a pid cannot be reused within one spawn). A line `<pgid> <start>` (an older runner's)
+//!   names the start exactly.
 //!
 //! [`reap_dead`] finds the directories of dead runners of this user under a `TMPDIR`, kills
 //! what is left of their recorded process groups (SIGKILL: their runner is gone) and removes the
@@ -35,7 +38,7 @@ pub struct Scratch {
     groups: File,
     _lock: File,
     /// What `groups` holds.
-    recorded: Vec<(i32, u64)>,
+    recorded: Vec<(i32, Started)>,
 }
 
 impl Scratch {
@@ -56,11 +59,11 @@ impl Scratch {
         self.dir.path()
     }
 
-    /// Records a node's process group, so that whoever finds this runner dead can end it.
-    pub fn record_group(&mut self, pgid: i32) -> io::Result<()> {
-        let start = start_time(pgid).unwrap_or(0);
-        self.recorded.push((pgid, start));
-        self.groups.write_all(format!("{pgid} {start}\n").as_bytes())
+    /// Records a node's process group, whose leader was spawned within `started`, so that
+    /// whoever finds this runner dead can end it.
+    pub fn record_group(&mut self, pgid: i32, started: Started) -> io::Result<()> {
+        self.recorded.push((pgid, started));
+        self.groups.write_all(format!("{pgid} {} {}\n", started.from, started.to).as_bytes())
     }
 
     /// The recorded groups that still have members (strays of finished nodes included), where
@@ -71,7 +74,7 @@ impl Scratch {
         }
         // A group with no member at all needs no process table: reading /proc whole costs
         // more than the rest of a runner's shutdown, and after a clean run every group is empty.
-        let occupied: Vec<(i32, u64)> =
+        let occupied: Vec<(i32, Started)> =
             self.recorded.iter().copied().filter(|&(pgid, _)| super::spawner::group_alive(pgid)).collect();
         if occupied.is_empty() {
             return vec![];
@@ -151,7 +154,7 @@ pub fn reap_dead(root: &Path) -> Reaped {
     reaped
 }
 
-fn recorded_groups(path: &Path) -> Vec<(i32, u64)> {
+fn recorded_groups(path: &Path) -> Vec<(i32, Started)> {
     let mut text = String::new();
     let Ok(file) = private_file().read(true).open(path) else { return vec![] };
     if file.take(GROUPS_CAP).read_to_string(&mut text).is_err() {
@@ -160,14 +163,58 @@ fn recorded_groups(path: &Path) -> Vec<(i32, u64)> {
     parse_groups(&text)
 }
 
-/// `<pgid> <start>` lines; anything else (a line cut short by a crash) is skipped.
-fn parse_groups(text: &str) -> Vec<(i32, u64)> {
+/// `<pgid> <from> <to>` (or `<pgid> <start>`) lines; anything else (a line cut short by a
+/// crash) is skipped.
+fn parse_groups(text: &str) -> Vec<(i32, Started)> {
     text.lines()
         .filter_map(|line| {
-            let (pgid, start) = line.split_once(' ')?;
-            Some((pgid.parse().ok().filter(|&p: &i32| p > 1)?, start.parse().ok()?))
+            let mut fields = line.split(' ');
+            let pgid = fields.next()?.parse().ok().filter(|&p: &i32| p > 1)?;
+            let from: u64 = fields.next()?.parse().ok()?;
+            let to: u64 = match fields.next() {
+                Some(to) => to.parse().ok().filter(|&to| to >= from)?,
+                None => from,
+            };
+            fields.next().is_none().then_some((pgid, Started { from, to }))
         })
         .collect()
+}
+
+/// When a recorded group's leader started: a window of clock ticks since boot, as
+/// `/proc/<pid>/stat` counts a process's start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Started {
+    pub from: u64,
+    pub to: u64,
+}
+
+impl Started {
+    /// The window around `spawn`: whatever it starts began within it.
+    pub fn around<T>(spawn: impl FnOnce() -> T) -> (T, Started) {
+        let from = boot_ticks();
+        let spawned = spawn();
+        (spawned, Started { from, to: boot_ticks() })
+    }
+}
+
+/// Clock ticks since boot, as the kernel counts a process's start time (`CLOCK_BOOTTIME` in
+/// units of `_SC_CLK_TCK`, rounded down).
+pub fn boot_ticks() -> u64 {
+    static TICK_NS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let tick_ns = *TICK_NS.get_or_init(|| {
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        1_000_000_000 / u64::try_from(hz).ok().filter(|&hz| hz > 0).unwrap_or(100)
+    });
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    #[cfg(target_os = "linux")]
+    let clock = libc::CLOCK_BOOTTIME;
+    #[cfg(not(target_os = "linux"))]
+    let clock = libc::CLOCK_MONOTONIC;
+    // SAFETY: clock_gettime writes one timespec, which `now` is.
+    unsafe { libc::clock_gettime(clock, &mut now) };
+    let ns = u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(now.tv_nsec).unwrap_or(0);
+    ns / tick_ns
 }
 
 /// One process, as far as reaping needs it.
@@ -179,10 +226,11 @@ struct Proc {
     start: u64,
 }
 
-/// Whether process group `pgid` is still the one recorded with leader start time `start`, and
-/// every member is this user's: a group number can be reused once its group is empty, and a
-/// reused one must not be killed. Without a process table (not Linux), the group is trusted.
-fn group_is_the_recorded_one(table: &[Proc], pgid: i32, start: u64) -> bool {
+/// Whether process group `pgid` is still the one recorded with its leader started within
+/// `started`, and every member is this user's: a group number can be reused once its group is
+/// empty, and a reused one must not be killed. Without a process table (not Linux), the group
+/// is trusted.
+fn group_is_the_recorded_one(table: &[Proc], pgid: i32, started: Started) -> bool {
     if !cfg!(target_os = "linux") {
         return true;
     }
@@ -193,9 +241,9 @@ fn group_is_the_recorded_one(table: &[Proc], pgid: i32, start: u64) -> bool {
     }
     match members.iter().find(|p| p.pid == pgid) {
         // The leader still lives: it must be the very process that was recorded.
-        Some(leader) => leader.start == start,
+        Some(leader) => (started.from..=started.to).contains(&leader.start),
         // Every member of the recorded group started after its leader.
-        None => members.iter().all(|p| p.start >= start),
+        None => members.iter().all(|p| p.start >= started.from),
     }
 }
 
@@ -221,11 +269,6 @@ fn parse_stat(stat: &str) -> Option<(i32, u64)> {
     Some((fields.get(2)?.parse().ok()?, fields.get(19)?.parse().ok()?))
 }
 
-/// A process's start time in clock ticks since boot (Linux), if it is still there.
-fn start_time(pid: i32) -> Option<u64> {
-    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?).map(|(_, start)| start)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,13 +282,32 @@ mod tests {
 
     #[test]
     fn groups_lines_cut_short_are_skipped() {
-        assert_eq!(parse_groups("100 5\n1 7\n0 3\n200 9\n30"), vec![(100, 5), (200, 9)]);
+        let at = |from, to| Started { from, to };
+        assert_eq!(
+            parse_groups("100 5 6\n1 7 7\n0 3 4\n200 9\n300 8 7\n400 1 2 3\n30"),
+            vec![(100, at(5, 6)), (200, at(9, 9))]
+        );
+    }
+
+    #[test]
+    fn a_spawned_process_starts_within_the_window_read_around_its_spawn() {
+        for _ in 0..20 {
+            let (child, started) = Started::around(|| std::process::Command::new("true").spawn().unwrap());
+            let mut child = child;
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
+            let (_, start) = parse_stat(&stat).unwrap();
+            child.wait().unwrap();
+            assert!((started.from..=started.to).contains(&start), "{start} not in {started:?}");
+        }
     }
 
     #[test]
     fn a_reused_group_number_is_not_the_recorded_group() {
         let me = crate::private::euid();
         let p = |pid, pgid, uid, start| Proc { pid, pgid, uid, start };
+        let group_is_the_recorded_one = |table: &[Proc], pgid, start| {
+            group_is_the_recorded_one(table, pgid, Started { from: start, to: start })
+        };
         // The leader is alive and is the recorded one.
         assert!(group_is_the_recorded_one(&[p(50, 50, me, 7), p(51, 50, me, 9)], 50, 7));
         // The number now names another leader.
@@ -257,6 +319,11 @@ mod tests {
         // Someone else's process is never killed.
         assert!(!group_is_the_recorded_one(&[p(51, 50, me.wrapping_add(1), 8)], 50, 7));
         assert!(!group_is_the_recorded_one(&[], 50, 7));
+        // A leader started within the recorded window is the recorded one; outside it, not.
+        let window = Started { from: 6, to: 8 };
+        assert!(super::group_is_the_recorded_one(&[p(50, 50, me, 8)], 50, window));
+        assert!(!super::group_is_the_recorded_one(&[p(50, 50, me, 9)], 50, window));
+        assert!(!super::group_is_the_recorded_one(&[p(51, 50, me, 5)], 50, window));
     }
 
     #[test]

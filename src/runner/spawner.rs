@@ -21,6 +21,10 @@ use crate::trail::spool::Spool;
 /// How long a process group gets between SIGTERM and SIGKILL.
 pub const TERM_GRACE: Duration = Duration::from_secs(2);
 
+/// A node's first reads take at most this much.
+const READ_SMALL: usize = 16 * 1024;
+/// Once a read fills [`READ_SMALL`], reads take up to this much.
+const READ_LARGE: usize = 256 * 1024;
 /// A read shorter than this found the pipe nearly empty: the next read waits [`COALESCE_FOR`].
 const COALESCE_BELOW: usize = 16 * 1024;
 /// How long output gathers in a node's pipe after a short read: far below what a person
@@ -38,6 +42,8 @@ pub struct NodeLaunch {
 /// A node process that was started: its group id, the child, and the read end of its output.
 pub struct StartedNode {
     pub pgid: i32,
+    /// When its leader started (for the scratch directory's record of its group).
+    pub started: super::scratch::Started,
     child: tokio::process::Child,
     reader: tokio::net::unix::pipe::Receiver,
     generation: u32,
@@ -101,7 +107,7 @@ pub fn start_node(launch: NodeLaunch, spool: &Spool) -> Result<StartedNode, Exit
     cmd.kill_on_drop(false);
     // The one place a node process is created.
     #[allow(clippy::disallowed_methods)]
-    let spawned = cmd.spawn();
+    let (spawned, started) = super::scratch::Started::around(|| cmd.spawn());
     // Our copies of the write end must close, or the pipe never reaches its end.
     drop(cmd);
     let mut child = spawned.map_err(|e| {
@@ -113,7 +119,7 @@ pub fn start_node(launch: NodeLaunch, spool: &Spool) -> Result<StartedNode, Exit
     })?;
     let pgid = child.id().map(|p| p as i32).unwrap_or(0);
     match tokio::net::unix::pipe::Receiver::from_owned_fd(read_end) {
-        Ok(reader) => Ok(StartedNode { pgid, child, reader, generation }),
+        Ok(reader) => Ok(StartedNode { pgid, started, child, reader, generation }),
         Err(e) => {
             kill_group(pgid, libc::SIGKILL);
             let _ = child.start_kill();
@@ -125,9 +131,11 @@ pub fn start_node(launch: NodeLaunch, spool: &Spool) -> Result<StartedNode, Exit
 /// Runs a started node to its end: streams its output into `spool`, reaps its group, and
 /// returns how it ended once the log is complete.
 pub async fn finish_node(started: StartedNode, spool: &Spool) -> Exit {
-    let StartedNode { pgid, mut child, reader, generation } = started;
+    let StartedNode { pgid, mut child, reader, generation, .. } = started;
     let mut reader = NodePipe::Live(reader);
-    let mut buf = vec![0u8; 256 * 1024];
+    // Small until a read fills it: most nodes print little or nothing, and a large buffer per
+    // node is an allocation (and page faults) that a node of a few lines does not need.
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_SMALL);
     let mut status = None;
     let mut drain_deadline = None;
     // After a short read the next waits a moment, so a node that writes many short lines one
@@ -141,12 +149,17 @@ pub async fn finish_node(started: StartedNode, spool: &Spool) -> Exit {
                     tokio::time::sleep_until(at).await;
                 }
                 spool.room().await;
-                reader.live()?.read(&mut buf).await
+                buf.clear();
+                reader.live()?.read_buf(&mut buf).await
             } => match read {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     if let Err(e) = spool.append(generation, &buf[..n]) {
                         tracing::warn!(generation, error = %e, "cannot write a log");
+                    }
+                    if n == buf.capacity() && n < READ_LARGE {
+                        // A fast writer: read it in large chunks from now on.
+                        buf = Vec::with_capacity(READ_LARGE);
                     }
                     next_read_at = (n < COALESCE_BELOW && status.is_none())
                         .then(|| tokio::time::Instant::now() + COALESCE_FOR);

@@ -33,7 +33,7 @@ const MAX_TOTAL: usize = 512 * 1024;
 pub async fn dump(
     workspace: &Path,
     env: &BTreeMap<String, String>,
-    on_group: &(dyn Fn(i32) + Sync),
+    on_group: &(dyn Fn(i32, super::scratch::Started) + Sync),
 ) -> Result<String, String> {
     Just { workspace, env, on_group }.run(&[], &["--dump", "--dump-format", "json"]).await
 }
@@ -43,7 +43,7 @@ pub async fn dump(
 pub async fn evaluate_once(
     workspace: &Path,
     env: &BTreeMap<String, String>,
-    on_group: &(dyn Fn(i32) + Sync),
+    on_group: &(dyn Fn(i32, super::scratch::Started) + Sync),
     dump: Result<String, String>,
 ) -> Result<Vec<String>, String> {
     let just = Just { workspace, env, on_group };
@@ -105,7 +105,7 @@ async fn evaluate_module(
 struct Just<'a> {
     workspace: &'a Path,
     env: &'a BTreeMap<String, String>,
-    on_group: &'a (dyn Fn(i32) + Sync),
+    on_group: &'a (dyn Fn(i32, super::scratch::Started) + Sync),
 }
 
 impl Just<'_> {
@@ -130,10 +130,11 @@ impl Just<'_> {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        let child = crate::tool::spawn_async(&mut command).map_err(|e| format!("cannot run just: {e}"))?;
+        let (child, started) = super::scratch::Started::around(|| crate::tool::spawn_async(&mut command));
+        let child = child.map_err(|e| format!("cannot run just: {e}"))?;
         let group = child.id().map(|pid| pid as i32).map(Group);
         if let Some(Group(pgid)) = group {
-            (self.on_group)(pgid);
+            (self.on_group)(pgid, started);
         }
         let out = child.wait_with_output().await.map_err(|e| format!("cannot run just: {e}"));
         drop(group);

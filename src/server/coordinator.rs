@@ -116,7 +116,7 @@ impl NodesCell {
             revision: 1,
             name: Arc::from(run.meta().pipeline.as_str()),
             order: Arc::new(run.order().iter().map(NodeId::to_string).collect()),
-            nodes: run.views().iter().map(|view| Arc::new(view.clone())).collect(),
+            nodes: run.views().iter().cloned().collect(),
         };
         let positions = run.order().iter().enumerate().map(|(i, id)| (id.clone(), i)).collect();
         let hub = Hub::new(cell.share(), 1024);
@@ -128,9 +128,9 @@ impl NodesCell {
         let mut nodes = Vec::new();
         for id in ids {
             if let (Some(&at), Some(view)) = (self.positions.get(id), run.view(id))
-                && *self.cell.nodes[at] != *view
+                && self.cell.nodes.get(at) != Some(view)
             {
-                self.cell.nodes[at] = Arc::new(view.clone());
+                self.cell.nodes.set(at, view.clone());
                 nodes.push(NodeView::clone(view));
             }
         }
