@@ -292,7 +292,8 @@ mod tests {
     #[test]
     fn a_spawned_process_starts_within_the_window_read_around_its_spawn() {
         for _ in 0..20 {
-            let (child, started) = Started::around(|| std::process::Command::new("true").spawn().unwrap());
+            let (child, started) =
+                Started::around(|| crate::tool::spawn(&mut std::process::Command::new("true")).unwrap());
             let mut child = child;
             let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
             let (_, start) = parse_stat(&stat).unwrap();

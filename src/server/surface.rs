@@ -371,15 +371,8 @@ async fn dispatch(
         NODE_RERUN => match (target(), node_param(&params)) {
             (Err(e), _) | (_, Err(e)) => Err(e),
             (Ok(Target::Live(run)), Ok(token)) => {
-                let views: Vec<NodeView> = run
-                    .nodes
-                    .lock()
-                    .expect("hub lock")
-                    .current()
-                    .nodes
-                    .iter()
-                    .map(|n| NodeView::clone(n))
-                    .collect();
+                let views: Vec<NodeView> =
+                    run.nodes.lock().expect("hub lock").current().nodes.iter().cloned().collect();
                 match rerun_targets(&views, &token, &run.aliases) {
                     Ok(nodes) => {
                         let mut result = Ok(json!({"ok": true, "run": run.reference, "nodes": nodes}));
