@@ -217,12 +217,27 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 /// `name` as an absolute path found on PATH (or `name` itself when it has a slash or is not
-/// found, so the spawn reports the error).
+/// found, so the spawn reports the error). A runner's PATH does not change, so a name found
+/// once is not looked up again: every node runs `just`, and the search costs a `stat` per
+/// directory on PATH.
 pub fn resolve_program(name: &str) -> std::path::PathBuf {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static FOUND: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
     if name.contains('/') {
         return name.into();
     }
-    crate::tool::find_on_path(std::env::var_os("PATH").as_deref(), name).unwrap_or_else(|| name.into())
+    let mut found = FOUND.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(path) = found.as_ref().and_then(|found| found.get(name)) {
+        return path.clone();
+    }
+    match crate::tool::find_on_path(std::env::var_os("PATH").as_deref(), name) {
+        Some(path) => {
+            found.get_or_insert_with(HashMap::new).insert(name.to_string(), path.clone());
+            path
+        }
+        None => name.into(),
+    }
 }
 
 /// Asks for a larger pipe buffer: with the default 64 KiB, a node printing fast and a reader
