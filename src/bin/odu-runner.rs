@@ -19,10 +19,7 @@ fn main() {
     // One thread: a runner's work is spawning nodes and moving their bytes, each step short;
     // with a second worker every node's exit woke the other thread (a context switch each way)
     // for nothing, and a 1 GiB log moves as fast on one thread.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     let result = runtime.block_on(async {
         let shutdown = async {
             let mut term =

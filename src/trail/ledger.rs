@@ -409,7 +409,7 @@ pub fn remove_empty_trail(ci: &Path, label: &str, seq: u64, id: &str) -> Result<
     }
 }
 
-fn runs_dir(ci: &Path, label: &str) -> PathBuf {
+pub(crate) fn runs_dir(ci: &Path, label: &str) -> PathBuf {
     ci.join(label).join("runs")
 }
 
@@ -692,11 +692,61 @@ const RECORD_LIMIT: u64 = 16 << 20;
 /// label odu makes is read, through real directories and without following a symlink; a record
 /// whose ids are not its file's is left out with a note.
 pub(crate) fn scan(ci: &Path) -> Result<Ledger, Unreadable> {
-    let mut ledger = Ledger::default();
+    let (mut records, rejected) = walk(ci, |_, _| true, load)?;
+    records.sort_by(|a, b| {
+        let key = |r: &RunRecord| r.finished_at.unwrap_or(r.started_at);
+        key(b).cmp(&key(a)).then(b.seq.cmp(&a.seq))
+    });
+    Ok(Ledger { records, rejected })
+}
+
+/// What retention needs of a record: which run it is, whether it may be pruned, and when it
+/// ran (read without the nodes, which make up most of a record).
+#[derive(Clone, Debug, Deserialize)]
+pub(crate) struct RecordHead {
+    pub version: u32,
+    pub label: String,
+    pub seq: u64,
+    pub outcome: RunOutcome,
+    pub started_at: u64,
+    #[serde(default)]
+    pub finished_at: Option<u64>,
+    #[serde(default)]
+    pub logs_pruned: Option<LogsPruned>,
+}
+
+/// The heads of the records whose run still has something at its log folder's path, newest
+/// first as [`scan`] orders records. The records of runs whose logs are gone (most of a long
+/// history) are not read at all.
+pub(crate) fn heads_with_logs(ci: &Path) -> Result<Vec<RecordHead>, Unreadable> {
+    let has_logs = |runs: &Path, seq: u64| std::fs::symlink_metadata(runs.join(seq.to_string())).is_ok();
+    let (mut heads, _) = walk(ci, has_logs, |path, label, seq| {
+        let head: RecordHead =
+            serde_json::from_slice(&read_record(path)?).map_err(|e| format!("not a run record: {e}"))?;
+        if head.label != label || head.seq != seq {
+            return Err(format!("it names run {}#{}, not its path's", head.label, head.seq));
+        }
+        Ok(head)
+    })?;
+    heads.sort_by(|a, b| {
+        let key = |r: &RecordHead| r.finished_at.unwrap_or(r.started_at);
+        key(b).cmp(&key(a)).then(b.seq.cmp(&a.seq))
+    });
+    Ok(heads)
+}
+
+/// Loads every record file under `.ci` that `wanted` (given the `runs` folder and the seq)
+/// asks for, with `load`; what cannot be loaded is rejected with the reason.
+fn walk<T>(
+    ci: &Path,
+    wanted: impl Fn(&Path, u64) -> bool,
+    load: impl Fn(&Path, &str, u64) -> Result<T, String>,
+) -> Result<(Vec<T>, Vec<String>), Unreadable> {
+    let (mut loaded, mut rejected) = (Vec::new(), Vec::new());
     match std::fs::symlink_metadata(ci) {
         Ok(meta) if meta.file_type().is_symlink() => return Err(Unreadable::Symlink(ci.into())),
         Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ledger),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((loaded, rejected)),
         Err(e) => return Err(unreadable(ci, e)),
     }
     let entries = std::fs::read_dir(ci).map_err(|e| unreadable(ci, e))?;
@@ -710,7 +760,7 @@ pub(crate) fn scan(ci: &Path) -> Result<Ledger, Unreadable> {
             match e {
                 TrailError::Io { error, .. } if error.kind() == std::io::ErrorKind::NotFound => {}
                 TrailError::Io { path, error } => return Err(unreadable(&path, error)),
-                other => ledger.rejected.push(format!("ignoring the runs of {label}: {other}")),
+                other => rejected.push(format!("ignoring the runs of {label}: {other}")),
             }
             continue;
         }
@@ -720,21 +770,20 @@ pub(crate) fn scan(ci: &Path) -> Result<Ledger, Unreadable> {
             let Some(seq) = name.to_str().and_then(|n| n.strip_suffix(".json")?.parse::<u64>().ok()) else {
                 continue;
             };
+            if !wanted(&runs, seq) {
+                continue;
+            }
             match load(&file.path(), &label, seq) {
-                Ok(record) => ledger.records.push(record),
-                Err(why) => ledger.rejected.push(format!("ignoring {}: {why}", file.path().display())),
+                Ok(record) => loaded.push(record),
+                Err(why) => rejected.push(format!("ignoring {}: {why}", file.path().display())),
             }
         }
     }
-    ledger.records.sort_by(|a, b| {
-        let key = |r: &RunRecord| r.finished_at.unwrap_or(r.started_at);
-        key(b).cmp(&key(a)).then(b.seq.cmp(&a.seq))
-    });
-    Ok(ledger)
+    Ok((loaded, rejected))
 }
 
-/// One record file, checked against the label and seq its path gives.
-fn load(path: &Path, label: &str, seq: u64) -> Result<RunRecord, String> {
+/// A record file's bytes, refused past [`RECORD_LIMIT`].
+fn read_record(path: &Path) -> Result<Vec<u8>, String> {
     use std::io::Read;
     let file = open_plain(path, Access::Read).map_err(|e| e.to_string())?;
     let mut bytes = Vec::new();
@@ -742,7 +791,13 @@ fn load(path: &Path, label: &str, seq: u64) -> Result<RunRecord, String> {
     if bytes.len() as u64 > RECORD_LIMIT {
         return Err(format!("it is over {} MiB, no record odu writes", RECORD_LIMIT >> 20));
     }
-    let record: RunRecord = serde_json::from_slice(&bytes).map_err(|e| format!("not a run record: {e}"))?;
+    Ok(bytes)
+}
+
+/// One record file, checked against the label and seq its path gives.
+pub(crate) fn load(path: &Path, label: &str, seq: u64) -> Result<RunRecord, String> {
+    let record: RunRecord =
+        serde_json::from_slice(&read_record(path)?).map_err(|e| format!("not a run record: {e}"))?;
     record.check_ids(label, seq)?;
     Ok(record)
 }

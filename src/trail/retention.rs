@@ -46,15 +46,19 @@ pub struct Pruned {
     pub notes: Vec<String>,
 }
 
-/// Removes the logs of every run but the newest `keep` (newest as `odu runs` lists them),
-/// leaving alone a run still `running` and any folder that is a symlink, not a folder, or not
-/// the user's. Each pruned run's record is rewritten to say so (when that write fails, the
-/// missing folder still says it).
+/// Removes the logs of every run but the newest `keep` that still have logs (newest as
+/// `odu runs` lists them), leaving alone a run still `running` and any folder that is a
+/// symlink, not a folder, or not the user's. Each pruned run's record is rewritten to say so
+/// (when that write fails, the missing folder still says it).
+///
+/// Only the records of runs that still have a log folder are read, and only their heads: a
+/// prune runs twice a run, and reading every record of a long history, nodes and all, made a
+/// run's start cost grow with the checkout's age.
 pub fn prune(ci: &Path, keep: usize, now: u64) -> Result<Pruned, Unreadable> {
     let keep = keep.max(1);
-    let ledger = ledger::scan(ci)?;
+    let heads = ledger::heads_with_logs(ci)?;
     let mut pruned = Pruned { keep, ..Pruned::default() };
-    for record in ledger.records.iter().skip(keep) {
+    for record in heads.iter().skip(keep) {
         // Live (or a dead server's, not yet closed): never pruned under a coordinator.
         if record.outcome == RunOutcome::Running || record.version < RECORD_VERSION {
             continue;
@@ -95,15 +99,17 @@ pub fn prune(ci: &Path, keep: usize, now: u64) -> Result<Pruned, Unreadable> {
             }
         };
         if record.logs_pruned.is_none() {
-            let mut marked = record.clone();
-            marked.logs_pruned = Some(LogsPruned { at: now, keep });
-            // A record that cannot be rewritten (a full disk) still reads as pruned: its
-            // folder is gone.
-            let _ = ledger::write(ci, &marked);
+            let path = ledger::runs_dir(ci, &record.label).join(format!("{}.json", record.seq));
+            if let Ok(mut marked) = ledger::load(&path, &record.label, record.seq) {
+                marked.logs_pruned = Some(LogsPruned { at: now, keep });
+                // A record that cannot be rewritten (a full disk) still reads as pruned: its
+                // folder is gone.
+                let _ = ledger::write(ci, &marked);
+            }
         }
         if let Some(bytes) = removed {
             pruned.bytes += bytes;
-            pruned.runs.push(PrunedRun { run: record.reference(), bytes });
+            pruned.runs.push(PrunedRun { run: format!("{}#{}", record.label, record.seq), bytes });
         }
     }
     Ok(pruned)
@@ -202,6 +208,24 @@ mod tests {
             )
         );
         assert_eq!(prune(ci, 2, 100).unwrap().runs, vec![], "a second prune has nothing left to do");
+    }
+
+    #[test]
+    fn records_of_runs_whose_logs_are_gone_are_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let ci = dir.path();
+        let gone = run_with_log(ci, 1, RunOutcome::Passed, 1);
+        std::fs::remove_dir_all(ledger::run_logs_dir(ci, "0123456", gone)).unwrap();
+        // A record no prune could parse: read, it would be rejected; it is not even read.
+        let record = ledger::runs_dir(ci, "0123456").join(format!("{gone}.json"));
+        std::fs::write(&record, "not json").unwrap();
+        let old = run_with_log(ci, 2, RunOutcome::Failed, 3);
+        run_with_log(ci, 3, RunOutcome::Passed, 4);
+        let pruned = prune(ci, 1, 9).unwrap();
+        assert_eq!(pruned.runs, vec![PrunedRun { run: format!("0123456#{old}"), bytes: 3 }]);
+        assert_eq!(std::fs::read_to_string(&record).unwrap(), "not json");
+        let heads = ledger::heads_with_logs(ci).unwrap();
+        assert_eq!(heads.len(), 1, "only the kept run still has logs");
     }
 
     #[test]
