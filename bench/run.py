@@ -11,7 +11,7 @@ Latency and idle scenarios (logs_latency, status_latency, clients100, idle_cpu)
 watch a live run through its server: the process owning `.ci/odu.sock`, found
 in /proc (an `odu serve` whose cwd is the fixture, else the `odu run` itself).
 
-Usage: python3 bench/run.py [--odu PATH] [--runs N] [--only NAME] [--idle-seconds S]
+Usage: python3 bench/run.py [--odu PATH] [--runs N] [--only NAME]... [--idle-seconds S]
 Python 3 stdlib only (Linux /proc); needs `just` and `git` on PATH and a release
 build of odu.
 """
@@ -2070,7 +2070,8 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=None,
                     help=f"timed runs per side (default 5; log1g at most {LOG1G_MAX_RUNS}, "
                          f"idle_cpu 1 unless given, at most {IDLE_MAX_RUNS})")
-    ap.add_argument("--only", choices=list(SCENARIOS), help="run only this scenario")
+    ap.add_argument("--only", choices=list(SCENARIOS), action="append",
+                    help="run only this scenario (repeat for several, run in the order given)")
     ap.add_argument("--idle-seconds", type=int, default=IDLE_SECONDS,
                     help=f"idle_cpu: how long its node sleeps (default {IDLE_SECONDS}, >= 5)")
     args = ap.parse_args()
@@ -2085,7 +2086,7 @@ def main() -> int:
     odu = odu.resolve()
     just_desc = preflight(odu)
 
-    names = [args.only] if args.only else list(SCENARIOS)
+    names = args.only if args.only else list(SCENARIOS)
     results: list[Result] = []
     failed: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="odu-bench-") as tmp_s:
