@@ -490,18 +490,29 @@ pub fn link_latest(log: &Path, latest: &Path) -> std::io::Result<()> {
         return Ok(());
     }
     static NEXT: AtomicU64 = AtomicU64::new(0);
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     let dir = latest.parent().ok_or_else(|| std::io::Error::other("a log path has no folder"))?;
-    let tmp =
-        dir.join(format!(".odu-link.tmp-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
-    // A leftover of a server that died between the two steps (unlinking never follows a link).
-    let _ = std::fs::remove_file(&tmp);
+    let pid = *PID.get_or_init(std::process::id);
+    let tmp = dir.join(format!(".odu-link.tmp-{pid}-{}", NEXT.fetch_add(1, Ordering::Relaxed)));
     // linkat without AT_SYMLINK_FOLLOW: `log` itself is linked, never what a link there names.
-    let linked = std::fs::hard_link(log, &tmp).and_then(|()| std::fs::rename(&tmp, latest));
-    // Renaming one name of a file over another name of the same file does nothing: when
-    // `latest` already named `log`, the temporary name is still there.
-    let _ = std::fs::remove_file(&tmp);
-    if linked.is_err() && std::fs::symlink_metadata(latest).is_ok_and(|meta| !meta.is_dir()) {
-        let _ = std::fs::remove_file(latest);
+    let linked = match std::fs::hard_link(log, &tmp) {
+        // A leftover of a server that died between the two steps (unlinking never follows a
+        // link): removed only when met, which spares every node two failing unlinks.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let _ = std::fs::remove_file(&tmp);
+            std::fs::hard_link(log, &tmp)
+        }
+        linked => linked,
+    }
+    .and_then(|()| std::fs::rename(&tmp, latest));
+    // Renaming one name of a file over another name of the same file does nothing and leaves
+    // the temporary name; `latest` did not name `log` at the check above, and only the run
+    // holding the checkout's run lock names its logs the latest.
+    if linked.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+        if std::fs::symlink_metadata(latest).is_ok_and(|meta| !meta.is_dir()) {
+            let _ = std::fs::remove_file(latest);
+        }
     }
     linked
 }
@@ -1039,6 +1050,24 @@ mod tests {
         assert!(latest_is_free(&folder).is_err());
         assert!(link_latest(&log, &folder).is_err());
         assert!(folder.is_dir(), "a folder in the way is left alone");
+    }
+
+    #[test]
+    fn a_temporary_name_left_by_a_dead_server_is_replaced_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "theirs").unwrap();
+        // Names this process could pick next, each a link to someone else's file.
+        let pid = std::process::id();
+        for n in 0..256 {
+            std::os::unix::fs::symlink(&victim, dir.path().join(format!(".odu-link.tmp-{pid}-{n}"))).unwrap();
+        }
+        let (log, latest) = (dir.path().join("run.log"), dir.path().join("latest.log"));
+        std::fs::write(&log, "ours").unwrap();
+        link_latest(&log, &latest).unwrap();
+        assert_eq!(std::fs::read_to_string(&latest).unwrap(), "ours");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "theirs");
+        assert!(std::fs::symlink_metadata(&latest).unwrap().is_file());
     }
 
     #[test]
