@@ -170,12 +170,83 @@ impl Snapshot {
             ))
         })?;
         let dir = scratch.path().join(short);
+        let name = scratch.path().file_name().and_then(|n| n.to_str()).unwrap_or(short).to_string();
+        if let Some(done) = linked_by_hand(repo, &dir, &name, sha) {
+            done?;
+            return Ok(Snapshot { repo: repo.to_path_buf(), dir, scratch: Some(scratch) });
+        }
         let dir_str = dir.display().to_string();
         let out = git(repo, &["worktree", "add", "--detach", "--quiet", &dir_str, sha])?;
         if !out.success {
             return Err(CliError::refused(format!("cannot pin HEAD in a worktree: {}", out.stderr.trim())));
         }
         Ok(Snapshot { repo: repo.to_path_buf(), dir, scratch: Some(scratch) })
+    }
+}
+
+/// Makes `dir` a linked worktree of `repo` at `sha` with one git process instead of two:
+/// `git worktree add` writes a few small files (gitrepository-layout(5): the worktree's `.git`
+/// file naming `.git/worktrees/<name>`, and there `gitdir`, `commondir` and a detached `HEAD`)
+/// and then starts a second git to check the files out (`reset --hard`). odu writes those files
+/// itself and starts only the checkout, which saves a git start on every run's start.
+///
+/// `None` when the checkout is not the plain case (its `.git` is not a real folder, git is
+/// pointed elsewhere by the environment, or the repository uses per-worktree config or a
+/// sparse checkout, which `git worktree add` carries over): the caller asks git instead.
+fn linked_by_hand(repo: &Path, dir: &Path, name: &str, sha: &str) -> Option<CliResult<()>> {
+    const POINTED: [&str; 4] = ["GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR"];
+    if !repo.is_absolute() || !dir.is_absolute() || POINTED.iter().any(|var| std::env::var_os(var).is_some())
+    {
+        return None;
+    }
+    let git_dir = repo.join(".git");
+    if !std::fs::symlink_metadata(&git_dir).is_ok_and(|meta| meta.is_dir()) {
+        return None;
+    }
+    let config = std::fs::read_to_string(git_dir.join("config")).ok()?.to_ascii_lowercase();
+    if config.contains("worktreeconfig") || config.contains("sparsecheckout") {
+        return None;
+    }
+    let worktrees = git_dir.join("worktrees");
+    match std::fs::create_dir(&worktrees) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(_) => return None,
+    }
+    if !std::fs::symlink_metadata(&worktrees).is_ok_and(|meta| meta.is_dir()) {
+        return None;
+    }
+    let admin = worktrees.join(name);
+    // The worktree's own `.git` first: `git worktree prune` drops an entry whose worktree is
+    // missing, and never one whose worktree is there.
+    let made = std::fs::create_dir(dir)
+        .and_then(|()| std::fs::write(dir.join(".git"), format!("gitdir: {}\n", admin.display())))
+        .and_then(|()| std::fs::create_dir(&admin));
+    if made.is_err() {
+        let _ = std::fs::remove_dir_all(dir);
+        return None;
+    }
+    let written = std::fs::write(admin.join("gitdir"), format!("{}\n", dir.join(".git").display()))
+        .and_then(|()| std::fs::write(admin.join("commondir"), "../..\n"))
+        .and_then(|()| std::fs::write(admin.join("HEAD"), format!("{sha}\n")));
+    let checked_out = match written {
+        Ok(()) => git(dir, &["reset", "--hard", "--quiet", "--no-recurse-submodules"]),
+        Err(e) => {
+            Err(CliError::refused(format!("cannot write the worktree's files in {}: {e}", admin.display())))
+        }
+    };
+    match checked_out {
+        Ok(out) if out.success => Some(Ok(())),
+        Ok(out) => {
+            let _ = std::fs::remove_dir_all(&admin);
+            let _ = std::fs::remove_dir_all(dir);
+            Some(Err(CliError::refused(format!("cannot pin HEAD in a worktree: {}", out.stderr.trim()))))
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&admin);
+            let _ = std::fs::remove_dir_all(dir);
+            Some(Err(e))
+        }
     }
 }
 
@@ -240,6 +311,52 @@ mod tests {
             1,
             "git knows of it no more"
         );
+    }
+
+    #[test]
+    fn a_snapshot_is_a_clean_detached_worktree_git_knows_made_by_hand_or_by_git() {
+        for sparse in [false, true] {
+            let repo = tempfile::tempdir().unwrap();
+            let git = |dir: &std::path::Path, args: &[&str]| {
+                let out = crate::tool::run("git", args, dir).unwrap();
+                assert!(out.success, "git {args:?}: {}", out.stderr);
+                out.stdout
+            };
+            git(repo.path(), &["init", "-q"]);
+            std::fs::create_dir(repo.path().join("src")).unwrap();
+            std::fs::write(repo.path().join("justfile"), "a:\n    true\n").unwrap();
+            std::fs::write(repo.path().join("src/x.txt"), "x\n").unwrap();
+            git(repo.path(), &["add", "-A"]);
+            git(repo.path(), &["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]);
+            if sparse {
+                // A repository git must set the worktree up for itself.
+                git(repo.path(), &["config", "extensions.worktreeConfig", "true"]);
+            }
+            let sha = git(repo.path(), &["rev-parse", "HEAD"]).trim().to_string();
+            let snapshot = Snapshot::create(repo.path(), &sha).unwrap();
+            let dir = snapshot.dir.clone();
+            assert_eq!(std::fs::read_to_string(dir.join("src/x.txt")).unwrap(), "x\n");
+            assert_eq!(git(&dir, &["rev-parse", "HEAD"]).trim(), sha);
+            assert_eq!(git(&dir, &["status", "--porcelain"]), "", "sparse={sparse}");
+            // By hand it is named after its private folder (`odu-<sha7>-…`); git names it `<sha7>`.
+            let admin = super::admin_dir(repo.path(), &dir).unwrap();
+            let by_hand = admin.file_name().unwrap().to_str().unwrap().starts_with("odu-");
+            assert_eq!(by_hand, !sparse);
+            let listed = git(repo.path(), &["worktree", "list", "--porcelain"]);
+            assert!(listed.contains("detached"), "{listed}");
+            // git's own housekeeping keeps it while it is there.
+            git(repo.path(), &["worktree", "prune"]);
+            assert_eq!(
+                git(repo.path(), &["worktree", "list", "--porcelain"]).matches("worktree ").count(),
+                2
+            );
+            drop(snapshot);
+            assert!(!dir.exists());
+            assert_eq!(
+                git(repo.path(), &["worktree", "list", "--porcelain"]).matches("worktree ").count(),
+                1
+            );
+        }
     }
 
     #[test]
