@@ -9,8 +9,9 @@
 pub mod remote;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 
 use odu_core::{NodeView, SETUP, TaskSpec};
 use odu_proto::{
@@ -81,6 +82,67 @@ pub struct LaneSpec {
     /// The `just` the coordinator ran, for a local runner to recognise (see
     /// [`Configure::just`]).
     pub known_just: Option<odu_proto::KnownJust>,
+    /// A local runner already started for this lane while the run was planned.
+    pub warm: Option<WarmRunner>,
+}
+
+/// A local runner started while its run is still being planned, so that its process start
+/// overlaps the run's git work and just's dump instead of following them. Its lane takes it;
+/// one that no lane takes (the run was refused, or has no local lane) is told to go when the
+/// last copy is dropped: its stdin closes, and it exits as it does at the end of a lane.
+#[derive(Clone)]
+pub struct WarmRunner(Arc<std::sync::Mutex<Unused>>);
+
+struct Unused(Option<tokio::process::Child>);
+
+impl WarmRunner {
+    /// Starts `runner` as [`run_local`] would. Needs a tokio runtime (the child's pipes join
+    /// its reactor).
+    pub fn start(runner: &Path, base_env: Option<&BTreeMap<String, String>>) -> std::io::Result<WarmRunner> {
+        let child = crate::tool::spawn_async(&mut runner_command(runner, base_env))?;
+        Ok(WarmRunner(Arc::new(std::sync::Mutex::new(Unused(Some(child))))))
+    }
+
+    fn take(&self) -> Option<tokio::process::Child> {
+        self.0.lock().ok()?.0.take()
+    }
+}
+
+impl std::fmt::Debug for WarmRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WarmRunner")
+    }
+}
+
+impl Drop for Unused {
+    fn drop(&mut self) {
+        let Some(mut child) = self.0.take() else { return };
+        // Its link closes: the runner ends as after a lane, removing its scratch directory.
+        drop(child.stdin.take());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if tokio::time::timeout(std::time::Duration::from_secs(5), child.wait()).await.is_err() {
+                    let _ = child.kill().await;
+                }
+            });
+        }
+        // Without a runtime the child is killed as it drops (kill_on_drop).
+    }
+}
+
+/// How a local runner is started: `--stdio`, its three pipes, and the run's environment.
+fn runner_command(runner: &Path, base_env: Option<&BTreeMap<String, String>>) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(runner);
+    if let Some(env) = base_env {
+        command.env_clear().envs(env);
+    }
+    command
+        .arg("--stdio")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
 }
 
 impl LaneSpec {
@@ -231,17 +293,11 @@ pub async fn run_local(
     let platform = spec.platform.clone();
     let starting = std::time::Instant::now();
     logs.narrate(&format!("lane {platform}: starting {} --stdio on localhost", spec.runner.display()));
-    let mut command = tokio::process::Command::new(&spec.runner);
-    if let Some(env) = &spec.base_env {
-        command.env_clear().envs(env);
-    }
-    command
-        .arg("--stdio")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let child = crate::tool::spawn_async(&mut command);
+    // A runner started while the run was planned, else one started now.
+    let child = match spec.warm.as_ref().and_then(WarmRunner::take) {
+        Some(child) => Ok(child),
+        None => crate::tool::spawn_async(&mut runner_command(&spec.runner, spec.base_env.as_ref())),
+    };
     let mut child = match child {
         Ok(child) => child,
         Err(e) => {

@@ -268,6 +268,8 @@ pub struct Planned {
     pub known_just: Option<odu_proto::KnownJust>,
     /// git's listing of what it tracks under `.ci`, started early for [`prepare`].
     pub ci_listing: Option<std::io::Result<crate::tool::Pending>>,
+    /// The local lane's runner, started early for [`prepare`] ([`Reading::AsRun`]).
+    pub warm: Option<crate::lane::WarmRunner>,
 }
 
 /// The refusals a run can meet before anything is created (nested run, hosts, git, the strict
@@ -310,6 +312,13 @@ pub fn plan_run(
             plural(dirty_paths.len(), "path")
         )));
     }
+    // A run's local runner starts now, its process start overlapping the worktree and just's
+    // dump; its lane takes it once the run starts.
+    let warm = if reading == Reading::AsRun && hosts.entries.values().any(|entry| entry.is_local()) {
+        runner_path(&var).ok().and_then(|runner| crate::lane::WarmRunner::start(&runner, Some(&handed)).ok())
+    } else {
+        None
+    };
     let snapshot = if config.snapshot && reading == Reading::AsRun {
         Some(step("worktree", || git::Snapshot::create(repo, &sha))?)
     } else {
@@ -394,6 +403,7 @@ pub fn plan_run(
             .is_ok_and(|modules| modules.iter().all(|m| m.one_by_one.is_empty() && m.together.is_empty())),
         ci_listing,
         known_just,
+        warm,
     })
 }
 
@@ -436,6 +446,7 @@ pub fn prepare(
         no_variables,
         ci_listing,
         known_just,
+        warm,
     } = plan_run(repo, params, env, Reading::AsRun)?;
     let var = |k: &str| env_map.get(k).cloned();
     let env = Some(&handed);
@@ -535,6 +546,7 @@ pub fn prepare(
             }),
             no_variables,
             known_just: known_just.clone(),
+            warm: warm.clone().filter(|_| hosts.entries[platform].is_local()),
         })
         .collect();
     let started = Started {

@@ -205,3 +205,51 @@ fn a_run_that_could_not_post_starts_nothing() {
     repo.git(&["remote", "set-url", "origin", "https://gitlab.com/acme/app.git"]);
     refused_leaving_nothing(&repo, &["run"], "needs a GitHub origin");
 }
+
+/// The `odu-runner` processes whose working directory is `repo` (a local runner inherits its
+/// server's).
+fn runners_in(repo: &Path) -> Vec<i32> {
+    let want = repo.canonicalize().unwrap();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let first = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+        if !first.ends_with(b"odu-runner") {
+            continue;
+        }
+        if std::fs::read_link(entry.path().join("cwd")).ok().as_deref() == Some(want.as_path()) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+#[test]
+fn a_run_refused_after_its_runner_was_started_leaves_no_runner_behind() {
+    // The server starts a run's local runner while it plans the run; a run refused after that
+    // (a selector matching nothing is found only once just has dumped the snapshot) must end it.
+    let repo = Repo::new(OK);
+    let tmp = tempfile::tempdir().unwrap();
+    let first = repo.odu(&["run", "--no-post"]).env("TMPDIR", tmp.path()).output().unwrap();
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(server_pid(repo.path()).is_some(), "the server outlives its run");
+    for _ in 0..3 {
+        let out = repo.odu(&["run", "--no-post", "nosuchrecipe"]).env("TMPDIR", tmp.path()).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(stderr(&out).contains("matches no pipeline recipe"), "{}", stderr(&out));
+    }
+    until("no runner of the checkout left", DEADLINE, || runners_in(repo.path()).is_empty());
+    let scratch = || {
+        std::fs::read_dir(tmp.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("odu-runner-"))
+            .count()
+    };
+    until("no runner scratch directory left", DEADLINE, || scratch() == 0);
+    // The next run takes its runner as usual.
+    let again = repo.odu(&["run", "--no-post"]).env("TMPDIR", tmp.path()).output().unwrap();
+    assert!(again.status.success(), "{}", stderr(&again));
+    stop_server(&repo);
+}
