@@ -357,10 +357,15 @@ fn odu_run(repo: &Repo, args: &[&str]) -> Result<OduRun, String> {
             started_at: None,
             ended_at: None,
         });
-        if status == "running" {
+        // A node that starts and ends between two frames the client reads is seen ended at
+        // once (its deltas fold into one): its first line that says it ran marks its start,
+        // in the order the run started its nodes.
+        let ran = status == "running" || status == "ok" || status == "failed";
+        if ran && node.started_at.is_none() {
             node.started_at = Some(index);
             started.push(id.clone());
-        } else if status != "pending" {
+        }
+        if status != "running" && status != "pending" {
             node.ended_at = Some(index);
         }
         node.status = status;
