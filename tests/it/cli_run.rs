@@ -49,8 +49,13 @@ fn green_run_exits_zero_and_keeps_the_trail() {
     }
     let build_ok =
         lines.iter().position(|l| l["node"] == format!("build@{p}") && l["status"] == "success").unwrap();
-    let test_run =
-        lines.iter().position(|l| l["node"] == format!("test@{p}") && l["status"] == "running").unwrap();
+    // A node that starts and ends between two frames the client reads is seen ended at once.
+    let test_run = lines
+        .iter()
+        .position(|l| {
+            l["node"] == format!("test@{p}") && (l["status"] == "running" || l["status"] == "success")
+        })
+        .unwrap();
     assert!(build_ok < test_run, "test started before build was ok");
     assert!(repo.log("test").contains("testing"));
     assert!(repo.log("_ci-setup").contains("[odu]"));
