@@ -33,24 +33,60 @@ pub fn dump_with(dir: &Path, env: Option<&tool::Env>) -> CliResult<String> {
     dump_after(start_version(dir, env), dir, env).map(|(dump, _)| dump)
 }
 
-/// `just --version`, started early (it needs no justfile) for [`dump_after`] to check.
-pub fn start_version(dir: &Path, env: Option<&tool::Env>) -> std::io::Result<tool::Pending> {
-    tool::Pending::start("just", &["--version"], dir, env)
+/// just's version for [`dump_after`]: known already, or being asked.
+pub struct Version {
+    /// The `just` that answers (first on the PATH it runs with), as it was when asked.
+    file: Option<(std::path::PathBuf, odu_proto::FileStamp)>,
+    asked: Result<String, std::io::Result<tool::Pending>>,
+}
+
+/// The version line a `just` file answered with, once it passed the check: a server asks
+/// `just --version` once per `just` binary, not once per run (every run's start paid a process
+/// for it). A file that changed in any way (another inode, size or mtime) is asked again.
+static KNOWN: std::sync::Mutex<Option<(std::path::PathBuf, odu_proto::FileStamp, String)>> =
+    std::sync::Mutex::new(None);
+
+/// `just --version`, started early (it needs no justfile) for [`dump_after`] to check; not
+/// started at all when this process already asked that very file.
+pub fn start_version(dir: &Path, env: Option<&tool::Env>) -> Version {
+    let path_var = match env {
+        Some(env) => env.get("PATH").map(std::ffi::OsString::from),
+        None => std::env::var_os("PATH"),
+    };
+    let file = tool::find_on_path(path_var.as_deref(), "just")
+        .and_then(|path| Some((path.clone(), tool::file_stamp(&path)?)));
+    let known = file.as_ref().and_then(|(path, stamp)| {
+        let known = KNOWN.lock().ok()?;
+        let (known_path, known_stamp, line) = known.as_ref()?;
+        (known_path == path && known_stamp == stamp).then(|| line.clone())
+    });
+    match known {
+        Some(line) => Version { file, asked: Ok(line) },
+        None => Version { file, asked: Err(tool::Pending::start("just", &["--version"], dir, env)) },
+    }
 }
 
 /// [`dump_with`], with its version check already started: the dump and just's version line.
-pub fn dump_after(
-    version: std::io::Result<tool::Pending>,
-    dir: &Path,
-    env: Option<&tool::Env>,
-) -> CliResult<(String, String)> {
-    let version = version.map_err(|_| not_on_path())?;
+pub fn dump_after(version: Version, dir: &Path, env: Option<&tool::Env>) -> CliResult<(String, String)> {
+    let Version { file, asked } = version;
+    let asking = match asked {
+        Ok(line) => Ok(line),
+        Err(pending) => Err(pending.map_err(|_| not_on_path())?),
+    };
     // Both are `Pending`: whichever way this returns, neither is left a zombie in the server.
     let dump = tool::Pending::start("just", &["--dump", "--dump-format", "json"], dir, env)
         .map_err(|_| not_on_path())?;
-    let version = version.finish().map_err(|_| not_on_path())?;
+    let version = match asking {
+        Ok(line) => line,
+        Err(pending) => {
+            let line = check_version(pending.finish().map_err(|_| not_on_path())?)?;
+            if let (Some((path, stamp)), Ok(mut known)) = (file, KNOWN.lock()) {
+                *known = Some((path, stamp, line.clone()));
+            }
+            line
+        }
+    };
     let out = dump.finish().map_err(|_| not_on_path())?;
-    let version = check_version(version)?;
     if out.success {
         return Ok((out.stdout, version));
     }
@@ -323,6 +359,35 @@ impl DotenvUse {
 #[cfg(test)]
 mod variable_tests {
     use super::*;
+
+    #[test]
+    fn a_just_binary_is_asked_its_version_once_until_it_changes() {
+        use std::os::unix::fs::PermissionsExt;
+        let bin = tempfile::tempdir().unwrap();
+        let asked = bin.path().join("asked");
+        let just = bin.path().join("just");
+        let script = |version: &str| {
+            format!(
+                "#!/bin/sh\nif [ \"$1\" = --version ]; then echo x >> '{}'; echo 'just {version}'; else echo '{{}}'; fi\n",
+                asked.display()
+            )
+        };
+        std::fs::write(&just, script("1.59.0")).unwrap();
+        std::fs::set_permissions(&just, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let env: tool::Env = [("PATH".to_string(), format!("{}:/usr/bin:/bin", bin.path().display()))].into();
+        let times = || std::fs::read_to_string(&asked).map(|t| t.lines().count()).unwrap_or(0);
+        let dir = bin.path();
+        for _ in 0..3 {
+            let (_, version) = dump_after(start_version(dir, Some(&env)), dir, Some(&env)).unwrap();
+            assert_eq!(version, "just 1.59.0");
+        }
+        assert_eq!(times(), 1, "asked once");
+        // Rewritten (another size and mtime): asked again, and its answer checked again.
+        std::fs::write(&just, script("1.2.0")).unwrap();
+        let refused = dump_after(start_version(dir, Some(&env)), dir, Some(&env)).unwrap_err();
+        assert!(refused.message.contains("too old"), "{}", refused.message);
+        assert_eq!(times(), 2);
+    }
 
     #[test]
     fn evaluate_output_is_read_back_exactly() {
