@@ -188,7 +188,10 @@ impl Snapshot {
 /// `git worktree add` writes a few small files (gitrepository-layout(5): the worktree's `.git`
 /// file naming `.git/worktrees/<name>`, and there `gitdir`, `commondir` and a detached `HEAD`)
 /// and then starts a second git to check the files out (`reset --hard`). odu writes those files
-/// itself and starts only the checkout, which saves a git start on every run's start.
+/// itself and starts only the checkout: `read-tree --reset -u` of the detached `HEAD` it wrote,
+/// which fills the index and the files as `reset --hard` would (attributes, filters, modes,
+/// links) without the ref updates a reset makes (`ORIG_HEAD`, `HEAD`, their locks), a
+/// millisecond less on every run's start.
 ///
 /// `None` when the checkout is not the plain case (its `.git` is not a real folder, git is
 /// pointed elsewhere by the environment, or the repository uses per-worktree config or a
@@ -230,7 +233,7 @@ fn linked_by_hand(repo: &Path, dir: &Path, name: &str, sha: &str) -> Option<CliR
         .and_then(|()| std::fs::write(admin.join("commondir"), "../..\n"))
         .and_then(|()| std::fs::write(admin.join("HEAD"), format!("{sha}\n")));
     let checked_out = match written {
-        Ok(()) => git(dir, &["reset", "--hard", "--quiet", "--no-recurse-submodules"]),
+        Ok(()) => git(dir, &["read-tree", "--reset", "-u", "--no-recurse-submodules", "HEAD"]),
         Err(e) => {
             Err(CliError::refused(format!("cannot write the worktree's files in {}: {e}", admin.display())))
         }
