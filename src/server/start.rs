@@ -303,6 +303,14 @@ pub fn plan_run(
     let origin_git = git::start_origin(repo);
     let ci_listing = (reading == Reading::AsRun).then(|| crate::trail::ci::start_tracked_listing(repo));
     let version = just::start_version(repo, env);
+    // A run's local runner starts now, its process start overlapping git's checks, the worktree
+    // and just's dump; its lane takes it once the run starts. A run refused from here on (a
+    // dirty tree, say) drops it, and it exits as at the end of a lane.
+    let warm = if reading == Reading::AsRun && hosts.entries.values().any(|entry| entry.is_local()) {
+        runner_path(&var).ok().and_then(|runner| crate::lane::WarmRunner::start(&runner, Some(&handed)).ok())
+    } else {
+        None
+    };
     let (sha, dirty_paths) = step("git head and status", || head_and_status.finish())?;
     let dirty = !dirty_paths.is_empty();
     if config.snapshot && dirty {
@@ -312,13 +320,6 @@ pub fn plan_run(
             plural(dirty_paths.len(), "path")
         )));
     }
-    // A run's local runner starts now, its process start overlapping the worktree and just's
-    // dump; its lane takes it once the run starts.
-    let warm = if reading == Reading::AsRun && hosts.entries.values().any(|entry| entry.is_local()) {
-        runner_path(&var).ok().and_then(|runner| crate::lane::WarmRunner::start(&runner, Some(&handed)).ok())
-    } else {
-        None
-    };
     let snapshot = if config.snapshot && reading == Reading::AsRun {
         Some(step("worktree", || git::Snapshot::create(repo, &sha))?)
     } else {
