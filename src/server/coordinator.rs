@@ -177,6 +177,10 @@ struct Driver {
     published: Header,
     /// A record write is due on the next tick.
     unsaved: bool,
+    /// A record write is due once the lanes had their turn with the commands just sent.
+    save_after_commands: bool,
+    /// Told once every lane has closed.
+    lanes_closed: Option<oneshot::Sender<()>>,
     poster: Option<Poster>,
     /// When the record was last written.
     saved_at: tokio::time::Instant,
@@ -186,7 +190,14 @@ impl Coordinator {
     /// Starts the run: the trail is claimed, the record written and the cells exist before any
     /// lane starts, so the server can serve them (provisioning included) from the first
     /// moment. The task ends with the run, its record final.
-    pub fn start(self, specs: Vec<LaneSpec>) -> (RunHandles, tokio::task::JoinHandle<Finished>) {
+    ///
+    /// `lanes_closed` fires once every lane has closed (its runner gone), before the final
+    /// record is written: what the nodes ran in can be released beside that write.
+    pub fn start(
+        self,
+        specs: Vec<LaneSpec>,
+        lanes_closed: oneshot::Sender<()>,
+    ) -> (RunHandles, tokio::task::JoinHandle<Finished>) {
         let Coordinator { run, ci_dir, record, post } = self;
         let reference = record.reference();
         let span = tracing::debug_span!("run", run = %reference);
@@ -239,6 +250,8 @@ impl Coordinator {
             header: handles.header.clone(),
             published,
             unsaved: false,
+            save_after_commands: false,
+            lanes_closed: Some(lanes_closed),
             poster: post.map(Poster::start),
             saved_at: tokio::time::Instant::now(),
         };
@@ -318,6 +331,14 @@ impl Driver {
                     }
                 }
             }
+            if self.save_after_commands {
+                // The lanes' tasks, just woken by the commands (a settled run's shutdown), run
+                // first: the record write does not hold the runners' stop back.
+                tokio::task::yield_now().await;
+                if self.save_after_commands {
+                    self.save(Save::Now);
+                }
+            }
         }
         // Every lane's reports ended without a word of its closing: each is closed now.
         let open: Vec<String> =
@@ -391,13 +412,22 @@ impl Driver {
         if fx.header {
             self.publish_header();
         }
+        let commanded = !fx.commands.is_empty();
         for command in fx.commands {
             let _ = self.send(command);
         }
         match fx.save {
             None => {}
             Some(Save::Soon) => self.unsaved = true,
-            Some(kind) => self.save(kind),
+            Some(Save::Now) if commanded => self.save_after_commands = true,
+            Some(kind) => {
+                if self.run.lanes().iter().all(|lane| !lane.open)
+                    && let Some(closed) = self.lanes_closed.take()
+                {
+                    let _ = closed.send(());
+                }
+                self.save(kind)
+            }
         }
     }
 
@@ -451,6 +481,7 @@ impl Driver {
     /// that succeeds clears it.
     fn save(&mut self, kind: Save) {
         self.unsaved = false;
+        self.save_after_commands = false;
         self.saved_at = tokio::time::Instant::now();
         self.record.take(&self.run.record());
         if let Some(poster) = &self.poster {

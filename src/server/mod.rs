@@ -425,7 +425,8 @@ impl Server {
     fn go_live(self: &Arc<Self>, prepared: start::Prepared, claim: &Claim) -> Started {
         let start::Prepared { coordinator, specs, started, guards } = prepared;
         let summary = coordinator.record.summary();
-        let (handles, task) = coordinator.start(specs);
+        let (lanes_closed, closed) = tokio::sync::oneshot::channel();
+        let (handles, task) = coordinator.start(specs, lanes_closed);
         let (done_tx, done_rx) = watch::channel(false);
         {
             let mut state = self.state.lock().expect("state lock");
@@ -437,16 +438,24 @@ impl Server {
         RunsValue::publish(&mut self.runs.lock().expect("hub lock"), summary);
         self.say(&format!("run {} started", started.run));
         let server = self.clone();
+        let (snapshot, lock) = guards;
         tokio::spawn(async move {
-            let finished = match task.await {
+            // The worktree goes once no runner is left in it (or the run's task is gone),
+            // beside the final record's write.
+            let released = async move {
+                let _ = closed.await;
+                let _ = tokio::task::spawn_blocking(move || drop(snapshot)).await;
+            };
+            let (finished, ()) = tokio::join!(task, released);
+            let finished = match finished {
                 Ok(finished) => Some(finished),
                 Err(e) => {
                     log_line(&format!("run {} failed inside the server: {e}", handles.reference));
                     None
                 }
             };
-            // Release the worktree and the run lock before anyone hears that the run ended.
-            let _ = tokio::task::spawn_blocking(move || drop(guards)).await;
+            // The worktree and the run lock are released before anyone hears that the run ended.
+            let _ = tokio::task::spawn_blocking(move || drop(lock)).await;
             server.state.lock().expect("state lock").live = None;
             let mut still_posting = None;
             let header = match finished {
