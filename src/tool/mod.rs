@@ -27,7 +27,18 @@ pub fn start(program: &str, args: &[&str], dir: &Path) -> std::io::Result<Child>
 
 /// `start`, in `env` when given (the program is looked up on that environment's `PATH`).
 pub fn start_with(program: &str, args: &[&str], dir: &Path, env: Option<&Env>) -> std::io::Result<Child> {
-    let mut command = Command::new(program);
+    // A program looked up on a PATH other than the server's own makes std fork the whole
+    // server (posix_spawnp would search the wrong PATH); found here on that PATH, it is
+    // started by path, with posix_spawn, as the process's own PATH would start it.
+    let found = env.and_then(|env| find_on_path(env.get("PATH").map(std::ffi::OsStr::new), program));
+    let mut command = match &found {
+        Some(path) => {
+            let mut command = Command::new(path);
+            std::os::unix::process::CommandExt::arg0(&mut command, program);
+            command
+        }
+        None => Command::new(program),
+    };
     if let Some(env) = env {
         command.env_clear().envs(env);
     }
