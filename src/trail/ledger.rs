@@ -730,7 +730,7 @@ pub(crate) struct RecordHead {
 /// first as [`scan`] orders records. The records of runs whose logs are gone (most of a long
 /// history) are not read at all.
 pub(crate) fn heads_with_logs(ci: &Path) -> Result<Vec<RecordHead>, Unreadable> {
-    let has_logs = |runs: &Path, seq: u64| std::fs::symlink_metadata(runs.join(seq.to_string())).is_ok();
+    let has_logs = |beside: &std::collections::HashSet<u64>, seq: u64| beside.contains(&seq);
     let (mut heads, _) = walk(ci, has_logs, |path, label, seq| {
         let head: RecordHead =
             serde_json::from_slice(&read_record(path)?).map_err(|e| format!("not a run record: {e}"))?;
@@ -746,11 +746,13 @@ pub(crate) fn heads_with_logs(ci: &Path) -> Result<Vec<RecordHead>, Unreadable> 
     Ok(heads)
 }
 
-/// Loads every record file under `.ci` that `wanted` (given the `runs` folder and the seq)
-/// asks for, with `load`; what cannot be loaded is rejected with the reason.
+/// Loads every record file under `.ci` that `wanted` asks for, with `load`; what cannot be
+/// loaded is rejected with the reason. `wanted` is given the seq and the seqs that have
+/// something else (a log folder) beside their record in the same `runs` folder, read from
+/// that folder's one listing: a long history costs no call per record.
 fn walk<T>(
     ci: &Path,
-    wanted: impl Fn(&Path, u64) -> bool,
+    wanted: impl Fn(&std::collections::HashSet<u64>, u64) -> bool,
     load: impl Fn(&Path, &str, u64) -> Result<T, String>,
 ) -> Result<(Vec<T>, Vec<String>), Unreadable> {
     let (mut loaded, mut rejected) = (Vec::new(), Vec::new());
@@ -775,18 +777,32 @@ fn walk<T>(
             }
             continue;
         }
+        let mut records = Vec::new();
+        let mut beside = std::collections::HashSet::new();
         for file in std::fs::read_dir(&runs).map_err(|e| unreadable(&runs, e))? {
             let file = file.map_err(|e| unreadable(&runs, e))?;
             let name = file.file_name();
-            let Some(seq) = name.to_str().and_then(|n| n.strip_suffix(".json")?.parse::<u64>().ok()) else {
-                continue;
-            };
-            if !wanted(&runs, seq) {
+            let Some(name) = name.to_str() else { continue };
+            match name.strip_suffix(".json") {
+                Some(seq) => {
+                    if let Ok(seq) = seq.parse::<u64>() {
+                        records.push((seq, file.path()));
+                    }
+                }
+                None => {
+                    if let Ok(seq) = name.parse::<u64>() {
+                        beside.insert(seq);
+                    }
+                }
+            }
+        }
+        for (seq, path) in records {
+            if !wanted(&beside, seq) {
                 continue;
             }
-            match load(&file.path(), &label, seq) {
+            match load(&path, &label, seq) {
                 Ok(record) => loaded.push(record),
-                Err(why) => rejected.push(format!("ignoring {}: {why}", file.path().display())),
+                Err(why) => rejected.push(format!("ignoring {}: {why}", path.display())),
             }
         }
     }
