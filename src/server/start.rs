@@ -87,10 +87,13 @@ impl RunLock {
                 "a run is already in progress in this checkout{holder}: wait for it to finish, or stop it first"
             )));
         }
-        let _ = file
-            .set_len(0)
-            .and_then(|()| file.rewind())
-            .and_then(|()| writeln!(file, "{}", std::process::id()));
+        // The holder's pid, rewritten only when it changed: a server writes the same line at
+        // every run's start, and truncating a file frees (and on some disks discards) a block.
+        let line = format!("{}\n", std::process::id());
+        let mut held = String::new();
+        if (&file).take(32).read_to_string(&mut held).is_err() || held != line {
+            let _ = file.set_len(0).and_then(|()| file.rewind()).and_then(|()| file.write_all(line.as_bytes()));
+        }
         Ok(RunLock { _file: file })
     }
 }
