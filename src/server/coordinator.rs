@@ -177,8 +177,9 @@ struct Driver {
     published: Header,
     /// A record write is due on the next tick.
     unsaved: bool,
-    /// A record write is due once the lanes had their turn with the commands just sent.
-    save_after_commands: bool,
+    /// A settled run's record write, due at this instant unless its lanes closed first (the
+    /// final write then says everything it would have).
+    settle_save: Option<tokio::time::Instant>,
     /// Told once every lane has closed.
     lanes_closed: Option<oneshot::Sender<()>>,
     poster: Option<Poster>,
@@ -250,14 +251,14 @@ impl Coordinator {
             header: handles.header.clone(),
             published,
             unsaved: false,
-            save_after_commands: false,
+            settle_save: None,
             lanes_closed: Some(lanes_closed),
             poster: post.map(Poster::start),
             saved_at: tokio::time::Instant::now(),
         };
         let _entered = span.enter();
-        // The record lists every node from the start, so clients find each log's path.
-        driver.save(Save::Now);
+        // The record reserved for the run already lists every node: it is written again once
+        // something changes.
         prune_older_runs(&driver.ci_dir);
         // A lane without logs never starts: it died, and it is closed.
         for (platform, reason) in dead {
@@ -277,6 +278,18 @@ impl Coordinator {
         drop(_entered);
         let task = tokio::spawn(driver.drive(reports, cancel_rx, requests).instrument(span));
         (handles, task)
+    }
+}
+
+/// How long a settled run's record may wait for its lanes to close before it is written
+/// anyway: a local lane closes in milliseconds, and then one write says both.
+const SETTLE_SAVE_GRACE: Duration = Duration::from_millis(200);
+
+/// Resolves at `at`; never without one.
+async fn until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -324,19 +337,12 @@ impl Driver {
                     }
                 }
                 () = posting_changed(&mut posting) => self.publish_header(),
+                () = until(self.settle_save) => self.save(Save::Now),
                 Some(asked) = requests.recv() => self.answer(asked),
                 _ = ticker.tick() => {
                     if self.unsaved && self.saved_at.elapsed() >= progress_gap(self.record.nodes.len()) {
                         self.save(Save::Soon);
                     }
-                }
-            }
-            if self.save_after_commands {
-                // The lanes' tasks, just woken by the commands (a settled run's shutdown), run
-                // first: the record write does not hold the runners' stop back.
-                tokio::task::yield_now().await;
-                if self.save_after_commands {
-                    self.save(Save::Now);
                 }
             }
         }
@@ -419,7 +425,11 @@ impl Driver {
         match fx.save {
             None => {}
             Some(Save::Soon) => self.unsaved = true,
-            Some(Save::Now) if commanded => self.save_after_commands = true,
+            // The lanes were just told to stop (the run settled): the record is written once
+            // they have closed, with the final write, or after a grace if they are slow to.
+            Some(Save::Now) if commanded => {
+                self.settle_save.get_or_insert(tokio::time::Instant::now() + SETTLE_SAVE_GRACE);
+            }
             Some(kind) => {
                 if self.run.lanes().iter().all(|lane| !lane.open)
                     && let Some(closed) = self.lanes_closed.take()
@@ -481,7 +491,7 @@ impl Driver {
     /// that succeeds clears it.
     fn save(&mut self, kind: Save) {
         self.unsaved = false;
-        self.save_after_commands = false;
+        self.settle_save = None;
         self.saved_at = tokio::time::Instant::now();
         self.record.take(&self.run.record());
         if let Some(poster) = &self.poster {

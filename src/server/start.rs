@@ -512,17 +512,11 @@ pub fn prepare(
             ))
         })?;
     }
-    let seq = ledger::reserve(&ci, &mut record)
-        .map_err(|e| CliError::refused(format!("cannot reserve a run number under {}: {e}", ci.display())))?;
-    let specs: Vec<LaneSpec> = lanes
+    let plans: Vec<LanePlan> = lanes
         .iter()
-        .map(|PlannedLane { platform, tasks, notes: lane_notes }| LaneSpec {
+        .map(|PlannedLane { platform, tasks, .. }| LanePlan {
             platform: platform.clone(),
             host: hosts.entries[platform].host.clone(),
-            name: plan.root.clone(),
-            workspace: workspace.clone(),
-            subdir: subdir.clone(),
-            notes: setup_notes.iter().chain(lane_notes).cloned().collect(),
             tasks: tasks
                 .iter()
                 .map(|t| TaskSpec {
@@ -531,6 +525,33 @@ pub fn prepare(
                     needs: t.needs.clone(),
                 })
                 .collect(),
+        })
+        .collect();
+    // The run exists before its number: the record it reserves lists every node from the
+    // start (so clients find each log's path), written once.
+    let meta = RunMeta {
+        run: String::new(),
+        sha: record.sha.clone(),
+        label: label.clone(),
+        pipeline: plan.root.clone(),
+        started_at,
+    };
+    let run = Run::new(meta, &plans);
+    record.take(&run.record());
+    let seq = ledger::reserve(&ci, &mut record)
+        .map_err(|e| CliError::refused(format!("cannot reserve a run number under {}: {e}", ci.display())))?;
+    let run = run.numbered(record.reference());
+    let specs: Vec<LaneSpec> = lanes
+        .iter()
+        .zip(&plans)
+        .map(|(PlannedLane { platform, notes: lane_notes, .. }, lane_plan)| LaneSpec {
+            platform: platform.clone(),
+            host: hosts.entries[platform].host.clone(),
+            name: plan.root.clone(),
+            workspace: workspace.clone(),
+            subdir: subdir.clone(),
+            notes: setup_notes.iter().chain(lane_notes).cloned().collect(),
+            tasks: lane_plan.tasks.clone(),
             jobs: config.jobs.or(hosts.entries[platform].jobs),
             env: BTreeMap::from([(RUN_ENV.to_string(), format!("{label}#{seq}"))]),
             log_dir: ledger::run_logs_dir(&ci, &label, seq).join(platform),
@@ -564,18 +585,7 @@ pub fn prepare(
         hosts_source: hosts.source.clone(),
         notes,
     };
-    let meta = RunMeta {
-        run: record.reference(),
-        sha: record.sha.clone(),
-        label: label.clone(),
-        pipeline: plan.root.clone(),
-        started_at,
-    };
-    let plans: Vec<LanePlan> = specs
-        .iter()
-        .map(|s| LanePlan { platform: s.platform.clone(), host: s.host.clone(), tasks: s.tasks.clone() })
-        .collect();
-    let coordinator = Coordinator { run: Run::new(meta, &plans), ci_dir: ci, record, post };
+    let coordinator = Coordinator { run, ci_dir: ci, record, post };
     Ok(Prepared { coordinator, specs, started, guards: (snapshot, lock) })
 }
 

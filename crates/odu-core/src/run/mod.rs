@@ -825,6 +825,13 @@ impl Run {
 
     // ---- projections ----
 
+    /// The run under the reference (`<label>#<seq>`) the ledger reserved for it: a run is
+    /// made before its number, so that the record reserving the number lists its nodes.
+    pub fn numbered(mut self, run: String) -> Run {
+        self.meta.run = run;
+        self
+    }
+
     pub fn meta(&self) -> &RunMeta {
         &self.meta
     }
