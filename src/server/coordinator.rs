@@ -258,8 +258,9 @@ impl Coordinator {
         };
         let _entered = span.enter();
         // The record reserved for the run already lists every node: it is written again once
-        // something changes.
-        prune_older_runs(&driver.ci_dir);
+        // something changes. Older runs' logs are pruned when it ends, not now: removing
+        // thousands of files beside the run's own log files slows their creation (on ext4
+        // without a journal, a new inode is found only past the recently freed ones).
         // A lane without logs never starts: it died, and it is closed.
         for (platform, reason) in dead {
             let at = now_ms();
@@ -523,8 +524,8 @@ impl Driver {
 }
 
 /// Removes the logs of the runs past the newest few ([`retention::prune`]), off the event loop,
-/// when a run starts and when it ends: the live run is the newest, and still `running`, so it
-/// is never pruned. What was removed goes to the server's log.
+/// when a run ends: a run still going is `running`, so it is never pruned. What was removed
+/// goes to the server's log.
 fn prune_older_runs(ci: &std::path::Path) {
     let ci = ci.to_path_buf();
     tokio::task::spawn_blocking(move || match retention::prune(&ci, retention::keep_runs(), now_ms()) {
