@@ -92,7 +92,8 @@ impl RunLock {
         let line = format!("{}\n", std::process::id());
         let mut held = String::new();
         if (&file).take(32).read_to_string(&mut held).is_err() || held != line {
-            let _ = file.set_len(0).and_then(|()| file.rewind()).and_then(|()| file.write_all(line.as_bytes()));
+            let _ =
+                file.set_len(0).and_then(|()| file.rewind()).and_then(|()| file.write_all(line.as_bytes()));
         }
         Ok(RunLock { _file: file })
     }
