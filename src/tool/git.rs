@@ -112,7 +112,64 @@ pub fn origin(repo: &Path) -> Option<String> {
 
 /// [`origin`] started, to run beside other start-up work; [`origin_of`] collects it.
 pub fn start_origin(repo: &Path) -> Option<tool::Pending> {
-    tool::Pending::start("git", &["remote", "get-url", "origin"], repo, None).ok()
+    // Besides the config files, git reads a remote from the older `remotes` and `branches`.
+    let files = config_files(repo).map(|mut files| {
+        files.extend([repo.join(".git/remotes/origin"), repo.join(".git/branches/origin")]);
+        files
+    });
+    tool::Pending::remembered("git", &["remote", "get-url", "origin"], repo, files).ok()
+}
+
+/// The files git reads its configuration from for a command in the plain checkout `repo`
+/// (git-config(1): the system file, at `/etc/gitconfig` or under git's install prefix, the
+/// global ones, the repository's own), for a command whose answer comes from them alone to be
+/// remembered while they are unchanged ([`tool::Pending::remembered`]). `None` when git may
+/// read anything else: the server's environment points git at other files or adds config
+/// (the rest of it is the same for the server's life), `.git` is not a folder, or a config
+/// file includes another or asks for per-worktree config.
+pub fn config_files(repo: &Path) -> Option<Vec<PathBuf>> {
+    const ELSEWHERE: [&str; 10] = [
+        "GIT_DIR",
+        "GIT_WORK_TREE",
+        "GIT_INDEX_FILE",
+        "GIT_COMMON_DIR",
+        "GIT_OBJECT_DIRECTORY",
+        "GIT_CONFIG",
+        "GIT_CONFIG_GLOBAL",
+        "GIT_CONFIG_SYSTEM",
+        "GIT_CONFIG_COUNT",
+        "GIT_CONFIG_PARAMETERS",
+    ];
+    static SYSTEM: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    if ELSEWHERE.iter().any(|name| std::env::var_os(name).is_some()) {
+        return None;
+    }
+    let git_dir = repo.join(".git");
+    if !std::fs::symlink_metadata(&git_dir).is_ok_and(|meta| meta.is_dir()) {
+        return None;
+    }
+    let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from);
+    let xdg = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|x| !x.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| home.as_ref().map(|h| h.join(".config")));
+    let under_prefix = SYSTEM.get_or_init(|| {
+        let git = tool::find_on_path(std::env::var_os("PATH").as_deref(), "git")?;
+        let git = std::fs::canonicalize(&git).unwrap_or(git);
+        Some(git.parent()?.parent()?.join("etc/gitconfig"))
+    });
+    let mut files = vec![git_dir.join("config"), PathBuf::from("/etc/gitconfig")];
+    files.extend(under_prefix.clone());
+    files.extend(home.map(|h| h.join(".gitconfig")));
+    files.extend(xdg.map(|x| x.join("git/config")));
+    let unsure = |text: Vec<u8>| {
+        let text = text.to_ascii_lowercase();
+        [&b"include"[..], b"worktreeconfig"].iter().any(|word| text.windows(word.len()).any(|w| w == *word))
+    };
+    if files.iter().filter_map(|file| std::fs::read(file).ok()).any(unsure) {
+        return None;
+    }
+    Some(files)
 }
 
 /// The URL a [`start_origin`] git printed, if any.

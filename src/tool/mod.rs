@@ -11,6 +11,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 /// The captured result of one tool run.
+#[derive(Clone, Debug)]
 pub struct ToolOutput {
     pub success: bool,
     pub stdout: String,
@@ -109,23 +110,93 @@ pub fn file_stamp(path: &Path) -> Option<odu_proto::FileStamp> {
 /// A tool started to run beside other work. Collected with [`Pending::finish`]; one dropped
 /// unread (its caller returned early) is killed and reaped, so a long-lived server keeps no
 /// zombie.
-pub struct Pending(Option<Child>);
+pub struct Pending(Tool);
+
+enum Tool {
+    Running(Child, Option<Remember>),
+    /// A remembered answer ([`Pending::remembered`]): nothing was started.
+    Known(ToolOutput),
+    Finished,
+}
+
+/// What a tool run whose answer depends only on a few files is remembered by: the command,
+/// and those files' stamps taken before it started.
+struct Remember {
+    key: RememberKey,
+    stamps: Vec<Option<odu_proto::FileStamp>>,
+    files: Vec<std::path::PathBuf>,
+}
+
+type RememberKey = (String, Vec<String>, std::path::PathBuf);
+
+type Remembered = std::collections::HashMap<RememberKey, (Vec<Option<odu_proto::FileStamp>>, ToolOutput)>;
+
+/// Answers of tools run in the server's own environment, each with the stamps of the files it
+/// read: asked again while those files are unchanged, the answer is given without a process.
+static REMEMBERED: std::sync::Mutex<Option<Remembered>> = std::sync::Mutex::new(None);
+
+/// How many answers [`REMEMBERED`] keeps before it starts over (a server serves one checkout).
+const REMEMBERED_MAX: usize = 64;
 
 impl Pending {
     /// Starts `program args…` like [`start_with`].
     pub fn start(program: &str, args: &[&str], dir: &Path, env: Option<&Env>) -> std::io::Result<Pending> {
-        start_with(program, args, dir, env).map(|child| Pending(Some(child)))
+        start_with(program, args, dir, env).map(|child| Pending(Tool::Running(child, None)))
+    }
+
+    /// [`Pending::start`] in the server's own environment, for a tool whose answer is a
+    /// function of `files` alone (none of which it writes): while each is the file it was when
+    /// the same command last finished (or is still absent), the answer is that one, and nothing
+    /// starts. `files: None` always starts the tool.
+    pub fn remembered(
+        program: &str,
+        args: &[&str],
+        dir: &Path,
+        files: Option<Vec<std::path::PathBuf>>,
+    ) -> std::io::Result<Pending> {
+        let Some(files) = files else { return Pending::start(program, args, dir, None) };
+        let key: RememberKey =
+            (program.to_string(), args.iter().map(|a| (*a).to_string()).collect(), dir.to_path_buf());
+        let stamps: Vec<_> = files.iter().map(|f| file_stamp(f)).collect();
+        let known = REMEMBERED.lock().ok().and_then(|map| {
+            let (was, output) = map.as_ref()?.get(&key)?;
+            (*was == stamps).then(|| output.clone())
+        });
+        if let Some(output) = known {
+            return Ok(Pending(Tool::Known(output)));
+        }
+        let child = start_with(program, args, dir, None)?;
+        Ok(Pending(Tool::Running(child, Some(Remember { key, stamps, files }))))
     }
 
     /// Waits for it and collects what it printed.
     pub fn finish(mut self) -> std::io::Result<ToolOutput> {
-        finish(self.0.take().expect("a pending tool is finished once"))
+        let (child, remember) = match std::mem::replace(&mut self.0, Tool::Finished) {
+            Tool::Running(child, remember) => (child, remember),
+            Tool::Known(output) => return Ok(output),
+            Tool::Finished => return Err(std::io::Error::other("a pending tool is finished once")),
+        };
+        let output = finish(child)?;
+        if let Some(Remember { key, stamps, files }) = remember {
+            // Remembered only if nothing it read changed while it ran.
+            let after: Vec<_> = files.iter().map(|f| file_stamp(f)).collect();
+            if after == stamps
+                && let Ok(mut map) = REMEMBERED.lock()
+            {
+                let map = map.get_or_insert_with(Default::default);
+                if map.len() >= REMEMBERED_MAX {
+                    map.clear();
+                }
+                map.insert(key, (stamps, output.clone()));
+            }
+        }
+        Ok(output)
     }
 }
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
+        if let Tool::Running(mut child, _) = std::mem::replace(&mut self.0, Tool::Finished) {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -145,12 +216,40 @@ mod tests {
     fn a_pending_tool_dropped_unread_is_killed_and_reaped() {
         let dir = std::env::temp_dir();
         let pending = Pending::start("sleep", &["30"], &dir, None).unwrap();
-        let pid = pending.0.as_ref().unwrap().id();
+        let super::Tool::Running(child, _) = &pending.0 else { panic!("sleep did not start") };
+        let pid = child.id();
         let started = std::time::Instant::now();
         drop(pending);
         assert!(started.elapsed() < std::time::Duration::from_secs(5), "the drop waited for sleep 30");
         // Reaped, not a zombie: the process is gone from the table.
         assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "pid {pid} is still in /proc");
+    }
+
+    #[test]
+    fn a_remembered_answer_is_given_without_a_process_until_a_file_it_read_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let read = dir.path().join("read");
+        std::fs::write(&read, "one").unwrap();
+        let script = "cat read; echo started >> count";
+        let ask = |files: Option<Vec<std::path::PathBuf>>| {
+            Pending::remembered("sh", &["-c", script], dir.path(), files).unwrap().finish().unwrap().stdout
+        };
+        let starts = || std::fs::read_to_string(dir.path().join("count")).unwrap_or_default().lines().count();
+        assert_eq!(ask(Some(vec![read.clone()])), "one");
+        assert_eq!(ask(Some(vec![read.clone()])), "one");
+        assert_eq!(starts(), 1, "the second answer started the tool again");
+        // The file is replaced (a new inode, as git writes its config and index).
+        std::fs::write(dir.path().join("new"), "two").unwrap();
+        std::fs::rename(dir.path().join("new"), &read).unwrap();
+        assert_eq!(ask(Some(vec![read.clone()])), "two");
+        assert_eq!(starts(), 2);
+        // A file that appears is a change too, and no files means no remembering.
+        assert_eq!(ask(Some(vec![read.clone(), dir.path().join("absent")])), "two");
+        std::fs::write(dir.path().join("absent"), "").unwrap();
+        assert_eq!(ask(Some(vec![read.clone(), dir.path().join("absent")])), "two");
+        assert_eq!(starts(), 4);
+        assert_eq!(ask(None), "two");
+        assert_eq!(starts(), 5);
     }
 
     #[test]

@@ -20,7 +20,12 @@ pub fn ensure_ci_dir(repo: &Path) -> CliResult<PathBuf> {
 /// `git ls-files -- .ci`, started early for [`ensure_ci_dir_listed`] to read: a run's start
 /// asks it while other work goes on.
 pub fn start_tracked_listing(repo: &Path) -> std::io::Result<crate::tool::Pending> {
-    crate::tool::Pending::start("git", &["ls-files", "--", ".ci"], repo, None)
+    // git's answer comes from the index and the config: remembered while neither changes.
+    let files = crate::tool::git::config_files(repo).map(|mut files| {
+        files.push(repo.join(".git/index"));
+        files
+    });
+    crate::tool::Pending::remembered("git", &["ls-files", "--", ".ci"], repo, files)
 }
 
 /// [`ensure_ci_dir`], with git's listing of `.ci` already started.

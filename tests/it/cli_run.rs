@@ -228,3 +228,32 @@ fn dump_is_byte_identical_across_processes_and_graph_is_mermaid() {
     assert!(graph.starts_with("flowchart TD"), "{graph}");
     assert!(graph.contains("ci__a --> ci__b"), "{graph}");
 }
+
+/// A warm server remembers git's answers about the origin and what git tracks under `.ci`
+/// only while the files they come from are unchanged: a changed origin is recorded, and a
+/// file planted in the index under `.ci` is refused, on the very next run.
+#[test]
+fn a_warm_server_sees_the_origin_and_the_index_change_between_runs() {
+    let repo = Repo::new("[metadata(\"ci\")]\nci:\n    true\n");
+    let server = || std::fs::read_to_string(repo.path().join(".ci/odu.run.lock")).unwrap();
+    repo.git(&["remote", "add", "origin", "https://github.com/one/first.git"]);
+    let out = repo.run(&["run", "--no-post"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let first = server();
+    repo.git(&["remote", "set-url", "origin", "https://github.com/two/second.git"]);
+    let out = repo.run(&["run", "--no-post"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(server(), first, "the second run had another server");
+    let recorded = |seq: u64| {
+        let path = repo.path().join(format!(".ci/{}/runs/{seq}.json", repo.sha7()));
+        let record: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        record["repo"].as_str().unwrap_or_default().to_string()
+    };
+    assert_eq!(recorded(1), "one/first");
+    assert_eq!(recorded(2), "two/second");
+    repo.write(".ci/odu.planted", "from the repository");
+    repo.git(&["add", "-f", ".ci/odu.planted"]);
+    let out = repo.run(&["run", "--no-post"]);
+    assert_refused(&out, "tracked by git where odu keeps its own");
+    assert_eq!(server(), first, "the refused run had another server");
+}
