@@ -128,11 +128,7 @@ pub fn start_origin(repo: &Path) -> Option<tool::Pending> {
 /// (the rest of it is the same for the server's life), `.git` is not a folder, or a config
 /// file includes another or asks for per-worktree config.
 pub fn config_files(repo: &Path) -> Option<Vec<PathBuf>> {
-    const ELSEWHERE: [&str; 10] = [
-        "GIT_DIR",
-        "GIT_WORK_TREE",
-        "GIT_INDEX_FILE",
-        "GIT_COMMON_DIR",
+    const ELSEWHERE: [&str; 6] = [
         "GIT_OBJECT_DIRECTORY",
         "GIT_CONFIG",
         "GIT_CONFIG_GLOBAL",
@@ -144,10 +140,7 @@ pub fn config_files(repo: &Path) -> Option<Vec<PathBuf>> {
     if ELSEWHERE.iter().any(|name| std::env::var_os(name).is_some()) {
         return None;
     }
-    let git_dir = repo.join(".git");
-    if !std::fs::symlink_metadata(&git_dir).is_ok_and(|meta| meta.is_dir()) {
-        return None;
-    }
+    let git_dir = plain_git_dir(repo)?;
     let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from);
     let xdg = std::env::var_os("XDG_CONFIG_HOME")
         .filter(|x| !x.is_empty())
@@ -163,13 +156,25 @@ pub fn config_files(repo: &Path) -> Option<Vec<PathBuf>> {
     files.extend(home.map(|h| h.join(".gitconfig")));
     files.extend(xdg.map(|x| x.join("git/config")));
     let unsure = |text: Vec<u8>| {
-        let text = text.to_ascii_lowercase();
-        [&b"include"[..], b"worktreeconfig"].iter().any(|word| text.windows(word.len()).any(|w| w == *word))
+        let text = String::from_utf8_lossy(&text).to_ascii_lowercase();
+        text.contains("include") || text.contains("worktreeconfig")
     };
     if files.iter().filter_map(|file| std::fs::read(file).ok()).any(unsure) {
         return None;
     }
     Some(files)
+}
+
+/// The `.git` folder of a plain checkout: `None` when the environment points git elsewhere
+/// (`GIT_DIR`, `GIT_WORK_TREE`, `GIT_INDEX_FILE`, `GIT_COMMON_DIR`) or `repo/.git` is not a
+/// real folder (a worktree's or submodule's `.git` file, a link).
+fn plain_git_dir(repo: &Path) -> Option<PathBuf> {
+    const POINTED: [&str; 4] = ["GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR"];
+    if POINTED.iter().any(|var| std::env::var_os(var).is_some()) {
+        return None;
+    }
+    let git_dir = repo.join(".git");
+    std::fs::symlink_metadata(&git_dir).is_ok_and(|meta| meta.is_dir()).then_some(git_dir)
 }
 
 /// The URL a [`start_origin`] git printed, if any.
@@ -254,15 +259,10 @@ impl Snapshot {
 /// pointed elsewhere by the environment, or the repository uses per-worktree config or a
 /// sparse checkout, which `git worktree add` carries over): the caller asks git instead.
 fn linked_by_hand(repo: &Path, dir: &Path, name: &str, sha: &str) -> Option<CliResult<()>> {
-    const POINTED: [&str; 4] = ["GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR"];
-    if !repo.is_absolute() || !dir.is_absolute() || POINTED.iter().any(|var| std::env::var_os(var).is_some())
-    {
+    if !repo.is_absolute() || !dir.is_absolute() {
         return None;
     }
-    let git_dir = repo.join(".git");
-    if !std::fs::symlink_metadata(&git_dir).is_ok_and(|meta| meta.is_dir()) {
-        return None;
-    }
+    let git_dir = plain_git_dir(repo)?;
     let config = std::fs::read_to_string(git_dir.join("config")).ok()?.to_ascii_lowercase();
     if config.contains("worktreeconfig") || config.contains("sparsecheckout") {
         return None;
