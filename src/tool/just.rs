@@ -73,21 +73,31 @@ pub fn dump_after(version: Version, dir: &Path, env: Option<&tool::Env>) -> CliR
         Ok(line) => Ok(line),
         Err(pending) => Err(pending.map_err(|_| not_on_path())?),
     };
+    let version = |asking: Result<String, tool::Pending>| -> CliResult<String> {
+        match asking {
+            Ok(line) => Ok(line),
+            Err(pending) => {
+                let line = check_version(pending.finish().map_err(|_| not_on_path())?)?;
+                if let (Some((path, stamp)), Ok(mut known)) = (&file, KNOWN.lock()) {
+                    *known = Some((path.clone(), *stamp, line.clone()));
+                }
+                Ok(line)
+            }
+        }
+    };
+    let inputs = file.as_ref().and_then(|just| DumpInputs::of(just, dir, env));
+    if let Some(dump) = inputs.as_ref().and_then(DumpInputs::remembered) {
+        return Ok((dump, version(asking)?));
+    }
     // Both are `Pending`: whichever way this returns, neither is left a zombie in the server.
     let dump = tool::Pending::start("just", &["--dump", "--dump-format", "json"], dir, env)
         .map_err(|_| not_on_path())?;
-    let version = match asking {
-        Ok(line) => line,
-        Err(pending) => {
-            let line = check_version(pending.finish().map_err(|_| not_on_path())?)?;
-            if let (Some((path, stamp)), Ok(mut known)) = (file, KNOWN.lock()) {
-                *known = Some((path, stamp, line.clone()));
-            }
-            line
-        }
-    };
+    let version = version(asking)?;
     let out = dump.finish().map_err(|_| not_on_path())?;
     if out.success {
+        if let Some(inputs) = inputs {
+            inputs.remember(&out.stdout);
+        }
         return Ok((out.stdout, version));
     }
     let message = out.stderr.trim();
@@ -98,6 +108,123 @@ pub fn dump_after(version: Version, dir: &Path, env: Option<&tool::Env>) -> CliR
         )));
     }
     Err(rejected(&out.stderr))
+}
+
+/// Everything a justfile's JSON dump is a function of, when that is the justfile's own bytes:
+/// the `just` binary (as stamped), its `JUST_*` settings from the environment, and the one
+/// justfile it finds in the folder, which names no other file. The dump also names the folder
+/// (its `source`, the justfile's path), which differs from run to run: each run dumps a fresh
+/// snapshot folder.
+struct DumpInputs {
+    just: (PathBuf, odu_proto::FileStamp),
+    just_env: Vec<(String, String)>,
+    justfile: Vec<u8>,
+    /// The dump's `source` for this folder, as just writes it (a JSON string).
+    source: String,
+}
+
+/// The last dump this server made of a self-contained justfile, and what it was made from
+/// ([`DumpInputs`]): a server's runs mostly dump the same justfile, and each dump is a process
+/// in series with every run's start.
+static DUMPED: std::sync::Mutex<Option<(DumpInputs, String)>> = std::sync::Mutex::new(None);
+
+impl DumpInputs {
+    /// What a dump in `dir` would be made from; `None` when it may read more than the one
+    /// justfile, or when what just would read is not certain (then the dump is made).
+    fn of(just: &(PathBuf, odu_proto::FileStamp), dir: &Path, env: Option<&tool::Env>) -> Option<DumpInputs> {
+        let name = sole_justfile(dir)?;
+        let path = dir.join(&name);
+        // A regular file: a link could lead out of the checkout, to a file that changes.
+        if !std::fs::symlink_metadata(&path).ok()?.file_type().is_file() {
+            return None;
+        }
+        let justfile = std::fs::read(&path).ok()?;
+        if may_name_other_files(&justfile) {
+            return None;
+        }
+        // just names the justfile by its working directory, which the kernel gives resolved.
+        let source = serde_json::to_string(std::fs::canonicalize(dir).ok()?.join(&name).to_str()?).ok()?;
+        let just_env = match env {
+            Some(env) => env
+                .iter()
+                .filter(|(k, _)| k.starts_with("JUST_"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            None => {
+                let mut vars: Vec<_> = std::env::vars().filter(|(k, _)| k.starts_with("JUST_")).collect();
+                vars.sort();
+                vars
+            }
+        };
+        Some(DumpInputs { just: just.clone(), just_env, justfile, source })
+    }
+
+    fn same_as(&self, other: &DumpInputs) -> bool {
+        self.just == other.just && self.just_env == other.just_env && self.justfile == other.justfile
+    }
+
+    /// The dump of the same inputs made before, its `source` made this folder's.
+    fn remembered(&self) -> Option<String> {
+        let dumped = DUMPED.lock().ok()?;
+        let (inputs, dump) = dumped.as_ref()?;
+        if !inputs.same_as(self) {
+            return None;
+        }
+        Some(dump.replacen(&source_field(&inputs.source), &source_field(&self.source), 1))
+    }
+
+    /// Keeps `dump` for the next dump of the same inputs, if its `source` is where these inputs
+    /// expected it, once (so that a later run can put its own folder in its place).
+    fn remember(self, dump: &str) {
+        if dump.matches(&source_field(&self.source)).count() == 1
+            && let Ok(mut dumped) = DUMPED.lock()
+        {
+            *dumped = Some((self, dump.to_string()));
+        }
+    }
+}
+
+/// `"source":"<path>"` as just's compact JSON spells it; a recipe line with the same text would
+/// appear escaped (`\"source\"`), so it is found once.
+fn source_field(source: &str) -> String {
+    format!("\"source\":{source}")
+}
+
+/// The one entry of `dir` just would take for its justfile (`justfile` or `.justfile`, in any
+/// case); `None` when there is none or more than one (just errs, or looks in the parent), or
+/// when a name is not ASCII: just matches names caselessly by Unicode rules, under which
+/// `ﬁ` or `ſ` can spell `justfile` too.
+fn sole_justfile(dir: &Path) -> Option<String> {
+    let mut found = None;
+    for entry in std::fs::read_dir(dir).ok()? {
+        let name = entry.ok()?.file_name().into_string().ok()?;
+        if !name.is_ascii() {
+            return None;
+        }
+        if name.eq_ignore_ascii_case("justfile") || name.eq_ignore_ascii_case(".justfile") {
+            if found.is_some() {
+                return None;
+            }
+            found = Some(name);
+        }
+    }
+    found
+}
+
+/// Whether a justfile may make just read another file while it parses it (`import`, `mod`):
+/// any line that, past leading punctuation and blanks, starts with `import`, `mod` or
+/// `include`, or any line with an attribute bracket that contains `import` or `mod`. Broad on
+/// purpose: a recipe line caught by it only costs the dump a process.
+fn may_name_other_files(justfile: &[u8]) -> bool {
+    let has = |line: &[u8], word: &[u8]| line.windows(word.len()).any(|w| w == word);
+    justfile.split(|&b| b == b'\n').any(|line| {
+        let start = line.iter().position(|b| b.is_ascii_alphanumeric()).unwrap_or(line.len());
+        let rest = &line[start..];
+        rest.starts_with(b"import")
+            || rest.starts_with(b"mod")
+            || rest.starts_with(b"include")
+            || (line.iter().any(|&b| b == b'[' || b == b']') && (has(line, b"import") || has(line, b"mod")))
+    })
 }
 
 /// just's own account of what is wrong with the justfile (its `error:` line, then the source
@@ -387,6 +514,60 @@ mod variable_tests {
         let refused = dump_after(start_version(dir, Some(&env)), dir, Some(&env)).unwrap_err();
         assert!(refused.message.contains("too old"), "{}", refused.message);
         assert_eq!(times(), 2);
+    }
+
+    #[test]
+    fn a_self_contained_justfile_is_dumped_once_and_anything_else_every_time() {
+        use std::os::unix::fs::PermissionsExt;
+        let bin = tempfile::tempdir().unwrap();
+        let dumps = bin.path().join("dumps");
+        let just = bin.path().join("just");
+        let script = format!(
+            "#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'just 1.59.0'; exit; fi\necho x >> '{}'\nprintf '{{\"source\":\"%s/%s\",\"text\":\"%s\"}}' \"$(pwd -P)\" \"$(ls -A | grep -i justfile)\" \"$(head -c 40 [Jj]ustfile | tr -d '\\n\"')\"\n",
+            dumps.display()
+        );
+        std::fs::write(&just, script).unwrap();
+        std::fs::set_permissions(&just, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut env: tool::Env =
+            [("PATH".to_string(), format!("{}:/usr/bin:/bin", bin.path().display()))].into();
+        let times = || std::fs::read_to_string(&dumps).map(|t| t.lines().count()).unwrap_or(0);
+        let root = tempfile::tempdir().unwrap();
+        let folder = |name: &str, files: &[(&str, &str)]| {
+            let dir = root.path().join(name);
+            std::fs::create_dir(&dir).unwrap();
+            for (file, text) in files {
+                std::fs::write(dir.join(file), text).unwrap();
+            }
+            dir
+        };
+        let dump = |dir: &Path, env: &tool::Env| {
+            dump_after(start_version(dir, Some(env)), dir, Some(env)).unwrap().0
+        };
+        let plain = "ci:\n    true\n";
+        let (one, two) = (folder("one", &[("justfile", plain)]), folder("two", &[("justfile", plain)]));
+        dump(&one, &env);
+        let again = dump(&two, &env);
+        assert_eq!(times(), 1, "the same justfile in another folder is not dumped again");
+        let two_source =
+            format!("\"source\":\"{}/justfile\"", std::fs::canonicalize(&two).unwrap().display());
+        assert!(again.contains(&two_source), "names the folder it is for: {again}");
+        env.insert("JUST_UNSTABLE".into(), "1".into());
+        dump(&two, &env);
+        assert_eq!(times(), 2, "just's settings changed");
+        let other = folder("other", &[("Justfile", "ci:\n    false\n")]);
+        assert!(dump(&other, &env).contains("false"));
+        assert_eq!(times(), 3, "another justfile");
+        let imports = folder("imports", &[("justfile", "import 'x.just'\nci:\n")]);
+        let module = folder("module", &[("justfile", "[private] mod x\nci:\n")]);
+        let linked = folder("linked", &[]);
+        std::os::unix::fs::symlink(one.join("justfile"), linked.join("justfile")).unwrap();
+        let two_names = folder("two-names", &[("justfile", plain), (".JUSTFILE", plain)]);
+        for dir in [&imports, &module, &linked, &two_names] {
+            let before = times();
+            dump(dir, &env);
+            dump(dir, &env);
+            assert_eq!(times(), before + 2, "{} is dumped every time", dir.display());
+        }
     }
 
     #[test]

@@ -233,6 +233,29 @@ fn dump_is_byte_identical_across_processes_and_graph_is_mermaid() {
 /// only while the files they come from are unchanged: a changed origin is recorded, and a
 /// file planted in the index under `.ci` is refused, on the very next run.
 #[test]
+fn a_warm_server_plans_each_commit_from_its_own_justfile_and_what_it_imports() {
+    let repo = Repo::new("[metadata(\"ci\")]\nci: a\n\na:\n    @echo first\n");
+    let run = |node: &str, says: &str| {
+        let out = repo.run(&["run", "--no-post"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert!(repo.log(node).contains(says), "{node}: {}", repo.log(node));
+    };
+    run("a", "first");
+    repo.write("justfile", "[metadata(\"ci\")]\nci: b\n\nb:\n    @echo second\n");
+    repo.commit("another justfile");
+    run("b", "second");
+    // A justfile that imports another is dumped on every run: the import changes alone.
+    repo.write("justfile", "import 'more.just'\n\n[metadata(\"ci\")]\nci: c\n");
+    repo.write("more.just", "c:\n    @echo third\n");
+    repo.commit("an import");
+    run("c", "third");
+    repo.write("more.just", "c:\n    @echo fourth\n");
+    repo.commit("the imported file changes");
+    run("c", "fourth");
+    stop_server(&repo);
+}
+
+#[test]
 fn a_warm_server_sees_the_origin_and_the_index_change_between_runs() {
     let repo = Repo::new("[metadata(\"ci\")]\nci:\n    true\n");
     let server = || std::fs::read_to_string(repo.path().join(".ci/odu.run.lock")).unwrap();

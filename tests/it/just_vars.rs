@@ -248,6 +248,11 @@ fn a_strict_run_says_once_before_it_starts_that_the_snapshot_lacks_the_ignored_d
     let setup = repo.log("_ci-setup");
     assert_eq!(setup.matches("the snapshot lacks .env").count(), 1, "{setup}");
     assert!(repo.log("ci").contains("greeting=unset"), "strict runs keep testing what is committed");
+    // Again on the same server, whose dump of this justfile is remembered: the dump names this
+    // run's snapshot, and the same is said.
+    let out = repo.run(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stderr(&out).matches("the snapshot lacks .env").count(), 1, "{}", stderr(&out));
     // The live tree has it: nothing to say.
     let out = repo.run(&["run", "--no-strict"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
