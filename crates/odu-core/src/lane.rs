@@ -132,6 +132,13 @@ pub struct LaneState {
     index: BTreeMap<String, usize>,
     jobs: Option<usize>,
     started: bool,
+    /// How many nodes are running, kept by [`LaneState::set_status`].
+    running: usize,
+    /// Ready nodes the jobs cap holds back, for the next pass to start first.
+    held: BTreeSet<usize>,
+    /// Tests compare each pass with one over every node, as the scheduler once made.
+    #[cfg(test)]
+    every_node: bool,
 }
 
 impl LaneState {
@@ -181,7 +188,18 @@ impl LaneState {
             index.insert(task.id.clone(), at);
             order.push(task.id.clone());
         }
-        Ok(LaneState { order, nodes, graph, index, jobs: jobs.filter(|&j| j > 0), started: false })
+        Ok(LaneState {
+            order,
+            nodes,
+            graph,
+            index,
+            jobs: jobs.filter(|&j| j > 0),
+            started: false,
+            running: 0,
+            held: BTreeSet::new(),
+            #[cfg(test)]
+            every_node: false,
+        })
     }
 
     pub fn order(&self) -> &[String] {
@@ -222,7 +240,7 @@ impl LaneState {
         match event {
             LaneEvent::Started { at } => {
                 self.started = true;
-                self.tick(at, &mut fx);
+                self.tick(at, &mut fx, (0..self.nodes.len()).collect());
             }
             LaneEvent::NodeExited { id, generation, exit, at } => {
                 let Some(&pos) = self.index.get(&id) else {
@@ -236,11 +254,11 @@ impl LaneState {
                         Exit::Signal(sig) => (NodeStatus::Failed, Some(128 + sig)),
                         Exit::SpawnFailed => (NodeStatus::Failed, None),
                     };
-                    node.view.status = status;
                     node.view.exit_code = code;
                     node.view.duration_ms = node.view.started_at.map(|s| at.saturating_sub(s));
+                    self.set_status(pos, status);
                     fx.changed(pos);
-                    self.tick(at, &mut fx);
+                    self.tick_changed(at, &mut fx);
                 }
             }
             LaneEvent::RerunRequested { id, at } => {
@@ -251,20 +269,17 @@ impl LaneState {
                     return Err(Refusal::NotStarted);
                 }
                 for target in self.closure_of_dependents(pos) {
+                    self.set_status_keeping(target, NodeStatus::Pending, &mut fx);
                     let node = &mut self.nodes[target];
                     let id = node.view.id.clone();
-                    if node.view.status == NodeStatus::Running {
-                        fx.push(LaneEffect::Kill { id: id.clone(), generation: node.view.generation });
-                    }
                     node.view.generation += 1;
-                    node.view.status = NodeStatus::Pending;
                     node.view.exit_code = None;
                     node.view.started_at = None;
                     node.view.duration_ms = None;
                     fx.push(LaneEffect::ResetLog { id, generation: node.view.generation });
                     fx.changed(target);
                 }
-                self.tick(at, &mut fx);
+                self.tick_changed(at, &mut fx);
             }
             LaneEvent::CancelRequested { id, at } => {
                 let Some(&pos) = self.index.get(&id) else {
@@ -274,21 +289,21 @@ impl LaneState {
                 match node.view.status {
                     NodeStatus::Cancelled => {}
                     NodeStatus::Running => {
-                        node.view.status = NodeStatus::Cancelled;
                         node.view.duration_ms = node.view.started_at.map(|s| at.saturating_sub(s));
                         fx.push(LaneEffect::Kill { id, generation: node.view.generation });
+                        self.set_status(pos, NodeStatus::Cancelled);
                         fx.changed(pos);
-                        self.tick(at, &mut fx);
+                        self.tick_changed(at, &mut fx);
                     }
                     NodeStatus::Pending => {
-                        node.view.status = NodeStatus::Cancelled;
                         fx.push(LaneEffect::EndLog {
                             id,
                             generation: node.view.generation,
                             note: Some("[odu] cancelled by operator before it started\n".into()),
                         });
+                        self.set_status(pos, NodeStatus::Cancelled);
                         fx.changed(pos);
-                        self.tick(at, &mut fx);
+                        self.tick_changed(at, &mut fx);
                     }
                     _ => return Err(Refusal::AlreadyFinished(id)),
                 }
@@ -306,32 +321,68 @@ impl LaneState {
         closure
     }
 
-    /// One pass in topological order: blocked nodes skip (cascading within the pass), ready
-    /// nodes start while the jobs cap allows.
-    fn tick(&mut self, at: u64, fx: &mut Effects) {
+    /// Sets a node's status, keeping the running count.
+    fn set_status(&mut self, pos: usize, status: NodeStatus) {
+        let was = std::mem::replace(&mut self.nodes[pos].view.status, status);
+        self.running = self.running + usize::from(status == NodeStatus::Running)
+            - usize::from(was == NodeStatus::Running);
+    }
+
+    /// [`LaneState::set_status`] for a node started again: a running one is killed first.
+    fn set_status_keeping(&mut self, pos: usize, status: NodeStatus, fx: &mut Effects) {
+        let node = &self.nodes[pos].view;
+        if node.status == NodeStatus::Running {
+            fx.push(LaneEffect::Kill { id: node.id.clone(), generation: node.generation });
+        }
+        self.set_status(pos, status);
+    }
+
+    /// The nodes that need the node at `pos` directly.
+    fn dependents(&self, pos: usize) -> impl Iterator<Item = usize> + '_ {
+        self.graph.neighbors(NodeIndex::new(pos)).map(NodeIndex::index)
+    }
+
+    /// [`LaneState::tick`] over what this event can have made ready or blocked: the nodes it
+    /// changed and those that need them directly.
+    fn tick_changed(&mut self, at: u64, fx: &mut Effects) {
+        let mut look = BTreeSet::new();
+        for &pos in &fx.changed {
+            look.insert(pos);
+            look.extend(self.dependents(pos));
+        }
+        #[cfg(test)]
+        if self.every_node {
+            look.extend(0..self.nodes.len());
+        }
+        self.tick(at, fx, look);
+    }
+
+    /// One pass in topological order over `look` (and the nodes the jobs cap held back), each
+    /// node skipped adding the nodes that need it: blocked nodes skip (cascading within the
+    /// pass), ready nodes start while the jobs cap allows. A pending node outside them cannot
+    /// have changed: nothing it needs did. So an event costs what it touches, not the lane's
+    /// size (a chain of N nodes made N² checks).
+    fn tick(&mut self, at: u64, fx: &mut Effects, mut look: BTreeSet<usize>) {
         if !self.started {
             return;
         }
-        let mut running = self.nodes.iter().filter(|n| n.view.status == NodeStatus::Running).count();
-        for pos in 0..self.nodes.len() {
+        look.append(&mut self.held);
+        while let Some(pos) = look.pop_first() {
             if self.nodes[pos].view.status != NodeStatus::Pending {
                 continue;
             }
             let needs = &self.nodes[pos].needs;
             let blocked = needs.iter().any(|&n| self.nodes[n].view.status.blocks_dependents());
             let ready = needs.iter().all(|&n| self.nodes[n].view.status == NodeStatus::Ok);
-            let node = &mut self.nodes[pos];
             if blocked {
-                node.view.status = NodeStatus::Skipped;
-                fx.push(LaneEffect::EndLog {
-                    id: node.view.id.clone(),
-                    generation: node.view.generation,
-                    note: None,
-                });
+                self.set_status(pos, NodeStatus::Skipped);
+                let node = &self.nodes[pos].view;
+                fx.push(LaneEffect::EndLog { id: node.id.clone(), generation: node.generation, note: None });
                 fx.changed(pos);
-            } else if ready && self.jobs.is_none_or(|cap| running < cap) {
-                running += 1;
-                node.view.status = NodeStatus::Running;
+                look.extend(self.dependents(pos));
+            } else if ready && self.jobs.is_none_or(|cap| self.running < cap) {
+                self.set_status(pos, NodeStatus::Running);
+                let node = &mut self.nodes[pos];
                 node.view.started_at = Some(at);
                 fx.push(LaneEffect::Spawn {
                     id: node.view.id.clone(),
@@ -339,6 +390,8 @@ impl LaneState {
                     argv: node.argv.clone(),
                 });
                 fx.changed(pos);
+            } else if ready {
+                self.held.insert(pos);
             }
         }
     }
@@ -486,6 +539,57 @@ mod tests {
             lane.apply(LaneEvent::CancelRequested { id: SETUP.into(), at: 6 }),
             Err(Refusal::AlreadyFinished(SETUP.into()))
         );
+    }
+
+    #[test]
+    fn each_pass_looks_at_what_the_event_touched_and_decides_as_a_pass_over_every_node() {
+        let mut seed = 0x0d0_u64;
+        let mut next = |n: usize| {
+            seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = seed;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            ((z ^ (z >> 31)) % n as u64) as usize
+        };
+        for round in 0..400 {
+            let count = 1 + next(14);
+            let tasks: Vec<TaskSpec> = (0..count)
+                .map(|i| {
+                    let needs: Vec<String> =
+                        (0..i).filter(|_| next(4) == 0).map(|j| format!("t{j}")).collect();
+                    let needs: Vec<&str> = needs.iter().map(String::as_str).collect();
+                    task(&format!("t{i}"), &needs)
+                })
+                .collect();
+            let jobs = [None, Some(1), Some(2), Some(3)][next(4)];
+            let mut lane = LaneState::new(&tasks, "(workspace)", jobs).unwrap();
+            let mut every = lane.clone();
+            every.every_node = true;
+            let mut both = |event: LaneEvent, lane: &mut LaneState, every: &mut LaneState| {
+                let (fx, expected) = (lane.apply(event.clone()), every.apply(event.clone()));
+                assert_eq!(fx, expected, "round {round}, {event:?}");
+                assert_eq!(lane.views(), every.views(), "round {round}, {event:?}");
+            };
+            both(LaneEvent::Started { at: 0 }, &mut lane, &mut every);
+            for at in 1..80 {
+                let order = lane.order().to_vec();
+                let running = lane.running();
+                let id = order[next(order.len())].clone();
+                let event = match next(10) {
+                    0..=5 if !running.is_empty() => {
+                        let (id, generation) = running[next(running.len())].clone();
+                        let exit = if next(4) == 0 { Exit::Code(1) } else { Exit::Code(0) };
+                        LaneEvent::NodeExited { id, generation, exit, at }
+                    }
+                    6 => LaneEvent::RerunRequested { id, at },
+                    7 => LaneEvent::CancelRequested { id, at },
+                    8 => LaneEvent::NodeExited { id, generation: 99, exit: Exit::Code(0), at },
+                    _ if lane.settled() => LaneEvent::RerunRequested { id, at },
+                    _ => continue,
+                };
+                both(event, &mut lane, &mut every);
+            }
+        }
     }
 
     #[test]
