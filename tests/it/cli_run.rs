@@ -129,6 +129,32 @@ fn strict_mode_refuses_a_dirty_tree_and_no_strict_runs_it() {
 }
 
 #[test]
+fn a_run_leaves_the_checkouts_index_alone_and_reads_a_branch_far_from_its_upstream() {
+    let repo = Repo::new("[metadata(\"ci\")]\nci:\n    @true\n");
+    // A branch many commits ahead of its upstream: odu reads HEAD, not how far apart they are.
+    repo.git(&["branch", "base"]);
+    for i in 0..30 {
+        repo.git(&["commit", "-q", "--allow-empty", "-m", &format!("ahead {i}")]);
+    }
+    repo.git(&["branch", "--set-upstream-to", "base"]);
+    // Touched, not changed: a `git status` that may refresh the index rewrites it (a new file
+    // renamed over the old one), racing the user's own git commands for its lock.
+    let justfile = std::fs::File::options().append(true).open(repo.path().join("justfile")).unwrap();
+    justfile.set_modified(std::time::SystemTime::now() + Duration::from_secs(5)).unwrap();
+    let index = || {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(repo.path().join(".git/index")).unwrap();
+        (meta.ino(), meta.mtime(), meta.mtime_nsec())
+    };
+    let before = index();
+    let out = repo.run(&["run", "--no-post"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(repo.ledger()[0]["sha"].as_str().unwrap().get(..7), Some(repo.sha7().as_str()));
+    assert_eq!(index(), before, "the run rewrote the checkout's index");
+    stop_server(&repo);
+}
+
+#[test]
 fn strict_mode_runs_the_committed_tree_not_the_live_one() {
     let repo = Repo::new("[metadata(\"ci\")]\nci: show\nshow:\n    cat marker.txt\n");
     repo.write("marker.txt", "committed\n");
