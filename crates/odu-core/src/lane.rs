@@ -139,6 +139,9 @@ pub struct LaneState {
     /// Tests compare each pass with one over every node, as the scheduler once made.
     #[cfg(test)]
     every_node: bool,
+    /// How many times a pass looked at a node, for tests to hold the scheduler linear.
+    #[cfg(test)]
+    looked: usize,
 }
 
 impl LaneState {
@@ -199,6 +202,8 @@ impl LaneState {
             held: BTreeSet::new(),
             #[cfg(test)]
             every_node: false,
+            #[cfg(test)]
+            looked: 0,
         })
     }
 
@@ -360,14 +365,28 @@ impl LaneState {
     /// One pass in topological order over `look` (and the nodes the jobs cap held back), each
     /// node skipped adding the nodes that need it: blocked nodes skip (cascading within the
     /// pass), ready nodes start while the jobs cap allows. A pending node outside them cannot
-    /// have changed: nothing it needs did. So an event costs what it touches, not the lane's
-    /// size (a chain of N nodes made N² checks).
+    /// have changed: nothing it needs did. Held nodes are looked at only while the cap has
+    /// room (one that got blocked is in `look` through its need). So an event costs what it
+    /// touches, not the lane's size (a chain of N nodes, or N nodes under `--jobs`, made N²
+    /// checks).
     fn tick(&mut self, at: u64, fx: &mut Effects, mut look: BTreeSet<usize>) {
         if !self.started {
             return;
         }
-        look.append(&mut self.held);
-        while let Some(pos) = look.pop_first() {
+        loop {
+            let room = self.jobs.is_none_or(|cap| self.running < cap);
+            let held_first = self.held.first().copied().filter(|_| room);
+            let pos = match (look.first().copied(), held_first) {
+                (Some(a), Some(b)) if b < a => self.held.pop_first(),
+                (Some(_), _) => look.pop_first(),
+                (None, Some(_)) => self.held.pop_first(),
+                (None, None) => None,
+            };
+            let Some(pos) = pos else { break };
+            #[cfg(test)]
+            {
+                self.looked += 1;
+            }
             if self.nodes[pos].view.status != NodeStatus::Pending {
                 continue;
             }
@@ -589,6 +608,31 @@ mod tests {
                 };
                 both(event, &mut lane, &mut every);
             }
+        }
+    }
+
+    #[test]
+    fn a_lane_of_n_nodes_is_scheduled_with_work_linear_in_n() {
+        let n = 2000;
+        let wide: Vec<TaskSpec> = (0..n).map(|i| task(&format!("t{i}"), &[])).collect();
+        let chain: Vec<TaskSpec> = (0..n)
+            .map(|i| TaskSpec {
+                needs: if i == 0 { vec![] } else { vec![format!("t{}", i - 1)] },
+                ..task(&format!("t{i}"), &[])
+            })
+            .collect();
+        for (shape, tasks, jobs) in [("wide", &wide, Some(2)), ("wide", &wide, None), ("chain", &chain, None)]
+        {
+            let mut lane = LaneState::new(tasks, "(workspace)", jobs).unwrap();
+            let mut running = spawned(&lane.apply(LaneEvent::Started { at: 0 }).unwrap())
+                .into_iter()
+                .map(String::from)
+                .collect::<Vec<_>>();
+            while let Some(id) = running.pop() {
+                running.extend(spawned(&exit(&mut lane, &id, 0)).into_iter().map(String::from));
+            }
+            assert!(lane.settled(), "{shape} {jobs:?}");
+            assert!(lane.looked <= 4 * (n + 1), "{shape} {jobs:?}: {} looks for {n} nodes", lane.looked);
         }
     }
 
