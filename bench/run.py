@@ -739,6 +739,12 @@ def scenario_wide2000(ctx: "Ctx") -> Result:
     return wide_scenario(ctx, 2000)
 
 
+def scenario_wide2000_jobs2(ctx: "Ctx") -> Result:
+    """wide2000 with odu's lane capped at the baseline's two jobs: the same concurrency on both
+    sides, so the per-node overhead is odu's own, not 2,000 `just` processes at once."""
+    return wide_scenario(ctx, 2000, jobs=2)
+
+
 def scenario_chain200(ctx: "Ctx") -> Result:
     return chain_scenario(ctx, 200)
 
@@ -758,7 +764,7 @@ OVERHEAD_TARGET_MS = {2000: 0.3}
 SHAPE_RATIO_TARGET = {200: 1.10}
 
 
-def wide_scenario(ctx: "Ctx", n: int) -> Result:
+def wide_scenario(ctx: "Ctx", n: int, jobs: int | None = None) -> Result:
     names = [f"r{i:04d}" for i in range(n)] if n > 1000 else [f"r{i:03d}" for i in range(n)]
     repo = wide200_repo(ctx) if n == 200 else wide_repo(ctx, n, names)
     feed = ("\n".join(names) + "\n").encode()
@@ -769,15 +775,16 @@ def wide_scenario(ctx: "Ctx", n: int) -> Result:
                      stdin_data=feed, what="baseline xargs just")[0]
 
     def odu() -> float:
-        elapsed, _ = repo.run()
+        elapsed, _ = repo.run(["--jobs", str(jobs)] if jobs else [])
         missing = [n for n in names if not (repo.log_dir / f"{n}.log").exists()]
         if missing:
             raise BenchError(f"odu run left no log for {len(missing)} recipes, e.g. {missing[:3]}")
         return elapsed
 
     b, o = measure(baseline, odu, ctx.runs)
-    return Result(f"wide{n}", f"{n} independent trivial recipes", ctx.runs,
-                  "xargs -P2 -n1 just --no-deps", f"odu run (all {n} at once)", b, o,
+    return Result(f"wide{n}" + (f"_jobs{jobs}" if jobs else ""), f"{n} independent trivial recipes",
+                  ctx.runs, "xargs -P2 -n1 just --no-deps",
+                  f"odu run --jobs {jobs}" if jobs else f"odu run (all {n} at once)", b, o,
                   SHAPE_RATIO_TARGET.get(n),
                   [overhead_check(b, o, n, OVERHEAD_TARGET_MS.get(n)), *repo.cpu_checks(n),
                    *repo.rss_checks(30, None)])
@@ -1999,6 +2006,7 @@ SCENARIOS: dict[str, Callable[["Ctx"], Result]] = {
     "dump1000": scenario_dump1000,
     "wide1000": scenario_wide1000,
     "wide2000": scenario_wide2000,
+    "wide2000_jobs2": scenario_wide2000_jobs2,
     "chain1000": scenario_chain1000,
     "chain2000": scenario_chain2000,
     "noisy": scenario_noisy,
