@@ -766,7 +766,7 @@ SHAPE_RATIO_TARGET = {200: 1.10}
 
 def wide_scenario(ctx: "Ctx", n: int, jobs: int | None = None) -> Result:
     names = [f"r{i:04d}" for i in range(n)] if n > 1000 else [f"r{i:03d}" for i in range(n)]
-    repo = wide200_repo(ctx) if n == 200 else wide_repo(ctx, n, names)
+    repo = wide200_repo(ctx) if n == 200 and not jobs else wide_repo(ctx, n, names, jobs)
     feed = ("\n".join(names) + "\n").encode()
 
     def baseline() -> float:
@@ -790,8 +790,8 @@ def wide_scenario(ctx: "Ctx", n: int, jobs: int | None = None) -> Result:
                    *repo.rss_checks(30, None)])
 
 
-def wide_repo(ctx: "Ctx", n: int, names: list[str]) -> OduRepo:
-    path = ctx.tmp / f"wide{n}"
+def wide_repo(ctx: "Ctx", n: int, names: list[str], jobs: int | None = None) -> OduRepo:
+    path = ctx.tmp / (f"wide{n}" + (f"_jobs{jobs}" if jobs else ""))
     sha = make_repo(path, ci_justfile(names, {}, names), ctx.env)
     return OduRepo(ctx.odu, path, sha, ctx.env)
 
