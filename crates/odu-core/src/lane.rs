@@ -584,7 +584,7 @@ mod tests {
             let mut lane = LaneState::new(&tasks, "(workspace)", jobs).unwrap();
             let mut every = lane.clone();
             every.every_node = true;
-            let mut both = |event: LaneEvent, lane: &mut LaneState, every: &mut LaneState| {
+            let both = |event: LaneEvent, lane: &mut LaneState, every: &mut LaneState| {
                 let (fx, expected) = (lane.apply(event.clone()), every.apply(event.clone()));
                 assert_eq!(fx, expected, "round {round}, {event:?}");
                 assert_eq!(lane.views(), every.views(), "round {round}, {event:?}");
