@@ -58,7 +58,13 @@ impl HeadAndStatus {
             .and_then(tool::Pending::finish)
             .map_err(|e| CliError::refused(format!("cannot run git ({e}): install git")))?;
         if !out.success {
-            return Err(CliError::refused(format!("git status failed: {}", out.stderr.trim())));
+            let stderr = out.stderr.trim();
+            if stderr.contains("unknown option") {
+                return Err(CliError::refused(format!(
+                    "git status failed: {stderr}: odu needs git >= 2.17 (its status check reads without locks or ahead/behind counts); upgrade git"
+                )));
+            }
+            return Err(CliError::refused(format!("git status failed: {stderr}")));
         }
         parse_status(&out.stdout)
     }

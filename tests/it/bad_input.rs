@@ -49,6 +49,20 @@ fn just_missing_or_too_old() {
 }
 
 #[test]
+fn a_git_too_old_for_the_status_check_is_named() {
+    let repo = Repo::new(OK);
+    // A git before 2.17 has no --no-ahead-behind: its status stops at the option.
+    let real = crate::repo::real_tool("git");
+    let old = format!(
+        "#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = --no-ahead-behind ] && {{ echo \"error: unknown option \\`no-ahead-behind'\" >&2; exit 129; }}; done\nexec {} \"$@\"\n",
+        real.display()
+    );
+    let path = path_with(&["just", "sh", "bash"], &[("git", &old)]);
+    let out = repo.odu(&["run"]).env("PATH", &path).output().unwrap();
+    refused(out, "odu needs git >= 2.17");
+}
+
+#[test]
 fn a_justfile_just_rejects_shows_justs_message() {
     let repo = Repo::new("[metadata(\"ci\")]\nci: a\na:\n    echo {{nope}}\n");
     refused(repo.run(&["run"]), "just rejected the justfile");
