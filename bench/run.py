@@ -34,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -2111,6 +2112,10 @@ def main() -> int:
             except BenchError as e:
                 failed[name] = str(e)
                 print(f"  {name} FAILED: {e}", file=sys.stderr)
+            except Exception as e:  # a bug in one scenario must not lose the others' figures
+                traceback.print_exc(file=sys.stderr)
+                failed[name] = f"{type(e).__name__}: {e}"
+                print(f"  {name} CRASHED: {failed[name]}", file=sys.stderr)
             finally:
                 # An `odu serve` outlives its run: none may serve into the
                 # next scenario (or outlive the bench).
