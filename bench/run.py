@@ -767,7 +767,8 @@ SHAPE_RATIO_TARGET = {200: 1.10}
 
 def wide_scenario(ctx: "Ctx", n: int, jobs: int | None = None) -> Result:
     names = [f"r{i:04d}" for i in range(n)] if n > 1000 else [f"r{i:03d}" for i in range(n)]
-    repo = wide200_repo(ctx) if n == 200 and not jobs else wide_repo(ctx, n, names, jobs)
+    scenario = f"wide{n}" + (f"_jobs{jobs}" if jobs else "")
+    repo = wide200_repo(ctx) if scenario == "wide200" else wide_repo(ctx, scenario, names)
     feed = ("\n".join(names) + "\n").encode()
 
     def baseline() -> float:
@@ -783,7 +784,7 @@ def wide_scenario(ctx: "Ctx", n: int, jobs: int | None = None) -> Result:
         return elapsed
 
     b, o = measure(baseline, odu, ctx.runs)
-    return Result(f"wide{n}" + (f"_jobs{jobs}" if jobs else ""), f"{n} independent trivial recipes",
+    return Result(scenario, f"{n} independent trivial recipes",
                   ctx.runs, "xargs -P2 -n1 just --no-deps",
                   f"odu run --jobs {jobs}" if jobs else f"odu run (all {n} at once)", b, o,
                   SHAPE_RATIO_TARGET.get(n),
@@ -791,8 +792,8 @@ def wide_scenario(ctx: "Ctx", n: int, jobs: int | None = None) -> Result:
                    *repo.rss_checks(30, None)])
 
 
-def wide_repo(ctx: "Ctx", n: int, names: list[str], jobs: int | None = None) -> OduRepo:
-    path = ctx.tmp / (f"wide{n}" + (f"_jobs{jobs}" if jobs else ""))
+def wide_repo(ctx: "Ctx", folder: str, names: list[str]) -> OduRepo:
+    path = ctx.tmp / folder
     sha = make_repo(path, ci_justfile(names, {}, names), ctx.env)
     return OduRepo(ctx.odu, path, sha, ctx.env)
 

@@ -274,7 +274,11 @@ impl LaneState {
                     return Err(Refusal::NotStarted);
                 }
                 for target in self.closure_of_dependents(pos) {
-                    self.set_status_keeping(target, NodeStatus::Pending, &mut fx);
+                    let node = &self.nodes[target].view;
+                    if node.status == NodeStatus::Running {
+                        fx.push(LaneEffect::Kill { id: node.id.clone(), generation: node.generation });
+                    }
+                    self.set_status(target, NodeStatus::Pending);
                     let node = &mut self.nodes[target];
                     let id = node.view.id.clone();
                     node.view.generation += 1;
@@ -331,15 +335,6 @@ impl LaneState {
         let was = std::mem::replace(&mut self.nodes[pos].view.status, status);
         self.running = self.running + usize::from(status == NodeStatus::Running)
             - usize::from(was == NodeStatus::Running);
-    }
-
-    /// [`LaneState::set_status`] for a node started again: a running one is killed first.
-    fn set_status_keeping(&mut self, pos: usize, status: NodeStatus, fx: &mut Effects) {
-        let node = &self.nodes[pos].view;
-        if node.status == NodeStatus::Running {
-            fx.push(LaneEffect::Kill { id: node.id.clone(), generation: node.generation });
-        }
-        self.set_status(pos, status);
     }
 
     /// The nodes that need the node at `pos` directly.
@@ -399,7 +394,7 @@ impl LaneState {
                 fx.push(LaneEffect::EndLog { id: node.id.clone(), generation: node.generation, note: None });
                 fx.changed(pos);
                 look.extend(self.dependents(pos));
-            } else if ready && self.jobs.is_none_or(|cap| self.running < cap) {
+            } else if ready && room {
                 self.set_status(pos, NodeStatus::Running);
                 let node = &mut self.nodes[pos];
                 node.view.started_at = Some(at);
