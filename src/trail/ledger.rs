@@ -475,14 +475,20 @@ pub fn latest_is_free(latest: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Points `latest` at `log`, atomically: a hard link to `log` is made under a temporary name in
-/// `latest`'s folder, then renamed over `latest`. Both name the same file, so a reader of
+/// Points `latest` at `log`, atomically: where nothing is at `latest` yet, a hard link made
+/// there; else a hard link to `log` made under a temporary name in `latest`'s folder, then
+/// renamed over `latest`. Both name the same file, so a reader of
 /// `latest` sees `log` grow. Whatever was at `latest` (an older run's log, a symlink planted
 /// there) is replaced, never followed. When the link cannot be made, an older run's log is
 /// removed from `latest` rather than left there to pass for this run's.
 pub fn link_latest(log: &Path, latest: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::MetadataExt;
     use std::sync::atomic::{AtomicU64, Ordering};
+    // The first run of a commit finds no latest name: one link makes it (a single step, so
+    // atomic too), instead of two checks, a link under a temporary name and a rename.
+    if std::fs::hard_link(log, latest).is_ok() {
+        return Ok(());
+    }
     let same = |a: &std::fs::Metadata, b: &std::fs::Metadata| (a.dev(), a.ino()) == (b.dev(), b.ino());
     if let (Ok(a), Ok(b)) = (std::fs::symlink_metadata(log), std::fs::symlink_metadata(latest))
         && same(&a, &b)
@@ -1080,10 +1086,30 @@ mod tests {
         }
         let (log, latest) = (dir.path().join("run.log"), dir.path().join("latest.log"));
         std::fs::write(&log, "ours").unwrap();
+        // An older run's log is there, so the link goes through a temporary name.
+        std::fs::write(&latest, "older").unwrap();
         link_latest(&log, &latest).unwrap();
         assert_eq!(std::fs::read_to_string(&latest).unwrap(), "ours");
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "theirs");
         assert!(std::fs::symlink_metadata(&latest).unwrap().is_file());
+    }
+
+    #[test]
+    fn a_first_latest_name_is_one_link_and_leaves_no_temporary_name() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (log, latest) = (dir.path().join("run.log"), dir.path().join("latest.log"));
+        std::fs::write(&log, "ours").unwrap();
+        link_latest(&log, &latest).unwrap();
+        let (a, b) = (std::fs::symlink_metadata(&log).unwrap(), std::fs::symlink_metadata(&latest).unwrap());
+        assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()));
+        let mut names: Vec<_> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        assert_eq!(names, ["latest.log", "run.log"]);
+        // A log that is not there yet makes no name at all.
+        assert!(link_latest(&dir.path().join("missing.log"), &dir.path().join("other.log")).is_err());
+        assert!(!dir.path().join("other.log").exists());
     }
 
     #[test]
