@@ -131,6 +131,10 @@ pub struct ServeArgs {
     /// Print nothing about runs starting and ending.
     #[arg(long)]
     pub quiet: bool,
+    /// A pipe's write end to close, with one byte written, once the socket takes clients (how
+    /// `odu run` learns that the server it started is ready without polling the socket).
+    #[arg(long, value_name = "FD", hide = true)]
+    pub ready_fd: Option<i32>,
 }
 
 #[derive(Debug, Args)]

@@ -77,13 +77,36 @@ fn answer(
 /// background (its own session, its output in `.ci/odu.serve.log`) when none answers. A `.ci`
 /// odu must not use is refused before anything is created or started.
 pub async fn ensure(repo: &Path, idle: &str) -> CliResult<SurfaceClient> {
-    use std::os::unix::fs::OpenOptionsExt;
     if let Some(client) = connect(repo).await? {
         return Ok(client);
     }
+    start_server(repo, idle, crate::trail::ci::start_tracked_listing(repo)).await
+}
+
+/// [`ensure`] where no server answered a moment ago, with git's listing of `.ci` (which
+/// [`crate::trail::ci::ensure_ci_dir_listed`] reads) already started beside other work.
+pub async fn ensure_listed(
+    repo: &Path,
+    idle: &str,
+    listing: std::io::Result<crate::tool::Pending>,
+) -> CliResult<SurfaceClient> {
+    if let Some(client) = connect(repo).await? {
+        return Ok(client);
+    }
+    start_server(repo, idle, listing).await
+}
+
+/// Starts `odu serve` for the checkout and connects to it.
+async fn start_server(
+    repo: &Path,
+    idle: &str,
+    listing: std::io::Result<crate::tool::Pending>,
+) -> CliResult<SurfaceClient> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
     let exe =
         std::env::current_exe().map_err(|e| CliError::refused(format!("cannot locate odu itself: {e}")))?;
-    let ci = crate::trail::ci::ensure_ci_dir(repo)?;
+    let ci = crate::trail::ci::ensure_ci_dir_listed(repo, listing)?;
     let log_path = ci.join("odu.serve.log");
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -91,9 +114,15 @@ pub async fn ensure(repo: &Path, idle: &str) -> CliResult<SurfaceClient> {
         .custom_flags(libc::O_NOFOLLOW)
         .open(&log_path)
         .map_err(|e| CliError::refused(format!("cannot open {}: {e}", log_path.display())))?;
+    // The server says on this pipe when its socket takes clients; without it (no pipe to be
+    // had), the socket is polled.
+    let ready = ready_pipe();
     let mut command = std::process::Command::new(exe);
+    command.args(["serve", "--idle-timeout", idle]);
+    if let Some((_, write_end)) = &ready {
+        command.args(["--ready-fd", &write_end.as_raw_fd().to_string()]);
+    }
     command
-        .args(["serve", "--idle-timeout", idle])
         // A GitHub token reaches the server only inside a run.start, held in its memory, never
         // in its environment (which every process it starts would inherit).
         .env_remove("GH_TOKEN")
@@ -106,16 +135,33 @@ pub async fn ensure(repo: &Path, idle: &str) -> CliResult<SurfaceClient> {
         use std::os::unix::process::CommandExt;
         // SAFETY: setsid is async-signal-safe; the server leaves the terminal's session, so a
         // Ctrl-C meant for `odu run` never reaches it.
+        // fcntl, like setsid, is async-signal-safe: the server keeps the ready pipe's write
+        // end through exec, and only the server (the starter's copy closes below).
+        let inherit = ready.as_ref().map(|(_, write_end)| write_end.as_raw_fd());
         unsafe {
-            command.pre_exec(|| {
+            command.pre_exec(move || {
                 libc::setsid();
+                if let Some(fd) = inherit {
+                    libc::fcntl(fd, libc::F_SETFD, 0);
+                }
                 Ok(())
             });
         }
     }
     let mut child = crate::tool::spawn(&mut command)
         .map_err(|e| CliError::refused(format!("cannot start a server (odu serve): {e}")))?;
+    drop(command);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    if let Some((read_end, write_end)) = ready {
+        drop(write_end);
+        // One byte: the socket takes clients. The end of the pipe without one: the server
+        // exited (another may have won the race) or closed it; the loop below tells which.
+        if let Ok(mut reader) = tokio::net::unix::pipe::Receiver::from_owned_fd(read_end) {
+            let mut byte = [0u8; 1];
+            let _ = tokio::time::timeout_at(deadline, tokio::io::AsyncReadExt::read(&mut reader, &mut byte))
+                .await;
+        }
+    }
     loop {
         if let Some(client) = connect(repo).await? {
             // The server outlives us; its exit status is not ours to collect.
@@ -190,5 +236,19 @@ pub fn refused(e: ClientError) -> CliError {
     match e {
         ClientError::Refused(e) => CliError::from_rpc(e),
         other => CliError::refused(format!("the server failed us: {other}")),
+    }
+}
+
+/// A pipe (read end, write end), both close-on-exec, or `None` when the system will not make one.
+fn ready_pipe() -> Option<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills the two-int array it is given; on success both descriptors are new
+    // and owned by nothing else.
+    unsafe {
+        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            return None;
+        }
+        Some((std::os::fd::OwnedFd::from_raw_fd(fds[0]), std::os::fd::OwnedFd::from_raw_fd(fds[1])))
     }
 }

@@ -73,8 +73,10 @@ pub fn run(args: RunArgs) -> CliResult<i32> {
         let mut client = match serve::connect(&repo).await? {
             Some(client) => client,
             None => {
+                // git's listing of .ci (checked before .ci is made) runs beside the plan's.
+                let listing = crate::trail::ci::start_tracked_listing(&repo);
                 start::plan_run(&repo, &params, None, start::Reading::Checkout)?;
-                serve::ensure(&repo, &args.idle_timeout).await?
+                serve::ensure_listed(&repo, &args.idle_timeout, listing).await?
             }
         };
         let started: Started = serde_json::from_value(

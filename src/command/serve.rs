@@ -7,6 +7,8 @@ use crate::error::{CliError, CliResult};
 use crate::server::serve::{self as server, ServeOptions};
 
 pub fn serve(args: ServeArgs) -> CliResult<i32> {
+    // Taken first, so no process this server starts inherits it.
+    let ready = args.ready_fd.and_then(ready_pipe);
     let cwd = super::current_dir()?;
     let repo = crate::tool::git::toplevel_quick(&cwd)?;
     let idle_timeout = match args.idle_timeout.as_deref() {
@@ -18,8 +20,28 @@ pub fn serve(args: ServeArgs) -> CliResult<i32> {
         .enable_all()
         .build()
         .map_err(|e| CliError::refused(format!("cannot start the async runtime: {e}")))?;
-    let code = runtime.block_on(server::serve(repo, ServeOptions { idle_timeout, verbose: !args.quiet }))?;
+    let code =
+        runtime.block_on(server::serve(repo, ServeOptions { idle_timeout, verbose: !args.quiet, ready }))?;
     // Lanes still closing are not waited for: their runners die with their stdin.
     runtime.shutdown_timeout(Duration::from_millis(100));
     Ok(code)
+}
+
+/// The pipe named by `--ready-fd`, marked close-on-exec; `None` when `fd` is not an open pipe
+/// (a number given by hand, say), which is then left alone.
+fn ready_pipe(fd: i32) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: fstat and fcntl on a descriptor number only read or set its flags; it is taken
+    // over only once it is known to be an open pipe, which nothing else in this process owns
+    // (it was handed over through exec, and nothing has run yet).
+    unsafe {
+        let mut stat: libc::stat = std::mem::zeroed();
+        if fd < 3 || libc::fstat(fd, &mut stat) != 0 || stat.st_mode & libc::S_IFMT != libc::S_IFIFO {
+            return None;
+        }
+        if libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) != 0 {
+            return None;
+        }
+        Some(std::os::fd::OwnedFd::from_raw_fd(fd))
+    }
 }

@@ -19,6 +19,8 @@ use crate::trail::ledger;
 pub struct ServeOptions {
     pub idle_timeout: Option<Duration>,
     pub verbose: bool,
+    /// Told (one byte, then closed) once the socket takes clients.
+    pub ready: Option<std::os::fd::OwnedFd>,
 }
 
 /// Holds `.ci/odu.serve.lock` (an exclusive flock) for the server's life.
@@ -87,6 +89,10 @@ pub async fn serve(repo: PathBuf, options: ServeOptions) -> CliResult<i32> {
     let listener: UnixListener = crate::link::socket::bind(&ci_dir)
         .await
         .map_err(|e| CliError::refused(format!("cannot serve {}: {e}", shown.display())))?;
+    if let Some(ready) = options.ready {
+        // A starter that went away is no reason not to serve.
+        let _ = std::io::Write::write_all(&mut std::fs::File::from(ready), b"1");
+    }
     // Unseated when the socket at the name clients use is removed or replaced (with `.ci`, say).
     let identity = socket_identity(&shown);
     let recovered = ledger::recover(&ci, now_ms());

@@ -389,3 +389,61 @@ fn the_runs_and_header_cells_follow_a_run() {
     serve.signal(libc::SIGTERM);
     assert_eq!(serve.finish().0, Some(0));
 }
+
+/// Waits (up to the deadline) for the read end of a pipe to have a byte or its end; what one
+/// read then returns.
+fn read_with_deadline(fd: &std::os::fd::OwnedFd) -> Vec<u8> {
+    use std::os::fd::AsRawFd;
+    let mut poll = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: poll and read on a descriptor this test owns, into buffers it owns.
+    unsafe {
+        let ready = libc::poll(&mut poll, 1, DEADLINE.as_millis() as i32);
+        assert_eq!(ready, 1, "nothing on the pipe within {DEADLINE:?}");
+        let mut buf = [0u8; 16];
+        let n = libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len());
+        assert!(n >= 0, "read failed");
+        buf[..n as usize].to_vec()
+    }
+}
+
+#[test]
+fn a_server_says_on_its_ready_pipe_once_its_socket_takes_clients_and_hands_the_pipe_to_no_one() {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::CommandExt;
+    let repo = Repo::new("[metadata(\"ci\")]\nci: a\na:\n    ls -l /proc/$$/fd/ /proc/$PPID/fd/\n");
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills the array; both descriptors are new and owned below.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let pipe_inode = std::fs::File::from(read_end.try_clone().unwrap()).metadata().unwrap().ino();
+    let mut cmd = repo.odu(&["serve", "--ready-fd", &write_end.as_raw_fd().to_string()]);
+    let inherit = write_end.as_raw_fd();
+    // SAFETY: fcntl is async-signal-safe; only the server keeps the write end through exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::fcntl(inherit, libc::F_SETFD, 0);
+            Ok(())
+        });
+    }
+    let serve = Running::spawn(cmd);
+    drop(write_end);
+    assert_eq!(read_with_deadline(&read_end), b"1", "the ready byte");
+    // Ready means ready: the very first connection is taken.
+    UnixStream::connect(socket(&repo)).expect("the socket takes a client once the server said so");
+    // The server closed its end, and nothing it started kept one: the pipe has ended.
+    assert_eq!(read_with_deadline(&read_end), b"", "the pipe ends with the server's copy");
+    let run = repo.run(&["run", "--no-post"]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let log = std::fs::read_to_string(repo.path().join(format!(".ci/{}/x86_64-linux/a.log", repo.sha7())))
+        .unwrap_or_default();
+    assert!(log.contains("/fd/"), "the node listed its descriptors: {log}");
+    assert!(!log.contains(&format!("pipe:[{pipe_inode}]")), "a node inherited the ready pipe: {log}");
+    serve.signal(libc::SIGTERM);
+    assert_eq!(serve.finish().0, Some(0));
+    // A number that names no pipe is left alone, and the server serves.
+    let serve = Running::spawn(repo.odu(&["serve", "--ready-fd", "1"]));
+    wait_for_socket(repo.path());
+    serve.signal(libc::SIGTERM);
+    assert_eq!(serve.finish().0, Some(0));
+}
