@@ -307,6 +307,9 @@ class OduRepo:
         self.server_cpu: list[float] = []
         self.runner_cpu: list[float] = []
         self.keep_server = False   # start-up (warm): reuse the server the previous run left
+        # With keep_server: move this commit's trail aside before each run (the server stays), so
+        # every run starts from no history of the commit, as a cold run does.
+        self.retire_label = False
         self.big_logs = False      # log1g: remove the trail between runs instead of keeping it
 
     def run(self, extra: list[str] = ()) -> tuple[float, subprocess.CompletedProcess]:
@@ -317,7 +320,11 @@ class OduRepo:
         # every run starts its own and none serves a deleted .ci/.
         cpu_before = 0.0
         if self.keep_server:
-            # The server and its trail stay (retention bounds the trail).
+            # The server and its trail stay (retention bounds the trail), or only the server.
+            if self.retire_label and (self.repo / ".ci" / self.sha[:7]).exists():
+                trash = self.repo.parent / ".retired"
+                trash.mkdir(exist_ok=True)
+                (self.repo / ".ci" / self.sha[:7]).rename(trash / f"{self.repo.name}-{time.monotonic_ns()}")
             servers = find_servers(self.repo)
             cpu_before = (proc_cpu_s(servers[0]) or 0.0) if servers else 0.0
         else:
@@ -746,8 +753,19 @@ def scenario_wide2000_jobs2(ctx: "Ctx") -> Result:
     return wide_scenario(ctx, 2000, jobs=2)
 
 
+def scenario_wide200_warm(ctx: "Ctx") -> Result:
+    """wide200 with the server left up between runs, as after a session's first run: the
+    cold rows pay a server's start (and its first, unremembered plan) in every run."""
+    return wide_scenario(ctx, 200, warm=True)
+
+
 def scenario_chain200(ctx: "Ctx") -> Result:
     return chain_scenario(ctx, 200)
+
+
+def scenario_chain200_warm(ctx: "Ctx") -> Result:
+    """chain200 with the server left up between runs (see wide200_warm)."""
+    return chain_scenario(ctx, 200, warm=True)
 
 
 def scenario_chain1000(ctx: "Ctx") -> Result:
@@ -765,10 +783,11 @@ OVERHEAD_TARGET_MS = {2000: 0.3}
 SHAPE_RATIO_TARGET = {200: 1.10}
 
 
-def wide_scenario(ctx: "Ctx", n: int, jobs: int | None = None) -> Result:
+def wide_scenario(ctx: "Ctx", n: int, jobs: int | None = None, warm: bool = False) -> Result:
     names = [f"r{i:04d}" for i in range(n)] if n > 1000 else [f"r{i:03d}" for i in range(n)]
-    scenario = f"wide{n}" + (f"_jobs{jobs}" if jobs else "")
+    scenario = f"wide{n}" + (f"_jobs{jobs}" if jobs else "") + ("_warm" if warm else "")
     repo = wide200_repo(ctx) if scenario == "wide200" else wide_repo(ctx, scenario, names)
+    repo.keep_server = repo.retire_label = warm
     feed = ("\n".join(names) + "\n").encode()
 
     def baseline() -> float:
@@ -784,7 +803,9 @@ def wide_scenario(ctx: "Ctx", n: int, jobs: int | None = None) -> Result:
         return elapsed
 
     b, o = measure(baseline, odu, ctx.runs)
-    return Result(scenario, f"{n} independent trivial recipes",
+    if warm:
+        stop_servers(repo.repo)
+    return Result(scenario, f"{n} independent trivial recipes" + (", server up" if warm else ""),
                   ctx.runs, "xargs -P2 -n1 just --no-deps",
                   f"odu run --jobs {jobs}" if jobs else f"odu run (all {n} at once)", b, o,
                   SHAPE_RATIO_TARGET.get(n),
@@ -798,12 +819,14 @@ def wide_repo(ctx: "Ctx", folder: str, names: list[str]) -> OduRepo:
     return OduRepo(ctx.odu, path, sha, ctx.env)
 
 
-def chain_scenario(ctx: "Ctx", n: int) -> Result:
+def chain_scenario(ctx: "Ctx", n: int, warm: bool = False) -> Result:
     names = [f"r{i:04d}" for i in range(n)] if n > 1000 else [f"r{i:03d}" for i in range(n)]
     deps = {x: [names[i - 1]] for i, x in enumerate(names) if i}
+    scenario = f"chain{n}" + ("_warm" if warm else "")
     # Root lists only the tip: the closure is the whole chain either way.
-    sha = make_repo(ctx.tmp / f"chain{n}", ci_justfile(names, deps, [names[-1]]), ctx.env)
-    repo = OduRepo(ctx.odu, ctx.tmp / f"chain{n}", sha, ctx.env)
+    sha = make_repo(ctx.tmp / scenario, ci_justfile(names, deps, [names[-1]]), ctx.env)
+    repo = OduRepo(ctx.odu, ctx.tmp / scenario, sha, ctx.env)
+    repo.keep_server = repo.retire_label = warm
     # One shell loop: the cheapest serial execution of the same 200 nodes.
     loop = f"for r in {' '.join(names)}; do just --no-deps \"$r\" || exit 1; done"
 
@@ -814,7 +837,9 @@ def chain_scenario(ctx: "Ctx", n: int) -> Result:
         return repo.run()[0]
 
     b, o = measure(baseline, odu, ctx.runs)
-    return Result(f"chain{n}", f"{n} recipes in a dependency chain", ctx.runs,
+    if warm:
+        stop_servers(repo.repo)
+    return Result(scenario, f"{n} recipes in a dependency chain" + (", server up" if warm else ""), ctx.runs,
                   "sh loop of just --no-deps", "odu run", b, o, SHAPE_RATIO_TARGET.get(n),
                   [overhead_check(b, o, n, OVERHEAD_TARGET_MS.get(n)), *repo.cpu_checks(n),
                    *repo.rss_checks(None, None)])
@@ -2004,6 +2029,8 @@ def scenario_post200(ctx: "Ctx") -> Result:
 SCENARIOS: dict[str, Callable[["Ctx"], Result]] = {
     "wide200": scenario_wide200,
     "chain200": scenario_chain200,
+    "wide200_warm": scenario_wide200_warm,
+    "chain200_warm": scenario_chain200_warm,
     "log1g": scenario_log1g,
     "dump1000": scenario_dump1000,
     "wide1000": scenario_wide1000,
