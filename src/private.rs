@@ -126,9 +126,82 @@ pub fn scratch(prefix: &str) -> io::Result<tempfile::TempDir> {
     Ok(dir)
 }
 
+/// Asks the file system to place each folder made directly in `dir` in a block group of its own
+/// choosing, away from `dir`'s (ext4's "top of directory hierarchies" flag, `chattr +T`;
+/// elsewhere nothing happens). A file is made in its folder's group, and on ext4 without a
+/// journal a new file is given an inode only past those freed there in the last few seconds to
+/// minutes: a folder of fresh logs or a fresh checkout placed where a test suite, a build or an
+/// older run just removed thousands of files paid a scan past each of them for every file it
+/// made (up to 0.4 ms a file here, against 15 µs in a group of its own). Best effort: an error
+/// leaves the folder as it was.
+pub fn spread_subfolders(dir: &Path) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        /// `FS_TOPDIR_FL` from linux/fs.h.
+        const TOPDIR: libc::c_int = 0x0002_0000;
+        let Ok(folder) = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(dir)
+        else {
+            return;
+        };
+        let mut flags: libc::c_int = 0;
+        // SAFETY: both ioctls take a pointer to one int, which `flags` is, on a descriptor
+        // this function owns.
+        unsafe {
+            if libc::ioctl(folder.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut flags) == 0 && flags & TOPDIR == 0
+            {
+                flags |= TOPDIR;
+                libc::ioctl(folder.as_raw_fd(), libc::FS_IOC_SETFLAGS, &flags);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = dir;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `dir`'s inode flags, when its file system has them.
+    fn inode_flags(dir: &Path) -> Option<libc::c_int> {
+        use std::os::fd::AsRawFd;
+        let folder = std::fs::File::open(dir).unwrap();
+        let mut flags: libc::c_int = 0;
+        // SAFETY: FS_IOC_GETFLAGS writes one int, which `flags` is.
+        (unsafe { libc::ioctl(folder.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut flags) } == 0).then_some(flags)
+    }
+
+    #[test]
+    fn subfolders_are_spread_on_ext4_and_a_link_to_a_folder_is_not_followed() {
+        const TOPDIR: libc::c_int = 0x0002_0000;
+        let dir = scratch("odu-test-").unwrap();
+        let target = dir.path().join("target");
+        std::fs::create_dir(&target).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        spread_subfolders(&link);
+        assert_eq!(inode_flags(&target).unwrap_or(0) & TOPDIR, 0, "the link's target was changed");
+        spread_subfolders(&target);
+        spread_subfolders(&target);
+        // SAFETY: statfs fills the struct it is given.
+        let on_ext4 = unsafe {
+            let mut fs: libc::statfs = std::mem::zeroed();
+            let path = std::ffi::CString::new(target.as_os_str().as_encoded_bytes()).unwrap();
+            libc::statfs(path.as_ptr(), &mut fs) == 0 && fs.f_type == 0xEF53
+        };
+        if on_ext4 {
+            assert_ne!(inode_flags(&target).unwrap() & TOPDIR, 0, "the folder carries the flag");
+        }
+        // A folder that is not there, or a file, is left as it is, quietly.
+        spread_subfolders(&dir.path().join("missing"));
+        std::fs::write(dir.path().join("file"), "x").unwrap();
+        spread_subfolders(&dir.path().join("file"));
+    }
 
     #[test]
     fn a_scratch_directory_is_new_private_and_unique() {

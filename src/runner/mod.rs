@@ -366,7 +366,7 @@ impl Actor {
     }
 
     fn spool_path(&self, index: usize, generation: u32) -> PathBuf {
-        self.scratch.path().join(format!("{index}.{generation}.log"))
+        self.scratch.logs().join(format!("{index}.{generation}.log"))
     }
 
     fn snapshot(&self) -> NodesValue {

@@ -6,6 +6,9 @@
 //!   taken on a staged file that is then renamed to `lock`, so a `lock` that can be locked by
 //!   anyone else means its runner is gone (the kernel drops a lock when its holder dies, however
 //!   it dies); a pid is never trusted for that;
+//! - `logs/`, the spools of node logs, a folder the file system is asked to place away from
+//!   the rest of `$TMPDIR` ([`crate::private::spread_subfolders`]): a node's first byte creates
+//!   its spool there, not among the files a build or a test suite just removed from `$TMPDIR`;
 //! - `groups`, one line `<pgid> <from> <to>` per node process group the runner started, written
 //!   before the node can have started anything else: the leader's start time, in clock ticks
 //!   since boot as `/proc/<pid>/stat` counts it, lies between `from` and `to` (the clock read
@@ -28,6 +31,7 @@ use std::path::{Path, PathBuf};
 pub const PREFIX: &str = "odu-runner-";
 const LOCK: &str = "lock";
 const GROUPS: &str = "groups";
+const LOGS: &str = "logs";
 /// A `groups` file is never read past this (a runner records a few bytes per node).
 const GROUPS_CAP: u64 = 4 * 1024 * 1024;
 
@@ -52,11 +56,18 @@ impl Scratch {
         }
         std::fs::rename(&staged, dir.path().join(LOCK))?;
         let groups = private_file().create_new(true).append(true).open(dir.path().join(GROUPS))?;
+        crate::private::spread_subfolders(dir.path());
+        std::fs::create_dir(dir.path().join(LOGS))?;
         Ok(Scratch { dir, groups, _lock: lock, recorded: Vec::new() })
     }
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Where the node logs' spools go.
+    pub fn logs(&self) -> PathBuf {
+        self.dir.path().join(LOGS)
     }
 
     /// Records a node's process group, whose leader was spawned within `started`, so that

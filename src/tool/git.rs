@@ -252,6 +252,8 @@ impl Snapshot {
                 std::env::temp_dir().display()
             ))
         })?;
+        // The checkout's files go where the disk has not just freed thousands of others.
+        crate::private::spread_subfolders(scratch.path());
         let dir = scratch.path().join(short);
         let name = scratch.path().file_name().and_then(|n| n.to_str()).unwrap_or(short).to_string();
         if let Some(done) = linked_by_hand(repo, &dir, &name, sha) {

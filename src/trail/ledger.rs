@@ -434,6 +434,9 @@ fn make_runs_dir(ci: &Path, label: &str) -> std::io::Result<PathBuf> {
     let runs = label_dir.join("runs");
     make_real_dir(&label_dir)?;
     make_real_dir(&runs)?;
+    // Each run's log folder (`runs/<seq>`) in a block group of its own: its logs do not scan
+    // past the files of the older runs that retention just removed.
+    crate::private::spread_subfolders(&runs);
     Ok(runs)
 }
 
