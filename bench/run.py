@@ -1700,11 +1700,16 @@ class Dashboard:
     def __init__(self, repo: OduRepo, tag: str):
         if shutil.which("tmux") is None:
             raise BenchError("tmux is needed for the dashboard scenarios (scripts/install-deps.sh)")
-        self.socket = str(repo.repo.parent / f"{repo.repo.name}.{tag}.tmux")
+        # A socket of its own each time: `kill-server` returns before the previous dashboard's
+        # tmux server has gone, and a new session on its socket then failed now and then.
+        self.socket = str(repo.repo.parent / f"{repo.repo.name}.{tag}.{time.monotonic_ns()}.tmux")
         cmd = f"cd '{repo.repo}' && exec '{repo.odu_bin}' monitor"
-        subprocess.run(["tmux", "-S", self.socket, "-f", "/dev/null", "new-session", "-d", "-s", "main",
-                        "-x", "120", "-y", "40", cmd], env={**repo.env, "TERM": "xterm-256color"},
-                       check=True, capture_output=True)
+        started = subprocess.run(["tmux", "-S", self.socket, "-f", "/dev/null", "new-session", "-d", "-s",
+                                  "main", "-x", "120", "-y", "40", cmd],
+                                 env={**repo.env, "TERM": "xterm-256color"}, capture_output=True, text=True)
+        if started.returncode != 0:
+            raise BenchError(f"tmux could not start the dashboard ({started.returncode}): "
+                             f"{started.stderr.strip() or started.stdout.strip()}")
         out = subprocess.run(["tmux", "-S", self.socket, "display-message", "-p", "-t", "main",
                               "#{pane_pid}"], check=True, capture_output=True, text=True)
         self.pid = int(out.stdout.strip())
