@@ -15,8 +15,12 @@ pub fn serve(args: ServeArgs) -> CliResult<i32> {
         None | Some("0") | Some("never") => None,
         Some(text) => Some(super::parse_duration(text, "--idle-timeout")?),
     };
+    // One worker: the server's tasks each take short steps, and with a second worker every
+    // event a lane reported woke the other thread too (a 200-node chain: server CPU 41.0 ->
+    // 36.0 ms, wall 0.893 -> 0.857 s). Blocking work (planning, a worktree, a prune, reaping)
+    // runs on the blocking pool, beside it.
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .enable_all()
         .build()
         .map_err(|e| CliError::refused(format!("cannot start the async runtime: {e}")))?;
