@@ -126,6 +126,10 @@ pub fn scratch(prefix: &str) -> io::Result<tempfile::TempDir> {
     Ok(dir)
 }
 
+/// `FS_TOPDIR_FL` from linux/fs.h: the inode flag `chattr +T` sets.
+#[cfg(target_os = "linux")]
+const TOPDIR: libc::c_int = 0x0002_0000;
+
 /// Asks the file system to place each folder made directly in `dir` in a block group of its own
 /// choosing, away from `dir`'s (ext4's "top of directory hierarchies" flag, `chattr +T`;
 /// elsewhere nothing happens). A file is made in its folder's group, and on ext4 without a
@@ -139,8 +143,6 @@ pub fn spread_subfolders(dir: &Path) {
     {
         use std::os::fd::AsRawFd;
         use std::os::unix::fs::OpenOptionsExt;
-        /// `FS_TOPDIR_FL` from linux/fs.h.
-        const TOPDIR: libc::c_int = 0x0002_0000;
         let Ok(folder) = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
@@ -178,7 +180,6 @@ mod tests {
 
     #[test]
     fn subfolders_are_spread_on_ext4_and_a_link_to_a_folder_is_not_followed() {
-        const TOPDIR: libc::c_int = 0x0002_0000;
         let dir = scratch("odu-test-").unwrap();
         let target = dir.path().join("target");
         std::fs::create_dir(&target).unwrap();

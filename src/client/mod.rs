@@ -116,7 +116,7 @@ async fn start_server(
         .map_err(|e| CliError::refused(format!("cannot open {}: {e}", log_path.display())))?;
     // The server says on this pipe when its socket takes clients; without it (no pipe to be
     // had), the socket is polled.
-    let ready = ready_pipe();
+    let ready = crate::tool::pipe().ok();
     let mut command = std::process::Command::new(exe);
     command.args(["serve", "--idle-timeout", idle]);
     if let Some((_, write_end)) = &ready {
@@ -133,11 +133,10 @@ async fn start_server(
         .stderr(log);
     {
         use std::os::unix::process::CommandExt;
-        // SAFETY: setsid is async-signal-safe; the server leaves the terminal's session, so a
-        // Ctrl-C meant for `odu run` never reaches it.
-        // fcntl, like setsid, is async-signal-safe: the server keeps the ready pipe's write
-        // end through exec, and only the server (the starter's copy closes below).
         let inherit = ready.as_ref().map(|(_, write_end)| write_end.as_raw_fd());
+        // SAFETY: setsid and fcntl are async-signal-safe. The server leaves the terminal's
+        // session, so a Ctrl-C meant for `odu run` never reaches it, and keeps the ready pipe's
+        // write end through exec (the starter's copy closes below).
         unsafe {
             command.pre_exec(move || {
                 libc::setsid();
@@ -150,7 +149,6 @@ async fn start_server(
     }
     let mut child = crate::tool::spawn(&mut command)
         .map_err(|e| CliError::refused(format!("cannot start a server (odu serve): {e}")))?;
-    drop(command);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     if let Some((read_end, write_end)) = ready {
         drop(write_end);
@@ -236,19 +234,5 @@ pub fn refused(e: ClientError) -> CliError {
     match e {
         ClientError::Refused(e) => CliError::from_rpc(e),
         other => CliError::refused(format!("the server failed us: {other}")),
-    }
-}
-
-/// A pipe (read end, write end), both close-on-exec, or `None` when the system will not make one.
-fn ready_pipe() -> Option<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
-    use std::os::fd::FromRawFd;
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills the two-int array it is given; on success both descriptors are new
-    // and owned by nothing else.
-    unsafe {
-        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
-            return None;
-        }
-        Some((std::os::fd::OwnedFd::from_raw_fd(fds[0]), std::os::fd::OwnedFd::from_raw_fd(fds[1])))
     }
 }

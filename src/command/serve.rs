@@ -8,7 +8,7 @@ use crate::server::serve::{self as server, ServeOptions};
 
 pub fn serve(args: ServeArgs) -> CliResult<i32> {
     // Taken first, so no process this server starts inherits it.
-    let ready = args.ready_fd.and_then(ready_pipe);
+    let ready = args.ready_fd.and_then(adopt_ready_pipe);
     let cwd = super::current_dir()?;
     let repo = crate::tool::git::toplevel_quick(&cwd)?;
     let idle_timeout = match args.idle_timeout.as_deref() {
@@ -33,7 +33,7 @@ pub fn serve(args: ServeArgs) -> CliResult<i32> {
 
 /// The pipe named by `--ready-fd`, marked close-on-exec; `None` when `fd` is not an open pipe
 /// (a number given by hand, say), which is then left alone.
-fn ready_pipe(fd: i32) -> Option<std::os::fd::OwnedFd> {
+fn adopt_ready_pipe(fd: i32) -> Option<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
     // SAFETY: fstat and fcntl on a descriptor number only read or set its flags; it is taken
     // over only once it is known to be an open pipe, which nothing else in this process owns

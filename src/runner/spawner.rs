@@ -7,7 +7,7 @@
 //! drained to its end before the node is reported terminal.
 
 use std::collections::BTreeMap;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -254,15 +254,9 @@ pub fn enlarge_pipe(fd: std::os::fd::BorrowedFd<'_>) {
     let _ = fd;
 }
 
+/// A node's output pipe: close-on-exec ends, enlarged.
 fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` is a valid two-element array for pipe2 to fill.
-    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
-    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (read, write) = crate::tool::pipe()?;
     use std::os::fd::AsFd;
     enlarge_pipe(read.as_fd());
     Ok((read, write))

@@ -21,6 +21,19 @@ pub struct ToolOutput {
 /// The environment a tool sees: the process's own, or a run's (the starting client's).
 pub type Env = std::collections::BTreeMap<String, String>;
 
+/// A pipe (read end, write end), both close-on-exec: a child gets an end only by being handed it.
+pub fn pipe() -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid two-element array for pipe2 to fill.
+    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
 /// Starts `program args…` in `dir` with stdin closed and its output captured.
 pub fn start(program: &str, args: &[&str], dir: &Path) -> std::io::Result<Child> {
     start_with(program, args, dir, None)
