@@ -280,8 +280,9 @@ def measure(baseline: Callable[[], float], odu: Callable[[], float], runs: int
 # next odu run created (one log per node) scanned past the thousands just freed, a cost that
 # grew with the square of the node count (wide2000: the server's CPU 1.03 s instead of 0.25 s)
 # and that the baseline, which creates no file, never paid.
-def retire_trail(repo: Path) -> None:
-    ci = repo / ".ci"
+def retire_trail(repo: Path, label: str | None = None) -> None:
+    """Moves the fixture's `.ci/` aside, or only `.ci/<label>` (one commit's trail) when given."""
+    ci = repo / ".ci" / label if label else repo / ".ci"
     if not ci.exists():
         return
     trash = repo.parent / ".retired"
@@ -321,10 +322,8 @@ class OduRepo:
         cpu_before = 0.0
         if self.keep_server:
             # The server and its trail stay (retention bounds the trail), or only the server.
-            if self.retire_label and (self.repo / ".ci" / self.sha[:7]).exists():
-                trash = self.repo.parent / ".retired"
-                trash.mkdir(exist_ok=True)
-                (self.repo / ".ci" / self.sha[:7]).rename(trash / f"{self.repo.name}-{time.monotonic_ns()}")
+            if self.retire_label:
+                retire_trail(self.repo, self.sha[:7])
             servers = find_servers(self.repo)
             cpu_before = (proc_cpu_s(servers[0]) or 0.0) if servers else 0.0
         else:
