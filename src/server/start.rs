@@ -315,6 +315,14 @@ pub fn plan_run(
     } else {
         None
     };
+    // A strict run's worktree is checked out while git's status check runs: of HEAD as the
+    // checkout's files name it, kept only if git's answer names the same commit and the tree
+    // is clean (else it is removed, and a refused run leaves nothing behind).
+    let pin = config.snapshot && reading == Reading::AsRun;
+    let early = pin
+        .then(|| git::head_quick(repo))
+        .flatten()
+        .map(|guess| step("worktree", || (git::Snapshot::create(repo, &guess), guess)));
     let (sha, dirty_paths) = step("git head and status", || head_and_status.finish())?;
     let dirty = !dirty_paths.is_empty();
     if config.snapshot && dirty {
@@ -324,10 +332,10 @@ pub fn plan_run(
             plural(dirty_paths.len(), "path")
         )));
     }
-    let snapshot = if config.snapshot && reading == Reading::AsRun {
-        Some(step("worktree", || git::Snapshot::create(repo, &sha))?)
-    } else {
-        None
+    let snapshot = match early {
+        Some((Ok(snapshot), guess)) if guess == sha => Some(snapshot),
+        _ if pin => Some(step("worktree", || git::Snapshot::create(repo, &sha))?),
+        _ => None,
     };
     let workspace = snapshot.as_ref().map_or(repo.to_path_buf(), |s| s.dir.clone());
     let mut notes = Vec::new();

@@ -41,6 +41,35 @@ pub fn head(repo: &Path) -> CliResult<String> {
     head_of(git(repo, HEAD_ARGS)?)
 }
 
+/// HEAD's commit as the files of a plain checkout say it, read without starting git: a
+/// detached `HEAD`, or the branch it names as a loose ref or a line of `packed-refs`
+/// (gitrepository-layout(5)). A guess, for work that can start before git's answer and is
+/// checked against it: `None` for anything less plain (the environment points git
+/// elsewhere, a symbolic ref that is not a branch under `refs/`, another ref storage).
+pub fn head_quick(repo: &Path) -> Option<String> {
+    let git_dir = plain_git_dir(repo)?;
+    let is_oid = |s: &str| matches!(s.len(), 40 | 64) && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let head = std::fs::read_to_string(git_dir.join("HEAD")).ok()?;
+    let head = head.trim_end();
+    let Some(name) = head.strip_prefix("ref: ") else {
+        return is_oid(head).then(|| head.to_string());
+    };
+    let plain_name = name.starts_with("refs/heads/")
+        && name.split('/').all(|part| !part.is_empty() && !part.starts_with('.'));
+    if !plain_name {
+        return None;
+    }
+    if let Ok(text) = std::fs::read_to_string(git_dir.join(name)) {
+        let oid = text.trim_end();
+        return is_oid(oid).then(|| oid.to_string());
+    }
+    let packed = std::fs::read_to_string(git_dir.join("packed-refs")).ok()?;
+    packed.lines().find_map(|line| {
+        let (oid, rest) = line.split_once(' ')?;
+        (rest == name && is_oid(oid)).then(|| oid.to_string())
+    })
+}
+
 /// HEAD and the paths `git status` reports changed (ignoring odu's own `.ci` folder), from one
 /// `git status --porcelain=v2 --branch`: started here, so that other start-up work can run
 /// beside it, and read by [`HeadAndStatus::finish`].
@@ -367,6 +396,39 @@ fn admin_dir(repo: &Path, dir: &Path) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::{Snapshot, github_repo};
+
+    #[test]
+    fn heads_guess_reads_a_detached_a_loose_and_a_packed_head_and_nothing_stranger() {
+        let repo = tempfile::tempdir().unwrap();
+        let git_dir = repo.path().join(".git");
+        std::fs::create_dir_all(git_dir.join("refs/heads")).unwrap();
+        let (a, b) = ("a".repeat(40), "b".repeat(40));
+        let head = |text: &str| std::fs::write(git_dir.join("HEAD"), text).unwrap();
+        let guess = || super::head_quick(repo.path());
+        head(&format!("{a}\n"));
+        assert_eq!(guess(), Some(a.clone()), "detached");
+        head("ref: refs/heads/main\n");
+        assert_eq!(guess(), None, "an unborn branch");
+        std::fs::write(
+            git_dir.join("packed-refs"),
+            format!("# pack-refs with: peeled\n{b} refs/heads/main\n^{a}\n"),
+        )
+        .unwrap();
+        assert_eq!(guess(), Some(b.clone()), "packed");
+        std::fs::write(git_dir.join("refs/heads/main"), format!("{a}\n")).unwrap();
+        assert_eq!(guess(), Some(a.clone()), "a loose ref wins over its packed line");
+        for odd in ["ref: refs/heads/../../HEAD\n", "ref: refs/tags/main\n", "ref: HEAD\n", "nonsense\n"] {
+            head(odd);
+            assert_eq!(guess(), None, "{odd:?}");
+        }
+        std::fs::write(git_dir.join("refs/heads/main"), "ref: refs/heads/other\n").unwrap();
+        head("ref: refs/heads/main\n");
+        assert_eq!(guess(), None, "a symbolic branch");
+        // A checkout whose .git is a file (a worktree, a submodule) is not read by hand.
+        let linked = tempfile::tempdir().unwrap();
+        std::fs::write(linked.path().join(".git"), format!("gitdir: {}\n", git_dir.display())).unwrap();
+        assert_eq!(super::head_quick(linked.path()), None);
+    }
 
     #[test]
     fn a_snapshot_leaves_no_worktree_behind() {

@@ -113,6 +113,32 @@ fn a_dirty_tree_under_strict_starts_nothing() {
 }
 
 #[test]
+fn a_dirty_tree_refused_by_a_running_server_leaves_no_worktree() {
+    // A server checks a strict run's worktree out beside git's status check: a dirty tree
+    // refuses the run, and the worktree made meanwhile goes with it.
+    let repo = Repo::new(OK);
+    let out = repo.run(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let server = server_pid(repo.path()).expect("the run left its server up");
+    repo.write("justfile", &format!("{OK}b:\n    true\n"));
+    let out = repo.run(&["run"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("working tree is dirty (1 path changed: justfile)"), "{err}");
+    assert_eq!(server_pid(repo.path()), Some(server), "the refusal came from the running server");
+    let worktrees = Command::new("git")
+        .args(["worktree", "list", "--porcelain"])
+        .current_dir(repo.path())
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&worktrees.stdout).matches("worktree ").count();
+    assert_eq!(listed, 1, "git knows of a worktree besides the checkout");
+    let admin = repo.path().join(".git/worktrees");
+    assert!(!admin.read_dir().is_ok_and(|mut d| d.next().is_some()), "{} is not empty", admin.display());
+    stop_server(&repo);
+}
+
+#[test]
 fn a_refusal_leaves_an_existing_ci_as_it_was() {
     use std::os::unix::fs::DirBuilderExt;
     let repo = Repo::new("a:\n    true\n");
