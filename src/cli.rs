@@ -135,6 +135,10 @@ pub struct ServeArgs {
     /// `odu run` learns that the server it started is ready without polling the socket).
     #[arg(long, value_name = "FD", hide = true)]
     pub ready_fd: Option<i32>,
+    /// A file holding what the starting client learned from its tools (git's answers, just's
+    /// version and dump), read and closed as the server starts.
+    #[arg(long, value_name = "FD", hide = true)]
+    pub found_fd: Option<i32>,
 }
 
 #[derive(Debug, Args)]

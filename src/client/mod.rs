@@ -117,10 +117,16 @@ async fn start_server(
     // The server says on this pipe when its socket takes clients; without it (no pipe to be
     // had), the socket is polled.
     let ready = crate::tool::pipe().ok();
+    // What this client's checks learned (git's answers, just's version and dump), for the new
+    // server to use instead of asking again: it knows nothing yet.
+    let found = crate::tool::found().into_file();
     let mut command = std::process::Command::new(exe);
     command.args(["serve", "--idle-timeout", idle]);
     if let Some((_, write_end)) = &ready {
         command.args(["--ready-fd", &write_end.as_raw_fd().to_string()]);
+    }
+    if let Some(found) = &found {
+        command.args(["--found-fd", &found.as_raw_fd().to_string()]);
     }
     command
         // A GitHub token reaches the server only inside a run.start, held in its memory, never
@@ -133,14 +139,17 @@ async fn start_server(
         .stderr(log);
     {
         use std::os::unix::process::CommandExt;
-        let inherit = ready.as_ref().map(|(_, write_end)| write_end.as_raw_fd());
+        let inherit = [
+            ready.as_ref().map(|(_, write_end)| write_end.as_raw_fd()),
+            found.as_ref().map(AsRawFd::as_raw_fd),
+        ];
         // SAFETY: setsid and fcntl are async-signal-safe. The server leaves the terminal's
         // session, so a Ctrl-C meant for `odu run` never reaches it, and keeps the ready pipe's
-        // write end through exec (the starter's copy closes below).
+        // write end and the found answers' file through exec (the starter's copies close below).
         unsafe {
             command.pre_exec(move || {
                 libc::setsid();
-                if let Some(fd) = inherit {
+                for fd in inherit.into_iter().flatten() {
                     libc::fcntl(fd, libc::F_SETFD, 0);
                 }
                 Ok(())
@@ -149,6 +158,7 @@ async fn start_server(
     }
     let mut child = crate::tool::spawn(&mut command)
         .map_err(|e| CliError::refused(format!("cannot start a server (odu serve): {e}")))?;
+    drop(found);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     if let Some((read_end, write_end)) = ready {
         drop(write_end);

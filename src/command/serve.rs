@@ -9,6 +9,9 @@ use crate::server::serve::{self as server, ServeOptions};
 pub fn serve(args: ServeArgs) -> CliResult<i32> {
     // Taken first, so no process this server starts inherits it.
     let ready = args.ready_fd.and_then(adopt_ready_pipe);
+    if let Some(found) = args.found_fd.and_then(take_found_file).and_then(crate::tool::Found::from_file) {
+        crate::tool::adopt(found);
+    }
     let cwd = super::current_dir()?;
     let repo = crate::tool::git::toplevel_quick(&cwd)?;
     let idle_timeout = match args.idle_timeout.as_deref() {
@@ -29,6 +32,22 @@ pub fn serve(args: ServeArgs) -> CliResult<i32> {
     // Lanes still closing are not waited for: their runners die with their stdin.
     runtime.shutdown_timeout(Duration::from_millis(100));
     Ok(code)
+}
+
+/// The file named by `--found-fd`; `None` when `fd` is not an open regular file (a number
+/// given by hand, say), which is then left alone.
+fn take_found_file(fd: i32) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: fstat on a descriptor number only reads its kind; it is taken over only once it
+    // is known to be an open regular file, which nothing else in this process owns (it was
+    // handed over through exec, and nothing has run yet).
+    unsafe {
+        let mut stat: libc::stat = std::mem::zeroed();
+        if fd < 3 || libc::fstat(fd, &mut stat) != 0 || stat.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return None;
+        }
+        Some(std::os::fd::OwnedFd::from_raw_fd(fd))
+    }
 }
 
 /// The pipe named by `--ready-fd`, marked close-on-exec; `None` when `fd` is not an open pipe

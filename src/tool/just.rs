@@ -110,6 +110,52 @@ pub fn dump_after(version: Version, dir: &Path, env: Option<&tool::Env>) -> CliR
     Err(rejected(&out.stderr))
 }
 
+/// The version line this process knows, for [`tool::found`].
+pub fn found_version() -> Option<(PathBuf, odu_proto::FileStamp, String)> {
+    KNOWN.lock().ok()?.clone()
+}
+
+/// A dump and what it was made from ([`DumpInputs`]), as a client hands it to its server.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct FoundDump {
+    just: (PathBuf, odu_proto::FileStamp),
+    just_env: Vec<(String, String)>,
+    justfile: Vec<u8>,
+    source: String,
+    dump: String,
+}
+
+/// The dump this process keeps, for [`tool::found`].
+pub fn found_dump() -> Option<FoundDump> {
+    let dumped = DUMPED.lock().ok()?;
+    let (inputs, dump) = dumped.as_ref()?;
+    Some(FoundDump {
+        just: inputs.just.clone(),
+        just_env: inputs.just_env.clone(),
+        justfile: inputs.justfile.clone(),
+        source: inputs.source.clone(),
+        dump: dump.clone(),
+    })
+}
+
+/// Takes a version line and a dump a client found, each where this process has none. The line
+/// is given for its `just` file only while that file keeps its stamp; the dump only for a
+/// justfile of the same bytes, dumped by the same `just` with the same `JUST_*` variables.
+pub fn adopt(version: Option<(PathBuf, odu_proto::FileStamp, String)>, dump: Option<FoundDump>) {
+    if let (Some(found), Ok(mut known)) = (version, KNOWN.lock())
+        && known.is_none()
+    {
+        *known = Some(found);
+    }
+    if let Some(FoundDump { just, just_env, justfile, source, dump }) = dump
+        && let Ok(mut dumped) = DUMPED.lock()
+        && dumped.is_none()
+        && dump.matches(&source_field(&source)).count() == 1
+    {
+        *dumped = Some((DumpInputs { just, just_env, justfile, source }, dump));
+    }
+}
+
 /// Everything a justfile's JSON dump is a function of, when that is the justfile's own bytes:
 /// the `just` binary (as stamped), its `JUST_*` settings from the environment, and the one
 /// justfile it finds in the folder, which names no other file. The dump also names the folder

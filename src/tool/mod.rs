@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 /// The captured result of one tool run.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ToolOutput {
     pub success: bool,
     pub stdout: String,
@@ -41,6 +41,7 @@ pub fn start(program: &str, args: &[&str], dir: &Path) -> std::io::Result<Child>
 
 /// `start`, in `env` when given (the program is looked up on that environment's `PATH`).
 pub fn start_with(program: &str, args: &[&str], dir: &Path, env: Option<&Env>) -> std::io::Result<Child> {
+    tracing::debug!(program, ?args, dir = %dir.display(), "starting a tool");
     // A program looked up on a PATH other than the server's own makes std fork the whole
     // server (posix_spawnp would search the wrong PATH); found here on that PATH, it is
     // started by path, with posix_spawn, as the process's own PATH would start it.
@@ -216,6 +217,89 @@ impl Drop for Pending {
     }
 }
 
+/// What a client learned from its tools while it checked a run, handed to the server it starts
+/// ([`found`], [`adopt`]): each answer comes with what it was made from, which the server
+/// checks anew before using it, as it does its own remembered answers.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Found {
+    /// `just --version`'s line, by the `just` file that printed it.
+    just_version: Option<(std::path::PathBuf, odu_proto::FileStamp, String)>,
+    /// The dump of a justfile that names no other file, with what it was made from.
+    dump: Option<just::FoundDump>,
+    /// Remembered answers ([`Pending::remembered`]): the command, the stamps of the files it
+    /// read, what it printed.
+    answers: Vec<(RememberKey, Vec<Option<odu_proto::FileStamp>>, ToolOutput)>,
+}
+
+/// What this process learned from its tools, for a server it starts ([`adopt`]).
+pub fn found() -> Found {
+    let answers = REMEMBERED
+        .lock()
+        .ok()
+        .and_then(|map| {
+            let map = map.as_ref()?;
+            Some(
+                map.iter()
+                    .map(|(key, (stamps, output))| (key.clone(), stamps.clone(), output.clone()))
+                    .collect(),
+            )
+        })
+        .unwrap_or_default();
+    Found { just_version: just::found_version(), dump: just::found_dump(), answers }
+}
+
+impl Found {
+    /// Itself as JSON in an anonymous file (a memfd, close-on-exec, read from its start), to be
+    /// handed to a process through exec; `None` where there is no such file.
+    pub fn into_file(self) -> Option<std::os::fd::OwnedFd> {
+        use std::io::{Seek, Write};
+        use std::os::fd::FromRawFd;
+        let bytes = serde_json::to_vec(&self).ok()?;
+        // SAFETY: memfd_create takes a NUL-terminated name and flags; the descriptor it returns
+        // is owned by nothing else.
+        let fd = unsafe { libc::memfd_create(c"odu-found".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: `fd` was just created, and is owned here alone.
+        let mut file = std::fs::File::from(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+        file.write_all(&bytes).ok()?;
+        file.rewind().ok()?;
+        Some(file.into())
+    }
+
+    /// Reads what [`Found::into_file`] wrote; `None` for anything else (not a regular file,
+    /// larger than any dump a server would take, not this JSON).
+    pub fn from_file(fd: std::os::fd::OwnedFd) -> Option<Found> {
+        use std::io::Read;
+        const MAX: u64 = 64 * 1024 * 1024;
+        let file = std::fs::File::from(fd);
+        if !file.metadata().ok()?.is_file() {
+            return None;
+        }
+        let mut bytes = Vec::new();
+        file.take(MAX + 1).read_to_end(&mut bytes).ok()?;
+        if bytes.len() as u64 > MAX {
+            return None;
+        }
+        serde_json::from_slice(&bytes).ok()
+    }
+}
+
+/// Takes the answers a client found ([`found`]) where this process has none of its own. Each
+/// is used only while what it was made from is unchanged, checked as for its own answers.
+pub fn adopt(found: Found) {
+    let Found { just_version, dump, answers } = found;
+    just::adopt(just_version, dump);
+    if let Ok(mut map) = REMEMBERED.lock() {
+        let map = map.get_or_insert_with(Default::default);
+        for (key, stamps, output) in answers.into_iter().take(REMEMBERED_MAX.saturating_sub(map.len())) {
+            map.entry(key).or_insert((stamps, output));
+        }
+    }
+}
+
 /// Runs `program args…` in `dir` with stdin closed. `Err` means it could not be started.
 pub fn run(program: &str, args: &[&str], dir: &Path) -> std::io::Result<ToolOutput> {
     finish(start(program, args, dir)?)
@@ -224,6 +308,44 @@ pub fn run(program: &str, args: &[&str], dir: &Path) -> std::io::Result<ToolOutp
 #[cfg(test)]
 mod tests {
     use super::Pending;
+
+    #[test]
+    fn found_answers_go_through_a_file_and_fill_only_what_is_not_known() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("read");
+        std::fs::write(&file, "one").unwrap();
+        let ask = |script: &str| {
+            Pending::remembered("sh", &["-c", script], dir.path(), Some(vec![file.clone()]))
+                .unwrap()
+                .finish()
+                .unwrap()
+                .stdout
+        };
+        assert_eq!(ask("echo first"), "first\n");
+        let found = super::found();
+        assert_eq!(found.answers.len(), 1);
+        let handed = super::Found::from_file(found.into_file().expect("a memfd")).expect("read back");
+        // This process is the server now: it knows nothing, takes the answer, and gives it
+        // without starting the command while the file it read is unchanged.
+        *super::REMEMBERED.lock().unwrap() = None;
+        super::adopt(handed);
+        assert_eq!(ask("echo first"), "first\n");
+        let Some(map) = super::REMEMBERED.lock().unwrap().clone() else { panic!("adopted nothing") };
+        assert_eq!(map.len(), 1);
+        // An answer of its own is not replaced by a handed one.
+        let mut other = super::found();
+        other.answers[0].2.stdout = "handed\n".into();
+        super::adopt(other);
+        assert_eq!(ask("echo first"), "first\n", "the server's own answer stays");
+        // A changed file is asked again, whoever found the answer.
+        std::fs::write(&file, "two!").unwrap();
+        assert_eq!(ask("echo second"), "second\n");
+        // Anything but such a file is no hand-over.
+        let not_json = dir.path().join("not-json");
+        std::fs::write(&not_json, "{").unwrap();
+        assert!(super::Found::from_file(std::fs::File::open(&not_json).unwrap().into()).is_none());
+        assert!(super::Found::from_file(std::fs::File::open(dir.path()).unwrap().into()).is_none());
+    }
 
     #[test]
     fn a_pending_tool_dropped_unread_is_killed_and_reaped() {
