@@ -9,7 +9,10 @@ use crate::server::serve::{self as server, ServeOptions};
 pub fn serve(args: ServeArgs) -> CliResult<i32> {
     // Taken first, so no process this server starts inherits it.
     let ready = args.ready_fd.and_then(adopt_ready_pipe);
-    if let Some(found) = args.found_fd.and_then(take_found_file).and_then(crate::tool::Found::from_file) {
+    // The client's answers: a memfd, close-on-exec already; a number naming no regular file is
+    // left alone.
+    let found_file = args.found_fd.and_then(|fd| take_inherited(fd, libc::S_IFREG));
+    if let Some(found) = found_file.and_then(crate::tool::Found::from_file) {
         crate::tool::adopt(found);
     }
     let cwd = super::current_dir()?;
@@ -34,35 +37,25 @@ pub fn serve(args: ServeArgs) -> CliResult<i32> {
     Ok(code)
 }
 
-/// The file named by `--found-fd`; `None` when `fd` is not an open regular file (a number
-/// given by hand, say), which is then left alone.
-fn take_found_file(fd: i32) -> Option<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: fstat on a descriptor number only reads its kind; it is taken over only once it
-    // is known to be an open regular file, which nothing else in this process owns (it was
-    // handed over through exec, and nothing has run yet).
-    unsafe {
-        let mut stat: libc::stat = std::mem::zeroed();
-        if fd < 3 || libc::fstat(fd, &mut stat) != 0 || stat.st_mode & libc::S_IFMT != libc::S_IFREG {
-            return None;
-        }
-        Some(std::os::fd::OwnedFd::from_raw_fd(fd))
-    }
-}
-
 /// The pipe named by `--ready-fd`, marked close-on-exec; `None` when `fd` is not an open pipe
 /// (a number given by hand, say), which is then left alone.
 fn adopt_ready_pipe(fd: i32) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::AsRawFd;
+    let pipe = take_inherited(fd, libc::S_IFIFO)?;
+    // SAFETY: fcntl only sets the flags of a descriptor this process now owns.
+    (unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) } == 0).then_some(pipe)
+}
+
+/// Descriptor `fd`, handed over through exec, owned from now on if it is open and of `kind`
+/// (`S_IFIFO`, `S_IFREG`); `None` for a standard stream or anything else, left alone.
+fn take_inherited(fd: i32, kind: libc::mode_t) -> Option<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
-    // SAFETY: fstat and fcntl on a descriptor number only read or set its flags; it is taken
-    // over only once it is known to be an open pipe, which nothing else in this process owns
-    // (it was handed over through exec, and nothing has run yet).
+    // SAFETY: fstat on a descriptor number only reads its kind; it is taken over only once it
+    // is known to be open and of that kind, which nothing else in this process owns (it was
+    // handed over through exec, and nothing has run yet).
     unsafe {
         let mut stat: libc::stat = std::mem::zeroed();
-        if fd < 3 || libc::fstat(fd, &mut stat) != 0 || stat.st_mode & libc::S_IFMT != libc::S_IFIFO {
-            return None;
-        }
-        if libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) != 0 {
+        if fd < 3 || libc::fstat(fd, &mut stat) != 0 || stat.st_mode & libc::S_IFMT != kind {
             return None;
         }
         Some(std::os::fd::OwnedFd::from_raw_fd(fd))

@@ -147,12 +147,8 @@ pub fn adopt(version: Option<(PathBuf, odu_proto::FileStamp, String)>, dump: Opt
     {
         *known = Some(found);
     }
-    if let Some(FoundDump { just, just_env, justfile, source, dump }) = dump
-        && let Ok(mut dumped) = DUMPED.lock()
-        && dumped.is_none()
-        && dump.matches(&source_field(&source)).count() == 1
-    {
-        *dumped = Some((DumpInputs { just, just_env, justfile, source }, dump));
+    if let Some(FoundDump { just, just_env, justfile, source, dump }) = dump {
+        DumpInputs { just, just_env, justfile, source }.keep(dump, false);
     }
 }
 
@@ -222,10 +218,16 @@ impl DumpInputs {
     /// Keeps `dump` for the next dump of the same inputs, if its `source` is where these inputs
     /// expected it, once (so that a later run can put its own folder in its place).
     fn remember(self, dump: &str) {
+        self.keep(dump.to_string(), true);
+    }
+
+    /// [`DumpInputs::remember`], over a dump already kept only when `replace`.
+    fn keep(self, dump: String, replace: bool) {
         if dump.matches(&source_field(&self.source)).count() == 1
             && let Ok(mut dumped) = DUMPED.lock()
+            && (replace || dumped.is_none())
         {
-            *dumped = Some((self, dump.to_string()));
+            *dumped = Some((self, dump));
         }
     }
 }
