@@ -79,6 +79,10 @@ fn raise_fd_limit() {
 /// Serves the checkout at `repo` until idle, signalled, or unseated. Returns the exit code.
 pub async fn serve(repo: PathBuf, options: ServeOptions) -> CliResult<i32> {
     raise_fd_limit();
+    // Caught from before the socket is bound: a client (or a test) that sees the socket, or the
+    // ready byte, and signals the server at once finds it handling the signal, not killed by it.
+    let mut sigint = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let mut sigterm = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let ci = crate::trail::ci::ensure_ci_dir(&repo)?;
     // Held for the server's life: the socket is bound and removed through it.
     let ci_dir = CiDir::open(&repo)
@@ -101,8 +105,6 @@ pub async fn serve(repo: PathBuf, options: ServeOptions) -> CliResult<i32> {
         log_line(&format!("run {run} was cut short by a server that died: recorded incomplete"));
     }
     server.say(&format!("serving {} (pid {})", shown.display(), std::process::id()));
-    let mut sigint = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    let mut sigterm = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut idle_since: Option<Instant> = None;
