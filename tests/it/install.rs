@@ -112,7 +112,23 @@ fn man_renders_the_page_and_one_page_per_command() {
 /// it is fresh: scripts/test.sh builds it before the suite).
 fn static_runner() -> std::path::PathBuf {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-runner.sh");
-    let path = stdout_of(Command::new("bash").arg(script));
+    // In the environment of a shell, not a test's: what cargo sets for a test (the package's
+    // variables, OUT_DIR, ODU_GIT_REV) is watched by build scripts (ring's, odu's own), and a
+    // difference rebuilds the runner and everything under it, minutes of both cores beside the
+    // other tests, instead of finding the build the test script made before the suite.
+    let mut command = Command::new("bash");
+    command.arg(script);
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let from_cargo =
+            ["CARGO_PKG_", "CARGO_BIN_EXE_", "CARGO_MANIFEST_"].iter().any(|p| name.starts_with(p))
+                || matches!(&*name, "CARGO_CRATE_NAME" | "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR")
+                || matches!(&*name, "OUT_DIR" | "ODU_GIT_REV");
+        if from_cargo {
+            command.env_remove(&*name);
+        }
+    }
+    let path = stdout_of(&mut command);
     std::path::PathBuf::from(path.trim())
 }
 
