@@ -59,7 +59,11 @@ async fn probe_one(platform: String, entry: HostEntry, runner: std::path::PathBu
     } else {
         let ssh_config =
             std::env::var_os("ODU_SSH_CONFIG").filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
-        let session = match remote::connect(&entry, ssh_config.as_deref(), &|_| {}).await {
+        // Hashed while ssh connects; a session that only waits holds the fresh master until the
+        // probe, which a master idle for its ControlPersist would not see.
+        let hashing = remote::runner_hash_off_thread(runner.clone());
+        let session = remote::connect(&entry, ssh_config.as_deref(), &|_| {}).await;
+        let session = match session {
             Ok(session) => session,
             Err(e) => {
                 report.problem = Some(e);
@@ -67,7 +71,8 @@ async fn probe_one(platform: String, entry: HostEntry, runner: std::path::PathBu
             }
         };
         report.reachable = true;
-        let hash = remote::runner_hash(&runner).unwrap_or_default();
+        let hold = remote::hold_open(&session).await;
+        let hash = hashing.await.unwrap_or_default();
         match remote::probe(&session, &hash).await {
             Ok(probe) => {
                 report.runner = Some(
@@ -88,6 +93,7 @@ async fn probe_one(platform: String, entry: HostEntry, runner: std::path::PathBu
             }
             Err(e) => report.problem = Some(e),
         }
+        drop(hold);
         // A connection a live lane may share: leave it as lanes do, never close it under them.
         let healthy = report.problem.is_none();
         remote::keep(session, &entry, ssh_config.as_deref(), healthy).await;

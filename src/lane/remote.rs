@@ -113,6 +113,10 @@ fn quote(text: &str) -> String {
 /// The prefix of the directory each master's control socket and log are made in.
 const MUX_PREFIX: &str = "odu-mux-";
 
+/// How long a master lives once it has no session (ssh's ControlPersist): a fresh one counts
+/// from when it connected, so a lane holds it with [`hold_open`] until its runner's session does.
+pub const CONTROL_PERSIST: Duration = Duration::from_secs(10);
+
 /// The longest control socket path ssh can bind: `sun_path` holds 104 bytes on macOS and the
 /// BSDs (108 on Linux) with its NUL, and ssh first binds `<path>.<16 random characters>`.
 const MAX_SOCKET_PATH: usize = 103 - 17;
@@ -151,7 +155,7 @@ fn ssh_args(entry: &HostEntry, ssh_config: Option<&Path>) -> Vec<std::ffi::OsStr
 ///
 /// Host-key policy is the user's ssh config's: in batch mode ssh's own default already refuses a
 /// host whose key it does not know, and a config may accept new hosts (`accept-new`).
-async fn launch(entry: &HostEntry, ssh_config: Option<&Path>) -> Result<Session, String> {
+pub async fn launch(entry: &HostEntry, ssh_config: Option<&Path>) -> Result<Session, String> {
     let dir = tempfile::Builder::new()
         .prefix(MUX_PREFIX)
         .permissions(std::fs::Permissions::from_mode(0o700))
@@ -162,7 +166,7 @@ async fn launch(entry: &HostEntry, ssh_config: Option<&Path>) -> Result<Session,
     ssh.arg("-E").arg(&log).arg("-S").arg(dir.path().join("master")).args(["-M", "-f", "-N"]);
     // The master outlives no lane: it exits once its last session closed, even when the
     // coordinator was killed and never closed it.
-    ssh.args(["-o", "ControlPersist=10s", "-o", "BatchMode=yes"]);
+    ssh.arg("-o").arg(format!("ControlPersist={}s", CONTROL_PERSIST.as_secs())).args(["-o", "BatchMode=yes"]);
     ssh.args(["-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5"]);
     ssh.args(ssh_args(entry, ssh_config)).arg("--").arg(&entry.host);
     ssh.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true);
@@ -564,31 +568,65 @@ pub async fn connect(
     unreachable!("the last attempt returns")
 }
 
-/// Runs `script` with `sh -c` on the host; `(success, stdout, stderr)`.
+/// Runs `script` with `sh -c` on the host; `(success, stdout, stderr)`. When the session itself
+/// fails (ssh exits 255: the master is gone, or the host refused the session), the error keeps
+/// what ssh said on its stderr, which is where it says why.
 async fn sh(session: &Session, script: &str, input: Option<&Path>) -> Result<(bool, String, String), String> {
+    use tokio::io::AsyncReadExt;
     let mut command = session.command("sh");
     command.arg("-c").arg(script).stdout(Stdio::piped()).stderr(Stdio::piped());
     command.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() });
     let mut child = command.spawn().await.map_err(|e| describe(&e))?;
-    if let Some(path) = input {
+    let mut stdout = child.stdout().take().expect("piped");
+    let mut stderr = child.stderr().take().expect("piped");
+    let read_out = async {
+        let mut out = Vec::new();
+        let _ = stdout.read_to_end(&mut out).await;
+        out
+    };
+    let read_err = async {
+        let mut err = Vec::new();
+        let _ = stderr.read_to_end(&mut err).await;
+        err
+    };
+    let send = async {
+        let Some(path) = input else { return Ok(()) };
         let mut stdin = child.stdin().take().expect("piped");
         let mut file =
             tokio::fs::File::open(path).await.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let copied = tokio::io::copy(&mut file, &mut stdin).await;
         let _ = stdin.shutdown().await;
         drop(stdin);
-        if let Err(e) = copied {
-            let out = child.wait_with_output().await.map_err(|e| describe(&e))?;
-            let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            return Err(format!("sending {} failed: {e} {err}", path.display()));
-        }
+        copied.map(drop).map_err(|e| format!("sending {} failed: {e}", path.display()))
+    };
+    let (sent, out, err) = tokio::join!(send, read_out, read_err);
+    let err = String::from_utf8_lossy(&err).trim().to_string();
+    let status = child.wait().await.map_err(|e| {
+        let said = err.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
+        let master = master_said(session);
+        let said = [said, master].into_iter().filter(|s| !s.is_empty()).collect::<Vec<_>>().join("; ");
+        // With its master gone, ssh's client tries the placeholder host name it was given and
+        // says that name cannot be resolved: what happened is that the connection closed.
+        let what = if session.control_socket().exists() {
+            describe(&e)
+        } else {
+            "the ssh connection closed (its master exited)".to_string()
+        };
+        if said.is_empty() { what } else { format!("{what} ({said})") }
+    });
+    if let Err(why) = sent {
+        return Err(format!("{why} {err}"));
     }
-    let out = child.wait_with_output().await.map_err(|e| describe(&e))?;
-    Ok((
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).trim().to_string(),
-    ))
+    Ok((status?.success(), String::from_utf8_lossy(&out).into_owned(), err))
+}
+
+/// The last lines the session's master wrote to its log (`-E`, beside its control socket), in one
+/// line: where ssh says why a link ended.
+fn master_said(session: &Session) -> String {
+    let Some(dir) = session.control_socket().parent() else { return String::new() };
+    let text = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    lines[lines.len().saturating_sub(3)..].join(" ")
 }
 
 /// `why` a step failed on the host, then what to do next: when the host's own words say its
@@ -671,6 +709,22 @@ pub fn runner_hash(path: &Path) -> Result<String, String> {
     let hash = sha256_prefix(&bytes, 16);
     hashes.lock().expect("hash lock").insert(path.to_path_buf(), hash.clone());
     Ok(hash)
+}
+
+/// [`runner_hash`], started now on a blocking thread: a debug build's runner is over 100 MiB,
+/// and hashing it must hold up neither the async threads nor the connection made meanwhile.
+pub fn runner_hash_off_thread(path: PathBuf) -> impl Future<Output = Result<String, String>> {
+    let hashing = tokio::task::spawn_blocking(move || runner_hash(&path));
+    async move { hashing.await.unwrap_or_else(|e| Err(format!("hashing the runner failed: {e}"))) }
+}
+
+/// A session running `cat` with its input held open: while it lives, the master has a session
+/// and does not count as idle. Dropping it ends the local ssh client, and the remote `cat` with
+/// its channel. `None` when it could not start; the lane goes on without it.
+pub async fn hold_open(session: &Session) -> Option<openssh::Child<&Session>> {
+    let mut command = session.command("cat");
+    command.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null());
+    command.spawn().await.ok()
 }
 
 /// Whether the ELF executable at `path` is linked statically: it names no program interpreter
@@ -956,11 +1010,17 @@ pub async fn run_remote(
         let _ = reports.send(LaneReport::Closed { platform: platform.clone() });
     };
     narrate(&format!("connecting to {} over ssh", source.entry.host));
+    // The runner is hashed while ssh connects. Until the runner's own session holds the master,
+    // a session that only waits holds it: a fresh master with no session exits once idle for
+    // ControlPersist, and what comes before the runner starts (the rest of this hash, a bundle
+    // made here, a runner uploaded or built) may take longer than that.
+    let hashing = runner_hash_off_thread(spec.runner.clone());
     let session = match connect(&source.entry, source.ssh_config.as_deref(), &narrate).await {
         Ok(session) => session,
         Err(reason) => return fail(reason),
     };
-    let hash = match runner_hash(&spec.runner) {
+    let hold = hold_open(&session).await;
+    let hash = match hashing.await {
         Ok(hash) => hash,
         Err(reason) => return fail(reason),
     };
@@ -1008,6 +1068,7 @@ pub async fn run_remote(
         Ok(child) => child,
         Err(e) => return fail(format!("cannot start the runner on the host: {}", describe(&e))),
     };
+    drop(hold);
     let stdin = child.stdin().take().expect("piped");
     let stdout = child.stdout().take().expect("piped");
     {

@@ -614,3 +614,46 @@ fn a_host_of_another_platform_with_no_runner_and_no_nix_is_refused_with_both_way
     assert!(!setup.contains("uploading"), "{setup}");
     stop_server(&repo);
 }
+
+/// Whether `true` runs on the host through `session`.
+async fn runs(session: &openssh::Session) -> bool {
+    let mut probe = session.command("true");
+    probe.stdin(openssh::Stdio::null()).stdout(openssh::Stdio::null()).stderr(openssh::Stdio::null());
+    matches!(probe.status().await, Ok(status) if status.success())
+}
+
+/// A fresh ssh master with no session exits once idle for ControlPersist, counted from when it
+/// connected. A lane's setup holds it with a waiting session, so a gap between its steps longer
+/// than that (a big runner hashed, a bundle made) does not lose the connection. Without the
+/// hold, the same gap ends the master and the next command fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_held_through_a_long_gap_in_setup_still_runs_the_next_command() {
+    use odu::lane::remote::{CONTROL_PERSIST, hold_open, launch};
+    let Some(host) = host() else { return };
+    let entry = odu::hosts::HostEntry {
+        host: host.alias().to_string(),
+        port: None,
+        identity: None,
+        ssh_config: None,
+        platform: None,
+        jobs: None,
+        flake: None,
+    };
+    let config = host.config();
+    let held = launch(&entry, Some(&config)).await.expect("connects");
+    let bare = launch(&entry, Some(&config)).await.expect("connects");
+    let hold = hold_open(&held).await.expect("the waiting session starts");
+    // Both masters have been idle since they connected; only the bare one counts it. Waiting
+    // out the persistence is what is tested, so the test waits for it.
+    let bare_socket = bare.control_socket().to_path_buf();
+    let deadline = Instant::now() + CONTROL_PERSIST + DEADLINE;
+    while bare_socket.exists() {
+        assert!(Instant::now() < deadline, "an idle master outlived its ControlPersist by {DEADLINE:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!runs(&bare).await, "a master that exited still ran a command");
+    assert!(runs(&held).await, "the held master was lost in the gap");
+    drop(hold);
+    assert!(runs(&held).await, "the master runs commands after the hold ends");
+    let _ = held.close().await;
+}
