@@ -188,13 +188,17 @@ fn expand_home(path: &str) -> PathBuf {
     }
 }
 
+/// `text`'s non-blank lines, trimmed, on one line.
+fn one_line(text: &str) -> String {
+    text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+}
+
 /// The whole error chain in one line (ssh's own message is at the bottom).
 fn describe(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(e) = source {
-        let line =
-            e.to_string().lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
+        let line = one_line(&e.to_string());
         if !line.is_empty() {
             text.push_str(": ");
             text.push_str(&line);
@@ -602,7 +606,7 @@ async fn sh(session: &Session, script: &str, input: Option<&Path>) -> Result<(bo
     let (sent, out, err) = tokio::join!(send, read_out, read_err);
     let err = String::from_utf8_lossy(&err).trim().to_string();
     let status = child.wait().await.map_err(|e| {
-        let said = err.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
+        let said = one_line(&err);
         let master = master_said(session);
         let said = [said, master].into_iter().filter(|s| !s.is_empty()).collect::<Vec<_>>().join("; ");
         // With its master gone, ssh's client tries the placeholder host name it was given and
@@ -861,7 +865,7 @@ printf '%s
     let (ok, out, err) = sh(session, &script, None).await?;
     let field = |key: &str| out.lines().find_map(|l| l.trim().strip_prefix(key)).map(str::to_string);
     if !ok {
-        let err = err.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
+        let err = one_line(&err);
         let why = format!("{not_on_path}, and its nix could not build {reference} ({err})");
         return Err(next_step(session, no_runner(host, &probe.platform, &why), "").await);
     }

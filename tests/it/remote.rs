@@ -630,15 +630,7 @@ async fn runs(session: &openssh::Session) -> bool {
 async fn a_connection_held_through_a_long_gap_in_setup_still_runs_the_next_command() {
     use odu::lane::remote::{CONTROL_PERSIST, hold_open, launch};
     let Some(host) = host() else { return };
-    let entry = odu::hosts::HostEntry {
-        host: host.alias().to_string(),
-        port: None,
-        identity: None,
-        ssh_config: None,
-        platform: None,
-        jobs: None,
-        flake: None,
-    };
+    let entry = odu::hosts::HostEntry::plain(host.alias());
     let config = host.config();
     let held = launch(&entry, Some(&config)).await.expect("connects");
     let bare = launch(&entry, Some(&config)).await.expect("connects");
