@@ -15,7 +15,8 @@ use std::sync::Arc;
 
 use odu_core::{NodeView, SETUP, TaskSpec};
 use odu_proto::{
-    Configure, LogItem, NODE_CANCEL, NODE_LOG_GET, NODE_RERUN, NODES_GET, NodesFrame, RUN_CONFIGURE,
+    Configure, LANE_CLOSE, LogItem, NODE_CANCEL, NODE_LOG_GET, NODE_RERUN, NODES_GET, NodesFrame,
+    RUN_CONFIGURE,
 };
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -314,16 +315,21 @@ pub async fn run_local(
         crate::runner::spawner::enlarge_pipe(stdout.as_fd());
     }
     let stderr_task = logs.file_runner_stderr(child.stderr.take().expect("piped"));
-    drive(&spec, &logs, stdout, stdin, commands, &reports, Some(starting)).await;
-    // The link is closed: the runner kills its groups and exits on its own; give it the grace
-    // period plus a margin before forcing it.
-    let clean = match tokio::time::timeout(std::time::Duration::from_secs(5), child.wait()).await {
-        Ok(status) => status.is_ok_and(|s| s.success()),
-        Err(_) => {
-            let _ = child.kill().await;
-            false
-        }
-    };
+    let end = drive(&spec, &logs, stdout, stdin, commands, &reports, Some(starting)).await;
+    if end.closed {
+        // The runner closed the lane and detached its stderr: the lane is closed once that
+        // stderr is filed. Its exit is awaited aside (and forced, if it never comes).
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), stderr_task).await;
+        let _ = reports.send(LaneReport::Closed { platform });
+        tokio::spawn(async move {
+            if !exit_or_kill(&mut child).await {
+                reap_runner_leftovers(&spec).await;
+            }
+        });
+        return;
+    }
+    // The link is closed: the runner kills its groups and exits on its own.
+    let clean = exit_or_kill(&mut child).await;
     // A runner that exited cleanly ended its groups and removed its scratch itself: the sweep
     // for others' leftovers need not hold the lane's close (and the run's end) back.
     if clean {
@@ -333,6 +339,18 @@ pub async fn run_local(
     }
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), stderr_task).await;
     let _ = reports.send(LaneReport::Closed { platform });
+}
+
+/// Waits for a runner whose link is closed to exit, for its nodes' grace period and a margin,
+/// then kills it; whether it exited cleanly on its own.
+async fn exit_or_kill(child: &mut tokio::process::Child) -> bool {
+    match tokio::time::timeout(CLOSE_WAIT, child.wait()).await {
+        Ok(status) => status.is_ok_and(|s| s.success()),
+        Err(_) => {
+            let _ = child.kill().await;
+            false
+        }
+    }
 }
 
 /// Once the local runner has exited, however it ended: kills what is left of the process
@@ -347,7 +365,19 @@ async fn reap_runner_leftovers(spec: &LaneSpec) {
     let _ = tokio::task::spawn_blocking(move || crate::runner::scratch::reap_dead(&root)).await;
 }
 
-/// Drives one runner link to its end; returns the runner's last view of every node.
+/// How a runner link ended.
+pub struct LinkEnd {
+    /// The runner's last view of every node.
+    pub views: BTreeMap<String, NodeView>,
+    /// The runner answered `lane.close`: its process groups are ended, its scratch directory
+    /// is gone and its stderr said its last. Only its exit is left.
+    pub closed: bool,
+}
+
+/// How long a runner may take to close its lane: the grace its nodes get to end, and a margin.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Drives one runner link to its end.
 pub async fn drive<R, W>(
     spec: &LaneSpec,
     logs: &LaneLogs,
@@ -356,7 +386,7 @@ pub async fn drive<R, W>(
     mut commands: mpsc::UnboundedReceiver<LaneCommand>,
     reports: &mpsc::UnboundedSender<LaneReport>,
     started: Option<std::time::Instant>,
-) -> BTreeMap<String, NodeView>
+) -> LinkEnd
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
@@ -366,7 +396,7 @@ where
         Ok(client) => client,
         Err(e) => {
             die(spec, logs, reports, format!("runner handshake failed: {e}"), &link.views);
-            return link.views;
+            return LinkEnd { views: link.views, closed: false };
         }
     };
     logs.narrate(&format!("lane {}: runner attached ({})", spec.platform, client.peer_build));
@@ -390,7 +420,7 @@ where
     };
     if let Err(e) = setup.await {
         die(spec, logs, reports, format!("runner refused the lane: {e}"), &link.views);
-        return link.views;
+        return LinkEnd { views: link.views, closed: false };
     }
     // What a run's start costs on a lane: the runner's own start, the handshake, configure.
     if let Some(started) = started {
@@ -419,7 +449,7 @@ where
                         last_heard.elapsed().as_secs()
                     );
                     die(spec, logs, reports, reason, &link.views);
-                    return link.views;
+                    return LinkEnd { views: link.views, closed: false };
                 }
                 if last_ping.is_none_or(|at| at.elapsed() >= every) {
                     last_ping = Some(tokio::time::Instant::now());
@@ -445,11 +475,11 @@ where
                 }
                 Ok(None) => {
                     die(spec, logs, reports, "the runner's link closed".into(), &link.views);
-                    return link.views;
+                    return LinkEnd { views: link.views, closed: false };
                 }
                 Err(e) => {
                     die(spec, logs, reports, format!("the runner's link failed: {e}"), &link.views);
-                    return link.views;
+                    return LinkEnd { views: link.views, closed: false };
                 }
             },
             command = commands.recv() => match command {
@@ -474,7 +504,12 @@ where
                         }
                         spool.end(spool.generation());
                     }
-                    return link.views;
+                    // Whatever the runner still sends (a last delta, the end of a log) is
+                    // past what the run records; its answer is what counts.
+                    let closed = tokio::time::timeout(CLOSE_WAIT, client.call(LANE_CLOSE, json!({})))
+                        .await
+                        .is_ok_and(|answer| answer.is_ok());
+                    return LinkEnd { views: link.views, closed };
                 }
             }
         }

@@ -1083,7 +1083,7 @@ pub async fn run_remote(
     }
     let stderr_task = logs.file_runner_stderr(child.stderr().take().expect("piped"));
     let remote_spec = LaneSpec { workspace: PathBuf::from(&workspace), ..spec.clone() };
-    let views = crate::lane::drive(&remote_spec, &logs, stdout, stdin, commands, &reports, None).await;
+    let views = crate::lane::drive(&remote_spec, &logs, stdout, stdin, commands, &reports, None).await.views;
     let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), stderr_task).await;
     let green = !views.is_empty() && views.values().all(|v| v.status == NodeStatus::Ok);

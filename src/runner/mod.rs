@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use odu_core::lane::{Exit, LaneEffect, LaneEvent, LaneState};
 use odu_core::{NodeView, SETUP};
 use odu_proto::{
-    Configure, Message, NODE_CANCEL, NODE_LOG_GET, NODE_RERUN, NODES_GET, NodeParams, NodesFrame,
+    Configure, LANE_CLOSE, Message, NODE_CANCEL, NODE_LOG_GET, NODE_RERUN, NODES_GET, NodeParams, NodesFrame,
     RUN_CONFIGURE, RpcError, error_code, item_frame, log_item_frame,
 };
 use serde_json::{Value, json};
@@ -100,12 +100,50 @@ struct Actor {
     streams: BTreeMap<String, AbortHandle>,
 }
 
+/// What a runner does once it has closed its lane (`lane.close`), before it answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OnClose {
+    /// Nothing more: a runner served inside another process (tests).
+    Answer,
+    /// The `odu-runner` process: reports its peak RSS when asked, then detaches its stderr, so
+    /// the lane's log has all of it with the answer and nobody waits for the process's exit.
+    DetachStderr,
+}
+
 /// Serves the lane protocol on (reader, writer) until the reader closes or `shutdown` fires,
-/// then kills every process group it started.
+/// then kills every process group it started. For a runner inside another process: its
+/// stderr is that process's own.
 pub async fn serve<R, W>(
     reader: R,
     writer: W,
     shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    serve_with(reader, writer, shutdown, OnClose::Answer).await
+}
+
+/// [`serve`] for the `odu-runner` process, whose stderr is its lane's: on `lane.close` it
+/// detaches it once it has said everything.
+pub async fn serve_process<R, W>(
+    reader: R,
+    writer: W,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    serve_with(reader, writer, shutdown, OnClose::DetachStderr).await
+}
+
+async fn serve_with<R, W>(
+    reader: R,
+    writer: W,
+    shutdown: impl std::future::Future<Output = ()>,
+    on_close: OnClose,
 ) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin + Send + 'static,
@@ -142,7 +180,7 @@ where
         running: BTreeMap::new(),
         streams: BTreeMap::new(),
     };
-    let actor_task = tokio::spawn(actor.run(inbox));
+    let actor_task = tokio::spawn(actor.run(inbox, on_close));
     let mut link = ServerLink::new(FrameReader::new(reader, "odu-runner"), out.clone(), "runner");
     tokio::pin!(shutdown);
     // Once the coordinator has pinged, its silence means the link is gone (a cut cable sends no
@@ -192,6 +230,16 @@ where
     Ok(())
 }
 
+/// Points this process's stderr at /dev/null: whoever reads the other end hears its end.
+fn detach_stderr() {
+    use std::os::fd::AsRawFd;
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        // SAFETY: dup2 onto descriptor 2, which this process owns as its stderr; `null` stays
+        // open until after the call.
+        unsafe { libc::dup2(null.as_raw_fd(), libc::STDERR_FILENO) };
+    }
+}
+
 /// The process's stdin and stdout as async streams: pipes are driven by the reactor directly
 /// (the hot path of log throughput); anything else falls back to tokio's blocking adapters.
 pub fn stdio() -> (Box<dyn AsyncRead + Unpin + Send>, Box<dyn AsyncWrite + Unpin + Send>) {
@@ -216,9 +264,15 @@ pub fn stdio() -> (Box<dyn AsyncRead + Unpin + Send>, Box<dyn AsyncWrite + Unpin
 }
 
 impl Actor {
-    async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<ActorMsg>) {
+    async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<ActorMsg>, on_close: OnClose) {
+        // The `lane.close` request to answer once the lane is closed.
+        let mut closing = None;
         while let Some(msg) = inbox.recv().await {
             match msg {
+                ActorMsg::Request { id, method, .. } if method == LANE_CLOSE => {
+                    closing = Some(id);
+                    break;
+                }
                 ActorMsg::Request { id, method, params } => {
                     let reply = self.handle_request(id.clone(), &method, params);
                     if let Some(reply) = reply {
@@ -261,6 +315,13 @@ impl Actor {
         tokio::task::spawn_blocking(move || spawner::terminate_groups(&pgids)).await.ok();
         // Dropping the scratch directory removes it, spools and all.
         drop(self.scratch);
+        if let Some(id) = closing {
+            if on_close == OnClose::DetachStderr {
+                crate::clock::report_peak_rss("odu-runner");
+                detach_stderr();
+            }
+            let _ = self.out.send(Message::ok(id, Value::Null).to_frame()).await;
+        }
     }
 
     /// Answers a request; `None` when the answer comes later (streams answer when they end).

@@ -356,8 +356,8 @@ impl Driver {
         }
         self.drop_unstarted_logs();
         prune_older_runs(&self.ci_dir);
-        // The server publishes the ended header once the run's worktree and lock are released,
-        // so a client that sees it can start the next run at once.
+        // The server publishes the ended header once the run's lock is released, so a client
+        // that sees it can start the next run at once.
         let mut header = self.run.header();
         header.posting = self.poster.as_ref().map(|p| p.report().posting());
         Finished { header, record: self.record, poster: self.poster }
@@ -443,7 +443,7 @@ impl Driver {
     }
 
     /// Publishes the header if clients would see it change. The `ended` header is the
-    /// server's to publish, after it released the run's worktree and lock.
+    /// server's to publish, after it released the run's lock.
     fn publish_header(&mut self) {
         let mut header = self.run.header();
         header.posting = self.poster.as_ref().map(|p| p.report().posting());

@@ -193,6 +193,24 @@ pub struct Server {
     verbose: bool,
     /// The posters of runs that ended while they still owed GitHub statuses.
     posting: Mutex<Vec<(String, watch::Receiver<github::Report>)>>,
+    /// How many ended runs' worktrees are still being removed.
+    releasing: watch::Sender<usize>,
+}
+
+/// One ended run's worktree being removed: counted in [`Server::releasing`] while it lives.
+struct Releasing(Arc<Server>);
+
+impl Releasing {
+    fn new(server: &Arc<Server>) -> Releasing {
+        server.releasing.send_modify(|n| *n += 1);
+        Releasing(server.clone())
+    }
+}
+
+impl Drop for Releasing {
+    fn drop(&mut self) {
+        self.0.releasing.send_modify(|n| *n -= 1);
+    }
 }
 
 /// A client's place among the server's clients, for as long as it lives.
@@ -253,6 +271,7 @@ impl Server {
             requests: BufferPool::new(REQUEST_POOL),
             verbose,
             posting: Mutex::new(Vec::new()),
+            releasing: watch::Sender::new(0),
         })
     }
 
@@ -439,14 +458,18 @@ impl Server {
         self.say(&format!("run {} started", started.run));
         let server = self.clone();
         let (snapshot, lock) = guards;
+        // The worktree goes once no runner is left in it (or the run's task is gone), beside
+        // the final record's write; clients hear that the run ended without waiting for it (a
+        // checkout of thousands of files takes a while to remove, and nothing needs it gone).
+        // The server does not stop before it is gone.
+        let releasing = Releasing::new(self);
         tokio::spawn(async move {
-            // The worktree goes once no runner is left in it (or the run's task is gone),
-            // beside the final record's write.
-            let released = async move {
-                let _ = closed.await;
-                let _ = tokio::task::spawn_blocking(move || drop(snapshot)).await;
-            };
-            let (finished, ()) = tokio::join!(task, released);
+            let _ = closed.await;
+            let _ = tokio::task::spawn_blocking(move || drop(snapshot)).await;
+            drop(releasing);
+        });
+        tokio::spawn(async move {
+            let finished = task.await;
             let finished = match finished {
                 Ok(finished) => Some(finished),
                 Err(e) => {
@@ -454,7 +477,7 @@ impl Server {
                     None
                 }
             };
-            // The worktree and the run lock are released before anyone hears that the run ended.
+            // The run lock is released before anyone hears that the run ended.
             let _ = tokio::task::spawn_blocking(move || drop(lock)).await;
             server.state.lock().expect("state lock").live = None;
             let mut still_posting = None;
@@ -495,7 +518,11 @@ impl Server {
 
     fn busy(&self) -> bool {
         let state = self.state.lock().expect("state lock");
-        state.live.is_some() || state.starting.is_some() || self.client_count() > 0 || self.owes_statuses()
+        state.live.is_some()
+            || state.starting.is_some()
+            || self.client_count() > 0
+            || self.owes_statuses()
+            || *self.releasing.borrow() > 0
     }
 
     /// A poster of an ended run still tries to post what it owes.
@@ -509,6 +536,12 @@ impl Server {
     pub fn posting_of(&self, run: &str) -> Option<odu_proto::Posting> {
         let posting = self.posting.lock().expect("posting lock");
         posting.iter().find(|(r, _)| r == run).map(|(_, report)| report.borrow().posting())
+    }
+
+    /// Waits (bounded) until no ended run's worktree is still being removed.
+    async fn finish_releasing(&self, bound: Duration) {
+        let mut releasing = self.releasing.subscribe();
+        let _ = tokio::time::timeout(bound, releasing.wait_for(|n| *n == 0)).await;
     }
 
     /// Waits (bounded) for the posters of ended runs to finish.

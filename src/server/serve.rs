@@ -147,6 +147,8 @@ pub async fn serve(repo: PathBuf, options: ServeOptions) -> CliResult<i32> {
             server.cancel_live(Duration::from_secs(15)).await;
             // What the run posted `pending` gets its `error`; a short while, not forever.
             server.finish_posting(Duration::from_secs(10)).await;
+            // An ended run's worktree is not left half removed.
+            server.finish_releasing(Duration::from_secs(60)).await;
         } => {}
         _ = sigint.recv() => {}
         _ = sigterm.recv() => {}

@@ -478,3 +478,28 @@ fn a_server_started_by_a_run_asks_no_tool_what_its_client_just_asked() {
     assert_eq!(starts(&served, "--dump"), 1, "the new justfile was dumped: {served}");
     stop_server(&repo);
 }
+
+#[test]
+fn a_server_stopped_as_its_run_ends_removes_the_worktree_before_it_exits() {
+    // Clients hear that a run ended while its worktree may still be going (here, the node
+    // leaves 12,000 files in it, which take longer to remove than a stopping server waits for
+    // its blocking work); a server stopped right then finishes that before it exits.
+    let repo = Repo::new(
+        "[metadata(\"ci\")]\nci:\n    mkdir junk && cd junk && seq 12000 | xargs touch && test -f 12000\n",
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let out = repo.odu(&["run", "--no-post"]).env("TMPDIR", tmp.path()).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    stop_server(&repo);
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("odu-"))
+        .collect();
+    assert!(left.is_empty(), "the stopped server left {left:?} in its TMPDIR");
+    let listed = repo.git(&["worktree", "list", "--porcelain"]).matches("worktree ").count();
+    assert_eq!(listed, 1, "git knows of a worktree besides the checkout");
+    let admin = repo.path().join(".git/worktrees");
+    assert!(!admin.read_dir().is_ok_and(|mut d| d.next().is_some()), "{} is not empty", admin.display());
+}

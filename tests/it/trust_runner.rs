@@ -261,3 +261,47 @@ async fn a_new_runner_reaps_what_a_killed_runner_left() {
     assert!(status.success(), "{status}");
     assert!(runner_dirs(tmp.path()).is_empty());
 }
+
+#[tokio::test]
+async fn a_runner_answers_lane_close_once_its_groups_scratch_and_stderr_are_done() {
+    use tokio::io::AsyncReadExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = workspace("slow:\n    sleep 3600 & echo $! > pid; wait\n");
+    let mut child = tokio::process::Command::new(runner_bin())
+        .arg("--stdio")
+        .env("TMPDIR", tmp.path())
+        .env("ODU_REPORT_PEAK_RSS", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let (stdin, stdout) = (child.stdin.take().unwrap(), child.stdout.take().unwrap());
+    let mut stderr = child.stderr.take().unwrap();
+    let mut client = odu::link::client::Client::connect(stdout, stdin, "test").await.expect("handshake");
+    let tasks = [task("slow", &[])];
+    client.call("run.configure", json!({"name": "t", "workspace": ws.path(), "tasks": tasks})).await.unwrap();
+    let sleeper = read_pid(ws.path().join("pid")).await;
+    let group = pgid_of(sleeper);
+    assert_eq!(runner_dirs(tmp.path()).len(), 1, "the runner's scratch directory");
+    tokio::time::timeout(DEADLINE, client.call("lane.close", json!({})))
+        .await
+        .expect("the runner answers lane.close")
+        .expect("lane.close is accepted");
+    // By its answer, the node's group is ended and the scratch directory gone...
+    assert!(group_members(group).is_empty(), "the node outlived lane.close: {:?}", group_members(group));
+    assert!(runner_dirs(tmp.path()).is_empty(), "the scratch outlived lane.close");
+    // ...and its stderr said its last (its peak RSS, asked for): the pipe is at its end while
+    // the process still waits for its link to close.
+    let mut said = String::new();
+    tokio::time::timeout(DEADLINE, stderr.read_to_string(&mut said))
+        .await
+        .expect("the runner's stderr ends with its answer")
+        .unwrap();
+    assert!(said.contains("odu-runner: peak rss"), "{said}");
+    assert!(child.try_wait().unwrap().is_none(), "the runner exits only once its link closes");
+    drop(client);
+    let status = tokio::time::timeout(DEADLINE, child.wait()).await.expect("the runner exits").unwrap();
+    assert!(status.success(), "{status}");
+}

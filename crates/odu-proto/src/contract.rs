@@ -29,6 +29,11 @@ pub const LANE_CANCEL: &str = "lane.cancel";
 /// runner kills its process groups and exits; the coordinator ends the lane).
 pub const PING: &str = "ping";
 pub const HEARTBEAT_EVERY_MS: u64 = 5_000;
+/// Lane leg: the coordinator is done with the lane. The runner ends every process group it
+/// started and removes its scratch directory, says the last it has to say on stderr, and only
+/// then answers; it exits once the link closes. With the answer the lane is closed: what its
+/// nodes ran in can go without waiting for the runner's exit.
+pub const LANE_CLOSE: &str = "lane.close";
 pub const HEARTBEAT_SILENCE_MS: u64 = 15_000;
 /// Notification carrying one item of a stream: [`StreamItem`].
 pub const ITEM: &str = "$/item";
