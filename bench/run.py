@@ -331,6 +331,9 @@ class OduRepo:
             discard_trail(self.repo) if self.big_logs else retire_trail(self.repo)
         elapsed, proc = timed([str(self.odu_bin), "run", "--no-post", *HOST_FLAG, *extra],
                               cwd=self.repo, env=self.env, what="odu run")
+        # The server removes the run's worktree after its clients heard the end: its CPU is
+        # read once that is done, so the run's whole cost is counted.
+        self._wait_worktree_gone()
         # The coordinator lives in the server: an `odu serve` (still alive,
         # started by this run) when odu starts one, else `odu run` itself.
         servers = find_servers(self.repo)
@@ -350,6 +353,13 @@ class OduRepo:
         self.runner_cpu.append(self._parse(CPU_RUNNER_RE, setup, str(setup_log)) / 1000)
         check_just(setup, str(setup_log), self.env)
         return elapsed, proc
+
+    def _wait_worktree_gone(self) -> None:
+        """Waits (5 s at most) until no worktree of this commit is left in the server's TMPDIR."""
+        tmp = Path(self.env.get("TMPDIR") or "/tmp")
+        deadline = time.monotonic() + 5
+        while any(tmp.glob(f"odu-{self.sha[:7]}-*")) and time.monotonic() < deadline:
+            time.sleep(0.002)
 
     @staticmethod
     def _parse(rx: re.Pattern, text: str, where: str) -> int:
