@@ -88,24 +88,47 @@ pub struct LaneSpec {
 }
 
 /// A local runner started while its run is still being planned, so that its process start
-/// overlaps the run's git work and just's dump instead of following them. Its lane takes it;
+/// overlaps the run's git work and just's dump instead of following them. It is started on the
+/// runtime, beside the planning thread, which goes on with git at once. Its lane takes it;
 /// one that no lane takes (the run was refused, or has no local lane) is told to go when the
 /// last copy is dropped: its stdin closes, and it exits as it does at the end of a lane.
 #[derive(Clone)]
-pub struct WarmRunner(Arc<std::sync::Mutex<Unused>>);
+pub struct WarmRunner(Arc<Warm>);
+
+struct Warm {
+    slot: std::sync::Mutex<Unused>,
+    /// Becomes true once the start was tried (the slot holds the child if it succeeded).
+    tried: tokio::sync::watch::Sender<bool>,
+}
 
 struct Unused(Option<tokio::process::Child>);
 
 impl WarmRunner {
-    /// Starts `runner` as [`run_local`] would. Needs a tokio runtime (the child's pipes join
-    /// its reactor).
+    /// Starts `runner` as [`run_local`] would, on the current tokio runtime, without waiting
+    /// for the process start.
     pub fn start(runner: &Path, base_env: Option<&BTreeMap<String, String>>) -> std::io::Result<WarmRunner> {
-        let child = crate::tool::spawn_async(&mut runner_command(runner, base_env))?;
-        Ok(WarmRunner(Arc::new(std::sync::Mutex::new(Unused(Some(child))))))
+        let runtime = tokio::runtime::Handle::try_current().map_err(std::io::Error::other)?;
+        let warm = Arc::new(Warm {
+            slot: std::sync::Mutex::new(Unused(None)),
+            tried: tokio::sync::watch::Sender::new(false),
+        });
+        let mut command = runner_command(runner, base_env);
+        let filling = warm.clone();
+        runtime.spawn(async move {
+            let child = crate::tool::spawn_async(&mut command).ok();
+            if let Ok(mut slot) = filling.slot.lock() {
+                slot.0 = child;
+            }
+            filling.tried.send_replace(true);
+            // Were this the last copy (the run let go of it meanwhile), the runner is told to go.
+        });
+        Ok(WarmRunner(warm))
     }
 
-    fn take(&self) -> Option<tokio::process::Child> {
-        self.0.lock().ok()?.0.take()
+    /// The runner, once its start was tried; `None` if it could not start or was taken.
+    async fn take(&self) -> Option<tokio::process::Child> {
+        let _ = self.0.tried.subscribe().wait_for(|tried| *tried).await;
+        self.0.slot.lock().ok()?.0.take()
     }
 }
 
@@ -295,7 +318,11 @@ pub async fn run_local(
     let starting = std::time::Instant::now();
     logs.narrate(&format!("lane {platform}: starting {} --stdio on localhost", spec.runner.display()));
     // A runner started while the run was planned, else one started now.
-    let child = match spec.warm.as_ref().and_then(WarmRunner::take) {
+    let warm = match &spec.warm {
+        Some(warm) => warm.take().await,
+        None => None,
+    };
+    let child = match warm {
         Some(child) => Ok(child),
         None => crate::tool::spawn_async(&mut runner_command(&spec.runner, spec.base_env.as_ref())),
     };
