@@ -73,19 +73,37 @@ pub fn head_quick(repo: &Path) -> Option<String> {
 /// HEAD and the paths `git status` reports changed (ignoring odu's own `.ci` folder), from one
 /// `git status --porcelain=v2 --branch`: started here, so that other start-up work can run
 /// beside it, and read by [`HeadAndStatus::finish`].
-pub struct HeadAndStatus(std::io::Result<tool::Pending>);
+pub struct HeadAndStatus(Asked);
+
+enum Asked {
+    /// Started and awaited by a thread of its own: a process start waits until the child has
+    /// exec'd, and the caller has other work (a worktree to check out) meanwhile.
+    Aside(std::thread::JoinHandle<std::io::Result<tool::ToolOutput>>),
+    /// Started here, when no thread could be.
+    Here(std::io::Result<tool::Pending>),
+}
 
 impl HeadAndStatus {
     pub fn start(repo: &Path) -> HeadAndStatus {
-        HeadAndStatus(tool::Pending::start("git", STATUS_ARGS, repo, None))
+        let dir = repo.to_path_buf();
+        let aside = std::thread::Builder::new().name("git-status".into()).spawn(move || {
+            tool::Pending::start("git", STATUS_ARGS, &dir, None).and_then(tool::Pending::finish)
+        });
+        HeadAndStatus(match aside {
+            Ok(thread) => Asked::Aside(thread),
+            Err(_) => Asked::Here(tool::Pending::start("git", STATUS_ARGS, repo, None)),
+        })
     }
 
     /// HEAD's full sha and the changed paths.
     pub fn finish(self) -> CliResult<(String, Vec<String>)> {
-        let out = self
-            .0
-            .and_then(tool::Pending::finish)
-            .map_err(|e| CliError::refused(format!("cannot run git ({e}): install git")))?;
+        let out = match self.0 {
+            Asked::Aside(thread) => thread
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the thread asking git status failed"))),
+            Asked::Here(pending) => pending.and_then(tool::Pending::finish),
+        }
+        .map_err(|e| CliError::refused(format!("cannot run git ({e}): install git")))?;
         if !out.success {
             let stderr = out.stderr.trim();
             if stderr.contains("unknown option") {
