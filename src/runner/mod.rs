@@ -102,44 +102,19 @@ struct Actor {
 
 /// What a runner does once it has closed its lane (`lane.close`), before it answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum OnClose {
-    /// Nothing more: a runner served inside another process (tests).
+pub enum OnClose {
+    /// Nothing more: a runner served inside another process (tests), whose stderr is that
+    /// process's own.
     Answer,
-    /// The `odu-runner` process: reports its peak RSS when asked, then detaches its stderr, so
-    /// the lane's log has all of it with the answer and nobody waits for the process's exit.
+    /// The `odu-runner` process, whose stderr is its lane's: reports its peak RSS when asked,
+    /// then detaches its stderr, so the lane's log has all of it with the answer and nobody
+    /// waits for the process's exit.
     DetachStderr,
 }
 
 /// Serves the lane protocol on (reader, writer) until the reader closes or `shutdown` fires,
-/// then kills every process group it started. For a runner inside another process: its
-/// stderr is that process's own.
+/// then kills every process group it started.
 pub async fn serve<R, W>(
-    reader: R,
-    writer: W,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> std::io::Result<()>
-where
-    R: AsyncRead + Unpin + Send + 'static,
-    W: AsyncWrite + Unpin + Send + 'static,
-{
-    serve_with(reader, writer, shutdown, OnClose::Answer).await
-}
-
-/// [`serve`] for the `odu-runner` process, whose stderr is its lane's: on `lane.close` it
-/// detaches it once it has said everything.
-pub async fn serve_process<R, W>(
-    reader: R,
-    writer: W,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> std::io::Result<()>
-where
-    R: AsyncRead + Unpin + Send + 'static,
-    W: AsyncWrite + Unpin + Send + 'static,
-{
-    serve_with(reader, writer, shutdown, OnClose::DetachStderr).await
-}
-
-async fn serve_with<R, W>(
     reader: R,
     writer: W,
     shutdown: impl std::future::Future<Output = ()>,

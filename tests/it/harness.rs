@@ -55,9 +55,14 @@ impl LaneHarness {
         let (client_end, server_end) = tokio::io::duplex(1 << 20);
         let (sr, sw) = tokio::io::split(server_end);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(odu::runner::serve(sr, sw, async move {
-            let _ = rx.await;
-        }));
+        let server = tokio::spawn(odu::runner::serve(
+            sr,
+            sw,
+            async move {
+                let _ = rx.await;
+            },
+            odu::runner::OnClose::Answer,
+        ));
         let (cr, cw) = tokio::io::split(client_end);
         let mut client = Client::connect(cr, cw, "test").await.expect("handshake");
         let nodes_stream = client.send("nodes.get", json!({})).await.unwrap();

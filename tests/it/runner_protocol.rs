@@ -280,7 +280,8 @@ async fn undecodable_lines_are_skipped_and_a_wrong_protocol_version_is_refused()
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let (client_end, server_end) = tokio::io::duplex(1 << 16);
     let (sr, sw) = tokio::io::split(server_end);
-    let server = tokio::spawn(odu::runner::serve(sr, sw, std::future::pending()));
+    let server =
+        tokio::spawn(odu::runner::serve(sr, sw, std::future::pending(), odu::runner::OnClose::Answer));
     let (cr, mut cw) = tokio::io::split(client_end);
     cw.write_all(b"Welcome to the host! (a banner)\n\n").await.unwrap();
     let hello = odu_proto::Message::request(1, "handshake", json!({"protocol": 999, "build": "other"}));
