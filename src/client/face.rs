@@ -77,15 +77,18 @@ struct ProgressLine<'a> {
     log: &'a str,
 }
 
-/// One `--progress json` line.
-pub fn progress_line(run: &Run, id: &NodeId) -> Option<String> {
+/// The `--progress json` line of `change`. It says the status the node changed to, which the
+/// run's copy may already have left behind: a node whose running view was folded away is heard
+/// start (without an exit code) before it is heard end.
+pub fn progress_line(run: &Run, change: &Transition) -> Option<String> {
+    let id = &change.node;
     let view = run.view(id)?;
     let line = ProgressLine {
         node: &view.id,
         recipe: &id.task,
         platform: &id.platform,
-        status: view.status.progress_word()?,
-        exit_code: view.exit_code,
+        status: change.to.progress_word()?,
+        exit_code: view.exit_code.filter(|_| change.to.is_terminal()),
         log: &run.log_path(id),
     };
     Some(serde_json::to_string(&line).expect("progress lines serialize"))
@@ -99,7 +102,7 @@ pub struct JsonFace {
 
 impl Face for JsonFace {
     fn transition(&mut self, run: &Run, change: &Transition) {
-        if let Some(line) = progress_line(run, &change.node) {
+        if let Some(line) = progress_line(run, change) {
             self.out.0.extend_from_slice(line.as_bytes());
             self.out.0.push(b'\n');
         }
@@ -129,8 +132,10 @@ impl Face for PlainFace {
         if change.to == NodeStatus::Pending {
             return;
         }
-        let mut line = format!("{} {:<9} {}", node.status.glyph(), node.status.as_str(), node.id);
-        if change.to.is_terminal()
+        // The status changed to, not the node's latest: see [`progress_line`].
+        let status = change.to;
+        let mut line = format!("{} {:<9} {}", status.glyph(), status.as_str(), node.id);
+        if status.is_terminal()
             && let Some(d) = shown_duration(node, now_ms())
         {
             line.push_str(&format!(" {d}"));
@@ -138,7 +143,7 @@ impl Face for PlainFace {
         if change.to.is_red() {
             line.push_str(&format!("  → {}", run.log_path(&change.node)));
         }
-        let _ = writeln!(self.out.0, "{}", paint(self.color, node.status.sgr(), &line));
+        let _ = writeln!(self.out.0, "{}", paint(self.color, status.sgr(), &line));
         self.last_line = std::time::Instant::now();
     }
 
@@ -456,6 +461,30 @@ mod tests {
         let run = run_of(&["a"], &[("build@a", NodeStatus::Ok), ("test@a", NodeStatus::Running)]);
         let lines = fit_region(&run, 1_010_000, false, 0, 80, 24);
         assert_eq!(lines, render_matrix(&run, 1_010_000, false, 0));
+    }
+
+    #[test]
+    fn a_node_seen_only_once_it_ended_is_printed_starting_then_ending() {
+        let mut run = run_of(&["a"], &[("build@a", NodeStatus::Pending)]);
+        // Its running view was folded away: the copy hears only that it ended, and failed.
+        let ended = run_of(&["a"], &[("build@a", NodeStatus::Failed)]).views().to_vec();
+        let fx = run.apply(odu_core::RunEvent::Observed { views: ended });
+        let (mut json, mut plain) = (JsonFace::default(), PlainFace::new(false));
+        for change in &fx.transitions {
+            json.transition(&run, change);
+            plain.transition(&run, change);
+        }
+        let json: Vec<serde_json::Value> = String::from_utf8(std::mem::take(&mut json.out.0))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let said: Vec<(&str, Option<i64>)> =
+            json.iter().map(|l| (l["status"].as_str().unwrap(), l["exit_code"].as_i64())).collect();
+        assert_eq!(said, [("running", None), ("failed", Some(1))]);
+        let plain = String::from_utf8(std::mem::take(&mut plain.out.0)).unwrap();
+        let words: Vec<&str> = plain.lines().map(|l| l.split_whitespace().nth(1).unwrap()).collect();
+        assert_eq!(words, ["running", "failed"], "{plain}");
     }
 
     #[test]

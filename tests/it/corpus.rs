@@ -357,13 +357,14 @@ fn odu_run(repo: &Repo, args: &[&str]) -> Result<OduRun, String> {
             started_at: None,
             ended_at: None,
         });
-        // A node that starts and ends between two frames the client reads is seen ended at
-        // once (its deltas fold into one): its first line that says it ran marks its start,
-        // in the order the run started its nodes.
-        let ran = status == "running" || status == "ok" || status == "failed";
-        if ran && node.started_at.is_none() {
+        // Every node that ran is heard start before it is heard end, even one that started
+        // and ended between two frames the client read (its deltas folded into one).
+        if status == "running" && node.started_at.is_none() {
             node.started_at = Some(index);
             started.push(id.clone());
+        }
+        if (status == "success" || status == "failed") && node.started_at.is_none() {
+            return Err(format!("odu {}: {id} is said {status} before it is said running", argv.join(" ")));
         }
         if status != "running" && status != "pending" {
             node.ended_at = Some(index);
