@@ -881,6 +881,7 @@ pub fn stored_views(record: &RunRecord) -> Vec<NodeView> {
             let mut view = NodeView::pending(&n.id, String::new(), vec![]);
             view.status = n.status;
             view.exit_code = n.exit_code;
+            view.started_at = n.started_at;
             view.duration_ms = n.duration_ms;
             view
         })

@@ -279,6 +279,19 @@ fn idle_attach_with_and_without_a_server() {
     let out = repo.run(&["run"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let finals = |out: &std::process::Output| final_statuses(&progress(out));
+    // An ended run is told from its record, and every node in it ran: each is heard start
+    // (with no exit code yet), then end.
+    let each_started = |out: &std::process::Output| {
+        let mut heard: std::collections::BTreeMap<String, Vec<(String, Option<i64>)>> = Default::default();
+        for line in progress(out) {
+            let said = (line["status"].as_str().unwrap().to_string(), line["exit_code"].as_i64());
+            heard.entry(line["node"].as_str().unwrap().to_string()).or_default().push(said);
+        }
+        for (node, said) in &heard {
+            assert_eq!(said, &[("running".into(), None), ("success".into(), Some(0))], "{node}");
+        }
+        assert_eq!(heard.len(), 3, "{heard:?}");
+    };
     // The auto-started server is still up: it serves the run as it ended.
     assert!(server_pid(repo.path()).is_some());
     let served = repo.run(&["attach", "-o", "json"]);
@@ -290,11 +303,13 @@ fn idle_attach_with_and_without_a_server() {
     ]
     .into();
     assert_eq!(finals(&served), expected);
+    each_started(&served);
     stop_server(&repo);
     assert!(!socket(&repo).exists());
     let idle = repo.run(&["attach", "-o", "json"]);
     assert_eq!(idle.status.code(), Some(0), "{}", stderr(&idle));
     assert_eq!(finals(&idle), expected);
+    each_started(&idle);
     let status = repo.run(&["status"]);
     assert_eq!(status.status.code(), Some(0));
     assert!(stdout(&status).contains("passed"), "{}", stdout(&status));
