@@ -140,7 +140,7 @@ impl Face for PlainFace {
         {
             line.push_str(&format!(" {d}"));
         }
-        if change.to.is_red() {
+        if status.is_red() {
             line.push_str(&format!("  → {}", run.log_path(&change.node)));
         }
         let _ = writeln!(self.out.0, "{}", paint(self.color, status.sgr(), &line));
@@ -218,9 +218,10 @@ impl Face for LiveFace {
         let Some(node) = run.view(&change.node) else { return };
         let mut out = std::io::stdout().lock();
         self.clear(&mut out);
-        let line =
-            format!("{} {} {}  → {}", node.status.glyph(), node.status, node.id, run.log_path(&change.node));
-        let _ = writeln!(out, "{}", paint(self.color, node.status.sgr(), &line));
+        // The status changed to, not the node's latest: see [`progress_line`].
+        let status = change.to;
+        let line = format!("{} {} {}  → {}", status.glyph(), status, node.id, run.log_path(&change.node));
+        let _ = writeln!(out, "{}", paint(self.color, status.sgr(), &line));
         self.draw(run, &mut out);
     }
 
