@@ -307,6 +307,15 @@ pub fn plan_run(
     let origin_git = git::start_origin(repo);
     let ci_listing = (reading == Reading::AsRun).then(|| crate::trail::ci::start_tracked_listing(repo));
     let version = just::start_version(repo, env);
+    // A run's local runner starts now, its process start overlapping the worktree's checkout,
+    // git's status check, just's dump and the run's records; its lane takes it once the run
+    // starts. A run refused from here on (a dirty tree, say) drops it, and it exits as at the
+    // end of a lane.
+    let warm = if reading == Reading::AsRun && hosts.entries.values().any(|entry| entry.is_local()) {
+        runner_path(&var).ok().and_then(|runner| crate::lane::WarmRunner::start(&runner, Some(&handed)).ok())
+    } else {
+        None
+    };
     // A strict run's worktree is checked out while git's status check runs: of HEAD as the
     // checkout's files name it, kept only if git's answer names the same commit and the tree
     // is clean (else it is removed, and a refused run leaves nothing behind).
@@ -315,14 +324,6 @@ pub fn plan_run(
         .then(|| git::head_quick(repo))
         .flatten()
         .map(|guess| step("worktree", || (git::Snapshot::create(repo, &guess), guess)));
-    // A run's local runner starts now, its process start overlapping git's status check, just's
-    // dump and the run's records; its lane takes it once the run starts. A run refused from
-    // here on (a dirty tree, say) drops it, and it exits as at the end of a lane.
-    let warm = if reading == Reading::AsRun && hosts.entries.values().any(|entry| entry.is_local()) {
-        runner_path(&var).ok().and_then(|runner| crate::lane::WarmRunner::start(&runner, Some(&handed)).ok())
-    } else {
-        None
-    };
     let (sha, dirty_paths) = step("git head and status", || head_and_status.finish())?;
     let dirty = !dirty_paths.is_empty();
     if config.snapshot && dirty {
