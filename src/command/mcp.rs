@@ -18,7 +18,9 @@ pub fn mcp(args: McpArgs) -> CliResult<i32> {
     let checkout = Checkout {
         repo,
         idle: args.idle_timeout,
-        preflight: |repo, params| start::plan_run(repo, params, None, start::Reading::Checkout).map(|_| ()),
+        preflight: |repo, params| {
+            start::plan_run(repo, params, None, start::Reading::Checkout, None).map(|_| ())
+        },
     };
     runtime()?.block_on(serve(checkout))?;
     Ok(0)

@@ -75,7 +75,7 @@ pub fn run(args: RunArgs) -> CliResult<i32> {
             None => {
                 // git's listing of .ci (checked before .ci is made) runs beside the plan's.
                 let listing = crate::trail::ci::start_tracked_listing(&repo);
-                start::plan_run(&repo, &params, None, start::Reading::Checkout)?;
+                start::plan_run(&repo, &params, None, start::Reading::Checkout, None)?;
                 serve::ensure_listed(&repo, &args.idle_timeout, listing).await?
             }
         };

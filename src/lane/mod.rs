@@ -85,17 +85,22 @@ pub struct LaneSpec {
     pub known_just: Option<odu_proto::KnownJust>,
     /// A local runner already started for this lane while the run was planned.
     pub warm: Option<WarmRunner>,
+    /// Where a local lane whose runner closed cleanly asks for a spare for the next run.
+    pub spares: Option<Arc<Spares>>,
 }
 
-/// A local runner started while its run is still being planned, so that its process start
-/// overlaps the run's git work and just's dump instead of following them. It is started on the
-/// runtime, beside the planning thread, which goes on with git at once. Its lane takes it;
-/// one that no lane takes (the run was refused, or has no local lane) is told to go when the
-/// last copy is dropped: its stdin closes, and it exits as it does at the end of a lane.
+/// A local runner started before its run needs it, so that its process start is off the run's
+/// path: the checkout's spare (started after the last run ended), else one started on the
+/// runtime while the run is planned, beside the planning thread, which goes on with git at
+/// once. Its lane takes it; one that no lane takes (the run was refused, or has no local lane)
+/// is told to go when the last copy is dropped: its stdin closes, and it exits as it does at
+/// the end of a lane.
 #[derive(Clone)]
 pub struct WarmRunner(Arc<Warm>);
 
 struct Warm {
+    /// The runner is the checkout's spare, started after the last run.
+    spare: bool,
     slot: std::sync::Mutex<Unused>,
     /// Becomes true once the start was tried (the slot holds the child if it succeeded).
     tried: tokio::sync::watch::Sender<bool>,
@@ -104,14 +109,27 @@ struct Warm {
 struct Unused(Option<tokio::process::Child>);
 
 impl WarmRunner {
-    /// Starts `runner` as [`run_local`] would, on the current tokio runtime, without waiting
-    /// for the process start.
-    pub fn start(runner: &Path, base_env: Option<&BTreeMap<String, String>>) -> std::io::Result<WarmRunner> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(std::io::Error::other)?;
+    /// The spare runner of `spares` if it was started as this run would start `runner` (see
+    /// [`Spares::take`]), else `runner` started as [`run_local`] would, on the current tokio
+    /// runtime, without waiting for the process start.
+    pub fn start(
+        runner: &Path,
+        base_env: Option<&BTreeMap<String, String>>,
+        spares: Option<&Spares>,
+    ) -> std::io::Result<WarmRunner> {
+        if let Some(spare) = spares.and_then(|spares| spares.take(runner, base_env)) {
+            return Ok(WarmRunner(Arc::new(Warm {
+                spare: true,
+                slot: std::sync::Mutex::new(Unused(Some(spare))),
+                tried: tokio::sync::watch::Sender::new(true),
+            })));
+        }
         let warm = Arc::new(Warm {
+            spare: false,
             slot: std::sync::Mutex::new(Unused(None)),
             tried: tokio::sync::watch::Sender::new(false),
         });
+        let runtime = tokio::runtime::Handle::try_current().map_err(std::io::Error::other)?;
         let mut command = runner_command(runner, base_env);
         let filling = warm.clone();
         runtime.spawn(async move {
@@ -129,6 +147,111 @@ impl WarmRunner {
     async fn take(&self) -> Option<tokio::process::Child> {
         let _ = self.0.tried.subscribe().wait_for(|tried| *tried).await;
         self.0.slot.lock().ok()?.0.take()
+    }
+}
+
+/// The checkout's spare local runner: started once a run whose local runner closed its lane
+/// cleanly has ended, idle (no timer, no scratch use beyond its own folder) until the next run
+/// takes it, so that a run's start does not wait for a runner process to start. A run takes it
+/// only if it would start the very same runner: the same path, the file unchanged since, and
+/// the same environment; any other run tells it to go and starts its own. The server tells it
+/// to go when it stops, and waits for its scratch folder to be removed.
+#[derive(Default)]
+pub struct Spares(std::sync::Mutex<SpareSlot>);
+
+#[derive(Default)]
+struct SpareSlot {
+    /// The idle spare, and what it was started as.
+    idle: Option<(SpareKey, Unused)>,
+    /// What the last cleanly closed local lane started, for [`Spares::refill`].
+    wanted: Option<SpareKey>,
+    /// The server is stopping: no spare is started any more.
+    closed: bool,
+}
+
+/// What a runner was started as.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct SpareKey {
+    runner: PathBuf,
+    /// The runner's file when it was started: a file rebuilt or replaced since is another runner.
+    stamp: odu_proto::FileStamp,
+    env: Option<BTreeMap<String, String>>,
+}
+
+impl SpareKey {
+    fn of(runner: &Path, env: Option<&BTreeMap<String, String>>) -> Option<SpareKey> {
+        Some(SpareKey {
+            runner: runner.to_path_buf(),
+            stamp: crate::tool::file_stamp(runner)?,
+            env: env.cloned(),
+        })
+    }
+}
+
+impl std::fmt::Debug for Spares {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Spares")
+    }
+}
+
+impl Spares {
+    /// Takes the idle spare if it was started as `runner` with `env` would be now, and is alive;
+    /// any other idle spare is told to go.
+    fn take(&self, runner: &Path, env: Option<&BTreeMap<String, String>>) -> Option<tokio::process::Child> {
+        let (key, mut spare) = self.0.lock().ok()?.idle.take()?;
+        let mut child = spare.0.take()?;
+        let alive = matches!(child.try_wait(), Ok(None));
+        if alive && SpareKey::of(runner, env).is_some_and(|now| now == key) {
+            return Some(child);
+        }
+        // Dropped as unused: its stdin closes and it exits as at the end of a lane.
+        drop(Unused(Some(child)));
+        None
+    }
+
+    /// Notes that a local lane started `runner` with `env` and closed cleanly: the next
+    /// [`Spares::refill`] starts a spare like it.
+    pub fn want(&self, runner: &Path, env: Option<&BTreeMap<String, String>>) {
+        if let Ok(mut slot) = self.0.lock() {
+            slot.wanted = SpareKey::of(runner, env);
+        }
+    }
+
+    /// Starts the spare that [`Spares::want`] asked for (on the current runtime), once the run
+    /// that asked has ended and its clients heard it; an idle spare started otherwise goes.
+    pub fn refill(&self) {
+        let Ok(mut slot) = self.0.lock() else { return };
+        let Some(key) = slot.wanted.take() else { return };
+        if slot.closed || slot.idle.as_ref().is_some_and(|(idle, _)| *idle == key) {
+            return;
+        }
+        // A runner rebuilt since the lane started it is not started as a spare of that run.
+        if crate::tool::file_stamp(&key.runner) != Some(key.stamp) {
+            return;
+        }
+        let Ok(child) = crate::tool::spawn_async(&mut runner_command(&key.runner, key.env.as_ref())) else {
+            return;
+        };
+        // The one it replaces (if any) is dropped as unused.
+        slot.idle = Some((key, Unused(Some(child))));
+    }
+
+    /// Tells the spare to go and waits (bounded) for it to exit: it removes its scratch folder
+    /// as it does at the end of a lane. No spare is started after this.
+    pub async fn close(&self, bound: std::time::Duration) {
+        let spare = match self.0.lock() {
+            Ok(mut slot) => {
+                slot.closed = true;
+                slot.idle.take()
+            }
+            Err(_) => None,
+        };
+        let Some((_, mut spare)) = spare else { return };
+        let Some(mut child) = spare.0.take() else { return };
+        drop(child.stdin.take());
+        if tokio::time::timeout(bound, child.wait()).await.is_err() {
+            let _ = child.kill().await;
+        }
     }
 }
 
@@ -316,16 +439,23 @@ pub async fn run_local(
 ) {
     let platform = spec.platform.clone();
     let starting = std::time::Instant::now();
-    logs.narrate(&format!("lane {platform}: starting {} --stdio on localhost", spec.runner.display()));
-    // A runner started while the run was planned, else one started now.
-    let warm = match &spec.warm {
-        Some(warm) => warm.take().await,
-        None => None,
+    // The checkout's spare or a runner started while the run was planned, else one started now.
+    let (child, spare) = match &spec.warm {
+        Some(warm) => (warm.take().await, warm.0.spare),
+        None => (None, false),
     };
-    let child = match warm {
+    let child = match child {
         Some(child) => Ok(child),
         None => crate::tool::spawn_async(&mut runner_command(&spec.runner, spec.base_env.as_ref())),
     };
+    if let Ok(child) = &child {
+        let pid = child.id().unwrap_or_default();
+        logs.narrate(&if spare {
+            format!("lane {platform}: taking the spare runner started after the last run (pid {pid}), {} --stdio on localhost", spec.runner.display())
+        } else {
+            format!("lane {platform}: starting {} --stdio on localhost (pid {pid})", spec.runner.display())
+        });
+    }
     let mut child = match child {
         Ok(child) => child,
         Err(e) => {
@@ -347,6 +477,10 @@ pub async fn run_local(
         // The runner closed the lane and detached its stderr: the lane is closed once that
         // stderr is filed. Its exit is awaited aside (and forced, if it never comes).
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), stderr_task).await;
+        // A runner that closed its lane cleanly is worth a spare like it for the next run.
+        if let Some(spares) = &spec.spares {
+            spares.want(&spec.runner, spec.base_env.as_ref());
+        }
         let _ = reports.send(LaneReport::Closed { platform });
         tokio::spawn(async move {
             if !exit_or_kill(&mut child).await {

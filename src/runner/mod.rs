@@ -168,8 +168,9 @@ where
         let served = tokio::select! {
             served = link.next() => served,
             _ = &mut shutdown => break,
-            _ = watchdog.tick() => {
-                if heard_ping && last_heard.elapsed() > silence {
+            // Not before the first ping: an idle runner (the checkout's spare) wakes for nothing.
+            _ = watchdog.tick(), if heard_ping => {
+                if last_heard.elapsed() > silence {
                     tracing::warn!(silence_s = silence.as_secs(), "no heartbeat from the coordinator: stopping");
                     break;
                 }

@@ -195,6 +195,8 @@ pub struct Server {
     posting: Mutex<Vec<(String, watch::Receiver<github::Report>)>>,
     /// How many ended runs' worktrees are still being removed.
     releasing: watch::Sender<usize>,
+    /// The local runner kept ready for the next run.
+    spares: Arc<crate::lane::Spares>,
 }
 
 /// One ended run's worktree being removed: counted in [`Server::releasing`] while it lives.
@@ -272,6 +274,7 @@ impl Server {
             verbose,
             posting: Mutex::new(Vec::new()),
             releasing: watch::Sender::new(0),
+            spares: Arc::default(),
         })
     }
 
@@ -399,12 +402,13 @@ impl Server {
         let task_claim = claim.clone();
         tokio::spawn(async move {
             let repo = server.repo.clone();
+            let spares = server.spares.clone();
             let commit_claim = task_claim.clone();
             // Blocking work (git, just, config files): if it never returns, only this task
             // waits for it.
             let prepared = tokio::task::spawn_blocking(move || {
                 let env = params.env.clone();
-                start::prepare(&repo, &params, env.as_ref(), &|| commit_claim.commit())
+                start::prepare(&repo, &params, env.as_ref(), &spares, &|| commit_claim.commit())
             })
             .await
             .unwrap_or_else(|e| Err(CliError::refused(format!("preparing the run failed: {e}"))));
@@ -512,6 +516,8 @@ impl Server {
                 server.keep_posting(poster, record, header, &handles);
             }
             let _ = done_tx.send(true);
+            // Once its clients heard the end, the next run's runner starts: off both runs' paths.
+            server.spares.refill();
         });
         started
     }
@@ -539,6 +545,11 @@ impl Server {
     }
 
     /// Waits (bounded) until no ended run's worktree is still being removed.
+    /// Tells the spare runner to go, waiting (bounded) for it to remove its scratch folder.
+    pub async fn close_spares(&self, bound: Duration) {
+        self.spares.close(bound).await;
+    }
+
     async fn finish_releasing(&self, bound: Duration) {
         let mut releasing = self.releasing.subscribe();
         let _ = tokio::time::timeout(bound, releasing.wait_for(|n| *n == 0)).await;

@@ -149,6 +149,8 @@ pub async fn serve(repo: PathBuf, options: ServeOptions) -> CliResult<i32> {
             server.finish_posting(Duration::from_secs(10)).await;
             // An ended run's worktree is not left half removed.
             server.finish_releasing(Duration::from_secs(60)).await;
+            // The idle runner kept for the next run leaves no scratch folder behind.
+            server.close_spares(Duration::from_secs(5)).await;
         } => {}
         _ = sigint.recv() => {}
         _ = sigterm.recv() => {}

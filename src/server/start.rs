@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use odu_core::plan::{Dropped, IngestError, Selector};
 use odu_core::run::{LanePlan, RunMeta};
@@ -285,6 +286,7 @@ pub fn plan_run(
     params: &StartParams,
     env: Option<&Env>,
     reading: Reading,
+    spares: Option<&crate::lane::Spares>,
 ) -> CliResult<Planned> {
     let config = RunConfig::from_params(params)?;
     let subdir = invocation_subdir(params.flags.dir.as_deref())?;
@@ -307,12 +309,14 @@ pub fn plan_run(
     let origin_git = git::start_origin(repo);
     let ci_listing = (reading == Reading::AsRun).then(|| crate::trail::ci::start_tracked_listing(repo));
     let version = just::start_version(repo, env);
-    // A run's local runner starts now, its process start overlapping the worktree's checkout,
-    // git's status check, just's dump and the run's records; its lane takes it once the run
-    // starts. A run refused from here on (a dirty tree, say) drops it, and it exits as at the
-    // end of a lane.
+    // A run's local runner is the checkout's spare, or starts now, its process start
+    // overlapping the worktree's checkout, git's status check, just's dump and the run's
+    // records; its lane takes it once the run starts. A run refused from here on (a dirty
+    // tree, say) drops it, and it exits as at the end of a lane.
     let warm = if reading == Reading::AsRun && hosts.entries.values().any(|entry| entry.is_local()) {
-        runner_path(&var).ok().and_then(|runner| crate::lane::WarmRunner::start(&runner, Some(&handed)).ok())
+        runner_path(&var)
+            .ok()
+            .and_then(|runner| crate::lane::WarmRunner::start(&runner, Some(&handed), spares).ok())
     } else {
         None
     };
@@ -439,6 +443,7 @@ pub fn prepare(
     repo: &Path,
     params: &StartParams,
     env: Option<&Env>,
+    spares: &Arc<crate::lane::Spares>,
     commit: &dyn Fn() -> bool,
 ) -> CliResult<Prepared> {
     let Planned {
@@ -461,7 +466,7 @@ pub fn prepare(
         ci_listing,
         known_just,
         warm,
-    } = plan_run(repo, params, env, Reading::AsRun)?;
+    } = plan_run(repo, params, env, Reading::AsRun, Some(spares))?;
     let var = |k: &str| env_map.get(k).cloned();
     let env = Some(&handed);
     let listing = ci_listing.unwrap_or_else(|| crate::trail::ci::start_tracked_listing(repo));
@@ -582,6 +587,7 @@ pub fn prepare(
             no_variables,
             known_just: known_just.clone(),
             warm: warm.clone().filter(|_| hosts.entries[platform].is_local()),
+            spares: hosts.entries[platform].is_local().then(|| spares.clone()),
         })
         .collect();
     let started = Started {

@@ -305,3 +305,122 @@ async fn a_runner_answers_lane_close_once_its_groups_scratch_and_stderr_are_done
     let status = tokio::time::timeout(DEADLINE, child.wait()).await.expect("the runner exits").unwrap();
     assert!(status.success(), "{status}");
 }
+
+/// The latest setup log of the checkout's local lane.
+fn setup_log(repo: &Repo) -> String {
+    let path = repo.path().join(format!(".ci/{}/{}/_ci-setup.log", repo.sha7(), local_platform()));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The server's idle spare runner: its only `odu-runner` child once a run has ended.
+fn spare_of(repo: &Repo) -> i32 {
+    let server = server_pid(repo.path()).expect("the server outlives its run");
+    let mut spare = None;
+    until("the server's spare runner", DEADLINE, || {
+        spare = runner_child_of(server);
+        spare.is_some()
+    });
+    spare.unwrap()
+}
+
+#[test]
+fn a_spare_runner_serves_the_next_run_alike_and_goes_with_its_server() {
+    // After a run, the server keeps a runner started with that run's environment for the next
+    // run; a run with another environment must not get it (its nodes would see the old one).
+    let repo = Repo::new("[metadata(\"ci\")]\nci:\n    @echo \"probe=${SPARE_PROBE:-unset}\"\n");
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |probe: Option<&str>| {
+        let mut cmd = in_tmp(repo.odu(&["run", "--no-post"]), tmp.path());
+        if let Some(probe) = probe {
+            cmd.env("SPARE_PROBE", probe);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    run(None);
+    let first = spare_of(&repo);
+    // The spare makes its scratch folder as it starts; the run's runner removed its own.
+    until("the spare's scratch folder, and only it", DEADLINE, || runner_dirs(tmp.path()).len() == 1);
+    // The same environment: the run takes the spare, and a new one is kept after it.
+    run(None);
+    assert!(
+        setup_log(&repo)
+            .contains(&format!("taking the spare runner started after the last run (pid {first})")),
+        "{}",
+        setup_log(&repo)
+    );
+    until("the taken spare to exit with its lane", DEADLINE, || gone(first));
+    let second = spare_of(&repo);
+    assert_ne!(second, first);
+    // Another environment: the spare goes, unused, and the run starts a runner of its own.
+    run(Some("changed"));
+    let log = setup_log(&repo);
+    assert!(!log.contains("spare") && log.contains("starting"), "{log}");
+    assert!(repo.log("ci").contains("probe=changed"), "{}", repo.log("ci"));
+    until("the unused spare to exit", DEADLINE, || gone(second));
+    let third = spare_of(&repo);
+    until("one scratch folder: the newest spare's", DEADLINE, || runner_dirs(tmp.path()).len() == 1);
+    // A stopping server ends its spare, which leaves no scratch folder behind.
+    stop_server(&repo);
+    assert!(gone(third), "the spare outlived its server");
+    assert_eq!(runner_dirs(tmp.path()), Vec::<PathBuf>::new(), "the spare left its scratch folder");
+}
+
+#[test]
+fn a_spare_runner_whose_file_changed_is_not_used() {
+    // A runner rebuilt (or replaced) at the same path after the spare started is another
+    // program: the next run starts the new file.
+    let repo = Repo::new("[metadata(\"ci\")]\nci:\n    @true\n");
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = tempfile::tempdir().unwrap();
+    let runner = bin.path().join("odu-runner");
+    let install = || {
+        let staged = bin.path().join("odu-runner.new");
+        std::fs::copy(runner_bin(), &staged).unwrap();
+        std::fs::rename(&staged, &runner).unwrap();
+    };
+    install();
+    let run = || {
+        let out =
+            in_tmp(repo.odu(&["run", "--no-post"]), tmp.path()).env("ODU_RUNNER", &runner).output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    run();
+    let spare = spare_of(&repo);
+    install();
+    run();
+    let log = setup_log(&repo);
+    assert!(!log.contains("spare") && log.contains("starting"), "{log}");
+    until("the stale spare to exit", DEADLINE, || gone(spare));
+    stop_server(&repo);
+    assert_eq!(runner_dirs(tmp.path()), Vec::<PathBuf>::new(), "a runner left its scratch folder");
+}
+
+#[test]
+fn a_spare_runner_killed_while_idle_is_replaced_and_its_scratch_reaped() {
+    let repo = Repo::new("[metadata(\"ci\")]\nci:\n    @true\n");
+    let tmp = tempfile::tempdir().unwrap();
+    let run = || {
+        let out = in_tmp(repo.odu(&["run", "--no-post"]), tmp.path()).output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    run();
+    let spare = spare_of(&repo);
+    // Killed once it is ready: a runner killed before it holds its lock is one still starting,
+    // whose folder no other runner may judge.
+    until("the spare's scratch folder and lock", DEADLINE, || {
+        runner_dirs(tmp.path()).iter().any(|dir| dir.join("lock").exists())
+    });
+    let killed = runner_dirs(tmp.path());
+    // SAFETY: killing the spare runner this test's server started.
+    unsafe { libc::kill(spare, libc::SIGKILL) };
+    until("the spare to die", DEADLINE, || gone(spare));
+    run();
+    let log = setup_log(&repo);
+    assert!(!log.contains("spare") && log.contains("starting"), "{log}");
+    until("the killed spare's scratch folder to be reaped", DEADLINE, || {
+        runner_dirs(tmp.path()).iter().all(|dir| !killed.contains(dir))
+    });
+    stop_server(&repo);
+    assert_eq!(runner_dirs(tmp.path()), Vec::<PathBuf>::new(), "a runner left its scratch folder");
+}
