@@ -119,11 +119,15 @@ pub fn user_dir() -> io::Result<PathBuf> {
 /// A fresh directory under `$TMPDIR` (mkdtemp: a random name created atomically, mode 0700,
 /// never an existing path), removed when the handle is dropped unless kept.
 pub fn scratch(prefix: &str) -> io::Result<tempfile::TempDir> {
-    let dir = tempfile::Builder::new()
+    scratch_in(&std::env::temp_dir(), prefix)
+}
+
+/// [`scratch`] under `root` instead of `$TMPDIR`.
+pub fn scratch_in(root: &Path, prefix: &str) -> io::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
         .prefix(prefix)
         .permissions(std::fs::Permissions::from_mode(0o700))
-        .tempdir()?;
-    Ok(dir)
+        .tempdir_in(root)
 }
 
 /// `FS_TOPDIR_FL` from linux/fs.h: the inode flag `chattr +T` sets.

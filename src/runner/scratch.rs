@@ -35,7 +35,8 @@ const LOGS: &str = "logs";
 /// A `groups` file is never read past this (a runner records a few bytes per node).
 const GROUPS_CAP: u64 = 4 * 1024 * 1024;
 
-/// A live runner's scratch directory: removed when dropped, then its lock released.
+/// A live runner's scratch directory: removed when dropped, its `lock` last, then its lock
+/// released.
 pub struct Scratch {
     // Field order is drop order: the directory goes first, the lock after it.
     dir: tempfile::TempDir,
@@ -96,6 +97,31 @@ impl Scratch {
             .filter(|&&(pgid, start)| group_is_the_recorded_one(&table, pgid, start))
             .map(|&(pgid, _)| pgid)
             .collect()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // The rest first; the `lock` file and the folder then go with `dir`.
+        clear_all_but_lock(self.dir.path());
+    }
+}
+
+/// Removes everything in a scratch directory but its `lock` file. A runner killed while it
+/// removes its directory (a host's session torn down, the OOM killer) then leaves the lock file,
+/// free, by which the next runner knows the directory's runner is dead and removes it; without
+/// it, the directory would look like one whose runner is still starting, and stay for good.
+fn clear_all_but_lock(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        if entry.file_name() == LOCK {
+            continue;
+        }
+        let path = entry.path();
+        let _ = match entry.file_type() {
+            Ok(kind) if kind.is_dir() => std::fs::remove_dir_all(&path),
+            _ => std::fs::remove_file(&path),
+        };
     }
 }
 
@@ -283,6 +309,23 @@ fn parse_stat(stat: &str) -> Option<(i32, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_runner_killed_while_it_removes_its_scratch_leaves_it_for_the_next_runner_to_reap() {
+        // A dead runner's directory, as a runner killed midway through its own removal leaves
+        // it: only what `clear_all_but_lock` has not reached yet, and the lock, which is free.
+        let root = tempfile::tempdir().unwrap();
+        let dir = crate::private::scratch_in(root.path(), PREFIX).unwrap().keep();
+        std::fs::write(dir.join(LOCK), b"").unwrap();
+        std::fs::write(dir.join(GROUPS), b"").unwrap();
+        std::fs::create_dir(dir.join(LOGS)).unwrap();
+        std::fs::write(dir.join(LOGS).join("0.0.log"), b"spooled").unwrap();
+        clear_all_but_lock(&dir);
+        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(left, [LOCK], "the lock is what goes last");
+        assert_eq!(reap_dead(root.path()), Reaped { dirs: 1, groups: 0 });
+        assert!(!dir.exists(), "the next runner removes what the killed one left");
+    }
 
     #[test]
     fn stat_fields_are_counted_from_the_last_parenthesis() {
