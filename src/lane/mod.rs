@@ -154,7 +154,8 @@ impl WarmRunner {
 /// cleanly has ended, idle (no timer, no scratch use beyond its own folder) until the next run
 /// takes it, so that a run's start does not wait for a runner process to start. A run takes it
 /// only if it would start the very same runner: the same path, the file unchanged since, and
-/// the same environment; any other run tells it to go and starts its own. The server tells it
+/// the same values of what the runner reads of its environment (its nodes get the run's
+/// environment with the lane's configuration); any other run tells it to go and starts its own. The server tells it
 /// to go when it stops, and waits for its scratch folder to be removed.
 #[derive(Default)]
 pub struct Spares(std::sync::Mutex<SpareSlot>);
@@ -163,19 +164,24 @@ pub struct Spares(std::sync::Mutex<SpareSlot>);
 struct SpareSlot {
     /// The idle spare, and what it was started as.
     idle: Option<(SpareKey, Unused)>,
-    /// What the last cleanly closed local lane started, for [`Spares::refill`].
-    wanted: Option<SpareKey>,
+    /// What the last cleanly closed local lane started, and with which environment, for
+    /// [`Spares::refill`].
+    wanted: Option<(SpareKey, Option<BTreeMap<String, String>>)>,
     /// The server is stopping: no spare is started any more.
     closed: bool,
 }
 
-/// What a runner was started as.
+/// What a runner was started as, as far as the runner itself is concerned: its nodes get the
+/// run's whole environment with their lane's configuration (`Configure::base_env`), whatever
+/// the runner's own.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct SpareKey {
     runner: PathBuf,
     /// The runner's file when it was started: a file rebuilt or replaced since is another runner.
     stamp: odu_proto::FileStamp,
-    env: Option<BTreeMap<String, String>>,
+    /// The variables of its environment that the runner process reads itself (`None`: the
+    /// server's environment, inherited).
+    own: Option<BTreeMap<String, String>>,
 }
 
 impl SpareKey {
@@ -183,9 +189,23 @@ impl SpareKey {
         Some(SpareKey {
             runner: runner.to_path_buf(),
             stamp: crate::tool::file_stamp(runner)?,
-            env: env.cloned(),
+            own: env.map(|env| {
+                env.iter()
+                    .filter(|(name, _)| read_by_the_runner(name))
+                    .map(|(name, value)| (name.clone(), value.clone()))
+                    .collect()
+            }),
         })
     }
+}
+
+/// Whether a runner reads the variable `name` of its own environment: `PATH` (where it finds
+/// `just` and every node's program), `TMPDIR` (its scratch folder), its own `ODU_*` settings,
+/// and what the loader, the allocator and the Rust runtime read. Whatever else a node sees is
+/// the run's, sent with the lane's configuration.
+fn read_by_the_runner(name: &str) -> bool {
+    matches!(name, "PATH" | "TMPDIR" | "GLIBC_TUNABLES")
+        || ["ODU_", "LD_", "MALLOC_", "RUST_"].iter().any(|prefix| name.starts_with(prefix))
 }
 
 impl std::fmt::Debug for Spares {
@@ -195,7 +215,8 @@ impl std::fmt::Debug for Spares {
 }
 
 impl Spares {
-    /// Takes the idle spare if it was started as `runner` with `env` would be now, and is alive;
+    /// Takes the idle spare if it was started as `runner` with `env` would be now, as far as the
+    /// runner itself is concerned (see [`SpareKey`]), and is alive;
     /// any other idle spare is told to go.
     fn take(&self, runner: &Path, env: Option<&BTreeMap<String, String>>) -> Option<tokio::process::Child> {
         let (key, mut spare) = self.0.lock().ok()?.idle.take()?;
@@ -213,7 +234,7 @@ impl Spares {
     /// [`Spares::refill`] starts a spare like it.
     pub fn want(&self, runner: &Path, env: Option<&BTreeMap<String, String>>) {
         if let Ok(mut slot) = self.0.lock() {
-            slot.wanted = SpareKey::of(runner, env);
+            slot.wanted = SpareKey::of(runner, env).map(|key| (key, env.cloned()));
         }
     }
 
@@ -221,7 +242,7 @@ impl Spares {
     /// that asked has ended and its clients heard it; an idle spare started otherwise goes.
     pub fn refill(&self) {
         let Ok(mut slot) = self.0.lock() else { return };
-        let Some(key) = slot.wanted.take() else { return };
+        let Some((key, env)) = slot.wanted.take() else { return };
         if slot.closed || slot.idle.as_ref().is_some_and(|(idle, _)| *idle == key) {
             return;
         }
@@ -229,7 +250,7 @@ impl Spares {
         if crate::tool::file_stamp(&key.runner) != Some(key.stamp) {
             return;
         }
-        let Ok(child) = crate::tool::spawn_async(&mut runner_command(&key.runner, key.env.as_ref())) else {
+        let Ok(child) = crate::tool::spawn_async(&mut runner_command(&key.runner, env.as_ref())) else {
             return;
         };
         // The one it replaces (if any) is dropped as unused.
@@ -571,6 +592,7 @@ where
             env: spec.env.clone(),
             no_variables: spec.no_variables && spec.remote.is_none(),
             just: spec.known_just.clone().filter(|_| spec.remote.is_none()),
+            base_env: spec.base_env.clone().filter(|_| spec.remote.is_none()),
         };
         client.call(RUN_CONFIGURE, json!(configure)).await?;
         for id in logs.spools.keys() {

@@ -81,7 +81,7 @@ struct Actor {
     lane: Option<LaneState>,
     name: String,
     workspace: PathBuf,
-    env: BTreeMap<String, String>,
+    env: spawner::Environment,
     /// `NAME=VALUE` overrides placed before every node's recipe (see `variables`).
     overrides: Vec<String>,
     /// The coordinator found no variable to evaluate (see [`Configure::no_variables`]).
@@ -138,7 +138,7 @@ where
         lane: None,
         name: String::new(),
         workspace: PathBuf::new(),
-        env: BTreeMap::new(),
+        env: spawner::Environment::default(),
         overrides: Vec::new(),
         no_variables: false,
         known_just: None,
@@ -387,7 +387,7 @@ impl Actor {
         }
         self.name = c.name;
         self.workspace = PathBuf::from(c.workspace);
-        self.env = c.env;
+        self.env = spawner::Environment::new(c.base_env, c.env);
         self.no_variables = c.no_variables;
         self.known_just = c.just;
         self.lane = Some(lane);
@@ -488,10 +488,10 @@ impl Actor {
                 // just's dump (which runs nothing of the justfile) is read while its version is
                 // checked; it is used only once the check passed.
                 let (exit, dump) = if no_variables {
-                    (prepare_workspace(&workspace, &spool, generation, known).await, None)
+                    (prepare_workspace(&workspace, &env, &spool, generation, known).await, None)
                 } else {
                     let (exit, dump) = tokio::join!(
-                        prepare_workspace(&workspace, &spool, generation, known),
+                        prepare_workspace(&workspace, &env, &spool, generation, known),
                         variables::dump(&workspace, &env, &on_group)
                     );
                     (exit, Some(dump))
@@ -537,7 +537,7 @@ impl Actor {
 /// every node shares, or why each node evaluates its own.
 async fn evaluate_variables(
     workspace: &Path,
-    env: &BTreeMap<String, String>,
+    env: &spawner::Environment,
     on_group: &(dyn Fn(i32, scratch::Started) + Sync),
     dump: Result<String, String>,
     spool: &Spool,
@@ -570,6 +570,7 @@ async fn evaluate_variables(
 /// narrating each step into the setup log.
 async fn prepare_workspace(
     workspace: &Path,
+    env: &spawner::Environment,
     spool: &Spool,
     generation: u32,
     known: Option<odu_proto::KnownJust>,
@@ -590,7 +591,7 @@ async fn prepare_workspace(
     });
     let answer = match asked {
         Some(k) => Ok((true, k.version, String::new())),
-        None => spawner::tool_output(&just.to_string_lossy(), &["--version"], workspace).await,
+        None => spawner::tool_output(&just.to_string_lossy(), &["--version"], workspace, env).await,
     };
     match answer {
         Ok((true, stdout, _)) => {

@@ -11,6 +11,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use odu_core::lane::Exit;
@@ -35,8 +36,38 @@ const COALESCE_FOR: Duration = Duration::from_millis(2);
 pub struct NodeLaunch {
     pub argv: Vec<String>,
     pub workspace: PathBuf,
-    pub env: BTreeMap<String, String>,
+    pub env: Environment,
     pub generation: u32,
+}
+
+/// The environment of every process a runner starts: the run's whole environment when the
+/// coordinator sent it (a local runner may have been started before its run, with another
+/// one), else the runner's own; and the lane's extra variables over either.
+#[derive(Clone, Debug, Default)]
+pub struct Environment {
+    pub base: Option<Arc<BTreeMap<String, String>>>,
+    pub extra: Arc<BTreeMap<String, String>>,
+}
+
+impl Environment {
+    /// `base` is kept only where it differs from the runner's own environment: a runner
+    /// started for its run (not as a spare) spawns its nodes without rebuilding theirs.
+    pub fn new(base: Option<BTreeMap<String, String>>, extra: BTreeMap<String, String>) -> Environment {
+        let own = || {
+            std::env::vars_os()
+                .map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
+                .collect::<Option<BTreeMap<String, String>>>()
+        };
+        let base = base.filter(|base| own().as_ref() != Some(base));
+        Environment { base: base.map(Arc::new), extra: Arc::new(extra) }
+    }
+
+    pub fn apply(&self, command: &mut std::process::Command) {
+        if let Some(base) = &self.base {
+            command.env_clear().envs(base.iter());
+        }
+        command.envs(self.extra.iter());
+    }
 }
 
 /// A node process that was started: its group id, the child, and the read end of its output.
@@ -96,11 +127,8 @@ pub fn start_node(launch: NodeLaunch, spool: &Spool) -> Result<StartedNode, Exit
     // with a failing exec while the runner waits for the child to start.
     let program = resolve_program(&launch.argv[0]);
     let mut cmd = std::process::Command::new(&program);
-    cmd.args(&launch.argv[1..])
-        .current_dir(&launch.workspace)
-        .envs(&launch.env)
-        .stdin(Stdio::null())
-        .process_group(0);
+    launch.env.apply(&mut cmd);
+    cmd.args(&launch.argv[1..]).current_dir(&launch.workspace).stdin(Stdio::null()).process_group(0);
     let dup = write_end.try_clone().map_err(|e| fail(e.to_string()))?;
     cmd.stdout(Stdio::from(write_end)).stderr(Stdio::from(dup));
     let mut cmd = tokio::process::Command::from(cmd);
@@ -304,9 +332,12 @@ pub async fn tool_output(
     program: &str,
     args: &[&str],
     dir: &Path,
+    env: &Environment,
 ) -> std::io::Result<(bool, String, String)> {
+    let mut command = std::process::Command::new(program);
+    env.apply(&mut command);
     #[allow(clippy::disallowed_methods)]
-    let out = tokio::process::Command::new(program)
+    let out = tokio::process::Command::from(command)
         .args(args)
         .current_dir(dir)
         .stdin(Stdio::null())
@@ -317,4 +348,34 @@ pub async fn tool_output(
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn own() -> BTreeMap<String, String> {
+        std::env::vars().collect()
+    }
+
+    #[tokio::test]
+    async fn the_runs_environment_replaces_the_runners_own_only_where_they_differ() {
+        let extra = BTreeMap::from([("ODU_RUN".to_string(), "1a2b3c4#1".to_string())]);
+        // The runner was started with the run's environment: nothing to rebuild per node.
+        assert!(Environment::new(Some(own()), extra.clone()).base.is_none());
+        assert!(Environment::new(None, extra.clone()).base.is_none());
+        // A spare started for another run: its nodes get this run's environment, whole.
+        let mut other = own();
+        other.insert("ODU_TEST_ONLY_IN_THE_RUN".into(), "1".into());
+        let env = Environment::new(Some(other.clone()), extra);
+        assert_eq!(env.base.as_deref(), Some(&other));
+        let (ok, printed, _) = tool_output("env", &["-0"], &std::env::temp_dir(), &env).await.unwrap();
+        assert!(ok);
+        let mut seen: Vec<&str> = printed.split_terminator('\0').collect();
+        seen.sort_unstable();
+        let mut want: Vec<String> = other.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        want.push("ODU_RUN=1a2b3c4#1".into());
+        want.sort_unstable();
+        assert_eq!(seen, want);
+    }
 }

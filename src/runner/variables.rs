@@ -17,7 +17,6 @@
 //! process group of its own, handed to `on_group` so the runner records and ends it like a
 //! node's (a cancelled run, a dead runner), and strays left in it are ended when it exits.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Stdio;
 
@@ -32,7 +31,7 @@ const MAX_TOTAL: usize = 512 * 1024;
 /// [`evaluate_once`] reads the variables from.
 pub async fn dump(
     workspace: &Path,
-    env: &BTreeMap<String, String>,
+    env: &super::spawner::Environment,
     on_group: &(dyn Fn(i32, super::scratch::Started) + Sync),
 ) -> Result<String, String> {
     Just { workspace, env, on_group }.run(&[], &["--dump", "--dump-format", "json"]).await
@@ -42,7 +41,7 @@ pub async fn dump(
 /// the lane's [`dump`].
 pub async fn evaluate_once(
     workspace: &Path,
-    env: &BTreeMap<String, String>,
+    env: &super::spawner::Environment,
     on_group: &(dyn Fn(i32, super::scratch::Started) + Sync),
     dump: Result<String, String>,
 ) -> Result<Vec<String>, String> {
@@ -104,7 +103,7 @@ async fn evaluate_module(
 /// Where and how the evaluating `just` runs: the nodes' directory and environment.
 struct Just<'a> {
     workspace: &'a Path,
-    env: &'a BTreeMap<String, String>,
+    env: &'a super::spawner::Environment,
     on_group: &'a (dyn Fn(i32, super::scratch::Started) + Sync),
 }
 
@@ -116,7 +115,9 @@ impl Just<'_> {
             Some(at) => args.split_at(at + 1),
             None => (args, &[][..]),
         };
-        let mut command = tokio::process::Command::new(super::spawner::resolve_program("just"));
+        let mut command = std::process::Command::new(super::spawner::resolve_program("just"));
+        self.env.apply(&mut command);
+        let mut command = tokio::process::Command::from(command);
         command
             .arg("--color")
             .arg("never")
@@ -124,7 +125,6 @@ impl Just<'_> {
             .args(overrides)
             .args(rest)
             .current_dir(self.workspace)
-            .envs(self.env)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -326,43 +326,64 @@ fn spare_of(repo: &Repo) -> i32 {
 #[test]
 fn a_spare_runner_serves_the_next_run_alike_and_goes_with_its_server() {
     // After a run, the server keeps a runner started with that run's environment for the next
-    // run; a run with another environment must not get it (its nodes would see the old one).
+    // run. The next run's nodes see that run's environment, whatever the spare was started
+    // with; a run whose PATH differs (where the runner finds the programs it starts) does not
+    // get it.
     let repo = Repo::new("[metadata(\"ci\")]\nci:\n    @echo \"probe=${SPARE_PROBE:-unset}\"\n");
     let tmp = tempfile::tempdir().unwrap();
-    let run = |probe: Option<&str>| {
+    let run = |probe: Option<&str>, path: Option<&str>| {
         let mut cmd = in_tmp(repo.odu(&["run", "--no-post"]), tmp.path());
         if let Some(probe) = probe {
             cmd.env("SPARE_PROBE", probe);
         }
+        if let Some(path) = path {
+            cmd.env("PATH", path);
+        }
         let out = cmd.output().unwrap();
         assert!(out.status.success(), "{}", stderr(&out));
     };
-    run(None);
+    let took = |pid: i32| {
+        let log = setup_log(&repo);
+        assert!(
+            log.contains(&format!("taking the spare runner started after the last run (pid {pid})")),
+            "{log}"
+        );
+    };
+    run(None, None);
     let first = spare_of(&repo);
     // The spare makes its scratch folder as it starts; the run's runner removed its own.
     until("the spare's scratch folder, and only it", DEADLINE, || runner_dirs(tmp.path()).len() == 1);
     // The same environment: the run takes the spare, and a new one is kept after it.
-    run(None);
-    assert!(
-        setup_log(&repo)
-            .contains(&format!("taking the spare runner started after the last run (pid {first})")),
-        "{}",
-        setup_log(&repo)
-    );
+    run(None, None);
+    took(first);
+    assert!(repo.log("ci").contains("probe=unset"), "{}", repo.log("ci"));
     until("the taken spare to exit with its lane", DEADLINE, || gone(first));
     let second = spare_of(&repo);
     assert_ne!(second, first);
-    // Another environment: the spare goes, unused, and the run starts a runner of its own.
-    run(Some("changed"));
+    // A variable the spare was not started with: its node sees it all the same.
+    run(Some("changed"), None);
+    took(second);
+    assert!(repo.log("ci").contains("probe=changed"), "{}", repo.log("ci"));
+    until("the taken spare to exit with its lane", DEADLINE, || gone(second));
+    let third = spare_of(&repo);
+    // The spare was started with SPARE_PROBE=changed: a run without it does not see it.
+    run(None, None);
+    took(third);
+    assert!(repo.log("ci").contains("probe=unset"), "{}", repo.log("ci"));
+    until("the taken spare to exit with its lane", DEADLINE, || gone(third));
+    let fourth = spare_of(&repo);
+    // Another PATH: the spare goes, unused, and the run starts a runner of its own.
+    let path = format!("{}:{}", tmp.path().display(), std::env::var("PATH").unwrap());
+    run(Some("path"), Some(&path));
     let log = setup_log(&repo);
     assert!(!log.contains("spare") && log.contains("starting"), "{log}");
-    assert!(repo.log("ci").contains("probe=changed"), "{}", repo.log("ci"));
-    until("the unused spare to exit", DEADLINE, || gone(second));
-    let third = spare_of(&repo);
+    assert!(repo.log("ci").contains("probe=path"), "{}", repo.log("ci"));
+    until("the unused spare to exit", DEADLINE, || gone(fourth));
+    let fifth = spare_of(&repo);
     until("one scratch folder: the newest spare's", DEADLINE, || runner_dirs(tmp.path()).len() == 1);
     // A stopping server ends its spare, which leaves no scratch folder behind.
     stop_server(&repo);
-    assert!(gone(third), "the spare outlived its server");
+    assert!(gone(fifth), "the spare outlived its server");
     assert_eq!(runner_dirs(tmp.path()), Vec::<PathBuf>::new(), "the spare left its scratch folder");
 }
 

@@ -81,6 +81,11 @@ pub struct Configure {
     /// need not start it again when its own `just` is that same file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub just: Option<KnownJust>,
+    /// The whole environment of every process the runner starts (its nodes, and `just` for
+    /// its version and variables), in place of the runner's own, with `env` over it. A local
+    /// runner gets it: it may have been started before its run, for a run with another one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_env: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// A `just` binary whose `--version` is known: where it is, what it said, and which file it was.
