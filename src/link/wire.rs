@@ -445,18 +445,45 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 }
 
+/// Frames shorter than this that are queued together go out in one write.
+const GATHER_BYTES: usize = 64 * 1024;
+
 /// Owns the write half: frames queued on the returned sender are written in order, flushed
 /// whenever the queue runs dry. The task ends when every sender is dropped or a write fails.
+///
+/// Short frames queued together are written as one: the answers to a burst of requests (a
+/// coordinator subscribing to every node's log) are a few writes, not one each, and so are the
+/// frames of nodes that end together. A frame on
+/// its own, or a long one (a log chunk), is written as it is, without a copy.
 pub fn spawn_writer<W: AsyncWrite + Unpin + Send + 'static>(
     mut writer: W,
     capacity: usize,
 ) -> (mpsc::Sender<Vec<u8>>, tokio::task::JoinHandle<std::io::Result<()>>) {
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(capacity);
     let task = tokio::spawn(async move {
-        while let Some(frame) = rx.recv().await {
-            writer.write_all(&frame).await?;
-            while let Ok(frame) = rx.try_recv() {
-                writer.write_all(&frame).await?;
+        let mut gathered: Vec<u8> = Vec::new();
+        while let Some(first) = rx.recv().await {
+            let mut next = Some(first);
+            while let Some(frame) = next.take() {
+                next = rx.try_recv().ok();
+                let long = frame.len() >= GATHER_BYTES;
+                if !gathered.is_empty() && (long || gathered.len() + frame.len() > GATHER_BYTES) {
+                    writer.write_all(&gathered).await?;
+                    gathered.clear();
+                }
+                if long || (gathered.is_empty() && next.is_none()) {
+                    writer.write_all(&frame).await?;
+                } else {
+                    gathered.extend_from_slice(&frame);
+                }
+            }
+            if !gathered.is_empty() {
+                writer.write_all(&gathered).await?;
+                gathered.clear();
+            }
+            // A burst's buffer is not kept by an idle link (a server holds one per client).
+            if gathered.capacity() > GATHER_BYTES / 4 {
+                gathered = Vec::new();
             }
             writer.flush().await?;
         }
@@ -561,6 +588,68 @@ mod tests {
             theirs,
             gauge,
         )
+    }
+
+    /// A writer that keeps each write it is given apart.
+    #[derive(Clone, Default)]
+    struct Writes(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+    impl AsyncWrite for Writes {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            self.0.lock().unwrap().push(buf.to_vec());
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn frames_queued_together_are_written_in_order_short_ones_as_one_write() {
+        let writes = Writes::default();
+        let (out, task) = spawn_writer(writes.clone(), 512);
+        // Queued before the writer task first runs (one thread): 300 short frames, a long one
+        // amid them, then 100 more short ones.
+        let mut frames: Vec<Vec<u8>> = (0..300u32).map(|i| format!("frame {i}\n").into_bytes()).collect();
+        frames.push(vec![b'L'; GATHER_BYTES + 1]);
+        frames.extend((300..400u32).map(|i| format!("frame {i}\n").into_bytes()));
+        for frame in &frames {
+            out.try_send(frame.clone()).unwrap();
+        }
+        drop(out);
+        task.await.unwrap().unwrap();
+        let writes = writes.0.lock().unwrap().clone();
+        assert_eq!(writes.concat(), frames.concat(), "every byte, in order");
+        assert_eq!(
+            writes.len(),
+            3,
+            "short ones gathered, the long one alone: {:?}",
+            writes.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+        assert_eq!(writes[1].len(), GATHER_BYTES + 1, "the long frame is written on its own");
+
+        // A frame that finds the queue empty is written as it is.
+        let writes = Writes::default();
+        let (out, task) = spawn_writer(writes.clone(), 4);
+        out.send(b"one\n".to_vec()).await.unwrap();
+        tokio::task::yield_now().await;
+        out.send(b"two\n".to_vec()).await.unwrap();
+        drop(out);
+        task.await.unwrap().unwrap();
+        assert_eq!(writes.0.lock().unwrap().concat(), b"one\ntwo\n");
     }
 
     #[tokio::test]
