@@ -24,6 +24,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
 use tokio::sync::mpsc;
 
 use crate::link::client::{Client, ClientError, ClientEvent};
+use crate::trail::ledger;
 use crate::trail::spool::Spool;
 
 /// What a remote lane needs besides its [`LaneSpec`].
@@ -367,8 +368,9 @@ pub enum LaneReport {
 /// The trail spools of one lane, by lane-local node id.
 pub struct LaneLogs {
     pub spools: BTreeMap<String, Spool>,
-    /// Where each node's latest log is named, by lane-local node id.
-    latest: BTreeMap<String, PathBuf>,
+    /// Where each node's latest log is named, by lane-local node id, and what was there when
+    /// the lane started.
+    latest: BTreeMap<String, (PathBuf, ledger::LatestName)>,
 }
 
 impl LaneLogs {
@@ -378,17 +380,16 @@ impl LaneLogs {
     /// name a folder blocks fails the lane, and the setup log says why (the client shows that
     /// line); a node whose file cannot be created is errored, its log cut short.
     pub fn create(spec: &LaneSpec) -> std::io::Result<LaneLogs> {
-        use crate::trail::ledger;
         ledger::make_lane_dir(&spec.latest_dir)?;
         ledger::make_run_lane_dir(&spec.log_dir)?;
         let mut logs = LaneLogs { spools: BTreeMap::new(), latest: BTreeMap::new() };
         let setup_name = format!("{SETUP}.log");
         let setup_latest = spec.latest_dir.join(&setup_name);
-        ledger::latest_is_free(&setup_latest)?;
+        let found = ledger::latest_is_free(&setup_latest)?;
         let setup_path = spec.log_dir.join(&setup_name);
         let setup = Spool::create(&setup_path)?;
         logs.spools.insert(SETUP.to_string(), setup);
-        logs.latest.insert(SETUP.to_string(), setup_latest);
+        logs.latest.insert(SETUP.to_string(), (setup_latest, found));
         if let Err(e) = logs.publish(SETUP) {
             logs.narrate(&format!("cannot name {} the latest setup log: {e}", setup_path.display()));
         }
@@ -400,10 +401,10 @@ impl LaneLogs {
             let (path, latest) = (spec.log_dir.join(&name), spec.latest_dir.join(&name));
             // The file itself is made when the node starts (named the latest), writes or ends:
             // creating every file up front held the lane's start back by one file per node.
-            match ledger::latest_is_free(&latest).map(|()| Spool::deferred(&path)) {
-                Ok(spool) => {
-                    logs.spools.insert(task.id.clone(), spool);
-                    logs.latest.insert(task.id.clone(), latest);
+            match ledger::latest_is_free(&latest) {
+                Ok(found) => {
+                    logs.spools.insert(task.id.clone(), Spool::deferred(&path));
+                    logs.latest.insert(task.id.clone(), (latest, found));
                 }
                 Err(e) => {
                     let blocked = if latest.is_dir() { &latest } else { &path };
@@ -421,9 +422,17 @@ impl LaneLogs {
 
     /// Names node `id`'s log of this run the latest one of that node (the path GitHub shows).
     pub fn publish(&self, id: &str) -> std::io::Result<()> {
-        let (Some(spool), Some(latest)) = (self.spools.get(id), self.latest.get(id)) else { return Ok(()) };
+        let (Some(spool), Some((latest, found))) = (self.spools.get(id), self.latest.get(id)) else {
+            return Ok(());
+        };
         spool.ensure_file()?;
-        crate::trail::ledger::link_latest(&spool.state().path, latest)
+        // The run's log is new, so a name that held something at the lane's start holds an
+        // older log (or a planted link): replaced at once, without the first link that would
+        // fail on it and the check that the two name one file.
+        match found {
+            ledger::LatestName::Taken => ledger::replace_latest(&spool.state().path, latest),
+            ledger::LatestName::Vacant => ledger::link_latest(&spool.state().path, latest),
+        }
     }
 
     /// Files a runner's stderr into the setup log, a `[runner] …` line at a time: its

@@ -469,13 +469,24 @@ pub fn make_run_lane_dir(dir: &Path) -> std::io::Result<()> {
 /// Fails when `latest` (the path that names the latest run's log of a node) cannot be pointed
 /// at a new log: a folder is in its way. Anything else there (an older run's log, a link) is
 /// replaced by [`link_latest`], never followed.
-pub fn latest_is_free(latest: &Path) -> std::io::Result<()> {
+/// Says what is there when it is free: nothing, or an older log (or a link) to replace.
+pub fn latest_is_free(latest: &Path) -> std::io::Result<LatestName> {
     match std::fs::symlink_metadata(latest) {
         Ok(meta) if meta.is_dir() => {
             Err(std::io::Error::new(std::io::ErrorKind::IsADirectory, "a folder is in its way (remove it)"))
         }
-        _ => Ok(()),
+        Ok(_) => Ok(LatestName::Taken),
+        Err(_) => Ok(LatestName::Vacant),
     }
+}
+
+/// What [`latest_is_free`] found at a node's latest name before the run's log of it existed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LatestName {
+    /// Nothing: the first run of the commit on this lane, or a node new to it.
+    Vacant,
+    /// Something that is not this run's log (it did not exist yet): [`replace_latest`] it.
+    Taken,
 }
 
 /// Points `latest` at `log`, atomically: where nothing is at `latest` yet, a hard link made
@@ -486,7 +497,6 @@ pub fn latest_is_free(latest: &Path) -> std::io::Result<()> {
 /// removed from `latest` rather than left there to pass for this run's.
 pub fn link_latest(log: &Path, latest: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::MetadataExt;
-    use std::sync::atomic::{AtomicU64, Ordering};
     // The first run of a commit finds no latest name: one link makes it (a single step, so
     // atomic too), instead of two checks, a link under a temporary name and a rename.
     if std::fs::hard_link(log, latest).is_ok() {
@@ -498,6 +508,16 @@ pub fn link_latest(log: &Path, latest: &Path) -> std::io::Result<()> {
     {
         return Ok(());
     }
+    replace_latest(log, latest)
+}
+
+/// Points `latest` at `log` where something else is there: a hard link to `log` under a
+/// temporary name in `latest`'s folder, renamed over `latest`. This is [`link_latest`] without
+/// its first link and its check, for a name found [`LatestName::Taken`] before `log` existed,
+/// so it cannot name `log` (a rename of one name of a file over another does nothing, and
+/// would leave the temporary name).
+pub fn replace_latest(log: &Path, latest: &Path) -> std::io::Result<()> {
+    use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     let dir = latest.parent().ok_or_else(|| std::io::Error::other("a log path has no folder"))?;
@@ -514,9 +534,7 @@ pub fn link_latest(log: &Path, latest: &Path) -> std::io::Result<()> {
         linked => linked,
     }
     .and_then(|()| std::fs::rename(&tmp, latest));
-    // Renaming one name of a file over another name of the same file does nothing and leaves
-    // the temporary name; `latest` did not name `log` at the check above, and only the run
-    // holding the checkout's run lock names its logs the latest.
+    // Only the run holding the checkout's run lock names its logs the latest.
     if linked.is_err() {
         let _ = std::fs::remove_file(&tmp);
         if std::fs::symlink_metadata(latest).is_ok_and(|meta| !meta.is_dir()) {
@@ -1096,6 +1114,33 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&latest).unwrap(), "ours");
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "theirs");
         assert!(std::fs::symlink_metadata(&latest).unwrap().is_file());
+    }
+
+    #[test]
+    fn a_name_found_taken_is_replaced_by_the_runs_log_without_following_it() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "theirs").unwrap();
+        let (log, latest, older) =
+            (dir.path().join("run.log"), dir.path().join("latest.log"), dir.path().join("older.log"));
+        assert_eq!(latest_is_free(&latest).unwrap(), LatestName::Vacant);
+        std::os::unix::fs::symlink(&victim, &latest).unwrap();
+        std::fs::write(&older, "older").unwrap();
+        assert_eq!(latest_is_free(&latest).unwrap(), LatestName::Taken, "a link is taken");
+        assert_eq!(latest_is_free(&older).unwrap(), LatestName::Taken, "an older log is taken");
+        std::fs::write(&log, "ours").unwrap();
+        replace_latest(&log, &latest).unwrap();
+        replace_latest(&log, &older).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "theirs");
+        for name in [&latest, &older] {
+            let (a, b) = (std::fs::symlink_metadata(&log).unwrap(), std::fs::symlink_metadata(name).unwrap());
+            assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()));
+        }
+        let mut names: Vec<_> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        assert_eq!(names, ["latest.log", "older.log", "run.log", "victim"], "no temporary name is left");
     }
 
     #[test]
