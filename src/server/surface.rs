@@ -34,6 +34,7 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use crate::link::cell::{CellValue, Subscription};
+use crate::link::socket::split_quiet;
 use crate::link::wire::{FrameReader, ReadError, Served, ServerLink, spawn_writer};
 use crate::server::coordinator::{AskError, LaneAnswer, RunHandles};
 use crate::server::{ClientGuard, Server, Target, evicted_error};
@@ -57,7 +58,15 @@ const CLIENT_LOG_CHUNK: usize = 32 * 1024;
 /// abandons it (a `run.start` still being prepared then never starts). One request that
 /// arrives meanwhile waits for the answer; further ones wait in the socket.
 pub async fn serve_client(stream: UnixStream, server: Arc<Server>, guard: ClientGuard) {
-    let (reader, writer) = stream.into_split();
+    // Halves that wake the server only for the client's requests and for a write waiting on
+    // room, not each time the client reads a frame.
+    let (reader, writer) = match split_quiet(stream) {
+        Ok(halves) => halves,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot take a client's connection");
+            return;
+        }
+    };
     let (out, writing) = spawn_writer(writer, CLIENT_QUEUE);
     let frames = FrameReader::with_limits(reader, "odu surface", guard.limits());
     let mut link = ServerLink::new(frames, out.clone(), "server");
