@@ -265,15 +265,11 @@ mod tests {
         for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
             let is_epoll = std::fs::read_link(entry.path())
                 .is_ok_and(|target| target.to_string_lossy() == "anon_inode:[eventpoll]");
-            let Some(info) = is_epoll
-                .then(|| {
-                    std::fs::read_to_string(format!(
-                        "/proc/self/fdinfo/{}",
-                        entry.file_name().to_string_lossy()
-                    ))
-                    .ok()
-                })
-                .flatten()
+            if !is_epoll {
+                continue;
+            }
+            let name = entry.file_name();
+            let Ok(info) = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", name.to_string_lossy()))
             else {
                 continue;
             };

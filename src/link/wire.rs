@@ -453,8 +453,8 @@ const GATHER_BYTES: usize = 64 * 1024;
 ///
 /// Short frames queued together are written as one: the answers to a burst of requests (a
 /// coordinator subscribing to every node's log) are a few writes, not one each, and so are the
-/// frames of nodes that end together. A frame on
-/// its own, or a long one (a log chunk), is written as it is, without a copy.
+/// frames of nodes that end together. A frame on its own, or a long one (a log chunk), is
+/// written as it is, without a copy.
 pub fn spawn_writer<W: AsyncWrite + Unpin + Send + 'static>(
     mut writer: W,
     capacity: usize,
