@@ -521,8 +521,11 @@ impl Actor {
                 }
                 tokio::spawn(async move {
                     let exit = spawner::finish_node(started, &spool).await;
-                    spool.end(generation);
+                    // The actor is woken before the log's reader, though both see the log
+                    // ended: the log's `end` frame is then queued just before the node's new
+                    // status, and the two leave in one write.
                     let _ = me.send(ActorMsg::Exited { id, generation, exit });
+                    spool.end(generation);
                 });
             }
             Err(exit) => {

@@ -79,6 +79,22 @@ impl LaneHarness {
         }
     }
 
+    /// A harness over a client already connected to a runner elsewhere (the runner binary).
+    pub async fn over(mut client: Client<tokio::io::ReadHalf<DuplexStream>>) -> Self {
+        let nodes_stream = client.send("nodes.get", json!({})).await.unwrap();
+        LaneHarness {
+            client,
+            frames: vec![],
+            state: BTreeMap::new(),
+            order: vec![],
+            nodes_stream,
+            logs: BTreeMap::new(),
+            responses: BTreeMap::new(),
+            shutdown: None,
+            server: None,
+        }
+    }
+
     pub async fn configure(
         &mut self,
         workspace: &Path,

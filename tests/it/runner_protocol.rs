@@ -275,6 +275,100 @@ async fn the_runner_binary_kills_its_process_groups_when_its_stdin_closes() {
     assert!(wait_until_dead(pid, Duration::from_secs(5)).await, "the node outlived its runner");
 }
 
+/// The frames of one write of the runner, as `(stream, value)` of each `$/item` in it.
+fn items_of(write: &[u8]) -> Vec<(u64, serde_json::Value)> {
+    write
+        .split(|b| *b == b'\n')
+        .filter_map(|line| odu_proto::decode_line(line).ok().flatten())
+        .filter_map(|json| serde_json::from_slice::<serde_json::Value>(&json).ok())
+        .filter(|m| m["method"] == "$/item")
+        .map(|m| (m["params"]["id"].as_u64().unwrap(), m["params"]["value"].clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_nodes_log_end_and_its_new_status_leave_the_runner_in_one_write() {
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::sync::{Arc, Mutex};
+    use tokio::io::AsyncWriteExt;
+    // `gate` holds the chain until the logs of `b` and `c` are followed, so both end live. They
+    // print nothing, as most nodes of a large graph: their log's end is all it carries.
+    let ws = workspace("gate:\n    @while [ ! -e go ]; do sleep 0.01; done\nb:\n    @true\nc:\n    @true\n");
+    // A pipe in packet mode: each write of the runner is read back whole and alone.
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills `fds` with two new descriptors, owned below.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_DIRECT | libc::O_CLOEXEC) }, 0);
+    // SAFETY: both descriptors were just created and are owned by nothing else.
+    let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_odu-runner"))
+        .arg("--stdio")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::from(write_end))
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let writes: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let (mut feed, client_end) = tokio::io::duplex(1 << 20);
+    // Read by a thread: a blocking read of a packet pipe returns one write (the reactor would
+    // take a short read for an empty pipe and wait for a next write).
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let recorded = writes.clone();
+    std::thread::spawn(move || {
+        let mut pipe = std::fs::File::from(read_end);
+        let mut buf = vec![0u8; 1 << 16];
+        while let Result::Ok(n @ 1..) = pipe.read(&mut buf) {
+            recorded.lock().unwrap().push(buf[..n].to_vec());
+            if tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        while let Some(bytes) = rx.recv().await {
+            if feed.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+    });
+    let (cr, _) = tokio::io::split(client_end);
+    let client = odu::link::client::Client::connect(cr, child.stdin.take().unwrap(), "test").await.unwrap();
+    let mut h = LaneHarness::over(client).await;
+    h.configure(ws.path(), &[task("gate", &[]), task("b", &["gate"]), task("c", &["b"])]).await.unwrap();
+    let logs = [("b", h.subscribe_log("b").await), ("c", h.subscribe_log("c").await)];
+    h.until(|h| logs.iter().all(|(_, stream)| !h.logs[stream].is_empty())).await;
+    std::fs::write(ws.path().join("go"), "").unwrap();
+    h.until(|h| h.settled(4)).await;
+    assert!(h.state.values().all(|n| n.status == Ok), "{:?}", h.statuses());
+    h.until(|h| logs.iter().all(|(_, stream)| h.log_kinds(*stream).last() == Some(&"end"))).await;
+    let writes = writes.lock().unwrap().clone();
+    let nodes_stream = writes
+        .iter()
+        .flat_map(|w| items_of(w))
+        .find(|(_, v)| v["kind"] == "snapshot" && v.get("order").is_some())
+        .map(|(stream, _)| stream)
+        .expect("a nodes snapshot");
+    for (node, stream) in logs {
+        let is_end = |(s, v): &(u64, serde_json::Value)| *s == stream && v["kind"] == "end";
+        let is_ok = |(s, v): &(u64, serde_json::Value)| {
+            *s == nodes_stream
+                && v["kind"] == "delta"
+                && v["nodes"].as_array().unwrap().iter().any(|n| n["id"] == node && n["status"] == "ok")
+        };
+        let end_at = writes.iter().position(|w| items_of(w).iter().any(is_end));
+        let ok_at = writes.iter().position(|w| items_of(w).iter().any(is_ok));
+        let (Some(end_at), Some(ok_at)) = (end_at, ok_at) else {
+            panic!("{node}: no end of its log ({end_at:?}) or no ok ({ok_at:?}) in what the runner wrote")
+        };
+        assert_eq!(end_at, ok_at, "{node}: its log's end and its ok left in writes {end_at} and {ok_at}");
+        let items = items_of(&writes[end_at]);
+        let (end, ok) = (items.iter().position(is_end), items.iter().position(is_ok));
+        assert!(end < ok, "{node}: its log ends before it is ok, in that write");
+    }
+    drop(h);
+    let _ = child.kill().await;
+}
+
 #[tokio::test]
 async fn undecodable_lines_are_skipped_and_a_wrong_protocol_version_is_refused() {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
