@@ -376,6 +376,9 @@ pub struct Run {
     order: Vec<NodeId>,
     /// Views in run order (ids and needs are fan-in ids).
     nodes: Vec<NodeView>,
+    /// How many of `nodes` are not terminal, kept by every change of a status: whether the run
+    /// settled is asked at every event, and a scan of the nodes made that cost grow with them.
+    unsettled: usize,
     index: BTreeMap<NodeId, usize>,
     stop: Option<Stop>,
     finished_at: Option<u64>,
@@ -446,6 +449,7 @@ impl Run {
             pending.generation = view.generation;
             run.index.insert(id.clone(), run.nodes.len());
             run.order.push(id.clone());
+            run.unsettled += usize::from(!pending.status.is_terminal());
             run.nodes.push(pending);
         }
         run.observe_header(header);
@@ -459,6 +463,7 @@ impl Run {
             lanes: Vec::new(),
             order: Vec::new(),
             nodes: Vec::new(),
+            unsettled: 0,
             index: BTreeMap::new(),
             stop: None,
             finished_at: None,
@@ -479,6 +484,7 @@ impl Run {
         view.needs.dedup();
         self.index.insert(id.clone(), self.nodes.len());
         self.order.push(id);
+        self.unsettled += usize::from(!view.status.is_terminal());
         self.nodes.push(view);
     }
 
@@ -788,6 +794,11 @@ impl Run {
         }
         let (from, generation) = (node.status, node.generation);
         *node = next;
+        match (from.is_terminal(), node.status.is_terminal()) {
+            (false, true) => self.unsettled -= 1,
+            (true, false) => self.unsettled += 1,
+            _ => {}
+        }
         touched.insert(pos);
         if from != node.status {
             // A node first seen already ended (its running view folded away on the way) still
@@ -884,7 +895,8 @@ impl Run {
 
     /// Every node is terminal.
     pub fn settled(&self) -> bool {
-        self.nodes.iter().all(|n| n.status.is_terminal())
+        debug_assert_eq!(self.unsettled == 0, self.nodes.iter().all(|n| n.status.is_terminal()));
+        self.unsettled == 0
     }
 
     pub fn phase(&self) -> Phase {
