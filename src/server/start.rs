@@ -226,6 +226,42 @@ pub struct Prepared {
 
 /// Runs one step of a run's start inside a `start` span, so `ODU_LOG=odu::server=debug` shows
 /// what each step cost.
+/// What planning takes from a dump: the plan for a root, whether the justfile has variables
+/// for the lanes to evaluate, and the dotenv files it loads.
+#[derive(Clone)]
+struct Derived {
+    plan: Plan,
+    no_variables: bool,
+    dotenv: Vec<just::DotenvUse>,
+}
+
+/// The last dump and root, with their [`Derived`]: a server plans the same justfile run after
+/// run, and each of the three read the whole dump again (milliseconds per run for 200 recipes).
+type LastDerived = (String, Option<String>, Derived);
+static DERIVED: std::sync::Mutex<Option<LastDerived>> = std::sync::Mutex::new(None);
+
+impl Derived {
+    fn of(dump: &str, root: Option<&str>) -> Result<Derived, IngestError> {
+        if let Ok(last) = DERIVED.lock()
+            && let Some((_, _, derived)) =
+                last.as_ref().filter(|(known, known_root, _)| known == dump && known_root.as_deref() == root)
+        {
+            return Ok(derived.clone());
+        }
+        let derived = Derived {
+            plan: Plan::from_dump(dump, root)?,
+            no_variables: just::variables_of(dump).is_ok_and(|modules| {
+                modules.iter().all(|m| m.one_by_one.is_empty() && m.together.is_empty())
+            }),
+            dotenv: just::dotenv_uses(dump),
+        };
+        if let Ok(mut last) = DERIVED.lock() {
+            *last = Some((dump.to_string(), root.map(str::to_string), derived.clone()));
+        }
+        Ok(derived)
+    }
+}
+
 fn step<T>(name: &'static str, f: impl FnOnce() -> T) -> T {
     let _span = tracing::debug_span!("start", step = name).entered();
     f()
@@ -378,20 +414,21 @@ pub fn plan_run(
             version: just_version,
         })
     });
-    let plan = match step("plan", || Plan::from_dump(&dump, config.root.as_deref())) {
+    let derived = match step("plan", || Derived::of(&dump, config.root.as_deref())) {
         Err(IngestError::RootCount { found }) if found.is_empty() => {
             return Err(left_out_root(&invocation, env, &hosts)
                 .unwrap_or(IngestError::RootCount { found })
                 .into());
         }
-        plan => plan?,
+        derived => derived?,
     };
+    let Derived { plan, no_variables, dotenv } = derived;
     let lanes = plan_lanes(&plan, &config, &hosts)?;
     notes.extend(lanes.iter().flat_map(|lane| lane.notes.iter().cloned()));
     // Said before the run, on the client's terminal and in every lane's setup log.
     let mut setup_notes = Vec::new();
     if snapshot.is_some() {
-        setup_notes.extend(missing_dotenv(&dump, &workspace, repo));
+        setup_notes.extend(missing_dotenv(&dotenv, &workspace, repo));
     }
     notes.extend(setup_notes.iter().cloned());
     // Where the run posts (or why it cannot) is a refusal like any other: before anything runs.
@@ -417,8 +454,7 @@ pub fn plan_run(
         post,
         env: env_map,
         handed,
-        no_variables: just::variables_of(&dump)
-            .is_ok_and(|modules| modules.iter().all(|m| m.one_by_one.is_empty() && m.together.is_empty())),
+        no_variables,
         ci_listing,
         known_just,
         warm,
@@ -607,11 +643,11 @@ pub fn prepare(
 
 /// What a strict run's snapshot lacks that the justfile would load from the checkout: a
 /// dotenv file git does not track. One note per file, saying what to do.
-fn missing_dotenv(dump: &str, snapshot: &Path, repo: &Path) -> Vec<String> {
+fn missing_dotenv(uses: &[just::DotenvUse], snapshot: &Path, repo: &Path) -> Vec<String> {
     // just names its files by the real path of the directory it ran in.
     let dumped_in = std::fs::canonicalize(snapshot).unwrap_or_else(|_| snapshot.to_path_buf());
     let mut notes: Vec<String> = Vec::new();
-    for dotenv in just::dotenv_uses(dump) {
+    for dotenv in uses {
         if dotenv.found_in(&dumped_in, snapshot).is_some() {
             continue;
         }
@@ -748,5 +784,37 @@ mod tests {
         for outside in ["/etc", "../elsewhere", "pkg/../../x"] {
             assert!(invocation_subdir(Some(outside)).is_err(), "{outside}");
         }
+    }
+
+    fn dump_of(justfile: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("justfile"), justfile).unwrap();
+        just::dump(dir.path()).unwrap()
+    }
+
+    #[test]
+    fn a_dump_seen_again_is_planned_as_the_first_time_and_another_afresh() {
+        let first =
+            dump_of("set dotenv-load\nx := `echo 1`\n[metadata(\"ci\")]\nci: a\na:\n    echo {{x}}\n");
+        let second = dump_of("[metadata(\"ci\")]\nci: b\nb:\n    true\n");
+        let fresh = |dump: &str| Derived {
+            plan: Plan::from_dump(dump, None).unwrap(),
+            no_variables: just::variables_of(dump)
+                .is_ok_and(|m| m.iter().all(|m| m.one_by_one.is_empty() && m.together.is_empty())),
+            dotenv: just::dotenv_uses(dump),
+        };
+        for dump in [&first, &first, &second, &first] {
+            let (derived, expected) = (Derived::of(dump, None).unwrap(), fresh(dump));
+            assert_eq!(derived.plan, expected.plan);
+            assert_eq!(derived.no_variables, expected.no_variables);
+            assert_eq!(derived.dotenv, expected.dotenv);
+        }
+        assert!(
+            !Derived::of(&first, None).unwrap().no_variables
+                && Derived::of(&second, None).unwrap().no_variables
+        );
+        assert_eq!(Derived::of(&first, None).unwrap().dotenv.len(), 1);
+        // Another root of the same dump is another plan.
+        assert!(matches!(Derived::of(&first, Some("a")), Ok(d) if d.plan != fresh(&first).plan));
     }
 }
