@@ -753,19 +753,58 @@ pub(crate) struct RecordHead {
     pub logs_pruned: Option<LogsPruned>,
 }
 
+/// Heads already read, by record path, with the stamp of the file they were read from: a
+/// server prunes after every run, and read each kept record again each time (the last twenty
+/// runs' whole records, megabytes of nodes for a large graph). A record rewritten is another
+/// file (a temporary copy renamed over it), so its stamp differs and it is read again.
+/// Only the heads of the last walk are kept.
+static KNOWN_HEADS: std::sync::Mutex<
+    std::collections::BTreeMap<PathBuf, (odu_proto::FileStamp, RecordHead)>,
+> = std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// The stamp of a regular file at `path` itself (a symlink is no record's file).
+fn regular_file_stamp(path: &Path) -> Option<odu_proto::FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path).ok().filter(std::fs::Metadata::is_file)?;
+    Some(odu_proto::FileStamp {
+        dev: meta.dev(),
+        ino: meta.ino(),
+        size: meta.size(),
+        mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+    })
+}
+
 /// The heads of the records whose run still has something at its log folder's path, newest
 /// first as [`scan`] orders records. The records of runs whose logs are gone (most of a long
 /// history) are not read at all.
 pub(crate) fn heads_with_logs(ci: &Path) -> Result<Vec<RecordHead>, Unreadable> {
     let has_logs = |beside: &std::collections::HashSet<u64>, seq: u64| beside.contains(&seq);
+    let seen = std::cell::RefCell::new(std::collections::BTreeSet::new());
     let (mut heads, _) = walk(ci, has_logs, |path, label, seq| {
+        seen.borrow_mut().insert(path.to_path_buf());
+        let stamp = regular_file_stamp(path);
+        let known = |stamp| {
+            let known = KNOWN_HEADS.lock().ok()?;
+            let (known_stamp, head) = known.get(path)?;
+            (*known_stamp == stamp).then(|| head.clone())
+        };
+        if let Some(head) = stamp.and_then(known) {
+            return Ok(head);
+        }
         let head: RecordHead =
             serde_json::from_slice(&read_record(path)?).map_err(|e| format!("not a run record: {e}"))?;
         if head.label != label || head.seq != seq {
             return Err(format!("it names run {}#{}, not its path's", head.label, head.seq));
         }
+        if let (Some(stamp), Ok(mut known)) = (stamp, KNOWN_HEADS.lock()) {
+            known.insert(path.to_path_buf(), (stamp, head.clone()));
+        }
         Ok(head)
     })?;
+    if let Ok(mut known) = KNOWN_HEADS.lock() {
+        let seen = seen.into_inner();
+        known.retain(|path, _| seen.contains(path));
+    }
     heads.sort_by(|a, b| {
         let key = |r: &RecordHead| r.finished_at.unwrap_or(r.started_at);
         key(b).cmp(&key(a)).then(b.seq.cmp(&a.seq))
@@ -840,7 +879,9 @@ fn walk<T>(
 fn read_record(path: &Path) -> Result<Vec<u8>, String> {
     use std::io::Read;
     let file = open_plain(path, Access::Read).map_err(|e| e.to_string())?;
-    let mut bytes = Vec::new();
+    // Sized once: grown from nothing, a large record took a dozen reads and copies.
+    let size = file.metadata().map_or(0, |m| m.len().min(RECORD_LIMIT));
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0) + 1);
     file.take(RECORD_LIMIT + 1).read_to_end(&mut bytes).map_err(|e| format!("cannot read it: {e}"))?;
     if bytes.len() as u64 > RECORD_LIMIT {
         return Err(format!("it is over {} MiB, no record odu writes", RECORD_LIMIT >> 20));

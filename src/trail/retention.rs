@@ -229,6 +229,34 @@ mod tests {
     }
 
     #[test]
+    fn a_record_rewritten_since_the_last_prune_is_read_again_and_a_symlink_never() {
+        let dir = tempfile::tempdir().unwrap();
+        let ci = dir.path();
+        let live = run_with_log(ci, 1, RunOutcome::Running, 5);
+        run_with_log(ci, 2, RunOutcome::Passed, 1);
+        assert!(prune(ci, 1, 9).unwrap().runs.is_empty(), "a running run is never pruned");
+        // The run ends: its record is written again, and the next prune reads it again.
+        let path = ledger::runs_dir(ci, "0123456").join(format!("{live}.json"));
+        let mut ended = ledger::load(&path, "0123456", live).unwrap();
+        (ended.outcome, ended.finished_at) = (RunOutcome::Failed, Some(1));
+        ledger::write(ci, &ended).unwrap();
+        let heads = ledger::heads_with_logs(ci).unwrap();
+        assert_eq!(heads.iter().find(|h| h.seq == live).map(|h| h.outcome), Some(RunOutcome::Failed));
+        // A record replaced by a link to a copy of itself is no record, whatever was read before.
+        let copy = dir.path().join("copy.json");
+        std::fs::copy(&path, &copy).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&copy, &path).unwrap();
+        assert!(ledger::heads_with_logs(ci).unwrap().iter().all(|h| h.seq != live));
+        std::fs::remove_file(&path).unwrap();
+        std::fs::rename(&copy, &path).unwrap();
+        assert_eq!(
+            prune(ci, 1, 10).unwrap().runs,
+            vec![PrunedRun { run: format!("0123456#{live}"), bytes: 5 }]
+        );
+    }
+
+    #[test]
     fn a_run_folder_that_is_a_symlink_is_left_alone() {
         let dir = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
