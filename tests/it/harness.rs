@@ -64,19 +64,10 @@ impl LaneHarness {
             odu::runner::OnClose::Answer,
         ));
         let (cr, cw) = tokio::io::split(client_end);
-        let mut client = Client::connect(cr, cw, "test").await.expect("handshake");
-        let nodes_stream = client.send("nodes.get", json!({})).await.unwrap();
-        LaneHarness {
-            client,
-            frames: vec![],
-            state: BTreeMap::new(),
-            order: vec![],
-            nodes_stream,
-            logs: BTreeMap::new(),
-            responses: BTreeMap::new(),
-            shutdown: Some(tx),
-            server: Some(server),
-        }
+        let client = Client::connect(cr, cw, "test").await.expect("handshake");
+        let mut harness = LaneHarness::over(client).await;
+        (harness.shutdown, harness.server) = (Some(tx), Some(server));
+        harness
     }
 
     /// A harness over a client already connected to a runner elsewhere (the runner binary).
