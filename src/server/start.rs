@@ -224,8 +224,6 @@ pub struct Prepared {
     pub guards: (Option<git::Snapshot>, RunLock),
 }
 
-/// Runs one step of a run's start inside a `start` span, so `ODU_LOG=odu::server=debug` shows
-/// what each step cost.
 /// What planning takes from a dump: the plan for a root, whether the justfile has variables
 /// for the lanes to evaluate, and the dotenv files it loads.
 #[derive(Clone)]
@@ -241,6 +239,7 @@ type LastDerived = (String, Option<String>, Derived);
 static DERIVED: std::sync::Mutex<Option<LastDerived>> = std::sync::Mutex::new(None);
 
 impl Derived {
+    /// The last dump's when the dump and root are the same, else read afresh and kept.
     fn of(dump: &str, root: Option<&str>) -> Result<Derived, IngestError> {
         if let Ok(last) = DERIVED.lock()
             && let Some((_, _, derived)) =
@@ -248,20 +247,27 @@ impl Derived {
         {
             return Ok(derived.clone());
         }
-        let derived = Derived {
-            plan: Plan::from_dump(dump, root)?,
-            no_variables: just::variables_of(dump).is_ok_and(|modules| {
-                modules.iter().all(|m| m.one_by_one.is_empty() && m.together.is_empty())
-            }),
-            dotenv: just::dotenv_uses(dump),
-        };
+        let derived = Derived::from_dump(dump, root)?;
         if let Ok(mut last) = DERIVED.lock() {
             *last = Some((dump.to_string(), root.map(str::to_string), derived.clone()));
         }
         Ok(derived)
     }
+
+    /// Reads it all from the dump, remembering nothing.
+    fn from_dump(dump: &str, root: Option<&str>) -> Result<Derived, IngestError> {
+        Ok(Derived {
+            plan: Plan::from_dump(dump, root)?,
+            no_variables: just::variables_of(dump).is_ok_and(|modules| {
+                modules.iter().all(|m| m.one_by_one.is_empty() && m.together.is_empty())
+            }),
+            dotenv: just::dotenv_uses(dump),
+        })
+    }
 }
 
+/// Runs one step of a run's start inside a `start` span, so `ODU_LOG=odu::server=debug` shows
+/// what each step cost.
 fn step<T>(name: &'static str, f: impl FnOnce() -> T) -> T {
     let _span = tracing::debug_span!("start", step = name).entered();
     f()
@@ -797,12 +803,7 @@ mod tests {
         let first =
             dump_of("set dotenv-load\nx := `echo 1`\n[metadata(\"ci\")]\nci: a\na:\n    echo {{x}}\n");
         let second = dump_of("[metadata(\"ci\")]\nci: b\nb:\n    true\n");
-        let fresh = |dump: &str| Derived {
-            plan: Plan::from_dump(dump, None).unwrap(),
-            no_variables: just::variables_of(dump)
-                .is_ok_and(|m| m.iter().all(|m| m.one_by_one.is_empty() && m.together.is_empty())),
-            dotenv: just::dotenv_uses(dump),
-        };
+        let fresh = |dump: &str| Derived::from_dump(dump, None).unwrap();
         for dump in [&first, &first, &second, &first] {
             let (derived, expected) = (Derived::of(dump, None).unwrap(), fresh(dump));
             assert_eq!(derived.plan, expected.plan);

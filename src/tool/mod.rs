@@ -111,14 +111,18 @@ pub fn find_on_path(path: Option<&std::ffi::OsStr>, name: &str) -> Option<std::p
 /// What tells the file at `path` (links followed) apart from any other file, and from itself
 /// once rewritten.
 pub fn file_stamp(path: &Path) -> Option<odu_proto::FileStamp> {
+    Some(stamp_of(&std::fs::metadata(path).ok()?))
+}
+
+/// The stamp of a file whose metadata is already at hand.
+pub fn stamp_of(meta: &std::fs::Metadata) -> odu_proto::FileStamp {
     use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path).ok()?;
-    Some(odu_proto::FileStamp {
+    odu_proto::FileStamp {
         dev: meta.dev(),
         ino: meta.ino(),
         size: meta.size(),
         mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-    })
+    }
 }
 
 /// A tool started to run beside other work. Collected with [`Pending::finish`]; one dropped

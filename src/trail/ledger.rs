@@ -764,14 +764,8 @@ static KNOWN_HEADS: std::sync::Mutex<
 
 /// The stamp of a regular file at `path` itself (a symlink is no record's file).
 fn regular_file_stamp(path: &Path) -> Option<odu_proto::FileStamp> {
-    use std::os::unix::fs::MetadataExt;
     let meta = std::fs::symlink_metadata(path).ok().filter(std::fs::Metadata::is_file)?;
-    Some(odu_proto::FileStamp {
-        dev: meta.dev(),
-        ino: meta.ino(),
-        size: meta.size(),
-        mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-    })
+    Some(crate::tool::stamp_of(&meta))
 }
 
 /// The heads of the records whose run still has something at its log folder's path, newest
