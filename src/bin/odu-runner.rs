@@ -30,7 +30,7 @@ fn main() {
             }
         };
         let (reader, writer) = odu::runner::stdio();
-        odu::runner::serve(reader, writer, shutdown, odu::runner::OnClose::DetachStderr).await
+        odu::runner::serve(reader, writer, shutdown, odu::runner::Host::Own).await
     });
     odu::clock::report_peak_rss("odu-runner");
     if let Err(e) = result {

@@ -98,18 +98,20 @@ struct Actor {
     scratch: scratch::Scratch,
     running: BTreeMap<String, Running>,
     streams: BTreeMap<String, AbortHandle>,
+    host: Host,
 }
 
-/// What a runner does once it has closed its lane (`lane.close`), before it answers.
+/// Whose process a runner is served in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OnClose {
-    /// Nothing more: a runner served inside another process (tests), whose stderr is that
-    /// process's own.
-    Answer,
-    /// The `odu-runner` process, whose stderr is its lane's: reports its peak RSS when asked,
-    /// then detaches its stderr, so the lane's log has all of it with the answer and nobody
-    /// waits for the process's exit.
-    DetachStderr,
+pub enum Host {
+    /// Another process's (tests): once its lane is closed it only answers, and it leaves the
+    /// process's environment alone, giving each node the run's.
+    Shared,
+    /// Its own, the `odu-runner` process: it takes the run's environment as its own when its
+    /// lane is configured (so a spawn passes it as it is), and once the lane is closed it
+    /// reports its peak RSS, then detaches its stderr, so the lane's log has all of it with the
+    /// answer and nobody waits for the process's exit.
+    Own,
 }
 
 /// Serves the lane protocol on (reader, writer) until the reader closes or `shutdown` fires,
@@ -118,7 +120,7 @@ pub async fn serve<R, W>(
     reader: R,
     writer: W,
     shutdown: impl std::future::Future<Output = ()>,
-    on_close: OnClose,
+    host: Host,
 ) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin + Send + 'static,
@@ -154,8 +156,9 @@ where
         scratch,
         running: BTreeMap::new(),
         streams: BTreeMap::new(),
+        host,
     };
-    let actor_task = tokio::spawn(actor.run(inbox, on_close));
+    let actor_task = tokio::spawn(actor.run(inbox));
     let mut link = ServerLink::new(FrameReader::new(reader, "odu-runner"), out.clone(), "runner");
     tokio::pin!(shutdown);
     // Once the coordinator has pinged, its silence means the link is gone (a cut cable sends no
@@ -240,7 +243,7 @@ pub fn stdio() -> (Box<dyn AsyncRead + Unpin + Send>, Box<dyn AsyncWrite + Unpin
 }
 
 impl Actor {
-    async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<ActorMsg>, on_close: OnClose) {
+    async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<ActorMsg>) {
         // The `lane.close` request to answer once the lane is closed.
         let mut closing = None;
         while let Some(msg) = inbox.recv().await {
@@ -292,7 +295,7 @@ impl Actor {
         // Dropping the scratch directory removes it, spools and all.
         drop(self.scratch);
         if let Some(id) = closing {
-            if on_close == OnClose::DetachStderr {
+            if self.host == Host::Own {
                 crate::clock::report_peak_rss("odu-runner");
                 detach_stderr();
             }
@@ -388,6 +391,15 @@ impl Actor {
         self.name = c.name;
         self.workspace = PathBuf::from(c.workspace);
         self.env = spawner::Environment::new(c.base_env, c.env);
+        if self.host == Host::Own {
+            // SAFETY: the runner process has one runtime thread, this one; the blocking pool's
+            // threads only reap dead runners' scratch (file system calls, kill) and end process
+            // groups, none of which reads the environment.
+            let adopted = unsafe { self.env.adopt() };
+            if !adopted {
+                tracing::debug!("the run's environment is given to each node: it cannot be the runner's own");
+            }
+        }
         self.no_variables = c.no_variables;
         self.known_just = c.just;
         self.lane = Some(lane);

@@ -62,6 +62,50 @@ impl Environment {
         Environment { base: base.map(Arc::new), extra: Arc::new(extra) }
     }
 
+    /// Makes this process's own environment the nodes' (the run's, else the process's own,
+    /// with the lane's extra variables over it) and leaves nothing to apply per spawn: a
+    /// command given any variable of its own copies the whole environment (a map entry and a C
+    /// string per variable) at every spawn, while one given none passes the process's as it is.
+    /// False, changing nothing, when a name or value cannot be in an environment (empty, `=` in
+    /// a name, a NUL): each spawn then gets it as before, and fails as before.
+    ///
+    /// # Safety
+    ///
+    /// No other thread may read or change the process's environment meanwhile, through std or
+    /// libc (see the caller: the runner process's one runtime thread).
+    pub unsafe fn adopt(&mut self) -> bool {
+        let Some(wanted) = self.whole() else { return false };
+        for (name, _) in std::env::vars_os() {
+            if !wanted.contains_key(&name) {
+                // SAFETY: the caller guarantees no other thread touches the environment.
+                unsafe { std::env::remove_var(&name) };
+            }
+        }
+        for (name, value) in &wanted {
+            if std::env::var_os(name).as_ref() != Some(value) {
+                // SAFETY: as above; `whole` checked that the name and value can be set.
+                unsafe { std::env::set_var(name, value) };
+            }
+        }
+        *self = Environment::default();
+        true
+    }
+
+    /// The whole environment a node gets: the run's (else the process's own) with the extra
+    /// variables over it; `None` if a name or value cannot be in an environment.
+    fn whole(&self) -> Option<BTreeMap<std::ffi::OsString, std::ffi::OsString>> {
+        let mut whole: BTreeMap<std::ffi::OsString, std::ffi::OsString> = match &self.base {
+            Some(base) => base.iter().map(|(name, value)| (name.into(), value.into())).collect(),
+            None => std::env::vars_os().collect(),
+        };
+        whole.extend(self.extra.iter().map(|(name, value)| (name.into(), value.into())));
+        let settable = |(name, value): (&std::ffi::OsString, &std::ffi::OsString)| {
+            let (name, value) = (name.as_encoded_bytes(), value.as_encoded_bytes());
+            !name.is_empty() && !name.contains(&b'=') && !name.contains(&0) && !value.contains(&0)
+        };
+        whole.iter().all(settable).then_some(whole)
+    }
+
     pub fn apply(&self, command: &mut std::process::Command) {
         if let Some(base) = &self.base {
             command.env_clear().envs(base.iter());
@@ -366,6 +410,28 @@ mod tests {
 
     fn own() -> BTreeMap<String, String> {
         std::env::vars().collect()
+    }
+
+    #[test]
+    fn the_whole_environment_is_the_runs_with_the_extra_over_it_if_it_can_be_one() {
+        let vars = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        let base = vars(&[("A", "run"), ("B", "run"), ("ODU_TEST_NOT_OWN", "1")]);
+        let env = Environment::new(Some(base), vars(&[("B", "lane"), ("C", "lane")]));
+        let whole: Vec<(String, String)> = env
+            .whole()
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (k.into_string().unwrap(), v.into_string().unwrap()))
+            .collect();
+        let want = [("A", "run"), ("B", "lane"), ("C", "lane"), ("ODU_TEST_NOT_OWN", "1")];
+        assert_eq!(whole, want.map(|(k, v)| (k.to_string(), v.to_string())));
+        // Names and values no environment can hold: each spawn gets them as it always did.
+        for bad in [("", "x"), ("A=B", "x"), ("A\0", "x"), ("A", "x\0y")] {
+            let env = Environment::new(None, vars(&[bad]));
+            assert!(env.whole().is_none(), "{bad:?}");
+        }
     }
 
     #[tokio::test]

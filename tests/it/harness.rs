@@ -61,7 +61,7 @@ impl LaneHarness {
             async move {
                 let _ = rx.await;
             },
-            odu::runner::OnClose::Answer,
+            odu::runner::Host::Shared,
         ));
         let (cr, cw) = tokio::io::split(client_end);
         let client = Client::connect(cr, cw, "test").await.expect("handshake");

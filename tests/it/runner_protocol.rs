@@ -275,6 +275,54 @@ async fn the_runner_binary_kills_its_process_groups_when_its_stdin_closes() {
     assert!(wait_until_dead(pid, Duration::from_secs(5)).await, "the node outlived its runner");
 }
 
+#[tokio::test]
+async fn the_runner_binary_gives_its_nodes_the_runs_environment_and_none_of_its_own() {
+    // The runner process takes the run's environment as its own when its lane is configured,
+    // and spawns its nodes with it as it is: the run's variables with the lane's over them, and
+    // nothing the runner alone was started with.
+    let ws = workspace("probe:\n    @env > seen.tmp && mv seen.tmp seen.env\n");
+    let path = std::env::var("PATH").unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_odu-runner"))
+        .arg("--stdio")
+        .env_clear()
+        .env("PATH", &path)
+        .env("ODU_TEST_RUNNER_ONLY", "1")
+        .env("ODU_TEST_SHARED", "runner")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let (stdin, stdout) = (child.stdin.take().unwrap(), child.stdout.take().unwrap());
+    let mut client = odu::link::client::Client::connect(stdout, stdin, "test").await.unwrap();
+    let base =
+        json!({"PATH": path, "ODU_TEST_SHARED": "run", "ODU_TEST_RUN_ONLY": "1", "ODU_TEST_LANE": "run"});
+    let lane = json!({"ODU_TEST_LANE": "lane", "ODU_TEST_LANE_ONLY": "1"});
+    let configure = json!({"name": "t", "workspace": ws.path(), "tasks": [task("probe", &[])], "base_env": base, "env": lane});
+    client.call("run.configure", configure).await.unwrap();
+    let seen_at = ws.path().join("seen.env");
+    let seen = tokio::time::timeout(DEADLINE, async {
+        loop {
+            if let Result::Ok(seen) = std::fs::read_to_string(&seen_at) {
+                break seen;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the node wrote its environment");
+    let mut ours: Vec<&str> = seen.lines().filter(|line| line.starts_with("ODU_TEST_")).collect();
+    ours.sort_unstable();
+    assert_eq!(
+        ours,
+        ["ODU_TEST_LANE=lane", "ODU_TEST_LANE_ONLY=1", "ODU_TEST_RUN_ONLY=1", "ODU_TEST_SHARED=run"],
+        "{seen}"
+    );
+    drop(client);
+    let status = tokio::time::timeout(DEADLINE, child.wait()).await.expect("runner exits").unwrap();
+    assert!(status.success(), "{status}");
+}
+
 /// The frames of one write of the runner, as `(stream, value)` of each `$/item` in it.
 fn items_of(write: &[u8]) -> Vec<(u64, serde_json::Value)> {
     write
@@ -374,8 +422,7 @@ async fn undecodable_lines_are_skipped_and_a_wrong_protocol_version_is_refused()
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let (client_end, server_end) = tokio::io::duplex(1 << 16);
     let (sr, sw) = tokio::io::split(server_end);
-    let server =
-        tokio::spawn(odu::runner::serve(sr, sw, std::future::pending(), odu::runner::OnClose::Answer));
+    let server = tokio::spawn(odu::runner::serve(sr, sw, std::future::pending(), odu::runner::Host::Shared));
     let (cr, mut cw) = tokio::io::split(client_end);
     cw.write_all(b"Welcome to the host! (a banner)\n\n").await.unwrap();
     let hello = odu_proto::Message::request(1, "handshake", json!({"protocol": 999, "build": "other"}));
