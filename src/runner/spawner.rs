@@ -220,6 +220,8 @@ pub async fn finish_node(started: StartedNode, spool: &Spool) -> Exit {
     let mut buf: Vec<u8> = Vec::with_capacity(READ_SMALL);
     let mut status = None;
     let mut drain_deadline = None;
+    // Whether the group may still have members: true until it is found empty.
+    let mut group_left = true;
     // After a short read the next waits a moment, so a node that writes many short lines one
     // write at a time (compilers, test runners, shell loops) is read in a few large chunks
     // rather than woken for line by line; its pipe holds far more than it writes meanwhile.
@@ -240,8 +242,13 @@ pub async fn finish_node(started: StartedNode, spool: &Spool) -> Exit {
                         tracing::warn!(generation, error = %e, "cannot write a log");
                     }
                     if n == buf.capacity() && n < READ_LARGE {
-                        // A fast writer: read it in large chunks from now on.
+                        // A fast writer: read it in large chunks from now on, from a larger
+                        // pipe (most nodes print little, and never need one).
                         buf = Vec::with_capacity(READ_LARGE);
+                        if let NodePipe::Live(pipe) = &reader {
+                            use std::os::fd::AsFd;
+                            enlarge_pipe(pipe.as_fd());
+                        }
                     }
                     next_read_at = (n < COALESCE_BELOW && status.is_none())
                         .then(|| tokio::time::Instant::now() + COALESCE_FOR);
@@ -255,13 +262,14 @@ pub async fn finish_node(started: StartedNode, spool: &Spool) -> Exit {
                 // The rest is drained at once: the node's end waits on it.
                 next_read_at = None;
                 // Strays left in the group are reaped: TERM now, KILL after the grace period.
-                kill_group(pgid, libc::SIGTERM);
+                group_left = kill_group(pgid, libc::SIGTERM);
                 drain_deadline = Some(tokio::time::Instant::now() + TERM_GRACE);
             }
             _ = sleep_until(drain_deadline), if drain_deadline.is_some() => {
                 if kill_group(pgid, libc::SIGKILL) {
                     drain_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(1));
                 } else {
+                    group_left = false;
                     // The group is gone yet the pipe stays open: a process that left the group
                     // holds it. Stop waiting; say so in the log.
                     let _ = spool.append(
@@ -277,8 +285,10 @@ pub async fn finish_node(started: StartedNode, spool: &Spool) -> Exit {
         Some(status) => status,
         None => child.wait().await,
     };
-    // Whatever is still in the group after the pipe closed goes too.
-    if kill_group(pgid, libc::SIGTERM) {
+    // Whatever is still in the group after the pipe closed goes too. A group found empty once
+    // its leader exited stays gone (nothing can join a group that does not exist), and its
+    // number may since name another's.
+    if group_left && kill_group(pgid, libc::SIGTERM) {
         escalate_later(pgid);
     }
     match status {
@@ -336,12 +346,10 @@ pub fn enlarge_pipe(fd: std::os::fd::BorrowedFd<'_>) {
     let _ = fd;
 }
 
-/// A node's output pipe: close-on-exec ends, enlarged.
+/// A node's output pipe: close-on-exec ends, of the default size until the node turns out to
+/// print fast ([`finish_node`] enlarges it then).
 fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let (read, write) = crate::tool::pipe()?;
-    use std::os::fd::AsFd;
-    enlarge_pipe(read.as_fd());
-    Ok((read, write))
+    crate::tool::pipe()
 }
 
 /// Sends `signal` to process group `pgid`; true when the group still had members.

@@ -465,7 +465,9 @@ impl SpoolReader {
             let state = self.rx.borrow_and_update().clone();
             if self.generation != Some(state.generation) {
                 self.generation = Some(state.generation);
-                self.file = File::open(&state.path).ok();
+                // Opened by the first read that needs it: a log that stays empty (most nodes
+                // print nothing) is never opened, nor looked for before its file exists.
+                self.file = None;
                 self.path = state.path.clone();
                 self.offset = 0;
                 self.end_sent = false;
