@@ -254,10 +254,14 @@ async fn rerun_or_cancel_of_an_unknown_node_is_refused() {
     h.stop().await;
 }
 
-#[tokio::test]
-async fn the_runner_binary_kills_its_process_groups_when_its_stdin_closes() {
-    let ws = workspace("slow:\n    sleep 60 & echo $! > pid; wait\n");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_odu-runner"))
+/// The runner binary on piped stdio (its command set up by `setup` first), and a client
+/// connected to it.
+async fn runner_binary(
+    setup: impl FnOnce(&mut tokio::process::Command),
+) -> (tokio::process::Child, odu::link::client::Client<tokio::process::ChildStdout>) {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_odu-runner"));
+    setup(&mut command);
+    let mut child = command
         .arg("--stdio")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -265,7 +269,14 @@ async fn the_runner_binary_kills_its_process_groups_when_its_stdin_closes() {
         .spawn()
         .unwrap();
     let (stdin, stdout) = (child.stdin.take().unwrap(), child.stdout.take().unwrap());
-    let mut client = odu::link::client::Client::connect(stdout, stdin, "test").await.unwrap();
+    let client = odu::link::client::Client::connect(stdout, stdin, "test").await.unwrap();
+    (child, client)
+}
+
+#[tokio::test]
+async fn the_runner_binary_kills_its_process_groups_when_its_stdin_closes() {
+    let ws = workspace("slow:\n    sleep 60 & echo $! > pid; wait\n");
+    let (mut child, mut client) = runner_binary(|_| {}).await;
     let tasks = [task("slow", &[])];
     client.call("run.configure", json!({"name": "t", "workspace": ws.path(), "tasks": tasks})).await.unwrap();
     let pid = read_pid(ws.path().join("pid")).await;
@@ -282,19 +293,14 @@ async fn the_runner_binary_gives_its_nodes_the_runs_environment_and_none_of_its_
     // nothing the runner alone was started with.
     let ws = workspace("probe:\n    @env > seen.tmp && mv seen.tmp seen.env\n");
     let path = std::env::var("PATH").unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_odu-runner"))
-        .arg("--stdio")
-        .env_clear()
-        .env("PATH", &path)
-        .env("ODU_TEST_RUNNER_ONLY", "1")
-        .env("ODU_TEST_SHARED", "runner")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let (stdin, stdout) = (child.stdin.take().unwrap(), child.stdout.take().unwrap());
-    let mut client = odu::link::client::Client::connect(stdout, stdin, "test").await.unwrap();
+    let (mut child, mut client) = runner_binary(|runner| {
+        runner
+            .env_clear()
+            .env("PATH", &path)
+            .env("ODU_TEST_RUNNER_ONLY", "1")
+            .env("ODU_TEST_SHARED", "runner");
+    })
+    .await;
     let base =
         json!({"PATH": path, "ODU_TEST_SHARED": "run", "ODU_TEST_RUN_ONLY": "1", "ODU_TEST_LANE": "run"});
     let lane = json!({"ODU_TEST_LANE": "lane", "ODU_TEST_LANE_ONLY": "1"});
