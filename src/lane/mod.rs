@@ -371,6 +371,9 @@ pub struct LaneLogs {
     /// Where each node's latest log is named, by lane-local node id, and what was there when
     /// the lane started.
     latest: BTreeMap<String, (PathBuf, ledger::LatestName)>,
+    /// The run's folder (`.ci/<label>/runs/<seq>`), which holds a few names: where a latest
+    /// name's replacement is linked before it is renamed into place.
+    run_dir: PathBuf,
 }
 
 impl LaneLogs {
@@ -382,7 +385,8 @@ impl LaneLogs {
     pub fn create(spec: &LaneSpec) -> std::io::Result<LaneLogs> {
         ledger::make_lane_dir(&spec.latest_dir)?;
         ledger::make_run_lane_dir(&spec.log_dir)?;
-        let mut logs = LaneLogs { spools: BTreeMap::new(), latest: BTreeMap::new() };
+        let run_dir = spec.log_dir.parent().map_or_else(|| spec.latest_dir.clone(), Path::to_path_buf);
+        let mut logs = LaneLogs { spools: BTreeMap::new(), latest: BTreeMap::new(), run_dir };
         let setup_name = format!("{SETUP}.log");
         let setup_latest = spec.latest_dir.join(&setup_name);
         let found = ledger::latest_is_free(&setup_latest)?;
@@ -430,8 +434,8 @@ impl LaneLogs {
         // older log (or a planted link): replaced at once, without the first link that would
         // fail on it and the check that the two name one file.
         match found {
-            ledger::LatestName::Taken => ledger::replace_latest(&spool.state().path, latest),
-            ledger::LatestName::Vacant => ledger::link_latest(&spool.state().path, latest),
+            ledger::LatestName::Taken => ledger::replace_latest(&spool.state().path, latest, &self.run_dir),
+            ledger::LatestName::Vacant => ledger::link_latest(&spool.state().path, latest, &self.run_dir),
         }
     }
 

@@ -490,12 +490,12 @@ pub enum LatestName {
 }
 
 /// Points `latest` at `log`, atomically: where nothing is at `latest` yet, a hard link made
-/// there; else a hard link to `log` made under a temporary name in `latest`'s folder, then
-/// renamed over `latest`. Both name the same file, so a reader of
-/// `latest` sees `log` grow. Whatever was at `latest` (an older run's log, a symlink planted
-/// there) is replaced, never followed. When the link cannot be made, an older run's log is
-/// removed from `latest` rather than left there to pass for this run's.
-pub fn link_latest(log: &Path, latest: &Path) -> std::io::Result<()> {
+/// there; else a hard link to `log` made under a temporary name in `via`, then renamed over
+/// `latest` ([`replace_latest`]). Both name the same file, so a reader of `latest` sees `log`
+/// grow. Whatever was at `latest` (an older run's log, a symlink planted there) is replaced,
+/// never followed. When the link cannot be made, an older run's log is removed from `latest`
+/// rather than left there to pass for this run's.
+pub fn link_latest(log: &Path, latest: &Path, via: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::MetadataExt;
     // The first run of a commit finds no latest name: one link makes it (a single step, so
     // atomic too), instead of two checks, a link under a temporary name and a rename.
@@ -508,19 +508,38 @@ pub fn link_latest(log: &Path, latest: &Path) -> std::io::Result<()> {
     {
         return Ok(());
     }
-    replace_latest(log, latest)
+    replace_latest(log, latest, via)
 }
 
 /// Points `latest` at `log` where something else is there: a hard link to `log` under a
-/// temporary name in `latest`'s folder, renamed over `latest`. This is [`link_latest`] without
-/// its first link and its check, for a name found [`LatestName::Taken`] before `log` existed,
-/// so it cannot name `log` (a rename of one name of a file over another does nothing, and
-/// would leave the temporary name).
-pub fn replace_latest(log: &Path, latest: &Path) -> std::io::Result<()> {
+/// temporary name, renamed over `latest`. This is [`link_latest`] without its first link and
+/// its check, for a name found [`LatestName::Taken`] before `log` existed, so it cannot name
+/// `log` (a rename of one name of a file over another does nothing, and would leave the
+/// temporary name).
+///
+/// The temporary name goes in `via`, a folder of the run's that holds a few names (its
+/// `runs/<seq>`), rather than beside `latest`: a folder of the lane's every node has each new
+/// name searched for and added among all of theirs, twice per node. Where `via` will not do
+/// (not on `latest`'s file system, not writable), `latest`'s own folder is used.
+pub fn replace_latest(log: &Path, latest: &Path, via: &Path) -> std::io::Result<()> {
+    let dir = latest.parent().ok_or_else(|| std::io::Error::other("a log path has no folder"))?;
+    let replaced = match link_then_rename(log, latest, via) {
+        Err(_) if via != dir => link_then_rename(log, latest, dir),
+        replaced => replaced,
+    };
+    // Only the run holding the checkout's run lock names its logs the latest.
+    if replaced.is_err() && std::fs::symlink_metadata(latest).is_ok_and(|meta| !meta.is_dir()) {
+        let _ = std::fs::remove_file(latest);
+    }
+    replaced
+}
+
+/// A hard link to `log` under a fresh temporary name in `dir`, renamed over `latest`; on
+/// failure nothing is left under the temporary name.
+fn link_then_rename(log: &Path, latest: &Path, dir: &Path) -> std::io::Result<()> {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    let dir = latest.parent().ok_or_else(|| std::io::Error::other("a log path has no folder"))?;
     let pid = *PID.get_or_init(std::process::id);
     let tmp = dir.join(format!(".odu-link.tmp-{pid}-{}", NEXT.fetch_add(1, Ordering::Relaxed)));
     // linkat without AT_SYMLINK_FOLLOW: `log` itself is linked, never what a link there names.
@@ -532,16 +551,12 @@ pub fn replace_latest(log: &Path, latest: &Path) -> std::io::Result<()> {
             std::fs::hard_link(log, &tmp)
         }
         linked => linked,
-    }
-    .and_then(|()| std::fs::rename(&tmp, latest));
-    // Only the run holding the checkout's run lock names its logs the latest.
-    if linked.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-        if std::fs::symlink_metadata(latest).is_ok_and(|meta| !meta.is_dir()) {
-            let _ = std::fs::remove_file(latest);
-        }
-    }
-    linked
+    };
+    linked.and_then(|()| {
+        std::fs::rename(&tmp, latest).inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+    })
 }
 
 /// Reserves the next seq for `label` by exclusive create, writing `record` (its seq filled in).
@@ -1112,9 +1127,9 @@ mod tests {
         std::fs::write(&log, "ours").unwrap();
         std::os::unix::fs::symlink(&victim, &latest).unwrap();
         latest_is_free(&latest).unwrap();
-        link_latest(&log, &latest).unwrap();
+        link_latest(&log, &latest, dir.path()).unwrap();
         // Twice: naming the same file again leaves no temporary name behind.
-        link_latest(&log, &latest).unwrap();
+        link_latest(&log, &latest, dir.path()).unwrap();
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "theirs");
         let (a, b) = (std::fs::symlink_metadata(&log).unwrap(), std::fs::symlink_metadata(&latest).unwrap());
         assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()));
@@ -1127,7 +1142,7 @@ mod tests {
         let folder = dir.path().join("folder.log");
         std::fs::create_dir(&folder).unwrap();
         assert!(latest_is_free(&folder).is_err());
-        assert!(link_latest(&log, &folder).is_err());
+        assert!(link_latest(&log, &folder, dir.path()).is_err());
         assert!(folder.is_dir(), "a folder in the way is left alone");
     }
 
@@ -1145,7 +1160,7 @@ mod tests {
         std::fs::write(&log, "ours").unwrap();
         // An older run's log is there, so the link goes through a temporary name.
         std::fs::write(&latest, "older").unwrap();
-        link_latest(&log, &latest).unwrap();
+        link_latest(&log, &latest, dir.path()).unwrap();
         assert_eq!(std::fs::read_to_string(&latest).unwrap(), "ours");
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "theirs");
         assert!(std::fs::symlink_metadata(&latest).unwrap().is_file());
@@ -1165,8 +1180,8 @@ mod tests {
         assert_eq!(latest_is_free(&latest).unwrap(), LatestName::Taken, "a link is taken");
         assert_eq!(latest_is_free(&older).unwrap(), LatestName::Taken, "an older log is taken");
         std::fs::write(&log, "ours").unwrap();
-        replace_latest(&log, &latest).unwrap();
-        replace_latest(&log, &older).unwrap();
+        replace_latest(&log, &latest, dir.path()).unwrap();
+        replace_latest(&log, &older, dir.path()).unwrap();
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "theirs");
         for name in [&latest, &older] {
             let (a, b) = (std::fs::symlink_metadata(&log).unwrap(), std::fs::symlink_metadata(name).unwrap());
@@ -1179,12 +1194,63 @@ mod tests {
     }
 
     #[test]
+    fn a_taken_name_is_replaced_through_the_runs_folder_else_its_own() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (lane, run) = (dir.path().join("lane"), dir.path().join("run"));
+        std::fs::create_dir(&lane).unwrap();
+        std::fs::create_dir(&run).unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "theirs").unwrap();
+        // A dead server's leftovers where this process could name its next temporary link.
+        let pid = std::process::id();
+        for n in 0..256 {
+            std::os::unix::fs::symlink(&victim, run.join(format!(".odu-link.tmp-{pid}-{n}"))).unwrap();
+        }
+        let log = run.join("run.log");
+        std::fs::write(&log, "ours").unwrap();
+        let names = |dir: &Path| {
+            let mut names: Vec<String> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            names.sort();
+            names
+        };
+        let same = |a: &Path, b: &Path| {
+            let (a, b) = (std::fs::symlink_metadata(a).unwrap(), std::fs::symlink_metadata(b).unwrap());
+            (a.dev(), a.ino()) == (b.dev(), b.ino())
+        };
+        std::fs::write(lane.join("a.log"), "older").unwrap();
+        replace_latest(&log, &lane.join("a.log"), &run).unwrap();
+        assert!(same(&log, &lane.join("a.log")));
+        assert_eq!(names(&lane), ["a.log"], "nothing new in the lane's folder");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "theirs", "a leftover is never followed");
+        let files: Vec<_> = std::fs::read_dir(&run)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| !e.file_type().unwrap().is_symlink())
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(files, ["run.log"], "the temporary name was renamed away");
+        // A run folder that will not do: the lane's own folder serves, and keeps nothing.
+        std::fs::write(lane.join("b.log"), "older").unwrap();
+        replace_latest(&log, &lane.join("b.log"), &dir.path().join("missing")).unwrap();
+        assert!(same(&log, &lane.join("b.log")));
+        assert_eq!(names(&lane), ["a.log", "b.log"]);
+        // A log that is not there names nothing, and an older log is not left to pass for it.
+        std::fs::write(lane.join("c.log"), "older").unwrap();
+        assert!(replace_latest(&run.join("missing.log"), &lane.join("c.log"), &run).is_err());
+        assert_eq!(names(&lane), ["a.log", "b.log"]);
+    }
+
+    #[test]
     fn a_first_latest_name_is_one_link_and_leaves_no_temporary_name() {
         use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
         let (log, latest) = (dir.path().join("run.log"), dir.path().join("latest.log"));
         std::fs::write(&log, "ours").unwrap();
-        link_latest(&log, &latest).unwrap();
+        link_latest(&log, &latest, dir.path()).unwrap();
         let (a, b) = (std::fs::symlink_metadata(&log).unwrap(), std::fs::symlink_metadata(&latest).unwrap());
         assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()));
         let mut names: Vec<_> =
@@ -1192,7 +1258,9 @@ mod tests {
         names.sort();
         assert_eq!(names, ["latest.log", "run.log"]);
         // A log that is not there yet makes no name at all.
-        assert!(link_latest(&dir.path().join("missing.log"), &dir.path().join("other.log")).is_err());
+        assert!(
+            link_latest(&dir.path().join("missing.log"), &dir.path().join("other.log"), dir.path()).is_err()
+        );
         assert!(!dir.path().join("other.log").exists());
     }
 
