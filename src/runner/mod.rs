@@ -9,6 +9,8 @@
 //! `scratch`): if the runner is killed outright, the next runner on the host (or, on
 //! localhost, the lane that started it) ends those groups and removes the directory.
 
+#[cfg(target_os = "linux")]
+pub mod clone;
 pub mod scratch;
 pub mod spawner;
 pub mod variables;

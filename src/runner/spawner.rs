@@ -47,6 +47,9 @@ pub struct NodeLaunch {
 pub struct Environment {
     pub base: Option<Arc<BTreeMap<String, String>>>,
     pub extra: Arc<BTreeMap<String, String>>,
+    /// The process's own environment is the nodes' ([`Environment::adopt`]), and no other
+    /// thread changes it: a node may be started with it as it is.
+    own: bool,
 }
 
 impl Environment {
@@ -59,7 +62,7 @@ impl Environment {
                 .collect::<Option<BTreeMap<String, String>>>()
         };
         let base = base.filter(|base| own().as_ref() != Some(base));
-        Environment { base: base.map(Arc::new), extra: Arc::new(extra) }
+        Environment { base: base.map(Arc::new), extra: Arc::new(extra), own: false }
     }
 
     /// Makes this process's own environment the nodes' (the run's, else the process's own,
@@ -87,7 +90,7 @@ impl Environment {
                 unsafe { std::env::set_var(name, value) };
             }
         }
-        *self = Environment::default();
+        *self = Environment { own: true, ..Environment::default() };
         true
     }
 
@@ -119,9 +122,36 @@ pub struct StartedNode {
     pub pgid: i32,
     /// When its leader started (for the scratch directory's record of its group).
     pub started: super::scratch::Started,
-    child: tokio::process::Child,
+    child: NodeProcess,
     reader: tokio::net::unix::pipe::Receiver,
     generation: u32,
+}
+
+/// A node's process: started by this runner's own clone where it can be, else by std.
+enum NodeProcess {
+    Std(tokio::process::Child),
+    #[cfg(target_os = "linux")]
+    Cloned(super::clone::Leader),
+}
+
+impl NodeProcess {
+    async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        match self {
+            NodeProcess::Std(child) => child.wait().await,
+            #[cfg(target_os = "linux")]
+            NodeProcess::Cloned(leader) => leader.wait().await,
+        }
+    }
+
+    fn kill(&mut self) {
+        match self {
+            NodeProcess::Std(child) => {
+                let _ = child.start_kill();
+            }
+            #[cfg(target_os = "linux")]
+            NodeProcess::Cloned(leader) => leader.kill(),
+        }
+    }
 }
 
 /// The read end of a node's pipe: watched by the reactor while odu waits to read it, or
@@ -170,6 +200,10 @@ pub fn start_node(launch: NodeLaunch, spool: &Spool) -> Result<StartedNode, Exit
     // An absolute program path spares every spawn the PATH search, which tries each directory
     // with a failing exec while the runner waits for the child to start.
     let program = resolve_program(&launch.argv[0]);
+    #[cfg(target_os = "linux")]
+    if launch.env.own && super::clone::available() {
+        return start_cloned(&launch, &program, read_end, write_end, generation, &fail);
+    }
     let mut cmd = std::process::Command::new(&program);
     launch.env.apply(&mut cmd);
     cmd.args(&launch.argv[1..]).current_dir(&launch.workspace).stdin(dev_null()).process_group(0);
@@ -182,7 +216,7 @@ pub fn start_node(launch: NodeLaunch, spool: &Spool) -> Result<StartedNode, Exit
     let (spawned, started) = super::scratch::Started::around(|| cmd.spawn());
     // Our copies of the write end must close, or the pipe never reaches its end.
     drop(cmd);
-    let mut child = spawned.map_err(|e| {
+    let child = spawned.map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             fail(format!("{} is not on PATH", launch.argv[0]))
         } else {
@@ -190,11 +224,67 @@ pub fn start_node(launch: NodeLaunch, spool: &Spool) -> Result<StartedNode, Exit
         }
     })?;
     let pgid = child.id().map(|p| p as i32).unwrap_or(0);
+    started_node(NodeProcess::Std(child), pgid, started, read_end, generation, &fail)
+}
+
+/// [`start_node`] by this runner's own clone ([`super::clone`]): the node gets the process's
+/// environment as it is, which [`Environment::adopt`] made the run's.
+#[cfg(target_os = "linux")]
+fn start_cloned(
+    launch: &NodeLaunch,
+    program: &Path,
+    read_end: OwnedFd,
+    write_end: OwnedFd,
+    generation: u32,
+    fail: &dyn Fn(String) -> Exit,
+) -> Result<StartedNode, Exit> {
+    use super::clone::Step;
+    use std::ffi::CString;
+    use std::os::fd::AsFd;
+    let c_string = |bytes: &[u8]| {
+        CString::new(bytes)
+            .map_err(|_| fail(format!("{:?} holds a NUL byte", String::from_utf8_lossy(bytes))))
+    };
+    // A name not found on PATH is never run from the working directory.
+    if !program.as_os_str().as_encoded_bytes().contains(&b'/') {
+        return Err(fail(format!("{} is not on PATH", launch.argv[0])));
+    }
+    let path = c_string(program.as_os_str().as_encoded_bytes())?;
+    let argv = launch.argv.iter().map(|arg| c_string(arg.as_bytes())).collect::<Result<Vec<_>, _>>()?;
+    let cwd = c_string(launch.workspace.as_os_str().as_encoded_bytes())?;
+    let null = dev_null_fd().map_err(|e| fail(format!("cannot open /dev/null: {e}")))?;
+    // The one place a node process is created, where std does not.
+    let (spawned, started) = super::scratch::Started::around(|| {
+        super::clone::spawn(&path, &argv, &cwd, null.as_fd(), write_end.as_fd())
+    });
+    // Our copy of the write end must close, or the pipe never reaches its end.
+    drop(write_end);
+    let leader = spawned.map_err(|e| match (e.step, e.error.kind()) {
+        (Step::Exec, std::io::ErrorKind::NotFound) => fail(format!("{} is not on PATH", launch.argv[0])),
+        (Step::Directory, _) => fail(format!("cannot enter {}: {}", launch.workspace.display(), e.error)),
+        (Step::Group, _) => fail(format!("cannot make the node a process group: {}", e.error)),
+        (Step::Streams, _) => fail(format!("cannot connect the node's output: {}", e.error)),
+        (Step::Clone | Step::Exec, _) => fail(format!("cannot start {}: {}", program.display(), e.error)),
+    })?;
+    let pgid = leader.pid;
+    started_node(NodeProcess::Cloned(leader), pgid, started, read_end, generation, fail)
+}
+
+/// A started node with its output's read end in the reactor; a pipe the reactor cannot take
+/// ends the node at once.
+fn started_node(
+    mut child: NodeProcess,
+    pgid: i32,
+    started: super::scratch::Started,
+    read_end: OwnedFd,
+    generation: u32,
+    fail: &dyn Fn(String) -> Exit,
+) -> Result<StartedNode, Exit> {
     match tokio::net::unix::pipe::Receiver::from_owned_fd(read_end) {
         Ok(reader) => Ok(StartedNode { pgid, started, child, reader, generation }),
         Err(e) => {
             kill_group(pgid, libc::SIGKILL);
-            let _ = child.start_kill();
+            child.kill();
             Err(fail(format!("cannot read the node's output: {e}")))
         }
     }
@@ -203,11 +293,17 @@ pub fn start_node(launch: NodeLaunch, spool: &Spool) -> Result<StartedNode, Exit
 /// A node's stdin: a copy of `/dev/null` opened once, which spares each node the open (a path
 /// walk) of its own.
 fn dev_null() -> Stdio {
+    dev_null_fd().and_then(|null| null.try_clone_to_owned()).map_or_else(|_| Stdio::null(), Stdio::from)
+}
+
+/// The descriptor behind [`dev_null`]: opened once, borrowed by every cloned node.
+fn dev_null_fd() -> std::io::Result<std::os::fd::BorrowedFd<'static>> {
+    use std::os::fd::AsFd;
     static NULL: std::sync::OnceLock<Option<OwnedFd>> = std::sync::OnceLock::new();
     NULL.get_or_init(|| std::fs::File::open("/dev/null").ok().map(OwnedFd::from))
         .as_ref()
-        .and_then(|null| null.try_clone().ok())
-        .map_or_else(Stdio::null, Stdio::from)
+        .map(|null| null.as_fd())
+        .ok_or_else(|| std::io::Error::other("/dev/null cannot be opened"))
 }
 
 /// Runs a started node to its end: streams its output into `spool`, reaps its group, and

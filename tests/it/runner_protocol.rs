@@ -446,3 +446,57 @@ async fn undecodable_lines_are_skipped_and_a_wrong_protocol_version_is_refused()
     }
     tokio::time::timeout(DEADLINE, server).await.expect("the runner closes the link").unwrap().unwrap();
 }
+
+/// The runner binary, its stdout fed to a [`LaneHarness`].
+async fn runner_binary_harness() -> (tokio::process::Child, LaneHarness) {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_odu-runner"))
+        .arg("--stdio")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let (mut feed, client_end) = tokio::io::duplex(1 << 20);
+    let mut stdout = child.stdout.take().unwrap();
+    tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut stdout, &mut feed).await;
+    });
+    let (cr, _) = tokio::io::split(client_end);
+    let client = odu::link::client::Client::connect(cr, child.stdin.take().unwrap(), "test").await.unwrap();
+    (child, LaneHarness::over(client).await)
+}
+
+#[tokio::test]
+async fn the_runner_binary_never_runs_a_program_from_the_worktree_that_path_lacks() {
+    use std::os::unix::fs::PermissionsExt;
+    // A hostile checkout plants an executable under the name a node runs: with no such program
+    // on PATH the node fails to start, and the planted one never runs.
+    let ws = workspace("ok:\n    @echo fine\n");
+    let planted = ws.path().join("odu-test-planted");
+    std::fs::write(&planted, "#!/bin/sh\ntouch ran\n").unwrap();
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (mut child, mut h) = runner_binary_harness().await;
+    let tasks = [
+        task("ok", &[]),
+        odu_core::lane::TaskSpec {
+            id: "planted".into(),
+            argv: vec!["odu-test-planted".into()],
+            needs: vec![],
+        },
+    ];
+    h.configure(ws.path(), &tasks).await.unwrap();
+    let (ok_log, planted_log) = (h.subscribe_log("ok").await, h.subscribe_log("planted").await);
+    h.until(|h| h.settled(3)).await;
+    h.until(|h| [ok_log, planted_log].iter().all(|s| h.log_kinds(*s).last() == Some(&"end"))).await;
+    assert_eq!(h.status("ok"), Some(Ok));
+    assert_eq!(h.log_text(ok_log), "fine\n");
+    assert!(matches!(h.status("planted"), Some(Errored | Failed)), "{:?}", h.statuses());
+    assert!(
+        h.log_text(planted_log).contains("odu-test-planted is not on PATH"),
+        "{}",
+        h.log_text(planted_log)
+    );
+    assert!(!ws.path().join("ran").exists(), "the planted program ran");
+    drop(h);
+    let _ = child.kill().await;
+}

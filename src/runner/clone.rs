@@ -1,0 +1,446 @@
+//! Starting a node's process with one `clone` of the runner's own, and waiting for it on its
+//! pidfd.
+//!
+//! std's `Command` starts a process through `posix_spawn`, which maps a fresh stack for the
+//! child and unmaps it at every spawn; tokio then opens a pidfd for the child and keeps a reaper
+//! for it. Here the child shares the runner's memory and is suspended-on by the runner
+//! (`CLONE_VM | CLONE_VFORK`, as `posix_spawn` does), runs on one stack kept for the process,
+//! and comes with its pidfd (`CLONE_PIDFD`), which the reactor watches for its exit.
+//!
+//! Between the clone and `execve` the child runs on borrowed memory while the runner waits:
+//! it allocates nothing and takes no lock, only makes system calls on what the parent prepared
+//! ([`ChildPlan`]), and reports a failing step through that plan before `_exit(127)`.
+//! Every signal is blocked across the clone; the child sets any handled signal back to its
+//! default (the runner's handlers must never run in it) before it restores the mask.
+//!
+//! Used only where the runner process's environment is the nodes' own (the `odu-runner`
+//! process, once it adopted the run's): the child is given `environ` as it is, and no other
+//! thread of that process changes it.
+
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::sync::{Mutex, OnceLock};
+
+use tokio::io::unix::AsyncFd;
+
+/// The child's stack: far more than `execve` and the steps before it use.
+const STACK_SIZE: usize = 64 * 1024;
+
+unsafe extern "C" {
+    /// The process's environment, as `execve` takes it.
+    static environ: *const *const libc::c_char;
+}
+
+/// The step of starting a node's process that failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The clone itself: nothing was started.
+    Clone,
+    /// Making the process the leader of its own process group.
+    Group,
+    /// Connecting its stdin, stdout and stderr.
+    Streams,
+    /// Entering its working directory.
+    Directory,
+    /// `execve` of the program.
+    Exec,
+}
+
+impl Step {
+    fn code(self) -> i32 {
+        match self {
+            Step::Clone => 1,
+            Step::Group => 2,
+            Step::Streams => 3,
+            Step::Directory => 4,
+            Step::Exec => 5,
+        }
+    }
+
+    fn of(code: i32) -> Option<Step> {
+        [Step::Clone, Step::Group, Step::Streams, Step::Directory, Step::Exec]
+            .into_iter()
+            .find(|step| step.code() == code)
+    }
+}
+
+/// Why a process was not started: the step, and the system's error.
+#[derive(Debug)]
+pub struct SpawnError {
+    pub step: Step,
+    pub error: std::io::Error,
+}
+
+/// What the child does, prepared by the parent: pointers into memory the parent keeps alive
+/// (and does not touch) until the clone returns, which happens only once the child called
+/// `execve` successfully or `_exit`.
+#[repr(C)]
+struct ChildPlan {
+    program: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    cwd: *const libc::c_char,
+    stdin: RawFd,
+    out: RawFd,
+    /// The signal mask to restore, the parent's before the clone.
+    mask: libc::sigset_t,
+    /// Set by the child on failure: the failing [`Step`]'s code and the errno.
+    failed: i32,
+    errno: i32,
+}
+
+/// The child's side: system calls only, on the plan and the stack it was given.
+extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the parent's `ChildPlan`, alive and untouched by the parent until this
+    // child execs or exits. Everything below is an async-signal-safe call on prepared data;
+    // errno is the suspended parent thread's (the same thread pointer), read here only.
+    unsafe {
+        let plan = arg.cast::<ChildPlan>();
+        let fail = |step: Step| -> ! {
+            (*plan).errno = *libc::__errno_location();
+            (*plan).failed = step.code();
+            libc::_exit(127)
+        };
+        if libc::setpgid(0, 0) != 0 {
+            fail(Step::Group);
+        }
+        for (from, to) in [((*plan).stdin, 0), ((*plan).out, 1), ((*plan).out, 2)] {
+            if libc::dup2(from, to) < 0 {
+                fail(Step::Streams);
+            }
+        }
+        if libc::chdir((*plan).cwd) != 0 {
+            fail(Step::Directory);
+        }
+        // A handler of the runner's would run here, on borrowed memory: every handled signal
+        // goes back to its default (an ignored one stays ignored, as across exec).
+        let mut handler: libc::sigaction = std::mem::zeroed();
+        let mut default: libc::sigaction = std::mem::zeroed();
+        default.sa_sigaction = libc::SIG_DFL;
+        for signal in 1..=64 {
+            if libc::sigaction(signal, std::ptr::null(), &mut handler) == 0
+                && handler.sa_sigaction != libc::SIG_DFL
+                && handler.sa_sigaction != libc::SIG_IGN
+            {
+                libc::sigaction(signal, &default, std::ptr::null_mut());
+            }
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, &(*plan).mask, std::ptr::null_mut());
+        libc::execve((*plan).program, (*plan).argv, (*plan).envp);
+        fail(Step::Exec)
+    }
+}
+
+/// The stack every clone of this process runs its child on, mapped once, with a guard page
+/// below it. The mutex keeps two threads from cloning onto it at once.
+struct Stack(*mut u8);
+
+// SAFETY: the stack is only used under its mutex, by one clone at a time.
+unsafe impl Send for Stack {}
+
+fn stack() -> std::io::Result<std::sync::MutexGuard<'static, Option<Stack>>> {
+    static STACK: Mutex<Option<Stack>> = Mutex::new(None);
+    let mut held = STACK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if held.is_none() {
+        // SAFETY: sysconf has no preconditions; mmap of fresh anonymous memory and mprotect of
+        // its first page touch nothing else.
+        unsafe {
+            let page = usize::try_from(libc::sysconf(libc::_SC_PAGESIZE)).unwrap_or(4096);
+            let base = libc::mmap(
+                std::ptr::null_mut(),
+                page + STACK_SIZE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            );
+            if base == libc::MAP_FAILED {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::mprotect(base, page, libc::PROT_NONE);
+            // The stack grows down from its top.
+            *held = Some(Stack(base.cast::<u8>().add(page + STACK_SIZE)));
+        }
+    }
+    Ok(held)
+}
+
+/// Whether this kernel gives a clone its pidfd, one the reactor can wait on (Linux 5.3 and
+/// later), asked once: else nodes start the way std starts a process.
+pub fn available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        // SAFETY: pidfd_open of this process only makes a descriptor, closed at once.
+        unsafe {
+            let fd = libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0);
+            if fd < 0 {
+                return false;
+            }
+            libc::close(fd as RawFd);
+        }
+        true
+    })
+}
+
+/// Starts `program` (a path: nothing is looked up on PATH) with `argv` in `cwd`, in a process
+/// group of its own, stdin from `stdin` and stdout and stderr into `out`, with this process's
+/// environment.
+pub fn spawn(
+    program: &CStr,
+    argv: &[CString],
+    cwd: &CStr,
+    stdin: BorrowedFd<'_>,
+    out: BorrowedFd<'_>,
+) -> Result<Leader, SpawnError> {
+    let clone_error = |error| SpawnError { step: Step::Clone, error };
+    let argv_ptrs: Vec<*const libc::c_char> =
+        argv.iter().map(|arg| arg.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+    let held = stack().map_err(clone_error)?;
+    let top = held.as_ref().map_or(std::ptr::null_mut(), |stack| stack.0);
+    // SAFETY: the plan points at `program`, `argv_ptrs`, `cwd` and the environment, all alive
+    // across the clone; the child only reads them, and the parent is suspended until the child
+    // execs or exits (CLONE_VFORK), so the two never run on the plan at once. Signals are
+    // blocked across the clone so that none is handled on the child's borrowed memory before
+    // it reset the handlers.
+    unsafe {
+        let mut plan = ChildPlan {
+            program: program.as_ptr(),
+            argv: argv_ptrs.as_ptr(),
+            envp: environ,
+            cwd: cwd.as_ptr(),
+            stdin: stdin.as_raw_fd(),
+            out: out.as_raw_fd(),
+            mask: std::mem::zeroed(),
+            failed: 0,
+            errno: 0,
+        };
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut plan.mask);
+        let mut pidfd: libc::c_int = -1;
+        let pid = libc::clone(
+            child,
+            top.cast::<libc::c_void>(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
+            (&raw mut plan).cast::<libc::c_void>(),
+            &raw mut pidfd,
+        );
+        let clone_errno = std::io::Error::last_os_error();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &plan.mask, std::ptr::null_mut());
+        drop(held);
+        if pid < 0 {
+            return Err(clone_error(clone_errno));
+        }
+        let pidfd = OwnedFd::from_raw_fd(pidfd);
+        let failed = std::ptr::read_volatile(&raw const plan.failed);
+        if failed != 0 {
+            let errno = std::ptr::read_volatile(&raw const plan.errno);
+            // The child has called _exit: reaped now, so no zombie is left.
+            let mut status = 0;
+            while libc::waitpid(pid, &mut status, 0) < 0 && *libc::__errno_location() == libc::EINTR {}
+            drop(pidfd);
+            return Err(SpawnError {
+                step: Step::of(failed).unwrap_or(Step::Exec),
+                error: std::io::Error::from_raw_os_error(errno),
+            });
+        }
+        // The pidfd is owned by the AsyncFd from here on, open and the same until it drops.
+        match AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) {
+            Ok(pidfd) => Ok(Leader { pid, pidfd: Some(pidfd), status: None }),
+            Err(error) => {
+                let (_pidfd, error) = error.into_parts();
+                // Not waitable through the reactor: ended and reaped here.
+                libc::kill(pid, libc::SIGKILL);
+                let mut status = 0;
+                while libc::waitpid(pid, &mut status, 0) < 0 && *libc::__errno_location() == libc::EINTR {}
+                Err(clone_error(error))
+            }
+        }
+    }
+}
+
+/// A started process, the leader of its own group, waited for on its pidfd. Reaped once: its
+/// pid stays its own until then, so a signal sent to it (or its group) reaches no other.
+pub struct Leader {
+    pub pid: i32,
+    pidfd: Option<AsyncFd<OwnedFd>>,
+    status: Option<ExitStatus>,
+}
+
+impl Leader {
+    /// Waits for the process to exit and reaps it; its exit status from then on.
+    pub async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        loop {
+            if let Some(status) = self.try_wait()? {
+                return Ok(status);
+            }
+            let Some(pidfd) = &self.pidfd else { return Err(std::io::Error::other("the process is gone")) };
+            let mut ready = pidfd.readable().await?;
+            let reaped = reap(self.pid)?;
+            if reaped.is_none() {
+                ready.clear_ready();
+            }
+            drop(ready);
+            if let Some(status) = reaped {
+                self.status = Some(status);
+                self.pidfd = None;
+                return Ok(status);
+            }
+        }
+    }
+
+    /// The exit status if the process has exited (reaping it), else `None`.
+    fn try_wait(&mut self) -> std::io::Result<Option<ExitStatus>> {
+        if self.status.is_none()
+            && let Some(status) = reap(self.pid)?
+        {
+            self.status = Some(status);
+            self.pidfd = None;
+        }
+        Ok(self.status)
+    }
+
+    /// Sends SIGKILL to the process itself (not yet reaped, so its pid is still its own).
+    pub fn kill(&mut self) {
+        if self.status.is_none() {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Reaps child `pid` if it has exited: its exit status, else `None`.
+fn reap(pid: i32) -> std::io::Result<Option<ExitStatus>> {
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid of our own child writes one int, which `status` is.
+        let reaped = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if reaped == pid {
+            return Ok(Some(ExitStatus::from_raw(status)));
+        }
+        if reaped == 0 {
+            return Ok(None);
+        }
+        let error = std::io::Error::last_os_error();
+        if error.kind() != std::io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+}
+
+impl Drop for Leader {
+    /// A process nobody waited for is reaped when it exits, by a task of the runtime, so it
+    /// does not stay a zombie for the runner's life.
+    fn drop(&mut self) {
+        if self.status.is_some() || matches!(self.try_wait(), Ok(Some(_)) | Err(_)) {
+            return;
+        }
+        let (pid, pidfd) = (self.pid, self.pidfd.take());
+        if let (Ok(runtime), Some(pidfd)) = (tokio::runtime::Handle::try_current(), pidfd) {
+            runtime.spawn(async move {
+                let mut leader = Leader { pid, pidfd: Some(pidfd), status: None };
+                let _ = leader.wait().await;
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn c(text: &str) -> CString {
+        CString::new(text).unwrap()
+    }
+
+    /// Runs `sh -c script` through [`spawn`] in `dir`; its output and how it ended.
+    async fn run(script: &str, dir: &std::path::Path) -> (String, ExitStatus, i32) {
+        run_program("sh", &["-c", script], dir).await
+    }
+
+    /// Runs `program` (found on PATH) with `args` through [`spawn`] in `dir`.
+    async fn run_program(program: &str, args: &[&str], dir: &std::path::Path) -> (String, ExitStatus, i32) {
+        let (read, write) = crate::tool::pipe().unwrap();
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let cwd = c(dir.to_str().unwrap());
+        let path = super::super::spawner::resolve_program(program);
+        let argv: Vec<CString> = std::iter::once(program).chain(args.iter().copied()).map(c).collect();
+        let path = c(path.to_str().unwrap());
+        let mut leader = spawn(&path, &argv, &cwd, null.as_fd(), write.as_fd()).unwrap();
+        drop(write);
+        let pid = leader.pid;
+        let status = leader.wait().await.unwrap();
+        let mut out = String::new();
+        std::fs::File::from(read).read_to_string(&mut out).unwrap();
+        (out, status, pid)
+    }
+
+    use std::os::fd::AsFd;
+
+    #[tokio::test]
+    async fn a_cloned_process_leads_its_own_group_in_its_folder_with_one_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = "echo pid $$; echo group $(cut -d' ' -f5 /proc/$$/stat); pwd; echo to-stderr >&2; read line || echo stdin-empty; exit 3";
+        let (out, status, pid) = run(script, dir.path()).await;
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], format!("pid {pid}"));
+        assert_eq!(lines[1], format!("group {pid}"), "the leader of a group of its own");
+        assert_eq!(
+            std::path::Path::new(lines[2]).canonicalize().unwrap(),
+            dir.path().canonicalize().unwrap()
+        );
+        assert_eq!(&lines[3..], ["to-stderr", "stdin-empty"]);
+        assert_eq!(status.code(), Some(3));
+        // Reaped: the pid is no child of this process any more.
+        assert_eq!(unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) }, -1);
+    }
+
+    extern "C" fn count_usr1(_: libc::c_int) {
+        HANDLED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    static HANDLED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    #[tokio::test]
+    async fn the_node_gets_the_runners_mask_and_default_handlers_and_the_runner_keeps_its_own() {
+        // SAFETY: a handler that only counts, and a mask change, for this test's thread.
+        let mut usr2: libc::sigset_t = unsafe { std::mem::zeroed() };
+        unsafe {
+            libc::signal(libc::SIGUSR1, count_usr1 as *const () as libc::sighandler_t);
+            libc::sigemptyset(&mut usr2);
+            libc::sigaddset(&mut usr2, libc::SIGUSR2);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &usr2, std::ptr::null_mut());
+        }
+        let dir = tempfile::tempdir().unwrap();
+        // SIGUSR2 (12) blocked, as in the thread that started it; nothing else. (Not through a
+        // shell: dash clears its mask.)
+        let (out, _, _) = run_program("grep", &["SigBlk", "/proc/self/status"], dir.path()).await;
+        assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["SigBlk:", "0000000000000800"]);
+        let (out, status, _) = run("kill -USR1 $$; echo survived", dir.path()).await;
+        assert_eq!((out.as_str(), status.signal()), ("", Some(libc::SIGUSR1)), "the default action ended it");
+        assert_eq!(HANDLED.load(std::sync::atomic::Ordering::SeqCst), 0, "the runner's handler never ran");
+        // The runner's own mask and handler are as they were.
+        let mut now: libc::sigset_t = unsafe { std::mem::zeroed() };
+        unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut now) };
+        assert_eq!(unsafe { libc::sigismember(&now, libc::SIGUSR2) }, 1);
+        assert_eq!(unsafe { libc::sigismember(&now, libc::SIGUSR1) }, 0);
+        unsafe { libc::raise(libc::SIGUSR1) };
+        assert_eq!(HANDLED.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn each_failing_step_is_named() {
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let (_read, write) = crate::tool::pipe().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cwd = c(dir.path().to_str().unwrap());
+        let missing =
+            spawn(&c("/nonexistent/just"), &[c("just")], &cwd, null.as_fd(), write.as_fd()).err().unwrap();
+        assert_eq!((missing.step, missing.error.kind()), (Step::Exec, std::io::ErrorKind::NotFound));
+        let gone = c(dir.path().join("gone").to_str().unwrap());
+        let no_dir = spawn(&c("/bin/sh"), &[c("sh")], &gone, null.as_fd(), write.as_fd()).err().unwrap();
+        assert_eq!((no_dir.step, no_dir.error.kind()), (Step::Directory, std::io::ErrorKind::NotFound));
+    }
+}
