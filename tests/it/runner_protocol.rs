@@ -254,20 +254,25 @@ async fn rerun_or_cancel_of_an_unknown_node_is_refused() {
     h.stop().await;
 }
 
-/// The runner binary on piped stdio (its command set up by `setup` first), and a client
-/// connected to it.
-async fn runner_binary(
-    setup: impl FnOnce(&mut tokio::process::Command),
-) -> (tokio::process::Child, odu::link::client::Client<tokio::process::ChildStdout>) {
+/// The runner binary on piped stdio, its command set up by `setup` first.
+fn spawn_runner_binary(setup: impl FnOnce(&mut tokio::process::Command)) -> tokio::process::Child {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_odu-runner"));
     setup(&mut command);
-    let mut child = command
+    command
         .arg("--stdio")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// The runner binary on piped stdio (its command set up by `setup` first), and a client
+/// connected to it.
+async fn runner_binary(
+    setup: impl FnOnce(&mut tokio::process::Command),
+) -> (tokio::process::Child, odu::link::client::Client<tokio::process::ChildStdout>) {
+    let mut child = spawn_runner_binary(setup);
     let (stdin, stdout) = (child.stdin.take().unwrap(), child.stdout.take().unwrap());
     let client = odu::link::client::Client::connect(stdout, stdin, "test").await.unwrap();
     (child, client)
@@ -449,13 +454,7 @@ async fn undecodable_lines_are_skipped_and_a_wrong_protocol_version_is_refused()
 
 /// The runner binary, its stdout fed to a [`LaneHarness`].
 async fn runner_binary_harness() -> (tokio::process::Child, LaneHarness) {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_odu-runner"))
-        .arg("--stdio")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = spawn_runner_binary(|_| {});
     let (mut feed, client_end) = tokio::io::duplex(1 << 20);
     let mut stdout = child.stdout.take().unwrap();
     tokio::spawn(async move {
