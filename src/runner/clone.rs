@@ -48,24 +48,6 @@ pub enum Step {
     Exec,
 }
 
-impl Step {
-    fn code(self) -> i32 {
-        match self {
-            Step::Clone => 1,
-            Step::Group => 2,
-            Step::Streams => 3,
-            Step::Directory => 4,
-            Step::Exec => 5,
-        }
-    }
-
-    fn of(code: i32) -> Option<Step> {
-        [Step::Clone, Step::Group, Step::Streams, Step::Directory, Step::Exec]
-            .into_iter()
-            .find(|step| step.code() == code)
-    }
-}
-
 /// Why a process was not started: the step, and the system's error.
 #[derive(Debug)]
 pub struct SpawnError {
@@ -76,7 +58,6 @@ pub struct SpawnError {
 /// What the child does, prepared by the parent: pointers into memory the parent keeps alive
 /// (and does not touch) until the clone returns, which happens only once the child called
 /// `execve` successfully or `_exit`.
-#[repr(C)]
 struct ChildPlan {
     program: *const libc::c_char,
     argv: *const *const libc::c_char,
@@ -86,9 +67,8 @@ struct ChildPlan {
     out: RawFd,
     /// The signal mask to restore, the parent's before the clone.
     mask: libc::sigset_t,
-    /// Set by the child on failure: the failing [`Step`]'s code and the errno.
-    failed: i32,
-    errno: i32,
+    /// Set by the child on failure: the failing step and its errno.
+    failed: Option<(Step, i32)>,
 }
 
 /// The child's side: system calls only, on the plan and the stack it was given.
@@ -99,8 +79,7 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
     unsafe {
         let plan = arg.cast::<ChildPlan>();
         let fail = |step: Step| -> ! {
-            (*plan).errno = *libc::__errno_location();
-            (*plan).failed = step.code();
+            (*plan).failed = Some((step, *libc::__errno_location()));
             libc::_exit(127)
         };
         if libc::setpgid(0, 0) != 0 {
@@ -213,8 +192,7 @@ pub fn spawn(
             stdin: stdin.as_raw_fd(),
             out: out.as_raw_fd(),
             mask: std::mem::zeroed(),
-            failed: 0,
-            errno: 0,
+            failed: None,
         };
         let mut all: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
@@ -234,17 +212,10 @@ pub fn spawn(
             return Err(clone_error(clone_errno));
         }
         let pidfd = OwnedFd::from_raw_fd(pidfd);
-        let failed = std::ptr::read_volatile(&raw const plan.failed);
-        if failed != 0 {
-            let errno = std::ptr::read_volatile(&raw const plan.errno);
+        if let Some((step, errno)) = std::ptr::read_volatile(&raw const plan.failed) {
             // The child has called _exit: reaped now, so no zombie is left.
-            let mut status = 0;
-            while libc::waitpid(pid, &mut status, 0) < 0 && *libc::__errno_location() == libc::EINTR {}
-            drop(pidfd);
-            return Err(SpawnError {
-                step: Step::of(failed).unwrap_or(Step::Exec),
-                error: std::io::Error::from_raw_os_error(errno),
-            });
+            reap_exited(pid);
+            return Err(SpawnError { step, error: std::io::Error::from_raw_os_error(errno) });
         }
         // The pidfd is owned by the AsyncFd from here on, open and the same until it drops.
         match AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) {
@@ -253,8 +224,7 @@ pub fn spawn(
                 let (_pidfd, error) = error.into_parts();
                 // Not waitable through the reactor: ended and reaped here.
                 libc::kill(pid, libc::SIGKILL);
-                let mut status = 0;
-                while libc::waitpid(pid, &mut status, 0) < 0 && *libc::__errno_location() == libc::EINTR {}
+                reap_exited(pid);
                 Err(clone_error(error))
             }
         }
@@ -270,10 +240,12 @@ pub struct Leader {
 }
 
 impl Leader {
-    /// Waits for the process to exit and reaps it; its exit status from then on.
+    /// Waits for the process to exit and reaps it; its exit status from then on. Asks the
+    /// kernel only once its pidfd is readable: a caller that polls this afresh at every turn
+    /// of a loop (a node's output read chunk by chunk) makes no system call for it.
     pub async fn wait(&mut self) -> std::io::Result<ExitStatus> {
         loop {
-            if let Some(status) = self.try_wait()? {
+            if let Some(status) = self.status {
                 return Ok(status);
             }
             let Some(pidfd) = &self.pidfd else { return Err(std::io::Error::other("the process is gone")) };
@@ -286,7 +258,6 @@ impl Leader {
             if let Some(status) = reaped {
                 self.status = Some(status);
                 self.pidfd = None;
-                return Ok(status);
             }
         }
     }
@@ -309,6 +280,15 @@ impl Leader {
             unsafe { libc::kill(self.pid, libc::SIGKILL) };
         }
     }
+}
+
+/// Reaps child `pid`, which has exited or is about to (blocking until it has).
+fn reap_exited(pid: i32) {
+    let mut status = 0;
+    // SAFETY: waitpid of our own child writes one int, which `status` is.
+    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0
+        && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+    {}
 }
 
 /// Reaps child `pid` if it has exited: its exit status, else `None`.
