@@ -8,9 +8,14 @@
 //!
 //! A subscriber that finds several deltas queued takes them as one (see [`CellValue::merge`]):
 //! a burst of changes costs each subscriber one frame, not one per change, and adds no latency.
+//!
+//! A delta is made once and shared: every queue holds the same [`Published`] delta, and the
+//! first subscriber to write it out keeps its JSON for the others ([`Delivered::json`]), so a
+//! change costs the hub one copy and one encoding whatever the number of subscribers.
 
-use std::sync::Arc;
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use odu_core::NodeView;
 use odu_proto::{Header, HeaderFrame, NodesFrame, RunSummary, RunsFrame};
@@ -46,8 +51,57 @@ fn fold_by_key<T>(into: &mut Vec<T>, later: Vec<T>, key: impl Fn(&T) -> &str) {
 }
 
 struct Sub<F> {
-    tx: mpsc::Sender<F>,
+    tx: mpsc::Sender<Arc<Published<F>>>,
     overflowed: Arc<AtomicBool>,
+}
+
+/// One published delta, shared by every subscriber's queue.
+pub struct Published<F> {
+    frame: F,
+    /// The delta's JSON, made by the first subscriber that writes it out as it is.
+    json: OnceLock<Vec<u8>>,
+}
+
+/// A frame as one subscriber takes it.
+pub enum Delivered<F> {
+    /// A delta as it was published, shared with the other subscribers.
+    Shared(Arc<Published<F>>),
+    /// This subscriber's own: a snapshot, or queued deltas merged into one.
+    Own(F),
+}
+
+impl<F> Delivered<F> {
+    pub fn frame(&self) -> &F {
+        match self {
+            Delivered::Shared(published) => &published.frame,
+            Delivered::Own(frame) => frame,
+        }
+    }
+}
+
+impl<F: Clone> Delivered<F> {
+    /// The frame itself, copied only if other subscribers still share it.
+    pub fn into_frame(self) -> F {
+        match self {
+            Delivered::Shared(published) => {
+                Arc::try_unwrap(published).map_or_else(|shared| shared.frame.clone(), |own| own.frame)
+            }
+            Delivered::Own(frame) => frame,
+        }
+    }
+}
+
+impl<F: serde::Serialize> Delivered<F> {
+    /// The frame's JSON: a shared delta is encoded once for all its subscribers.
+    pub fn json(&self) -> Cow<'_, [u8]> {
+        let encode = |frame: &F| serde_json::to_vec(frame).expect("frames serialize");
+        match self {
+            Delivered::Shared(published) => {
+                Cow::Borrowed(published.json.get_or_init(|| encode(&published.frame)))
+            }
+            Delivered::Own(frame) => Cow::Owned(encode(frame)),
+        }
+    }
 }
 
 /// The value of a `nodes` cell (a lane's or the fan-in's): shared node views, so publishing a
@@ -277,6 +331,7 @@ impl<V: CellValue> Hub<V> {
     /// Publishes a change: `snapshot` is the whole value after it, `delta` the change alone.
     pub fn publish(&mut self, snapshot: V, delta: V::Frame) {
         self.latest.send_replace(Arc::new(snapshot));
+        let delta = Arc::new(Published { frame: delta, json: OnceLock::new() });
         self.subs.retain(|sub| {
             if sub.overflowed.load(Ordering::SeqCst) {
                 return !sub.tx.is_closed();
@@ -332,12 +387,12 @@ impl<V: CellValue> Hub<V> {
 
 /// The reading side of one subscriber.
 pub struct Subscription<V: CellValue> {
-    rx: mpsc::Receiver<V::Frame>,
+    rx: mpsc::Receiver<Arc<Published<V::Frame>>>,
     overflowed: Arc<AtomicBool>,
     latest: watch::Receiver<Arc<V>>,
     first: Option<V::Frame>,
     /// A delta taken from the queue that could not be merged into the previous one.
-    held: Option<V::Frame>,
+    held: Option<Delivered<V::Frame>>,
     last_revision: u64,
     /// How many times this subscriber fell behind and was resynchronised.
     pub resyncs: u64,
@@ -346,11 +401,12 @@ pub struct Subscription<V: CellValue> {
 
 impl<V: CellValue> Subscription<V> {
     /// The next frame: a snapshot first (and after any overflow), then deltas, the ones found
-    /// queued together merged into one. `None` when the hub is gone.
-    pub async fn next(&mut self) -> Option<V::Frame> {
+    /// queued together merged into one (a delta found alone stays shared). `None` when the hub
+    /// is gone.
+    pub async fn next(&mut self) -> Option<Delivered<V::Frame>> {
         if let Some(first) = self.first.take() {
             self.last_revision = first.revision();
-            return Some(first);
+            return Some(Delivered::Own(first));
         }
         loop {
             if self.overflowed.load(Ordering::SeqCst) {
@@ -360,13 +416,13 @@ impl<V: CellValue> Subscription<V> {
                 let snapshot = self.latest.borrow_and_update().snapshot_frame();
                 self.resyncs += 1;
                 self.last_revision = snapshot.revision();
-                return Some(snapshot);
+                return Some(Delivered::Own(snapshot));
             }
             let delta = match self.held.take() {
                 Some(delta) => delta,
                 None => tokio::select! {
                     delta = self.rx.recv() => match delta {
-                        Some(delta) => delta,
+                        Some(delta) => Delivered::Shared(delta),
                         None => return None,
                     },
                     changed = self.latest.changed(), if !self.hub_gone => {
@@ -379,23 +435,28 @@ impl<V: CellValue> Subscription<V> {
                     }
                 },
             };
-            if delta.revision() <= self.last_revision {
+            if delta.frame().revision() <= self.last_revision {
                 continue;
             }
             let mut frame = delta;
             while let Ok(later) = self.rx.try_recv() {
-                if later.revision() <= frame.revision() {
+                if later.frame.revision() <= frame.frame().revision() {
                     continue;
                 }
-                if let Some(unmerged) = V::merge(&mut frame, later) {
-                    self.held = Some(unmerged);
+                // Merging makes the delta this subscriber's own.
+                let mut own = frame.into_frame();
+                let later = Delivered::Shared(later).into_frame();
+                let unmerged = V::merge(&mut own, later);
+                frame = Delivered::Own(own);
+                if let Some(unmerged) = unmerged {
+                    self.held = Some(Delivered::Own(unmerged));
                     break;
                 }
             }
             if self.overflowed.load(Ordering::SeqCst) {
                 continue;
             }
-            self.last_revision = frame.revision();
+            self.last_revision = frame.frame().revision();
             return Some(frame);
         }
     }
@@ -406,13 +467,13 @@ mod tests {
     use super::*;
 
     /// A cell of counters; a delta carries (index, value) pairs.
-    #[derive(Clone, Debug, PartialEq)]
+    #[derive(Clone, Debug, PartialEq, serde::Serialize)]
     struct Counters {
         revision: u64,
         values: Vec<u64>,
     }
 
-    #[derive(Clone, Debug, PartialEq)]
+    #[derive(Clone, Debug, PartialEq, serde::Serialize)]
     enum Frame {
         Snapshot(Counters),
         Delta(u64, Vec<(usize, u64)>),
@@ -499,19 +560,19 @@ mod tests {
                 while let Ok(Some(frame)) =
                     tokio::time::timeout(std::time::Duration::from_millis(1), fast.next()).await
                 {
-                    apply(&mut fast_view, frame);
+                    apply(&mut fast_view, frame.into_frame());
                     if fast_view.as_ref().is_some_and(|v| v.revision == value.revision) {
                         break;
                     }
                 }
                 if next(&mut seed).is_multiple_of(10) {
                     let frame = slow.next().await.expect("hub alive");
-                    apply(&mut slow_view, frame);
+                    apply(&mut slow_view, frame.into_frame());
                 }
                 // The batched one catches up every third change, within its queue of 4.
                 if step % 3 == 0 {
                     while batched_view.as_ref().is_none_or(|v| v.revision < value.revision) {
-                        apply(&mut batched_view, batched.next().await.expect("hub alive"));
+                        apply(&mut batched_view, batched.next().await.expect("hub alive").into_frame());
                         batched_frames += 1;
                     }
                     assert_eq!(batched_view.as_ref(), Some(&value), "merged deltas equal the value");
@@ -525,11 +586,46 @@ mod tests {
             assert_eq!(fast_view.as_ref(), Some(&value));
             while slow_view.as_ref().is_none_or(|v| v.revision < value.revision) {
                 let frame = slow.next().await.expect("hub alive");
-                apply(&mut slow_view, frame);
+                apply(&mut slow_view, frame.into_frame());
             }
             assert_eq!(slow_view.as_ref(), Some(&value), "the slow subscriber converges on the value");
             assert!(slow.resyncs > 0, "the slow subscriber overflowed and was resynchronised");
         }
+    }
+
+    /// A delta taken alone is the one every subscriber shares, encoded once for all of them; a
+    /// subscriber that merges queued deltas gets its own, and the others' copy is untouched.
+    #[tokio::test]
+    async fn a_delta_is_shared_and_encoded_once_unless_a_subscriber_merges_it() {
+        let mut value = Counters { revision: 0, values: vec![0; 4] };
+        let mut hub = Hub::new(value.clone(), 8);
+        let mut subs: Vec<_> = (0..3).map(|_| hub.subscribe()).collect();
+        for sub in &mut subs {
+            assert!(matches!(sub.next().await, Some(Delivered::Own(Frame::Snapshot(_)))));
+        }
+        value.values[1] = 7;
+        value.revision = 1;
+        hub.publish(value.clone(), Frame::Delta(1, vec![(1, 7)]));
+        let mut taken = Vec::new();
+        for sub in &mut subs[..2] {
+            taken.push(sub.next().await.expect("hub alive"));
+        }
+        let (Delivered::Shared(a), Delivered::Shared(b)) = (&taken[0], &taken[1]) else {
+            panic!("a delta found alone is shared");
+        };
+        assert!(Arc::ptr_eq(a, b), "both subscribers hold the one published delta");
+        let (first, second) = (taken[0].json(), taken[1].json());
+        assert_eq!(first.as_ptr(), second.as_ptr(), "its JSON was made once");
+        assert_eq!(&*first, serde_json::to_vec(&Frame::Delta(1, vec![(1, 7)])).unwrap().as_slice());
+        // The third subscriber finds two deltas queued and merges them into its own frame.
+        value.values[2] = 9;
+        value.revision = 2;
+        hub.publish(value.clone(), Frame::Delta(2, vec![(2, 9)]));
+        let merged = subs[2].next().await.expect("hub alive");
+        assert!(matches!(&merged, Delivered::Own(Frame::Delta(2, changes)) if changes == &[(1, 7), (2, 9)]));
+        assert_eq!(taken[0].frame(), &Frame::Delta(1, vec![(1, 7)]), "the shared delta is unchanged");
+        let alone = subs[0].next().await.expect("hub alive");
+        assert!(matches!(&alone, Delivered::Shared(p) if p.frame == Frame::Delta(2, vec![(2, 9)])));
     }
 
     /// Subscribers that join while another thread publishes: whatever the moment, the snapshot
@@ -586,7 +682,7 @@ mod tests {
                 let mut view: Option<Counters> = None;
                 while view.as_ref().is_none_or(|v| v.revision < last.revision) {
                     let next = tokio::time::timeout(std::time::Duration::from_secs(5), sub.next());
-                    match next.await.expect("every change arrives").expect("hub alive") {
+                    match next.await.expect("every change arrives").expect("hub alive").into_frame() {
                         Frame::Snapshot(c) => {
                             mid_stream += usize::from(c.revision > 0 && c.revision < last.revision);
                             view = Some(c);

@@ -315,8 +315,7 @@ impl Actor {
                 let stream = id.clone();
                 let task = tokio::spawn(async move {
                     while let Some(frame) = sub.next().await {
-                        let json = serde_json::to_vec(&frame).expect("frames serialize");
-                        if out.send(item_frame(&stream, &json)).await.is_err() {
+                        if out.send(item_frame(&stream, &frame.json())).await.is_err() {
                             break;
                         }
                     }

@@ -156,8 +156,8 @@ where
     let (out, stream) = (out.clone(), id.clone());
     tokio::spawn(async move {
         while let Some(frame) = sub.next().await {
-            let json = serde_json::to_vec(&frame).expect("frames serialize");
-            if out.send(item_frame(&stream, &json)).await.is_err() {
+            // A delta every subscriber shares is encoded once, by the first to send it.
+            if out.send(item_frame(&stream, &frame.json())).await.is_err() {
                 break;
             }
         }
