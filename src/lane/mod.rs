@@ -400,12 +400,15 @@ impl LaneLogs {
         for note in &spec.notes {
             logs.narrate(note);
         }
+        // One listing of the latest folder says what each node's name holds: a `stat` per node
+        // walked the whole path each time.
+        let names = ledger::LatestNames::read(&spec.latest_dir);
         for task in &spec.tasks {
             let name = format!("{}.log", odu_core::node_id::log_file_stem(&task.id));
             let (path, latest) = (spec.log_dir.join(&name), spec.latest_dir.join(&name));
             // The file itself is made when the node starts (named the latest), writes or ends:
             // creating every file up front held the lane's start back by one file per node.
-            match ledger::latest_is_free(&latest) {
+            match names.of(&name) {
                 Ok(found) => {
                     logs.spools.insert(task.id.clone(), Spool::deferred(&path));
                     logs.latest.insert(task.id.clone(), (latest, found));

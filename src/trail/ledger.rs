@@ -480,6 +480,41 @@ pub fn latest_is_free(latest: &Path) -> std::io::Result<LatestName> {
     }
 }
 
+/// What a lane's latest folder holds, read in one listing: [`LatestNames::of`] answers as
+/// [`latest_is_free`] does for each of its names, without a `stat` (and a walk of the whole
+/// path) per node. The listing's file types come from the directory itself; a name whose type
+/// it does not give, or every name if the folder cannot be listed, is asked on its own.
+pub struct LatestNames {
+    dir: PathBuf,
+    /// Each name found, and whether it is a folder (`None`: the listing did not say).
+    found: Option<std::collections::HashMap<std::ffi::OsString, Option<bool>>>,
+}
+
+impl LatestNames {
+    /// Lists `dir` (a lane's latest folder, already made by [`make_lane_dir`]).
+    pub fn read(dir: &Path) -> LatestNames {
+        let list = || -> std::io::Result<_> {
+            let mut found = std::collections::HashMap::new();
+            for entry in std::fs::read_dir(dir)? {
+                let entry = entry?;
+                let is_dir = entry.file_type().ok().map(|kind| kind.is_dir());
+                found.insert(entry.file_name(), is_dir);
+            }
+            Ok(found)
+        };
+        LatestNames { dir: dir.to_path_buf(), found: list().ok() }
+    }
+
+    /// What is at `name` in the folder, as [`latest_is_free`] says it.
+    pub fn of(&self, name: &str) -> std::io::Result<LatestName> {
+        match self.found.as_ref().map(|found| found.get(std::ffi::OsStr::new(name))) {
+            Some(None) => Ok(LatestName::Vacant),
+            Some(Some(Some(false))) => Ok(LatestName::Taken),
+            Some(Some(Some(true) | None)) | None => latest_is_free(&self.dir.join(name)),
+        }
+    }
+}
+
 /// What [`latest_is_free`] found at a node's latest name before the run's log of it existed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LatestName {
@@ -1144,6 +1179,33 @@ mod tests {
         assert!(latest_is_free(&folder).is_err());
         assert!(link_latest(&log, &folder, dir.path()).is_err());
         assert!(folder.is_dir(), "a folder in the way is left alone");
+    }
+
+    #[test]
+    fn one_listing_of_the_latest_folder_says_what_each_name_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "theirs").unwrap();
+        std::fs::write(dir.path().join("older.log"), "older").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("link.log")).unwrap();
+        std::os::unix::fs::symlink(dir.path(), dir.path().join("dirlink.log")).unwrap();
+        std::fs::create_dir(dir.path().join("folder.log")).unwrap();
+        let names = LatestNames::read(dir.path());
+        let unlisted = LatestNames::read(&dir.path().join("missing"));
+        for name in ["older.log", "link.log", "dirlink.log", "vacant.log", "folder.log"] {
+            let one = latest_is_free(&dir.path().join(name));
+            let listed = names.of(name);
+            match (one, listed) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{name}"),
+                (Err(a), Err(b)) => assert_eq!(a.kind(), b.kind(), "{name}"),
+                (a, b) => panic!("{name}: one by one {a:?}, listed {b:?}"),
+            }
+        }
+        assert_eq!(names.of("vacant.log").unwrap(), LatestName::Vacant);
+        // A folder that cannot be listed is asked name by name.
+        assert_eq!(unlisted.of("older.log").unwrap(), LatestName::Vacant);
+        assert_eq!(names.of("dirlink.log").unwrap(), LatestName::Taken, "a link to a folder is replaced");
+        assert!(names.of("folder.log").is_err(), "a folder is in the way");
     }
 
     #[test]
