@@ -1790,8 +1790,13 @@ def scenario_monitor_idle(ctx: "Ctx") -> Result:
 def scenario_monitor_fast200(ctx: "Ctx") -> Result:
     """The dashboard's CPU and frame rate with 200 nodes changing as fast as they can."""
     d = ctx.tmp / "monitor_fast200"
-    names = [f"r{i:03}" for i in range(199)]
-    just = '[metadata("ci")]\nci: ' + " ".join(names) + "\n" + "".join(f"\n{n}:\n    @true\n" for n in names)
+    gate = ctx.tmp / "monitor_fast200.open"
+    names = [f"r{i:03}" for i in range(198)]
+    # The nodes wait behind a gate, opened once the dashboard shows the run: a run of 0.5 s
+    # could otherwise end before a dashboard waiting with no run has found its server.
+    just = ('[metadata("ci")]\nci: ' + " ".join(names) + "\n"
+            + "".join(f"\n{n}: gate\n    @true\n" for n in names)
+            + f"\ngate:\n    @while [ ! -e '{gate}' ]; do sleep 0.005; done\n")
     sha = make_repo(d, just, ctx.env)
     repo = OduRepo(ctx.odu, d, sha, ctx.env)
     cpus, rates, walls = [], [], []
@@ -1800,15 +1805,19 @@ def scenario_monitor_fast200(ctx: "Ctx") -> Result:
             # The dashboard waits with no run; it finds the run's server within a second.
             stop_servers(repo.repo)
             retire_trail(repo.repo)
+            gate.unlink(missing_ok=True)
             dash = Dashboard(repo, "fast")
+            live = None
             try:
                 dash.wait_screen("no runs recorded")
+                live = LiveRun(repo, extra=["--jobs", "50"], tag="monitor_fast200")
+                dash.wait_screen("gate")
                 box: dict[str, float] = {}
 
                 def measured() -> None:
                     box["a"], box["t_a"] = proc_cpu_s(dash.pid), time.monotonic()
-                    subprocess.run([str(repo.odu_bin), "run", "--no-post", *HOST_FLAG, "--jobs", "50"],
-                                   cwd=repo.repo, env=repo.env, capture_output=True)
+                    gate.touch()
+                    live.wait()
                     box["b"], box["t_b"] = proc_cpu_s(dash.pid), time.monotonic()
 
                 frames = frames_written(dash.pid, measured)
@@ -1817,6 +1826,9 @@ def scenario_monitor_fast200(ctx: "Ctx") -> Result:
                 cpus.append((box["b"] - box["a"]) / wall * 100)
                 rates.append(frames / wall if frames >= 0 else float("nan"))
             finally:
+                if live:
+                    live.close()
+                gate.unlink(missing_ok=True)
                 dash.close()
     finally:
         stop_servers(d)
