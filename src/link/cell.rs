@@ -399,6 +399,30 @@ pub struct Subscription<V: CellValue> {
     hub_gone: bool,
 }
 
+impl<V: CellValue> Subscription<V>
+where
+    V::Frame: serde::Serialize,
+{
+    /// Streams this subscription's frames as items of request `id` on `out` (a link's
+    /// writer) until the hub or the link is gone: the server's cells to its clients, the
+    /// runner's `nodes` cell to its coordinator. A delta every subscriber shares is encoded
+    /// once, by the first to send it.
+    pub fn forward(
+        mut self,
+        out: &mpsc::Sender<Vec<u8>>,
+        id: &serde_json::Value,
+    ) -> tokio::task::JoinHandle<()> {
+        let (out, stream) = (out.clone(), id.clone());
+        tokio::spawn(async move {
+            while let Some(frame) = self.next().await {
+                if out.send(odu_proto::item_frame(&stream, &frame.json())).await.is_err() {
+                    break;
+                }
+            }
+        })
+    }
+}
+
 impl<V: CellValue> Subscription<V> {
     /// The next frame: a snapshot first (and after any overflow), then deltas, the ones found
     /// queued together merged into one (a delta found alone stays shared). `None` when the hub

@@ -22,7 +22,7 @@ use odu_core::lane::{Exit, LaneEffect, LaneEvent, LaneState};
 use odu_core::{NodeView, SETUP};
 use odu_proto::{
     Configure, LANE_CLOSE, Message, NODE_CANCEL, NODE_LOG_GET, NODE_RERUN, NODES_GET, NodeParams, NodesFrame,
-    RUN_CONFIGURE, RpcError, error_code, item_frame, log_item_frame,
+    RUN_CONFIGURE, RpcError, error_code, log_item_frame,
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -310,16 +310,7 @@ impl Actor {
         let result = match method {
             RUN_CONFIGURE => self.configure(params),
             NODES_GET => {
-                let mut sub = self.hub.subscribe();
-                let out = self.out.clone();
-                let stream = id.clone();
-                let task = tokio::spawn(async move {
-                    while let Some(frame) = sub.next().await {
-                        if out.send(item_frame(&stream, &frame.json())).await.is_err() {
-                            break;
-                        }
-                    }
-                });
+                let task = self.hub.subscribe().forward(&self.out, &id);
                 self.streams.insert(id.to_string(), task.abort_handle());
                 return None;
             }

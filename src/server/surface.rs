@@ -33,7 +33,6 @@ use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
-use crate::link::cell::{CellValue, Subscription};
 use crate::link::socket::split_quiet;
 use crate::link::wire::{FrameReader, ReadError, Served, ServerLink, spawn_writer};
 use crate::server::coordinator::{AskError, LaneAnswer, RunHandles};
@@ -142,26 +141,6 @@ fn read_error(e: ReadError) -> RpcError {
         ReadError::TooLarge(_) | ReadError::Io(_) => error_code::INVALID_REQUEST,
     };
     RpcError::new(code, e.to_string())
-}
-
-/// Streams the frames of a cell subscription as items of request `id`.
-fn forward<V: CellValue>(
-    mut sub: Subscription<V>,
-    out: &mpsc::Sender<Vec<u8>>,
-    id: &Value,
-) -> tokio::task::JoinHandle<()>
-where
-    V::Frame: serde::Serialize,
-{
-    let (out, stream) = (out.clone(), id.clone());
-    tokio::spawn(async move {
-        while let Some(frame) = sub.next().await {
-            // A delta every subscriber shares is encoded once, by the first to send it.
-            if out.send(item_frame(&stream, &frame.json())).await.is_err() {
-                break;
-            }
-        }
-    })
 }
 
 /// Sends one item, leaving the stream open: the value of a finished run never changes.
@@ -308,12 +287,12 @@ async fn dispatch(
     let result: Result<Value, RpcError> = match method {
         RUNS_GET => {
             let sub = server.runs.lock().expect("hub lock").subscribe();
-            return stream(forward(sub, out, &id), streams);
+            return stream(sub.forward(out, &id), streams);
         }
         NODES_GET => match target() {
             Ok(Target::Live(run)) => {
                 let sub = run.nodes.lock().expect("hub lock").subscribe();
-                return stream(forward(sub, out, &id), streams);
+                return stream(sub.forward(out, &id), streams);
             }
             Ok(Target::Stored(record)) => {
                 let nodes = ledger::stored_views(&record);
@@ -330,7 +309,7 @@ async fn dispatch(
         HEADER_GET => match target() {
             Ok(Target::Live(run)) => {
                 let sub = run.header.lock().expect("hub lock").subscribe();
-                return stream(forward(sub, out, &id), streams);
+                return stream(sub.forward(out, &id), streams);
             }
             Ok(Target::Stored(record)) => {
                 let mut header = ledger::stored_header(&record);
