@@ -387,9 +387,12 @@ impl LaneLogs {
         ledger::make_run_lane_dir(&spec.log_dir)?;
         let run_dir = spec.log_dir.parent().map_or_else(|| spec.latest_dir.clone(), Path::to_path_buf);
         let mut logs = LaneLogs { spools: BTreeMap::new(), latest: BTreeMap::new(), run_dir };
+        // One listing of the latest folder says what each name holds (the setup log's and every
+        // node's): a `stat` per name walked the whole path each time.
+        let names = ledger::LatestNames::read(&spec.latest_dir);
         let setup_name = format!("{SETUP}.log");
         let setup_latest = spec.latest_dir.join(&setup_name);
-        let found = ledger::latest_is_free(&setup_latest)?;
+        let found = names.of(&setup_name)?;
         let setup_path = spec.log_dir.join(&setup_name);
         let setup = Spool::create(&setup_path)?;
         logs.spools.insert(SETUP.to_string(), setup);
@@ -400,9 +403,6 @@ impl LaneLogs {
         for note in &spec.notes {
             logs.narrate(note);
         }
-        // One listing of the latest folder says what each node's name holds: a `stat` per node
-        // walked the whole path each time.
-        let names = ledger::LatestNames::read(&spec.latest_dir);
         for task in &spec.tasks {
             let name = format!("{}.log", odu_core::node_id::log_file_stem(&task.id));
             let (path, latest) = (spec.log_dir.join(&name), spec.latest_dir.join(&name));
