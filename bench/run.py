@@ -798,6 +798,14 @@ def scenario_chain2000(ctx: "Ctx") -> Result:
     return chain_scenario(ctx, 2000)
 
 
+def scenario_chain200_in1000(ctx: "Ctx") -> Result:
+    """chain200's 200 nodes in a justfile of 1,000 recipes (800 outside the DAG): odu does the
+    same work as in chain200, `just` the work of chain1000's justfile. Its CPU per node against
+    chain200's and chain1000's tells odu's own growth with N from what a bigger justfile costs
+    every process on the machine."""
+    return chain_scenario(ctx, 200, padding=800)
+
+
 # Per-node overhead targets: at most 0.3 ms at 2,000 nodes; smaller N is reported for the
 # trend (it must not grow with N).
 OVERHEAD_TARGET_MS = {2000: 0.3}
@@ -841,12 +849,15 @@ def wide_repo(ctx: "Ctx", folder: str, names: list[str]) -> OduRepo:
     return OduRepo(ctx.odu, path, sha, ctx.env)
 
 
-def chain_scenario(ctx: "Ctx", n: int, warm: bool = False) -> Result:
+def chain_scenario(ctx: "Ctx", n: int, warm: bool = False, padding: int = 0) -> Result:
     names = [f"r{i:04d}" for i in range(n)] if n > 1000 else [f"r{i:03d}" for i in range(n)]
     deps = {x: [names[i - 1]] for i, x in enumerate(names) if i}
-    scenario = f"chain{n}" + ("_warm" if warm else "")
+    scenario = f"chain{n}" + ("_warm" if warm else "") + (f"_in{n + padding}" if padding else "")
     # Root lists only the tip: the closure is the whole chain either way.
-    sha = make_repo(ctx.tmp / scenario, ci_justfile(names, deps, [names[-1]]), ctx.env)
+    justfile = ci_justfile(names, deps, [names[-1]])
+    # Padding: recipes no node depends on, which `just` parses on every call.
+    justfile += "".join(f"\np{i:04d}:\n    @true\n" for i in range(padding))
+    sha = make_repo(ctx.tmp / scenario, justfile, ctx.env)
     repo = OduRepo(ctx.odu, ctx.tmp / scenario, sha, ctx.env)
     repo.keep_server = repo.retire_label = warm
     # One shell loop: the cheapest serial execution of the same 200 nodes.
@@ -861,7 +872,9 @@ def chain_scenario(ctx: "Ctx", n: int, warm: bool = False) -> Result:
     b, o = measure(baseline, odu, ctx.runs)
     if warm:
         stop_servers(repo.repo)
-    return Result(scenario, f"{n} recipes in a dependency chain" + (", server up" if warm else ""), ctx.runs,
+    what = f"{n} recipes in a dependency chain" + (", server up" if warm else "")
+    what += f", in a justfile of {n + padding} recipes" if padding else ""
+    return Result(scenario, what, ctx.runs,
                   "sh loop of just --no-deps", "odu run", b, o, SHAPE_RATIO_TARGET.get(n),
                   [overhead_check(b, o, n, OVERHEAD_TARGET_MS.get(n)), *repo.cpu_checks(n),
                    *repo.rss_checks(None, None)])
@@ -2077,6 +2090,7 @@ SCENARIOS: dict[str, Callable[["Ctx"], Result]] = {
     "wide2000_jobs2": scenario_wide2000_jobs2,
     "chain1000": scenario_chain1000,
     "chain2000": scenario_chain2000,
+    "chain200_in1000": scenario_chain200_in1000,
     "noisy": scenario_noisy,
     "startup_warm": scenario_startup_warm,
     "startup_cold": scenario_startup_cold,
