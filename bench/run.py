@@ -806,6 +806,13 @@ def scenario_chain200_in1000(ctx: "Ctx") -> Result:
     return chain_scenario(ctx, 200, padding=800)
 
 
+def scenario_chain200_sleep10ms(ctx: "Ctx") -> Result:
+    """chain200 whose nodes each sleep 10 ms: the same `just`, the same odu work and the same
+    events, only 10 ms of idle machine between them. Its CPU per node against chain200's is
+    what a wake-up from idle costs odu's processes on this machine, per node."""
+    return chain_scenario(ctx, 200, body="@sleep 0.01")
+
+
 # Per-node overhead targets: at most 0.3 ms at 2,000 nodes; smaller N is reported for the
 # trend (it must not grow with N).
 OVERHEAD_TARGET_MS = {2000: 0.3}
@@ -849,12 +856,14 @@ def wide_repo(ctx: "Ctx", folder: str, names: list[str]) -> OduRepo:
     return OduRepo(ctx.odu, path, sha, ctx.env)
 
 
-def chain_scenario(ctx: "Ctx", n: int, warm: bool = False, padding: int = 0) -> Result:
+def chain_scenario(ctx: "Ctx", n: int, warm: bool = False, padding: int = 0,
+                   body: str = "@true") -> Result:
     names = [f"r{i:04d}" for i in range(n)] if n > 1000 else [f"r{i:03d}" for i in range(n)]
     deps = {x: [names[i - 1]] for i, x in enumerate(names) if i}
     scenario = f"chain{n}" + ("_warm" if warm else "") + (f"_in{n + padding}" if padding else "")
+    scenario += "_sleep10ms" if body != "@true" else ""
     # Root lists only the tip: the closure is the whole chain either way.
-    justfile = ci_justfile(names, deps, [names[-1]])
+    justfile = ci_justfile(names, deps, [names[-1]]).replace("    @true\n", f"    {body}\n")
     # Padding: recipes no node depends on, which `just` parses on every call.
     justfile += "".join(f"\np{i:04d}:\n    @true\n" for i in range(padding))
     sha = make_repo(ctx.tmp / scenario, justfile, ctx.env)
@@ -874,6 +883,7 @@ def chain_scenario(ctx: "Ctx", n: int, warm: bool = False, padding: int = 0) -> 
         stop_servers(repo.repo)
     what = f"{n} recipes in a dependency chain" + (", server up" if warm else "")
     what += f", in a justfile of {n + padding} recipes" if padding else ""
+    what += f", each `{body}`" if body != "@true" else ""
     return Result(scenario, what, ctx.runs,
                   "sh loop of just --no-deps", "odu run", b, o, SHAPE_RATIO_TARGET.get(n),
                   [overhead_check(b, o, n, OVERHEAD_TARGET_MS.get(n)), *repo.cpu_checks(n),
@@ -2091,6 +2101,7 @@ SCENARIOS: dict[str, Callable[["Ctx"], Result]] = {
     "chain1000": scenario_chain1000,
     "chain2000": scenario_chain2000,
     "chain200_in1000": scenario_chain200_in1000,
+    "chain200_sleep10ms": scenario_chain200_sleep10ms,
     "noisy": scenario_noisy,
     "startup_warm": scenario_startup_warm,
     "startup_cold": scenario_startup_cold,
