@@ -37,10 +37,16 @@ impl Replica {
         self.header = Some(header);
     }
 
-    /// Applies node views; the first call (with the header known) builds the copy, whose
-    /// snapshot replays what happened before this client subscribed as the transitions it
-    /// missed.
+    /// [`Replica::absorb`], then writes out what it printed.
     pub fn apply(&mut self, views: Vec<NodeView>, snapshot_order: Option<Vec<String>>) {
+        self.absorb(views, snapshot_order);
+        self.face.flush();
+    }
+
+    /// Applies node views, the face's lines kept for the next [`Replica::flush`]; the first
+    /// call (with the header known) builds the copy, whose snapshot replays what happened
+    /// before this client subscribed as the transitions it missed.
+    pub fn absorb(&mut self, views: Vec<NodeView>, snapshot_order: Option<Vec<String>>) {
         if self.run.is_none() {
             let (Some(header), Some(order)) = (&self.header, snapshot_order) else { return };
             let order: Vec<NodeId> = order.iter().filter_map(|id| NodeId::parse(id)).collect();
@@ -53,6 +59,10 @@ impl Replica {
         for change in &fx.transitions {
             self.face.transition(run, change);
         }
+    }
+
+    /// Writes out the lines kept so far.
+    pub fn flush(&mut self) {
         self.face.flush();
     }
 
@@ -68,6 +78,7 @@ impl Replica {
     }
 
     pub fn finish(&mut self) {
+        self.face.flush();
         if let Some(run) = &self.run {
             self.face.finish(run);
         }
@@ -103,9 +114,10 @@ pub async fn follow(
                         let ended = header.phase == Phase::Ended;
                         replica.observe_header(header);
                         for (views, order) in pending_views.drain(..) {
-                            replica.apply(views, order);
+                            replica.absorb(views, order);
                         }
                         if ended {
+                            replica.flush();
                             // The run's own client gives GitHub a bounded while to take
                             // what the run posts.
                             let deadline = tokio::time::Instant::now() + post_wait.unwrap_or_default();
@@ -124,7 +136,7 @@ pub async fn follow(
                         if replica.header.is_none() {
                             pending_views.push((views, order));
                         } else {
-                            replica.apply(views, order);
+                            replica.absorb(views, order);
                         }
                     }
                     Some(ClientEvent::Response { id, result: Err(e) }) if id == header_stream || id == nodes_stream => {
@@ -145,6 +157,10 @@ pub async fn follow(
             _ = sigint.recv() => true,
             _ = sigterm.recv() => true,
         };
+        // One write for a burst: what the frames already here print goes out with theirs.
+        if !client.has_buffered() {
+            replica.flush();
+        }
         // A follower whose reader went away is done. The run's own client goes on to the
         // verdict: its exit code is the run's, whoever reads its output.
         if !owned && crate::error::stdout_closed() {

@@ -130,6 +130,12 @@ impl<R: AsyncRead + Unpin> Client<R> {
         }
     }
 
+    /// Whether the next [`Client::next`] has an event already here, without reading the link:
+    /// a consumer that writes what it heard can write once for a burst of events.
+    pub fn has_buffered(&self) -> bool {
+        !self.backlog.is_empty() || self.frames.holds_a_line()
+    }
+
     /// The next item or response; `None` when the link closed.
     pub async fn next(&mut self) -> Result<Option<ClientEvent>, ClientError> {
         if let Some(event) = self.backlog.pop_front() {

@@ -347,6 +347,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }))
     }
 
+    /// Whether a whole line is already read and waiting: the next [`FrameReader::next`] then
+    /// returns without reading the link.
+    pub fn holds_a_line(&self) -> bool {
+        let pending = &self.buf.data()[self.start..];
+        memchr::memchr(b'\n', &pending[self.scanned.min(pending.len())..]).is_some()
+            || (self.eof && !pending.is_empty())
+    }
+
     async fn next_line(&mut self) -> Result<Option<Result<Option<Vec<u8>>, FrameError>>, ReadError> {
         loop {
             let pending = &self.buf.data()[self.start..];
@@ -650,6 +658,38 @@ mod tests {
         drop(out);
         task.await.unwrap().unwrap();
         assert_eq!(writes.0.lock().unwrap().concat(), b"one\ntwo\n");
+    }
+
+    #[tokio::test]
+    async fn a_reader_says_whether_a_whole_line_waits_without_reading_the_link() {
+        let (ours, mut theirs) = tokio::io::duplex(1 << 16);
+        let mut frames = FrameReader::new(ours, "test");
+        assert!(!frames.holds_a_line(), "nothing read yet");
+        let mut bytes = Vec::new();
+        for text in [&b"one"[..], b"two", b"three"] {
+            encode_frame(text, &mut bytes);
+        }
+        // The third line arrives without its end.
+        bytes.pop();
+        theirs.write_all(&bytes).await.unwrap();
+        assert_eq!(frames.next_frame().await.unwrap().unwrap(), b"one");
+        assert!(frames.holds_a_line(), "the second line came in the same read");
+        assert_eq!(frames.next_frame().await.unwrap().unwrap(), b"two");
+        assert!(!frames.holds_a_line(), "the third is not whole yet");
+        theirs.write_all(b"\n").await.unwrap();
+        assert_eq!(frames.next_frame().await.unwrap().unwrap(), b"three");
+        assert!(!frames.holds_a_line());
+        // A last line cut by the end of the stream still counts, once the end was seen.
+        let mut last = Vec::new();
+        encode_frame(b"four", &mut last);
+        encode_frame(b"five", &mut last);
+        last.pop();
+        theirs.write_all(&last).await.unwrap();
+        drop(theirs);
+        assert_eq!(frames.next_frame().await.unwrap().unwrap(), b"four");
+        assert_eq!(frames.next_frame().await.unwrap().unwrap(), b"five");
+        assert!(!frames.holds_a_line());
+        assert!(frames.next_frame().await.unwrap().is_none());
     }
 
     #[tokio::test]
