@@ -464,12 +464,7 @@ fn outer_attributes() -> Vec<PathBuf> {
 /// Whether `tree` holds a `.gitattributes` at any depth; `None` if it cannot be read whole.
 fn names_attributes(tree: &git2::Tree) -> Option<bool> {
     let mut found = false;
-    let mut unreadable = false;
     let walked = tree.walk(git2::TreeWalkMode::PreOrder, |_, entry| {
-        match entry.kind() {
-            Some(git2::ObjectType::Tree | git2::ObjectType::Blob | git2::ObjectType::Commit) => {}
-            _ => unreadable = true,
-        }
         if entry.name_bytes() == b".gitattributes" {
             found = true;
             return git2::TreeWalkResult::Abort;
@@ -477,10 +472,7 @@ fn names_attributes(tree: &git2::Tree) -> Option<bool> {
         git2::TreeWalkResult::Ok
     });
     // An abort is reported as an error; only a walk that did not end on a find failed.
-    if (walked.is_err() && !found) || unreadable {
-        return None;
-    }
-    Some(found)
+    (found || walked.is_ok()).then_some(found)
 }
 
 impl Drop for Snapshot {
