@@ -1723,7 +1723,7 @@ def scenario_idle_cpu(ctx: "Ctx") -> Result:
     for k in ("runner", "odu run"):
         if med(k) is not None:
             checks.append(Check(f"{k} CPU while a node sleeps", med(k), "% core", digits=2))
-    notes = [f"node: sleep {secs}; CPU = utime+stime delta over a {med('window'):.1f} s window "
+    notes = [f"node: sleep {secs}; CPU = the CPU time's delta over a {med('window'):.1f} s window "
              f"({settle_s:g} s after the node started to {end_margin_s:g} s before it ends), "
              "read from the processes' CPU clocks",
              "CPU ms in the window per run: " + "; ".join(
