@@ -381,11 +381,9 @@ fn linked_by_hand(repo: &Path, dir: &Path, name: &str, sha: &str) -> Option<CliR
         .and_then(|()| std::fs::write(admin.join("commondir"), "../..\n"))
         .and_then(|()| std::fs::write(admin.join("HEAD"), format!("{sha}\n")));
     let checked_out = match written {
-        Ok(()) => match checkout_in_process(dir, sha) {
-            Some(Ok(())) => return Some(Ok(Checkout::InProcess)),
-            Some(Err(e)) => Err(e),
-            None => git(dir, &["read-tree", "--reset", "-u", "--no-recurse-submodules", "HEAD"]),
-        },
+        Ok(()) if checkout_in_process(dir, sha).is_some() => return Some(Ok(Checkout::InProcess)),
+        // `--reset -u` overwrites whatever a failed checkout left.
+        Ok(()) => git(dir, &["read-tree", "--reset", "-u", "--no-recurse-submodules", "HEAD"]),
         Err(e) => {
             Err(CliError::refused(format!("cannot write the worktree's files in {}: {e}", admin.display())))
         }
@@ -407,12 +405,13 @@ fn linked_by_hand(repo: &Path, dir: &Path, name: &str, sha: &str) -> Option<CliR
 
 /// Checks commit `sha` out into the fresh linked worktree at `dir` (its index and its files,
 /// submodules left empty as `--no-recurse-submodules` leaves them), in this process. `None`
-/// when git must do it: the repository cannot be read here, or an attributes file could apply
+/// when git must do it: libgit2 cannot read the repository or fails to check it out (git may
+/// well manage: its failure is the one reported), or an attributes file could apply
 /// (gitattributes(5): `.gitattributes` anywhere in the commit, `info/attributes`,
 /// `core.attributesFile` or its default under `$XDG_CONFIG_HOME`, the system's), since a
 /// filter driver one names runs only in git. libgit2 applies `core.autocrlf`, `core.eol`,
 /// `core.symlinks` and `core.fileMode` as git does.
-fn checkout_in_process(dir: &Path, sha: &str) -> Option<CliResult<()>> {
+fn checkout_in_process(dir: &Path, sha: &str) -> Option<()> {
     let repo = git2::Repository::open(dir).ok()?;
     let commit = repo.find_commit(git2::Oid::from_str(sha).ok()?).ok()?;
     let tree = commit.tree().ok()?;
@@ -423,13 +422,6 @@ fn checkout_in_process(dir: &Path, sha: &str) -> Option<CliResult<()>> {
     {
         return None;
     }
-    let failed = |e: git2::Error| {
-        CliError::refused(format!(
-            "cannot check {sha} out in the worktree {}: {}",
-            dir.display(),
-            e.message()
-        ))
-    };
     let mut checkout = git2::build::CheckoutBuilder::new();
     checkout.force().recreate_missing(true);
     let done = repo.index().and_then(|mut index| {
@@ -439,7 +431,7 @@ fn checkout_in_process(dir: &Path, sha: &str) -> Option<CliResult<()>> {
         // the worktree compares stat data, not contents.
         index.write()
     });
-    Some(done.map_err(failed))
+    done.ok()
 }
 
 /// The attributes files outside the repository git reads when `core.attributesFile` is unset:
