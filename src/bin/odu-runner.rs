@@ -16,6 +16,10 @@ fn main() {
         }
     }
     odu::diag::init(odu::diag::Process::Runner);
+    // Before the runtime and the link open theirs: the slots a node's descriptors are handed
+    // over in are then among the process's lowest.
+    #[cfg(target_os = "linux")]
+    odu::runner::clone::prepare();
     // One thread: a runner's work is spawning nodes and moving their bytes, each step short;
     // with a second worker every node's exit woke the other thread (a context switch each way)
     // for nothing, and a 1 GiB log moves as fast on one thread.

@@ -7,6 +7,15 @@
 //! (`CLONE_VM | CLONE_VFORK`, as `posix_spawn` does), runs on one stack kept for the process,
 //! and comes with its pidfd (`CLONE_PIDFD`), which the reactor watches for its exit.
 //!
+//! The child also starts on the runner's own descriptor table (`CLONE_FILES`) and leaves it at
+//! once for a copy of only its lowest few entries (`close_range(first, ~0, CLOSE_RANGE_UNSHARE)`),
+//! where the parent put its stdin and output ([`Slots`]). A copy of the whole table, made by a
+//! plain clone, takes a reference to every descriptor the runner holds, and `execve` then closes
+//! each close-on-exec one again: with two descriptors a running node, each start cost time in
+//! proportion to the nodes already running (at 2,000 nodes started at once, 4,000 descriptors
+//! copied and closed by each of the last starts). A kernel without `close_range` (before 5.9) or
+//! one that refuses it gets the plain clone.
+//!
 //! Between the clone and `execve` the child runs on borrowed memory while the runner waits:
 //! it allocates nothing and takes no lock, only makes system calls on what the parent prepared
 //! ([`ChildPlan`]), and reports a failing step through that plan before `_exit(127)`.
@@ -38,6 +47,8 @@ unsafe extern "C" {
 pub enum Step {
     /// The clone itself: nothing was started.
     Clone,
+    /// Leaving the runner's descriptor table for a small copy of its own ([`Slots`]).
+    Unshare,
     /// Making the process the leader of its own process group.
     Group,
     /// Connecting its stdin, stdout and stderr.
@@ -65,6 +76,9 @@ struct ChildPlan {
     cwd: *const libc::c_char,
     stdin: RawFd,
     out: RawFd,
+    /// With the runner's descriptor table shared ([`Slots`]): the first descriptor the child's
+    /// own table leaves out (`stdin` and `out` are below it).
+    unshare_from: Option<libc::c_uint>,
     /// The signal mask to restore, the parent's before the clone.
     mask: libc::sigset_t,
     /// Set by the child on failure: the failing step and its errno.
@@ -82,6 +96,12 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
             (*plan).failed = Some((step, *libc::__errno_location()));
             libc::_exit(127)
         };
+        // On the runner's own table until this succeeds: nothing in it may change before.
+        if let Some(first) = (*plan).unshare_from
+            && libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, libc::CLOSE_RANGE_UNSHARE) != 0
+        {
+            fail(Step::Unshare);
+        }
         if libc::setpgid(0, 0) != 0 {
             fail(Step::Group);
         }
@@ -113,11 +133,74 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
 }
 
 /// The stack every clone of this process runs its child on, mapped once, with a guard page
-/// below it. The mutex keeps two threads from cloning onto it at once.
-struct Stack(*mut u8);
+/// below it, and the descriptor slots the child starts from ([`Slots`]). The mutex keeps two
+/// threads from cloning onto them at once.
+struct Stack {
+    top: *mut u8,
+    /// `None` where the child cannot leave a shared table (no `close_range`): it is cloned with
+    /// a copy of the whole table.
+    slots: Option<Slots>,
+}
 
 // SAFETY: the stack is only used under its mutex, by one clone at a time.
 unsafe impl Send for Stack {}
+
+/// Two descriptors low in the runner's table, kept for its life: before each clone the node's
+/// stdin and output are put in them, and after it `/dev/null` again, so that no node's pipe is
+/// held open by the runner. The child, sharing the runner's table, takes a copy of the entries
+/// below `first` only (the runner's first few descriptors: its stdio, the runtime's, these).
+struct Slots {
+    stdin: OwnedFd,
+    out: OwnedFd,
+    /// What the slots hold between clones.
+    null: OwnedFd,
+    first: libc::c_uint,
+}
+
+impl Slots {
+    /// Opened while the runner holds few descriptors (at its first node), so that they are low.
+    fn open() -> Option<Slots> {
+        // SAFETY: close_range of an empty range (nothing at or above the highest descriptor
+        // number) closes nothing; it only says whether the kernel has the call.
+        if unsafe { libc::syscall(libc::SYS_close_range, libc::c_uint::MAX, libc::c_uint::MAX, 0) } != 0 {
+            return None;
+        }
+        let null = OwnedFd::from(std::fs::File::open("/dev/null").ok()?);
+        let (stdin, out) = (null.try_clone().ok()?, null.try_clone().ok()?);
+        let first = libc::c_uint::try_from(stdin.as_raw_fd().max(out.as_raw_fd()) + 1).ok()?;
+        Some(Slots { stdin, out, null, first })
+    }
+
+    /// Puts `stdin` and `out` in the slots (each close-on-exec, as every descriptor of the
+    /// runner's is); their numbers for the child.
+    fn fill(&self, stdin: BorrowedFd<'_>, out: BorrowedFd<'_>) -> std::io::Result<(RawFd, RawFd)> {
+        for (from, slot) in [(stdin.as_raw_fd(), &self.stdin), (out.as_raw_fd(), &self.out)] {
+            // SAFETY: dup3 onto a descriptor this struct owns replaces only what it held.
+            if unsafe { libc::dup3(from, slot.as_raw_fd(), libc::O_CLOEXEC) } < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok((self.stdin.as_raw_fd(), self.out.as_raw_fd()))
+    }
+
+    /// `/dev/null` back in both slots: the node's pipe is no longer the runner's to hold.
+    fn empty(&self) {
+        for slot in [&self.stdin, &self.out] {
+            // SAFETY: as in `fill`. It cannot fail on two open descriptors but for EINTR or
+            // EBUSY (a racing open of the same number, which nothing here makes): retried.
+            while unsafe { libc::dup3(self.null.as_raw_fd(), slot.as_raw_fd(), libc::O_CLOEXEC) } < 0
+                && matches!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EINTR | libc::EBUSY))
+            {
+            }
+        }
+    }
+}
+
+/// Maps the stack and opens the [`Slots`] now, while the process holds few descriptors: a
+/// process that spawns nodes calls it at its start (else the first node does).
+pub fn prepare() {
+    drop(stack());
+}
 
 fn stack() -> std::io::Result<std::sync::MutexGuard<'static, Option<Stack>>> {
     static STACK: Mutex<Option<Stack>> = Mutex::new(None);
@@ -140,7 +223,7 @@ fn stack() -> std::io::Result<std::sync::MutexGuard<'static, Option<Stack>>> {
             }
             libc::mprotect(base, page, libc::PROT_NONE);
             // The stack grows down from its top.
-            *held = Some(Stack(base.cast::<u8>().add(page + STACK_SIZE)));
+            *held = Some(Stack { top: base.cast::<u8>().add(page + STACK_SIZE), slots: Slots::open() });
         }
     }
     Ok(held)
@@ -176,47 +259,18 @@ pub fn spawn(
     let clone_error = |error| SpawnError { step: Step::Clone, error };
     let argv_ptrs: Vec<*const libc::c_char> =
         argv.iter().map(|arg| arg.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
-    let held = stack().map_err(clone_error)?;
-    let top = held.as_ref().map_or(std::ptr::null_mut(), |stack| stack.0);
-    // SAFETY: the plan points at `program`, `argv_ptrs`, `cwd` and the environment, all alive
-    // across the clone; the child only reads them, and the parent is suspended until the child
-    // execs or exits (CLONE_VFORK), so the two never run on the plan at once. Signals are
-    // blocked across the clone so that none is handled on the child's borrowed memory before
-    // it reset the handlers.
+    let mut held = stack().map_err(clone_error)?;
+    let Some(stack) = held.as_mut() else { return Err(clone_error(std::io::Error::other("no stack"))) };
+    let mut cloned = clone_child(stack, program, &argv_ptrs, cwd, stdin, out);
+    if matches!(&cloned, Err(SpawnError { step: Step::Unshare, .. })) {
+        // The kernel has close_range but refused this use of it: every clone copies the table.
+        stack.slots = None;
+        cloned = clone_child(stack, program, &argv_ptrs, cwd, stdin, out);
+    }
+    drop(held);
+    let (pid, pidfd) = cloned?;
+    // SAFETY: kill and waitpid of our own unreaped child.
     unsafe {
-        let mut plan = ChildPlan {
-            program: program.as_ptr(),
-            argv: argv_ptrs.as_ptr(),
-            envp: environ,
-            cwd: cwd.as_ptr(),
-            stdin: stdin.as_raw_fd(),
-            out: out.as_raw_fd(),
-            mask: std::mem::zeroed(),
-            failed: None,
-        };
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut plan.mask);
-        let mut pidfd: libc::c_int = -1;
-        let pid = libc::clone(
-            child,
-            top.cast::<libc::c_void>(),
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
-            (&raw mut plan).cast::<libc::c_void>(),
-            &raw mut pidfd,
-        );
-        let clone_errno = std::io::Error::last_os_error();
-        libc::pthread_sigmask(libc::SIG_SETMASK, &plan.mask, std::ptr::null_mut());
-        drop(held);
-        if pid < 0 {
-            return Err(clone_error(clone_errno));
-        }
-        let pidfd = OwnedFd::from_raw_fd(pidfd);
-        if let Some((step, errno)) = std::ptr::read_volatile(&raw const plan.failed) {
-            // The child has called _exit: reaped now, so no zombie is left.
-            reap_exited(pid);
-            return Err(SpawnError { step, error: std::io::Error::from_raw_os_error(errno) });
-        }
         // The pidfd is owned by the AsyncFd from here on, open and the same until it drops.
         match AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) {
             Ok(pidfd) => Ok(Leader { pid, pidfd: Some(pidfd), status: None }),
@@ -228,6 +282,72 @@ pub fn spawn(
                 Err(clone_error(error))
             }
         }
+    }
+}
+
+/// One clone onto `stack`, sharing the runner's descriptor table when it has [`Slots`]: the
+/// child's pid and pidfd once it has exec'd, or the step that failed (the child then reaped).
+fn clone_child(
+    stack: &Stack,
+    program: &CStr,
+    argv: &[*const libc::c_char],
+    cwd: &CStr,
+    stdin: BorrowedFd<'_>,
+    out: BorrowedFd<'_>,
+) -> Result<(i32, OwnedFd), SpawnError> {
+    let (stdin, out, unshare_from) = match &stack.slots {
+        Some(slots) => {
+            let (stdin, out) =
+                slots.fill(stdin, out).map_err(|error| SpawnError { step: Step::Streams, error })?;
+            (stdin, out, Some(slots.first))
+        }
+        None => (stdin.as_raw_fd(), out.as_raw_fd(), None),
+    };
+    let shared = if unshare_from.is_some() { libc::CLONE_FILES } else { 0 };
+    // SAFETY: the plan points at `program`, `argv`, `cwd` and the environment, all alive
+    // across the clone; the child only reads them, and the parent is suspended until the child
+    // execs or exits (CLONE_VFORK), so the two never run on the plan at once. Signals are
+    // blocked across the clone so that none is handled on the child's borrowed memory before
+    // it reset the handlers. With CLONE_FILES the child changes no entry of the shared table
+    // before it has left it.
+    unsafe {
+        let mut plan = ChildPlan {
+            program: program.as_ptr(),
+            argv: argv.as_ptr(),
+            envp: environ,
+            cwd: cwd.as_ptr(),
+            stdin,
+            out,
+            unshare_from,
+            mask: std::mem::zeroed(),
+            failed: None,
+        };
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut plan.mask);
+        let mut pidfd: libc::c_int = -1;
+        let pid = libc::clone(
+            child,
+            stack.top.cast::<libc::c_void>(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | shared | libc::SIGCHLD,
+            (&raw mut plan).cast::<libc::c_void>(),
+            &raw mut pidfd,
+        );
+        let clone_errno = std::io::Error::last_os_error();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &plan.mask, std::ptr::null_mut());
+        if let Some(slots) = &stack.slots {
+            slots.empty();
+        }
+        if pid < 0 {
+            return Err(SpawnError { step: Step::Clone, error: clone_errno });
+        }
+        let pidfd = OwnedFd::from_raw_fd(pidfd);
+        if let Some((step, errno)) = std::ptr::read_volatile(&raw const plan.failed) {
+            // The child has called _exit: reaped now, so no zombie is left.
+            reap_exited(pid);
+            return Err(SpawnError { step, error: std::io::Error::from_raw_os_error(errno) });
+        }
+        Ok((pid, pidfd))
     }
 }
 
@@ -408,6 +528,81 @@ mod tests {
         assert_eq!(unsafe { libc::sigismember(&now, libc::SIGUSR1) }, 0);
         unsafe { libc::raise(libc::SIGUSR1) };
         assert_eq!(HANDLED.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    /// The device and inode behind descriptor `fd` of this process, if open.
+    fn identity(fd: RawFd) -> Option<(u64, u64)> {
+        let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+        (unsafe { libc::fstat(fd, &mut stat) } == 0).then_some((stat.st_dev, stat.st_ino))
+    }
+
+    #[tokio::test]
+    async fn a_node_gets_none_of_the_runners_many_descriptors_and_the_runner_keeps_them_all() {
+        // 1,500 pipes of the runner's, inheritable on purpose (no close-on-exec): a clone that
+        // copied the runner's table would hand them all to the node.
+        prepare();
+        let held: Vec<(RawFd, RawFd)> = (0..1_500)
+            .map(|_| {
+                let mut fds = [0; 2];
+                assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+                (fds[0], fds[1])
+            })
+            .collect();
+        let before: Vec<_> = (0..3).map(identity).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let (out, status, _) = run("ls /proc/$$/fd", dir.path()).await;
+        assert!(status.success());
+        let mut node_fds: Vec<RawFd> = out.lines().map(|l| l.parse().unwrap()).collect();
+        node_fds.sort_unstable();
+        let lowest_held = held.iter().map(|(r, _)| *r).min().unwrap();
+        let inherited: Vec<_> = node_fds.iter().filter(|fd| **fd >= lowest_held).collect();
+        assert!(inherited.is_empty(), "the node holds none of the runner's pipes, yet: {inherited:?}");
+        assert!(node_fds.starts_with(&[0, 1, 2]), "{node_fds:?}");
+        // The runner's own stdio and every pipe are as they were.
+        assert_eq!((0..3).map(identity).collect::<Vec<_>>(), before);
+        for (read, write) in &held {
+            assert!(
+                unsafe { libc::fcntl(*read, libc::F_GETFD) } >= 0
+                    && unsafe { libc::fcntl(*write, libc::F_GETFD) } >= 0
+            );
+        }
+        // A failing start leaves the table as it was too.
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let (_read, write) = crate::tool::pipe().unwrap();
+        let gone = c(dir.path().join("gone").to_str().unwrap());
+        assert!(spawn(&c("/bin/sh"), &[c("sh")], &gone, null.as_fd(), write.as_fd()).is_err());
+        assert_eq!((0..3).map(identity).collect::<Vec<_>>(), before);
+        for (read, write) in held {
+            assert_eq!(unsafe { libc::close(read) + libc::close(write) }, 0, "still open, so closed once");
+        }
+    }
+
+    #[tokio::test]
+    async fn without_slots_a_clone_copies_the_table_and_still_starts_the_node() {
+        let (read, write) = crate::tool::pipe().unwrap();
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let argv = [c("sh"), c("-c"), c("echo plain; pwd")];
+        let ptrs: Vec<*const libc::c_char> =
+            argv.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+        let (pid, _pidfd) = {
+            let held = stack().unwrap();
+            let plain = Stack { top: held.as_ref().unwrap().top, slots: None };
+            clone_child(
+                &plain,
+                &c("/bin/sh"),
+                &ptrs,
+                &c(dir.path().to_str().unwrap()),
+                null.as_fd(),
+                write.as_fd(),
+            )
+            .unwrap()
+        };
+        drop(write);
+        let mut out = String::new();
+        std::fs::File::from(read).read_to_string(&mut out).unwrap();
+        reap_exited(pid);
+        assert_eq!(out.lines().next(), Some("plain"));
     }
 
     #[tokio::test]

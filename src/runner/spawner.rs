@@ -264,7 +264,9 @@ fn start_cloned(
         (Step::Directory, _) => fail(format!("cannot enter {}: {}", launch.workspace.display(), e.error)),
         (Step::Group, _) => fail(format!("cannot make the node a process group: {}", e.error)),
         (Step::Streams, _) => fail(format!("cannot connect the node's output: {}", e.error)),
-        (Step::Clone | Step::Exec, _) => fail(format!("cannot start {}: {}", program.display(), e.error)),
+        (Step::Clone | Step::Unshare | Step::Exec, _) => {
+            fail(format!("cannot start {}: {}", program.display(), e.error))
+        }
     })?;
     let pgid = leader.pid;
     started_node(NodeProcess::Cloned(leader), pgid, started, read_end, generation, fail)
