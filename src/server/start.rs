@@ -366,6 +366,12 @@ pub fn plan_run(
     // checkout's files name it, kept only if git's answer names the same commit and the tree
     // is clean (else it is removed, and a refused run leaves nothing behind).
     let pin = config.snapshot && reading == Reading::AsRun;
+    // Unpinned, just reads the checkout itself: its dump starts beside git's status check (and
+    // is dropped, its process ended, if the run is refused or just starts elsewhere).
+    let early_dump = (!pin)
+        .then(|| repo.join(&subdir))
+        .filter(|dir| dir.is_dir())
+        .map(|dir| just::start_dump(&version, &dir, env));
     let early = pin
         .then(|| git::head_quick(repo))
         .flatten()
@@ -409,8 +415,11 @@ pub fn plan_run(
         }
     };
     let invocation = if subdir.as_os_str().is_empty() { workspace.clone() } else { workspace.join(&subdir) };
-    let (dump, just_version) =
-        step("just --version and --dump", || just::dump_after(version, &invocation, env))?;
+    let dumping = match early_dump {
+        Some(dumping) if dumping.dir() == invocation => dumping,
+        _ => just::start_dump(&version, &invocation, env),
+    };
+    let (dump, just_version) = step("just --version and --dump", || just::finish_dump(version, dumping))?;
     // The just that answered, for a local runner to trust instead of asking it again.
     let path_var = handed.get("PATH").map(std::ffi::OsString::from);
     let known_just = crate::tool::find_on_path(path_var.as_deref(), "just").and_then(|path| {

@@ -68,6 +68,46 @@ pub fn start_version(dir: &Path, env: Option<&tool::Env>) -> Version {
 
 /// [`dump_with`], with its version check already started: the dump and just's version line.
 pub fn dump_after(version: Version, dir: &Path, env: Option<&tool::Env>) -> CliResult<(String, String)> {
+    let dumping = start_dump(&version, dir, env);
+    finish_dump(version, dumping)
+}
+
+/// A dump of a folder's justfile: remembered, or started (`just --dump`) ahead of the checks
+/// that decide whether it is wanted ([`start_dump`]); [`finish_dump`] takes it.
+pub struct Dumping {
+    dir: PathBuf,
+    /// What it is made from, when that is the justfile's own bytes: kept for the next dump.
+    inputs: Option<DumpInputs>,
+    started: Result<Started, ()>,
+}
+
+enum Started {
+    Remembered(String),
+    Running(tool::Pending),
+}
+
+impl Dumping {
+    /// The folder it dumps.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// Starts the dump of `dir`'s justfile, unless this process remembers it ([`DumpInputs`]).
+/// Dropped unfinished, its process is ended and reaped.
+pub fn start_dump(version: &Version, dir: &Path, env: Option<&tool::Env>) -> Dumping {
+    let inputs = version.file.as_ref().and_then(|just| DumpInputs::of(just, dir, env));
+    let started = match inputs.as_ref().and_then(DumpInputs::remembered) {
+        Some(dump) => Ok(Started::Remembered(dump)),
+        None => tool::Pending::start("just", &["--dump", "--dump-format", "json"], dir, env)
+            .map(Started::Running)
+            .map_err(drop),
+    };
+    Dumping { dir: dir.to_path_buf(), inputs, started }
+}
+
+/// The dump [`start_dump`] started and just's version line, once the version passed its check.
+pub fn finish_dump(version: Version, dumping: Dumping) -> CliResult<(String, String)> {
     let Version { file, asked } = version;
     let asking = match asked {
         Ok(line) => Ok(line),
@@ -85,13 +125,12 @@ pub fn dump_after(version: Version, dir: &Path, env: Option<&tool::Env>) -> CliR
             }
         }
     };
-    let inputs = file.as_ref().and_then(|just| DumpInputs::of(just, dir, env));
-    if let Some(dump) = inputs.as_ref().and_then(DumpInputs::remembered) {
-        return Ok((dump, version(asking)?));
-    }
+    let Dumping { dir, inputs, started } = dumping;
     // Both are `Pending`: whichever way this returns, neither is left a zombie in the server.
-    let dump = tool::Pending::start("just", &["--dump", "--dump-format", "json"], dir, env)
-        .map_err(|_| not_on_path())?;
+    let dump = match started.map_err(|()| not_on_path())? {
+        Started::Remembered(dump) => return Ok((dump, version(asking)?)),
+        Started::Running(dump) => dump,
+    };
     let version = version(asking)?;
     let out = dump.finish().map_err(|_| not_on_path())?;
     if out.success {
