@@ -158,7 +158,8 @@ struct Slots {
 }
 
 impl Slots {
-    /// Opened while the runner holds few descriptors (at its first node), so that they are low.
+    /// Opened while the runner holds few descriptors (at its start, [`prepare`]), so that they
+    /// are low.
     fn open() -> Option<Slots> {
         // SAFETY: close_range of an empty range (nothing at or above the highest descriptor
         // number) closes nothing; it only says whether the kernel has the call.
