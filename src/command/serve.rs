@@ -21,6 +21,16 @@ pub fn serve(args: ServeArgs) -> CliResult<i32> {
         None | Some("0") | Some("never") => None,
         Some(text) => Some(super::parse_duration(text, "--idle-timeout")?),
     };
+    // One malloc arena for the whole process, before any thread exists: the runtime's worker,
+    // the thread that drives it and the blocking pool each took an arena of their own, and
+    // memory freed on one thread but taken on another kept every arena's pages (wide2000: the
+    // server's peak RSS 35 -> 23.4 MiB, its anonymous memory 25 -> 13.2 MiB). Its threads
+    // seldom allocate at the same moment: the server runs on one worker.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes malloc's settings, under malloc's own lock.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
     // One worker: the server's tasks each take short steps, and with a second worker every
     // event a lane reported woke the other thread too (a 200-node chain: server CPU 41.0 ->
     // 36.0 ms, wall 0.893 -> 0.857 s). Blocking work (planning, a worktree, a prune, reaping)
