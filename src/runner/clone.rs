@@ -173,12 +173,15 @@ impl Slots {
     }
 
     /// Puts `stdin` and `out` in the slots (each close-on-exec, as every descriptor of the
-    /// runner's is); their numbers for the child.
+    /// runner's is); their numbers for the child. On failure both slots hold `/dev/null` again:
+    /// a node that never starts leaves none of its pipes with the runner.
     fn fill(&self, stdin: BorrowedFd<'_>, out: BorrowedFd<'_>) -> std::io::Result<(RawFd, RawFd)> {
         for (from, slot) in [(stdin.as_raw_fd(), &self.stdin), (out.as_raw_fd(), &self.out)] {
             // SAFETY: dup3 onto a descriptor this struct owns replaces only what it held.
             if unsafe { libc::dup3(from, slot.as_raw_fd(), libc::O_CLOEXEC) } < 0 {
-                return Err(std::io::Error::last_os_error());
+                let error = std::io::Error::last_os_error();
+                self.empty();
+                return Err(error);
             }
         }
         Ok((self.stdin.as_raw_fd(), self.out.as_raw_fd()))
