@@ -19,7 +19,8 @@ pub fn mcp(args: McpArgs) -> CliResult<i32> {
         repo,
         idle: args.idle_timeout,
         preflight: |repo, params| {
-            start::plan_run(repo, params, None, start::Reading::Checkout, None).map(|_| ())
+            start::plan_run(repo, params, None, start::Reading::Checkout, None)
+                .map(|planned| planned.ci_listing)
         },
     };
     runtime()?.block_on(serve(checkout))?;

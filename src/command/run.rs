@@ -67,16 +67,17 @@ pub fn run(args: RunArgs) -> CliResult<i32> {
     let params = params(&args, dir);
     runtime.block_on(async {
         // Without a server, the run's refusals are found here, before one is started and before
-        // .ci exists: a refused run starts nothing and leaves nothing behind. The server
-        // checks again as it prepares the run (the tree may change meanwhile).
+        // .ci exists: a refused run starts nothing and leaves nothing behind. The server it
+        // starts takes this check's answers for its first run (git's status only while a moment
+        // old, the rest while what they were made from is unchanged); a server already up
+        // checks again as it prepares the run.
         // A server that answers is used as it is: one connection, one handshake.
         let mut client = match serve::connect(&repo).await? {
             Some(client) => client,
             None => {
                 // git's listing of .ci (checked before .ci is made) runs beside the plan's.
-                let listing = crate::trail::ci::start_tracked_listing(&repo);
-                start::plan_run(&repo, &params, None, start::Reading::Checkout, None)?;
-                serve::ensure_listed(&repo, &args.idle_timeout, listing).await?
+                let planned = start::plan_run(&repo, &params, None, start::Reading::Checkout, None)?;
+                serve::ensure_listed(&repo, &args.idle_timeout, planned.ci_listing).await?
             }
         };
         let started: Started = serde_json::from_value(

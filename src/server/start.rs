@@ -313,8 +313,9 @@ pub struct Planned {
     pub no_variables: bool,
     /// The `just` that dumped the justfile, with its version.
     pub known_just: Option<odu_proto::KnownJust>,
-    /// git's listing of what it tracks under `.ci`, started early for [`prepare`].
-    pub ci_listing: Option<std::io::Result<crate::tool::Pending>>,
+    /// git's listing of what it tracks under `.ci`, started early for whoever makes `.ci` next
+    /// ([`prepare`], or the client starting a server).
+    pub ci_listing: std::io::Result<crate::tool::Pending>,
     /// The local lane's runner, started early for [`prepare`] ([`Reading::AsRun`]).
     pub warm: Option<crate::lane::WarmRunner>,
 }
@@ -346,11 +347,20 @@ pub fn plan_run(
     }
     let hosts = step("hosts", || hosts::for_run(&config.pins, &var))?;
     // What needs neither HEAD nor the snapshot runs beside the git checks and the worktree:
-    // each costs a process start, and a run's start waits on the slowest path, not the sum.
-    let head_and_status = git::HeadAndStatus::start(repo);
-    let origin_git = git::start_origin(repo);
-    let ci_listing = (reading == Reading::AsRun).then(|| crate::trail::ci::start_tracked_listing(repo));
-    let version = just::start_version(repo, env);
+    // each costs a process start, and a run's start waits on the slowest path, not the sum. On
+    // two cores the processes queue for them, so the longest starts first: just's dump, then
+    // the runner, git's status, just's version, git's remote and its listing of `.ci`.
+    let just_file = just::locate(env);
+    // A strict run's worktree is checked out while git's status check runs: of HEAD as the
+    // checkout's files name it, kept only if git's answer names the same commit and the tree
+    // is clean (else it is removed, and a refused run leaves nothing behind).
+    let pin = config.snapshot && reading == Reading::AsRun;
+    // Unpinned, just reads the checkout itself: its dump starts beside git's status check (and
+    // is dropped, its process ended, if the run is refused or just starts elsewhere).
+    let early_dump = (!pin)
+        .then(|| repo.join(&subdir))
+        .filter(|dir| dir.is_dir())
+        .map(|dir| just::start_dump(just_file.as_ref(), &dir, env));
     // A run's local runner is the checkout's spare, or starts now, its process start
     // overlapping the worktree's checkout, git's status check, just's dump and the run's
     // records; its lane takes it once the run starts. A run refused from here on (a dirty
@@ -362,16 +372,11 @@ pub fn plan_run(
     } else {
         None
     };
-    // A strict run's worktree is checked out while git's status check runs: of HEAD as the
-    // checkout's files name it, kept only if git's answer names the same commit and the tree
-    // is clean (else it is removed, and a refused run leaves nothing behind).
-    let pin = config.snapshot && reading == Reading::AsRun;
-    // Unpinned, just reads the checkout itself: its dump starts beside git's status check (and
-    // is dropped, its process ended, if the run is refused or just starts elsewhere).
-    let early_dump = (!pin)
-        .then(|| repo.join(&subdir))
-        .filter(|dir| dir.is_dir())
-        .map(|dir| just::start_dump(&version, &dir, env));
+    let head_and_status = git::HeadAndStatus::start(repo);
+    let version = just::start_version_of(just_file.clone(), repo, env);
+    let origin_git = git::start_origin(repo);
+    // `.ci` is made (and so checked) by the server's start as well as by the run's.
+    let ci_listing = crate::trail::ci::start_tracked_listing(repo);
     let early = pin
         .then(|| git::head_quick(repo))
         .flatten()
@@ -417,7 +422,7 @@ pub fn plan_run(
     let invocation = if subdir.as_os_str().is_empty() { workspace.clone() } else { workspace.join(&subdir) };
     let dumping = match early_dump {
         Some(dumping) if dumping.dir() == invocation => dumping,
-        _ => just::start_dump(&version, &invocation, env),
+        _ => just::start_dump(just_file.as_ref(), &invocation, env),
     };
     let (dump, just_version) = step("just --version and --dump", || just::finish_dump(version, dumping))?;
     // The just that answered, for a local runner to trust instead of asking it again.
@@ -520,8 +525,7 @@ pub fn prepare(
     } = plan_run(repo, params, env, Reading::AsRun, Some(spares))?;
     let var = |k: &str| env_map.get(k).cloned();
     let env = Some(&handed);
-    let listing = ci_listing.unwrap_or_else(|| crate::trail::ci::start_tracked_listing(repo));
-    let ci = step(".ci", || crate::trail::ci::ensure_ci_dir_listed(repo, listing))?;
+    let ci = step(".ci", || crate::trail::ci::ensure_ci_dir_listed(repo, ci_listing))?;
     if hosts.defaulted {
         notes.push(format!(
             "no hosts configured: running one localhost lane for {} (configure ~/.config/odu/hosts.json or pass --host P=ADDR)",

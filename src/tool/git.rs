@@ -81,13 +81,72 @@ enum Asked {
     Aside(std::thread::JoinHandle<std::io::Result<tool::ToolOutput>>),
     /// Started here, when no thread could be.
     Here(std::io::Result<tool::Pending>),
+    /// The answer the client that started this server got moments ago ([`FoundStatus`]).
+    Found(tool::ToolOutput),
+}
+
+/// A `git status` answer as a client hands it to the server it starts ([`tool::Found`]): the
+/// checkout, when git was started (`CLOCK_BOOTTIME`, nanoseconds: one clock for every process
+/// of the machine) and what it printed. The server's first run takes it instead of asking git
+/// again if it is at most [`FOUND_STATUS_FRESH`] old; any later run asks git.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct FoundStatus {
+    repo: PathBuf,
+    asked_at_ns: u64,
+    output: tool::ToolOutput,
+}
+
+/// How old a client's `git status` answer may be for its server's first run to take it: the
+/// time a server takes to start and be asked, with room for a loaded machine. The answer is the
+/// tree as it was when the user started the run, which a check made a few milliseconds later
+/// would not make any safer: the tree can change right after either.
+const FOUND_STATUS_FRESH_NS: u64 = 2_000_000_000;
+
+/// The last `git status` answer this process got, for a server it starts ([`found_status`]).
+static ANSWERED: std::sync::Mutex<Option<FoundStatus>> = std::sync::Mutex::new(None);
+/// The answer the client that started this server handed over ([`adopt_status`]), not yet
+/// taken.
+static ADOPTED: std::sync::Mutex<Option<FoundStatus>> = std::sync::Mutex::new(None);
+
+fn boottime_ns() -> u64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec, which `now` is.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut now) };
+    (now.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(now.tv_nsec as u64)
+}
+
+/// The `git status` answer this process got last, for the server it starts.
+pub fn found_status() -> Option<FoundStatus> {
+    ANSWERED.lock().ok()?.clone()
+}
+
+/// Keeps a client's `git status` answer for this server's first run ([`HeadAndStatus::start`]).
+pub fn adopt_status(found: Option<FoundStatus>) {
+    if let (Some(found), Ok(mut adopted)) = (found, ADOPTED.lock()) {
+        *adopted = Some(found);
+    }
+}
+
+/// The adopted answer for `repo`, once, if it is fresh enough.
+fn take_adopted(repo: &Path) -> Option<tool::ToolOutput> {
+    let found = ADOPTED.lock().ok()?.take()?;
+    let age = boottime_ns().checked_sub(found.asked_at_ns)?;
+    (found.repo == repo && found.output.success && age <= FOUND_STATUS_FRESH_NS).then_some(found.output)
 }
 
 impl HeadAndStatus {
     pub fn start(repo: &Path) -> HeadAndStatus {
+        if let Some(output) = take_adopted(repo) {
+            return HeadAndStatus(Asked::Found(output));
+        }
         let dir = repo.to_path_buf();
         let aside = std::thread::Builder::new().name("git-status".into()).spawn(move || {
-            tool::Pending::start("git", STATUS_ARGS, &dir, None).and_then(tool::Pending::finish)
+            let asked_at_ns = boottime_ns();
+            let output = tool::Pending::start("git", STATUS_ARGS, &dir, None).and_then(tool::Pending::finish);
+            if let (Ok(output), Ok(mut answered)) = (&output, ANSWERED.lock()) {
+                *answered = Some(FoundStatus { repo: dir, asked_at_ns, output: output.clone() });
+            }
+            output
         });
         HeadAndStatus(match aside {
             Ok(thread) => Asked::Aside(thread),
@@ -102,6 +161,7 @@ impl HeadAndStatus {
                 .join()
                 .unwrap_or_else(|_| Err(std::io::Error::other("the thread asking git status failed"))),
             Asked::Here(pending) => pending.and_then(tool::Pending::finish),
+            Asked::Found(output) => Ok(output),
         }
         .map_err(|e| CliError::refused(format!("cannot run git ({e}): install git")))?;
         if !out.success {
@@ -501,6 +561,27 @@ fn admin_dir(repo: &Path, dir: &Path) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::{Snapshot, github_repo};
+
+    #[test]
+    fn a_handed_status_is_taken_once_for_its_own_checkout_while_fresh_and_successful() {
+        let output = |success| crate::tool::ToolOutput { success, stdout: "x".into(), stderr: String::new() };
+        let handed = |repo: &str, age_ns: u64, success| super::FoundStatus {
+            repo: repo.into(),
+            asked_at_ns: super::boottime_ns() - age_ns,
+            output: output(success),
+        };
+        let repo = std::path::Path::new("/a/checkout");
+        super::adopt_status(Some(handed("/a/checkout", 1_000_000, true)));
+        assert!(super::take_adopted(std::path::Path::new("/another")).is_none(), "another checkout's");
+        assert!(super::take_adopted(repo).is_none(), "tried once, whatever came of it");
+        super::adopt_status(Some(handed("/a/checkout", 1_000_000, true)));
+        assert_eq!(super::take_adopted(repo).map(|o| o.stdout), Some("x".into()), "fresh");
+        assert!(super::take_adopted(repo).is_none(), "taken once");
+        super::adopt_status(Some(handed("/a/checkout", super::FOUND_STATUS_FRESH_NS + 1_000_000, true)));
+        assert!(super::take_adopted(repo).is_none(), "too old");
+        super::adopt_status(Some(handed("/a/checkout", 1_000_000, false)));
+        assert!(super::take_adopted(repo).is_none(), "a failed status is asked again");
+    }
 
     #[test]
     fn heads_guess_reads_a_detached_a_loose_and_a_packed_head_and_nothing_stranger() {

@@ -49,12 +49,26 @@ static KNOWN: std::sync::Mutex<Option<(std::path::PathBuf, odu_proto::FileStamp,
 /// `just --version`, started early (it needs no justfile) for [`dump_after`] to check; not
 /// started at all when this process already asked that very file.
 pub fn start_version(dir: &Path, env: Option<&tool::Env>) -> Version {
+    start_version_of(locate(env), dir, env)
+}
+
+/// The `just` a tool started with `env` runs (first on its PATH), as it is now: what
+/// [`start_dump`] and [`start_version_of`] are told.
+pub fn locate(env: Option<&tool::Env>) -> Option<(PathBuf, odu_proto::FileStamp)> {
     let path_var = match env {
         Some(env) => env.get("PATH").map(std::ffi::OsString::from),
         None => std::env::var_os("PATH"),
     };
-    let file = tool::find_on_path(path_var.as_deref(), "just")
-        .and_then(|path| Some((path.clone(), tool::file_stamp(&path)?)));
+    tool::find_on_path(path_var.as_deref(), "just")
+        .and_then(|path| Some((path.clone(), tool::file_stamp(&path)?)))
+}
+
+/// [`start_version`] of the `just` [`locate`] found.
+pub fn start_version_of(
+    file: Option<(PathBuf, odu_proto::FileStamp)>,
+    dir: &Path,
+    env: Option<&tool::Env>,
+) -> Version {
     let known = file.as_ref().and_then(|(path, stamp)| {
         let known = KNOWN.lock().ok()?;
         let (known_path, known_stamp, line) = known.as_ref()?;
@@ -68,7 +82,7 @@ pub fn start_version(dir: &Path, env: Option<&tool::Env>) -> Version {
 
 /// [`dump_with`], with its version check already started: the dump and just's version line.
 pub fn dump_after(version: Version, dir: &Path, env: Option<&tool::Env>) -> CliResult<(String, String)> {
-    let dumping = start_dump(&version, dir, env);
+    let dumping = start_dump(version.file.as_ref(), dir, env);
     finish_dump(version, dumping)
 }
 
@@ -95,8 +109,12 @@ impl Dumping {
 
 /// Starts the dump of `dir`'s justfile, unless this process remembers it ([`DumpInputs`]).
 /// Dropped unfinished, its process is ended and reaped.
-pub fn start_dump(version: &Version, dir: &Path, env: Option<&tool::Env>) -> Dumping {
-    let inputs = version.file.as_ref().and_then(|just| DumpInputs::of(just, dir, env));
+pub fn start_dump(
+    just: Option<&(PathBuf, odu_proto::FileStamp)>,
+    dir: &Path,
+    env: Option<&tool::Env>,
+) -> Dumping {
+    let inputs = just.and_then(|just| DumpInputs::of(just, dir, env));
     let started = match inputs.as_ref().and_then(DumpInputs::remembered) {
         Some(dump) => Ok(Started::Remembered(dump)),
         None => tool::Pending::start("just", &["--dump", "--dump-format", "json"], dir, env)

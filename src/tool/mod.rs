@@ -234,6 +234,8 @@ pub struct Found {
     /// Remembered answers ([`Pending::remembered`]): the command, the stamps of the files it
     /// read, what it printed.
     answers: Vec<(RememberKey, Vec<Option<odu_proto::FileStamp>>, ToolOutput)>,
+    /// git's status of the checkout, for the server's first run ([`git::FoundStatus`]).
+    status: Option<git::FoundStatus>,
 }
 
 /// What this process learned from its tools, for a server it starts ([`adopt`]).
@@ -250,7 +252,12 @@ pub fn found() -> Found {
             )
         })
         .unwrap_or_default();
-    Found { just_version: just::found_version(), dump: just::found_dump(), answers }
+    Found {
+        just_version: just::found_version(),
+        dump: just::found_dump(),
+        answers,
+        status: git::found_status(),
+    }
 }
 
 impl Found {
@@ -294,8 +301,9 @@ impl Found {
 /// Takes the answers a client found ([`found`]) where this process has none of its own. Each
 /// is used only while what it was made from is unchanged, checked as for its own answers.
 pub fn adopt(found: Found) {
-    let Found { just_version, dump, answers } = found;
+    let Found { just_version, dump, answers, status } = found;
     just::adopt(just_version, dump);
+    git::adopt_status(status);
     if let Ok(mut map) = REMEMBERED.lock() {
         let map = map.get_or_insert_with(Default::default);
         for (key, stamps, output) in answers.into_iter().take(REMEMBERED_MAX.saturating_sub(map.len())) {

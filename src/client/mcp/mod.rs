@@ -24,8 +24,9 @@ use serde_json::Value;
 use crate::error::{CliError, CliResult};
 
 /// Checks a run's refusals before a server is started for it (planning is the server's code,
-/// so the command hands it in).
-pub type Preflight = fn(&Path, &odu_proto::StartParams) -> CliResult<()>;
+/// so the command hands it in); on the way, it starts git's listing of what git tracks in
+/// `.ci`, which the server's start reads.
+pub type Preflight = fn(&Path, &odu_proto::StartParams) -> CliResult<std::io::Result<crate::tool::Pending>>;
 
 /// The checkout the tools act on, and how they start a server in it.
 pub struct Checkout {

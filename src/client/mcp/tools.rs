@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::Checkout;
 use crate::client::query::{cancel_request, header_of, nodes_of, run_params};
 use crate::client::waiting::{WaitFor, wait_for};
-use crate::client::{SurfaceClient, connect, ensure, first_item, mirror_of, refused};
+use crate::client::{SurfaceClient, connect, ensure, ensure_listed, first_item, mirror_of, refused};
 use crate::clock::now_ms;
 use crate::error::{CliError, CliResult};
 use crate::trail::ledger;
@@ -134,10 +134,13 @@ pub async fn run(checkout: &Checkout, input: RunInput) -> CliResult<Value> {
         env: Some(std::env::vars().collect()),
     };
     // As `odu run`: without a server, a refused run starts nothing and leaves nothing behind.
-    if connect(&checkout.repo).await?.is_none() {
-        (checkout.preflight)(&checkout.repo, &params)?;
-    }
-    let mut client = ensure(&checkout.repo, &checkout.idle).await?;
+    let mut client = match connect(&checkout.repo).await? {
+        Some(client) => client,
+        None => {
+            let listing = (checkout.preflight)(&checkout.repo, &params)?;
+            ensure_listed(&checkout.repo, &checkout.idle, listing).await?
+        }
+    };
     let answer = client
         .call(RUN_START, serde_json::to_value(&params).expect("params serialize"))
         .await
