@@ -349,7 +349,8 @@ pub fn plan_run(
     // What needs neither HEAD nor the snapshot runs beside the git checks and the worktree:
     // each costs a process start, and a run's start waits on the slowest path, not the sum. On
     // two cores the processes queue for them, so the longest starts first: just's dump, then
-    // the runner, git's status, just's version, git's remote and its listing of `.ci`.
+    // the runner, git's status, just's version, git's remote and last the listing of `.ci`
+    // (read from the index in process, unless git must read it).
     let just_file = just::locate(env);
     // A strict run's worktree is checked out while git's status check runs: of HEAD as the
     // checkout's files name it, kept only if git's answer names the same commit and the tree

@@ -305,6 +305,37 @@ fn plain_git_dir(repo: &Path) -> Option<PathBuf> {
     std::fs::symlink_metadata(&git_dir).is_ok_and(|meta| meta.is_dir()).then_some(git_dir)
 }
 
+/// The largest index [`tracked_under`] reads itself: libgit2 hashes the whole file to check it,
+/// which git does not, so a very large index is left to git.
+const LISTED_INDEX_MAX: u64 = 4 * 1024 * 1024;
+
+/// What `git ls-files -- <dir>` prints in the plain checkout `repo` (one tracked path a line,
+/// `dir` itself or under it), read from the index by libgit2 in this process: a git process
+/// less on every run's start, and on every run after the index changed. `None` when git must
+/// answer: the environment points git elsewhere, `.git` is not a folder, the index is not a
+/// regular file (a FIFO would hold the reader) or is very large, or libgit2 cannot read it
+/// whole: it refuses an index whose checksum is wrong or that carries an extension readers
+/// must understand and it does not (a split or a sparse index), which git reads.
+pub fn tracked_under(repo: &Path, dir: &str) -> Option<String> {
+    let index = plain_git_dir(repo)?.join("index");
+    match std::fs::symlink_metadata(&index) {
+        Ok(meta) if meta.is_file() && meta.len() <= LISTED_INDEX_MAX => {}
+        // No index yet (nothing was ever added): git lists nothing.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(String::new()),
+        _ => return None,
+    }
+    let index = git2::Index::open(&index).ok()?;
+    let under = format!("{dir}/");
+    let mut listed = String::new();
+    for entry in index.iter() {
+        if entry.path == dir.as_bytes() || entry.path.starts_with(under.as_bytes()) {
+            listed.push_str(&String::from_utf8_lossy(&entry.path));
+            listed.push('\n');
+        }
+    }
+    Some(listed)
+}
+
 /// The URL a [`start_origin`] git printed, if any.
 pub fn origin_of(git: Option<tool::Pending>) -> Option<String> {
     let out = git?.finish().ok()?;
@@ -561,6 +592,46 @@ fn admin_dir(repo: &Path, dir: &Path) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::{Snapshot, github_repo};
+
+    #[test]
+    fn the_index_lists_what_git_lists_under_a_folder_or_leaves_it_to_git() {
+        let repo = tempfile::tempdir().unwrap();
+        let git = |args: &[&str]| {
+            let out = crate::tool::run("git", args, repo.path()).unwrap();
+            assert!(out.success, "git {args:?}: {}", out.stderr);
+            out.stdout
+        };
+        git(&["init", "-q"]);
+        assert_eq!(super::tracked_under(repo.path(), ".ci").as_deref(), Some(""), "no index yet");
+        for file in [".ci/run", ".ci/odu.sock", ".ci/abc1234/runs/1.json", ".cix", "ci/x", "src/.ci/y"] {
+            let path = repo.path().join(file);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, "x").unwrap();
+        }
+        git(&["add", "-A"]);
+        let listed = || super::tracked_under(repo.path(), ".ci");
+        assert_eq!(listed(), Some(git(&["ls-files", "--", ".ci"])));
+        assert_eq!(listed().unwrap().lines().count(), 3, "{:?}", listed());
+        // The compressed form of the index reads the same.
+        git(&["update-index", "--index-version", "4"]);
+        assert_eq!(listed(), Some(git(&["ls-files", "--", ".ci"])));
+        // A split index keeps entries in another file, which libgit2 does not read: git lists.
+        git(&["update-index", "--split-index"]);
+        assert_eq!(listed(), None, "a split index is git's to read");
+        git(&["update-index", "--no-split-index"]);
+        assert_eq!(listed(), Some(git(&["ls-files", "--", ".ci"])));
+        // An index that is no regular file is not opened (a FIFO would hold the reader).
+        let index = repo.path().join(".git/index");
+        std::fs::remove_file(&index).unwrap();
+        make_fifo(&index);
+        assert_eq!(listed(), None, "a FIFO is git's to refuse");
+    }
+
+    fn make_fifo(path: &std::path::Path) {
+        let name = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo reads one NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+    }
 
     #[test]
     fn a_handed_status_is_taken_once_for_its_own_checkout_while_fresh_and_successful() {
