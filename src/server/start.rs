@@ -349,12 +349,10 @@ pub fn plan_run(
     // What needs neither HEAD nor the snapshot runs beside the git checks and the worktree:
     // each costs a process start, and a run's start waits on the slowest path, not the sum. On
     // two cores the processes queue for them, so the longest starts first: just's dump, then
-    // the runner, git's status, just's version, git's remote and last the listing of `.ci`
-    // (read from the index in process, unless git must read it).
+    // the runner, git's status, just's version, and last git's remote and its listing of `.ci`
+    // (both read in process where git's answer is plain).
     let just_file = just::locate(env);
-    // A strict run's worktree is checked out while git's status check runs: of HEAD as the
-    // checkout's files name it, kept only if git's answer names the same commit and the tree
-    // is clean (else it is removed, and a refused run leaves nothing behind).
+    // A strict run pins HEAD in a worktree (below), and just reads that.
     let pin = config.snapshot && reading == Reading::AsRun;
     // Unpinned, just reads the checkout itself: its dump starts beside git's status check (and
     // is dropped, its process ended, if the run is refused or just starts elsewhere).
@@ -378,6 +376,9 @@ pub fn plan_run(
     let origin_git = git::start_origin(repo);
     // `.ci` is made (and so checked) by the server's start as well as by the run's.
     let ci_listing = crate::trail::ci::start_tracked_listing(repo);
+    // A strict run's worktree is checked out while git's status check runs: of HEAD as the
+    // checkout's files name it, kept only if git's answer names the same commit and the tree
+    // is clean (else it is removed, and a refused run leaves nothing behind).
     let early = pin
         .then(|| git::head_quick(repo))
         .flatten()

@@ -238,8 +238,16 @@ pub fn origin(repo: &Path) -> Option<String> {
     origin_of(start_origin(repo))
 }
 
-/// [`origin`] started, to run beside other start-up work; [`origin_of`] collects it.
+/// [`origin`] started, to run beside other start-up work; [`origin_of`] collects it. Read from
+/// the config files in process where the answer is plain ([`origin_in_process`]).
 pub fn start_origin(repo: &Path) -> Option<tool::Pending> {
+    if let Some(url) = origin_in_process(repo) {
+        let (success, stdout) = match url {
+            Some(url) => (true, format!("{url}\n")),
+            None => (false, String::new()),
+        };
+        return Some(tool::Pending::known(tool::ToolOutput { success, stdout, stderr: String::new() }));
+    }
     // Besides the config files, git reads a remote from the older `remotes` and `branches`.
     let files = config_files(repo).map(|mut files| {
         files.extend([repo.join(".git/remotes/origin"), repo.join(".git/branches/origin")]);
@@ -334,6 +342,71 @@ pub fn tracked_under(repo: &Path, dir: &str) -> Option<String> {
         }
     }
     Some(listed)
+}
+
+/// What `git remote get-url origin` would answer in the plain checkout `repo`, read by libgit2
+/// from the config files git reads ([`config_files`]): `Some(Some(url))` for a remote with one
+/// URL, `Some(None)` when no file names a remote `origin` at all. `None`, for git to answer,
+/// whenever git could answer differently: a file that cannot be read as config, a URL rewritten
+/// by an `insteadOf`, more than one URL (git prints the first in its own order of the files),
+/// an empty one (which resets the list), a remote `origin` with settings but no URL, git's
+/// older `remotes` or `branches` files, or `GIT_CONFIG_NOSYSTEM` (git skips a file listed).
+fn origin_in_process(repo: &Path) -> Option<Option<String>> {
+    if std::env::var_os("GIT_CONFIG_NOSYSTEM").is_some() {
+        return None;
+    }
+    let files = config_files(repo)?;
+    let git_dir = plain_git_dir(repo)?;
+    if ["remotes/origin", "branches/origin"]
+        .iter()
+        .any(|f| std::fs::symlink_metadata(git_dir.join(f)).is_ok())
+    {
+        return None;
+    }
+    let mut urls = Vec::new();
+    let mut named = false;
+    for file in files {
+        match std::fs::symlink_metadata(&file) {
+            Ok(meta) if meta.is_file() => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            _ => return None,
+        }
+        let config = git2::Config::open(&file).ok()?;
+        let mut entries = config.entries(None).ok()?;
+        while let Some(entry) = entries.next() {
+            let entry = entry.ok()?;
+            let name = entry.name().ok()?;
+            let lower = name.to_ascii_lowercase();
+            if lower.starts_with("url.")
+                && (lower.ends_with(".insteadof") || lower.ends_with(".pushinsteadof"))
+            {
+                return None;
+            }
+            // Section and key are case-blind, the remote's name is not.
+            let Some(rest) =
+                name.get(..7).filter(|s| s.eq_ignore_ascii_case("remote.")).and_then(|_| name.get(7..))
+            else {
+                continue;
+            };
+            let Some((remote, key)) = rest.rsplit_once('.') else { continue };
+            if remote != "origin" {
+                continue;
+            }
+            named = true;
+            if key.eq_ignore_ascii_case("url") {
+                // A key with no value at all is a boolean to git: its error is git's to give.
+                if !entry.has_value() {
+                    return None;
+                }
+                urls.push(entry.value().ok()?.to_string());
+            }
+        }
+    }
+    match urls.as_slice() {
+        [] if !named => Some(None),
+        [url] if !url.is_empty() => Some(Some(url.clone())),
+        _ => None,
+    }
 }
 
 /// The URL a [`start_origin`] git printed, if any.
@@ -631,6 +704,47 @@ mod tests {
         let name = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
         // SAFETY: mkfifo reads one NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+    }
+
+    #[test]
+    fn the_origin_read_in_process_is_what_git_says_or_is_left_to_git() {
+        let repo = tempfile::tempdir().unwrap();
+        let git = |args: &[&str]| crate::tool::run("git", args, repo.path()).unwrap();
+        assert!(git(&["init", "-q"]).success);
+        let says = || {
+            let out = git(&["remote", "get-url", "origin"]);
+            out.success.then(|| out.stdout.trim().to_string())
+        };
+        let ours = || super::origin_in_process(repo.path());
+        // Where the machine's own config sends odu to git (an include, say), nothing is read.
+        let plain = super::config_files(repo.path()).is_some();
+        let agrees = || match ours() {
+            Some(answer) => assert_eq!(answer, says()),
+            None => assert!(!plain, "a plain answer was left to git"),
+        };
+        agrees();
+        assert!(git(&["remote", "add", "origin", "https://github.com/o/r.git"]).success);
+        agrees();
+        if plain {
+            assert_eq!(ours(), Some(Some("https://github.com/o/r.git".into())));
+        }
+        // Two URLs: git prints the first in its order of the files.
+        assert!(git(&["config", "--add", "remote.origin.url", "https://example.com/x.git"]).success);
+        assert_eq!(ours(), None);
+        assert!(git(&["config", "--unset-all", "remote.origin.url"]).success);
+        // A remote with settings and no URL.
+        assert_eq!(ours(), None);
+        // A URL rewritten by git.
+        assert!(git(&["config", "remote.origin.url", "gh:o/r"]).success);
+        assert!(git(&["config", "url.https://github.com/.insteadOf", "gh:"]).success);
+        assert_eq!(ours(), None);
+        assert_eq!(says().as_deref(), Some("https://github.com/o/r"));
+        assert!(git(&["config", "--remove-section", "url.https://github.com/"]).success);
+        agrees();
+        // git's older remotes file.
+        std::fs::create_dir_all(repo.path().join(".git/remotes")).unwrap();
+        std::fs::write(repo.path().join(".git/remotes/origin"), "URL: https://example.com/y.git\n").unwrap();
+        assert_eq!(ours(), None);
     }
 
     #[test]
