@@ -88,7 +88,7 @@ enum Asked {
 /// A `git status` answer as a client hands it to the server it starts ([`tool::Found`]): the
 /// checkout, when git was started (`CLOCK_BOOTTIME`, nanoseconds: one clock for every process
 /// of the machine) and what it printed. The server's first run takes it instead of asking git
-/// again if it is at most [`FOUND_STATUS_FRESH`] old; any later run asks git.
+/// again if it is at most [`FOUND_STATUS_FRESH_NS`] old; any later run asks git.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct FoundStatus {
     repo: PathBuf,
@@ -321,7 +321,8 @@ const LISTED_INDEX_MAX: u64 = 4 * 1024 * 1024;
 /// `dir` itself or under it), read from the index by libgit2 in this process: a git process
 /// less on every run's start, and on every run after the index changed. `None` when git must
 /// answer: the environment points git elsewhere, `.git` is not a folder, the index is not a
-/// regular file (a FIFO would hold the reader) or is very large, or libgit2 cannot read it
+/// regular file (never opened here: a FIFO would block the server's thread) or is very large,
+/// or libgit2 cannot read it
 /// whole: it refuses an index whose checksum is wrong or that carries an extension readers
 /// must understand and it does not (a split or a sparse index), which git reads.
 pub fn tracked_under(repo: &Path, dir: &str) -> Option<String> {
@@ -693,7 +694,7 @@ mod tests {
         assert_eq!(listed(), None, "a split index is git's to read");
         git(&["update-index", "--no-split-index"]);
         assert_eq!(listed(), Some(git(&["ls-files", "--", ".ci"])));
-        // An index that is no regular file is not opened (a FIFO would hold the reader).
+        // An index that is no regular file is not opened here (a FIFO would block the opener).
         let index = repo.path().join(".git/index");
         std::fs::remove_file(&index).unwrap();
         make_fifo(&index);
