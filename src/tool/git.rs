@@ -97,10 +97,11 @@ pub struct FoundStatus {
 }
 
 /// How old a client's `git status` answer may be for its server's first run to take it: the
-/// time a server takes to start and be asked, with room for a loaded machine. The answer is the
-/// tree as it was when the user started the run, which a check made a few milliseconds later
-/// would not make any safer: the tree can change right after either.
-const FOUND_STATUS_FRESH_NS: u64 = 2_000_000_000;
+/// time a server takes to start and be asked (milliseconds), with ample room for a machine so
+/// loaded that it takes seconds. The answer is the tree as it was when the user started the
+/// run, which a check made a moment later would not make any safer: the tree can change right
+/// after either. The bound only keeps an answer from being taken long after it was given.
+const FOUND_STATUS_FRESH_NS: u64 = 10_000_000_000;
 
 /// The last `git status` answer this process got, for a server it starts ([`found_status`]).
 static ANSWERED: std::sync::Mutex<Option<FoundStatus>> = std::sync::Mutex::new(None);
@@ -753,7 +754,7 @@ mod tests {
         let output = |success| crate::tool::ToolOutput { success, stdout: "x".into(), stderr: String::new() };
         let handed = |repo: &str, age_ns: u64, success| super::FoundStatus {
             repo: repo.into(),
-            asked_at_ns: super::boottime_ns() - age_ns,
+            asked_at_ns: super::boottime_ns().saturating_sub(age_ns),
             output: output(success),
         };
         let repo = std::path::Path::new("/a/checkout");
