@@ -242,19 +242,20 @@ pub fn origin(repo: &Path) -> Option<String> {
 /// [`origin`] started, to run beside other start-up work; [`origin_of`] collects it. Read from
 /// the config files in process where the answer is plain ([`origin_in_process`]).
 pub fn start_origin(repo: &Path) -> Option<tool::Pending> {
-    if let Some(url) = origin_in_process(repo) {
-        let (success, stdout) = match url {
+    let config = config_files(repo);
+    let in_process = || {
+        let (success, stdout) = match origin_in_process(repo, config.as_deref()?)? {
             Some(url) => (true, format!("{url}\n")),
             None => (false, String::new()),
         };
-        return Some(tool::Pending::known(tool::ToolOutput { success, stdout, stderr: String::new() }));
-    }
+        Some(tool::ToolOutput { success, stdout, stderr: String::new() })
+    };
     // Besides the config files, git reads a remote from the older `remotes` and `branches`.
-    let files = config_files(repo).map(|mut files| {
+    let files = config.clone().map(|mut files| {
         files.extend([repo.join(".git/remotes/origin"), repo.join(".git/branches/origin")]);
         files
     });
-    tool::Pending::remembered("git", &["remote", "get-url", "origin"], repo, files).ok()
+    tool::Pending::remembered_or("git", &["remote", "get-url", "origin"], repo, files, in_process).ok()
 }
 
 /// The files git reads its configuration from for a command in the plain checkout `repo`
@@ -347,17 +348,16 @@ pub fn tracked_under(repo: &Path, dir: &str) -> Option<String> {
 }
 
 /// What `git remote get-url origin` would answer in the plain checkout `repo`, read by libgit2
-/// from the config files git reads ([`config_files`]): `Some(Some(url))` for a remote with one
+/// from `config`, the files git reads ([`config_files`]): `Some(Some(url))` for a remote with one
 /// URL, `Some(None)` when no file names a remote `origin` at all. `None`, for git to answer,
 /// whenever git could answer differently: a file that cannot be read as config, a URL rewritten
 /// by an `insteadOf`, more than one URL (git prints the first in its own order of the files),
 /// an empty one (which resets the list), a remote `origin` with settings but no URL, git's
 /// older `remotes` or `branches` files, or `GIT_CONFIG_NOSYSTEM` (git skips a file listed).
-fn origin_in_process(repo: &Path) -> Option<Option<String>> {
+fn origin_in_process(repo: &Path, config: &[PathBuf]) -> Option<Option<String>> {
     if std::env::var_os("GIT_CONFIG_NOSYSTEM").is_some() {
         return None;
     }
-    let files = config_files(repo)?;
     let git_dir = plain_git_dir(repo)?;
     if ["remotes/origin", "branches/origin"]
         .iter()
@@ -367,14 +367,14 @@ fn origin_in_process(repo: &Path) -> Option<Option<String>> {
     }
     let mut urls = Vec::new();
     let mut named = false;
-    for file in files {
-        match std::fs::symlink_metadata(&file) {
+    for file in config {
+        match std::fs::symlink_metadata(file) {
             Ok(meta) if meta.is_file() => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             _ => return None,
         }
-        let config = git2::Config::open(&file).ok()?;
-        let mut entries = config.entries(None).ok()?;
+        let parsed = git2::Config::open(file).ok()?;
+        let mut entries = parsed.entries(None).ok()?;
         while let Some(entry) = entries.next() {
             let entry = entry.ok()?;
             let name = entry.name().ok()?;
@@ -668,14 +668,17 @@ fn admin_dir(repo: &Path, dir: &Path) -> Option<PathBuf> {
 mod tests {
     use super::{Snapshot, github_repo};
 
+    /// Runs git in `dir`, which must succeed; what it printed.
+    fn git_in(dir: &std::path::Path, args: &[&str]) -> String {
+        let out = crate::tool::run("git", args, dir).unwrap();
+        assert!(out.success, "git {args:?}: {}", out.stderr);
+        out.stdout
+    }
+
     #[test]
     fn the_index_lists_what_git_lists_under_a_folder_or_leaves_it_to_git() {
         let repo = tempfile::tempdir().unwrap();
-        let git = |args: &[&str]| {
-            let out = crate::tool::run("git", args, repo.path()).unwrap();
-            assert!(out.success, "git {args:?}: {}", out.stderr);
-            out.stdout
-        };
+        let git = |args: &[&str]| git_in(repo.path(), args);
         git(&["init", "-q"]);
         assert_eq!(super::tracked_under(repo.path(), ".ci").as_deref(), Some(""), "no index yet");
         for file in [".ci/run", ".ci/odu.sock", ".ci/abc1234/runs/1.json", ".cix", "ci/x", "src/.ci/y"] {
@@ -717,9 +720,10 @@ mod tests {
             let out = git(&["remote", "get-url", "origin"]);
             out.success.then(|| out.stdout.trim().to_string())
         };
-        let ours = || super::origin_in_process(repo.path());
         // Where the machine's own config sends odu to git (an include, say), nothing is read.
-        let plain = super::config_files(repo.path()).is_some();
+        let config = super::config_files(repo.path());
+        let plain = config.is_some();
+        let ours = || super::origin_in_process(repo.path(), config.as_deref()?);
         let agrees = || match ours() {
             Some(answer) => assert_eq!(answer, says()),
             None => assert!(!plain, "a plain answer was left to git"),
@@ -806,11 +810,7 @@ mod tests {
     #[test]
     fn a_snapshot_leaves_no_worktree_behind() {
         let repo = tempfile::tempdir().unwrap();
-        let git = |args: &[&str]| {
-            let out = crate::tool::run("git", args, repo.path()).unwrap();
-            assert!(out.success, "git {args:?}: {}", out.stderr);
-            out.stdout
-        };
+        let git = |args: &[&str]| git_in(repo.path(), args);
         git(&["init", "-q"]);
         std::fs::write(repo.path().join("justfile"), "a:\n    true\n").unwrap();
         git(&["add", "-A"]);
@@ -835,11 +835,7 @@ mod tests {
     fn a_snapshot_is_a_clean_detached_worktree_git_knows_made_by_hand_or_by_git() {
         for sparse in [false, true] {
             let repo = tempfile::tempdir().unwrap();
-            let git = |dir: &std::path::Path, args: &[&str]| {
-                let out = crate::tool::run("git", args, dir).unwrap();
-                assert!(out.success, "git {args:?}: {}", out.stderr);
-                out.stdout
-            };
+            let git = git_in;
             git(repo.path(), &["init", "-q"]);
             std::fs::create_dir(repo.path().join("src")).unwrap();
             std::fs::write(repo.path().join("justfile"), "a:\n    true\n").unwrap();
@@ -883,11 +879,7 @@ mod tests {
     fn a_snapshot_keeps_modes_and_links_and_leaves_filter_drivers_to_git() {
         use std::os::unix::fs::PermissionsExt;
         let repo = tempfile::tempdir().unwrap();
-        let git = |dir: &std::path::Path, args: &[&str]| {
-            let out = crate::tool::run("git", args, dir).unwrap();
-            assert!(out.success, "git {args:?}: {}", out.stderr);
-            out.stdout
-        };
+        let git = git_in;
         let commit = |message: &str| {
             git(repo.path(), &["add", "-A"]);
             git(repo.path(), &["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message]);

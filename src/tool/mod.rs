@@ -145,6 +145,23 @@ struct Remember {
     files: Vec<std::path::PathBuf>,
 }
 
+impl Remember {
+    /// Remembers `output` as the answer, if nothing it was made from changed meanwhile.
+    fn keep(self, output: &ToolOutput) {
+        let Remember { key, stamps, files } = self;
+        let after: Vec<_> = files.iter().map(|f| file_stamp(f)).collect();
+        if after == stamps
+            && let Ok(mut map) = REMEMBERED.lock()
+        {
+            let map = map.get_or_insert_with(Default::default);
+            if map.len() >= REMEMBERED_MAX {
+                map.clear();
+            }
+            map.insert(key, (stamps, output.clone()));
+        }
+    }
+}
+
 type RememberKey = (String, Vec<String>, std::path::PathBuf);
 
 type Remembered = std::collections::HashMap<RememberKey, (Vec<Option<odu_proto::FileStamp>>, ToolOutput)>;
@@ -172,7 +189,25 @@ impl Pending {
         dir: &Path,
         files: Option<Vec<std::path::PathBuf>>,
     ) -> std::io::Result<Pending> {
-        let Some(files) = files else { return Pending::start(program, args, dir, None) };
+        Pending::remembered_or(program, args, dir, files, || None)
+    }
+
+    /// [`Pending::remembered`], where the tool's answer can often be found in this process:
+    /// a remembered answer first, else `in_process`'s (remembered like the tool's), and the tool
+    /// is started only when `in_process` gives `None`.
+    pub fn remembered_or(
+        program: &str,
+        args: &[&str],
+        dir: &Path,
+        files: Option<Vec<std::path::PathBuf>>,
+        in_process: impl FnOnce() -> Option<ToolOutput>,
+    ) -> std::io::Result<Pending> {
+        let Some(files) = files else {
+            return match in_process() {
+                Some(output) => Ok(Pending(Tool::Known(output))),
+                None => Pending::start(program, args, dir, None),
+            };
+        };
         let key: RememberKey =
             (program.to_string(), args.iter().map(|a| (*a).to_string()).collect(), dir.to_path_buf());
         let stamps: Vec<_> = files.iter().map(|f| file_stamp(f)).collect();
@@ -183,13 +218,13 @@ impl Pending {
         if let Some(output) = known {
             return Ok(Pending(Tool::Known(output)));
         }
+        let remember = Remember { key, stamps, files };
+        if let Some(output) = in_process() {
+            remember.keep(&output);
+            return Ok(Pending(Tool::Known(output)));
+        }
         let child = start_with(program, args, dir, None)?;
-        Ok(Pending(Tool::Running(child, Some(Remember { key, stamps, files }))))
-    }
-
-    /// An answer this process found without starting the tool.
-    pub fn known(output: ToolOutput) -> Pending {
-        Pending(Tool::Known(output))
+        Ok(Pending(Tool::Running(child, Some(remember))))
     }
 
     /// Waits for it and collects what it printed.
@@ -200,18 +235,8 @@ impl Pending {
             Tool::Finished => return Err(std::io::Error::other("a pending tool is finished once")),
         };
         let output = finish(child)?;
-        if let Some(Remember { key, stamps, files }) = remember {
-            // Remembered only if nothing it read changed while it ran.
-            let after: Vec<_> = files.iter().map(|f| file_stamp(f)).collect();
-            if after == stamps
-                && let Ok(mut map) = REMEMBERED.lock()
-            {
-                let map = map.get_or_insert_with(Default::default);
-                if map.len() >= REMEMBERED_MAX {
-                    map.clear();
-                }
-                map.insert(key, (stamps, output.clone()));
-            }
+        if let Some(remember) = remember {
+            remember.keep(&output);
         }
         Ok(output)
     }
@@ -362,6 +387,42 @@ mod tests {
         std::fs::write(&not_json, "{").unwrap();
         assert!(super::Found::from_file(std::fs::File::open(&not_json).unwrap().into()).is_none());
         assert!(super::Found::from_file(std::fs::File::open(dir.path()).unwrap().into()).is_none());
+    }
+
+    #[test]
+    fn an_answer_found_in_process_is_remembered_like_the_tools_and_the_tool_starts_only_without_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("read");
+        std::fs::write(&file, "one").unwrap();
+        let output =
+            |text: &str| super::ToolOutput { success: true, stdout: text.into(), stderr: String::new() };
+        let ask = |in_process: Option<&str>| {
+            let files = Some(vec![file.clone()]);
+            Pending::remembered_or("sh", &["-c", "echo tool"], dir.path(), files, || in_process.map(output))
+                .unwrap()
+                .finish()
+                .unwrap()
+                .stdout
+        };
+        assert_eq!(ask(Some("found\n")), "found\n");
+        // Remembered while the file is unchanged: neither found again nor asked of the tool.
+        assert_eq!(ask(Some("found again\n")), "found\n");
+        assert_eq!(ask(None), "found\n");
+        // And handed to a server like any remembered answer.
+        assert_eq!(super::found().answers.len(), 1);
+        // A changed file: found anew, else asked of the tool.
+        std::fs::write(&file, "two!").unwrap();
+        assert_eq!(ask(None), "tool\n");
+        // Without files to stamp, nothing is remembered.
+        let unstamped = |in_process: Option<&str>| {
+            Pending::remembered_or("sh", &["-c", "echo tool"], dir.path(), None, || in_process.map(output))
+                .unwrap()
+                .finish()
+                .unwrap()
+                .stdout
+        };
+        assert_eq!(unstamped(Some("found\n")), "found\n");
+        assert_eq!(unstamped(None), "tool\n");
     }
 
     #[test]

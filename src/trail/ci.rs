@@ -21,19 +21,19 @@ pub fn ensure_ci_dir(repo: &Path) -> CliResult<PathBuf> {
 /// asks it while other work goes on. Read from the index in this process where libgit2 can
 /// ([`crate::tool::git::tracked_under`]).
 pub fn start_tracked_listing(repo: &Path) -> std::io::Result<crate::tool::Pending> {
-    if let Some(listed) = crate::tool::git::tracked_under(repo, ".ci") {
-        return Ok(crate::tool::Pending::known(crate::tool::ToolOutput {
-            success: true,
-            stdout: listed,
-            stderr: String::new(),
-        }));
-    }
     // git's answer comes from the index and the config: remembered while neither changes.
     let files = crate::tool::git::config_files(repo).map(|mut files| {
         files.push(repo.join(".git/index"));
         files
     });
-    crate::tool::Pending::remembered("git", &["ls-files", "--", ".ci"], repo, files)
+    let in_process = || {
+        crate::tool::git::tracked_under(repo, ".ci").map(|listed| crate::tool::ToolOutput {
+            success: true,
+            stdout: listed,
+            stderr: String::new(),
+        })
+    };
+    crate::tool::Pending::remembered_or("git", &["ls-files", "--", ".ci"], repo, files, in_process)
 }
 
 /// [`ensure_ci_dir`], with git's listing of `.ci` already started.
