@@ -84,7 +84,7 @@ pub struct CompletionsArgs {
 
 #[derive(Debug, Args)]
 pub struct ManArgs {
-    /// Write odu.1 and one odu-<command>.1 per command into this directory instead.
+    /// Write odu.1 and one odu-COMMAND.1 per command into this directory instead.
     #[arg(long, value_name = "DIR")]
     pub dir: Option<std::path::PathBuf>,
 }
@@ -256,6 +256,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub supersede: bool,
     /// Answer yes for the run's [confirm] recipes (just --yes), which odu refuses otherwise.
+    // The brackets are just's attribute, shown as written in --help, not a link.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(long)]
     pub yes: bool,
     /// When the run ends, write it as JUnit XML to PATH (for Jenkins, GitLab, Buildkite).

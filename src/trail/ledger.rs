@@ -653,7 +653,7 @@ pub fn write(ci: &Path, record: &RunRecord) -> std::io::Result<()> {
     written
 }
 
-/// Rewrites the record in the room its old copy holds, for when [`write`] finds none for a
+/// Rewrites the record in the room its old copy holds, for when [`write()`] finds none for a
 /// temporary copy (a full disk): compact, padded with spaces to the old length, so the file
 /// neither grows nor shrinks. Refused when it would not fit. Not atomic: a reader that comes
 /// in the middle skips the record as unreadable for that moment.
