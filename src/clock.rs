@@ -7,6 +7,23 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Nanoseconds since boot, one clock for every process of the machine (`CLOCK_BOOTTIME` on
+/// Linux, counting suspended time as the kernel's process start times do; `CLOCK_MONOTONIC`
+/// elsewhere).
+pub fn boot_ns() -> u64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    #[cfg(target_os = "linux")]
+    let clock = libc::CLOCK_BOOTTIME;
+    #[cfg(not(target_os = "linux"))]
+    let clock = libc::CLOCK_MONOTONIC;
+    // SAFETY: clock_gettime writes one timespec, which `now` is.
+    unsafe { libc::clock_gettime(clock, &mut now) };
+    u64::try_from(now.tv_sec)
+        .unwrap_or(0)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::try_from(now.tv_nsec).unwrap_or(0))
+}
+
 /// The process's peak resident set size in KiB (`VmHWM`), where the platform tells it.
 pub fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

@@ -243,15 +243,7 @@ pub fn boot_ticks() -> u64 {
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
         1_000_000_000 / u64::try_from(hz).ok().filter(|&hz| hz > 0).unwrap_or(100)
     });
-    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    #[cfg(target_os = "linux")]
-    let clock = libc::CLOCK_BOOTTIME;
-    #[cfg(not(target_os = "linux"))]
-    let clock = libc::CLOCK_MONOTONIC;
-    // SAFETY: clock_gettime writes one timespec, which `now` is.
-    unsafe { libc::clock_gettime(clock, &mut now) };
-    let ns = u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(now.tv_nsec).unwrap_or(0);
-    ns / tick_ns
+    crate::clock::boot_ns() / tick_ns
 }
 
 /// One process, as far as reaping needs it.

@@ -86,8 +86,8 @@ enum Asked {
 }
 
 /// A `git status` answer as a client hands it to the server it starts ([`tool::Found`]): the
-/// checkout, when git was started (`CLOCK_BOOTTIME`, nanoseconds: one clock for every process
-/// of the machine) and what it printed. The server's first run takes it instead of asking git
+/// checkout, when git was started ([`crate::clock::boot_ns`]: one clock for every process of
+/// the machine) and what it printed. The server's first run takes it instead of asking git
 /// again if it is at most [`FOUND_STATUS_FRESH_NS`] old; any later run asks git.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct FoundStatus {
@@ -109,13 +109,6 @@ static ANSWERED: std::sync::Mutex<Option<FoundStatus>> = std::sync::Mutex::new(N
 /// taken.
 static ADOPTED: std::sync::Mutex<Option<FoundStatus>> = std::sync::Mutex::new(None);
 
-fn boottime_ns() -> u64 {
-    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes one timespec, which `now` is.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut now) };
-    (now.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(now.tv_nsec as u64)
-}
-
 /// The `git status` answer this process got last, for the server it starts.
 pub fn found_status() -> Option<FoundStatus> {
     ANSWERED.lock().ok()?.clone()
@@ -131,7 +124,7 @@ pub fn adopt_status(found: Option<FoundStatus>) {
 /// The adopted answer for `repo`, once, if it is fresh enough.
 fn take_adopted(repo: &Path) -> Option<tool::ToolOutput> {
     let found = ADOPTED.lock().ok()?.take()?;
-    let age = boottime_ns().checked_sub(found.asked_at_ns)?;
+    let age = crate::clock::boot_ns().checked_sub(found.asked_at_ns)?;
     (found.repo == repo && found.output.success && age <= FOUND_STATUS_FRESH_NS).then_some(found.output)
 }
 
@@ -142,7 +135,7 @@ impl HeadAndStatus {
         }
         let dir = repo.to_path_buf();
         let aside = std::thread::Builder::new().name("git-status".into()).spawn(move || {
-            let asked_at_ns = boottime_ns();
+            let asked_at_ns = crate::clock::boot_ns();
             let output = tool::Pending::start("git", STATUS_ARGS, &dir, None).and_then(tool::Pending::finish);
             if let (Ok(output), Ok(mut answered)) = (&output, ANSWERED.lock()) {
                 *answered = Some(FoundStatus { repo: dir, asked_at_ns, output: output.clone() });
@@ -758,7 +751,7 @@ mod tests {
         let output = |success| crate::tool::ToolOutput { success, stdout: "x".into(), stderr: String::new() };
         let handed = |repo: &str, age_ns: u64, success| super::FoundStatus {
             repo: repo.into(),
-            asked_at_ns: super::boottime_ns().saturating_sub(age_ns),
+            asked_at_ns: crate::clock::boot_ns().saturating_sub(age_ns),
             output: output(success),
         };
         let repo = std::path::Path::new("/a/checkout");
