@@ -396,14 +396,14 @@ mod tests {
         std::fs::write(&file, "one").unwrap();
         let output =
             |text: &str| super::ToolOutput { success: true, stdout: text.into(), stderr: String::new() };
-        let ask = |in_process: Option<&str>| {
-            let files = Some(vec![file.clone()]);
+        let ask_stamping = |files: Option<Vec<std::path::PathBuf>>, in_process: Option<&str>| {
             Pending::remembered_or("sh", &["-c", "echo tool"], dir.path(), files, || in_process.map(output))
                 .unwrap()
                 .finish()
                 .unwrap()
                 .stdout
         };
+        let ask = |in_process: Option<&str>| ask_stamping(Some(vec![file.clone()]), in_process);
         assert_eq!(ask(Some("found\n")), "found\n");
         // Remembered while the file is unchanged: neither found again nor asked of the tool.
         assert_eq!(ask(Some("found again\n")), "found\n");
@@ -414,13 +414,7 @@ mod tests {
         std::fs::write(&file, "two!").unwrap();
         assert_eq!(ask(None), "tool\n");
         // Without files to stamp, nothing is remembered.
-        let unstamped = |in_process: Option<&str>| {
-            Pending::remembered_or("sh", &["-c", "echo tool"], dir.path(), None, || in_process.map(output))
-                .unwrap()
-                .finish()
-                .unwrap()
-                .stdout
-        };
+        let unstamped = |in_process: Option<&str>| ask_stamping(None, in_process);
         assert_eq!(unstamped(Some("found\n")), "found\n");
         assert_eq!(unstamped(None), "tool\n");
     }
