@@ -517,7 +517,13 @@ impl Server {
             }
             let _ = done_tx.send(true);
             // Once its clients heard the end, the next run's runner starts: off both runs' paths.
-            server.spares.refill();
+            // The forwarders the ended header just woke wait in this thread's queue, behind this
+            // task: yield to them first, and start the process off the runtime's threads (a
+            // process start holds its thread until the child has exec'd), or every client heard
+            // the end a millisecond or two later.
+            tokio::task::yield_now().await;
+            let spares = server.spares.clone();
+            let _ = tokio::task::spawn_blocking(move || spares.refill()).await;
         });
         started
     }
