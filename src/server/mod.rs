@@ -481,8 +481,9 @@ impl Server {
                     None
                 }
             };
-            // The run lock is released before anyone hears that the run ended.
-            let _ = tokio::task::spawn_blocking(move || drop(lock)).await;
+            // The run lock is released before anyone hears that the run ended: here, as closing
+            // one descriptor costs less than handing it to another thread.
+            drop(lock);
             server.state.lock().expect("state lock").live = None;
             let mut still_posting = None;
             let header = match finished {
