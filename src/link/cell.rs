@@ -11,7 +11,10 @@
 //!
 //! A delta is made once and shared: every queue holds the same [`Published`] delta, and the
 //! first subscriber to write it out keeps its JSON for the others ([`Delivered::json`]), so a
-//! change costs the hub one copy and one encoding whatever the number of subscribers.
+//! change costs the hub one copy and one encoding whatever the number of subscribers. Deltas
+//! merged for one subscriber are shared the same way: subscribers woken by one burst find the
+//! same deltas queued, so the first to merge a span of revisions leaves the result (and its
+//! JSON) for the others ([`Merged`]).
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,6 +57,13 @@ struct Sub<F> {
     tx: mpsc::Sender<Arc<Published<F>>>,
     overflowed: Arc<AtomicBool>,
 }
+
+/// The hub's last merged delta, shared by its subscribers: the deltas of revisions `from` to
+/// `to` merged into one. Every queue receives every delta in order (a subscriber that misses
+/// one overflows and resynchronises instead), so two subscribers that merged the same span
+/// merged the same deltas: the second takes the first's frame and JSON instead of folding and
+/// encoding them again.
+type Merged<F> = Arc<std::sync::Mutex<Option<(u64, u64, Arc<Published<F>>)>>>;
 
 /// One published delta, shared by every subscriber's queue.
 pub struct Published<F> {
@@ -321,11 +331,17 @@ pub struct Hub<V: CellValue> {
     latest: watch::Sender<Arc<V>>,
     subs: Vec<Sub<V::Frame>>,
     capacity: usize,
+    merged: Merged<V::Frame>,
 }
 
 impl<V: CellValue> Hub<V> {
     pub fn new(snapshot: V, capacity: usize) -> Self {
-        Hub { latest: watch::channel(Arc::new(snapshot)).0, subs: Vec::new(), capacity }
+        Hub {
+            latest: watch::channel(Arc::new(snapshot)).0,
+            subs: Vec::new(),
+            capacity,
+            merged: Merged::default(),
+        }
     }
 
     /// Publishes a change: `snapshot` is the whole value after it, `delta` the change alone.
@@ -369,7 +385,8 @@ impl<V: CellValue> Hub<V> {
             overflowed,
             latest,
             first: Some(first),
-            held: None,
+            held: std::collections::VecDeque::new(),
+            merged: self.merged.clone(),
             last_revision: 0,
             resyncs: 0,
             hub_gone: false,
@@ -391,8 +408,10 @@ pub struct Subscription<V: CellValue> {
     overflowed: Arc<AtomicBool>,
     latest: watch::Receiver<Arc<V>>,
     first: Option<V::Frame>,
-    /// A delta taken from the queue that could not be merged into the previous one.
-    held: Option<Delivered<V::Frame>>,
+    /// Deltas taken from the queue that could not be merged into the ones before them.
+    held: std::collections::VecDeque<Delivered<V::Frame>>,
+    /// The hub's last merged delta.
+    merged: Merged<V::Frame>,
     last_revision: u64,
     /// How many times this subscriber fell behind and was resynchronised.
     pub resyncs: u64,
@@ -435,14 +454,14 @@ impl<V: CellValue> Subscription<V> {
         loop {
             if self.overflowed.load(Ordering::SeqCst) {
                 while self.rx.try_recv().is_ok() {}
-                self.held = None;
+                self.held.clear();
                 self.overflowed.store(false, Ordering::SeqCst);
                 let snapshot = self.latest.borrow_and_update().snapshot_frame();
                 self.resyncs += 1;
                 self.last_revision = snapshot.revision();
                 return Some(Delivered::Own(snapshot));
             }
-            let delta = match self.held.take() {
+            let delta = match self.held.pop_front() {
                 Some(delta) => delta,
                 None => tokio::select! {
                     delta = self.rx.recv() => match delta {
@@ -462,26 +481,53 @@ impl<V: CellValue> Subscription<V> {
             if delta.frame().revision() <= self.last_revision {
                 continue;
             }
-            let mut frame = delta;
-            while let Ok(later) = self.rx.try_recv() {
-                if later.frame.revision() <= frame.frame().revision() {
-                    continue;
-                }
-                // Merging makes the delta this subscriber's own.
-                let mut own = frame.into_frame();
-                let later = Delivered::Shared(later).into_frame();
-                let unmerged = V::merge(&mut own, later);
-                frame = Delivered::Own(own);
-                if let Some(unmerged) = unmerged {
-                    self.held = Some(Delivered::Own(unmerged));
-                    break;
+            // Everything else queued, in order, stale revisions left out.
+            let mut newest = delta.frame().revision();
+            let mut span = Vec::new();
+            let (held, rx) = (std::mem::take(&mut self.held), &mut self.rx);
+            for later in
+                held.into_iter().chain(std::iter::from_fn(|| rx.try_recv().ok().map(Delivered::Shared)))
+            {
+                if later.frame().revision() > newest {
+                    newest = later.frame().revision();
+                    span.push(later);
                 }
             }
             if self.overflowed.load(Ordering::SeqCst) {
                 continue;
             }
-            self.last_revision = frame.frame().revision();
-            return Some(frame);
+            if span.is_empty() {
+                self.last_revision = newest;
+                return Some(delta);
+            }
+            let from = delta.frame().revision();
+            let shared = self.merged.lock().ok().and_then(|merged| match merged.as_ref() {
+                Some((f, t, published)) if (*f, *t) == (from, newest) => Some(published.clone()),
+                _ => None,
+            });
+            if let Some(published) = shared {
+                self.last_revision = newest;
+                return Some(Delivered::Shared(published));
+            }
+            // Merging makes the delta this subscriber's own, until it is left for the others.
+            let mut own = delta.into_frame();
+            let mut rest = span.into_iter();
+            while let Some(later) = rest.next() {
+                if let Some(unmerged) = V::merge(&mut own, later.into_frame()) {
+                    self.held.push_back(Delivered::Own(unmerged));
+                    self.held.extend(rest);
+                    break;
+                }
+            }
+            self.last_revision = own.revision();
+            if !self.held.is_empty() {
+                return Some(Delivered::Own(own));
+            }
+            let published = Arc::new(Published { frame: own, json: OnceLock::new() });
+            if let Ok(mut merged) = self.merged.lock() {
+                *merged = Some((from, newest, published.clone()));
+            }
+            return Some(Delivered::Shared(published));
         }
     }
 }
@@ -556,6 +602,7 @@ mod tests {
             let mut fast = hub.subscribe();
             let mut slow = hub.subscribe();
             let mut batched = hub.subscribe();
+            let mut twin = hub.subscribe();
             let mut fast_view: Option<Counters> = None;
             let mut slow_view: Option<Counters> = None;
             let mut batched_view: Option<Counters> = None;
@@ -593,13 +640,22 @@ mod tests {
                     let frame = slow.next().await.expect("hub alive");
                     apply(&mut slow_view, frame.into_frame());
                 }
-                // The batched one catches up every third change, within its queue of 4.
+                // The batched one catches up every third change, within its queue of 4; its
+                // twin right after it, finding the same deltas queued (and taking its merges).
                 if step % 3 == 0 {
+                    let mut frames = Vec::new();
                     while batched_view.as_ref().is_none_or(|v| v.revision < value.revision) {
-                        apply(&mut batched_view, batched.next().await.expect("hub alive").into_frame());
+                        let frame = batched.next().await.expect("hub alive").into_frame();
+                        frames.push(frame.clone());
+                        apply(&mut batched_view, frame);
                         batched_frames += 1;
                     }
                     assert_eq!(batched_view.as_ref(), Some(&value), "merged deltas equal the value");
+                    let mut twin_frames = Vec::new();
+                    while twin_frames.len() < frames.len() {
+                        twin_frames.push(twin.next().await.expect("hub alive").into_frame());
+                    }
+                    assert_eq!(twin_frames, frames, "the twin took the same frames");
                 }
             }
             assert_eq!(batched.resyncs, 0, "a subscriber that keeps within its queue never resyncs");
@@ -617,13 +673,14 @@ mod tests {
         }
     }
 
-    /// A delta taken alone is the one every subscriber shares, encoded once for all of them; a
-    /// subscriber that merges queued deltas gets its own, and the others' copy is untouched.
+    /// A delta taken alone is the one every subscriber shares, encoded once for all of them;
+    /// queued deltas merged by one subscriber are shared, made and encoded once, by the others
+    /// that find the same deltas queued, and the deltas they were merged from are untouched.
     #[tokio::test]
-    async fn a_delta_is_shared_and_encoded_once_unless_a_subscriber_merges_it() {
+    async fn a_delta_or_a_merge_of_deltas_is_shared_and_encoded_once() {
         let mut value = Counters { revision: 0, values: vec![0; 4] };
         let mut hub = Hub::new(value.clone(), 8);
-        let mut subs: Vec<_> = (0..3).map(|_| hub.subscribe()).collect();
+        let mut subs: Vec<_> = (0..4).map(|_| hub.subscribe()).collect();
         for sub in &mut subs {
             assert!(matches!(sub.next().await, Some(Delivered::Own(Frame::Snapshot(_)))));
         }
@@ -641,15 +698,30 @@ mod tests {
         let (first, second) = (taken[0].json(), taken[1].json());
         assert_eq!(first.as_ptr(), second.as_ptr(), "its JSON was made once");
         assert_eq!(&*first, serde_json::to_vec(&Frame::Delta(1, vec![(1, 7)])).unwrap().as_slice());
-        // The third subscriber finds two deltas queued and merges them into its own frame.
+        // The last two subscribers find two deltas queued: the first merges them, the second
+        // takes that merge as it is.
         value.values[2] = 9;
         value.revision = 2;
         hub.publish(value.clone(), Frame::Delta(2, vec![(2, 9)]));
         let merged = subs[2].next().await.expect("hub alive");
-        assert!(matches!(&merged, Delivered::Own(Frame::Delta(2, changes)) if changes == &[(1, 7), (2, 9)]));
+        assert_eq!(merged.frame(), &Frame::Delta(2, vec![(1, 7), (2, 9)]));
         assert_eq!(taken[0].frame(), &Frame::Delta(1, vec![(1, 7)]), "the shared delta is unchanged");
+        let again = subs[3].next().await.expect("hub alive");
+        let (Delivered::Shared(a), Delivered::Shared(b)) = (&merged, &again) else {
+            panic!("a merge of the same deltas is shared");
+        };
+        assert!(Arc::ptr_eq(a, b), "both subscribers hold the one merge");
+        assert_eq!(merged.json().as_ptr(), again.json().as_ptr(), "its JSON was made once");
         let alone = subs[0].next().await.expect("hub alive");
         assert!(matches!(&alone, Delivered::Shared(p) if p.frame == Frame::Delta(2, vec![(2, 9)])));
+        // A subscriber that finds a different span of deltas merges its own.
+        value.values[3] = 5;
+        value.revision = 3;
+        hub.publish(value.clone(), Frame::Delta(3, vec![(3, 5)]));
+        let longer = subs[1].next().await.expect("hub alive");
+        assert_eq!(longer.frame(), &Frame::Delta(3, vec![(2, 9), (3, 5)]));
+        let shorter = subs[0].next().await.expect("hub alive");
+        assert_eq!(shorter.frame(), &Frame::Delta(3, vec![(3, 5)]));
     }
 
     /// Subscribers that join while another thread publishes: whatever the moment, the snapshot
