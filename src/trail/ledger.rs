@@ -696,7 +696,7 @@ pub fn read_recovering(ci: &Path, now: u64) -> Result<Ledger, Unreadable> {
             if close_orphan(ci, &mut closed, now).is_some() {
                 *record = closed;
             } else {
-                record.close_orphaned("its odu server is gone: the run never finished".into());
+                record.close_orphaned(ORPHANED.into());
             }
         }
     }
@@ -948,15 +948,45 @@ pub fn read(ci: &Path) -> Result<Ledger, Unreadable> {
     let mut ledger = scan(ci)?;
     if ledger.records.iter().any(|r| r.outcome == RunOutcome::Running) && !served(ci) {
         for record in ledger.records.iter_mut().filter(|r| r.outcome == RunOutcome::Running) {
-            record.close_orphaned("its odu server is gone: the run never finished".into());
+            record.close_orphaned(ORPHANED.into());
         }
     }
     Ok(ledger)
 }
 
+/// What a `running` record of a server that is gone reads as.
+const ORPHANED: &str = "its odu server is gone: the run never finished";
+
 /// The record `run` names (`<sha7>#<seq>`), or the latest; the error says what to do.
+///
+/// A named run's record is read alone: every client that follows a run to its end asks for
+/// it, and reading the whole ledger to find it cost each of them the parse of every record
+/// kept (tens of kilobytes each for a graph of a few hundred nodes). Where that record cannot
+/// be read alone, the whole ledger is, and says why.
 pub fn find(ci: &Path, run: Option<&str>) -> Result<RunRecord, String> {
+    if let Some(record) = run.and_then(|run| find_alone(ci, run)) {
+        return Ok(record);
+    }
     read(ci).map_err(|e| e.to_string())?.find(run).cloned()
+}
+
+/// Run `reference`'s record read alone, through the checks [`walk`] makes on the way to it (a
+/// label odu makes, `.ci`, the label's folder and its `runs` real directories, the record a
+/// regular file naming the run its path names), read as [`read`] reads it; `None` when any
+/// of that fails.
+fn find_alone(ci: &Path, reference: &str) -> Option<RunRecord> {
+    let (label, seq) = reference.split_once('#')?;
+    let seq: u64 = seq.parse().ok()?;
+    if !valid_label(label) || std::fs::symlink_metadata(ci).ok()?.file_type().is_symlink() {
+        return None;
+    }
+    let runs = runs_dir(ci, label);
+    real_dir(&ci.join(label)).and_then(|()| real_dir(&runs)).ok()?;
+    let mut record = load(&runs.join(format!("{seq}.json")), label, seq).ok()?;
+    if record.outcome == RunOutcome::Running && !served(ci) {
+        record.close_orphaned(ORPHANED.into());
+    }
+    Some(record)
 }
 
 /// Every trusted record under `.ci`, newest first ([`read`], with nothing to say when it cannot).
@@ -1076,6 +1106,47 @@ mod tests {
         assert_eq!(list(dir.path())[0].outcome, RunOutcome::Running);
         drop(lock);
         assert!(!served(dir.path()));
+    }
+
+    /// A named run is read alone, and reads as the whole ledger reads it: a running record of
+    /// a server that is gone is incomplete, a record in the wrong file or behind a symlink is
+    /// no run's, and another record that cannot be read at all does not stand in the way.
+    #[test]
+    fn a_named_run_reads_alone_as_the_whole_ledger_reads_it() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let ci = dir.path();
+        let (mut a, mut b) = (record("0123456"), record("0123456"));
+        reserve(ci, &mut a).unwrap();
+        reserve(ci, &mut b).unwrap();
+        b.outcome = RunOutcome::Passed;
+        b.finished_at = Some(5);
+        write(ci, &b).unwrap();
+        let whole =
+            |run: &str| read(ci).unwrap().find(Some(run)).cloned().map(|r| (r.reference(), r.outcome));
+        for run in ["0123456#1", "0123456#2"] {
+            let alone = find(ci, Some(run)).map(|r| (r.reference(), r.outcome));
+            assert_eq!(alone, whole(run), "{run}");
+        }
+        assert_eq!(find(ci, Some("0123456#1")).unwrap().outcome, RunOutcome::Incomplete);
+        // Another record that is no record: the named one still reads, alone or not.
+        std::fs::write(runs_dir(ci, "0123456").join("3.json"), b"{").unwrap();
+        assert_eq!(find(ci, Some("0123456#2")).unwrap().outcome, RunOutcome::Passed);
+        // A record naming another run, a symlink for a record, a label odu never makes.
+        std::fs::copy(runs_dir(ci, "0123456").join("2.json"), runs_dir(ci, "0123456").join("4.json"))
+            .unwrap();
+        symlink(runs_dir(ci, "0123456").join("2.json"), runs_dir(ci, "0123456").join("5.json")).unwrap();
+        for run in
+            ["0123456#3", "0123456#4", "0123456#5", "0123456#9", "0123456#x", "../0123456#2", "0123456"]
+        {
+            let err = find(ci, Some(run)).expect_err(run);
+            assert!(err.contains("latest: 0123456#2, 0123456#1"), "{run}: {err}");
+        }
+        // The label's folder behind a symlink: no run of it is read, alone or not.
+        let moved = dir.path().join("elsewhere");
+        std::fs::rename(ci.join("0123456"), &moved).unwrap();
+        symlink(&moved, ci.join("0123456")).unwrap();
+        assert!(find(ci, Some("0123456#2")).is_err());
     }
 
     #[test]
