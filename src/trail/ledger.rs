@@ -976,7 +976,8 @@ pub fn find(ci: &Path, run: Option<&str>) -> Result<RunRecord, String> {
 /// of that fails.
 fn find_alone(ci: &Path, reference: &str) -> Option<RunRecord> {
     let (label, seq) = reference.split_once('#')?;
-    let seq: u64 = seq.parse().ok()?;
+    // Only the reference's own spelling: `+2` or `02` names no run.
+    let seq: u64 = seq.parse().ok().filter(|n: &u64| n.to_string() == seq)?;
     if !valid_label(label) || std::fs::symlink_metadata(ci).ok()?.file_type().is_symlink() {
         return None;
     }
@@ -1136,9 +1137,9 @@ mod tests {
         std::fs::copy(runs_dir(ci, "0123456").join("2.json"), runs_dir(ci, "0123456").join("4.json"))
             .unwrap();
         symlink(runs_dir(ci, "0123456").join("2.json"), runs_dir(ci, "0123456").join("5.json")).unwrap();
-        for run in
-            ["0123456#3", "0123456#4", "0123456#5", "0123456#9", "0123456#x", "../0123456#2", "0123456"]
-        {
+        let unknown =
+            ["0123456#3", "0123456#4", "0123456#5", "0123456#9", "0123456#x", "0123456#+2", "0123456#02"];
+        for run in unknown.into_iter().chain(["../0123456#2", "0123456", "0123456#2#2"]) {
             let err = find(ci, Some(run)).expect_err(run);
             assert!(err.contains("latest: 0123456#2, 0123456#1"), "{run}: {err}");
         }
