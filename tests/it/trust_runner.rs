@@ -59,10 +59,18 @@ fn cmdline(pid: i32) -> String {
 
 /// The `odu-runner` child of process `parent`.
 fn runner_child_of(parent: i32) -> Option<i32> {
-    all_pids().into_iter().find(|&pid| {
-        stat_fields(pid).is_some_and(|f| f[1] == parent.to_string())
-            && cmdline(pid).split(' ').next().is_some_and(|argv0| argv0.ends_with("odu-runner"))
-    })
+    runner_children_of(parent).first().copied()
+}
+
+/// Every live `odu-runner` child of `parent`.
+fn runner_children_of(parent: i32) -> Vec<i32> {
+    all_pids()
+        .into_iter()
+        .filter(|&pid| {
+            stat_fields(pid).is_some_and(|f| f[1] == parent.to_string())
+                && cmdline(pid).split(' ').next().is_some_and(|argv0| argv0.ends_with("odu-runner"))
+        })
+        .collect()
 }
 
 /// The runner scratch directories under `tmp`.
@@ -312,12 +320,17 @@ fn setup_log(repo: &Repo) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// The server's idle spare runner: its only `odu-runner` child once a run has ended.
-fn spare_of(repo: &Repo) -> i32 {
+/// The server's idle spare runner, once a run whose runners used `tmp` has ended. The run's
+/// own runner removed its scratch folder before the run ended but may still be exiting, and
+/// the spare may not have started yet: the spare is the one runner left once a scratch folder
+/// is back (the spare makes its own as it starts).
+fn spare_of(repo: &Repo, tmp: &Path) -> i32 {
     let server = server_pid(repo.path()).expect("the server outlives its run");
+    until("the spare's scratch folder", DEADLINE, || runner_dirs(tmp).len() == 1);
     let mut spare = None;
-    until("the server's spare runner", DEADLINE, || {
-        spare = runner_child_of(server);
+    until("the server's one runner child, its spare", DEADLINE, || {
+        let children = runner_children_of(server);
+        spare = (children.len() == 1).then(|| children[0]);
         spare.is_some()
     });
     spare.unwrap()
@@ -350,7 +363,7 @@ fn a_spare_runner_serves_the_next_run_alike_and_goes_with_its_server() {
         );
     };
     run(None, None);
-    let first = spare_of(&repo);
+    let first = spare_of(&repo, tmp.path());
     // The spare makes its scratch folder as it starts; the run's runner removed its own.
     until("the spare's scratch folder, and only it", DEADLINE, || runner_dirs(tmp.path()).len() == 1);
     // The same environment: the run takes the spare, and a new one is kept after it.
@@ -358,20 +371,20 @@ fn a_spare_runner_serves_the_next_run_alike_and_goes_with_its_server() {
     took(first);
     assert!(repo.log("ci").contains("probe=unset"), "{}", repo.log("ci"));
     until("the taken spare to exit with its lane", DEADLINE, || gone(first));
-    let second = spare_of(&repo);
+    let second = spare_of(&repo, tmp.path());
     assert_ne!(second, first);
     // A variable the spare was not started with: its node sees it all the same.
     run(Some("changed"), None);
     took(second);
     assert!(repo.log("ci").contains("probe=changed"), "{}", repo.log("ci"));
     until("the taken spare to exit with its lane", DEADLINE, || gone(second));
-    let third = spare_of(&repo);
+    let third = spare_of(&repo, tmp.path());
     // The spare was started with SPARE_PROBE=changed: a run without it does not see it.
     run(None, None);
     took(third);
     assert!(repo.log("ci").contains("probe=unset"), "{}", repo.log("ci"));
     until("the taken spare to exit with its lane", DEADLINE, || gone(third));
-    let fourth = spare_of(&repo);
+    let fourth = spare_of(&repo, tmp.path());
     // Another PATH: the spare goes, unused, and the run starts a runner of its own.
     let path = format!("{}:{}", tmp.path().display(), std::env::var("PATH").unwrap());
     run(Some("path"), Some(&path));
@@ -379,7 +392,7 @@ fn a_spare_runner_serves_the_next_run_alike_and_goes_with_its_server() {
     assert!(!log.contains("spare") && log.contains("starting"), "{log}");
     assert!(repo.log("ci").contains("probe=path"), "{}", repo.log("ci"));
     until("the unused spare to exit", DEADLINE, || gone(fourth));
-    let fifth = spare_of(&repo);
+    let fifth = spare_of(&repo, tmp.path());
     until("one scratch folder: the newest spare's", DEADLINE, || runner_dirs(tmp.path()).len() == 1);
     // A stopping server ends its spare, which leaves no scratch folder behind.
     stop_server(&repo);
@@ -407,7 +420,7 @@ fn a_spare_runner_whose_file_changed_is_not_used() {
         assert!(out.status.success(), "{}", stderr(&out));
     };
     run();
-    let spare = spare_of(&repo);
+    let spare = spare_of(&repo, tmp.path());
     install();
     run();
     let log = setup_log(&repo);
@@ -426,7 +439,7 @@ fn a_spare_runner_killed_while_idle_is_replaced_and_its_scratch_reaped() {
         assert!(out.status.success(), "{}", stderr(&out));
     };
     run();
-    let spare = spare_of(&repo);
+    let spare = spare_of(&repo, tmp.path());
     // Killed once it is ready: a runner killed before it holds its lock is one still starting,
     // whose folder no other runner may judge.
     until("the spare's scratch folder and lock", DEADLINE, || {
