@@ -878,15 +878,15 @@ fn walk<T>(
         let Some(label) = entry.file_name().to_str().filter(|l| valid_label(l)).map(str::to_string) else {
             continue;
         };
-        let runs = entry.path().join("runs");
-        if let Err(e) = real_dir(&entry.path()).and_then(|()| real_dir(&runs)) {
-            match e {
-                TrailError::Io { error, .. } if error.kind() == std::io::ErrorKind::NotFound => {}
-                TrailError::Io { path, error } => return Err(unreadable(&path, error)),
-                other => rejected.push(format!("ignoring the runs of {label}: {other}")),
+        let runs = match real_runs_dir(ci, &label) {
+            Ok(runs) => runs,
+            Err(TrailError::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(TrailError::Io { path, error }) => return Err(unreadable(&path, error)),
+            Err(other) => {
+                rejected.push(format!("ignoring the runs of {label}: {other}"));
+                continue;
             }
-            continue;
-        }
+        };
         let mut records = Vec::new();
         let mut beside = std::collections::HashSet::new();
         for file in std::fs::read_dir(&runs).map_err(|e| unreadable(&runs, e))? {
@@ -919,6 +919,13 @@ fn walk<T>(
     Ok((loaded, rejected))
 }
 
+/// `.ci/<label>/runs`, where the label's folder and its `runs` are real directories.
+fn real_runs_dir(ci: &Path, label: &str) -> Result<PathBuf, TrailError> {
+    let runs = runs_dir(ci, label);
+    real_dir(&ci.join(label)).and_then(|()| real_dir(&runs))?;
+    Ok(runs)
+}
+
 /// A record file's bytes, refused past [`RECORD_LIMIT`].
 fn read_record(path: &Path) -> Result<Vec<u8>, String> {
     use std::io::Read;
@@ -946,12 +953,19 @@ pub(crate) fn load(path: &Path, label: &str, seq: u64) -> Result<RunRecord, Stri
 /// cannot close it on disk.
 pub fn read(ci: &Path) -> Result<Ledger, Unreadable> {
     let mut ledger = scan(ci)?;
-    if ledger.records.iter().any(|r| r.outcome == RunOutcome::Running) && !served(ci) {
-        for record in ledger.records.iter_mut().filter(|r| r.outcome == RunOutcome::Running) {
+    close_orphans(ci, &mut ledger.records);
+    Ok(ledger)
+}
+
+/// Reads each `running` record among `records` as `incomplete` when no server holds the
+/// checkout's lock (asked only when there is one).
+fn close_orphans<'a>(ci: &Path, records: impl IntoIterator<Item = &'a mut RunRecord>) {
+    let mut running = records.into_iter().filter(|r| r.outcome == RunOutcome::Running).peekable();
+    if running.peek().is_some() && !served(ci) {
+        for record in running {
             record.close_orphaned(ORPHANED.into());
         }
     }
-    Ok(ledger)
 }
 
 /// What a `running` record of a server that is gone reads as.
@@ -981,12 +995,9 @@ fn find_alone(ci: &Path, reference: &str) -> Option<RunRecord> {
     if !valid_label(label) || std::fs::symlink_metadata(ci).ok()?.file_type().is_symlink() {
         return None;
     }
-    let runs = runs_dir(ci, label);
-    real_dir(&ci.join(label)).and_then(|()| real_dir(&runs)).ok()?;
+    let runs = real_runs_dir(ci, label).ok()?;
     let mut record = load(&runs.join(format!("{seq}.json")), label, seq).ok()?;
-    if record.outcome == RunOutcome::Running && !served(ci) {
-        record.close_orphaned(ORPHANED.into());
-    }
+    close_orphans(ci, [&mut record]);
     Some(record)
 }
 
