@@ -181,6 +181,7 @@ class Result:
     # (no baseline: an absolute target) or fill both with per-invocation times.
     show_times: bool = True
     times_in_ms: bool = False   # print the baseline/odu medians in ms
+    fs: FsState | None = None   # fs_state before the scenario
 
     @property
     def baseline_median(self) -> float | None:
@@ -227,6 +228,8 @@ def print_table(r: Result) -> None:
         print(f"  {c.label:<{w}} {c.value:9.{c.digits}f} {c.unit:<6} {tgt:<20} {verdict(c.passed)}".rstrip())
     for n in r.notes:
         print(f"  note: {n}")
+    if r.fs is not None:
+        print(f"  file system before it: {r.fs}")
     if r.show_times and (r.baseline_times or r.odu_times):
         print(f"  runs (s): baseline {' '.join(f'{t:.3f}' for t in r.baseline_times)}"
               f" | odu {' '.join(f'{t:.3f}' for t in r.odu_times)}")
@@ -241,6 +244,8 @@ def summary(r: Result) -> dict:
         "odu_median_s": None if r.odu_median is None else round(r.odu_median, 4),
         "ratio": None if r.ratio is None else round(r.ratio, 4),
         "target_ratio": r.target_ratio,
+        "fs_create_us": None if r.fs is None else round(r.fs.median_us, 1),
+        "fs_slow_folders": None if r.fs is None else r.fs.slow,
         "checks": {c.label: {"value": round(c.value, 2), "unit": c.unit, "target": c.target,
                              "status": verdict(c.passed) or None} for c in r.checks},
     }
@@ -288,6 +293,82 @@ def retire_trail(repo: Path, label: str | None = None) -> None:
     trash = repo.parent / ".retired"
     trash.mkdir(exist_ok=True)
     ci.rename(trash / f"{repo.name}-{time.monotonic_ns()}")
+
+
+# How long making one file takes right now, in a folder laid out as a run's logs are (a fresh
+# folder under one that spreads its subfolders, `chattr +T`, so each lands in a block group
+# of its own): on ext4 without a journal it reads about 17 us in a rested group and several
+# times that in a group where many files were removed in the last minutes (the kernel steps
+# over each recently freed inode), and every per-node figure of odu's, which makes a log file
+# per node, moves with it. Sampled in a few folders (a few groups) before each scenario, so
+# its figures can be read against the state they were measured in; the probe's files are
+# moved aside, never removed, so it does not disturb what it measures.
+FS_PROBE_FILES = 100
+FS_PROBE_FOLDERS = 5
+FS_RESTED_US = 25.0
+# The longest the kernel counts a removed inode as recent: 60 s, 360 s while its inode table
+# block is unwritten.
+FS_SETTLE_S = 360
+
+
+def fs_probe_us(tmp: Path, files: int = FS_PROBE_FILES) -> float | None:
+    top = tmp / ".fs-probe"
+    try:
+        if not top.exists():
+            top.mkdir()
+            subprocess.run(["chattr", "+T", str(top)], capture_output=True, check=False)
+        run = top / str(time.monotonic_ns())
+        run.mkdir()
+        lane = run / "lane"
+        lane.mkdir()
+        start = time.perf_counter()
+        for i in range(files):
+            os.close(os.open(lane / f"n{i:04d}.log", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        elapsed = time.perf_counter() - start
+        trash = tmp / ".retired"
+        trash.mkdir(exist_ok=True)
+        run.rename(trash / f"fs-probe-{run.name}")
+        return elapsed / files * 1e6
+    except OSError:
+        return None
+
+
+@dataclass
+class FsState:
+    median_us: float
+    slow: int        # folders above FS_RESTED_US
+    folders: int
+
+    def __str__(self) -> str:
+        return (f"{self.median_us:.0f} us to make a file (median of {self.folders} folders; "
+                f"{self.slow} above {FS_RESTED_US:.0f} us)")
+
+
+def fs_state(tmp: Path) -> FsState | None:
+    samples = [us for us in (fs_probe_us(tmp) for _ in range(FS_PROBE_FOLDERS)) if us is not None]
+    if not samples:
+        return None
+    return FsState(statistics.median(samples), sum(us > FS_RESTED_US for us in samples), len(samples))
+
+
+def settle_fs(tmp: Path) -> None:
+    """Waits (at most FS_SETTLE_S) until no probed folder reads slow: a bench started minutes
+    after a clean-up measures that clean-up. Progress goes to stderr."""
+    deadline = time.monotonic() + FS_SETTLE_S
+    while True:
+        state = fs_state(tmp)
+        if state is None or state.slow == 0:
+            if state is not None:
+                print(f"  file system rested: {state}", file=sys.stderr, flush=True)
+            return
+        left = deadline - time.monotonic()
+        if left <= 0:
+            print(f"  file system still not rested after {FS_SETTLE_S} s, measuring anyway: {state}",
+                  file=sys.stderr, flush=True)
+            return
+        print(f"  waiting for the file system to rest ({left:.0f} s left at most): {state}",
+              file=sys.stderr, flush=True)
+        time.sleep(min(15.0, left))
 
 
 def discard_trail(repo: Path) -> None:
@@ -2192,6 +2273,9 @@ def main() -> int:
                     help="run only this scenario (repeat for several, run in the order given)")
     ap.add_argument("--idle-seconds", type=int, default=IDLE_SECONDS,
                     help=f"idle_cpu: how long its node sleeps (default {IDLE_SECONDS}, >= 5)")
+    ap.add_argument("--no-settle", action="store_true",
+                    help="start at once, without first waiting (at most 6 min) for the file system "
+                         "to rest from recent removals")
     args = ap.parse_args()
     runs_explicit = args.runs is not None
     if not runs_explicit:
@@ -2214,10 +2298,14 @@ def main() -> int:
         ctx = Ctx(odu, args.runs, tmp, clean_env(home), runs_explicit, args.idle_seconds)
         print(f"odu bench: {odu}, {args.runs} runs, lane {PLATFORM}=localhost, "
               f"{os.cpu_count()} cpus, fixtures in {tmp}\n  just: {just_desc}", file=sys.stderr)
+        if not args.no_settle:
+            settle_fs(tmp)
         for name in names:
             print(f"  {name} ...", file=sys.stderr, flush=True)
             try:
+                probe = fs_state(tmp)
                 results.append(SCENARIOS[name](ctx))
+                results[-1].fs = probe
             except BenchError as e:
                 failed[name] = str(e)
                 print(f"  {name} FAILED: {e}", file=sys.stderr)
