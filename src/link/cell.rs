@@ -426,19 +426,55 @@ where
     /// writer) until the hub or the link is gone: the server's cells to its clients, the
     /// runner's `nodes` cell to its coordinator. A delta every subscriber shares is encoded
     /// once, by the first to send it.
-    pub fn forward(
+    pub fn forward(self, out: &mpsc::Sender<Vec<u8>>, id: &serde_json::Value) -> tokio::task::JoinHandle<()> {
+        self.forward_gated(out, id, || std::future::ready(()))
+    }
+
+    /// [`Subscription::forward`] with each delta first passing `gate`; the frames that queued
+    /// meanwhile go right after it (merged, as ever), so a gate that holds frames back sends
+    /// what it held together (the link's writer gathers frames queued together into one
+    /// write): the runner's reports while its lane is busy (`runner::linger`).
+    pub fn forward_gated<G, F>(
         mut self,
         out: &mpsc::Sender<Vec<u8>>,
         id: &serde_json::Value,
-    ) -> tokio::task::JoinHandle<()> {
+        gate: G,
+    ) -> tokio::task::JoinHandle<()>
+    where
+        G: Fn() -> F + Send + 'static,
+        F: std::future::Future<Output = ()> + Send,
+    {
         let (out, stream) = (out.clone(), id.clone());
         tokio::spawn(async move {
+            let (mut first, mut resyncs) = (true, self.resyncs);
             while let Some(frame) = self.next().await {
-                if out.send(odu_proto::item_frame(&stream, &frame.json())).await.is_err() {
-                    break;
+                // A snapshot (the first frame, or one after a resync) never waits: it is what
+                // the subscriber starts from.
+                let snapshot = std::mem::take(&mut first) || self.resyncs != resyncs;
+                resyncs = self.resyncs;
+                if !snapshot {
+                    gate().await;
+                }
+                let mut frame = Some(frame);
+                while let Some(next) = frame.take() {
+                    if out.send(odu_proto::item_frame(&stream, &next.json())).await.is_err() {
+                        return;
+                    }
+                    frame = ready_now(self.next()).flatten();
                 }
             }
         })
+    }
+}
+
+/// `future`'s output if it is ready without waiting; the future is dropped otherwise, so it
+/// must lose nothing when dropped unfinished (as [`Subscription::next`] does not).
+fn ready_now<F: std::future::Future>(future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(output) => Some(output),
+        std::task::Poll::Pending => None,
     }
 }
 

@@ -11,6 +11,7 @@
 
 #[cfg(target_os = "linux")]
 pub mod clone;
+pub mod linger;
 pub mod scratch;
 pub mod spawner;
 pub mod variables;
@@ -33,7 +34,7 @@ use crate::clock::now_ms;
 use crate::link::cell::{Hub, NodesValue, Views};
 use crate::link::wire::{FrameReader, Served, ServerLink, spawn_writer};
 use crate::tool::just::{MIN_JUST, parse_version};
-use crate::trail::spool::{Spool, SpoolReader};
+use crate::trail::spool::{Spool, SpoolChunk, SpoolReader};
 use std::sync::Arc;
 
 /// Bytes per log frame on the wire.
@@ -101,6 +102,8 @@ struct Actor {
     running: BTreeMap<String, Running>,
     streams: BTreeMap<String, AbortHandle>,
     host: Host,
+    /// Holds the nodes' new statuses and their logs' ends while the lane is busy.
+    linger: Arc<linger::Linger>,
 }
 
 /// Whose process a runner is served in.
@@ -159,6 +162,7 @@ where
         running: BTreeMap::new(),
         streams: BTreeMap::new(),
         host,
+        linger: Arc::new(linger::Linger::new(linger::REPORT_WINDOW)),
     };
     let actor_task = tokio::spawn(actor.run(inbox));
     let mut link = ServerLink::new(FrameReader::new(reader, "odu-runner"), out.clone(), "runner");
@@ -314,7 +318,12 @@ impl Actor {
         let result = match method {
             RUN_CONFIGURE => self.configure(params),
             NODES_GET => {
-                let task = self.hub.subscribe().forward(&self.out, &id);
+                let linger = self.linger.clone();
+                let gate = move || {
+                    let linger = linger.clone();
+                    async move { linger.pass().await }
+                };
+                let task = self.hub.subscribe().forward_gated(&self.out, &id, gate);
                 self.streams.insert(id.to_string(), task.abort_handle());
                 return None;
             }
@@ -329,8 +338,13 @@ impl Actor {
                     let mut reader = SpoolReader::new(spool, LOG_CHUNK);
                     let out = self.out.clone();
                     let stream = id.clone();
+                    let linger = self.linger.clone();
                     let task = tokio::spawn(async move {
                         while let Some(chunk) = reader.next().await {
+                            // A log's end goes with its node's new status; its bytes never wait.
+                            if matches!(chunk, SpoolChunk::End) {
+                                linger.pass().await;
+                            }
                             if out.send(log_item_frame(&stream, chunk.as_log())).await.is_err() {
                                 break;
                             }
@@ -431,6 +445,12 @@ impl Actor {
     }
 
     fn execute(&mut self, effects: Vec<LaneEffect>) {
+        self.execute_effects(effects);
+        // After the effects: a lane this settled lets its last reports go at once.
+        self.linger.set_busy(self.lane.as_ref().is_some_and(|lane| !lane.settled()));
+    }
+
+    fn execute_effects(&mut self, effects: Vec<LaneEffect>) {
         for effect in effects {
             match effect {
                 LaneEffect::Kill { id, generation } => {

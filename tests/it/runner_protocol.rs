@@ -499,3 +499,26 @@ async fn the_runner_binary_never_runs_a_program_from_the_worktree_that_path_lack
     drop(h);
     let _ = child.kill().await;
 }
+
+#[tokio::test]
+async fn a_busy_lane_reports_its_transitions_in_batches_and_its_end_at_once() {
+    // Forty quick nodes two at a time: a node ends every few milliseconds, many to a window.
+    let names: Vec<String> = (0..40).map(|i| format!("n{i:02}")).collect();
+    let justfile: String = names.iter().map(|n| format!("{n}:\n    @true\n")).collect();
+    let ws = workspace(&justfile);
+    let mut h = LaneHarness::start().await;
+    let tasks: Vec<_> = names.iter().map(|n| task(n, &[])).collect();
+    let configured =
+        h.configure_raw(json!({"name": "test", "workspace": ws.path(), "tasks": tasks, "jobs": 2})).await;
+    assert!(configured.is_ok(), "{configured:?}");
+    h.until(|h| h.settled(names.len() + 1)).await;
+    assert!(h.state.values().all(|n| n.status == Ok), "{:?}", h.statuses());
+    assert_topological_in_every_frame(&h);
+    // Each node goes pending, running, ok: 80 transitions, and a frame each without batching.
+    let deltas = h.frames.iter().filter(|f| matches!(f, NodesFrame::Delta { .. })).count();
+    assert!(deltas < names.len() / 2, "{deltas} delta frames for {} nodes", names.len());
+    // The last node's ok is in the last frame: nothing of the lane's end was held back.
+    let Some(NodesFrame::Delta { nodes, .. }) = h.frames.last() else { panic!("no delta last") };
+    let last_ok = h.state.values().filter(|n| n.id != SETUP).max_by_key(|n| n.started_at).unwrap();
+    assert!(nodes.iter().any(|n| n.id == last_ok.id && n.status == Ok), "{nodes:?}");
+}

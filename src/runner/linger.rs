@@ -1,0 +1,202 @@
+//! Spaces a busy lane's reports, so the coordinator (and every face that follows it) wakes
+//! once for several nodes' transitions instead of once for each.
+//!
+//! While any node of the lane is pending or running, a node's new status and its log's end
+//! pass [`Linger::pass`]. After a quiet [`REPORT_WINDOW`], the first [`IMMEDIATE_TICKS`]
+//! moments that report go at once (so a lane's start, and a lane whose nodes take longer
+//! than the window, report as they happen); later ones wait for the window's end and go out
+//! together, one write, and while reports keep coming the lane reports once a window. The
+//! moment the lane settles (every node terminal),
+//! whatever waits goes at once and nothing waits after, so a run ends as soon as its last
+//! node does. Answers, heartbeats and log bytes never wait: only when the coordinator hears
+//! of a transition moves, by at most the window, never when a node starts (the runner starts
+//! the nodes itself). A link that dies loses what was waiting: a node that started or ended
+//! in the last window of a burst is judged as the coordinator last heard of it.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// How long a busy lane's reports gather: far below what a person watching a run notices,
+/// and several nodes' worth when nodes end a few milliseconds apart.
+pub const REPORT_WINDOW: Duration = Duration::from_millis(20);
+
+/// How many moments report at once in a window that follows a quiet one.
+pub const IMMEDIATE_TICKS: u32 = 2;
+
+/// Reports this close to one that went at once are of the same moment (a node's end and its
+/// log's end, the next node's start) and go with it.
+const SAME_TICK: Duration = Duration::from_millis(1);
+
+/// The gate every deferrable report passes ([`Linger::pass`]).
+pub struct Linger {
+    window: Duration,
+    state: Mutex<State>,
+    /// Wakes every waiter when the lane settles.
+    settled: Notify,
+}
+
+#[derive(Default)]
+struct State {
+    busy: bool,
+    /// When the current window began, and how many moments in it went at once.
+    window_start: Option<Instant>,
+    ticks: u32,
+    /// When the last moment went at once.
+    last_tick: Option<Instant>,
+    /// When the reports waiting now go; `None` (or past) when none wait.
+    opens_at: Option<Instant>,
+}
+
+impl Linger {
+    pub fn new(window: Duration) -> Linger {
+        Linger { window, state: Mutex::new(State::default()), settled: Notify::new() }
+    }
+
+    /// Whether the lane has a node pending or running; turning false lets every waiter go.
+    pub fn set_busy(&self, busy: bool) {
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let was = std::mem::replace(&mut state.busy, busy);
+        if was && !busy {
+            *state = State::default();
+            drop(state);
+            self.settled.notify_waiters();
+        }
+    }
+
+    /// Returns when a report may go: at once while the lane is not busy or its window has
+    /// room, else when the window ends (or the lane settles).
+    pub async fn pass(&self) {
+        let settled = self.settled.notified();
+        tokio::pin!(settled);
+        let opens_at = {
+            let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !state.busy {
+                return;
+            }
+            // Registered under the lock: a lane that settles from here on wakes this waiter.
+            settled.as_mut().enable();
+            let now = Instant::now();
+            match state.opens_at {
+                Some(at) if at > now => at,
+                _ if state.last_tick.is_some_and(|tick| now < tick + SAME_TICK) => return,
+                _ if state.window_start.is_none_or(|start| now >= start + self.window) => {
+                    (state.window_start, state.ticks, state.last_tick) = (Some(now), 1, Some(now));
+                    return;
+                }
+                _ if state.ticks < IMMEDIATE_TICKS => {
+                    state.ticks += 1;
+                    state.last_tick = Some(now);
+                    return;
+                }
+                _ => {
+                    // The window is full: this report waits for its end, when those waiting go
+                    // together and begin a window that is full from the start, so a lane that
+                    // stays busy reports once a window.
+                    let at = state.window_start.map_or(now, |start| start + self.window);
+                    (state.opens_at, state.window_start, state.ticks, state.last_tick) =
+                        (Some(at), Some(at), IMMEDIATE_TICKS, Some(at));
+                    at
+                }
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(opens_at) => {}
+            _ = settled => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    const PROMPT: Duration = Duration::from_secs(5);
+
+    /// Two moments, a few milliseconds apart: both go at once, filling the window.
+    async fn fill(linger: &Linger, window: Duration) {
+        for _ in 0..IMMEDIATE_TICKS {
+            let start = Instant::now();
+            linger.pass().await;
+            assert!(start.elapsed() < window / 2, "a window's first moments go at once");
+            // A later moment, not the same one.
+            tokio::time::sleep(SAME_TICK * 2).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn an_idle_lane_reports_at_once() {
+        let linger = Linger::new(Duration::from_secs(3600));
+        for _ in 0..5 {
+            tokio::time::timeout(PROMPT, linger.pass()).await.expect("passes at once");
+        }
+        linger.set_busy(true);
+        linger.set_busy(false);
+        tokio::time::timeout(PROMPT, linger.pass()).await.expect("passes at once");
+    }
+
+    #[tokio::test]
+    async fn a_busy_lanes_reports_past_its_first_moments_wait_for_the_windows_end_together() {
+        let window = Duration::from_millis(300);
+        let linger = Arc::new(Linger::new(window));
+        linger.set_busy(true);
+        let start = Instant::now();
+        fill(&linger, window).await;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for n in 0..3 {
+            let (linger, tx) = (linger.clone(), tx.clone());
+            tokio::spawn(async move {
+                linger.pass().await;
+                let _ = tx.send((n, Instant::now()));
+            });
+        }
+        let mut passed = Vec::new();
+        for _ in 0..3 {
+            passed.push(tokio::time::timeout(PROMPT, rx.recv()).await.unwrap().unwrap().1);
+        }
+        let (first, last) = (passed.iter().min().unwrap(), passed.iter().max().unwrap());
+        assert!(*first >= start + window, "went {:?} after the window began", *first - start);
+        assert!(*last - *first < window / 2, "the three went {:?} apart", *last - *first);
+    }
+
+    #[tokio::test]
+    async fn a_lane_that_stays_busy_reports_once_a_window() {
+        let window = Duration::from_millis(200);
+        let linger = Linger::new(window);
+        linger.set_busy(true);
+        fill(&linger, window).await;
+        // Waits for the first window's end, and begins a window that is already full: a
+        // report a moment later waits for that one's end too.
+        let start = Instant::now();
+        linger.pass().await;
+        let first = Instant::now();
+        assert!(first - start > window / 2, "waited for the window's end");
+        tokio::time::sleep(SAME_TICK * 2).await;
+        let again = Instant::now();
+        linger.pass().await;
+        assert!(again.elapsed() > window / 2, "waited {:?}, not for the next window's end", again.elapsed());
+        assert!(Instant::now() - first >= window - SAME_TICK * 2);
+    }
+
+    #[tokio::test]
+    async fn a_lane_that_settles_lets_every_waiting_report_go() {
+        let window = Duration::from_secs(3600);
+        let linger = Arc::new(Linger::new(window));
+        linger.set_busy(true);
+        fill(&linger, window).await;
+        let waiting = {
+            let linger = linger.clone();
+            tokio::spawn(async move { linger.pass().await })
+        };
+        // The waiter runs until it waits for the hour-long window's end.
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        linger.set_busy(false);
+        tokio::time::timeout(PROMPT, waiting).await.expect("released").unwrap();
+        // Nothing waits once the lane has settled.
+        tokio::time::timeout(PROMPT, linger.pass()).await.expect("passes at once");
+    }
+}
