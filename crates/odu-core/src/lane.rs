@@ -134,6 +134,9 @@ pub struct LaneState {
     started: bool,
     /// How many nodes are running, kept by [`LaneState::set_status`].
     running: usize,
+    /// How many nodes are terminal, kept likewise: [`LaneState::settled`] is asked after
+    /// every event, and a scan of the nodes would make a lane's run quadratic in its size.
+    terminal: usize,
     /// Ready nodes the jobs cap holds back, for the next pass to start first.
     held: BTreeSet<usize>,
     /// Tests compare each pass with one over every node, as the scheduler once made.
@@ -199,6 +202,7 @@ impl LaneState {
             jobs: jobs.filter(|&j| j > 0),
             started: false,
             running: 0,
+            terminal: 0,
             held: BTreeSet::new(),
             #[cfg(test)]
             every_node: false,
@@ -227,7 +231,7 @@ impl LaneState {
 
     /// Every node is terminal.
     pub fn settled(&self) -> bool {
-        self.nodes.iter().all(|n| n.view.status.is_terminal())
+        self.terminal == self.nodes.len()
     }
 
     /// Node ids that are running, with their generation.
@@ -335,6 +339,7 @@ impl LaneState {
         let was = std::mem::replace(&mut self.nodes[pos].view.status, status);
         self.running = self.running + usize::from(status == NodeStatus::Running)
             - usize::from(was == NodeStatus::Running);
+        self.terminal = self.terminal + usize::from(status.is_terminal()) - usize::from(was.is_terminal());
     }
 
     /// The nodes that need the node at `pos` directly.
@@ -583,6 +588,8 @@ mod tests {
                 let (fx, expected) = (lane.apply(event.clone()), every.apply(event.clone()));
                 assert_eq!(fx, expected, "round {round}, {event:?}");
                 assert_eq!(lane.views(), every.views(), "round {round}, {event:?}");
+                let all_terminal = lane.views().iter().all(|v| v.status.is_terminal());
+                assert_eq!(lane.settled(), all_terminal, "round {round}, {event:?}");
             };
             both(LaneEvent::Started { at: 0 }, &mut lane, &mut every);
             for at in 1..80 {
