@@ -6,9 +6,8 @@
 //! moments that report go at once (so a lane's start, and a lane whose nodes take longer
 //! than the window, report as they happen); later ones wait for the window's end and go out
 //! together, one write, and while reports keep coming the lane reports once a window. The
-//! moment the lane settles (every node terminal),
-//! whatever waits goes at once and nothing waits after, so a run ends as soon as its last
-//! node does. Answers, heartbeats and log bytes never wait: only when the coordinator hears
+//! moment the lane settles (every node terminal), whatever waits goes at once and nothing
+//! waits after, so a run ends as soon as its last node does. Answers, heartbeats and log bytes never wait: only when the coordinator hears
 //! of a transition moves, by at most the window, never when a node starts (the runner starts
 //! the nodes itself). A link that dies loses what was waiting: a node that started or ended
 //! in the last window of a burst is judged as the coordinator last heard of it.
@@ -43,13 +42,12 @@ pub struct Linger {
 #[derive(Default)]
 struct State {
     busy: bool,
-    /// When the current window began, and how many moments in it went at once.
+    /// When the current window began, and how many moments in it went at once. A window
+    /// that begins in the future is one that reports are waiting for.
     window_start: Option<Instant>,
     ticks: u32,
     /// When the last moment went at once.
     last_tick: Option<Instant>,
-    /// When the reports waiting now go; `None` (or past) when none wait.
-    opens_at: Option<Instant>,
 }
 
 impl Linger {
@@ -81,7 +79,7 @@ impl Linger {
             // Registered under the lock: a lane that settles from here on wakes this waiter.
             settled.as_mut().enable();
             let now = Instant::now();
-            match state.opens_at {
+            match state.window_start {
                 Some(at) if at > now => at,
                 _ if state.last_tick.is_some_and(|tick| now < tick + SAME_TICK) => return,
                 _ if state.window_start.is_none_or(|start| now >= start + self.window) => {
@@ -98,8 +96,8 @@ impl Linger {
                     // together and begin a window that is full from the start, so a lane that
                     // stays busy reports once a window.
                     let at = state.window_start.map_or(now, |start| start + self.window);
-                    (state.opens_at, state.window_start, state.ticks, state.last_tick) =
-                        (Some(at), Some(at), IMMEDIATE_TICKS, Some(at));
+                    (state.window_start, state.ticks, state.last_tick) =
+                        (Some(at), IMMEDIATE_TICKS, Some(at));
                     at
                 }
             }

@@ -445,12 +445,6 @@ impl Actor {
     }
 
     fn execute(&mut self, effects: Vec<LaneEffect>) {
-        self.execute_effects(effects);
-        // After the effects: a lane this settled lets its last reports go at once.
-        self.linger.set_busy(self.lane.as_ref().is_some_and(|lane| !lane.settled()));
-    }
-
-    fn execute_effects(&mut self, effects: Vec<LaneEffect>) {
         for effect in effects {
             match effect {
                 LaneEffect::Kill { id, generation } => {
@@ -497,6 +491,8 @@ impl Actor {
                 }
             }
         }
+        // After the effects: a lane this settled lets its last reports go at once.
+        self.linger.set_busy(self.lane.as_ref().is_some_and(|lane| !lane.settled()));
     }
 
     fn spawn(&mut self, id: String, generation: u32, argv: Vec<String>) {
