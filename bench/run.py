@@ -290,9 +290,14 @@ def retire_trail(repo: Path, label: str | None = None) -> None:
     ci = repo / ".ci" / label if label else repo / ".ci"
     if not ci.exists():
         return
-    trash = repo.parent / ".retired"
+    retire(ci, repo.parent, repo.name)
+
+
+def retire(path: Path, tmp: Path, name: str) -> None:
+    """Moves `path` into the bench's `.retired` folder under `tmp`, removed with the temp dir."""
+    trash = tmp / ".retired"
     trash.mkdir(exist_ok=True)
-    ci.rename(trash / f"{repo.name}-{time.monotonic_ns()}")
+    path.rename(trash / f"{name}-{time.monotonic_ns()}")
 
 
 # How long making one file takes right now, in a folder laid out as a run's logs are (a fresh
@@ -311,7 +316,7 @@ FS_RESTED_US = 25.0
 FS_SETTLE_S = 360
 
 
-def fs_probe_us(tmp: Path, files: int = FS_PROBE_FILES) -> float | None:
+def fs_probe_us(tmp: Path) -> float | None:
     top = tmp / ".fs-probe"
     try:
         if not top.exists():
@@ -322,13 +327,11 @@ def fs_probe_us(tmp: Path, files: int = FS_PROBE_FILES) -> float | None:
         lane = run / "lane"
         lane.mkdir()
         start = time.perf_counter()
-        for i in range(files):
+        for i in range(FS_PROBE_FILES):
             os.close(os.open(lane / f"n{i:04d}.log", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         elapsed = time.perf_counter() - start
-        trash = tmp / ".retired"
-        trash.mkdir(exist_ok=True)
-        run.rename(trash / f"fs-probe-{run.name}")
-        return elapsed / files * 1e6
+        retire(run, tmp, "fs-probe")
+        return elapsed / FS_PROBE_FILES * 1e6
     except OSError:
         return None
 
