@@ -114,6 +114,9 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
+    // Every test runs on a paused clock that moves only when every task waits: what each
+    // asserts of time is exact, however loaded the machine.
+
     const PROMPT: Duration = Duration::from_secs(5);
 
     /// Two moments, a few milliseconds apart: both go at once, filling the window.
@@ -127,7 +130,7 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn an_idle_lane_reports_at_once() {
         let linger = Linger::new(Duration::from_secs(3600));
         for _ in 0..5 {
@@ -138,7 +141,7 @@ mod tests {
         tokio::time::timeout(PROMPT, linger.pass()).await.expect("passes at once");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_busy_lanes_reports_past_its_first_moments_wait_for_the_windows_end_together() {
         let window = Duration::from_millis(300);
         let linger = Arc::new(Linger::new(window));
@@ -162,7 +165,7 @@ mod tests {
         assert!(*last - *first < window / 2, "the three went {:?} apart", *last - *first);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_lane_that_stays_busy_reports_once_a_window() {
         let window = Duration::from_millis(200);
         let linger = Linger::new(window);
@@ -181,7 +184,7 @@ mod tests {
         assert!(Instant::now() - first >= window - SAME_TICK * 2);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_lane_that_settles_lets_every_waiting_report_go() {
         let window = Duration::from_secs(3600);
         let linger = Arc::new(Linger::new(window));
