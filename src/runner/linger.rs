@@ -7,10 +7,11 @@
 //! than the window, report as they happen); later ones wait for the window's end and go out
 //! together, one write, and while reports keep coming the lane reports once a window. The
 //! moment the lane settles (every node terminal), whatever waits goes at once and nothing
-//! waits after, so a run ends as soon as its last node does. Answers, heartbeats and log bytes never wait: only when the coordinator hears
-//! of a transition moves, by at most the window, never when a node starts (the runner starts
-//! the nodes itself). A link that dies loses what was waiting: a node that started or ended
-//! in the last window of a burst is judged as the coordinator last heard of it.
+//! waits after, so a run ends as soon as its last node does. Answers, heartbeats and log
+//! bytes never wait: only when the coordinator hears of a transition moves, by at most the
+//! window, never when a node starts (the runner starts the nodes itself). A link that dies
+//! loses what was waiting: a node that started or ended in the last window of a burst is
+//! judged as the coordinator last heard of it.
 
 use std::sync::Mutex;
 use std::time::Duration;
