@@ -1,10 +1,20 @@
-//! Wall-clock time as the model takes it: milliseconds since the Unix epoch.
+//! Time: the wall clock as the model takes it (milliseconds since the Unix epoch), the boot
+//! clock every process of the machine shares, and deadlines a `select!` waits on.
 
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// Resolves at `deadline`, or never without one: a timer arm of a `select!` that is armed
+/// only while something is due.
+pub async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Nanoseconds since boot, one clock for every process of the machine (`CLOCK_BOOTTIME` on

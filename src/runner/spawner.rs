@@ -363,7 +363,7 @@ pub async fn finish_node(started: StartedNode, spool: &Spool) -> Exit {
                 group_left = kill_group(pgid, libc::SIGTERM);
                 drain_deadline = Some(tokio::time::Instant::now() + TERM_GRACE);
             }
-            _ = sleep_until(drain_deadline), if drain_deadline.is_some() => {
+            () = crate::clock::until(drain_deadline), if drain_deadline.is_some() => {
                 if kill_group(pgid, libc::SIGKILL) {
                     drain_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(1));
                 } else {
@@ -396,13 +396,6 @@ pub async fn finish_node(started: StartedNode, spool: &Spool) -> Exit {
             (None, None) => Exit::SpawnFailed,
         },
         Err(_) => Exit::SpawnFailed,
-    }
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }
 

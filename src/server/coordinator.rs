@@ -180,8 +180,9 @@ struct Driver {
     header: Arc<Mutex<Hub<HeaderValue>>>,
     /// The header clients last heard.
     published: Header,
-    /// A record write is due on the next tick.
-    unsaved: bool,
+    /// When the record is written for progress alone: set by the first change it does not
+    /// show yet, [`progress_gap`] after the last write (at once if that has passed).
+    progress_save: Option<tokio::time::Instant>,
     /// A settled run's record write, due at this instant unless its lanes closed first (the
     /// final write then says everything it would have).
     settle_save: Option<tokio::time::Instant>,
@@ -255,7 +256,7 @@ impl Coordinator {
             cell,
             header: handles.header.clone(),
             published,
-            unsaved: false,
+            progress_save: None,
             settle_save: None,
             lanes_closed: Some(lanes_closed),
             poster: post.map(Poster::start),
@@ -291,14 +292,6 @@ impl Coordinator {
 /// anyway: a local lane closes in milliseconds, and then one write says both.
 const SETTLE_SAVE_GRACE: Duration = Duration::from_millis(200);
 
-/// Resolves at `at`; never without one.
-async fn until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Resolves when the poster's report changes (never, without a poster or once it finished).
 async fn posting_changed(posting: &mut Option<tokio::sync::watch::Receiver<crate::server::github::Report>>) {
     if let Some(watch) = posting
@@ -317,8 +310,6 @@ impl Driver {
         mut cancel_rx: mpsc::UnboundedReceiver<()>,
         mut requests: mpsc::UnboundedReceiver<Asked>,
     ) -> Finished {
-        let mut ticker = tokio::time::interval(Duration::from_millis(120));
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut posting = self.poster.as_ref().map(Poster::watch);
         while self.run.phase() != Phase::Ended {
             tokio::select! {
@@ -343,13 +334,9 @@ impl Driver {
                     }
                 }
                 () = posting_changed(&mut posting) => self.publish_header(),
-                () = until(self.settle_save) => self.save(Save::Now),
+                () = crate::clock::until(self.settle_save) => self.save(Save::Now),
+                () = crate::clock::until(self.progress_save) => self.save(Save::Soon),
                 Some(asked) = requests.recv() => self.answer(asked),
-                _ = ticker.tick() => {
-                    if self.unsaved && self.saved_at.elapsed() >= progress_gap(self.record.nodes.len()) {
-                        self.save(Save::Soon);
-                    }
-                }
             }
         }
         // Every lane's reports ended without a word of its closing: each is closed now.
@@ -430,7 +417,10 @@ impl Driver {
         }
         match fx.save {
             None => {}
-            Some(Save::Soon) => self.unsaved = true,
+            Some(Save::Soon) => {
+                let due = self.saved_at + progress_gap(self.record.nodes.len());
+                self.progress_save.get_or_insert(due);
+            }
             // The lanes were just told to stop (the run settled): the record is written once
             // they have closed, with the final write, or after a grace if they are slow to.
             Some(Save::Now) if commanded => {
@@ -496,7 +486,7 @@ impl Driver {
     /// (the `ended` header carries the last one) and noted in the server's log; a later write
     /// that succeeds clears it.
     fn save(&mut self, kind: Save) {
-        self.unsaved = false;
+        self.progress_save = None;
         self.settle_save = None;
         self.saved_at = tokio::time::Instant::now();
         self.record.take(&self.run.record());

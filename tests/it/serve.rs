@@ -111,6 +111,51 @@ fn sigkill_of_the_server_mid_run_keeps_the_trail_and_the_next_server_closes_the_
     stop_server(&repo);
 }
 
+/// How often the server's threads have gone to sleep (each a wait that something ended).
+fn sleeps(pid: i32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .filter_map(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .map(str::trim)?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// While a run's only node sleeps, its server has only heartbeats and the idle check to wake
+/// for: the record's progress write is due at a deadline set by the change it lacks, never
+/// looked for on a polling tick (which woke every thread of it eight times a second).
+#[test]
+fn a_run_waiting_on_a_sleeping_node_leaves_its_server_asleep() {
+    let justfile = "[metadata(\"ci\")]\nci: nap\nnap:\n    sleep 60\n";
+    let repo = Repo::new(justfile);
+    let p = local_platform();
+    let mut run = Running::spawn(repo.odu(&["run", "--progress", "json"]));
+    run.wait_for_line(&format!("\"node\":\"nap@{p}\""));
+    // The node's start is in the record: the one progress write it called for is behind us.
+    until("the record to show the node running", DEADLINE, || {
+        recorded(&repo, &format!("nap@{p}")) == "running"
+    });
+    let server = server_pid(repo.path()).expect("a server");
+    let before = sleeps(server);
+    let started = Instant::now();
+    let window = Duration::from_secs(3);
+    while started.elapsed() < window {
+        std::thread::park_timeout(window - started.elapsed());
+    }
+    let per_second = (sleeps(server) - before) as f64 / started.elapsed().as_secs_f64();
+    assert!(per_second <= 8.0, "the server woke {per_second:.1} times a second while the node slept");
+    let _ = repo.run(&["cancel"]);
+    let _ = run.finish();
+    stop_server(&repo);
+}
+
 #[test]
 fn a_new_server_closes_a_run_whose_server_died() {
     let repo = Repo::new("[metadata(\"ci\")]\nci: slow\nslow:\n    sleep 60\n");
