@@ -15,8 +15,13 @@ use crate::clock::now_ms;
 pub trait Face {
     fn start(&mut self, _run: &Run) {}
     fn transition(&mut self, run: &Run, change: &Transition);
-    /// Called periodically; faces that animate repaint here.
+    /// Called when [`Face::next_tick`] said; faces that animate repaint here.
     fn tick(&mut self, _run: &Run) {}
+    /// How long from now until this face wants its next [`Face::tick`]: `None` for a face
+    /// that only follows transitions, whose client then sleeps until the run changes.
+    fn next_tick(&self) -> Option<std::time::Duration> {
+        None
+    }
     /// Leaves the terminal clean before the verdict is printed.
     fn finish(&mut self, _run: &Run) {
         self.flush();
@@ -152,7 +157,7 @@ impl Face for PlainFace {
     }
 
     fn tick(&mut self, run: &Run) {
-        if self.last_line.elapsed() < std::time::Duration::from_secs(60) {
+        if self.last_line.elapsed() < HEARTBEAT {
             return;
         }
         let now = now_ms();
@@ -168,7 +173,14 @@ impl Face for PlainFace {
         }
         self.last_line = std::time::Instant::now();
     }
+
+    fn next_tick(&self) -> Option<std::time::Duration> {
+        Some(HEARTBEAT.saturating_sub(self.last_line.elapsed()))
+    }
 }
+
+/// How long a plain face stays quiet before it says what is still running.
+const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The live matrix (recipes × platforms) repainted in place on a TTY. Red transitions are
 /// printed above it so they stay in the scrollback. The region never takes more rows than the
@@ -223,6 +235,10 @@ impl Face for LiveFace {
         let line = format!("{} {} {}  → {}", status.glyph(), status, node.id, run.log_path(&change.node));
         let _ = writeln!(out, "{}", paint(self.color, status.sgr(), &line));
         self.draw(run, &mut out);
+    }
+
+    fn next_tick(&self) -> Option<std::time::Duration> {
+        Some(REPAINT)
     }
 
     fn tick(&mut self, run: &Run) {
@@ -306,6 +322,9 @@ pub fn fit_region(
     lines.push(cut(&counts_line(run), width));
     lines
 }
+
+/// How often the live matrix repaints (its spinner and running durations) between changes.
+const REPAINT: std::time::Duration = std::time::Duration::from_millis(120);
 
 const SPINNER: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
 
@@ -435,6 +454,21 @@ mod tests {
             })
             .collect();
         run_of(&["a"], &nodes)
+    }
+
+    #[test]
+    fn a_face_of_transitions_only_wants_no_tick_and_a_plain_face_one_at_its_quiet_minute() {
+        assert_eq!(JsonFace::default().next_tick(), None, "NDJSON sleeps until the run changes");
+        let mut plain = PlainFace::new(false);
+        let due = plain.next_tick().expect("a plain face says what still runs");
+        assert!(due <= HEARTBEAT && due > HEARTBEAT - std::time::Duration::from_secs(5), "{due:?}");
+        // Quiet for longer than a minute: due at once, and a tick says what runs, then waits
+        // a whole minute again.
+        plain.last_line = std::time::Instant::now() - HEARTBEAT - std::time::Duration::from_secs(1);
+        assert_eq!(plain.next_tick(), Some(std::time::Duration::ZERO));
+        plain.tick(&long_run());
+        let due = plain.next_tick().expect("the next heartbeat");
+        assert!(due > HEARTBEAT - std::time::Duration::from_secs(5), "{due:?}");
     }
 
     #[test]

@@ -77,6 +77,11 @@ impl Replica {
         }
     }
 
+    /// When the face wants its next [`Replica::tick`], if ever.
+    pub fn next_tick(&self) -> Option<tokio::time::Instant> {
+        self.face.next_tick().map(|after| tokio::time::Instant::now() + after)
+    }
+
     pub fn finish(&mut self) {
         self.face.flush();
         if let Some(run) = &self.run {
@@ -101,8 +106,9 @@ pub async fn follow(
     let nodes_stream = client.send(NODES_GET, json!({"run": run})).await.map_err(refused)?;
     let mut sigint = signal(SignalKind::interrupt()).expect("SIGINT handler");
     let mut sigterm = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut ticker = tokio::time::interval(std::time::Duration::from_millis(120));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // Only a face that animates (or says what still runs after a quiet minute) wakes this
+    // client between frames; one that prints transitions sleeps until the run changes.
+    let mut tick_at = replica.next_tick();
     let mut pending_views: Vec<(Vec<NodeView>, Option<Vec<String>>)> = Vec::new();
     let mut cancelling = false;
     loop {
@@ -153,7 +159,11 @@ pub async fn follow(
                 }
                 false
             }
-            _ = ticker.tick() => { replica.tick(); false }
+            () = crate::clock::until(tick_at) => {
+                replica.tick();
+                tick_at = replica.next_tick();
+                false
+            }
             _ = sigint.recv() => true,
             _ = sigterm.recv() => true,
         };

@@ -130,9 +130,10 @@ fn sleeps(pid: i32) -> u64 {
 
 /// While a run's only node sleeps, its server has only heartbeats and the idle check to wake
 /// for: the record's progress write is due at a deadline set by the change it lacks, never
-/// looked for on a polling tick (which woke every thread of it eight times a second).
+/// looked for on a polling tick (which woke every thread of it eight times a second). The
+/// run's own client, printing NDJSON, has nothing to do at all until the run changes.
 #[test]
-fn a_run_waiting_on_a_sleeping_node_leaves_its_server_asleep() {
+fn a_run_waiting_on_a_sleeping_node_leaves_its_server_and_client_asleep() {
     let justfile = "[metadata(\"ci\")]\nci: nap\nnap:\n    sleep 60\n";
     let repo = Repo::new(justfile);
     let p = local_platform();
@@ -143,14 +144,18 @@ fn a_run_waiting_on_a_sleeping_node_leaves_its_server_asleep() {
         recorded(&repo, &format!("nap@{p}")) == "running"
     });
     let server = server_pid(repo.path()).expect("a server");
-    let before = sleeps(server);
+    let client = run.child.id() as i32;
+    let before = (sleeps(server), sleeps(client));
     let started = Instant::now();
     let window = Duration::from_secs(3);
     while started.elapsed() < window {
         std::thread::park_timeout(window - started.elapsed());
     }
-    let per_second = (sleeps(server) - before) as f64 / started.elapsed().as_secs_f64();
+    let seconds = started.elapsed().as_secs_f64();
+    let per_second = (sleeps(server) - before.0) as f64 / seconds;
     assert!(per_second <= 8.0, "the server woke {per_second:.1} times a second while the node slept");
+    let per_second = (sleeps(client) - before.1) as f64 / seconds;
+    assert!(per_second <= 1.0, "odu run woke {per_second:.1} times a second while the node slept");
     let _ = repo.run(&["cancel"]);
     let _ = run.finish();
     stop_server(&repo);
