@@ -25,6 +25,7 @@ import os
 import platform
 import random
 import re
+import resource
 import select
 import shutil
 import signal
@@ -110,6 +111,12 @@ def timed(argv: list[str], *, cwd: Path, env: dict, what: str,
             f"--- stderr (tail) ---\n{tail(proc.stderr)}\n"
             f"--- stdout (tail) ---\n{tail(proc.stdout) if stdout is subprocess.PIPE else ''}")
     return elapsed, proc
+
+
+def children_cpu_s() -> float:
+    """User and system CPU of this process's reaped children (and of what they reaped), in s."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def git(repo: Path, *args: str, env: dict) -> str:
@@ -916,14 +923,24 @@ def wide_scenario(ctx: "Ctx", n: int, jobs: int | None = None, warm: bool = Fals
     # itself from what odu adds to it.
     all_at_once: list[float] = []
     same_shape = jobs is None and not warm and n >= 1000
+    # With both shapes timed, the CPU each took too (xargs reaps every `just`, so its children's
+    # CPU is theirs): the same calls cost `just` more CPU started all at once on two cores, which
+    # is what parts the two shapes' wall times.
+    cpu_two: list[float] = []
+    cpu_all: list[float] = []
 
     def baseline() -> float:
         if same_shape:
+            before = children_cpu_s()
             all_at_once.append(timed(["xargs", "-P0", "-n1", "just", "--no-deps"], cwd=repo.repo,
                                      env=ctx.env, stdin_data=feed, what="xargs -P0 just")[0])
+            cpu_all.append(children_cpu_s() - before)
+        before = children_cpu_s()
         # Same as: printf '%s\n' r000..r199 | xargs -P2 -n1 just --no-deps
-        return timed(["xargs", "-P2", "-n1", "just", "--no-deps"], cwd=repo.repo, env=ctx.env,
-                     stdin_data=feed, what="baseline xargs just")[0]
+        elapsed = timed(["xargs", "-P2", "-n1", "just", "--no-deps"], cwd=repo.repo, env=ctx.env,
+                        stdin_data=feed, what="baseline xargs just")[0]
+        cpu_two.append(children_cpu_s() - before)
+        return elapsed
 
     def odu() -> float:
         elapsed, _ = repo.run(["--jobs", str(jobs)] if jobs else [])
@@ -942,7 +959,13 @@ def wide_scenario(ctx: "Ctx", n: int, jobs: int | None = None, warm: bool = Fals
                  Check("  of the overhead, all at once, per node",
                        (floor - statistics.median(b)) / n * 1000, "ms", digits=3),
                  Check("  odu over all at once: (odu - xargs -P0)/N",
-                       (statistics.median(o) - floor) / n * 1000, "ms", digits=3)]
+                       (statistics.median(o) - floor) / n * 1000, "ms", digits=3),
+                 Check("  just's CPU, two at a time (xargs -P2, median)",
+                       statistics.median(cpu_two[1:]), "s", digits=2),
+                 Check("  just's CPU, all at once (xargs -P0, median)",
+                       statistics.median(cpu_all[1:]), "s", digits=2),
+                 Check("  all at once over two at a time, CPU",
+                       statistics.median(cpu_all[1:]) / statistics.median(cpu_two[1:]), "x", digits=3)]
     return Result(scenario, f"{n} independent trivial recipes" + (", server up" if warm else ""),
                   ctx.runs, "xargs -P2 -n1 just --no-deps",
                   f"odu run --jobs {jobs}" if jobs else f"odu run (all {n} at once)", b, o,
