@@ -111,6 +111,20 @@ fn sigkill_of_the_server_mid_run_keeps_the_trail_and_the_next_server_closes_the_
     stop_server(&repo);
 }
 
+/// A run whose one node, `recipe`, sleeps a minute, seen running in the run's record (so its
+/// progress write is done): the checkout, the `odu run` following it, and the server's pid.
+fn run_sleeping(recipe: &str) -> (Repo, Running, i32) {
+    let repo = Repo::new(&format!("[metadata(\"ci\")]\nci: {recipe}\n{recipe}:\n    sleep 60\n"));
+    let p = local_platform();
+    let mut run = Running::spawn(repo.odu(&["run", "--progress", "json"]));
+    run.wait_for_line(&format!("\"node\":\"{recipe}@{p}\""));
+    until("the record to show the node running", DEADLINE, || {
+        recorded(&repo, &format!("{recipe}@{p}")) == "running"
+    });
+    let server = server_pid(repo.path()).expect("a server");
+    (repo, run, server)
+}
+
 /// How often the server's threads have gone to sleep (each a wait that something ended).
 fn sleeps(pid: i32) -> u64 {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
@@ -134,16 +148,8 @@ fn sleeps(pid: i32) -> u64 {
 /// run's own client, printing NDJSON, has nothing to do at all until the run changes.
 #[test]
 fn a_run_waiting_on_a_sleeping_node_leaves_its_server_and_client_asleep() {
-    let justfile = "[metadata(\"ci\")]\nci: nap\nnap:\n    sleep 60\n";
-    let repo = Repo::new(justfile);
-    let p = local_platform();
-    let mut run = Running::spawn(repo.odu(&["run", "--progress", "json"]));
-    run.wait_for_line(&format!("\"node\":\"nap@{p}\""));
     // The node's start is in the record: the one progress write it called for is behind us.
-    until("the record to show the node running", DEADLINE, || {
-        recorded(&repo, &format!("nap@{p}")) == "running"
-    });
-    let server = server_pid(repo.path()).expect("a server");
+    let (repo, run, server) = run_sleeping("nap");
     let client = run.child.id() as i32;
     let before = (sleeps(server), sleeps(client));
     let started = Instant::now();
@@ -163,14 +169,8 @@ fn a_run_waiting_on_a_sleeping_node_leaves_its_server_and_client_asleep() {
 
 #[test]
 fn a_new_server_closes_a_run_whose_server_died() {
-    let repo = Repo::new("[metadata(\"ci\")]\nci: slow\nslow:\n    sleep 60\n");
+    let (repo, run, server) = run_sleeping("slow");
     let p = local_platform();
-    let mut run = Running::spawn(repo.odu(&["run", "--progress", "json"]));
-    run.wait_for_line(&format!("\"node\":\"slow@{p}\""));
-    until("the record to show the node running", DEADLINE, || {
-        recorded(&repo, &format!("slow@{p}")) == "running"
-    });
-    let server = server_pid(repo.path()).expect("a server");
     // SAFETY: killing the server this test started.
     unsafe { libc::kill(server, libc::SIGKILL) };
     let _ = run.finish();
