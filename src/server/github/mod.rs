@@ -190,12 +190,7 @@ async fn post(target: Target, mut wishes: mpsc::UnboundedReceiver<Wish>, report:
         } else {
             p.queue.next_due()
         };
-        let sleep = async {
-            match wake {
-                Some(at) => tokio::time::sleep_until((p.started + at).into()).await,
-                None => std::future::pending().await,
-            }
-        };
+        let sleep = crate::clock::until(wake.map(|at| (p.started + at).into()));
         tokio::select! {
             wish = wishes.recv() => match wish {
                 Some(wish) => p.take(wish),
