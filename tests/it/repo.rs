@@ -113,6 +113,11 @@ pub fn stderr(out: &Output) -> String {
 }
 
 /// The `--progress json` lines of a run.
+/// The JSON an `odu … -o json` call printed.
+pub fn json_of(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {} / {}", stdout(out), stderr(out)))
+}
+
 pub fn progress(out: &Output) -> Vec<serde_json::Value> {
     stdout(out).lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"))).collect()
 }

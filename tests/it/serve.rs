@@ -26,10 +26,6 @@ fn rss_kib(pid: i32) -> u64 {
     status_number(&status, "VmHWM:").unwrap()
 }
 
-fn json_of(out: &std::process::Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {} / {}", stdout(out), stderr(out)))
-}
-
 fn statuses(value: &serde_json::Value) -> std::collections::BTreeMap<String, String> {
     value["nodes"]
         .as_array()

@@ -80,6 +80,14 @@ pub enum LaneEvent {
         exit: Exit,
         at: u64,
     },
+    /// The node's process was started after the moment the lane started the node (a runner
+    /// spawns the nodes one event started one at a time): its duration counts from here. It
+    /// changes nothing else and publishes nothing; the node's next change carries it.
+    NodeSpawned {
+        id: String,
+        generation: u32,
+        at: u64,
+    },
     RerunRequested {
         id: String,
         at: u64,
@@ -268,6 +276,15 @@ impl LaneState {
                     self.set_status(pos, status);
                     fx.changed(pos);
                     self.tick_changed(at, &mut fx);
+                }
+            }
+            LaneEvent::NodeSpawned { id, generation, at } => {
+                let Some(&pos) = self.index.get(&id) else {
+                    return Err(Refusal::UnknownNode(id));
+                };
+                let node = &mut self.nodes[pos].view;
+                if node.generation == generation && node.status == NodeStatus::Running {
+                    node.started_at = Some(at);
                 }
             }
             LaneEvent::RerunRequested { id, at } => {
@@ -509,6 +526,26 @@ mod tests {
         assert_eq!(lane.view("build").unwrap().exit_code, Some(3));
         assert_eq!(status(&lane, "test"), NodeStatus::Skipped);
         assert!(fx.iter().any(|e| matches!(e, LaneEffect::EndLog { id, .. } if id == "test")));
+    }
+
+    #[test]
+    fn a_node_spawned_late_counts_its_duration_from_its_spawn() {
+        let mut lane = chain();
+        let _ = lane.apply(LaneEvent::Started { at: 0 }).unwrap();
+        let _ = exit(&mut lane, SETUP, 0);
+        let spawned = LaneEvent::NodeSpawned { id: "build".into(), generation: 0, at: 40 };
+        assert_eq!(lane.apply(spawned), Ok(vec![]));
+        // A stale attempt's spawn changes nothing.
+        let stale = LaneEvent::NodeSpawned { id: "build".into(), generation: 7, at: 45 };
+        assert_eq!(lane.apply(stale), Ok(vec![]));
+        assert_eq!(lane.view("build").unwrap().started_at, Some(40));
+        let _ = lane.apply(LaneEvent::NodeExited {
+            id: "build".into(),
+            generation: 0,
+            exit: Exit::Code(0),
+            at: 50,
+        });
+        assert_eq!(lane.view("build").unwrap().duration_ms, Some(10));
     }
 
     #[test]
