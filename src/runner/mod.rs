@@ -550,6 +550,7 @@ impl Actor {
         }
         // After the effects: a lane this settled lets its last reports go at once.
         self.linger.set_busy(self.lane.as_ref().is_some_and(|lane| !lane.settled()));
+        self.linger.set_starting(!self.starting.is_empty());
     }
 
     /// Spawns the node whose turn it is in [`Actor::starting`].
