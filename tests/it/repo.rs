@@ -130,17 +130,20 @@ pub fn final_statuses(lines: &[serde_json::Value]) -> std::collections::BTreeMap
         .collect()
 }
 
-/// A running `odu` whose stdout lines arrive on a channel.
+/// A running `odu` whose stdout lines arrive on a channel, and whose stderr is read all along
+/// (a run of a thousand nodes writes more than a pipe holds before it exits).
 pub struct Running {
     pub child: Child,
     pub lines: mpsc::Receiver<String>,
     pub seen: Vec<String>,
+    stderr: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Running {
     pub fn spawn(mut cmd: Command) -> Running {
         let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
+        let mut stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -149,7 +152,13 @@ impl Running {
                 }
             }
         });
-        Running { child, lines: rx, seen: vec![] }
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            use std::io::Read;
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        Running { child, lines: rx, seen: vec![], stderr: Some(stderr) }
     }
 
     /// Waits for a stdout line containing `needle`.
@@ -184,9 +193,7 @@ impl Running {
         let deadline = std::time::Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                let mut err = String::new();
-                use std::io::Read;
-                self.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+                let err = self.stderr.take().map(|t| t.join().unwrap()).unwrap_or_default();
                 return (status.code(), err);
             }
             assert!(std::time::Instant::now() < deadline, "odu did not exit within {within:?}");
