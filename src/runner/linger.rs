@@ -5,14 +5,14 @@
 //! pass [`Linger::pass`]. After a quiet [`REPORT_WINDOW`], the first [`IMMEDIATE_TICKS`]
 //! moments that report go at once (so a lane's start, and a lane whose nodes take longer
 //! than the window, report as they happen; only the first while the runner is still spawning
-//! a burst of nodes, whose windows are [`STARTING_WINDOWS`] long); later ones wait for the window's end and go out
-//! together, one write, and while reports keep coming the lane reports once a window. The
-//! moment the lane settles (every node terminal), whatever waits goes at once and nothing
-//! waits after, so a run ends as soon as its last node does. Answers, heartbeats and log
-//! bytes never wait: only when the coordinator hears of a transition moves, by at most the
-//! window, never when a node starts (the runner starts the nodes itself). A link that dies
-//! loses what was waiting: a node that started or ended in the last window of a burst is
-//! judged as the coordinator last heard of it.
+//! a burst of nodes, whose windows are [`STARTING_WINDOWS`] long); later ones wait for the
+//! window's end and go out together, one write, and while reports keep coming the lane
+//! reports once a window. The moment the lane settles (every node terminal), whatever waits
+//! goes at once and nothing waits after, so a run ends as soon as its last node does.
+//! Answers, heartbeats and log bytes never wait: only when the coordinator hears of a
+//! transition moves, by at most the window, never when a node starts (the runner starts the
+//! nodes itself). A link that dies loses what was waiting: a node that started or ended in
+//! the last window of a burst is judged as the coordinator last heard of it.
 
 use std::sync::Mutex;
 use std::time::Duration;

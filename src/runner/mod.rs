@@ -109,6 +109,7 @@ struct Actor {
     cell_name: Arc<str>,
     spools: BTreeMap<String, Spool>,
     scratch: scratch::Scratch,
+    /// Nodes spawned and not yet heard to exit (a node waiting in `starting` is not here).
     running: BTreeMap<String, Running>,
     /// Nodes the lane started whose process is still to be spawned, in the lane's order: when
     /// one event starts many nodes, one is spawned per turn of the actor's loop (see
@@ -488,9 +489,8 @@ impl Actor {
                     if let Some(at) =
                         self.starting.iter().position(|s| s.id == id && s.generation == generation)
                     {
-                        // Never spawned: nothing to kill, and nothing more for its log.
+                        // Never spawned: nothing to kill; its log says so, and ends.
                         self.starting.remove(at);
-                        self.running.remove(&id);
                         if let Some(spool) = self.spools.get(&id) {
                             let _ = spool.append(generation, STOPPED_BEFORE_SPAWN.as_bytes());
                             spool.end(generation);
@@ -520,7 +520,6 @@ impl Actor {
                         spawned_now = true;
                         self.spawn(id, generation, argv);
                     } else {
-                        self.running.insert(id.clone(), Running { generation, pgid: None });
                         self.starting.push_back(Start { id, generation, argv });
                     }
                 }
