@@ -117,14 +117,19 @@ impl LaneHarness {
 
     /// Pumps events until `pred` holds, failing after the deadline.
     pub async fn until(&mut self, pred: impl Fn(&Self) -> bool) {
-        let result = tokio::time::timeout(DEADLINE, async {
+        self.until_within(DEADLINE, pred).await;
+    }
+
+    /// [`LaneHarness::until`] with a deadline of its own.
+    pub async fn until_within(&mut self, within: Duration, pred: impl Fn(&Self) -> bool) {
+        let result = tokio::time::timeout(within, async {
             while !pred(self) {
                 self.pump().await;
             }
         })
         .await;
         if result.is_err() {
-            panic!("condition not met within {DEADLINE:?}; state: {:#?}", self.statuses());
+            panic!("condition not met within {within:?}; state: {:#?}", self.statuses());
         }
     }
 

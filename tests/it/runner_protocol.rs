@@ -254,6 +254,44 @@ async fn rerun_or_cancel_of_an_unknown_node_is_refused() {
     h.stop().await;
 }
 
+/// A lane that starts hundreds of nodes at once reports those that end while it is still
+/// starting the others: each spawn waits for its child's exec, which on a machine busy with the
+/// lane's own nodes is a round of the scheduler, and nodes spawned in one go were reaped and
+/// reported only once the last had started. (The runner alone: a server that lags behind its
+/// lane, as one creating a thousand log files on a slow disk does, is another matter.)
+#[tokio::test]
+async fn a_wide_lane_reports_its_first_nodes_end_before_it_has_started_its_last() {
+    // A burst reports twice a second: starting 1,000 nodes takes several times that here.
+    const WIDE: usize = 1000;
+    let stamps = tempfile::tempdir().unwrap();
+    let stamp = stamps.path().join("last-started");
+    let names: Vec<String> = (0..WIDE).map(|i| format!("r{i:04}")).collect();
+    let mut justfile = String::new();
+    for name in &names[..WIDE - 1] {
+        justfile.push_str(&format!("{name}:\n    @true\n"));
+    }
+    justfile.push_str(&format!("{}:\n    @date +%s%N > {}\n", names[WIDE - 1], stamp.display()));
+    let ws = workspace(&justfile);
+    let tasks: Vec<_> = names.iter().map(|name| task(name, &[])).collect();
+    let mut h = LaneHarness::start().await;
+    h.configure(ws.path(), &tasks).await.unwrap();
+    // However slow the machine: starting a process costs several times more on some than on
+    // others.
+    let within = Duration::from_secs(180);
+    h.until_within(within, |h| h.status("r0000") == Some(Ok)).await;
+    let first_ok_seen = std::time::SystemTime::now();
+    h.until_within(within, |h| h.settled(WIDE + 1)).await;
+    assert!(h.state.values().all(|n| n.status == Ok), "{:?}", h.statuses());
+    let last_started: u128 = std::fs::read_to_string(&stamp).unwrap().trim().parse().unwrap();
+    let first_ok_seen = first_ok_seen.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    assert!(
+        first_ok_seen < last_started,
+        "r0000's end was reported {} ms after the last node started",
+        (first_ok_seen - last_started) / 1_000_000
+    );
+    h.stop().await;
+}
+
 /// The runner binary on piped stdio, its command set up by `setup` first.
 fn spawn_runner_binary(setup: impl FnOnce(&mut tokio::process::Command)) -> tokio::process::Child {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_odu-runner"));
