@@ -55,12 +55,9 @@ struct State {
     busy: bool,
     /// The runner has nodes left to spawn: windows are [`STARTING_WINDOWS`] long.
     starting: bool,
-    /// When the current window began, how long it was to last when it began (a burst that
-    /// starts after a short window has ended begins a window of its own, whose start goes at
-    /// once), and how many moments in it went at once. A window that begins in the future is
-    /// one that reports are waiting for.
+    /// When the current window began, and how many moments in it went at once. A window
+    /// that begins in the future is one that reports are waiting for.
     window_start: Option<Instant>,
-    window_len: Duration,
     ticks: u32,
     /// When the last moment went at once.
     last_tick: Option<Instant>,
@@ -102,15 +99,11 @@ impl Linger {
             settled.as_mut().enable();
             let now = Instant::now();
             let window = if state.starting { self.window * STARTING_WINDOWS } else { self.window };
-            // The current window ends at the length it began with, or sooner once the burst
-            // is started.
-            let current = state.window_len.min(window);
             match state.window_start {
                 Some(at) if at > now => at,
                 _ if state.last_tick.is_some_and(|tick| now < tick + SAME_TICK) => return,
-                _ if state.window_start.is_none_or(|start| now >= start + current) => {
-                    (state.window_start, state.window_len, state.ticks, state.last_tick) =
-                        (Some(now), window, 1, Some(now));
+                _ if state.window_start.is_none_or(|start| now >= start + window) => {
+                    (state.window_start, state.ticks, state.last_tick) = (Some(now), 1, Some(now));
                     return;
                 }
                 // A burst being started has had its moment at once: its start.
@@ -123,9 +116,9 @@ impl Linger {
                     // The window is full: this report waits for its end, when those waiting go
                     // together and begin a window that is full from the start, so a lane that
                     // stays busy reports once a window.
-                    let at = state.window_start.map_or(now, |start| start + current);
-                    (state.window_start, state.window_len, state.ticks, state.last_tick) =
-                        (Some(at), window, IMMEDIATE_TICKS, Some(at));
+                    let at = state.window_start.map_or(now, |start| start + window);
+                    (state.window_start, state.ticks, state.last_tick) =
+                        (Some(at), IMMEDIATE_TICKS, Some(at));
                     at
                 }
             }
@@ -231,25 +224,6 @@ mod tests {
         let again = Instant::now();
         linger.pass().await;
         assert!(again.elapsed() <= window, "waited {:?}", again.elapsed());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_burst_that_starts_after_a_short_window_has_ended_reports_its_start_at_once() {
-        let window = Duration::from_millis(50);
-        let linger = Linger::new(window);
-        linger.set_busy(true);
-        // The setup node's start opens a short window; the setup ends well after it.
-        linger.pass().await;
-        tokio::time::sleep(window * 3).await;
-        linger.set_starting(true);
-        let start = Instant::now();
-        linger.pass().await;
-        assert_eq!(start.elapsed(), Duration::ZERO, "the burst's start goes at once");
-        // The window it began is a long one.
-        tokio::time::sleep(SAME_TICK * 2).await;
-        let next = Instant::now();
-        linger.pass().await;
-        assert!(next.elapsed() >= window * (STARTING_WINDOWS - 1), "waited {:?}", next.elapsed());
     }
 
     #[tokio::test(start_paused = true)]
