@@ -658,13 +658,9 @@ where
             event = client.next() => match event {
                 Ok(Some(ClientEvent::Item { stream, value })) => {
                     last_heard = tokio::time::Instant::now();
-                    let released = link.on_item(logs, stream, &value);
-                    for (id, reason) in link.truncations.drain(..) {
-                        let _ = reports.send(LaneReport::LogTruncated { platform: spec.platform.clone(), id, reason });
-                    }
-                    if !released.is_empty() {
-                        let _ = reports.send(LaneReport::Nodes { platform: spec.platform.clone(), nodes: released });
-                    }
+                    link.on_item(logs, stream, &value, &mut |truncations, released| {
+                        pass_on(spec, reports, truncations, released);
+                    });
                 }
                 Ok(Some(ClientEvent::Response { id, result })) => {
                     last_heard = tokio::time::Instant::now();
@@ -710,8 +706,31 @@ where
                         .is_ok_and(|answer| answer.is_ok());
                     return LinkEnd { views: link.views, closed };
                 }
+            },
+            // A report whose logs take long to name goes a slice at a time, with the link's
+            // other items (the end of a log that a view waits for) handled between slices;
+            // and the coordinator gets its turn: this task woke it, so it waits on this
+            // thread until this task yields.
+            () = tokio::task::yield_now(), if link.naming() => {
+                link.name_some(logs, &mut |truncations, released| pass_on(spec, reports, truncations, released));
             }
         }
+    }
+}
+
+/// Tells the coordinator what a lane's link released: the nodes whose logs turned out cut
+/// short first, then the views.
+fn pass_on(
+    spec: &LaneSpec,
+    reports: &mpsc::UnboundedSender<LaneReport>,
+    truncations: Vec<(String, String)>,
+    released: Vec<NodeView>,
+) {
+    for (id, reason) in truncations {
+        let _ = reports.send(LaneReport::LogTruncated { platform: spec.platform.clone(), id, reason });
+    }
+    if !released.is_empty() {
+        let _ = reports.send(LaneReport::Nodes { platform: spec.platform.clone(), nodes: released });
     }
 }
 
@@ -759,7 +778,23 @@ struct LaneLink {
     cancelled: std::collections::BTreeSet<String>,
     /// Nodes whose log of this run is named the latest already.
     published: std::collections::BTreeSet<String>,
+    /// A report's views not yet looked at: each waits for its log to be named the latest
+    /// ([`LaneLink::name_some`]).
+    unnamed: std::collections::VecDeque<NodeView>,
+    /// How long naming logs may go on before what is named is passed on ([`NAMING_SLICE`]).
+    naming_slice: std::time::Duration,
 }
+
+/// How long naming the logs of the nodes one report starts may go on before the views whose
+/// logs are named are passed on and the lane's task yields. Naming costs two or three file
+/// operations a node; where each of them waits for the disk (a file system mounted
+/// `dirsync`) or for a server (a network file system), a burst of 1,000 nodes took 6 s to
+/// name, and until then nobody heard of the lane, not even that its setup had ended.
+const NAMING_SLICE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Where a lane's link passes on what it releases: the nodes whose logs turned out cut short
+/// (with why), then the views the coordinator may now apply.
+type Release<'a> = dyn FnMut(Vec<(String, String)>, Vec<NodeView>) + 'a;
 
 impl LaneLink {
     fn new(spec: &LaneSpec) -> Self {
@@ -774,6 +809,8 @@ impl LaneLink {
             scratch: Vec::new(),
             held: std::collections::VecDeque::new(),
             truncations: Vec::new(),
+            unnamed: std::collections::VecDeque::new(),
+            naming_slice: NAMING_SLICE,
         }
     }
 
@@ -807,33 +844,58 @@ impl LaneLink {
         released
     }
 
-    /// Handles one stream item; returns the views now releasable to the coordinator.
-    fn on_item(&mut self, logs: &LaneLogs, stream: u64, value: &RawValue) -> Vec<NodeView> {
+    /// Whether a report's views still wait for their logs to be named.
+    fn naming(&self) -> bool {
+        !self.unnamed.is_empty()
+    }
+
+    /// Takes a report's views in order, naming the log of each node that starts the latest
+    /// (the setup log was named when the lane's logs were made): a node is heard to start
+    /// only once its log is there. Passes on what that releases once the views run out or
+    /// the naming took a slice, whichever comes first.
+    fn name_some(&mut self, logs: &LaneLogs, release: &mut Release<'_>) {
+        let slice = std::time::Instant::now();
+        while let Some(view) = self.unnamed.pop_front() {
+            // A node fast enough to be first seen already ended started all the same.
+            let starts = (view.status == odu_core::NodeStatus::Running || view.started_at.is_some())
+                && view.id != SETUP
+                && self.published.insert(view.id.clone());
+            if starts && let Err(e) = logs.publish(&view.id) {
+                logs.narrate(&format!("cannot name the log of {} the latest: {e}", view.id));
+            }
+            self.held.push_back(view);
+            if starts && slice.elapsed() >= self.naming_slice {
+                break;
+            }
+        }
+        self.pass_on(logs, release);
+    }
+
+    /// Passes on what may be released now (see [`Release`]).
+    fn pass_on(&mut self, logs: &LaneLogs, release: &mut Release<'_>) {
+        let released = self.release(logs);
+        release(std::mem::take(&mut self.truncations), released);
+    }
+
+    /// Handles one stream item, passing on the views it makes releasable to the coordinator.
+    /// A report's views are named a slice at a time: while [`LaneLink::naming`], the caller
+    /// yields, then calls [`LaneLink::name_some`] again or handles the next item.
+    fn on_item(&mut self, logs: &LaneLogs, stream: u64, value: &RawValue, release: &mut Release<'_>) {
         if stream == self.nodes_stream {
-            let Ok(frame) = serde_json::from_str::<NodesFrame>(value.get()) else { return vec![] };
+            let Ok(frame) = serde_json::from_str::<NodesFrame>(value.get()) else { return };
             let nodes = match frame {
                 NodesFrame::Snapshot { nodes, .. } | NodesFrame::Delta { nodes, .. } => nodes,
             };
             for view in nodes {
-                // A node that starts has its log named the latest before anyone hears it started
-                // (the setup log was named when the lane's logs were made). A node fast enough
-                // to be first seen already ended started all the same.
-                if (view.status == odu_core::NodeStatus::Running || view.started_at.is_some())
-                    && view.id != SETUP
-                    && self.published.insert(view.id.clone())
-                    && let Err(e) = logs.publish(&view.id)
-                {
-                    logs.narrate(&format!("cannot name the log of {} the latest: {e}", view.id));
-                }
                 self.views.insert(view.id.clone(), view.clone());
-                self.held.push_back(view);
+                self.unnamed.push_back(view);
             }
-            return self.release(logs);
+            return self.name_some(logs, release);
         }
-        let Some(id) = self.log_streams.get(&stream).cloned() else { return vec![] };
-        let Some(spool) = logs.spools.get(&id) else { return vec![] };
+        let Some(id) = self.log_streams.get(&stream).cloned() else { return };
+        let Some(spool) = logs.spools.get(&id) else { return };
         // The data is decoded straight from the frame into the trail's buffer.
-        let Ok(item) = LogItem::parse(value.get()) else { return vec![] };
+        let Ok(item) = LogItem::parse(value.get()) else { return };
         self.scratch.clear();
         if item.decode_append(&mut self.scratch).is_err() {
             self.scratch.extend_from_slice(b"\n[odu] an undecodable log chunk was dropped\n");
@@ -872,13 +934,148 @@ impl LaneLink {
                     }
                     spool.end(spool.generation());
                 }
-                return self.release(logs);
+                self.pass_on(logs, release);
             }
             LogItem::Missed { bytes } => {
                 let note = format!("\n[odu] log truncated: {bytes} bytes were lost on the link\n");
                 let _ = spool.append(spool.generation(), note.as_bytes());
             }
         }
-        vec![]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use odu_proto::LogChunk;
+
+    fn spec(dir: &Path, ids: &[&str]) -> LaneSpec {
+        LaneSpec {
+            platform: "x86_64-linux".into(),
+            host: "localhost".into(),
+            name: "ci".into(),
+            workspace: dir.join("work"),
+            subdir: PathBuf::new(),
+            notes: vec![],
+            tasks: ids
+                .iter()
+                .map(|id| TaskSpec { id: (*id).into(), argv: vec!["true".into()], needs: vec![] })
+                .collect(),
+            jobs: None,
+            env: BTreeMap::new(),
+            log_dir: dir.join("runs/1/x86_64-linux"),
+            latest_dir: dir.join("x86_64-linux"),
+            runner: PathBuf::from("odu-runner"),
+            base_env: None,
+            remote: None,
+            no_variables: false,
+            known_just: None,
+            warm: None,
+            spares: None,
+        }
+    }
+
+    fn running(id: &str) -> NodeView {
+        NodeView {
+            status: odu_core::NodeStatus::Running,
+            ..NodeView::pending(id, "just --no-deps".into(), vec![])
+        }
+    }
+
+    fn frame(nodes: Vec<NodeView>) -> Box<RawValue> {
+        serde_json::value::to_raw_value(&NodesFrame::Delta { revision: 1, nodes }).unwrap()
+    }
+
+    /// What a link passed on, each time, with which latest names existed at that moment.
+    type Passed = Vec<(Vec<String>, Vec<String>)>;
+
+    fn pass_to<'a>(
+        passed: &'a mut Passed,
+        latest: &'a Path,
+    ) -> impl FnMut(Vec<(String, String)>, Vec<NodeView>) + 'a {
+        move |_, views| {
+            let mut named: Vec<String> = std::fs::read_dir(latest)
+                .unwrap()
+                .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|name| name != "_ci-setup.log")
+                .collect();
+            named.sort();
+            passed.push((views.into_iter().map(|v| v.id).collect(), named));
+        }
+    }
+
+    #[test]
+    fn a_report_whose_logs_name_slowly_passes_on_each_named_slice_before_naming_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = spec(dir.path(), &["a", "b", "c"]);
+        let logs = LaneLogs::create(&spec).unwrap();
+        let mut link = LaneLink::new(&spec);
+        link.nodes_stream = 1;
+        // Every naming outlasts the slice.
+        link.naming_slice = std::time::Duration::ZERO;
+        let mut passed = Passed::new();
+        let report = frame(vec![running("a"), running("b"), running("c")]);
+        link.on_item(&logs, 1, &report, &mut pass_to(&mut passed, &spec.latest_dir));
+        assert!(link.naming());
+        // The link knows the runner's word at once, for a lane that dies meanwhile.
+        assert!(link.views.values().all(|v| v.status == odu_core::NodeStatus::Running));
+        while link.naming() {
+            link.name_some(&logs, &mut pass_to(&mut passed, &spec.latest_dir));
+        }
+        let s = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            passed,
+            vec![
+                (s(&["a"]), s(&["a.log"])),
+                (s(&["b"]), s(&["a.log", "b.log"])),
+                (s(&["c"]), s(&["a.log", "b.log", "c.log"])),
+            ],
+            "each view goes once its own log is named, before the next is"
+        );
+    }
+
+    #[test]
+    fn the_end_of_a_log_that_a_view_waits_for_is_heard_between_two_slices() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = spec(dir.path(), &["a", "b", "c"]);
+        let logs = LaneLogs::create(&spec).unwrap();
+        let mut link = LaneLink::new(&spec);
+        link.nodes_stream = 1;
+        link.log_streams.insert(2, "a".into());
+        let log = |chunk| {
+            RawValue::from_string(String::from_utf8(odu_proto::log_frame_json(chunk)).unwrap()).unwrap()
+        };
+        let mut passed = Passed::new();
+        link.on_item(&logs, 1, &frame(vec![running("a")]), &mut pass_to(&mut passed, &spec.latest_dir));
+        link.on_item(&logs, 2, &log(LogChunk::Snapshot { generation: 0, bytes: b"" }), &mut |_, _| {});
+        link.naming_slice = std::time::Duration::ZERO;
+        let a_ok = NodeView { status: odu_core::NodeStatus::Ok, started_at: Some(1), ..running("a") };
+        let report = frame(vec![a_ok, running("b"), running("c")]);
+        link.on_item(&logs, 1, &report, &mut pass_to(&mut passed, &spec.latest_dir));
+        assert!(link.naming());
+        // `a` ended, but its log has not: its end waits, and `b` (named) waits behind it.
+        link.on_item(&logs, 2, &log(LogChunk::End), &mut pass_to(&mut passed, &spec.latest_dir));
+        while link.naming() {
+            link.name_some(&logs, &mut pass_to(&mut passed, &spec.latest_dir));
+        }
+        let ids: Vec<Vec<String>> =
+            passed.into_iter().map(|(ids, _)| ids).filter(|ids| !ids.is_empty()).collect();
+        let s = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(ids, vec![s(&["a"]), s(&["a", "b"]), s(&["c"])]);
+    }
+
+    #[test]
+    fn a_report_whose_logs_name_quickly_is_passed_on_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = spec(dir.path(), &["a", "b", "c"]);
+        let logs = LaneLogs::create(&spec).unwrap();
+        let mut link = LaneLink::new(&spec);
+        link.nodes_stream = 1;
+        let mut passed = Passed::new();
+        let report = frame(vec![running("a"), running("b"), running("c")]);
+        link.on_item(&logs, 1, &report, &mut pass_to(&mut passed, &spec.latest_dir));
+        assert!(!link.naming());
+        let s = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(passed, vec![(s(&["a", "b", "c"]), s(&["a.log", "b.log", "c.log"]))]);
     }
 }
