@@ -640,6 +640,8 @@ where
     let mut last_ping: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
+            // In this order: a chatty link never keeps a cancel or the lane's shutdown waiting.
+            biased;
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > silence {
                     let reason = format!(
@@ -655,28 +657,6 @@ where
                     let _ = client.send(odu_proto::PING, json!({})).await;
                 }
             }
-            event = client.next() => match event {
-                Ok(Some(ClientEvent::Item { stream, value })) => {
-                    last_heard = tokio::time::Instant::now();
-                    link.on_item(logs, stream, &value, &mut |truncations, released| {
-                        pass_on(spec, reports, truncations, released);
-                    });
-                }
-                Ok(Some(ClientEvent::Response { id, result })) => {
-                    last_heard = tokio::time::Instant::now();
-                    if let Some(reply) = pending_replies.remove(&id) {
-                        let _ = reply.send(result.map(|_| ()).map_err(|e| e.message));
-                    }
-                }
-                Ok(None) => {
-                    die(spec, logs, reports, "the runner's link closed".into(), &link.views);
-                    return LinkEnd { views: link.views, closed: false };
-                }
-                Err(e) => {
-                    die(spec, logs, reports, format!("the runner's link failed: {e}"), &link.views);
-                    return LinkEnd { views: link.views, closed: false };
-                }
-            },
             command = commands.recv() => match command {
                 Some(LaneCommand::Rerun { id, reply }) => match client.send(NODE_RERUN, json!({ "id": id })).await {
                     Ok(req) => { pending_replies.insert(req, reply); }
@@ -707,10 +687,32 @@ where
                     return LinkEnd { views: link.views, closed };
                 }
             },
-            // A report whose logs take long to name goes a slice at a time, with the link's
-            // other items (the end of a log that a view waits for) handled between slices;
-            // and the coordinator gets its turn: this task woke it, so it waits on this
-            // thread until this task yields.
+            event = client.next(), if link.items_first() => match event {
+                Ok(Some(ClientEvent::Item { stream, value })) => {
+                    last_heard = tokio::time::Instant::now();
+                    link.on_item(logs, stream, &value, &mut |truncations, released| {
+                        pass_on(spec, reports, truncations, released);
+                    });
+                }
+                Ok(Some(ClientEvent::Response { id, result })) => {
+                    last_heard = tokio::time::Instant::now();
+                    if let Some(reply) = pending_replies.remove(&id) {
+                        let _ = reply.send(result.map(|_| ()).map_err(|e| e.message));
+                    }
+                }
+                Ok(None) => {
+                    die(spec, logs, reports, "the runner's link closed".into(), &link.views);
+                    return LinkEnd { views: link.views, closed: false };
+                }
+                Err(e) => {
+                    die(spec, logs, reports, format!("the runner's link failed: {e}"), &link.views);
+                    return LinkEnd { views: link.views, closed: false };
+                }
+            },
+            // A report whose logs take long to name goes a slice at a time; between two, the
+            // coordinator gets its turn (this task woke it, so it waits on this thread until
+            // this task yields), then the link's items that come within a slice's time (the
+            // end of a log a view waits for).
             () = tokio::task::yield_now(), if link.naming() => {
                 link.name_some(logs, &mut |truncations, released| pass_on(spec, reports, truncations, released));
             }
@@ -783,14 +785,19 @@ struct LaneLink {
     unnamed: std::collections::VecDeque<NodeView>,
     /// How long naming logs may go on before what is named is passed on ([`NAMING_SLICE`]).
     naming_slice: std::time::Duration,
+    /// Until when the link's other items go before naming goes on, after a slice.
+    items_until: Option<std::time::Instant>,
 }
 
 /// How long naming the logs of the nodes one report starts may go on before the views whose
 /// logs are named are passed on and the lane's task yields. Naming costs two or three file
 /// operations a node; where each of them waits for the disk (a file system mounted
 /// `dirsync`) or for a server (a network file system), a burst of 1,000 nodes took 6 s to
-/// name, and until then nobody heard of the lane, not even that its setup had ended.
-const NAMING_SLICE: std::time::Duration = std::time::Duration::from_millis(50);
+/// name, and until then nobody heard of the lane, not even that its setup had ended. As long
+/// as the runner's report window during a burst: a slice that a busy machine's scheduling
+/// alone can outlast would pass an ordinary burst on in parts, waking every follower of the
+/// run for each.
+const NAMING_SLICE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Where a lane's link passes on what it releases: the nodes whose logs turned out cut short
 /// (with why), then the views the coordinator may now apply.
@@ -811,6 +818,7 @@ impl LaneLink {
             truncations: Vec::new(),
             unnamed: std::collections::VecDeque::new(),
             naming_slice: NAMING_SLICE,
+            items_until: None,
         }
     }
 
@@ -849,6 +857,12 @@ impl LaneLink {
         !self.unnamed.is_empty()
     }
 
+    /// Whether the link's next item goes before the naming goes on: always, unless naming
+    /// waits and the items have had a slice's time since the last slice of it.
+    fn items_first(&self) -> bool {
+        !self.naming() || self.items_until.is_some_and(|until| std::time::Instant::now() < until)
+    }
+
     /// Takes a report's views in order, naming the log of each node that starts the latest
     /// (the setup log was named when the lane's logs were made): a node is heard to start
     /// only once its log is there. Passes on what that releases once the views run out or
@@ -868,6 +882,7 @@ impl LaneLink {
                 break;
             }
         }
+        self.items_until = self.naming().then(|| std::time::Instant::now() + self.naming_slice);
         self.pass_on(logs, release);
     }
 
@@ -886,11 +901,16 @@ impl LaneLink {
             let nodes = match frame {
                 NodesFrame::Snapshot { nodes, .. } | NodesFrame::Delta { nodes, .. } => nodes,
             };
+            // Behind views still waiting for their names, a report waits its turn.
+            let waiting = self.naming();
             for view in nodes {
                 self.views.insert(view.id.clone(), view.clone());
                 self.unnamed.push_back(view);
             }
-            return self.name_some(logs, release);
+            if !waiting {
+                self.name_some(logs, release);
+            }
+            return;
         }
         let Some(id) = self.log_streams.get(&stream).cloned() else { return };
         let Some(spool) = logs.spools.get(&id) else { return };
@@ -1062,6 +1082,33 @@ mod tests {
             passed.into_iter().map(|(ids, _)| ids).filter(|ids| !ids.is_empty()).collect();
         let s = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
         assert_eq!(ids, vec![s(&["a"]), s(&["a", "b"]), s(&["c"])]);
+    }
+
+    #[test]
+    fn a_report_that_comes_while_another_is_being_named_waits_behind_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = spec(dir.path(), &["a", "b", "c"]);
+        let logs = LaneLogs::create(&spec).unwrap();
+        let mut link = LaneLink::new(&spec);
+        link.nodes_stream = 1;
+        link.naming_slice = std::time::Duration::ZERO;
+        let mut passed = Passed::new();
+        link.on_item(
+            &logs,
+            1,
+            &frame(vec![running("a"), running("b")]),
+            &mut pass_to(&mut passed, &spec.latest_dir),
+        );
+        // The slice is over: the naming goes on before the link's next item.
+        assert!(!link.items_first());
+        link.on_item(&logs, 1, &frame(vec![running("c")]), &mut pass_to(&mut passed, &spec.latest_dir));
+        while link.naming() {
+            link.name_some(&logs, &mut pass_to(&mut passed, &spec.latest_dir));
+        }
+        assert!(link.items_first());
+        let ids: Vec<Vec<String>> = passed.into_iter().map(|(ids, _)| ids).collect();
+        let s = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(ids, vec![s(&["a"]), s(&["b"]), s(&["c"])], "nothing passed on out of turn");
     }
 
     #[test]
