@@ -1006,14 +1006,41 @@ mod tests {
         serde_json::value::to_raw_value(&NodesFrame::Delta { revision: 1, nodes }).unwrap()
     }
 
-    /// What a link passed on, each time, with which latest names existed at that moment.
-    type Passed = Vec<(Vec<String>, Vec<String>)>;
+    fn log(chunk: LogChunk<'_>) -> Box<RawValue> {
+        RawValue::from_string(String::from_utf8(odu_proto::log_frame_json(chunk)).unwrap()).unwrap()
+    }
 
-    fn pass_to<'a>(
-        passed: &'a mut Passed,
-        latest: &'a Path,
-    ) -> impl FnMut(Vec<(String, String)>, Vec<NodeView>) + 'a {
-        move |_, views| {
+    fn names(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    /// The nodes stream's id in these tests; node `a`'s log stream is 2.
+    const NODES: u64 = 1;
+    const A_LOG: u64 = 2;
+
+    /// A lane of nodes `a`, `b` and `c` in a temporary folder, its link, and what the link
+    /// passed on, each time, with which latest names existed at that moment.
+    struct Lane {
+        _dir: tempfile::TempDir,
+        spec: LaneSpec,
+        logs: LaneLogs,
+        link: LaneLink,
+        passed: Vec<(Vec<String>, Vec<String>)>,
+    }
+
+    impl Lane {
+        fn new() -> Lane {
+            let dir = tempfile::tempdir().unwrap();
+            let spec = spec(dir.path(), &["a", "b", "c"]);
+            let logs = LaneLogs::create(&spec).unwrap();
+            let mut link = LaneLink::new(&spec);
+            link.nodes_stream = NODES;
+            link.log_streams.insert(A_LOG, "a".into());
+            Lane { _dir: dir, spec, logs, link, passed: Vec::new() }
+        }
+
+        /// Records what the link passes on, with the latest names there at that moment.
+        fn pass_on(passed: &mut Vec<(Vec<String>, Vec<String>)>, latest: &Path, views: Vec<NodeView>) {
             let mut named: Vec<String> = std::fs::read_dir(latest)
                 .unwrap()
                 .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
@@ -1022,33 +1049,43 @@ mod tests {
             named.sort();
             passed.push((views.into_iter().map(|v| v.id).collect(), named));
         }
+
+        fn item(&mut self, stream: u64, value: &RawValue) {
+            let (passed, latest) = (&mut self.passed, &self.spec.latest_dir);
+            self.link
+                .on_item(&self.logs, stream, value, &mut |_, views| Lane::pass_on(passed, latest, views));
+        }
+
+        /// Names slice after slice until no view waits, as the lane's task does.
+        fn name_the_rest(&mut self) {
+            while self.link.naming() {
+                let (passed, latest) = (&mut self.passed, &self.spec.latest_dir);
+                self.link.name_some(&self.logs, &mut |_, views| Lane::pass_on(passed, latest, views));
+            }
+        }
+
+        /// The ids of each non-empty release, in order.
+        fn released(&self) -> Vec<Vec<String>> {
+            self.passed.iter().map(|(ids, _)| ids.clone()).filter(|ids| !ids.is_empty()).collect()
+        }
     }
 
     #[test]
     fn a_report_whose_logs_name_slowly_passes_on_each_named_slice_before_naming_the_rest() {
-        let dir = tempfile::tempdir().unwrap();
-        let spec = spec(dir.path(), &["a", "b", "c"]);
-        let logs = LaneLogs::create(&spec).unwrap();
-        let mut link = LaneLink::new(&spec);
-        link.nodes_stream = 1;
+        let mut lane = Lane::new();
         // Every naming outlasts the slice.
-        link.naming_slice = std::time::Duration::ZERO;
-        let mut passed = Passed::new();
-        let report = frame(vec![running("a"), running("b"), running("c")]);
-        link.on_item(&logs, 1, &report, &mut pass_to(&mut passed, &spec.latest_dir));
-        assert!(link.naming());
+        lane.link.naming_slice = std::time::Duration::ZERO;
+        lane.item(NODES, &frame(vec![running("a"), running("b"), running("c")]));
+        assert!(lane.link.naming());
         // The link knows the runner's word at once, for a lane that dies meanwhile.
-        assert!(link.views.values().all(|v| v.status == odu_core::NodeStatus::Running));
-        while link.naming() {
-            link.name_some(&logs, &mut pass_to(&mut passed, &spec.latest_dir));
-        }
-        let s = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert!(lane.link.views.values().all(|v| v.status == odu_core::NodeStatus::Running));
+        lane.name_the_rest();
         assert_eq!(
-            passed,
+            lane.passed,
             vec![
-                (s(&["a"]), s(&["a.log"])),
-                (s(&["b"]), s(&["a.log", "b.log"])),
-                (s(&["c"]), s(&["a.log", "b.log", "c.log"])),
+                (names(&["a"]), names(&["a.log"])),
+                (names(&["b"]), names(&["a.log", "b.log"])),
+                (names(&["c"]), names(&["a.log", "b.log", "c.log"])),
             ],
             "each view goes once its own log is named, before the next is"
         );
@@ -1056,73 +1093,38 @@ mod tests {
 
     #[test]
     fn the_end_of_a_log_that_a_view_waits_for_is_heard_between_two_slices() {
-        let dir = tempfile::tempdir().unwrap();
-        let spec = spec(dir.path(), &["a", "b", "c"]);
-        let logs = LaneLogs::create(&spec).unwrap();
-        let mut link = LaneLink::new(&spec);
-        link.nodes_stream = 1;
-        link.log_streams.insert(2, "a".into());
-        let log = |chunk| {
-            RawValue::from_string(String::from_utf8(odu_proto::log_frame_json(chunk)).unwrap()).unwrap()
-        };
-        let mut passed = Passed::new();
-        link.on_item(&logs, 1, &frame(vec![running("a")]), &mut pass_to(&mut passed, &spec.latest_dir));
-        link.on_item(&logs, 2, &log(LogChunk::Snapshot { generation: 0, bytes: b"" }), &mut |_, _| {});
-        link.naming_slice = std::time::Duration::ZERO;
+        let mut lane = Lane::new();
+        lane.item(NODES, &frame(vec![running("a")]));
+        lane.item(A_LOG, &log(LogChunk::Snapshot { generation: 0, bytes: b"" }));
+        lane.link.naming_slice = std::time::Duration::ZERO;
         let a_ok = NodeView { status: odu_core::NodeStatus::Ok, started_at: Some(1), ..running("a") };
-        let report = frame(vec![a_ok, running("b"), running("c")]);
-        link.on_item(&logs, 1, &report, &mut pass_to(&mut passed, &spec.latest_dir));
-        assert!(link.naming());
+        lane.item(NODES, &frame(vec![a_ok, running("b"), running("c")]));
+        assert!(lane.link.naming());
         // `a` ended, but its log has not: its end waits, and `b` (named) waits behind it.
-        link.on_item(&logs, 2, &log(LogChunk::End), &mut pass_to(&mut passed, &spec.latest_dir));
-        while link.naming() {
-            link.name_some(&logs, &mut pass_to(&mut passed, &spec.latest_dir));
-        }
-        let ids: Vec<Vec<String>> =
-            passed.into_iter().map(|(ids, _)| ids).filter(|ids| !ids.is_empty()).collect();
-        let s = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
-        assert_eq!(ids, vec![s(&["a"]), s(&["a", "b"]), s(&["c"])]);
+        lane.item(A_LOG, &log(LogChunk::End));
+        lane.name_the_rest();
+        assert_eq!(lane.released(), vec![names(&["a"]), names(&["a", "b"]), names(&["c"])]);
     }
 
     #[test]
     fn a_report_that_comes_while_another_is_being_named_waits_behind_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let spec = spec(dir.path(), &["a", "b", "c"]);
-        let logs = LaneLogs::create(&spec).unwrap();
-        let mut link = LaneLink::new(&spec);
-        link.nodes_stream = 1;
-        link.naming_slice = std::time::Duration::ZERO;
-        let mut passed = Passed::new();
-        link.on_item(
-            &logs,
-            1,
-            &frame(vec![running("a"), running("b")]),
-            &mut pass_to(&mut passed, &spec.latest_dir),
-        );
+        let mut lane = Lane::new();
+        lane.link.naming_slice = std::time::Duration::ZERO;
+        lane.item(NODES, &frame(vec![running("a"), running("b")]));
         // The slice is over: the naming goes on before the link's next item.
-        assert!(!link.items_first());
-        link.on_item(&logs, 1, &frame(vec![running("c")]), &mut pass_to(&mut passed, &spec.latest_dir));
-        while link.naming() {
-            link.name_some(&logs, &mut pass_to(&mut passed, &spec.latest_dir));
-        }
-        assert!(link.items_first());
-        let ids: Vec<Vec<String>> = passed.into_iter().map(|(ids, _)| ids).collect();
-        let s = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
-        assert_eq!(ids, vec![s(&["a"]), s(&["b"]), s(&["c"])], "nothing passed on out of turn");
+        assert!(!lane.link.items_first());
+        lane.item(NODES, &frame(vec![running("c")]));
+        lane.name_the_rest();
+        assert!(lane.link.items_first());
+        let ids: Vec<Vec<String>> = lane.passed.iter().map(|(ids, _)| ids.clone()).collect();
+        assert_eq!(ids, vec![names(&["a"]), names(&["b"]), names(&["c"])], "nothing passed on out of turn");
     }
 
     #[test]
     fn a_report_whose_logs_name_quickly_is_passed_on_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let spec = spec(dir.path(), &["a", "b", "c"]);
-        let logs = LaneLogs::create(&spec).unwrap();
-        let mut link = LaneLink::new(&spec);
-        link.nodes_stream = 1;
-        let mut passed = Passed::new();
-        let report = frame(vec![running("a"), running("b"), running("c")]);
-        link.on_item(&logs, 1, &report, &mut pass_to(&mut passed, &spec.latest_dir));
-        assert!(!link.naming());
-        let s = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
-        assert_eq!(passed, vec![(s(&["a", "b", "c"]), s(&["a.log", "b.log", "c.log"]))]);
+        let mut lane = Lane::new();
+        lane.item(NODES, &frame(vec![running("a"), running("b"), running("c")]));
+        assert!(!lane.link.naming());
+        assert_eq!(lane.passed, vec![(names(&["a", "b", "c"]), names(&["a.log", "b.log", "c.log"]))]);
     }
 }
