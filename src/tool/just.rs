@@ -28,12 +28,21 @@ pub fn dump(dir: &Path) -> CliResult<String> {
     dump_with(dir, None)
 }
 
-/// `dump`, with just found on (and run in) `env` when given.
+/// `dump`, with just found on (and run in) `env` when given. The dump, the longer of the two
+/// processes, starts first: a start waits for the child's `execve`, which on two busy cores is
+/// most of a millisecond that the version check would otherwise put ahead of the dump.
 pub fn dump_with(dir: &Path, env: Option<&tool::Env>) -> CliResult<String> {
-    dump_after(start_version(dir, env), dir, env).map(|(dump, _)| dump)
+    dump_and_version(dir, env).map(|(dump, _)| dump)
 }
 
-/// just's version for [`dump_after`]: known already, or being asked.
+/// [`dump_with`], and just's version line.
+pub fn dump_and_version(dir: &Path, env: Option<&tool::Env>) -> CliResult<(String, String)> {
+    let file = locate(env);
+    let dumping = start_dump(file.as_ref(), dir, env);
+    finish_dump(start_version_of(file, dir, env), dumping)
+}
+
+/// just's version for [`finish_dump`] to check: known already, or being asked.
 pub struct Version {
     /// The `just` that answers (first on the PATH it runs with), as it was when asked.
     file: Option<(std::path::PathBuf, odu_proto::FileStamp)>,
@@ -46,12 +55,6 @@ pub struct Version {
 static KNOWN: std::sync::Mutex<Option<(std::path::PathBuf, odu_proto::FileStamp, String)>> =
     std::sync::Mutex::new(None);
 
-/// `just --version`, started early (it needs no justfile) for [`dump_after`] to check; not
-/// started at all when this process already asked that very file.
-pub fn start_version(dir: &Path, env: Option<&tool::Env>) -> Version {
-    start_version_of(locate(env), dir, env)
-}
-
 /// The `just` a tool started with `env` runs (first on its PATH), as it is now: what
 /// [`start_dump`] and [`start_version_of`] are told.
 pub fn locate(env: Option<&tool::Env>) -> Option<(PathBuf, odu_proto::FileStamp)> {
@@ -63,7 +66,8 @@ pub fn locate(env: Option<&tool::Env>) -> Option<(PathBuf, odu_proto::FileStamp)
         .and_then(|path| Some((path.clone(), tool::file_stamp(&path)?)))
 }
 
-/// [`start_version`] of the `just` [`locate`] found.
+/// `just --version` of the `just` [`locate`] found, started early (it needs no justfile); not
+/// started at all when this process already asked that very file.
 pub fn start_version_of(
     file: Option<(PathBuf, odu_proto::FileStamp)>,
     dir: &Path,
@@ -78,12 +82,6 @@ pub fn start_version_of(
         Some(line) => Version { file, asked: Ok(line) },
         None => Version { file, asked: Err(tool::Pending::start("just", &["--version"], dir, env)) },
     }
-}
-
-/// [`dump_with`], with its version check already started: the dump and just's version line.
-pub fn dump_after(version: Version, dir: &Path, env: Option<&tool::Env>) -> CliResult<(String, String)> {
-    let dumping = start_dump(version.file.as_ref(), dir, env);
-    finish_dump(version, dumping)
 }
 
 /// A dump of a folder's justfile: remembered, or started (`just --dump`) ahead of the checks
@@ -610,13 +608,13 @@ mod variable_tests {
         let times = || std::fs::read_to_string(&asked).map(|t| t.lines().count()).unwrap_or(0);
         let dir = bin.path();
         for _ in 0..3 {
-            let (_, version) = dump_after(start_version(dir, Some(&env)), dir, Some(&env)).unwrap();
+            let (_, version) = dump_and_version(dir, Some(&env)).unwrap();
             assert_eq!(version, "just 1.59.0");
         }
         assert_eq!(times(), 1, "asked once");
         // Rewritten (another size and mtime): asked again, and its answer checked again.
         std::fs::write(&just, script("1.2.0")).unwrap();
-        let refused = dump_after(start_version(dir, Some(&env)), dir, Some(&env)).unwrap_err();
+        let refused = dump_and_version(dir, Some(&env)).unwrap_err();
         assert!(refused.message.contains("too old"), "{}", refused.message);
         assert_eq!(times(), 2);
     }
@@ -645,9 +643,7 @@ mod variable_tests {
             }
             dir
         };
-        let dump = |dir: &Path, env: &tool::Env| {
-            dump_after(start_version(dir, Some(env)), dir, Some(env)).unwrap().0
-        };
+        let dump = |dir: &Path, env: &tool::Env| dump_and_version(dir, Some(env)).unwrap().0;
         let plain = "ci:\n    true\n";
         let (one, two) = (folder("one", &[("justfile", plain)]), folder("two", &[("justfile", plain)]));
         dump(&one, &env);
