@@ -29,8 +29,8 @@ pub fn dump(dir: &Path) -> CliResult<String> {
 }
 
 /// `dump`, with just found on (and run in) `env` when given. The dump, the longer of the two
-/// processes, starts first: a start waits for the child's `execve`, which on two busy cores is
-/// most of a millisecond that the version check would otherwise put ahead of the dump.
+/// processes, starts first, in the order a run's start uses (`server/start.rs`): each start
+/// waits for its child's `execve`.
 pub fn dump_with(dir: &Path, env: Option<&tool::Env>) -> CliResult<String> {
     dump_and_version(dir, env).map(|(dump, _)| dump)
 }
