@@ -388,42 +388,84 @@ pub fn per_node_reason(settings: &serde_json::Value, path: &str) -> Option<Strin
     None
 }
 
+/// What odu reads of a `just --dump --dump-format json` besides its recipes (which the plan
+/// reads): each module's settings, variables and source file, and its modules. One parse
+/// serves both [`DumpParts::variables`] and [`DumpParts::dotenv_uses`]; the recipes, most of a
+/// dump, are skipped over rather than built into a tree of values.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub struct DumpParts {
+    settings: serde_json::Value,
+    #[serde(deserialize_with = "null_as_default")]
+    assignments: BTreeMap<String, DumpAssignment>,
+    source: Option<String>,
+    #[serde(deserialize_with = "null_as_default")]
+    modules: BTreeMap<String, DumpParts>,
+}
+
+/// One variable of a module, as the dump gives it.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct DumpAssignment {
+    /// Absent: private (as if `[private]`).
+    private: Option<bool>,
+    value: serde_json::Value,
+}
+
+/// A field that is `null` in the dump reads as its default, as one left out does.
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de> + Default,
+{
+    Ok(<Option<T> as serde::Deserialize>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+impl DumpParts {
+    pub fn read(dump: &str) -> Result<DumpParts, String> {
+        serde_json::from_str(dump).map_err(|e| format!("cannot read just's dump: {e}"))
+    }
+
+    /// The variables of every module, root first. `Err` names the reason they must be left to
+    /// each node.
+    pub fn variables(&self) -> Result<Vec<ModuleVariables>, String> {
+        let mut modules = Vec::new();
+        collect_modules(self, String::new(), &mut modules)?;
+        Ok(modules)
+    }
+
+    /// Every module that loads a dotenv file from disk (`set dotenv-load`, `dotenv-required`,
+    /// `dotenv-override`, `dotenv-filename` or `dotenv-path`; a `dotenv-command` reads none).
+    pub fn dotenv_uses(&self) -> Vec<DotenvUse> {
+        let mut uses = Vec::new();
+        collect_dotenv(self, &mut uses);
+        uses
+    }
+}
+
 /// Reads the variables of every module of a `just --dump --dump-format json`, root first.
 /// `Err` names the reason they must be left to each node.
 pub fn variables_of(dump: &str) -> Result<Vec<ModuleVariables>, String> {
-    let dump: serde_json::Value =
-        serde_json::from_str(dump).map_err(|e| format!("cannot read just's dump: {e}"))?;
-    let mut modules = Vec::new();
-    collect_modules(&dump, String::new(), &mut modules)?;
-    Ok(modules)
+    DumpParts::read(dump)?.variables()
 }
 
-fn collect_modules(
-    module: &serde_json::Value,
-    path: String,
-    out: &mut Vec<ModuleVariables>,
-) -> Result<(), String> {
-    if let Some(reason) = module.get("settings").and_then(|s| per_node_reason(s, &path)) {
+fn collect_modules(module: &DumpParts, path: String, out: &mut Vec<ModuleVariables>) -> Result<(), String> {
+    if let Some(reason) = per_node_reason(&module.settings, &path) {
         return Err(reason);
     }
     let mut private = BTreeSet::new();
     let mut public = BTreeSet::new();
     let mut refers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    if let Some(assignments) = module.get("assignments").and_then(serde_json::Value::as_object) {
-        for (name, assignment) in assignments {
-            let is_private = assignment.get("private").and_then(serde_json::Value::as_bool).unwrap_or(true);
-            if is_private {
-                private.insert(name.clone())
-            } else {
-                public.insert(name.clone())
-            };
-            let mut names = BTreeSet::new();
-            if let Some(value) = assignment.get("value") {
-                variable_references(value, &mut names);
-            }
-            names.retain(|n| assignments.contains_key(n) && n != name);
-            refers.insert(name.clone(), names);
-        }
+    for (name, assignment) in &module.assignments {
+        if assignment.private.unwrap_or(true) {
+            private.insert(name.clone())
+        } else {
+            public.insert(name.clone())
+        };
+        let mut names = BTreeSet::new();
+        variable_references(&assignment.value, &mut names);
+        names.retain(|n| module.assignments.contains_key(n) && n != name);
+        refers.insert(name.clone(), names);
     }
     let mut one_by_one = Vec::new();
     let mut seen = BTreeSet::new();
@@ -432,11 +474,9 @@ fn collect_modules(
     }
     let together = public.into_iter().filter(|n| !seen.contains(n)).collect();
     out.push(ModuleVariables { path: path.clone(), one_by_one, together });
-    if let Some(modules) = module.get("modules").and_then(serde_json::Value::as_object) {
-        for (name, child) in modules {
-            let child_path = if path.is_empty() { name.clone() } else { format!("{path}::{name}") };
-            collect_modules(child, child_path, out)?;
-        }
+    for (name, child) in &module.modules {
+        let child_path = if path.is_empty() { name.clone() } else { format!("{path}::{name}") };
+        collect_modules(child, child_path, out)?;
     }
     Ok(())
 }
@@ -519,19 +559,14 @@ pub struct DotenvUse {
     pub filenames: Vec<String>,
 }
 
-/// Every module of a dump that loads a dotenv file from disk (`set dotenv-load`,
-/// `dotenv-required`, `dotenv-override`, `dotenv-filename` or `dotenv-path`; a
-/// `dotenv-command` reads none).
+/// Every module of a dump that loads a dotenv file from disk ([`DumpParts::dotenv_uses`]);
+/// none when the dump cannot be read.
 pub fn dotenv_uses(dump: &str) -> Vec<DotenvUse> {
-    let mut uses = Vec::new();
-    if let Ok(dump) = serde_json::from_str::<serde_json::Value>(dump) {
-        collect_dotenv(&dump, &mut uses);
-    }
-    uses
+    DumpParts::read(dump).map(|parts| parts.dotenv_uses()).unwrap_or_default()
 }
 
-fn collect_dotenv(module: &serde_json::Value, uses: &mut Vec<DotenvUse>) {
-    let settings = &module["settings"];
+fn collect_dotenv(module: &DumpParts, uses: &mut Vec<DotenvUse>) {
+    let settings = &module.settings;
     let strings = |key: &str| -> Vec<String> {
         match &settings[key] {
             serde_json::Value::String(one) => vec![one.clone()],
@@ -546,7 +581,7 @@ fn collect_dotenv(module: &serde_json::Value, uses: &mut Vec<DotenvUse>) {
     let filenames = strings("dotenv_filename");
     let loads = flag("dotenv_load") || flag("dotenv_required") || flag("dotenv_override");
     let command = !strings("dotenv_command").is_empty();
-    let dir = module["source"].as_str().and_then(|s| Path::new(s).parent()).map(Path::to_path_buf);
+    let dir = module.source.as_deref().and_then(|s| Path::new(s).parent()).map(Path::to_path_buf);
     if let Some(dir) = dir
         && !command
         && (loads || !paths.is_empty() || !filenames.is_empty())
@@ -554,10 +589,8 @@ fn collect_dotenv(module: &serde_json::Value, uses: &mut Vec<DotenvUse>) {
         let filenames = if filenames.is_empty() { vec![".env".to_string()] } else { filenames };
         uses.push(DotenvUse { dir, paths, filenames });
     }
-    if let Some(modules) = module["modules"].as_object() {
-        for child in modules.values() {
-            collect_dotenv(child, uses);
-        }
+    for child in module.modules.values() {
+        collect_dotenv(child, uses);
     }
 }
 
@@ -710,6 +743,21 @@ mod variable_tests {
         assert!(variables_of(&lazy.to_string()).unwrap_err().contains("set lazy"));
         let lists = serde_json::json!({"settings": {}, "assignments": {}, "modules": {"m": {"settings": {"lists": true}}}});
         assert!(variables_of(&lists.to_string()).unwrap_err().contains("set lists` in module m"));
+    }
+
+    #[test]
+    fn a_dumps_recipes_are_skipped_and_its_null_fields_read_as_empty() {
+        let dump = serde_json::json!({
+            "source": null,
+            "settings": null,
+            "assignments": null,
+            "modules": null,
+            "recipes": {"a": {"body": [["echo ", ["variable", "x"]]], "dependencies": [], "parameters": []}}
+        });
+        let parts = DumpParts::read(&dump.to_string()).unwrap();
+        assert_eq!(parts.variables().unwrap(), [ModuleVariables::default()]);
+        assert!(parts.dotenv_uses().is_empty());
+        assert!(DumpParts::read("{\"modules\": [1]}").unwrap_err().starts_with("cannot read just's dump"));
     }
 
     #[test]
