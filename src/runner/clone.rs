@@ -137,6 +137,8 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
 /// threads from cloning onto them at once.
 struct Stack {
     top: *mut u8,
+    /// `/dev/null`, opened once: a node's stdin unless it is given another.
+    null: OwnedFd,
     /// `None` where the child cannot leave a shared table (no `close_range`): it is cloned with
     /// a copy of the whole table.
     slots: Option<Slots>,
@@ -146,9 +148,11 @@ struct Stack {
 unsafe impl Send for Stack {}
 
 /// Two descriptors low in the runner's table, kept for its life: before each clone the node's
-/// stdin and output are put in them, and after it `/dev/null` again, so that no node's pipe is
-/// held open by the runner. The child, sharing the runner's table, takes a copy of the entries
-/// below `first` only (the runner's first few descriptors: its stdio, the runtime's, these).
+/// output (and its stdin, when it is not `/dev/null`) are put in them, and after it
+/// `/dev/null` again, so that no node's pipe is held open by the runner. The child, sharing the
+/// runner's table, takes a copy of the entries below `first` only (the runner's first few
+/// descriptors: its stdio, the runtime's, these). A node's stdin is `/dev/null`, which the
+/// stdin slot holds between clones: it is left as it is, two `dup3` a node fewer.
 struct Slots {
     stdin: OwnedFd,
     out: OwnedFd,
@@ -160,36 +164,39 @@ struct Slots {
 impl Slots {
     /// Opened while the runner holds few descriptors (at its start, [`prepare`]), so that they
     /// are low.
-    fn open() -> Option<Slots> {
+    fn open(null: &OwnedFd) -> Option<Slots> {
         // SAFETY: close_range of an empty range (nothing at or above the highest descriptor
         // number) closes nothing; it only says whether the kernel has the call.
         if unsafe { libc::syscall(libc::SYS_close_range, libc::c_uint::MAX, libc::c_uint::MAX, 0) } != 0 {
             return None;
         }
-        let null = OwnedFd::from(std::fs::File::open("/dev/null").ok()?);
-        let (stdin, out) = (null.try_clone().ok()?, null.try_clone().ok()?);
+        let (stdin, out, null) = (null.try_clone().ok()?, null.try_clone().ok()?, null.try_clone().ok()?);
         let first = libc::c_uint::try_from(stdin.as_raw_fd().max(out.as_raw_fd()) + 1).ok()?;
         Some(Slots { stdin, out, null, first })
     }
 
-    /// Puts `stdin` and `out` in the slots (each close-on-exec, as every descriptor of the
-    /// runner's is); their numbers for the child. On failure both slots hold `/dev/null` again:
-    /// a node that never starts leaves none of its pipes with the runner.
-    fn fill(&self, stdin: BorrowedFd<'_>, out: BorrowedFd<'_>) -> std::io::Result<(RawFd, RawFd)> {
-        for (from, slot) in [(stdin.as_raw_fd(), &self.stdin), (out.as_raw_fd(), &self.out)] {
+    /// Puts `out`, and `stdin` if given (else the slot's `/dev/null` stays), in the slots
+    /// (each close-on-exec, as every descriptor of the runner's is); their numbers for the
+    /// child. On failure the slots hold `/dev/null` again: a node that never starts leaves none
+    /// of its pipes with the runner.
+    fn fill(&self, stdin: Option<BorrowedFd<'_>>, out: BorrowedFd<'_>) -> std::io::Result<(RawFd, RawFd)> {
+        let stdin = stdin.map(|fd| (fd.as_raw_fd(), &self.stdin));
+        for (from, slot) in [Some((out.as_raw_fd(), &self.out)), stdin].into_iter().flatten() {
             // SAFETY: dup3 onto a descriptor this struct owns replaces only what it held.
             if unsafe { libc::dup3(from, slot.as_raw_fd(), libc::O_CLOEXEC) } < 0 {
                 let error = std::io::Error::last_os_error();
-                self.empty();
+                self.empty(stdin.is_some());
                 return Err(error);
             }
         }
         Ok((self.stdin.as_raw_fd(), self.out.as_raw_fd()))
     }
 
-    /// `/dev/null` back in both slots: the node's pipe is no longer the runner's to hold.
-    fn empty(&self) {
-        for slot in [&self.stdin, &self.out] {
+    /// `/dev/null` back in the output slot, and in the stdin slot if it was `filled`: the
+    /// node's pipe is no longer the runner's to hold.
+    fn empty(&self, stdin_filled: bool) {
+        let stdin = stdin_filled.then_some(&self.stdin);
+        for slot in [Some(&self.out), stdin].into_iter().flatten() {
             // SAFETY: as in `fill`. It cannot fail on two open descriptors but for EINTR or
             // EBUSY (a racing open of the same number, which nothing here makes): retried.
             while unsafe { libc::dup3(self.null.as_raw_fd(), slot.as_raw_fd(), libc::O_CLOEXEC) } < 0
@@ -226,8 +233,16 @@ fn stack() -> std::io::Result<std::sync::MutexGuard<'static, Option<Stack>>> {
                 return Err(std::io::Error::last_os_error());
             }
             libc::mprotect(base, page, libc::PROT_NONE);
+            let null = match std::fs::File::open("/dev/null") {
+                Ok(null) => OwnedFd::from(null),
+                Err(error) => {
+                    libc::munmap(base, page + STACK_SIZE);
+                    return Err(error);
+                }
+            };
+            let slots = Slots::open(&null);
             // The stack grows down from its top.
-            *held = Some(Stack { top: base.cast::<u8>().add(page + STACK_SIZE), slots: Slots::open() });
+            *held = Some(Stack { top: base.cast::<u8>().add(page + STACK_SIZE), null, slots });
         }
     }
     Ok(held)
@@ -251,13 +266,13 @@ pub fn available() -> bool {
 }
 
 /// Starts `program` (a path: nothing is looked up on PATH) with `argv` in `cwd`, in a process
-/// group of its own, stdin from `stdin` and stdout and stderr into `out`, with this process's
-/// environment.
+/// group of its own, stdin from `stdin` (`None`: `/dev/null`) and stdout and stderr into
+/// `out`, with this process's environment.
 pub fn spawn(
     program: &CStr,
     argv: &[CString],
     cwd: &CStr,
-    stdin: BorrowedFd<'_>,
+    stdin: Option<BorrowedFd<'_>>,
     out: BorrowedFd<'_>,
 ) -> Result<Leader, SpawnError> {
     let clone_error = |error| SpawnError { step: Step::Clone, error };
@@ -296,16 +311,17 @@ fn clone_child(
     program: &CStr,
     argv: &[*const libc::c_char],
     cwd: &CStr,
-    stdin: BorrowedFd<'_>,
+    stdin: Option<BorrowedFd<'_>>,
     out: BorrowedFd<'_>,
 ) -> Result<(i32, OwnedFd), SpawnError> {
+    let stdin_given = stdin.is_some();
     let (stdin, out, unshare_from) = match &stack.slots {
         Some(slots) => {
             let (stdin, out) =
                 slots.fill(stdin, out).map_err(|error| SpawnError { step: Step::Streams, error })?;
             (stdin, out, Some(slots.first))
         }
-        None => (stdin.as_raw_fd(), out.as_raw_fd(), None),
+        None => (stdin.map_or(stack.null.as_raw_fd(), |fd| fd.as_raw_fd()), out.as_raw_fd(), None),
     };
     let shared = if unshare_from.is_some() { libc::CLONE_FILES } else { 0 };
     // SAFETY: the plan points at `program`, `argv`, `cwd` and the environment, all alive
@@ -340,7 +356,7 @@ fn clone_child(
         let clone_errno = std::io::Error::last_os_error();
         libc::pthread_sigmask(libc::SIG_SETMASK, &plan.mask, std::ptr::null_mut());
         if let Some(slots) = &stack.slots {
-            slots.empty();
+            slots.empty(stdin_given);
         }
         if pid < 0 {
             return Err(SpawnError { step: Step::Clone, error: clone_errno });
@@ -465,15 +481,24 @@ mod tests {
         run_program("sh", &["-c", script], dir).await
     }
 
-    /// Runs `program` (found on PATH) with `args` through [`spawn`] in `dir`.
+    /// Runs `program` (found on PATH) with `args` through [`spawn`] in `dir`, stdin `/dev/null`.
     async fn run_program(program: &str, args: &[&str], dir: &std::path::Path) -> (String, ExitStatus, i32) {
+        run_with_stdin(program, args, dir, None).await
+    }
+
+    /// Runs `program` (found on PATH) with `args` and `stdin` through [`spawn`] in `dir`.
+    async fn run_with_stdin(
+        program: &str,
+        args: &[&str],
+        dir: &std::path::Path,
+        stdin: Option<BorrowedFd<'_>>,
+    ) -> (String, ExitStatus, i32) {
         let (read, write) = crate::tool::pipe().unwrap();
-        let null = std::fs::File::open("/dev/null").unwrap();
         let cwd = c(dir.to_str().unwrap());
         let path = super::super::spawner::resolve_program(program);
         let argv: Vec<CString> = std::iter::once(program).chain(args.iter().copied()).map(c).collect();
         let path = c(path.to_str().unwrap());
-        let mut leader = spawn(&path, &argv, &cwd, null.as_fd(), write.as_fd()).unwrap();
+        let mut leader = spawn(&path, &argv, &cwd, stdin, write.as_fd()).unwrap();
         drop(write);
         let pid = leader.pid;
         let status = leader.wait().await.unwrap();
@@ -482,6 +507,7 @@ mod tests {
         (out, status, pid)
     }
 
+    use std::io::Write;
     use std::os::fd::AsFd;
 
     #[tokio::test]
@@ -500,6 +526,18 @@ mod tests {
         assert_eq!(status.code(), Some(3));
         // Reaped: the pid is no child of this process any more.
         assert_eq!(unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) }, -1);
+    }
+
+    #[tokio::test]
+    async fn a_given_stdin_is_the_nodes_and_the_next_node_reads_dev_null_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (read, write) = crate::tool::pipe().unwrap();
+        std::fs::File::from(write).write_all(b"given\n").unwrap();
+        let (out, _, _) = run_with_stdin("sh", &["-c", "cat"], dir.path(), Some(read.as_fd())).await;
+        assert_eq!(out, "given\n");
+        // The runner kept no copy of that stdin in its slot: a node's stdin is /dev/null again.
+        let (out, _, _) = run("read line && echo read $line || echo stdin-empty", dir.path()).await;
+        assert_eq!(out, "stdin-empty\n");
     }
 
     extern "C" fn count_usr1(_: libc::c_int) {
@@ -574,7 +612,7 @@ mod tests {
         let null = std::fs::File::open("/dev/null").unwrap();
         let (_read, write) = crate::tool::pipe().unwrap();
         let gone = c(dir.path().join("gone").to_str().unwrap());
-        assert!(spawn(&c("/bin/sh"), &[c("sh")], &gone, null.as_fd(), write.as_fd()).is_err());
+        assert!(spawn(&c("/bin/sh"), &[c("sh")], &gone, Some(null.as_fd()), write.as_fd()).is_err());
         assert_eq!((0..3).map(identity).collect::<Vec<_>>(), before);
         for (read, write) in held {
             assert_eq!(unsafe { libc::close(read) + libc::close(write) }, 0, "still open, so closed once");
@@ -584,42 +622,37 @@ mod tests {
     #[tokio::test]
     async fn without_slots_a_clone_copies_the_table_and_still_starts_the_node() {
         let (read, write) = crate::tool::pipe().unwrap();
-        let null = std::fs::File::open("/dev/null").unwrap();
+        let null = OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
         let dir = tempfile::tempdir().unwrap();
-        let argv = [c("sh"), c("-c"), c("echo plain; pwd")];
+        let argv = [c("sh"), c("-c"), c("echo plain; read line || echo stdin-empty")];
         let ptrs: Vec<*const libc::c_char> =
             argv.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
         let (pid, _pidfd) = {
             let held = stack().unwrap();
-            let plain = Stack { top: held.as_ref().unwrap().top, slots: None };
-            clone_child(
-                &plain,
-                &c("/bin/sh"),
-                &ptrs,
-                &c(dir.path().to_str().unwrap()),
-                null.as_fd(),
-                write.as_fd(),
-            )
-            .unwrap()
+            let plain = Stack { top: held.as_ref().unwrap().top, null, slots: None };
+            clone_child(&plain, &c("/bin/sh"), &ptrs, &c(dir.path().to_str().unwrap()), None, write.as_fd())
+                .unwrap()
         };
         drop(write);
         let mut out = String::new();
         std::fs::File::from(read).read_to_string(&mut out).unwrap();
         reap_exited(pid);
-        assert_eq!(out.lines().next(), Some("plain"));
+        assert_eq!(
+            out.lines().collect::<Vec<_>>(),
+            ["plain", "stdin-empty"],
+            "stdin is the stack's /dev/null"
+        );
     }
 
     #[tokio::test]
     async fn each_failing_step_is_named() {
-        let null = std::fs::File::open("/dev/null").unwrap();
         let (_read, write) = crate::tool::pipe().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let cwd = c(dir.path().to_str().unwrap());
-        let missing =
-            spawn(&c("/nonexistent/just"), &[c("just")], &cwd, null.as_fd(), write.as_fd()).err().unwrap();
+        let missing = spawn(&c("/nonexistent/just"), &[c("just")], &cwd, None, write.as_fd()).err().unwrap();
         assert_eq!((missing.step, missing.error.kind()), (Step::Exec, std::io::ErrorKind::NotFound));
         let gone = c(dir.path().join("gone").to_str().unwrap());
-        let no_dir = spawn(&c("/bin/sh"), &[c("sh")], &gone, null.as_fd(), write.as_fd()).err().unwrap();
+        let no_dir = spawn(&c("/bin/sh"), &[c("sh")], &gone, None, write.as_fd()).err().unwrap();
         assert_eq!((no_dir.step, no_dir.error.kind()), (Step::Directory, std::io::ErrorKind::NotFound));
     }
 }

@@ -58,6 +58,9 @@ enum ActorMsg {
         id: String,
         generation: u32,
         exit: Exit,
+        /// The node's process group (and when its leader started), found gone at its end: no
+        /// longer one to end.
+        gone_group: Option<(i32, scratch::Started)>,
     },
     /// The lane's variables, evaluated once by `_ci-setup`: every node gets them.
     Variables(Vec<String>),
@@ -307,8 +310,11 @@ impl Actor {
                         let _ = self.out.send(Message::ok(id, Value::Null).to_frame()).await;
                     }
                 }
-                ActorMsg::Exited { id, generation, exit } => {
+                ActorMsg::Exited { id, generation, exit, gone_group } => {
                     tracing::debug!(node = %id, generation, exit = ?exit, "exited");
+                    if let Some((pgid, started)) = gone_group {
+                        self.scratch.forget_group(pgid, started);
+                    }
                     if self.running.get(&id).is_some_and(|r| r.generation == generation) {
                         self.running.remove(&id);
                     }
@@ -594,7 +600,7 @@ impl Actor {
                     let _ = me.send(ActorMsg::Variables(overrides));
                 }
                 spool.end(generation);
-                let _ = me.send(ActorMsg::Exited { id, generation, exit });
+                let _ = me.send(ActorMsg::Exited { id, generation, exit, gone_group: None });
             });
             return;
         }
@@ -609,18 +615,20 @@ impl Actor {
                 if let Some(r) = self.running.get_mut(&id) {
                     r.pgid = Some(started.pgid);
                 }
+                let group = (started.pgid, started.started);
                 tokio::spawn(async move {
-                    let exit = spawner::finish_node(started, &spool).await;
+                    let end = spawner::finish_node(started, &spool).await;
+                    let (exit, gone_group) = (end.exit, end.group_gone.then_some(group));
                     // The actor is woken before the log's reader, though both see the log
                     // ended: the log's `end` frame is then queued just before the node's new
                     // status, and the two leave in one write.
-                    let _ = me.send(ActorMsg::Exited { id, generation, exit });
+                    let _ = me.send(ActorMsg::Exited { id, generation, exit, gone_group });
                     spool.end(generation);
                 });
             }
             Err(exit) => {
                 spool.end(generation);
-                let _ = me.send(ActorMsg::Exited { id, generation, exit });
+                let _ = me.send(ActorMsg::Exited { id, generation, exit, gone_group: None });
             }
         }
     }

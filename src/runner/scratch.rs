@@ -42,8 +42,8 @@ pub struct Scratch {
     dir: tempfile::TempDir,
     groups: File,
     _lock: File,
-    /// What `groups` holds.
-    recorded: Vec<(i32, Started)>,
+    /// What `groups` holds, less the groups found gone ([`Scratch::forget_group`]).
+    recorded: std::collections::HashMap<i32, Started>,
 }
 
 impl Scratch {
@@ -59,7 +59,7 @@ impl Scratch {
         let groups = private_file().create_new(true).append(true).open(dir.path().join(GROUPS))?;
         crate::private::spread_subfolders(dir.path());
         std::fs::create_dir(dir.path().join(LOGS))?;
-        Ok(Scratch { dir, groups, _lock: lock, recorded: Vec::new() })
+        Ok(Scratch { dir, groups, _lock: lock, recorded: std::collections::HashMap::new() })
     }
 
     pub fn path(&self) -> &Path {
@@ -74,8 +74,21 @@ impl Scratch {
     /// Records a node's process group, whose leader was spawned within `started`, so that
     /// whoever finds this runner dead can end it.
     pub fn record_group(&mut self, pgid: i32, started: Started) -> io::Result<()> {
-        self.recorded.push((pgid, started));
+        // A group number is free again only once its group is gone: a second record of it is
+        // of a new group, and replaces the first.
+        self.recorded.insert(pgid, started);
         self.groups.write_all(format!("{pgid} {} {}\n", started.from, started.to).as_bytes())
+    }
+
+    /// Leaves out group `pgid` whose leader started within `started`, found empty after its
+    /// node's end: the end of the runner need not ask whether it still has members (one
+    /// system call a node), nor tell it from a group that took its number since. A record of a
+    /// newer group of that number (recorded before this word came) stays. The group stays in
+    /// the `groups` file, where whoever finds the runner dead tells it apart the same way.
+    pub fn forget_group(&mut self, pgid: i32, started: Started) {
+        if self.recorded.get(&pgid) == Some(&started) {
+            self.recorded.remove(&pgid);
+        }
     }
 
     /// The recorded groups that still have members (strays of finished nodes included), where
@@ -86,8 +99,12 @@ impl Scratch {
         }
         // A group with no member at all needs no process table: reading /proc whole costs
         // more than the rest of a runner's shutdown, and after a clean run every group is empty.
-        let occupied: Vec<(i32, Started)> =
-            self.recorded.iter().copied().filter(|&(pgid, _)| super::spawner::group_alive(pgid)).collect();
+        let occupied: Vec<(i32, Started)> = self
+            .recorded
+            .iter()
+            .map(|(&pgid, &started)| (pgid, started))
+            .filter(|&(pgid, _)| super::spawner::group_alive(pgid))
+            .collect();
         if occupied.is_empty() {
             return vec![];
         }
@@ -317,6 +334,23 @@ mod tests {
         assert_eq!(left, [LOCK], "the lock is what goes last");
         assert_eq!(reap_dead(root.path()), Reaped { dirs: 1, groups: 0 });
         assert!(!dir.exists(), "the next runner removes what the killed one left");
+    }
+
+    #[test]
+    fn a_group_found_gone_is_forgotten_unless_its_number_was_recorded_again() {
+        // In this process's TMPDIR, removed when dropped.
+        let mut scratch = Scratch::create().unwrap();
+        let at = |from| Started { from, to: from };
+        scratch.record_group(100, at(5)).unwrap();
+        scratch.record_group(200, at(6)).unwrap();
+        scratch.forget_group(100, at(5));
+        // Number 200 names a newer group now: the word about the old one leaves it.
+        scratch.record_group(200, at(9)).unwrap();
+        scratch.forget_group(200, at(6));
+        assert_eq!(scratch.recorded, std::collections::HashMap::from([(200, at(9))]));
+        // Every group stays in the file, for whoever finds this runner dead.
+        let file = std::fs::read_to_string(scratch.path().join(GROUPS)).unwrap();
+        assert_eq!(parse_groups(&file), [(100, at(5)), (200, at(6)), (200, at(9))]);
     }
 
     #[test]

@@ -252,11 +252,9 @@ fn start_cloned(
     let path = c_string(program.as_os_str().as_encoded_bytes())?;
     let argv = launch.argv.iter().map(|arg| c_string(arg.as_bytes())).collect::<Result<Vec<_>, _>>()?;
     let cwd = c_string(launch.workspace.as_os_str().as_encoded_bytes())?;
-    let null = dev_null_fd().map_err(|e| fail(format!("cannot open /dev/null: {e}")))?;
-    // The one place a node process is created, where std does not.
-    let (spawned, started) = super::scratch::Started::around(|| {
-        super::clone::spawn(&path, &argv, &cwd, null.as_fd(), write_end.as_fd())
-    });
+    // The one place a node process is created, where std does not; its stdin is /dev/null.
+    let (spawned, started) =
+        super::scratch::Started::around(|| super::clone::spawn(&path, &argv, &cwd, None, write_end.as_fd()));
     // Our copy of the write end must close, or the pipe never reaches its end.
     drop(write_end);
     let leader = spawned.map_err(|e| match (e.step, e.error.kind()) {
@@ -282,7 +280,7 @@ fn started_node(
     generation: u32,
     fail: &dyn Fn(String) -> Exit,
 ) -> Result<StartedNode, Exit> {
-    match tokio::net::unix::pipe::Receiver::from_owned_fd(read_end) {
+    match pipe_receiver(read_end) {
         Ok(reader) => Ok(StartedNode { pgid, started, child, reader, generation }),
         Err(e) => {
             kill_group(pgid, libc::SIGKILL);
@@ -290,6 +288,19 @@ fn started_node(
             Err(fail(format!("cannot read the node's output: {e}")))
         }
     }
+}
+
+/// The read end of a node's fresh pipe, nonblocking, in the reactor. One `fcntl` sets the only
+/// status flag it needs: tokio's checked conversion asks first whether it is a pipe opened for
+/// reading (an `fstat` and a read of its flags), which a pipe odu just made is.
+fn pipe_receiver(read_end: OwnedFd) -> std::io::Result<tokio::net::unix::pipe::Receiver> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on a descriptor we own; F_SETFL changes only its status flags, of which a
+    // pipe made by pipe2(O_CLOEXEC) has none set (close-on-exec is a descriptor flag).
+    if unsafe { libc::fcntl(read_end.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    tokio::net::unix::pipe::Receiver::from_owned_fd_unchecked(read_end)
 }
 
 /// A node's stdin: a copy of `/dev/null` opened once, which spares each node the open (a path
@@ -308,9 +319,18 @@ fn dev_null_fd() -> std::io::Result<std::os::fd::BorrowedFd<'static>> {
         .ok_or_else(|| std::io::Error::other("/dev/null cannot be opened"))
 }
 
+/// How a node's process ended, and whether its group went with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeEnd {
+    pub exit: Exit,
+    /// The group was found empty after the node's end, so it is gone for good: nothing can
+    /// join a group that does not exist, and its number may later name another's.
+    pub group_gone: bool,
+}
+
 /// Runs a started node to its end: streams its output into `spool`, reaps its group, and
 /// returns how it ended once the log is complete.
-pub async fn finish_node(started: StartedNode, spool: &Spool) -> Exit {
+pub async fn finish_node(started: StartedNode, spool: &Spool) -> NodeEnd {
     let StartedNode { pgid, mut child, reader, generation, .. } = started;
     let mut reader = NodePipe::Live(reader);
     // Small until a read fills it: most nodes print little or nothing, and a large buffer per
@@ -386,17 +406,19 @@ pub async fn finish_node(started: StartedNode, spool: &Spool) -> Exit {
     // Whatever is still in the group after the pipe closed goes too. A group found empty once
     // its leader exited stays gone (nothing can join a group that does not exist), and its
     // number may since name another's.
-    if group_left && kill_group(pgid, libc::SIGTERM) {
+    let strays = group_left && kill_group(pgid, libc::SIGTERM);
+    if strays {
         escalate_later(pgid);
     }
-    match status {
+    let exit = match status {
         Ok(status) => match (status.code(), status.signal()) {
             (Some(code), _) => Exit::Code(code),
             (None, Some(sig)) => Exit::Signal(sig),
             (None, None) => Exit::SpawnFailed,
         },
         Err(_) => Exit::SpawnFailed,
-    }
+    };
+    NodeEnd { exit, group_gone: !strays }
 }
 
 /// `name` as an absolute path found on PATH (or `name` itself when it has a slash or is not
