@@ -20,20 +20,23 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// How long a busy lane's reports gather: below what a person watching a run notices (a
-/// dashboard redrawn 20 times a second), and several nodes' worth even where each `just`
-/// call takes 15 ms (a justfile of 2,000 recipes), so a chain of such nodes gathers too: at
-/// 20 ms it did not, and its coordinator woke from idle for every node.
-pub const REPORT_WINDOW: Duration = Duration::from_millis(50);
+/// How long a busy lane's reports gather: a dashboard redrawn ten times a second (what
+/// `odu monitor` draws at most while nodes change quickly), and several nodes' worth where
+/// each `just` call takes 25 ms (a justfile of 2,000 recipes), so a chain of such nodes
+/// gathers too. At 20 ms such a chain's coordinator woke from idle for every node; at 50 ms
+/// for every second one, and a chain of 200 nodes of 25 ms each cost the server 47 ms and the
+/// runner 45 ms (medians of 5), against 30 and 38 ms at 100 ms. A node's start never waits
+/// (the runner starts it), nor a run's end.
+pub const REPORT_WINDOW: Duration = Duration::from_millis(100);
 
 /// While the runner is still spawning nodes an event started (see `Actor::starting`), a
-/// window lasts this many [`REPORT_WINDOW`]s: such a burst keeps ending nodes all along (at
-/// 2,000 nodes on two cores it lasts seconds), and every window's reports wake every follower
-/// of the run, so a face sees such a burst twice a second; and only the burst's start goes at
-/// once, not the moment after it too. With 100 followers a 200-node burst took 11–13 % longer
-/// than with none at windows of 50 or 200 ms, 5–10 % at 500 ms, and −3 to +1 % (as when
+/// window lasts this many [`REPORT_WINDOW`]s (500 ms): such a burst keeps ending nodes all
+/// along (at 2,000 nodes on two cores it lasts seconds), and every window's reports wake every
+/// follower of the run, so a face sees such a burst twice a second; and only the burst's start
+/// goes at once, not the moment after it too. With 100 followers a 200-node burst took 11–13 %
+/// longer than with none at windows of 50 or 200 ms, 5–10 % at 500 ms, and −3 to +1 % (as when
 /// nothing was reported before the last spawn) once its second moment waited too.
-pub const STARTING_WINDOWS: u32 = 10;
+pub const STARTING_WINDOWS: u32 = 5;
 
 /// How many moments report at once in a window that follows a quiet one.
 pub const IMMEDIATE_TICKS: u32 = 2;
