@@ -192,8 +192,8 @@ impl Slots {
         Ok((self.stdin.as_raw_fd(), self.out.as_raw_fd()))
     }
 
-    /// `/dev/null` back in the output slot, and in the stdin slot if it was `filled`: the
-    /// node's pipe is no longer the runner's to hold.
+    /// `/dev/null` back in the output slot, and in the stdin slot too when `stdin_filled`:
+    /// the node's pipes are no longer the runner's to hold.
     fn empty(&self, stdin_filled: bool) {
         let stdin = stdin_filled.then_some(&self.stdin);
         for slot in [Some(&self.out), stdin].into_iter().flatten() {

@@ -309,7 +309,8 @@ fn dev_null() -> Stdio {
     dev_null_fd().and_then(|null| null.try_clone_to_owned()).map_or_else(|_| Stdio::null(), Stdio::from)
 }
 
-/// The descriptor behind [`dev_null`]: opened once, borrowed by every cloned node.
+/// The descriptor behind [`dev_null`], opened once (a node started by [`super::clone`] gets
+/// the stdin that module keeps).
 fn dev_null_fd() -> std::io::Result<std::os::fd::BorrowedFd<'static>> {
     use std::os::fd::AsFd;
     static NULL: std::sync::OnceLock<Option<OwnedFd>> = std::sync::OnceLock::new();
