@@ -20,13 +20,14 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// How long a busy lane's reports gather: a dashboard redrawn ten times a second (what
-/// `odu monitor` draws at most while nodes change quickly), and several nodes' worth where
-/// each `just` call takes 25 ms (a justfile of 2,000 recipes), so a chain of such nodes
-/// gathers too. At 20 ms such a chain's coordinator woke from idle for every node; at 50 ms
-/// for every second one, and a chain of 200 nodes of 25 ms each cost the server 47 ms and the
-/// runner 45 ms (medians of 5), against 30 and 38 ms at 100 ms. A node's start never waits
-/// (the runner starts it), nor a run's end.
+/// How long a busy lane's reports gather. A dashboard following a busy lane is then redrawn
+/// up to ten times a second (`odu monitor`, which may draw 30, drew 6.6–8.2 a second following
+/// 200 quick nodes, at 50 ms and at 100 ms alike). Several nodes' worth gather even where each
+/// `just` call takes 25 ms (a justfile of 2,000 recipes): at 20 ms a chain of such nodes woke
+/// the coordinator from idle for every node, at 50 ms for every second one. A chain of 200
+/// nodes of 25 ms each, server left up, cost the server 47 ms and the runner 45 ms (medians of
+/// 5) at 50 ms, against 30 and 38 ms at 100 ms. A node's start never waits (the runner starts
+/// it), nor a run's end.
 pub const REPORT_WINDOW: Duration = Duration::from_millis(100);
 
 /// While the runner is still spawning nodes an event started (see `Actor::starting`), a
