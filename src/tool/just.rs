@@ -396,10 +396,10 @@ pub fn per_node_reason(settings: &serde_json::Value, path: &str) -> Option<Strin
 #[serde(default)]
 pub struct DumpParts {
     settings: serde_json::Value,
-    #[serde(deserialize_with = "null_as_default")]
+    #[serde(deserialize_with = "odu_core::plan::null_as_default")]
     assignments: BTreeMap<String, DumpAssignment>,
     source: Option<String>,
-    #[serde(deserialize_with = "null_as_default")]
+    #[serde(deserialize_with = "odu_core::plan::null_as_default")]
     modules: BTreeMap<String, DumpParts>,
 }
 
@@ -410,15 +410,6 @@ struct DumpAssignment {
     /// Absent: private (as if `[private]`).
     private: Option<bool>,
     value: serde_json::Value,
-}
-
-/// A field that is `null` in the dump reads as its default, as one left out does.
-fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: serde::Deserialize<'de> + Default,
-{
-    Ok(<Option<T> as serde::Deserialize>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 impl DumpParts {
@@ -557,12 +548,6 @@ pub struct DotenvUse {
     pub paths: Vec<String>,
     /// `set dotenv-filename`, else `.env`: looked for in `dir` and every directory above it.
     pub filenames: Vec<String>,
-}
-
-/// Every module of a dump that loads a dotenv file from disk ([`DumpParts::dotenv_uses`]);
-/// none when the dump cannot be read.
-pub fn dotenv_uses(dump: &str) -> Vec<DotenvUse> {
-    DumpParts::read(dump).map(|parts| parts.dotenv_uses()).unwrap_or_default()
 }
 
 fn collect_dotenv(module: &DumpParts, uses: &mut Vec<DotenvUse>) {
@@ -771,7 +756,7 @@ mod variable_tests {
                 "c": {"source": "/w/c/mod.just", "settings": {}}
             }
         });
-        let uses = dotenv_uses(&dump.to_string());
+        let uses = DumpParts::read(&dump.to_string()).unwrap().dotenv_uses();
         assert_eq!(uses.len(), 2, "{uses:?}");
         assert_eq!(uses[0], DotenvUse { dir: "/w".into(), paths: vec![], filenames: vec![".env".into()] });
         assert_eq!(uses[1].paths, ["cfg/x.env"]);

@@ -120,7 +120,9 @@ pub fn os_gated_roots(text: &str) -> Vec<(String, Vec<String>)> {
     found
 }
 
-fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+/// A field that is `null` in a dump reads as its default, as one left out does (for
+/// `#[serde(deserialize_with)]`).
+pub fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de> + Default,

@@ -32,7 +32,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-pub use dump::os_gated_roots;
+pub use dump::{null_as_default, os_gated_roots};
 pub use error::IngestError;
 pub use select::{Dropped, ResolvedSelector, Selector, Why};
 
