@@ -76,13 +76,34 @@ pub fn head_quick(repo: &Path) -> Option<String> {
 pub struct HeadAndStatus(Asked);
 
 enum Asked {
-    /// Started and awaited by a thread of its own: a process start waits until the child has
-    /// exec'd, and the caller has other work (a worktree to check out) meanwhile.
-    Aside(std::thread::JoinHandle<std::io::Result<tool::ToolOutput>>),
+    /// Asked by a thread of its own (libgit2 first, then git where it must): a process start
+    /// waits until the child has exec'd, and the caller has other work (a worktree to check
+    /// out) meanwhile.
+    Aside(std::thread::JoinHandle<std::io::Result<StatusAnswer>>),
     /// Started here, when no thread could be.
     Here(std::io::Result<tool::Pending>),
     /// The answer the client that started this server got moments ago ([`FoundStatus`]).
-    Found(tool::ToolOutput),
+    Found(StatusAnswer),
+}
+
+/// How the status check was answered.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub enum StatusAnswer {
+    /// A plain checkout libgit2 found clean where git would ([`clean_in_process`]): HEAD's
+    /// full sha.
+    Clean { head: String },
+    /// What `git status` printed ([`STATUS_ARGS`]).
+    Git(tool::ToolOutput),
+}
+
+impl StatusAnswer {
+    /// An answer a later run may take: not a git that failed.
+    fn succeeded(&self) -> bool {
+        match self {
+            StatusAnswer::Clean { .. } => true,
+            StatusAnswer::Git(output) => output.success,
+        }
+    }
 }
 
 /// A `git status` answer as a client hands it to the server it starts ([`tool::Found`]): the
@@ -93,7 +114,7 @@ enum Asked {
 pub struct FoundStatus {
     repo: PathBuf,
     asked_at_ns: u64,
-    output: tool::ToolOutput,
+    answer: StatusAnswer,
 }
 
 /// How old a client's `git status` answer may be for its server's first run to take it: the
@@ -122,25 +143,30 @@ pub fn adopt_status(found: Option<FoundStatus>) {
 }
 
 /// The adopted answer for `repo`, once, if it is fresh enough.
-fn take_adopted(repo: &Path) -> Option<tool::ToolOutput> {
+fn take_adopted(repo: &Path) -> Option<StatusAnswer> {
     let found = ADOPTED.lock().ok()?.take()?;
     let age = crate::clock::boot_ns().checked_sub(found.asked_at_ns)?;
-    (found.repo == repo && found.output.success && age <= FOUND_STATUS_FRESH_NS).then_some(found.output)
+    (found.repo == repo && found.answer.succeeded() && age <= FOUND_STATUS_FRESH_NS).then_some(found.answer)
 }
 
 impl HeadAndStatus {
     pub fn start(repo: &Path) -> HeadAndStatus {
-        if let Some(output) = take_adopted(repo) {
-            return HeadAndStatus(Asked::Found(output));
+        if let Some(answer) = take_adopted(repo) {
+            return HeadAndStatus(Asked::Found(answer));
         }
         let dir = repo.to_path_buf();
         let aside = std::thread::Builder::new().name("git-status".into()).spawn(move || {
             let asked_at_ns = crate::clock::boot_ns();
-            let output = tool::Pending::start("git", STATUS_ARGS, &dir, None).and_then(tool::Pending::finish);
-            if let (Ok(output), Ok(mut answered)) = (&output, ANSWERED.lock()) {
-                *answered = Some(FoundStatus { repo: dir, asked_at_ns, output: output.clone() });
+            let answer = match clean_in_process(&dir) {
+                Some(head) => Ok(StatusAnswer::Clean { head }),
+                None => tool::Pending::start("git", STATUS_ARGS, &dir, None)
+                    .and_then(tool::Pending::finish)
+                    .map(StatusAnswer::Git),
+            };
+            if let (Ok(answer), Ok(mut answered)) = (&answer, ANSWERED.lock()) {
+                *answered = Some(FoundStatus { repo: dir, asked_at_ns, answer: answer.clone() });
             }
-            output
+            answer
         });
         HeadAndStatus(match aside {
             Ok(thread) => Asked::Aside(thread),
@@ -150,14 +176,18 @@ impl HeadAndStatus {
 
     /// HEAD's full sha and the changed paths.
     pub fn finish(self) -> CliResult<(String, Vec<String>)> {
-        let out = match self.0 {
+        let answer = match self.0 {
             Asked::Aside(thread) => thread
                 .join()
                 .unwrap_or_else(|_| Err(std::io::Error::other("the thread asking git status failed"))),
-            Asked::Here(pending) => pending.and_then(tool::Pending::finish),
-            Asked::Found(output) => Ok(output),
+            Asked::Here(pending) => pending.and_then(tool::Pending::finish).map(StatusAnswer::Git),
+            Asked::Found(answer) => Ok(answer),
         }
         .map_err(|e| CliError::refused(format!("cannot run git ({e}): install git")))?;
+        let out = match answer {
+            StatusAnswer::Clean { head } => return Ok((head, Vec::new())),
+            StatusAnswer::Git(out) => out,
+        };
         if !out.success {
             let stderr = out.stderr.trim();
             if stderr.contains("unknown option") {
@@ -188,6 +218,155 @@ const STATUS_ARGS: &[&str] = &[
     ".",
     ":(exclude).ci",
 ];
+
+/// The largest index [`clean_in_process`] checks a tree against: git stats a large tree's files
+/// on several threads and may keep an untracked cache, libgit2 does neither.
+const STATUS_INDEX_MAX: u64 = 1024 * 1024;
+
+/// Settings under which git's status could differ from libgit2's (line endings, attributes,
+/// a relocated or sparse worktree, a split or sparse index, case folding, stat checks a user
+/// tuned), or under which git is faster (a file system monitor, an untracked cache): any of
+/// them set in any file git reads sends the check to git.
+const STATUS_SETTINGS: [&str; 16] = [
+    "core.worktree",
+    "core.autocrlf",
+    "core.eol",
+    "core.safecrlf",
+    "core.attributesfile",
+    "core.sparsecheckout",
+    "core.splitindex",
+    "index.sparse",
+    "core.fsmonitor",
+    "core.untrackedcache",
+    "core.ignorecase",
+    "core.precomposeunicode",
+    "core.checkstat",
+    "core.trustctime",
+    "core.symlinks",
+    "feature.manyfiles",
+];
+
+/// Variables of the environment that leave git's status as it is: who commits, how git talks
+/// to remotes and people. Any other `GIT_*` variable sends the check to git.
+const STATUS_NEUTRAL_ENV: [&str; 9] = [
+    "GIT_AUTHOR_",
+    "GIT_COMMITTER_",
+    "GIT_SSH",
+    "GIT_SSL_",
+    "GIT_HTTP_",
+    "GIT_ASKPASS",
+    "GIT_TERMINAL_PROMPT",
+    "GIT_EDITOR",
+    "GIT_PAGER",
+];
+
+/// Whether no variable named in `names` could change what `git status` answers
+/// ([`STATUS_NEUTRAL_ENV`]).
+fn neutral_to_status(mut names: impl Iterator<Item = std::ffi::OsString>) -> bool {
+    names.all(|name| {
+        let name = name.as_encoded_bytes();
+        !name.starts_with(b"GIT_")
+            || STATUS_NEUTRAL_ENV.iter().any(|prefix| name.starts_with(prefix.as_bytes()))
+    })
+}
+
+/// HEAD's full sha when libgit2, in this process, finds the plain checkout `repo` clean where
+/// `git status` ([`STATUS_ARGS`]) would: no staged or unstaged change and no untracked file
+/// outside `.ci` and the ignored ones. This spares the start of a strict run of a clean tree
+/// (the case that runs) a git process, about 2 ms.
+///
+/// `None` sends the check to git: for any tree libgit2 finds dirty (git then names the paths,
+/// and decides: libgit2 never refuses a tree git would run), and wherever git's answer could
+/// differ or git is faster. That is: a `GIT_*` variable that could point git elsewhere or add
+/// configuration ([`STATUS_NEUTRAL_ENV`] lists the harmless ones); a checkout whose `.git` is
+/// not a plain folder ([`plain_git_dir`]), or not owned by this user (git's ownership check is
+/// git's to make); a config file git reads that includes another, that libgit2 might not read
+/// (one under git's install prefix), or that sets one of [`STATUS_SETTINGS`]; an index that is
+/// not a regular file or is large; an attributes file that could apply (a `.gitattributes` in
+/// the index, `info/attributes`, the user's or the system's, as for [`checkout_in_process`]);
+/// an index entry git treats apart (a submodule, a conflict, assume-unchanged, skip-worktree,
+/// intent-to-add); replace refs or grafts, which git follows and libgit2 does not; an unborn
+/// HEAD; anything libgit2 cannot read.
+fn clean_in_process(repo: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    if !neutral_to_status(std::env::vars_os().map(|(name, _)| name)) {
+        return None;
+    }
+    let git_dir = plain_git_dir(repo)?;
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    let owned = |path: &Path| std::fs::symlink_metadata(path).is_ok_and(|meta| meta.uid() == uid);
+    if !owned(repo) || !owned(&git_dir) {
+        return None;
+    }
+    let regular = |path: &Path, max: u64| {
+        std::fs::symlink_metadata(path).is_ok_and(|meta| meta.is_file() && meta.len() <= max)
+    };
+    if !regular(&git_dir.join("index"), STATUS_INDEX_MAX) || !regular(&git_dir.join("HEAD"), 4096) {
+        return None;
+    }
+    let files = config_files(repo)?;
+    let libgit2_reads = |file: &PathBuf| {
+        file.starts_with(&git_dir)
+            || file == Path::new("/etc/gitconfig")
+            || file.ends_with(".gitconfig")
+            || file.ends_with("git/config")
+    };
+    for file in &files {
+        match std::fs::symlink_metadata(file) {
+            Ok(meta) if meta.is_file() && libgit2_reads(file) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            _ => return None,
+        }
+        let parsed = git2::Config::open(file).ok()?;
+        let mut entries = parsed.entries(None).ok()?;
+        while let Some(entry) = entries.next() {
+            let name = entry.ok()?.name().ok()?.to_ascii_lowercase();
+            if STATUS_SETTINGS.contains(&name.as_str()) || name.starts_with("extensions.") {
+                return None;
+            }
+        }
+    }
+    if ["info/attributes", "info/grafts"]
+        .iter()
+        .any(|name| std::fs::symlink_metadata(git_dir.join(name)).is_ok())
+        || outer_attributes().iter().any(|file| file.exists())
+    {
+        return None;
+    }
+    let found =
+        git2::Repository::open_ext(repo, git2::RepositoryOpenFlags::NO_SEARCH, [] as [&std::ffi::OsStr; 0])
+            .ok()?;
+    if found.references_glob("refs/replace/*").ok()?.next().is_some() {
+        return None;
+    }
+    let index = found.index().ok()?;
+    for entry in index.iter() {
+        const STAGE: u16 = 0x3000;
+        const ASSUME_VALID: u16 = 0x8000;
+        const INTENT_TO_ADD: u16 = 1 << 13;
+        const SKIP_WORKTREE: u16 = 1 << 14;
+        let attributes = entry.path == b".gitattributes" || entry.path.ends_with(b"/.gitattributes");
+        if entry.mode & 0o170000 == 0o160000
+            || entry.flags & (STAGE | ASSUME_VALID) != 0
+            || entry.flags_extended & (INTENT_TO_ADD | SKIP_WORKTREE) != 0
+            || attributes
+        {
+            return None;
+        }
+    }
+    let head = found.head().ok()?.peel_to_commit().ok()?.id().to_string();
+    let mut options = git2::StatusOptions::new();
+    options
+        .include_untracked(true)
+        .recurse_untracked_dirs(false)
+        .include_ignored(false)
+        .exclude_submodules(true)
+        .disable_pathspec_match(true);
+    let statuses = found.statuses(Some(&mut options)).ok()?;
+    let in_ci = |path: &[u8]| path == b".ci" || path.starts_with(b".ci/");
+    statuses.iter().all(|entry| in_ci(entry.path_bytes())).then_some(head)
+}
 
 fn head_of(out: tool::ToolOutput) -> CliResult<String> {
     if !out.success {
@@ -752,19 +931,188 @@ mod tests {
         let handed = |repo: &str, age_ns: u64, success| super::FoundStatus {
             repo: repo.into(),
             asked_at_ns: crate::clock::boot_ns().saturating_sub(age_ns),
-            output: output(success),
+            answer: super::StatusAnswer::Git(output(success)),
+        };
+        let stdout = |answer: super::StatusAnswer| match answer {
+            super::StatusAnswer::Git(output) => output.stdout,
+            super::StatusAnswer::Clean { head } => head,
         };
         let repo = std::path::Path::new("/a/checkout");
         super::adopt_status(Some(handed("/a/checkout", 1_000_000, true)));
         assert!(super::take_adopted(std::path::Path::new("/another")).is_none(), "another checkout's");
         assert!(super::take_adopted(repo).is_none(), "tried once, whatever came of it");
         super::adopt_status(Some(handed("/a/checkout", 1_000_000, true)));
-        assert_eq!(super::take_adopted(repo).map(|o| o.stdout), Some("x".into()), "fresh");
+        assert_eq!(super::take_adopted(repo).map(stdout), Some("x".into()), "fresh");
         assert!(super::take_adopted(repo).is_none(), "taken once");
         super::adopt_status(Some(handed("/a/checkout", super::FOUND_STATUS_FRESH_NS + 1_000_000, true)));
         assert!(super::take_adopted(repo).is_none(), "too old");
         super::adopt_status(Some(handed("/a/checkout", 1_000_000, false)));
         assert!(super::take_adopted(repo).is_none(), "a failed status is asked again");
+        // A tree libgit2 found clean is handed over as such.
+        let clean = super::StatusAnswer::Clean { head: "c".repeat(40) };
+        super::adopt_status(Some(super::FoundStatus {
+            repo: repo.into(),
+            asked_at_ns: crate::clock::boot_ns(),
+            answer: clean,
+        }));
+        assert_eq!(super::take_adopted(repo).map(stdout), Some("c".repeat(40)), "clean");
+    }
+
+    /// What `git status` (as odu asks it) and the in-process check say of `repo`: git's
+    /// changed paths, and libgit2's answer. Run on a thread with a deadline, so that a check
+    /// that blocked (on a FIFO, say) fails the test instead of hanging it.
+    fn both_checks(repo: &std::path::Path) -> (Vec<String>, Option<String>) {
+        let dir = repo.to_path_buf();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(super::clean_in_process(&dir)).unwrap());
+        let ours = rx.recv_timeout(std::time::Duration::from_secs(20)).expect("the in-process check blocked");
+        let out = crate::tool::run("git", super::STATUS_ARGS, repo).unwrap();
+        assert!(out.success, "git status: {}", out.stderr);
+        let (head, changed) = super::parse_status(&out.stdout).unwrap();
+        if let Some(ours) = &ours {
+            assert_eq!(ours, &head, "libgit2's HEAD is git's");
+            assert!(changed.is_empty(), "libgit2 found clean what git finds changed: {changed:?}");
+        }
+        (changed, ours)
+    }
+
+    #[test]
+    fn the_in_process_status_check_finds_clean_only_what_git_finds_clean() {
+        let repo = tempfile::tempdir().unwrap();
+        let root = repo.path();
+        let git = |args: &[&str]| git_in(root, args);
+        let write = |path: &str, text: &str| {
+            let path = root.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        git(&["init", "-q"]);
+        write("justfile", "a:\n    true\n");
+        write("src/lib.txt", "one\n");
+        write(".gitignore", ".ci/\ntarget/\n");
+        assert_eq!(super::clean_in_process(root), None, "no commit yet (and no index): git's to say");
+        git(&["add", "-A"]);
+        assert_eq!(super::clean_in_process(root), None, "no commit yet: git's to say");
+        git(&["add", "-A"]);
+        git(&["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one"]);
+        let clean = |what: &str| {
+            let (changed, ours) = both_checks(root);
+            assert!(changed.is_empty(), "{what}: {changed:?}");
+            assert!(ours.is_some(), "{what}: a plain clean tree is checked in process");
+        };
+        clean("committed");
+        // Ignored files and odu's own folder leave the tree clean, to both.
+        write("target/debug/x", "built");
+        write(".ci/odu.serve.log", "log");
+        clean("ignored files and .ci");
+        // A file touched but unchanged is clean (its contents are compared).
+        let lib = root.join("src/lib.txt");
+        let file = std::fs::File::options().write(true).open(&lib).unwrap();
+        file.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5)).unwrap();
+        drop(file);
+        let index = || std::fs::read(root.join(".git/index")).unwrap();
+        let before = index();
+        clean("touched");
+        assert_eq!(index(), before, "the check only reads the user's index");
+        // Every change is dirty to libgit2, which leaves it to git to name.
+        let dirty = |what: &str| {
+            let (changed, ours) = both_checks(root);
+            assert!(!changed.is_empty(), "{what}: git finds it changed");
+            assert_eq!(ours, None, "{what}");
+        };
+        write("src/lib.txt", "two\n");
+        dirty("a modified file");
+        git(&["add", "src/lib.txt"]);
+        dirty("a staged change");
+        git(&["reset", "-q", "--hard"]);
+        write("src/new.txt", "new");
+        dirty("an untracked file");
+        std::fs::remove_file(root.join("src/new.txt")).unwrap();
+        std::fs::remove_file(&lib).unwrap();
+        dirty("a deleted file");
+        make_fifo(&lib);
+        dirty("a FIFO where a tracked file was");
+        std::fs::remove_file(&lib).unwrap();
+        git(&["checkout", "-q", "--", "src/lib.txt"]);
+        std::fs::set_permissions(&lib, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        dirty("a mode change");
+        std::fs::set_permissions(&lib, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+        clean("mode back");
+        // Clean trees that git could see otherwise are git's to check.
+        let git_checks = |what: &str| {
+            let (changed, ours) = both_checks(root);
+            assert!(changed.is_empty(), "{what}: {changed:?}");
+            assert_eq!(ours, None, "{what}: git checks it");
+        };
+        git(&["config", "core.autocrlf", "input"]);
+        git_checks("line endings set");
+        git(&["config", "--unset", "core.autocrlf"]);
+        git(&["update-index", "--assume-unchanged", "src/lib.txt"]);
+        git_checks("an assume-unchanged file");
+        git(&["update-index", "--no-assume-unchanged", "src/lib.txt"]);
+        git(&["update-index", "--skip-worktree", "src/lib.txt"]);
+        git_checks("a skip-worktree file");
+        git(&["update-index", "--no-skip-worktree", "src/lib.txt"]);
+        clean("skip-worktree undone");
+        write("src/.gitattributes", "*.txt text\n");
+        git(&["add", "-A"]);
+        git(&["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "attributes"]);
+        git_checks("an attributes file in the tree");
+        git(&["rm", "-q", "src/.gitattributes"]);
+        git(&["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "no attributes"]);
+        clean("attributes removed");
+        write(".git/info/attributes", "*.txt -text\n");
+        git_checks("the repository's own attributes");
+        std::fs::remove_file(root.join(".git/info/attributes")).unwrap();
+        clean("info/attributes removed");
+        // A submodule: a gitlink in the index.
+        let head = git(&["rev-parse", "HEAD"]);
+        git(&["update-index", "--add", "--cacheinfo", &format!("160000,{},sub", head.trim())]);
+        git(&["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "gitlink"]);
+        std::fs::create_dir(root.join("sub")).unwrap();
+        let (_, ours) = both_checks(root);
+        assert_eq!(ours, None, "a submodule is git's to check");
+        git(&["rm", "-q", "--cached", "sub"]);
+        git(&["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "no gitlink"]);
+        clean("gitlink removed");
+        // Replace refs, which git follows and libgit2 does not.
+        git(&["replace", "HEAD~1", "HEAD"]);
+        git_checks("replace refs");
+        git(&["replace", "-d", "HEAD~1"]);
+        clean("replace removed");
+    }
+
+    #[test]
+    fn the_in_process_status_check_leaves_a_checkout_of_another_user_to_git() {
+        let repo = tempfile::tempdir().unwrap();
+        let root = repo.path();
+        git_in(root, &["init", "-q"]);
+        std::fs::write(root.join("justfile"), "a:\n    true\n").unwrap();
+        git_in(root, &["add", "-A"]);
+        git_in(root, &["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one"]);
+        assert!(super::clean_in_process(root).is_some());
+        // SAFETY: geteuid has no preconditions.
+        let other = unsafe { libc::geteuid() } + 1;
+        std::os::unix::fs::lchown(root.join(".git"), Some(other), None)
+            .expect("changing a folder's owner needs root, which these tests run as");
+        assert_eq!(super::clean_in_process(root), None, "git decides whether to trust it");
+    }
+
+    #[test]
+    fn only_harmless_git_variables_leave_the_status_check_in_process() {
+        let names =
+            |names: &[&str]| names.iter().map(std::ffi::OsString::from).collect::<Vec<_>>().into_iter();
+        assert!(super::neutral_to_status(names(&["HOME", "PATH", "GIT_SSL_CAINFO", "GIT_AUTHOR_NAME"])));
+        for pointed in [
+            "GIT_DIR",
+            "GIT_WORK_TREE",
+            "GIT_INDEX_FILE",
+            "GIT_CONFIG_COUNT",
+            "GIT_CONFIG_GLOBAL",
+            "GIT_ATTR_SOURCE",
+        ] {
+            assert!(!super::neutral_to_status(names(&["HOME", pointed])), "{pointed}");
+        }
     }
 
     #[test]

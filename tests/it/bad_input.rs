@@ -58,6 +58,8 @@ fn a_git_too_old_for_the_status_check_is_named() {
         real.display()
     );
     let path = path_with(&["just", "sh", "bash"], &[("git", &old)]);
+    // A clean plain checkout's state is read without git: an untracked file makes it git's.
+    repo.write("untracked.txt", "x");
     let out = repo.odu(&["run"]).env("PATH", &path).output().unwrap();
     refused(out, "odu needs git >= 2.17");
 }

@@ -513,8 +513,10 @@ fn a_server_started_by_a_run_asks_no_tool_what_its_client_just_asked() {
     // (what git tracks under .ci it read from the index itself, and the origin from the config
     // files unless the machine's config sends it to git); the server it starts is handed those
     // answers and asks nothing again for its first run (the tree's state is taken only while a
-    // moment old), then checks the snapshot out.
+    // moment old), then checks the snapshot out. (The checkout's untracked cache is set, one of
+    // the settings under which only git checks the tree's state.)
     let repo = Repo::new("[metadata(\"ci\")]\nci: a\na:\n    true\n");
+    repo.git(&["config", "core.untrackedCache", "false"]);
     let out = repo.odu(&["run", "--no-post"]).env("ODU_LOG", "odu::tool=debug").output().unwrap();
     let client = stderr(&out);
     assert!(out.status.success(), "{client}");
@@ -539,6 +541,33 @@ fn a_server_started_by_a_run_asks_no_tool_what_its_client_just_asked() {
     let served = std::fs::read_to_string(repo.path().join(".ci/odu.serve.log")).unwrap();
     assert_eq!(starts(&served, "--dump"), 1, "the new justfile was dumped: {served}");
     assert_eq!(starts(&served, "status"), 1, "the second run's tree was checked anew: {served}");
+    stop_server(&repo);
+}
+
+#[test]
+fn a_plain_clean_checkout_is_checked_without_git_status_and_a_dirty_one_by_git() {
+    // The client's check and its server's later runs read a plain clean tree's state in
+    // process; a tree found dirty is left to git, which names what changed.
+    let repo = Repo::new("[metadata(\"ci\")]\nci: a\na:\n    true\n");
+    let out = repo.odu(&["run", "--no-post"]).env("ODU_LOG", "odu::tool=debug").output().unwrap();
+    let client = stderr(&out);
+    assert!(out.status.success(), "{client}");
+    let statuses =
+        |text: &str| text.lines().filter(|l| l.contains("starting a tool") && l.contains("status")).count();
+    assert_eq!(statuses(&client), 0, "the client started git status: {client}");
+    let out = repo.run(&["run", "--no-post"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let served = || std::fs::read_to_string(repo.path().join(".ci/odu.serve.log")).unwrap();
+    assert_eq!(statuses(&served()), 0, "the server started git status: {}", served());
+    repo.write("untracked.txt", "x");
+    let out = repo.run(&["run", "--no-post"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("working tree is dirty (1 path changed: untracked.txt)"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(statuses(&served()), 1, "git named the dirty path: {}", served());
     stop_server(&repo);
 }
 
