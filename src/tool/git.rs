@@ -1032,6 +1032,22 @@ mod tests {
         write("src/new.txt", "new");
         dirty("an untracked file");
         std::fs::remove_file(root.join("src/new.txt")).unwrap();
+        // What the ignore rules let through is untracked to both: a file a later pattern takes
+        // back, and one no pattern of the repository's own exclude file covers.
+        write("gen/a.txt", "a");
+        write("gen/keep.txt", "k");
+        write(".git/info/exclude", "gen/*\n!gen/keep.txt\n");
+        dirty("a file taken back from an ignored folder's contents");
+        write(".git/info/exclude", "gen/\n");
+        clean("a folder the repository's exclude file ignores");
+        write(".git/info/exclude", "gen/\n!gen/keep.txt\n");
+        clean("a file under an ignored folder, which no pattern can take back");
+        write(".git/info/exclude", "");
+        dirty("an untracked folder");
+        std::fs::remove_dir_all(root.join("gen")).unwrap();
+        std::fs::create_dir(root.join("empty")).unwrap();
+        clean("an empty folder, which git does not list");
+        std::fs::remove_dir(root.join("empty")).unwrap();
         std::fs::remove_file(&lib).unwrap();
         dirty("a deleted file");
         make_fifo(&lib);
