@@ -297,8 +297,7 @@ fn clean_in_process(repo: &Path) -> Option<String> {
         return None;
     }
     let git_dir = plain_git_dir(repo)?;
-    // SAFETY: geteuid has no preconditions.
-    let uid = unsafe { libc::geteuid() };
+    let uid = crate::private::euid();
     let owned = |path: &Path| std::fs::symlink_metadata(path).is_ok_and(|meta| meta.uid() == uid);
     if !owned(repo) || !owned(&git_dir) {
         return None;
@@ -316,13 +315,10 @@ fn clean_in_process(repo: &Path) -> Option<String> {
             || file.ends_with(".gitconfig")
             || file.ends_with("git/config")
     };
-    for file in &files {
-        match std::fs::symlink_metadata(file) {
-            Ok(meta) if meta.is_file() && libgit2_reads(file) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            _ => return None,
+    for (file, parsed) in parse_config_files(&files)? {
+        if !libgit2_reads(file) {
+            return None;
         }
-        let parsed = git2::Config::open(file).ok()?;
         let mut entries = parsed.entries(None).ok()?;
         while let Some(entry) = entries.next() {
             let name = entry.ok()?.name().ok()?.to_ascii_lowercase();
@@ -523,6 +519,21 @@ pub fn tracked_under(repo: &Path, dir: &str) -> Option<String> {
     Some(listed)
 }
 
+/// Each of `files` (git's config files, [`config_files`]) that exists, parsed by libgit2 on its
+/// own; `None` when one is anything but a regular file (never opened: a FIFO would block) or
+/// cannot be read as config.
+fn parse_config_files(files: &[PathBuf]) -> Option<Vec<(&PathBuf, git2::Config)>> {
+    let mut parsed = Vec::new();
+    for file in files {
+        match std::fs::symlink_metadata(file) {
+            Ok(meta) if meta.is_file() => parsed.push((file, git2::Config::open(file).ok()?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            _ => return None,
+        }
+    }
+    Some(parsed)
+}
+
 /// What `git remote get-url origin` would answer in the plain checkout `repo`, read by libgit2
 /// from `config`, the files git reads ([`config_files`]): `Some(Some(url))` for a remote with one
 /// URL, `Some(None)` when no file names a remote `origin` at all. `None`, for git to answer,
@@ -543,13 +554,7 @@ fn origin_in_process(repo: &Path, config: &[PathBuf]) -> Option<Option<String>> 
     }
     let mut urls = Vec::new();
     let mut named = false;
-    for file in config {
-        match std::fs::symlink_metadata(file) {
-            Ok(meta) if meta.is_file() => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            _ => return None,
-        }
-        let parsed = git2::Config::open(file).ok()?;
+    for (_, parsed) in parse_config_files(config)? {
         let mut entries = parsed.entries(None).ok()?;
         while let Some(entry) = entries.next() {
             let entry = entry.ok()?;
@@ -1132,8 +1137,7 @@ mod tests {
         git_in(root, &["add", "-A"]);
         git_in(root, &["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one"]);
         assert!(super::clean_in_process(root).is_some());
-        // SAFETY: geteuid has no preconditions.
-        let other = unsafe { libc::geteuid() } + 1;
+        let other = crate::private::euid() + 1;
         std::os::unix::fs::lchown(root.join(".git"), Some(other), None)
             .expect("changing a folder's owner needs root, which these tests run as");
         assert_eq!(super::clean_in_process(root), None, "git decides whether to trust it");
