@@ -16,7 +16,7 @@ pub mod scratch;
 pub mod spawner;
 pub mod variables;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 
 use odu_core::lane::{Exit, LaneEffect, LaneEvent, LaneState};
@@ -110,10 +110,13 @@ struct Actor {
     cell_nodes: Views,
     cell_order: Arc<Vec<String>>,
     cell_name: Arc<str>,
-    spools: BTreeMap<String, Spool>,
+    /// Looked up by id at every start and end of a node, as `running` is: hashed, since
+    /// a tree of thousands of ids costs a dozen comparisons of strings scattered over the
+    /// heap, each a likely cache miss after the node's own process ran.
+    spools: HashMap<String, Spool>,
     scratch: scratch::Scratch,
     /// Nodes spawned and not yet heard to exit (a node waiting in `starting` is not here).
-    running: BTreeMap<String, Running>,
+    running: HashMap<String, Running>,
     /// Nodes the lane started whose process is still to be spawned, in the lane's order: when
     /// one event starts many nodes, one is spawned per turn of the actor's loop (see
     /// [`Actor::run`]).
@@ -175,9 +178,9 @@ where
         cell_nodes: Views::default(),
         cell_order: Arc::default(),
         cell_name: Arc::from(""),
-        spools: BTreeMap::new(),
+        spools: HashMap::new(),
         scratch,
-        running: BTreeMap::new(),
+        running: HashMap::new(),
         starting: VecDeque::new(),
         streams: BTreeMap::new(),
         host,

@@ -5,7 +5,7 @@
 //! Invariants: a node only starts when every need is `ok`; a dependent of a blocked need is
 //! `skipped`; effects from a stale attempt (an exit of a generation that was rerun) are ignored.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashMap};
 
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::{Dfs, Walker};
@@ -137,7 +137,10 @@ pub struct LaneState {
     nodes: Vec<NodeState>,
     /// One node per position, an edge from each need to the node that needs it.
     graph: DiGraph<(), ()>,
-    index: BTreeMap<String, usize>,
+    /// Looked up at every event of a node: hashed, since a tree of thousands of ids costs
+    /// a dozen comparisons of strings scattered over the heap, each a likely cache miss
+    /// after the node's own process ran.
+    index: HashMap<String, usize>,
     jobs: Option<usize>,
     started: bool,
     /// How many nodes are running, kept by [`LaneState::set_status`].
@@ -160,7 +163,7 @@ impl LaneState {
     /// topological order (dependencies first) and reference only ids among them.
     pub fn new(tasks: &[TaskSpec], setup_command: &str, jobs: Option<usize>) -> Result<Self, String> {
         let mut order = vec![SETUP.to_string()];
-        let mut index = BTreeMap::from([(SETUP.to_string(), 0)]);
+        let mut index = HashMap::from([(SETUP.to_string(), 0)]);
         let mut nodes = vec![NodeState {
             view: NodeView::pending(SETUP, setup_command.to_string(), vec![]),
             argv: vec![],
