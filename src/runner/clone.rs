@@ -396,8 +396,9 @@ impl Leader {
             }
             drop(ready);
             if let Some(status) = reaped {
+                // The pidfd stays open, out of the way, until the leader is dropped: closing
+                // it is no part of learning how the process ended.
                 self.status = Some(status);
-                self.pidfd = None;
             }
         }
     }

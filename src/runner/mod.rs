@@ -61,6 +61,9 @@ enum ActorMsg {
         /// The node's process group (and when its leader started), found gone at its end: no
         /// longer one to end.
         gone_group: Option<(i32, scratch::Started)>,
+        /// Its process's pidfd and its pipe, dropped once the node's end was acted on (the
+        /// next node of a chain started).
+        spent: Option<spawner::Spent>,
     },
     /// The lane's variables, evaluated once by `_ci-setup`: every node gets them.
     Variables(Vec<String>),
@@ -313,7 +316,7 @@ impl Actor {
                         let _ = self.out.send(Message::ok(id, Value::Null).to_frame()).await;
                     }
                 }
-                ActorMsg::Exited { id, generation, exit, gone_group } => {
+                ActorMsg::Exited { id, generation, exit, gone_group, spent } => {
                     tracing::debug!(node = %id, generation, exit = ?exit, "exited");
                     if let Some((pgid, started)) = gone_group {
                         self.scratch.forget_group(pgid, started);
@@ -322,6 +325,7 @@ impl Actor {
                         self.running.remove(&id);
                     }
                     self.apply(LaneEvent::NodeExited { id, generation, exit, at: now_ms() });
+                    drop(spent);
                 }
                 ActorMsg::Variables(overrides) => self.overrides = overrides,
                 ActorMsg::SetupGroup { generation, pgid, started } => {
@@ -607,7 +611,7 @@ impl Actor {
                     let _ = me.send(ActorMsg::Variables(overrides));
                 }
                 spool.end(generation);
-                let _ = me.send(ActorMsg::Exited { id, generation, exit, gone_group: None });
+                let _ = me.send(ActorMsg::Exited { id, generation, exit, gone_group: None, spent: None });
             });
             return;
         }
@@ -629,13 +633,14 @@ impl Actor {
                     // The actor is woken before the log's reader, though both see the log
                     // ended: the log's `end` frame is then queued just before the node's new
                     // status, and the two leave in one write.
-                    let _ = me.send(ActorMsg::Exited { id, generation, exit, gone_group });
+                    let spent = Some(end.spent);
+                    let _ = me.send(ActorMsg::Exited { id, generation, exit, gone_group, spent });
                     spool.end(generation);
                 });
             }
             Err(exit) => {
                 spool.end(generation);
-                let _ = me.send(ActorMsg::Exited { id, generation, exit, gone_group: None });
+                let _ = me.send(ActorMsg::Exited { id, generation, exit, gone_group: None, spent: None });
             }
         }
     }

@@ -321,12 +321,21 @@ fn dev_null_fd() -> std::io::Result<std::os::fd::BorrowedFd<'static>> {
 }
 
 /// How a node's process ended, and whether its group went with it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NodeEnd {
     pub exit: Exit,
     /// The group was found empty after the node's end, so it is gone for good: nothing can
     /// join a group that does not exist, and its number may later name another's.
     pub group_gone: bool,
+    /// What the ended node still holds, to be dropped once its end was acted on.
+    pub spent: Spent,
+}
+
+/// A finished node's reaped process (its pidfd) and its pipe, read to its end. Dropping them
+/// takes each out of the reactor and closes it, four system calls that a chain's next node
+/// need not wait for: whoever hears of the node's end drops this after starting the next.
+pub struct Spent {
+    _process: NodeProcess,
+    _pipe: NodePipe,
 }
 
 /// Runs a started node to its end: streams its output into `spool`, reaps its group, and
@@ -419,7 +428,7 @@ pub async fn finish_node(started: StartedNode, spool: &Spool) -> NodeEnd {
         },
         Err(_) => Exit::SpawnFailed,
     };
-    NodeEnd { exit, group_gone: !strays }
+    NodeEnd { exit, group_gone: !strays, spent: Spent { _process: child, _pipe: reader } }
 }
 
 /// `name` as an absolute path found on PATH (or `name` itself when it has a slash or is not
