@@ -375,6 +375,7 @@ fn clone_child(
 /// pid stays its own until then, so a signal sent to it (or its group) reaches no other.
 pub struct Leader {
     pub pid: i32,
+    /// Kept after the process is reaped, and closed with the leader (see [`Leader::wait`]).
     pidfd: Option<AsyncFd<OwnedFd>>,
     status: Option<ExitStatus>,
 }
@@ -409,7 +410,6 @@ impl Leader {
             && let Some(status) = reap(self.pid)?
         {
             self.status = Some(status);
-            self.pidfd = None;
         }
         Ok(self.status)
     }

@@ -113,9 +113,8 @@ struct Actor {
     cell_nodes: Views,
     cell_order: Arc<Vec<String>>,
     cell_name: Arc<str>,
-    /// Looked up by id at every start and end of a node, as `running` is: hashed, since
-    /// a tree of thousands of ids costs a dozen comparisons of strings scattered over the
-    /// heap, each a likely cache miss after the node's own process ran.
+    /// Looked up by id at every start and end of a node, as `running` is: hashed, like the
+    /// lane's index (see `LaneState`).
     spools: HashMap<String, Spool>,
     scratch: scratch::Scratch,
     /// Nodes spawned and not yet heard to exit (a node waiting in `starting` is not here).
