@@ -67,11 +67,14 @@ pub fn stored_mirror(record: &RunRecord) -> Run {
 /// ledger does not trust are left out, each with a note.
 pub fn stored(repo: &Path, run: &Option<String>) -> CliResult<RunRecord> {
     let ci = repo.join(".ci");
-    let ledger = ledger::read_recovering(&ci, now_ms()).map_err(|e| CliError::refused(e.to_string()))?;
-    for note in &ledger.rejected {
+    // The records' heads first (closing the runs of a server that is gone, as a reader with
+    // nothing serving does), then only the record asked for is read whole.
+    let (_, rejected) =
+        ledger::summaries(&ci, Some(now_ms())).map_err(|e| CliError::refused(e.to_string()))?;
+    for note in &rejected {
         crate::error::say(format!("odu: {note}"));
     }
-    ledger.find(run.as_deref()).cloned().map_err(CliError::refused)
+    ledger::find(&ci, run.as_deref()).map_err(CliError::refused)
 }
 
 /// The request that cancels `target` of a run whose params are `params`: `None` the whole run,

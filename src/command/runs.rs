@@ -32,12 +32,12 @@ pub fn runs(args: RunsArgs) -> CliResult<i32> {
         Some(runs) => runs,
         None => {
             let ci = repo.join(".ci");
-            let ledger =
-                ledger::read_recovering(&ci, now_ms()).map_err(|e| CliError::refused(e.to_string()))?;
-            for note in &ledger.rejected {
+            let (runs, rejected) =
+                ledger::summaries(&ci, Some(now_ms())).map_err(|e| CliError::refused(e.to_string()))?;
+            for note in &rejected {
                 crate::error::say(format!("odu: {note}"));
             }
-            ledger.records.iter().map(ledger::RunRecord::summary).collect()
+            runs
         }
     };
     if args.output == OutputFormat::Json {

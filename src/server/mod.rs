@@ -262,7 +262,8 @@ impl Server {
     /// The server of the checkout at `repo` (its `.ci` is `ci`), knowing the ledger's runs. It
     /// serves whatever connections it is handed: [`serve`] binds the socket and accepts them.
     pub fn new(repo: PathBuf, ci: PathBuf, socket: PathBuf, verbose: bool) -> Arc<Server> {
-        let history: Vec<_> = ledger::list(&ci).iter().map(RunRecord::summary).collect();
+        // Read without the nodes: a long history of a large graph is megabytes of them.
+        let history = ledger::summaries(&ci, None).map(|(runs, _)| runs).unwrap_or_default();
         Arc::new(Server {
             repo,
             ci,

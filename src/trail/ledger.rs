@@ -175,7 +175,7 @@ impl RunRecord {
             return Err(format!("its lane {:?} is not a platform", lane.platform));
         }
         for node in &self.nodes {
-            trail_name(&node.id).map_err(|e| e.to_string())?;
+            trail_id(&node.id).map_err(|e| e.to_string())?;
         }
         Ok(())
     }
@@ -252,11 +252,14 @@ pub enum TrailError {
 /// The lane folder and file name of node `id`'s trail, from the id alone: its platform (a
 /// system tuple) and `<task stem>.log`, one plain name each.
 fn trail_name(id: &str) -> Result<(String, String), TrailError> {
-    let node = odu_core::NodeId::parse(id).ok_or_else(|| TrailError::BadId(id.into()))?;
-    if !odu_core::platform::is_system_tuple(&node.platform) {
-        return Err(TrailError::BadId(id.into()));
-    }
-    Ok((node.platform, format!("{}.log", odu_core::node_id::log_file_stem(&node.task))))
+    let (task, platform) = trail_id(id)?;
+    Ok((platform.to_string(), format!("{}.log", odu_core::node_id::log_file_stem(task))))
+}
+
+/// Node `id` as its trail is named from it: its task and its platform (a system tuple), or why
+/// it names no trail. Checking an id makes no name.
+fn trail_id(id: &str) -> Result<(&str, &str), TrailError> {
+    odu_core::platform::split_platform(id).ok_or_else(|| TrailError::BadId(id.into()))
 }
 
 /// How a trail file is opened.
@@ -679,8 +682,45 @@ pub fn overwrite(ci: &Path, record: &RunRecord) -> std::io::Result<()> {
 /// nodes `errored` (their logs end with a `[odu] log truncated` line), its pending ones
 /// `skipped`. Returns the runs it closed.
 pub fn recover(ci: &Path, now: u64) -> Vec<String> {
-    let Ok(mut ledger) = scan(ci) else { return vec![] };
-    ledger.records.iter_mut().filter_map(|record| close_orphan(ci, record, now)).collect()
+    let Ok((heads, _)) = heads(ci) else { return vec![] };
+    running_records(ci, &heads).iter_mut().filter_map(|record| close_orphan(ci, record, now)).collect()
+}
+
+/// The whole records of the `running` runs among `heads` (the only ones a recovery rewrites),
+/// each read as [`load`] reads it; one that cannot be is left alone, as [`scan`] leaves it out.
+fn running_records(ci: &Path, heads: &[RecordHead]) -> Vec<RunRecord> {
+    heads
+        .iter()
+        .filter(|head| head.outcome == RunOutcome::Running)
+        .filter_map(|head| {
+            let path = runs_dir(ci, &head.label).join(format!("{}.json", head.seq));
+            load(&path, &head.label, head.seq).ok()
+        })
+        .collect()
+}
+
+/// Every run of the checkout as `odu runs` lists it, newest first, read from the records'
+/// [`heads`], and a note for each record that was not trusted. With `recover_at` (a reader
+/// with no server answering, and the time now), the `running` records of a server that is
+/// gone are closed on disk as [`read_recovering`] closes them; without it they read as
+/// [`read`] reads them.
+pub fn summaries(
+    ci: &Path,
+    recover_at: Option<u64>,
+) -> Result<(Vec<odu_proto::RunSummary>, Vec<String>), Unreadable> {
+    let (heads, rejected) = heads(ci)?;
+    let mut runs: Vec<odu_proto::RunSummary> = heads.iter().map(RecordHead::summary).collect();
+    if heads.iter().any(|h| h.outcome == RunOutcome::Running) && !served(ci) {
+        for mut record in running_records(ci, &heads) {
+            if recover_at.is_none_or(|now| close_orphan(ci, &mut record, now).is_none()) {
+                record.close_orphaned(ORPHANED.into());
+            }
+            if let Some(run) = runs.iter_mut().find(|r| r.label == record.label && r.seq == record.seq) {
+                *run = record.summary();
+            }
+        }
+    }
+    Ok((runs, rejected))
 }
 
 /// The ledger as a client with no server answering reads it: the `running` records are closed
@@ -780,34 +820,108 @@ const RECORD_LIMIT: u64 = 16 << 20;
 /// label odu makes is read, through real directories and without following a symlink; a record
 /// whose ids are not its file's is left out with a note.
 pub(crate) fn scan(ci: &Path) -> Result<Ledger, Unreadable> {
-    let (mut records, rejected) = walk(ci, |_, _| true, load)?;
-    records.sort_by(|a, b| {
-        let key = |r: &RunRecord| r.finished_at.unwrap_or(r.started_at);
-        key(b).cmp(&key(a)).then(b.seq.cmp(&a.seq))
-    });
+    let (mut records, rejected) = walk(ci, |_, _, _| true, load)?;
+    newest_first(&mut records, |r| (r.finished_at.unwrap_or(r.started_at), r.seq));
     Ok(Ledger { records, rejected })
 }
 
-/// What retention needs of a record: which run it is, whether it may be pruned, and when it
-/// ran (read without the nodes, which make up most of a record).
+/// A record without its nodes, which make up most of it: which run it is, how it ended, when
+/// it ran, on which lanes, and whether its logs were pruned. What a listing of runs, retention
+/// and a server's start need; read with the nodes' ids checked, nothing of them built.
 #[derive(Clone, Debug, Deserialize)]
 pub(crate) struct RecordHead {
     pub version: u32,
+    pub sha: String,
     pub label: String,
     pub seq: u64,
+    pub dirty: bool,
+    pub pipeline: String,
     pub outcome: RunOutcome,
     pub started_at: u64,
     #[serde(default)]
     pub finished_at: Option<u64>,
+    pub lanes: Vec<LaneRecord>,
+    /// Only checked: a record with a node whose id names no trail is no run's, listed or not.
+    #[serde(rename = "nodes")]
+    _nodes: CheckedIds,
     #[serde(default)]
     pub logs_pruned: Option<LogsPruned>,
+}
+
+/// A record's nodes as its head reads them: each one's id checked as [`load`] checks it, and
+/// nothing kept (an id is borrowed from the record's bytes where it can be).
+#[derive(Clone, Copy, Debug)]
+struct CheckedIds;
+
+impl<'de> Deserialize<'de> for CheckedIds {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<CheckedIds, D::Error> {
+        #[derive(Deserialize)]
+        struct Node<'a> {
+            #[serde(borrow)]
+            id: std::borrow::Cow<'a, str>,
+        }
+        struct Nodes;
+        impl<'de> serde::de::Visitor<'de> for Nodes {
+            type Value = CheckedIds;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of nodes")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut nodes: A) -> Result<CheckedIds, A::Error> {
+                while let Some(node) = nodes.next_element::<Node<'de>>()? {
+                    trail_id(&node.id).map_err(serde::de::Error::custom)?;
+                }
+                Ok(CheckedIds)
+            }
+        }
+        deserializer.deserialize_seq(Nodes)
+    }
+}
+
+impl RecordHead {
+    /// `<sha7>#<seq>`, as [`RunRecord::reference`].
+    pub fn reference(&self) -> String {
+        format!("{}#{}", self.label, self.seq)
+    }
+
+    /// The run as `odu runs` and the `runs` cell list it, as [`RunRecord::summary`].
+    pub fn summary(&self) -> odu_proto::RunSummary {
+        odu_proto::RunSummary {
+            run: self.reference(),
+            sha: self.sha.clone(),
+            label: self.label.clone(),
+            seq: self.seq,
+            dirty: self.dirty,
+            pipeline: self.pipeline.clone(),
+            outcome: self.outcome,
+            lanes: self.lanes.iter().map(|l| l.platform.clone()).collect(),
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+        }
+    }
+
+    /// The checks [`load`] makes of a record's ids (its nodes' were made as they were read):
+    /// it names the run its path names, and its lanes are platforms.
+    fn check_ids(&self, label: &str, seq: u64) -> Result<(), String> {
+        if self.label != label || self.seq != seq {
+            return Err(format!("it names run {}#{}, not its path's", self.label, self.seq));
+        }
+        if let Some(lane) = self.lanes.iter().find(|l| !odu_core::platform::is_system_tuple(&l.platform)) {
+            return Err(format!("its lane {:?} is not a platform", lane.platform));
+        }
+        Ok(())
+    }
+}
+
+/// Newest first, as `odu runs` lists runs: by when each ended (else started), then by seq.
+fn newest_first<T>(records: &mut [T], key: impl Fn(&T) -> (u64, u64)) {
+    records.sort_by_key(|record| std::cmp::Reverse(key(record)));
 }
 
 /// Heads already read, by record path, with the stamp of the file they were read from: a
 /// server prunes after every run, and read each kept record again each time (the last twenty
 /// runs' whole records, megabytes of nodes for a large graph). A record rewritten is another
 /// file (a temporary copy renamed over it), so its stamp differs and it is read again.
-/// Only the heads of the last walk are kept.
+/// A head is forgotten once a walk finds its record gone.
 static KNOWN_HEADS: std::sync::Mutex<
     std::collections::BTreeMap<PathBuf, (odu_proto::FileStamp, RecordHead)>,
 > = std::sync::Mutex::new(std::collections::BTreeMap::new());
@@ -822,10 +936,31 @@ fn regular_file_stamp(path: &Path) -> Option<odu_proto::FileStamp> {
 /// first as [`scan`] orders records. The records of runs whose logs are gone (most of a long
 /// history) are not read at all.
 pub(crate) fn heads_with_logs(ci: &Path) -> Result<Vec<RecordHead>, Unreadable> {
-    let has_logs = |beside: &std::collections::HashSet<u64>, seq: u64| beside.contains(&seq);
-    let seen = std::cell::RefCell::new(std::collections::BTreeSet::new());
-    let (mut heads, _) = walk(ci, has_logs, |path, label, seq| {
-        seen.borrow_mut().insert(path.to_path_buf());
+    let (heads, _) = walk_heads(ci, |beside, seq| beside.contains(&seq))?;
+    Ok(heads)
+}
+
+/// The head of every record under `.ci`, newest first as [`scan`] orders records, and a note
+/// for each record that was not trusted: what [`scan`] reads, without the nodes. A server's
+/// start and a listing of runs read these: reading every record whole made both cost the
+/// parse of every node of the checkout's history (a second and more for a few hundred runs
+/// of a large graph).
+pub(crate) fn heads(ci: &Path) -> Result<(Vec<RecordHead>, Vec<String>), Unreadable> {
+    walk_heads(ci, |_, _| true)
+}
+
+/// The heads of the records `wanted` asks for ([`walk`]), newest first; a head read before
+/// from the same file is not read again ([`KNOWN_HEADS`]).
+fn walk_heads(
+    ci: &Path,
+    wanted: impl Fn(&std::collections::HashSet<u64>, u64) -> bool,
+) -> Result<(Vec<RecordHead>, Vec<String>), Unreadable> {
+    let listed = std::cell::RefCell::new(std::collections::BTreeSet::new());
+    let wanted = |beside: &std::collections::HashSet<u64>, seq: u64, path: &Path| {
+        listed.borrow_mut().insert(path.to_path_buf());
+        wanted(beside, seq)
+    };
+    let (mut heads, rejected) = walk(ci, wanted, |path, label, seq| {
         let stamp = regular_file_stamp(path);
         let known = |stamp| {
             let known = KNOWN_HEADS.lock().ok()?;
@@ -837,32 +972,28 @@ pub(crate) fn heads_with_logs(ci: &Path) -> Result<Vec<RecordHead>, Unreadable> 
         }
         let head: RecordHead =
             serde_json::from_slice(&read_record(path)?).map_err(|e| format!("not a run record: {e}"))?;
-        if head.label != label || head.seq != seq {
-            return Err(format!("it names run {}#{}, not its path's", head.label, head.seq));
-        }
+        head.check_ids(label, seq)?;
         if let (Some(stamp), Ok(mut known)) = (stamp, KNOWN_HEADS.lock()) {
             known.insert(path.to_path_buf(), (stamp, head.clone()));
         }
         Ok(head)
     })?;
+    // A record gone from its folder is forgotten; one only left unread this time is kept.
     if let Ok(mut known) = KNOWN_HEADS.lock() {
-        let seen = seen.into_inner();
-        known.retain(|path, _| seen.contains(path));
+        let listed = listed.into_inner();
+        known.retain(|path, _| listed.contains(path));
     }
-    heads.sort_by(|a, b| {
-        let key = |r: &RecordHead| r.finished_at.unwrap_or(r.started_at);
-        key(b).cmp(&key(a)).then(b.seq.cmp(&a.seq))
-    });
-    Ok(heads)
+    newest_first(&mut heads, |h| (h.finished_at.unwrap_or(h.started_at), h.seq));
+    Ok((heads, rejected))
 }
 
 /// Loads every record file under `.ci` that `wanted` asks for, with `load`; what cannot be
-/// loaded is rejected with the reason. `wanted` is given the seq and the seqs that have
-/// something else (a log folder) beside their record in the same `runs` folder, read from
-/// that folder's one listing: a long history costs no call per record.
+/// loaded is rejected with the reason. `wanted` is given the seqs that have something else (a
+/// log folder) beside their record in the same `runs` folder, read from that folder's one
+/// listing (a long history costs no call per record), the record's seq and its path.
 fn walk<T>(
     ci: &Path,
-    wanted: impl Fn(&std::collections::HashSet<u64>, u64) -> bool,
+    wanted: impl Fn(&std::collections::HashSet<u64>, u64, &Path) -> bool,
     load: impl Fn(&Path, &str, u64) -> Result<T, String>,
 ) -> Result<(Vec<T>, Vec<String>), Unreadable> {
     let (mut loaded, mut rejected) = (Vec::new(), Vec::new());
@@ -907,7 +1038,7 @@ fn walk<T>(
             }
         }
         for (seq, path) in records {
-            if !wanted(&beside, seq) {
+            if !wanted(&beside, seq, &path) {
                 continue;
             }
             match load(&path, &label, seq) {
@@ -973,12 +1104,15 @@ const ORPHANED: &str = "its odu server is gone: the run never finished";
 
 /// The record `run` names (`<sha7>#<seq>`), or the latest; the error says what to do.
 ///
-/// A named run's record is read alone: every client that follows a run to its end asks for
+/// A named run's record is read alone, and so is the latest (found from the records' heads): every client that follows a run to its end asks for
 /// it, and reading the whole ledger to find it cost each of them the parse of every record
 /// kept (tens of kilobytes each for a graph of a few hundred nodes). Where that record cannot
 /// be read alone, the whole ledger is, and says why.
 pub fn find(ci: &Path, run: Option<&str>) -> Result<RunRecord, String> {
-    if let Some(record) = run.and_then(|run| find_alone(ci, run)) {
+    // The latest is the newest head's: that record alone is read whole.
+    let latest = || Some(heads(ci).ok()?.0.first()?.reference());
+    let reference = run.map(str::to_string).or_else(latest);
+    if let Some(record) = reference.and_then(|run| find_alone(ci, &run)) {
         return Ok(record);
     }
     read(ci).map_err(|e| e.to_string())?.find(run).cloned()
@@ -999,11 +1133,6 @@ fn find_alone(ci: &Path, reference: &str) -> Option<RunRecord> {
     let mut record = load(&runs.join(format!("{seq}.json")), label, seq).ok()?;
     close_orphans(ci, [&mut record]);
     Some(record)
-}
-
-/// Every trusted record under `.ci`, newest first ([`read`], with nothing to say when it cannot).
-pub fn list(ci: &Path) -> Vec<RunRecord> {
-    read(ci).map(|ledger| ledger.records).unwrap_or_default()
 }
 
 /// `just now`, `5m ago`, `3h ago`, `2d ago`.
@@ -1086,6 +1215,87 @@ mod tests {
             aliases: Default::default(),
             logs_pruned: None,
         }
+    }
+
+    /// Every trusted record under `.ci`, newest first, read whole ([`read`]).
+    fn list(ci: &Path) -> Vec<RunRecord> {
+        read(ci).map(|ledger| ledger.records).unwrap_or_default()
+    }
+
+    /// A record's text with its nodes replaced by `nodes`.
+    fn with_nodes(ci: &Path, label: &str, seq: u64, nodes: &str) {
+        let path = runs_dir(ci, label).join(format!("{seq}.json"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"nodes\": []"), "{text}");
+        std::fs::write(&path, text.replace("\"nodes\": []", &format!("\"nodes\": {nodes}"))).unwrap();
+    }
+
+    /// Runs are listed (by `odu runs` and a server's start) and the latest found from the
+    /// records' heads: the same runs in the same order as the whole records say. A record's
+    /// nodes are not built, only their ids checked: a record with a node whose id names no trail
+    /// is no run either way. Only the record asked for is read whole.
+    #[test]
+    fn runs_are_listed_from_the_heads_of_their_records_without_building_a_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let ci = dir.path();
+        let (mut a, mut b, mut c) = (record("0123456"), record("0123456"), record("89abcde"));
+        for r in [&mut a, &mut b, &mut c] {
+            reserve(ci, r).unwrap();
+        }
+        b.outcome = RunOutcome::Passed;
+        b.finished_at = Some(5);
+        write(ci, &b).unwrap();
+        c.outcome = RunOutcome::Failed;
+        c.finished_at = Some(7);
+        c.lanes = vec![LaneRecord { platform: "x86_64-linux".into(), host: "localhost".into() }];
+        write(ci, &c).unwrap();
+        // `a` is still running, of a server that is gone: it reads incomplete either way.
+        let whole: Vec<odu_proto::RunSummary> = list(ci).iter().map(RunRecord::summary).collect();
+        let order: Vec<&str> = whole.iter().map(|r| r.run.as_str()).collect();
+        assert_eq!(order, ["89abcde#1", "0123456#2", "0123456#1"]);
+        assert_eq!(whole[2].outcome, RunOutcome::Incomplete);
+        let (listed, rejected) = summaries(ci, None).unwrap();
+        assert_eq!(listed, whole);
+        assert!(rejected.is_empty(), "{rejected:?}");
+        assert_eq!(find(ci, None).unwrap().reference(), "89abcde#1");
+
+        // A node that is no node (no status, no log) but has a good id: not built, so listed.
+        with_nodes(ci, "0123456", 2, r#"[{"id": "x@x86_64-linux"}]"#);
+        assert_eq!(summaries(ci, None).unwrap().0, whole, "listed from its head alone");
+        assert!(list(ci).iter().all(|r| r.reference() != "0123456#2"), "read whole, it is no run");
+        // A node whose id names no trail: no run, listed or read whole.
+        with_nodes(ci, "89abcde", 1, r#"[{"id": "x@../../etc", "status": "ok", "log": "x"}]"#);
+        let (listed, rejected) = summaries(ci, None).unwrap();
+        assert_eq!(listed, whole[1..]);
+        assert!(rejected.iter().any(|note| note.contains("89abcde/runs/1.json")), "{rejected:?}");
+        assert!(list(ci).iter().all(|r| r.reference() != "89abcde#1"));
+        assert_eq!(
+            find(ci, None).unwrap().reference(),
+            "0123456#1",
+            "the newest run whose record reads whole (0123456#2's does not)"
+        );
+    }
+
+    /// A new server closes the records its dead predecessor left running, and reads whole only
+    /// those: a finished run's record is left as it is, its nodes never built (here they could
+    /// not be).
+    #[test]
+    fn recovery_rewrites_only_the_running_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let ci = dir.path();
+        let (mut a, mut b) = (record("0123456"), record("0123456"));
+        reserve(ci, &mut a).unwrap();
+        reserve(ci, &mut b).unwrap();
+        b.outcome = RunOutcome::Passed;
+        b.finished_at = Some(5);
+        write(ci, &b).unwrap();
+        with_nodes(ci, "0123456", 2, r#"[{"id": "x@x86_64-linux"}]"#);
+        let finished = std::fs::read(runs_dir(ci, "0123456").join("2.json")).unwrap();
+        assert_eq!(recover(ci, 9), ["0123456#1"]);
+        let closed = find(ci, Some("0123456#1")).unwrap();
+        assert_eq!((closed.outcome, closed.finished_at), (RunOutcome::Incomplete, Some(9)));
+        assert_eq!(std::fs::read(runs_dir(ci, "0123456").join("2.json")).unwrap(), finished);
+        assert!(recover(ci, 10).is_empty(), "closed once");
     }
 
     #[test]

@@ -335,19 +335,14 @@ pub async fn runs(checkout: &Checkout, input: RunsInput) -> CliResult<Value> {
     let runs = match served {
         Some(runs) => runs,
         None => {
-            let ledger = read_ledger(&checkout.repo)?;
-            ledger.records.iter().map(ledger::RunRecord::summary).collect()
+            let (runs, rejected) = ledger::summaries(&checkout.repo.join(".ci"), Some(now_ms()))
+                .map_err(|e| CliError::refused(e.to_string()))?;
+            for note in &rejected {
+                eprintln!("odu: {note}");
+            }
+            runs
         }
     };
     let runs: Vec<_> = runs.into_iter().take(limit).collect();
     Ok(json!({ "runs": runs }))
-}
-
-fn read_ledger(repo: &Path) -> CliResult<ledger::Ledger> {
-    let ledger =
-        ledger::read_recovering(&repo.join(".ci"), now_ms()).map_err(|e| CliError::refused(e.to_string()))?;
-    for note in &ledger.rejected {
-        eprintln!("odu: {note}");
-    }
-    Ok(ledger)
 }

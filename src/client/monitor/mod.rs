@@ -350,13 +350,14 @@ impl Driver {
     /// Shows a run from the ledger (the named one, else the latest), settled.
     fn show_stored(&mut self, run: Option<String>) {
         let ci = self.repo.join(".ci");
-        let Ok(ledger) = ledger::read_recovering(&ci, now_ms()) else { return };
-        self.dash.recent = ledger.records.iter().map(ledger::RunRecord::summary).collect();
-        let record = ledger.find(run.as_deref()).or_else(|_| ledger.find(None));
+        // The runs from their records' heads; only the one shown is read whole.
+        let Ok((recent, _)) = ledger::summaries(&ci, Some(now_ms())) else { return };
+        self.dash.recent = recent;
+        let record = ledger::find(&ci, run.as_deref()).or_else(|_| ledger::find(&ci, None));
         if let Ok(record) = record {
-            self.dash.posting = super::follow::posting_warning(&ledger::stored_header(record))
+            self.dash.posting = super::follow::posting_warning(&ledger::stored_header(&record))
                 .map(|l| l.trim_start_matches("odu: ").to_string());
-            self.dash.show(stored_mirror(record), false);
+            self.dash.show(stored_mirror(&record), false);
             self.log_node = None;
             self.follow_focus_log();
         }
