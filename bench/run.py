@@ -409,6 +409,7 @@ class OduRepo:
         # every run starts from no history of the commit, as a cold run does.
         self.retire_label = False
         self.big_logs = False      # log1g: remove the trail between runs instead of keeping it
+        self.keep_trail = False    # startup_history: every run starts a server, the trail stays
 
     def run(self, extra: list[str] = ()) -> tuple[float, subprocess.CompletedProcess]:
         # Start every run from an empty .ci/ so runs are alike (no growing run
@@ -425,7 +426,10 @@ class OduRepo:
             cpu_before = (proc_cpu_s(servers[0]) or 0.0) if servers else 0.0
         else:
             stop_servers(self.repo)
-            discard_trail(self.repo) if self.big_logs else retire_trail(self.repo)
+            if self.big_logs:
+                discard_trail(self.repo)
+            elif not self.keep_trail:
+                retire_trail(self.repo)
         elapsed, proc = timed([str(self.odu_bin), "run", "--no-post", *HOST_FLAG, *extra],
                               cwd=self.repo, env=self.env, what="odu run")
         # The server removes the run's worktree after its clients heard the end: its CPU is
@@ -1112,6 +1116,85 @@ def startup_scenario(ctx: "Ctx", warm: bool) -> Result:
                    Check("odu minus just (median)", (med - statistics.median(b)) * 1000, "ms"),
                    *repo.cpu_checks(1, None)],
                   notes, times_in_ms=True)
+
+
+# startup_history: a checkout's record of runs past, as a year of CI leaves it. Records stay
+# when retention removes their logs, so their number only grows.
+HISTORY_COMMITS = 100
+HISTORY_RUNS_PER_COMMIT = 3
+HISTORY_NODES = 500
+
+
+def write_history(ci: Path, commits: int, runs_per_commit: int, nodes: int) -> int:
+    """Writes the records of `commits` older commits' runs into `ci` (an odu-made `.ci/`), each
+    of `nodes` nodes, as odu writes them (pretty JSON, version 2, logs pruned by retention).
+    Returns the bytes written."""
+    rng = random.Random(0x0D0)
+    total = 0
+    at = 1_700_000_000_000
+    for c in range(commits):
+        sha = "%040x" % rng.getrandbits(160)
+        label = sha[:7]
+        runs = ci / label / "runs"
+        runs.mkdir(mode=0o700, parents=True)
+        (ci / label).chmod(0o700)
+        for seq in range(1, runs_per_commit + 1):
+            at += 600_000
+            node_list = [{"id": "_ci-setup@" + PLATFORM, "status": "ok", "exit_code": 0, "started_at": at,
+                          "duration_ms": 40, "log": f".ci/{label}/{PLATFORM}/_ci-setup.log"}]
+            node_list += [{"id": f"t{i:04d}@{PLATFORM}", "status": "ok", "exit_code": 0,
+                           "started_at": at + 40 + i, "duration_ms": 900 + i % 97,
+                           "log": f".ci/{label}/{PLATFORM}/t{i:04d}.log"} for i in range(nodes)]
+            record = {"version": 2, "repo": "owner/repo", "sha": sha, "label": label, "seq": seq,
+                      "dirty": False, "pipeline": "ci", "outcome": "passed" if seq % 3 else "failed",
+                      "pid": None, "started_at": at, "finished_at": at + 120_000,
+                      "lanes": [{"platform": PLATFORM, "host": "localhost"}], "nodes": node_list,
+                      "unposted": [], "selectors": [], "flags": {},
+                      "logs_pruned": {"at": at + 3_600_000, "keep": 20}}
+            text = json.dumps(record, indent=2).encode()
+            (runs / f"{seq}.json").write_bytes(text)
+            total += len(text)
+    return total
+
+
+def scenario_startup_history(ctx: "Ctx") -> Result:
+    """startup_cold in a checkout with a long record of runs past: a server's start lists every
+    run, and must not cost the reading of every node ever recorded."""
+    path = ctx.tmp / "startup_history"
+    sha = make_repo(path, ci_justfile(["a"], {}, ["a"]), ctx.env)
+    repo = OduRepo(ctx.odu, path, sha, ctx.env)
+    # The first run makes `.ci/` as odu makes it; the history goes in beside its own records.
+    repo.run()
+    stop_servers(path)
+    size = write_history(path / ".ci", HISTORY_COMMITS, HISTORY_RUNS_PER_COMMIT, HISTORY_NODES)
+    repo.keep_trail = True
+
+    def baseline() -> float:
+        return timed(["just", "--no-deps", "a"], cwd=path, env=ctx.env, what="baseline just a")[0]
+
+    def odu() -> float:
+        return repo.run()[0]
+
+    runs = ctx.runs * SHORT_ROW_RUNS_FACTOR
+    b, o = measure(baseline, odu, runs)
+    # With the last run's server still up and idle: what a look at the checkout costs.
+    status = [timed([str(ctx.odu), "status"], cwd=path, env=ctx.env, what="odu status")[0]
+              for _ in range(runs)]
+    listing = [timed([str(ctx.odu), "runs", "-o", "json"], cwd=path, env=ctx.env, what="odu runs")[0]
+               for _ in range(runs)]
+    stop_servers(path)
+    med = statistics.median(o)
+    records = HISTORY_COMMITS * HISTORY_RUNS_PER_COMMIT
+    return Result("startup_history",
+                  f"startup_cold with {records} runs of {HISTORY_NODES} nodes on record "
+                  f"({size / MIB:.0f} MiB of records)",
+                  runs, "just --no-deps a", "odu run", b, o, None,
+                  [Check("odu run wall (median)", med * 1000, "ms", 40.0),
+                   Check("odu minus just (median)", (med - statistics.median(b)) * 1000, "ms"),
+                   *repo.cpu_checks(1, None),
+                   Check("odu status, idle server (median)", statistics.median(status) * 1000, "ms"),
+                   Check("odu runs -o json, idle server (median)", statistics.median(listing) * 1000, "ms")],
+                  times_in_ms=True)
 
 
 def scenario_startup_warm(ctx: "Ctx") -> Result:
@@ -2237,6 +2320,7 @@ SCENARIOS: dict[str, Callable[["Ctx"], Result]] = {
     "noisy": scenario_noisy,
     "startup_warm": scenario_startup_warm,
     "startup_cold": scenario_startup_cold,
+    "startup_history": scenario_startup_history,
     "logs_latency": scenario_logs_latency,
     "status_latency": scenario_status_latency,
     "clients100": scenario_clients100,
