@@ -639,17 +639,22 @@ fn to_pretty(record: &RunRecord) -> Vec<u8> {
 /// Replaces the record atomically (a temporary copy renamed over it); on any failure the
 /// temporary copy is removed and the old record stays.
 pub fn write(ci: &Path, record: &RunRecord) -> std::io::Result<()> {
+    replace_file(&runs_dir(ci, &record.label), &format!("{}.json", record.seq), &to_pretty(record))
+}
+
+/// Makes `dir/name` hold `bytes`, atomically: a temporary copy (`.<name>.tmp-<pid>`, never
+/// followed if something is there) renamed over it, removed on any failure.
+fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let dir = runs_dir(ci, &record.label);
-    let tmp = dir.join(format!(".{}.json.tmp-{}", record.seq, std::process::id()));
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let written = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(&tmp)
-        .and_then(|mut file| file.write_all(&to_pretty(record)))
-        .and_then(|()| std::fs::rename(&tmp, dir.join(format!("{}.json", record.seq))));
+        .and_then(|mut file| file.write_all(bytes))
+        .and_then(|()| std::fs::rename(&tmp, dir.join(name)));
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -828,7 +833,7 @@ pub(crate) fn scan(ci: &Path) -> Result<Ledger, Unreadable> {
 /// A record without its nodes, which make up most of it: which run it is, how it ended, when
 /// it ran, on which lanes, and whether its logs were pruned. What a listing of runs, retention
 /// and a server's start need; read with the nodes' ids checked, nothing of them built.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct RecordHead {
     pub version: u32,
     pub sha: String,
@@ -841,9 +846,10 @@ pub(crate) struct RecordHead {
     #[serde(default)]
     pub finished_at: Option<u64>,
     pub lanes: Vec<LaneRecord>,
-    /// Only checked: a record with a node whose id names no trail is no run's, listed or not.
-    #[serde(rename = "nodes")]
-    _nodes: CheckedIds,
+    /// Only checked, as a record is read (a record with a node whose id names no trail is no
+    /// run's, listed or not); never kept ([`HEADS_FILE`] holds heads of checked records).
+    #[serde(rename = "nodes", default, skip_serializing)]
+    nodes_checked: Option<CheckedIds>,
     #[serde(default)]
     pub logs_pruned: Option<LogsPruned>,
 }
@@ -926,6 +932,62 @@ static KNOWN_HEADS: std::sync::Mutex<
     std::collections::BTreeMap<PathBuf, (odu_proto::FileStamp, RecordHead)>,
 > = std::sync::Mutex::new(std::collections::BTreeMap::new());
 
+/// Where the heads a process read ([`KNOWN_HEADS`]) are kept for the next one, `.ci/` beside
+/// the checkout's runs: a server's start read every record's head (tens of milliseconds for a
+/// few hundred runs of a large graph: the nodes' ids are checked, so every node is read), and
+/// now reads those whose file changed since. A head kept there is used only while its record's
+/// file has the stamp it had when read; the file is never followed, and one that will not read
+/// is as good as none.
+pub const HEADS_FILE: &str = "odu.heads.json";
+
+/// The `.ci` folders whose [`HEADS_FILE`] this process read.
+static HEADS_FILES_READ: std::sync::Mutex<std::collections::BTreeSet<PathBuf>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// [`HEADS_FILE`]'s contents.
+#[derive(Serialize, Deserialize)]
+struct KeptHeads {
+    heads: Vec<KeptHead>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct KeptHead {
+    stamp: odu_proto::FileStamp,
+    head: RecordHead,
+}
+
+/// Adds the heads kept in `ci`'s [`HEADS_FILE`] to [`KNOWN_HEADS`], once a process: each
+/// checked against the record it stands for as a head read from that record is.
+fn read_kept_heads(ci: &Path) {
+    if !HEADS_FILES_READ.lock().is_ok_and(|mut read| read.insert(ci.to_path_buf())) {
+        return;
+    }
+    let Ok(bytes) = read_record(&ci.join(HEADS_FILE)) else { return };
+    let Ok(kept) = serde_json::from_slice::<KeptHeads>(&bytes) else { return };
+    let Ok(mut known) = KNOWN_HEADS.lock() else { return };
+    for KeptHead { stamp, head } in kept.heads {
+        if !valid_label(&head.label) || head.check_ids(&head.label, head.seq).is_err() {
+            continue;
+        }
+        let path = runs_dir(ci, &head.label).join(format!("{}.json", head.seq));
+        known.entry(path).or_insert((stamp, head));
+    }
+}
+
+/// Writes the heads known of `ci`'s records to its [`HEADS_FILE`] (atomically); a failure
+/// (a full disk) only leaves the next process to read more.
+fn keep_heads(ci: &Path) {
+    let Ok(known) = KNOWN_HEADS.lock() else { return };
+    let heads: Vec<KeptHead> = known
+        .iter()
+        .filter(|(path, _)| path.starts_with(ci))
+        .map(|(_, (stamp, head))| KeptHead { stamp: *stamp, head: head.clone() })
+        .collect();
+    drop(known);
+    let bytes = serde_json::to_vec(&KeptHeads { heads }).expect("heads serialize");
+    let _ = replace_file(ci, HEADS_FILE, &bytes);
+}
+
 /// The stamp of a regular file at `path` itself (a symlink is no record's file).
 fn regular_file_stamp(path: &Path) -> Option<odu_proto::FileStamp> {
     let meta = std::fs::symlink_metadata(path).ok().filter(std::fs::Metadata::is_file)?;
@@ -955,7 +1017,9 @@ fn walk_heads(
     ci: &Path,
     wanted: impl Fn(&std::collections::HashSet<u64>, u64) -> bool,
 ) -> Result<(Vec<RecordHead>, Vec<String>), Unreadable> {
+    read_kept_heads(ci);
     let listed = std::cell::RefCell::new(std::collections::BTreeSet::new());
+    let read_anew = std::cell::Cell::new(false);
     let wanted = |beside: &std::collections::HashSet<u64>, seq: u64, path: &Path| {
         listed.borrow_mut().insert(path.to_path_buf());
         wanted(beside, seq)
@@ -972,16 +1036,24 @@ fn walk_heads(
         }
         let head: RecordHead =
             serde_json::from_slice(&read_record(path)?).map_err(|e| format!("not a run record: {e}"))?;
+        if head.nodes_checked.is_none() {
+            return Err("not a run record: it has no nodes".into());
+        }
         head.check_ids(label, seq)?;
         if let (Some(stamp), Ok(mut known)) = (stamp, KNOWN_HEADS.lock()) {
             known.insert(path.to_path_buf(), (stamp, head.clone()));
+            read_anew.set(true);
         }
         Ok(head)
     })?;
     // A record gone from its folder is forgotten; one only left unread this time is kept.
-    if let Ok(mut known) = KNOWN_HEADS.lock() {
-        let listed = listed.into_inner();
-        known.retain(|path, _| listed.contains(path));
+    let forgot = KNOWN_HEADS.lock().is_ok_and(|mut known| {
+        let (listed, before) = (listed.into_inner(), known.len());
+        known.retain(|path, _| !path.starts_with(ci) || listed.contains(path));
+        known.len() != before
+    });
+    if read_anew.get() || forgot {
+        keep_heads(ci);
     }
     newest_first(&mut heads, |h| (h.finished_at.unwrap_or(h.started_at), h.seq));
     Ok((heads, rejected))
@@ -1274,6 +1346,90 @@ mod tests {
             "0123456#1",
             "the newest run whose record reads whole (0123456#2's does not)"
         );
+    }
+
+    /// What a new process knows of `ci`'s heads: nothing it did not read from disk.
+    fn forget_heads(ci: &Path) {
+        KNOWN_HEADS.lock().unwrap().retain(|path, _| !path.starts_with(ci));
+        HEADS_FILES_READ.lock().unwrap().remove(ci);
+    }
+
+    /// `path` rewritten in place (the same file, the same size) with `from` replaced by `to`,
+    /// its modification time put back: to its stamp, it is the file it was.
+    fn rewrite_unseen(path: &Path, from: &str, to: &str) {
+        assert_eq!(from.len(), to.len());
+        let modified = std::fs::metadata(path).unwrap().modified().unwrap();
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(text.contains(from), "{text}");
+        std::fs::write(path, text.replace(from, to)).unwrap();
+        std::fs::File::options().write(true).open(path).unwrap().set_modified(modified).unwrap();
+    }
+
+    /// The heads a process read are kept in `.ci` for the next, which reads a record again only
+    /// when its file changed: a server's start then costs a look at each record's file, not a
+    /// read of every node of the checkout's history.
+    #[test]
+    fn heads_are_kept_for_the_next_process_while_their_records_stay_the_same_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let ci = dir.path();
+        let (mut a, mut b) = (record("0123456"), record("0123456"));
+        for r in [&mut a, &mut b] {
+            reserve(ci, r).unwrap();
+            r.outcome = RunOutcome::Passed;
+            r.finished_at = Some(r.seq + 4);
+            write(ci, r).unwrap();
+        }
+        let pipelines =
+            || -> Vec<String> { summaries(ci, None).unwrap().0.into_iter().map(|r| r.pipeline).collect() };
+        assert_eq!(pipelines(), ["ci::default", "ci::default"]);
+        assert!(ci.join(HEADS_FILE).is_file(), "the heads read are kept");
+
+        let b_path = runs_dir(ci, "0123456").join("2.json");
+        rewrite_unseen(&b_path, "\"ci::default\"", "\"ci::changed\"");
+        forget_heads(ci);
+        assert_eq!(pipelines(), ["ci::default", "ci::default"], "the kept head stands for the same file");
+        std::fs::File::options()
+            .write(true)
+            .open(&b_path)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now())
+            .unwrap();
+        forget_heads(ci);
+        assert_eq!(pipelines(), ["ci::changed", "ci::default"], "a record whose file changed is read again");
+        forget_heads(ci);
+        assert_eq!(pipelines(), ["ci::changed", "ci::default"], "and kept as read");
+    }
+
+    /// A heads file that will not read is as good as none, and one that is a symlink is never
+    /// followed: neither what it names is read, nor is it written through.
+    #[test]
+    fn a_heads_file_that_is_garbage_or_a_symlink_is_ignored_and_replaced() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let ci = dir.path();
+        let mut a = record("0123456");
+        reserve(ci, &mut a).unwrap();
+        a.outcome = RunOutcome::Passed;
+        a.finished_at = Some(5);
+        write(ci, &a).unwrap();
+        let whole = summaries(ci, None).unwrap().0;
+        let kept = std::fs::read(ci.join(HEADS_FILE)).unwrap();
+
+        std::fs::write(ci.join(HEADS_FILE), b"{not json").unwrap();
+        forget_heads(ci);
+        assert_eq!(summaries(ci, None).unwrap().0, whole);
+
+        // A symlink to heads that lie (a forged pipeline, with the record's true stamp).
+        let outside = tempfile::tempdir().unwrap();
+        let forged = String::from_utf8(kept).unwrap().replace("ci::default", "ci::forged!");
+        std::fs::write(outside.path().join("heads"), &forged).unwrap();
+        std::fs::remove_file(ci.join(HEADS_FILE)).unwrap();
+        symlink(outside.path().join("heads"), ci.join(HEADS_FILE)).unwrap();
+        forget_heads(ci);
+        assert_eq!(summaries(ci, None).unwrap().0, whole, "what a symlink names is not read");
+        assert_eq!(std::fs::read_to_string(outside.path().join("heads")).unwrap(), forged);
+        let meta = std::fs::symlink_metadata(ci.join(HEADS_FILE)).unwrap();
+        assert!(meta.is_file(), "the symlink was replaced by the heads read, not written through");
     }
 
     /// A new server closes the records its dead predecessor left running, and reads whole only
