@@ -60,7 +60,7 @@ pub fn ensure_ci_dir_listed(
 }
 
 /// Refuses a checkout in which git tracks what odu keeps in `.ci`: `.ci` itself as a file or a
-/// link, the `odu.*` files (socket, locks, serve log) or a run label's folder (`<sha7>`,
+/// link, the `odu.*` files (socket, locks, serve log, heads) or a run label's folder (`<sha7>`,
 /// `<sha7>+dirty`): their contents would come from whoever wrote the repository. Other tracked
 /// files under `.ci` (a CI system's own scripts, like this repository's `.ci/run`) are left
 /// alone: odu derives every path it reads there from ids it validates, so they can never be
@@ -135,6 +135,7 @@ mod tracked_tests {
             ".ci",
             ".ci/odu.sock",
             ".ci/odu.serve.log",
+            ".ci/odu.heads.json",
             ".ci/abc1234/runs/1.json",
             ".ci/abc1234+dirty/x86_64-linux/a.log",
         ] {
