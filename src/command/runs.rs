@@ -74,19 +74,14 @@ pub fn runs(args: RunsArgs) -> CliResult<i32> {
 
 /// `odu runs --junit [RUN]`: an ended run (default: the latest) as JUnit XML on stdout.
 fn junit(repo: &std::path::Path, run: Option<&str>) -> CliResult<i32> {
-    let ci = repo.join(".ci");
-    let ledger = ledger::read_recovering(&ci, now_ms()).map_err(|e| CliError::refused(e.to_string()))?;
-    for note in &ledger.rejected {
-        crate::error::say(format!("odu: {note}"));
-    }
-    let record = ledger.find(run).map_err(CliError::refused)?;
+    let record = crate::client::query::stored(repo, &run.map(str::to_string))?;
     if record.outcome == RunOutcome::Running {
         return Err(CliError::refused(format!(
             "run {} is still in progress: wait for it (odu wait --settle), then ask again",
             record.reference()
         )));
     }
-    crate::error::out(crate::trail::junit::render(record, &ci).as_bytes())?;
+    crate::error::out(crate::trail::junit::render(&record, &repo.join(".ci")).as_bytes())?;
     Ok(0)
 }
 

@@ -705,10 +705,12 @@ fn running_records(ci: &Path, heads: &[RecordHead]) -> Vec<RunRecord> {
 }
 
 /// Every run of the checkout as `odu runs` lists it, newest first, read from the records'
-/// [`heads`], and a note for each record that was not trusted. With `recover_at` (a reader
-/// with no server answering, and the time now), the `running` records of a server that is
-/// gone are closed on disk as [`read_recovering`] closes them; without it they read as
-/// [`read`] reads them.
+/// [`heads`], and a note for each record that was not trusted. A `running` record reads as
+/// [`read`] reads it (`incomplete` when no server holds the checkout's lock); with
+/// `recover_at` (a reader with no server answering, and the time now) such a record is also
+/// closed on disk, as [`recover`] closes it. Probing the lock only after listing means every
+/// record closed was written by a server that has since gone; one that cannot be rewritten
+/// (another user's checkout, a full disk) still reads as [`read`] reads it.
 pub fn summaries(
     ci: &Path,
     recover_at: Option<u64>,
@@ -726,26 +728,6 @@ pub fn summaries(
         }
     }
     Ok((runs, rejected))
-}
-
-/// The ledger as a client with no server answering reads it: the `running` records are closed
-/// on disk as [`recover`] closes them, but only when no server holds the checkout's lock (a
-/// live one, busy starting or with its socket gone, keeps its runs). Listing first, then probing
-/// the lock, means every record it closes was written by a server that has since gone. A record
-/// it cannot rewrite (another user's checkout, a full disk) still reads as [`read`] reads it.
-pub fn read_recovering(ci: &Path, now: u64) -> Result<Ledger, Unreadable> {
-    let mut ledger = scan(ci)?;
-    if ledger.records.iter().any(|r| r.outcome == RunOutcome::Running) && !served(ci) {
-        for record in ledger.records.iter_mut().filter(|r| r.outcome == RunOutcome::Running) {
-            let mut closed = record.clone();
-            if close_orphan(ci, &mut closed, now).is_some() {
-                *record = closed;
-            } else {
-                record.close_orphaned(ORPHANED.into());
-            }
-        }
-    }
-    Ok(ledger)
 }
 
 /// Closes and rewrites one record a dead server left `running`; its reference when written.
