@@ -692,7 +692,7 @@ pub fn recover(ci: &Path, now: u64) -> Vec<String> {
 }
 
 /// The whole records of the `running` runs among `heads` (the only ones a recovery rewrites),
-/// each read as [`load`] reads it; one that cannot be is left alone, as [`scan`] leaves it out.
+/// each read as [`load`] reads it; one that cannot be is left alone.
 fn running_records(ci: &Path, heads: &[RecordHead]) -> Vec<RunRecord> {
     heads
         .iter()
@@ -717,13 +717,18 @@ pub fn summaries(
 ) -> Result<(Vec<odu_proto::RunSummary>, Vec<String>), Unreadable> {
     let (heads, rejected) = heads(ci)?;
     let mut runs: Vec<odu_proto::RunSummary> = heads.iter().map(RecordHead::summary).collect();
-    if heads.iter().any(|h| h.outcome == RunOutcome::Running) && !served(ci) {
-        for mut record in running_records(ci, &heads) {
-            if recover_at.is_none_or(|now| close_orphan(ci, &mut record, now).is_none()) {
-                record.close_orphaned(ORPHANED.into());
-            }
-            if let Some(run) = runs.iter_mut().find(|r| r.label == record.label && r.seq == record.seq) {
-                *run = record.summary();
+    if runs.iter().any(|r| r.outcome == RunOutcome::Running) && !served(ci) {
+        for run in runs.iter_mut().filter(|r| r.outcome == RunOutcome::Running) {
+            let path = runs_dir(ci, &run.label).join(format!("{}.json", run.seq));
+            match load(&path, &run.label, run.seq) {
+                Ok(mut record) => {
+                    if recover_at.is_none_or(|now| close_orphan(ci, &mut record, now).is_none()) {
+                        record.close_orphaned(ORPHANED.into());
+                    }
+                    *run = record.summary();
+                }
+                // Its server is gone all the same: it is not running, closed or not.
+                Err(_) => run.outcome = RunOutcome::Incomplete,
             }
         }
     }
@@ -1328,6 +1333,10 @@ mod tests {
             "0123456#1",
             "the newest run whose record reads whole (0123456#2's does not)"
         );
+        // Running, of a gone server, and not readable whole: not running either.
+        with_nodes(ci, "0123456", 1, r#"[{"id": "x@x86_64-linux"}]"#);
+        let (listed, _) = summaries(ci, Some(9)).unwrap();
+        assert_eq!((listed[1].run.as_str(), listed[1].outcome), ("0123456#1", RunOutcome::Incomplete));
     }
 
     /// What a new process knows of `ci`'s heads: nothing it did not read from disk.
