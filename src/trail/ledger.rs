@@ -117,17 +117,24 @@ impl RunRecord {
     }
 
     pub fn summary(&self) -> odu_proto::RunSummary {
-        odu_proto::RunSummary {
-            run: self.reference(),
+        self.head().into_summary()
+    }
+
+    /// The record without its nodes, as [`heads`] reads it from the record's file.
+    fn head(&self) -> RecordHead {
+        RecordHead {
+            version: self.version,
             sha: self.sha.clone(),
             label: self.label.clone(),
             seq: self.seq,
             dirty: self.dirty,
             pipeline: self.pipeline.clone(),
             outcome: self.outcome,
-            lanes: self.lanes.iter().map(|l| l.platform.clone()).collect(),
             started_at: self.started_at,
             finished_at: self.finished_at,
+            lanes: self.lanes.clone(),
+            nodes_checked: None,
+            logs_pruned: self.logs_pruned.clone(),
         }
     }
 
@@ -165,20 +172,31 @@ impl RunRecord {
     /// Whether the record is the one its file names: its label and seq are the file's, and
     /// every platform and node id is one odu makes (so trail paths derive from them safely).
     fn check_ids(&self, label: &str, seq: u64) -> Result<(), String> {
-        if self.label != label {
-            return Err(format!("its label {:?} is not its folder's ({label})", self.label));
-        }
-        if self.seq != seq {
-            return Err(format!("its seq {} is not its file's ({seq})", self.seq));
-        }
-        if let Some(lane) = self.lanes.iter().find(|l| !odu_core::platform::is_system_tuple(&l.platform)) {
-            return Err(format!("its lane {:?} is not a platform", lane.platform));
-        }
+        check_run_ids((&self.label, self.seq, &self.lanes), label, seq)?;
         for node in &self.nodes {
             trail_id(&node.id).map_err(|e| e.to_string())?;
         }
         Ok(())
     }
+}
+
+/// Whether a record's (or its head's) own label, seq and lanes are its file's: the label and
+/// seq its path gives, and platforms for lanes.
+fn check_run_ids(
+    (own_label, own_seq, lanes): (&str, u64, &[LaneRecord]),
+    label: &str,
+    seq: u64,
+) -> Result<(), String> {
+    if own_label != label {
+        return Err(format!("its label {own_label:?} is not its folder's ({label})"));
+    }
+    if own_seq != seq {
+        return Err(format!("its seq {own_seq} is not its file's ({seq})"));
+    }
+    if let Some(lane) = lanes.iter().find(|l| !odu_core::platform::is_system_tuple(&l.platform)) {
+        return Err(format!("its lane {:?} is not a platform", lane.platform));
+    }
+    Ok(())
 }
 
 /// Whether `pid` is a live process: a zombie (dead, not yet reaped) counts as dead.
@@ -716,7 +734,7 @@ pub fn summaries(
     recover_at: Option<u64>,
 ) -> Result<(Vec<odu_proto::RunSummary>, Vec<String>), Unreadable> {
     let (heads, rejected) = heads(ci)?;
-    let mut runs: Vec<odu_proto::RunSummary> = heads.iter().map(RecordHead::summary).collect();
+    let mut runs: Vec<odu_proto::RunSummary> = heads.into_iter().map(RecordHead::into_summary).collect();
     if runs.iter().any(|r| r.outcome == RunOutcome::Running) && !served(ci) {
         for run in runs.iter_mut().filter(|r| r.outcome == RunOutcome::Running) {
             let path = runs_dir(ci, &run.label).join(format!("{}.json", run.seq));
@@ -876,32 +894,25 @@ impl RecordHead {
         format!("{}#{}", self.label, self.seq)
     }
 
-    /// The run as `odu runs` and the `runs` cell list it, as [`RunRecord::summary`].
-    pub fn summary(&self) -> odu_proto::RunSummary {
+    /// The run as `odu runs` and the `runs` cell list it.
+    pub fn into_summary(self) -> odu_proto::RunSummary {
         odu_proto::RunSummary {
             run: self.reference(),
-            sha: self.sha.clone(),
-            label: self.label.clone(),
+            lanes: self.lanes.into_iter().map(|l| l.platform).collect(),
+            sha: self.sha,
+            label: self.label,
             seq: self.seq,
             dirty: self.dirty,
-            pipeline: self.pipeline.clone(),
+            pipeline: self.pipeline,
             outcome: self.outcome,
-            lanes: self.lanes.iter().map(|l| l.platform.clone()).collect(),
             started_at: self.started_at,
             finished_at: self.finished_at,
         }
     }
 
-    /// The checks [`load`] makes of a record's ids (its nodes' were made as they were read):
-    /// it names the run its path names, and its lanes are platforms.
+    /// The checks [`load`] makes of a record's ids (its nodes' were made as they were read).
     fn check_ids(&self, label: &str, seq: u64) -> Result<(), String> {
-        if self.label != label || self.seq != seq {
-            return Err(format!("it names run {}#{}, not its path's", self.label, self.seq));
-        }
-        if let Some(lane) = self.lanes.iter().find(|l| !odu_core::platform::is_system_tuple(&l.platform)) {
-            return Err(format!("its lane {:?} is not a platform", lane.platform));
-        }
-        Ok(())
+        check_run_ids((&self.label, self.seq, &self.lanes), label, seq)
     }
 }
 
