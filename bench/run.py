@@ -1097,25 +1097,30 @@ def startup_scenario(ctx: "Ctx", warm: bool) -> Result:
     sha = make_repo(path, ci_justfile(["a"], {}, ["a"]), env)
     repo = OduRepo(ctx.odu, path, sha, env)
     repo.keep_server = warm
+    runs, b, o, checks = time_one_node(ctx, repo, 15.0 if warm else 40.0)
+    notes = ["start-up steps (server spans; steps overlap, so they need not add up to the wall):",
+             *(f"  {line}" for line in start_steps(path / ".ci" / "odu.serve.log"))] if warm else []
+    return Result(name, f"one trivial node, whole odu run, server {'up' if warm else 'started by the run'}",
+                  runs, "just --no-deps a", "odu run", b, o, None, checks, notes, times_in_ms=True)
 
+
+def time_one_node(ctx: "Ctx", repo: OduRepo, target_ms: float
+                  ) -> tuple[int, list[float], list[float], list[Check]]:
+    """The start-up rows' measurement: `just --no-deps a` against a whole `odu run` of the
+    one-node fixture `repo`, 5 × N pairs; their count, times, and the wall (against
+    `target_ms`), odu-minus-just and CPU checks."""
     def baseline() -> float:
-        return timed(["just", "--no-deps", "a"], cwd=path, env=ctx.env, what="baseline just a")[0]
+        return timed(["just", "--no-deps", "a"], cwd=repo.repo, env=ctx.env, what="baseline just a")[0]
 
     def odu() -> float:
         return repo.run()[0]
 
     runs = ctx.runs * SHORT_ROW_RUNS_FACTOR
     b, o = measure(baseline, odu, runs)
-    target = 0.015 if warm else 0.040
     med = statistics.median(o)
-    notes = ["start-up steps (server spans; steps overlap, so they need not add up to the wall):",
-             *(f"  {line}" for line in start_steps(path / ".ci" / "odu.serve.log"))] if warm else []
-    return Result(name, f"one trivial node, whole odu run, server {'up' if warm else 'started by the run'}",
-                  runs, "just --no-deps a", "odu run", b, o, None,
-                  [Check("odu run wall (median)", med * 1000, "ms", target * 1000),
-                   Check("odu minus just (median)", (med - statistics.median(b)) * 1000, "ms"),
-                   *repo.cpu_checks(1, None)],
-                  notes, times_in_ms=True)
+    return runs, b, o, [Check("odu run wall (median)", med * 1000, "ms", target_ms),
+                        Check("odu minus just (median)", (med - statistics.median(b)) * 1000, "ms"),
+                        *repo.cpu_checks(1, None)]
 
 
 # startup_history: a checkout's record of runs past, as a year of CI leaves it. Records stay
@@ -1168,30 +1173,19 @@ def scenario_startup_history(ctx: "Ctx") -> Result:
     stop_servers(path)
     size = write_history(path / ".ci", HISTORY_COMMITS, HISTORY_RUNS_PER_COMMIT, HISTORY_NODES)
     repo.keep_trail = True
-
-    def baseline() -> float:
-        return timed(["just", "--no-deps", "a"], cwd=path, env=ctx.env, what="baseline just a")[0]
-
-    def odu() -> float:
-        return repo.run()[0]
-
-    runs = ctx.runs * SHORT_ROW_RUNS_FACTOR
-    b, o = measure(baseline, odu, runs)
+    runs, b, o, checks = time_one_node(ctx, repo, 40.0)
     # With the last run's server still up and idle: what a look at the checkout costs.
     status = [timed([str(ctx.odu), "status"], cwd=path, env=ctx.env, what="odu status")[0]
               for _ in range(runs)]
     listing = [timed([str(ctx.odu), "runs", "-o", "json"], cwd=path, env=ctx.env, what="odu runs")[0]
                for _ in range(runs)]
     stop_servers(path)
-    med = statistics.median(o)
     records = HISTORY_COMMITS * HISTORY_RUNS_PER_COMMIT
     return Result("startup_history",
                   f"startup_cold with {records} runs of {HISTORY_NODES} nodes on record "
                   f"({size / MIB:.0f} MiB of records)",
                   runs, "just --no-deps a", "odu run", b, o, None,
-                  [Check("odu run wall (median)", med * 1000, "ms", 40.0),
-                   Check("odu minus just (median)", (med - statistics.median(b)) * 1000, "ms"),
-                   *repo.cpu_checks(1, None),
+                  [*checks,
                    Check("odu status, idle server (median)", statistics.median(status) * 1000, "ms"),
                    Check("odu runs -o json, idle server (median)", statistics.median(listing) * 1000, "ms")],
                   times_in_ms=True)
