@@ -77,7 +77,12 @@ impl Scratch {
         // A group number is free again only once its group is gone: a second record of it is
         // of a new group, and replaces the first.
         self.recorded.insert(pgid, started);
-        self.groups.write_all(format!("{pgid} {} {}\n", started.from, started.to).as_bytes())
+        // Formatted on the stack: a line a node, written whole in one system call.
+        let mut line = [0u8; 64];
+        let mut cursor = io::Cursor::new(&mut line[..]);
+        writeln!(cursor, "{pgid} {} {}", started.from, started.to)?;
+        let len = usize::try_from(cursor.position()).unwrap_or(line.len());
+        self.groups.write_all(&line[..len])
     }
 
     /// Leaves out group `pgid` whose leader started within `started`, found empty after its

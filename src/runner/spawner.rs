@@ -345,7 +345,7 @@ pub async fn finish_node(started: StartedNode, spool: &Spool) -> NodeEnd {
     let mut reader = NodePipe::Live(reader);
     // Small until a read fills it: most nodes print little or nothing, and a large buffer per
     // node is an allocation (and page faults) that a node of a few lines does not need.
-    let mut buf: Vec<u8> = Vec::with_capacity(READ_SMALL);
+    let mut buf = small_buffer();
     let mut status = None;
     let mut drain_deadline = None;
     // Whether the group may still have members: true until it is found empty.
@@ -409,6 +409,7 @@ pub async fn finish_node(started: StartedNode, spool: &Spool) -> NodeEnd {
             }
         }
     }
+    give_back(buf);
     let status = match status {
         Some(status) => status,
         None => child.wait().await,
@@ -429,6 +430,36 @@ pub async fn finish_node(started: StartedNode, spool: &Spool) -> NodeEnd {
         Err(_) => Exit::SpawnFailed,
     };
     NodeEnd { exit, group_gone: !strays, spent: Spent { _process: child, _pipe: reader } }
+}
+
+/// At most this many [`READ_SMALL`] buffers wait for the next nodes: as many as nodes usually
+/// finish at once.
+const KEPT_BUFFERS: usize = 8;
+
+std::thread_local! {
+    /// Read buffers of finished nodes, for the next ones: a buffer of [`READ_SMALL`] is too
+    /// large for the allocator's caches, and a request of that size first has it sort every
+    /// small block freed since the last such request (glibc's `malloc_consolidate`), a cost on
+    /// every node that reads nothing.
+    static BUFFERS: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// An empty read buffer of [`READ_SMALL`], a kept one if there is one.
+fn small_buffer() -> Vec<u8> {
+    BUFFERS.with_borrow_mut(Vec::pop).unwrap_or_else(|| Vec::with_capacity(READ_SMALL))
+}
+
+/// Keeps `buf` for a next node if it is a [`READ_SMALL`] one and few are kept.
+fn give_back(mut buf: Vec<u8>) {
+    if buf.capacity() != READ_SMALL {
+        return;
+    }
+    buf.clear();
+    BUFFERS.with_borrow_mut(|kept| {
+        if kept.len() < KEPT_BUFFERS {
+            kept.push(buf);
+        }
+    });
 }
 
 /// `name` as an absolute path found on PATH (or `name` itself when it has a slash or is not
@@ -541,6 +572,29 @@ mod tests {
 
     fn own() -> BTreeMap<String, String> {
         std::env::vars().collect()
+    }
+
+    #[test]
+    fn a_finished_nodes_small_read_buffer_serves_the_next_node_emptied_and_a_large_one_does_not() {
+        // A thread of its own: the kept buffers are per thread.
+        std::thread::spawn(|| {
+            let mut first = small_buffer();
+            first.extend_from_slice(b"output of a node");
+            let at = first.as_ptr();
+            give_back(first);
+            let next = small_buffer();
+            assert_eq!((next.as_ptr(), next.len(), next.capacity()), (at, 0, READ_SMALL));
+            // A fast writer's large buffer goes back to the allocator.
+            give_back(Vec::with_capacity(READ_LARGE));
+            assert_eq!(BUFFERS.with_borrow(Vec::len), 0);
+            // No more than a few wait.
+            for _ in 0..KEPT_BUFFERS + 3 {
+                give_back(Vec::with_capacity(READ_SMALL));
+            }
+            assert_eq!(BUFFERS.with_borrow(Vec::len), KEPT_BUFFERS);
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
