@@ -75,6 +75,8 @@ SOCKET_DEADLINE_S = 30.0
 RSS_COORD_RE = re.compile(r"odu: peak rss (\d+) KiB")
 RSS_RUNNER_RE = re.compile(r"odu-runner: peak rss (\d+) KiB")
 CPU_RUNNER_RE = re.compile(r"odu-runner: peak rss \d+ KiB, cpu (\d+) ms")
+# The same CPU, parted: the runner's own code, and the kernel's work for it.
+CPU_RUNNER_SPLIT_RE = re.compile(r"odu-runner: peak rss \d+ KiB, cpu \d+ ms, user (\d+) ms, system (\d+) ms")
 # The runner names the `just` every node of its lane runs: `[odu] just 1.59.0 (/path/just)`.
 JUST_USED_RE = re.compile(r"^\[odu\] just \S+ \((.+)\)$", re.M)
 CPU_COORD_RE = re.compile(r"odu: peak rss \d+ KiB, cpu (\d+) ms")
@@ -404,6 +406,8 @@ class OduRepo:
         # the server (`odu serve`, planning included) and the runner, never their children.
         self.server_cpu: list[float] = []
         self.runner_cpu: list[float] = []
+        self.runner_user: list[float] = []   # the runner's CPU parted, in seconds
+        self.runner_system: list[float] = []
         self.keep_server = False   # start-up (warm): reuse the server the previous run left
         # With keep_server: move this commit's trail aside before each run (the server stays), so
         # every run starts from no history of the commit, as a cold run does.
@@ -452,6 +456,10 @@ class OduRepo:
         setup = setup_log.read_text("utf-8", "replace")
         self.runner_rss.append(self._parse(RSS_RUNNER_RE, setup, str(setup_log)))
         self.runner_cpu.append(self._parse(CPU_RUNNER_RE, setup, str(setup_log)) / 1000)
+        split = CPU_RUNNER_SPLIT_RE.search(setup)
+        if split:
+            self.runner_user.append(int(split.group(1)) / 1000)
+            self.runner_system.append(int(split.group(2)) / 1000)
         check_just(setup, str(setup_log), self.env)
         return elapsed, proc
 
@@ -480,7 +488,17 @@ class OduRepo:
         return [Check("odu CPU per node (server + runner)", (server + runner) / nodes, "ms", target_ms, digits=3),
                 Check("  server CPU (median, whole run)", server, "ms", digits=0),
                 # The runner reports its CPU as it answers lane.close: its exit is not in it.
-                Check("  runner CPU (median, start to lane.close)", runner, "ms", digits=0)]
+                Check("  runner CPU (median, start to lane.close)", runner, "ms", digits=0),
+                *self.runner_split_checks()]
+
+    def runner_split_checks(self) -> list[Check]:
+        """The runner's CPU parted into its own code (user) and the kernel's work for it
+        (system: each node's clone, exec, pipe and reaping), medians."""
+        if not self.runner_user:
+            return []
+        return [Check("    of which user (median)", statistics.median(self.runner_user) * 1000, "ms", digits=0),
+                Check("    of which system (median)", statistics.median(self.runner_system) * 1000, "ms",
+                      digits=0)]
 
     def rss_checks(self, coord_target_mib: float | None, runner_target_mib: float | None) -> list[Check]:
         # Peak RSS is reported as the max over all runs: a peak is a bound, the

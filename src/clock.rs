@@ -41,23 +41,41 @@ pub fn peak_rss_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// With `ODU_REPORT_PEAK_RSS` set, prints the peak RSS on stderr: benchmarks read it.
+/// With `ODU_REPORT_PEAK_RSS` set, prints the peak RSS and the CPU time on stderr: benchmarks
+/// read it. The CPU is parted into user and system time: most of a runner's is the kernel's
+/// work for each node process (its clone, exec, pipe and reaping).
 pub fn report_peak_rss(who: &str) {
     if std::env::var_os("ODU_REPORT_PEAK_RSS").is_some()
         && let Some(kib) = peak_rss_kib()
     {
-        eprintln!("{who}: peak rss {kib} KiB, cpu {} ms", own_cpu_ms());
+        let cpu = own_cpu();
+        let ms = |us: u64| us / 1000;
+        eprintln!(
+            "{who}: peak rss {kib} KiB, cpu {} ms, user {} ms, system {} ms",
+            ms(cpu.user_us + cpu.system_us),
+            ms(cpu.user_us),
+            ms(cpu.system_us)
+        );
     }
 }
 
-/// CPU time this process used itself (user + system), children excluded.
-pub fn own_cpu_ms() -> u64 {
+/// CPU time a process used itself, children excluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuTime {
+    pub user_us: u64,
+    pub system_us: u64,
+}
+
+/// CPU time this process used itself (user and system), children excluded.
+pub fn own_cpu() -> CpuTime {
     // SAFETY: getrusage fills the zeroed struct we pass and has no other effect.
     let usage = unsafe {
         let mut usage: libc::rusage = std::mem::zeroed();
         libc::getrusage(libc::RUSAGE_SELF, &mut usage);
         usage
     };
-    let ms = |t: libc::timeval| t.tv_sec as u64 * 1000 + t.tv_usec as u64 / 1000;
-    ms(usage.ru_utime) + ms(usage.ru_stime)
+    let us = |t: libc::timeval| {
+        u64::try_from(t.tv_sec).unwrap_or(0) * 1_000_000 + u64::try_from(t.tv_usec).unwrap_or(0)
+    };
+    CpuTime { user_us: us(usage.ru_utime), system_us: us(usage.ru_stime) }
 }
