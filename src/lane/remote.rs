@@ -129,6 +129,37 @@ fn mux_base(tmp: &Path) -> PathBuf {
     if socket <= MAX_SOCKET_PATH { tmp.to_path_buf() } else { PathBuf::from("/tmp") }
 }
 
+/// How long a master's directory may hold no socket before it counts as a master's that
+/// exited: [`launch`] gives ssh 60 s to connect (its socket appears once it has), and the
+/// directory's time is when its socket last came or went.
+const EXITED_AFTER: Duration = Duration::from_secs(120);
+
+/// Removes the directories (in `base`) of masters that exited. A kept master exits on its own
+/// [`CONTROL_PERSIST`] after its last session and removes its socket, but not the directory
+/// [`launch`] made for it nor its log, which nobody else would ever remove when no later run
+/// goes to that host. Only the user's own private directories of [`MUX_PREFIX`] with no socket
+/// left, and none for [`EXITED_AFTER`], go: a master still connecting has none yet.
+fn sweep_exited(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else { return };
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(MUX_PREFIX) {
+            continue;
+        }
+        let dir = entry.path();
+        if crate::private::check_owned(&dir).is_err() {
+            continue;
+        }
+        let quiet = std::fs::symlink_metadata(&dir)
+            .and_then(|meta| meta.modified())
+            .ok()
+            .and_then(|at| at.elapsed().ok())
+            .is_some_and(|quiet| quiet > EXITED_AFTER);
+        if quiet && std::fs::symlink_metadata(dir.join("master")).is_err() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+}
+
 /// The ssh config file that picks `entry`'s connection: its own, else `$ODU_SSH_CONFIG`.
 fn config_file(entry: &HostEntry, ssh_config: Option<&Path>) -> Option<PathBuf> {
     entry.ssh_config.as_deref().map(expand_home).or_else(|| ssh_config.map(Path::to_path_buf))
@@ -156,10 +187,12 @@ fn ssh_args(entry: &HostEntry, ssh_config: Option<&Path>) -> Vec<std::ffi::OsStr
 /// Host-key policy is the user's ssh config's: in batch mode ssh's own default already refuses a
 /// host whose key it does not know, and a config may accept new hosts (`accept-new`).
 pub async fn launch(entry: &HostEntry, ssh_config: Option<&Path>) -> Result<Session, String> {
+    let base = mux_base(&std::env::temp_dir());
+    sweep_exited(&base);
     let dir = tempfile::Builder::new()
         .prefix(MUX_PREFIX)
         .permissions(std::fs::Permissions::from_mode(0o700))
-        .tempdir_in(mux_base(&std::env::temp_dir()))
+        .tempdir_in(&base)
         .map_err(|e| format!("cannot make a private directory for the ssh connection: {e}"))?;
     let log = dir.path().join("log");
     let mut ssh = tokio::process::Command::new("ssh");
@@ -1134,6 +1167,44 @@ Offending ED25519 key in /home/u/.ssh/known_hosts:7
 Host key for [10.0.0.2]:2222 has changed and you have requested strict checking.
 Host key verification failed.
 ";
+
+    #[test]
+    fn only_quiet_socketless_private_master_directories_of_ours_are_swept() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = tempfile::tempdir().unwrap();
+        let long_ago = std::time::SystemTime::now() - Duration::from_secs(600);
+        let make = |name: &str, mode: u32, socket: bool, quiet: bool| {
+            let dir = base.path().join(name);
+            std::fs::create_dir(&dir).unwrap();
+            std::fs::write(dir.join("log"), "").unwrap();
+            if socket {
+                // A unix socket, as ssh binds it.
+                std::os::unix::net::UnixListener::bind(dir.join("master")).unwrap();
+            }
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+            if quiet {
+                std::fs::File::open(&dir).unwrap().set_modified(long_ago).unwrap();
+            }
+            dir
+        };
+        let exited = make("odu-mux-exited", 0o700, false, true);
+        let connecting = make("odu-mux-connecting", 0o700, false, false);
+        let alive = make("odu-mux-alive", 0o700, true, true);
+        let shared = make("odu-mux-shared", 0o777, false, true);
+        let other = make("other-exited", 0o700, false, true);
+        std::os::unix::fs::symlink(&exited, base.path().join("odu-mux-link")).unwrap();
+        sweep_exited(base.path());
+        assert!(!exited.exists(), "a master's directory with no socket for 10 minutes goes");
+        for kept in [&connecting, &alive, &shared, &other] {
+            assert!(kept.exists(), "{} is kept", kept.display());
+        }
+        assert!(
+            std::fs::symlink_metadata(base.path().join("odu-mux-link")).is_ok(),
+            "a link is never followed"
+        );
+        // No folder at all: nothing to do, nothing said.
+        sweep_exited(&base.path().join("missing"));
+    }
 
     #[test]
     fn a_changed_host_key_is_told_apart_from_an_unknown_one() {
