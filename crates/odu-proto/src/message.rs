@@ -65,6 +65,28 @@ struct Envelope {
     error: Option<RpcError>,
 }
 
+/// [`Envelope`] as a message is written, borrowed from it: the same fields, in the same order.
+#[derive(Serialize)]
+struct EnvelopeOut<'a> {
+    jsonrpc: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    method: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    params: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a RpcError>,
+}
+
+impl Default for EnvelopeOut<'_> {
+    fn default() -> Self {
+        EnvelopeOut { jsonrpc: "2.0", id: None, method: None, params: None, result: None, error: None }
+    }
+}
+
 impl Message {
     pub fn request(id: u64, method: &str, params: Value) -> Message {
         Message::Request { id: Value::from(id), method: method.into(), params }
@@ -103,29 +125,22 @@ impl Message {
     }
 
     pub fn to_json(&self) -> Vec<u8> {
-        let envelope = match self.clone() {
-            Message::Request { id, method, params } => Envelope {
-                jsonrpc: "2.0".into(),
+        // Written from borrows: a message (the run's whole plan, for one) is not copied to be sent.
+        let envelope = match self {
+            Message::Request { id, method, params } => EnvelopeOut {
                 id: Some(id),
                 method: Some(method),
                 params: Some(params),
-                result: None,
-                error: None,
+                ..EnvelopeOut::default()
             },
-            Message::Notification { method, params } => Envelope {
-                jsonrpc: "2.0".into(),
-                id: None,
-                method: Some(method),
-                params: Some(params),
-                result: None,
-                error: None,
-            },
-            Message::Response { id, result } => {
-                let (result, error) = match result {
-                    Ok(v) => (Some(v), None),
-                    Err(e) => (None, Some(e)),
-                };
-                Envelope { jsonrpc: "2.0".into(), id: Some(id), method: None, params: None, result, error }
+            Message::Notification { method, params } => {
+                EnvelopeOut { method: Some(method), params: Some(params), ..EnvelopeOut::default() }
+            }
+            Message::Response { id, result: Ok(result) } => {
+                EnvelopeOut { id: Some(id), result: Some(result), ..EnvelopeOut::default() }
+            }
+            Message::Response { id, result: Err(error) } => {
+                EnvelopeOut { id: Some(id), error: Some(error), ..EnvelopeOut::default() }
             }
         };
         serde_json::to_vec(&envelope).expect("messages always serialize")
@@ -157,5 +172,44 @@ mod tests {
             assert_eq!(Message::parse(&m.to_json()).unwrap(), m);
         }
         assert_eq!(Message::parse(b"[1,2]").unwrap_err().code, error_code::PARSE_ERROR);
+    }
+
+    #[test]
+    fn a_message_is_written_byte_for_byte_as_its_envelope() {
+        let envelope = |id: Option<Value>, method: Option<&str>, params: Option<Value>, result, error| {
+            Envelope { jsonrpc: "2.0".into(), id, method: method.map(str::to_string), params, result, error }
+        };
+        let mut detailed = RpcError::refused("no");
+        detailed.data = Some(json!({"detail": ["a", "b"]}));
+        let cases = [
+            (
+                Message::request(7, "run.configure", json!({"tasks": [{"id": "a", "argv": ["just"]}]})),
+                envelope(
+                    Some(json!(7)),
+                    Some("run.configure"),
+                    Some(json!({"tasks": [{"id": "a", "argv": ["just"]}]})),
+                    None,
+                    None,
+                ),
+            ),
+            (
+                Message::notification("$/cancel", json!({"id": 3})),
+                envelope(None, Some("$/cancel"), Some(json!({"id": 3})), None, None),
+            ),
+            (
+                Message::ok(json!("x"), json!(null)),
+                envelope(Some(json!("x")), None, None, Some(json!(null)), None),
+            ),
+            (
+                Message::err(Value::Null, detailed.clone()),
+                envelope(Some(Value::Null), None, None, None, Some(detailed)),
+            ),
+        ];
+        for (message, envelope) in cases {
+            assert_eq!(
+                String::from_utf8(message.to_json()).unwrap(),
+                serde_json::to_string(&envelope).unwrap()
+            );
+        }
     }
 }
