@@ -610,7 +610,7 @@ where
             just: spec.known_just.clone().filter(|_| spec.remote.is_none()),
             base_env: spec.base_env.clone().filter(|_| spec.remote.is_none()),
         };
-        client.call(RUN_CONFIGURE, json!(configure)).await?;
+        client.call_with(RUN_CONFIGURE, &configure).await?;
         for id in logs.spools.keys() {
             let stream = client.send(NODE_LOG_GET, json!({ "id": id })).await?;
             link.log_streams.insert(stream, id.clone());

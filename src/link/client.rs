@@ -119,6 +119,24 @@ impl<R: AsyncRead + Unpin> Client<R> {
     /// Sends a request and waits for its response.
     pub async fn call(&mut self, method: &str, params: Value) -> Result<Value, ClientError> {
         let id = self.send(method, params).await?;
+        self.answer(id).await
+    }
+
+    /// [`Client::call`] with params written straight from `params`, never made a [`Value`].
+    pub async fn call_with<P: serde::Serialize + ?Sized>(
+        &mut self,
+        method: &str,
+        params: &P,
+    ) -> Result<Value, ClientError> {
+        self.next_id += 1;
+        let id = self.next_id;
+        let frame = odu_proto::message::request_frame(id, method, params);
+        self.out.send(frame).await.map_err(|_| ClientError::Closed)?;
+        self.answer(id).await
+    }
+
+    /// Waits for the response to request `id`, keeping what else comes meanwhile.
+    async fn answer(&mut self, id: u64) -> Result<Value, ClientError> {
         loop {
             match self.read_event().await? {
                 Some(ClientEvent::Response { id: got, result }) if got == id => {

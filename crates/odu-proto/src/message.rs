@@ -66,25 +66,38 @@ struct Envelope {
 }
 
 /// [`Envelope`] as a message is written, borrowed from it: the same fields, in the same order.
+/// Its params may be any serializable value ([`request_frame`]), written as they are.
 #[derive(Serialize)]
-struct EnvelopeOut<'a> {
+struct EnvelopeOut<'a, P: Serialize + ?Sized = Value> {
     jsonrpc: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<&'a Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     method: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    params: Option<&'a Value>,
+    params: Option<&'a P>,
     #[serde(skip_serializing_if = "Option::is_none")]
     result: Option<&'a Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a RpcError>,
 }
 
-impl Default for EnvelopeOut<'_> {
+impl<P: Serialize + ?Sized> Default for EnvelopeOut<'_, P> {
     fn default() -> Self {
         EnvelopeOut { jsonrpc: "2.0", id: None, method: None, params: None, result: None, error: None }
     }
+}
+
+/// The whole frame of request `id`, its params written straight from `params`: the same bytes
+/// as [`Message::request`] with `params` made a [`Value`] first, without building that value (a
+/// run's plan, for `run.configure`).
+pub fn request_frame<P: Serialize + ?Sized>(id: u64, method: &str, params: &P) -> Vec<u8> {
+    let id = Value::from(id);
+    let envelope =
+        EnvelopeOut { id: Some(&id), method: Some(method), params: Some(params), ..EnvelopeOut::default() };
+    let mut out = Vec::new();
+    crate::frame::encode_frame(&serde_json::to_vec(&envelope).expect("messages always serialize"), &mut out);
+    out
 }
 
 impl Message {
@@ -126,7 +139,7 @@ impl Message {
 
     pub fn to_json(&self) -> Vec<u8> {
         // Written from borrows: a message (the run's whole plan, for one) is not copied to be sent.
-        let envelope = match self {
+        let envelope: EnvelopeOut = match self {
             Message::Request { id, method, params } => EnvelopeOut {
                 id: Some(id),
                 method: Some(method),
@@ -211,5 +224,25 @@ mod tests {
                 serde_json::to_string(&envelope).unwrap()
             );
         }
+    }
+
+    #[test]
+    fn a_request_written_from_its_params_is_the_request_of_their_value() {
+        #[derive(Serialize)]
+        struct Params {
+            name: String,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            jobs: Option<u32>,
+            tasks: Vec<(String, Vec<String>)>,
+        }
+        let params = Params {
+            name: "x86_64-linux".into(),
+            jobs: None,
+            tasks: vec![("a\"b".into(), vec!["just".into(), "--no-deps".into()])],
+        };
+        assert_eq!(
+            request_frame(9, "run.configure", &params),
+            Message::request(9, "run.configure", serde_json::to_value(&params).unwrap()).to_frame()
+        );
     }
 }
