@@ -6,6 +6,8 @@
 //! straight into the JSON of the frame, and the reader hands the base64 text back borrowed from
 //! the frame, so megabytes of log never pass through a serializer or an extra copy.
 
+use std::io::Write;
+
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -50,10 +52,10 @@ pub fn log_frame_json(chunk: LogChunk<'_>) -> Vec<u8> {
 }
 
 fn item_prefix(stream: &Value, room: usize) -> Vec<u8> {
-    let id = serde_json::to_vec(stream).expect("ids serialize");
-    let mut json = Vec::with_capacity(room + id.len() + 64);
+    // A stream's id is a number or a short string: written in place, room to spare.
+    let mut json = Vec::with_capacity(room + 96);
     json.extend_from_slice(br#"{"jsonrpc":"2.0","method":"$/item","params":{"id":"#);
-    json.extend_from_slice(&id);
+    serde_json::to_writer(&mut json, stream).expect("ids serialize");
     json.extend_from_slice(br#","value":"#);
     json
 }
@@ -72,7 +74,8 @@ fn append_log_value(json: &mut Vec<u8>, chunk: LogChunk<'_>) {
     };
     match chunk {
         LogChunk::Snapshot { generation, bytes } => {
-            json.extend_from_slice(format!(r#"{{"kind":"snapshot","generation":{generation}"#).as_bytes());
+            // Written in place (a Vec takes writes whole): no string made for it.
+            let _ = write!(json, r#"{{"kind":"snapshot","generation":{generation}"#);
             data(json, bytes);
         }
         LogChunk::Append(bytes) => {
@@ -80,7 +83,7 @@ fn append_log_value(json: &mut Vec<u8>, chunk: LogChunk<'_>) {
             data(json, bytes);
         }
         LogChunk::Missed(bytes) => {
-            json.extend_from_slice(format!(r#"{{"kind":"missed","bytes":{bytes}}}"#).as_bytes())
+            let _ = write!(json, r#"{{"kind":"missed","bytes":{bytes}}}"#);
         }
         LogChunk::End => json.extend_from_slice(br#"{"kind":"end"}"#),
     }
@@ -195,6 +198,13 @@ mod tests {
         let json = crate::decode_line(&frame).unwrap().unwrap();
         assert_eq!(json, br#"{"jsonrpc":"2.0","method":"$/item","params":{"id":4,"value":{"kind":"end"}}}"#);
         assert_eq!(frame, item_frame(&Value::from(4), br#"{"kind":"end"}"#));
+        // A string id is written as JSON writes it, escapes and all.
+        let frame = log_item_frame(&Value::from("a\"b"), LogChunk::Missed(7));
+        let json = crate::decode_line(&frame).unwrap().unwrap();
+        assert_eq!(
+            json,
+            br#"{"jsonrpc":"2.0","method":"$/item","params":{"id":"a\"b","value":{"kind":"missed","bytes":7}}}"#
+        );
     }
 
     #[test]
