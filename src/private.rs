@@ -130,6 +130,38 @@ pub fn scratch_in(root: &Path, prefix: &str) -> io::Result<tempfile::TempDir> {
         .tempdir_in(root)
 }
 
+/// The paths of the entries directly in `root` whose names start with `prefix` (none when it
+/// cannot be read). On Linux the others cost no allocation: a `$TMPDIR` can hold thousands of
+/// entries, and every runner's start and every new ssh master sweep it for their own.
+pub fn entries_named(root: &Path, prefix: &str) -> Vec<PathBuf> {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::fs::{Mode, OFlags, RawDir};
+        use std::os::unix::ffi::OsStrExt;
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let Ok(folder) = rustix::fs::open(root, flags, Mode::empty()) else { return vec![] };
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 8192];
+        let mut entries = RawDir::new(&folder, &mut buf);
+        let mut found = Vec::new();
+        while let Some(Ok(entry)) = entries.next() {
+            let name = entry.file_name().to_bytes();
+            if name.starts_with(prefix.as_bytes()) {
+                found.push(root.join(std::ffi::OsStr::from_bytes(name)));
+            }
+        }
+        found
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let Ok(entries) = std::fs::read_dir(root) else { return vec![] };
+        entries
+            .flatten()
+            .filter(|entry| entry.file_name().to_string_lossy().starts_with(prefix))
+            .map(|entry| entry.path())
+            .collect()
+    }
+}
+
 /// `FS_TOPDIR_FL` from linux/fs.h: the inode flag `chattr +T` sets.
 #[cfg(target_os = "linux")]
 const TOPDIR: libc::c_int = 0x0002_0000;
@@ -234,5 +266,31 @@ mod tests {
         let file = root.path().join("file");
         std::fs::write(&file, "").unwrap();
         assert!(matches!(check_owned(&file), Err(Untrusted::NotADirectory(_))));
+    }
+
+    #[test]
+    fn only_entries_named_with_the_prefix_are_listed_among_many_others() {
+        use std::os::unix::ffi::OsStrExt;
+        let root = tempfile::tempdir().unwrap();
+        // More entries than one read of the folder returns, names not UTF-8 among them.
+        for i in 0..600 {
+            std::fs::write(root.path().join(format!("other-{i:04}-{}", "x".repeat(40))), "").unwrap();
+        }
+        std::fs::create_dir(root.path().join(std::ffi::OsStr::from_bytes(b"odu-runner\xff-bytes"))).unwrap();
+        std::fs::write(root.path().join(std::ffi::OsStr::from_bytes(b"\xfe\xfd")), "").unwrap();
+        std::fs::create_dir(root.path().join("x-odu-runner-not-a-prefix")).unwrap();
+        let ours: Vec<PathBuf> = ["a", "b", "\u{e9}t\u{e9}"]
+            .iter()
+            .map(|name| root.path().join(format!("odu-runner-{name}")))
+            .collect();
+        for dir in &ours {
+            std::fs::create_dir(dir).unwrap();
+        }
+        let mut found = entries_named(root.path(), "odu-runner-");
+        found.sort();
+        let mut want = ours.clone();
+        want.sort();
+        assert_eq!(found, want);
+        assert!(entries_named(&root.path().join("missing"), "odu-runner-").is_empty());
     }
 }

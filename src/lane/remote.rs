@@ -140,12 +140,7 @@ const EXITED_AFTER: Duration = Duration::from_secs(120);
 /// goes to that host. Only the user's own private directories of [`MUX_PREFIX`] with no socket
 /// left, and none for [`EXITED_AFTER`], go: a master still connecting has none yet.
 fn sweep_exited(base: &Path) {
-    let Ok(entries) = std::fs::read_dir(base) else { return };
-    for entry in entries.flatten() {
-        if !entry.file_name().to_string_lossy().starts_with(MUX_PREFIX) {
-            continue;
-        }
-        let dir = entry.path();
+    for dir in crate::private::entries_named(base, MUX_PREFIX) {
         if crate::private::check_owned(&dir).is_err() {
             continue;
         }
@@ -188,7 +183,9 @@ fn ssh_args(entry: &HostEntry, ssh_config: Option<&Path>) -> Vec<std::ffi::OsStr
 /// host whose key it does not know, and a config may accept new hosts (`accept-new`).
 pub async fn launch(entry: &HostEntry, ssh_config: Option<&Path>) -> Result<Session, String> {
     let base = mux_base(&std::env::temp_dir());
-    sweep_exited(&base);
+    // Off the connection's path: the new master's folder is fresh, so never swept.
+    let swept = base.clone();
+    drop(tokio::task::spawn_blocking(move || sweep_exited(&swept)));
     let dir = tempfile::Builder::new()
         .prefix(MUX_PREFIX)
         .permissions(std::fs::Permissions::from_mode(0o700))

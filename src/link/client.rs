@@ -101,12 +101,14 @@ impl<R: AsyncRead + Unpin> Client<R> {
 
     /// Sends a request and returns its id without waiting.
     pub async fn send(&mut self, method: &str, params: Value) -> Result<u64, ClientError> {
+        self.send_frame(|id| Message::request(id, method, params).to_frame()).await
+    }
+
+    /// Sends the frame `frame` makes of the next request id, and returns that id.
+    async fn send_frame(&mut self, frame: impl FnOnce(u64) -> Vec<u8>) -> Result<u64, ClientError> {
         self.next_id += 1;
         let id = self.next_id;
-        self.out
-            .send(Message::request(id, method, params).to_frame())
-            .await
-            .map_err(|_| ClientError::Closed)?;
+        self.out.send(frame(id)).await.map_err(|_| ClientError::Closed)?;
         Ok(id)
     }
 
@@ -128,10 +130,7 @@ impl<R: AsyncRead + Unpin> Client<R> {
         method: &str,
         params: &P,
     ) -> Result<Value, ClientError> {
-        self.next_id += 1;
-        let id = self.next_id;
-        let frame = odu_proto::message::request_frame(id, method, params);
-        self.out.send(frame).await.map_err(|_| ClientError::Closed)?;
+        let id = self.send_frame(|id| odu_proto::message::request_frame(id, method, params)).await?;
         self.answer(id).await
     }
 

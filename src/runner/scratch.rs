@@ -184,7 +184,7 @@ pub struct Reaped {
 pub fn reap_dead(root: &Path) -> Reaped {
     let mut reaped = Reaped::default();
     let mut table: Option<Vec<Proc>> = None;
-    for dir in scratch_dirs(root) {
+    for dir in crate::private::entries_named(root, PREFIX) {
         if crate::private::check_owned(&dir).is_err() {
             continue;
         }
@@ -206,38 +206,6 @@ pub fn reap_dead(root: &Path) -> Reaped {
         }
     }
     reaped
-}
-
-/// The paths of the entries directly in `root` whose names start with [`PREFIX`]. On Linux the
-/// others cost no allocation: a `$TMPDIR` can hold thousands of entries, and every runner's start
-/// reads them all.
-fn scratch_dirs(root: &Path) -> Vec<PathBuf> {
-    #[cfg(target_os = "linux")]
-    {
-        use rustix::fs::{Mode, OFlags, RawDir};
-        use std::os::unix::ffi::OsStrExt;
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        let Ok(folder) = rustix::fs::open(root, flags, Mode::empty()) else { return vec![] };
-        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 8192];
-        let mut entries = RawDir::new(&folder, &mut buf);
-        let mut found = Vec::new();
-        while let Some(Ok(entry)) = entries.next() {
-            let name = entry.file_name().to_bytes();
-            if name.starts_with(PREFIX.as_bytes()) {
-                found.push(root.join(std::ffi::OsStr::from_bytes(name)));
-            }
-        }
-        found
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let Ok(entries) = std::fs::read_dir(root) else { return vec![] };
-        entries
-            .flatten()
-            .filter(|entry| entry.file_name().to_string_lossy().starts_with(PREFIX))
-            .map(|entry| entry.path())
-            .collect()
-    }
 }
 
 fn recorded_groups(path: &Path) -> Vec<(i32, Started)> {
@@ -466,31 +434,5 @@ mod tests {
         drop(lock);
         assert_eq!(reap_dead(root.path()).dirs, 1);
         assert!(!live.exists());
-    }
-
-    #[test]
-    fn only_entries_named_as_scratch_directories_are_looked_at_among_many_others() {
-        use std::os::unix::ffi::OsStrExt;
-        let root = tempfile::tempdir().unwrap();
-        // More entries than one read of the folder returns, names not UTF-8 among them.
-        for i in 0..600 {
-            std::fs::write(root.path().join(format!("other-{i:04}-{}", "x".repeat(40))), "").unwrap();
-        }
-        std::fs::create_dir(root.path().join(std::ffi::OsStr::from_bytes(b"odu-runner\xff-bytes"))).unwrap();
-        std::fs::write(root.path().join(std::ffi::OsStr::from_bytes(b"\xfe\xfd")), "").unwrap();
-        std::fs::create_dir(root.path().join("x-odu-runner-not-a-prefix")).unwrap();
-        let ours: Vec<PathBuf> = ["a", "b", "\u{e9}t\u{e9}"]
-            .iter()
-            .map(|name| root.path().join(format!("{PREFIX}{name}")))
-            .collect();
-        for dir in &ours {
-            std::fs::create_dir(dir).unwrap();
-        }
-        let mut found = scratch_dirs(root.path());
-        found.sort();
-        let mut want = ours.clone();
-        want.sort();
-        assert_eq!(found, want);
-        assert!(scratch_dirs(&root.path().join("missing")).is_empty());
     }
 }

@@ -95,8 +95,13 @@ pub fn request_frame<P: Serialize + ?Sized>(id: u64, method: &str, params: &P) -
     let id = Value::from(id);
     let envelope =
         EnvelopeOut { id: Some(&id), method: Some(method), params: Some(params), ..EnvelopeOut::default() };
+    framed(&serde_json::to_vec(&envelope).expect("messages always serialize"))
+}
+
+/// A message's JSON as a whole frame, newline included.
+fn framed(json: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    crate::frame::encode_frame(&serde_json::to_vec(&envelope).expect("messages always serialize"), &mut out);
+    crate::frame::encode_frame(json, &mut out);
     out
 }
 
@@ -161,9 +166,7 @@ impl Message {
 
     /// The whole frame, newline included.
     pub fn to_frame(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        crate::frame::encode_frame(&self.to_json(), &mut out);
-        out
+        framed(&self.to_json())
     }
 }
 
