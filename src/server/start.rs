@@ -575,6 +575,7 @@ pub fn prepare(
         note: None,
         aliases: run_aliases(&plan),
         logs_pruned: None,
+        snapshot: snapshot.as_ref().and_then(|s| s.scratch_path()).map(Path::to_path_buf),
     };
     if !commit() {
         return Err(CliError::refused("the run was abandoned before it started"));

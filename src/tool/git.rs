@@ -670,6 +670,65 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    /// The private folder holding the worktree (what a run's record keeps, so that whoever
+    /// closes the run after its server died removes it: [`remove_abandoned`]).
+    pub fn scratch_path(&self) -> Option<&Path> {
+        self.scratch.as_ref().map(tempfile::TempDir::path)
+    }
+}
+
+/// Why an abandoned snapshot's folder was left where it is.
+#[derive(Debug, thiserror::Error)]
+pub enum Abandoned {
+    #[error("{} is not a folder odu makes for a snapshot of {sha7} in {}", .path.display(), .tmp.display())]
+    NotOurs { path: PathBuf, sha7: String, tmp: PathBuf },
+    #[error(transparent)]
+    Untrusted(#[from] crate::private::Untrusted),
+    #[error("cannot remove {}: {error}", .path.display())]
+    Remove { path: PathBuf, error: std::io::Error },
+}
+
+/// Removes the snapshot of `sha` a server that died left at `scratch` (a run's record names
+/// it), and git's record of its worktree in `repo`. Only what such a server makes is touched:
+/// a folder right in this process's `$TMPDIR`, named `odu-<sha7>-…`, a real directory (not a
+/// link) of the effective user that no one else can write. Anything else (a record naming
+/// another path, a folder in another `$TMPDIR`) is left alone and says why; a folder already
+/// gone is no error.
+pub fn remove_abandoned(repo: &Path, scratch: &Path, sha: &str) -> Result<(), Abandoned> {
+    let sha7 = sha.get(..7).unwrap_or(sha);
+    let tmp = std::env::temp_dir();
+    let ours = scratch.parent() == Some(tmp.as_path())
+        && scratch
+            .file_name()
+            .and_then(|name| name.to_str())
+            .and_then(|name| name.strip_prefix("odu-"))
+            .and_then(|rest| rest.strip_prefix(sha7))
+            .is_some_and(|rest| rest.len() > 1 && rest.starts_with('-'))
+        && sha7.len() == 7
+        && sha7.bytes().all(|b| b.is_ascii_hexdigit());
+    if !ours {
+        return Err(Abandoned::NotOurs { path: scratch.to_path_buf(), sha7: sha7.to_string(), tmp });
+    }
+    match std::fs::symlink_metadata(scratch) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        _ => crate::private::check_owned(scratch)?,
+    }
+    // git's folder for the worktree goes first, as a snapshot's own removal does; where it is
+    // not found right there (a worktree half removed), git prunes it once the folder is gone.
+    let admin = admin_dir(repo, &scratch.join(sha7))
+        .filter(|admin| admin.file_name().is_some_and(|name| Some(name) == scratch.file_name()));
+    if let Some(admin) = &admin {
+        let _ = std::fs::remove_dir_all(admin);
+    }
+    std::fs::remove_dir_all(scratch)
+        .map_err(|error| Abandoned::Remove { path: scratch.to_path_buf(), error })?;
+    if admin.is_none() {
+        let _ = git(repo, &["worktree", "prune"]);
+    }
+    Ok(())
+}
+
 /// How a snapshot's files were checked out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Checkout {
@@ -1215,6 +1274,58 @@ mod tests {
             1,
             "git knows of it no more"
         );
+    }
+
+    #[test]
+    fn a_dead_servers_snapshot_is_removed_and_nothing_else_is() {
+        use std::os::unix::fs::PermissionsExt;
+        let repo = tempfile::tempdir().unwrap();
+        let git = |args: &[&str]| git_in(repo.path(), args);
+        git(&["init", "-q"]);
+        std::fs::write(repo.path().join("justfile"), "a:\n    true\n").unwrap();
+        git(&["add", "-A"]);
+        git(&["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]);
+        let sha = git(&["rev-parse", "HEAD"]).trim().to_string();
+        let worktrees = || git(&["worktree", "list", "--porcelain"]).matches("worktree ").count();
+        // What a server killed mid-run leaves: the folder, the checkout, git's entry.
+        let mut snapshot = Snapshot::create(repo.path(), &sha).unwrap();
+        let scratch = snapshot.scratch.take().unwrap().keep();
+        std::mem::forget(snapshot);
+        assert_eq!(worktrees(), 2);
+        // Not odu's to remove: another commit's name, a path elsewhere, a link to the folder,
+        // a folder others can write.
+        let other = "f".repeat(40);
+        assert!(matches!(
+            super::remove_abandoned(repo.path(), &scratch, &other),
+            Err(super::Abandoned::NotOurs { .. })
+        ));
+        let elsewhere = tempfile::tempdir_in(repo.path()).unwrap();
+        let named = elsewhere.path().join(scratch.file_name().unwrap());
+        std::fs::create_dir(&named).unwrap();
+        assert!(matches!(
+            super::remove_abandoned(repo.path(), &named, &sha),
+            Err(super::Abandoned::NotOurs { .. })
+        ));
+        assert!(named.is_dir());
+        let link = std::env::temp_dir().join(format!("odu-{}-link{}", &sha[..7], std::process::id()));
+        std::os::unix::fs::symlink(&named, &link).unwrap();
+        let refused = super::remove_abandoned(repo.path(), &link, &sha);
+        assert!(matches!(refused, Err(super::Abandoned::Untrusted(_))), "{refused:?}");
+        assert!(named.is_dir(), "a link is never followed");
+        std::fs::remove_file(&link).unwrap();
+        std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(matches!(
+            super::remove_abandoned(repo.path(), &scratch, &sha),
+            Err(super::Abandoned::Untrusted(_))
+        ));
+        assert!(scratch.is_dir());
+        // The folder odu made: removed, and git forgets the worktree.
+        std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o700)).unwrap();
+        super::remove_abandoned(repo.path(), &scratch, &sha).unwrap();
+        assert!(!scratch.exists());
+        assert_eq!(worktrees(), 1, "git knows of it no more");
+        // Once more: already gone.
+        super::remove_abandoned(repo.path(), &scratch, &sha).unwrap();
     }
 
     #[test]

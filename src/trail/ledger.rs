@@ -98,6 +98,10 @@ pub struct RunRecord {
     /// When retention removed the run's logs (the record stays).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logs_pruned: Option<LogsPruned>,
+    /// The private folder holding a strict run's snapshot while it runs: whoever closes the
+    /// run after its server died removes it ([`crate::tool::git::remove_abandoned`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<PathBuf>,
 }
 
 /// The version of the records odu writes: 2 keeps every run's logs under its own folder.
@@ -139,13 +143,15 @@ impl RunRecord {
     }
 
     /// Takes what the run decides: its outcome, finish time and nodes. A final record (one
-    /// with a finish time) has no pid.
+    /// with a finish time) has no pid and names no snapshot.
     pub fn take(&mut self, recorded: &Recorded) {
         self.outcome = recorded.outcome;
         self.finished_at = recorded.finished_at;
         self.nodes = recorded.nodes.iter().map(NodeRecord::from).collect();
         if recorded.finished_at.is_some() {
             self.pid = None;
+            // Its server removes the snapshot now: nothing is left for another to remove.
+            self.snapshot = None;
         }
     }
 
@@ -768,6 +774,14 @@ fn close_orphan(ci: &Path, record: &mut RunRecord, now: u64) -> Option<String> {
         }
     }
     record.finished_at = Some(now);
+    // The dead server's snapshot is removed once, by whoever closes its run (a dashboard
+    // too, so nothing is printed); what is not odu's to remove stays.
+    if let Some(scratch) = record.snapshot.take()
+        && let Some(repo) = ci.parent()
+        && let Err(e) = crate::tool::git::remove_abandoned(repo, &scratch, &record.sha)
+    {
+        tracing::warn!(run = %record.reference(), error = %e, "the dead server's snapshot was left in place");
+    }
     write(ci, record).is_ok().then(|| record.reference())
 }
 
@@ -1284,6 +1298,7 @@ mod tests {
             note: None,
             aliases: Default::default(),
             logs_pruned: None,
+            snapshot: None,
         }
     }
 

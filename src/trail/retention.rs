@@ -170,6 +170,7 @@ mod tests {
             note: None,
             aliases: Default::default(),
             logs_pruned: None,
+            snapshot: None,
         }
     }
 

@@ -87,6 +87,12 @@ fn sigkill_of_the_server_mid_run_keeps_the_trail_and_the_next_server_closes_the_
     until("the record to show the node running", DEADLINE, || {
         recorded(&repo, &format!("slow@{p}")) == "running"
     });
+    // The running record names the snapshot's private folder, which the server's death leaves.
+    let record = repo.path().join(format!(".ci/{}/runs/1.json", repo.sha7()));
+    let record: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(record).unwrap()).unwrap();
+    let snapshot =
+        std::path::PathBuf::from(record["snapshot"].as_str().expect("the record names its snapshot"));
+    assert!(snapshot.join(repo.sha7()).join("justfile").is_file(), "{}", snapshot.display());
     let server = server_pid(repo.path()).expect("odu run started a server");
     // SAFETY: killing the server this test started.
     unsafe { libc::kill(server, libc::SIGKILL) };
@@ -94,9 +100,13 @@ fn sigkill_of_the_server_mid_run_keeps_the_trail_and_the_next_server_closes_the_
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("the server went away"), "{err}");
     until("the runner to kill the node's group", DEADLINE, || gone(node));
-    // With nothing serving, `runs` closes the record.
+    assert!(snapshot.is_dir(), "nothing removed the dead server's snapshot yet");
+    // With nothing serving, `runs` closes the record, and removes the snapshot git forgets.
     let runs = json_of(&repo.run(&["runs", "-o", "json"]));
     assert_eq!(runs[0]["outcome"], "incomplete", "{runs}");
+    assert!(!snapshot.exists(), "{} is left", snapshot.display());
+    let worktrees = repo.git(&["worktree", "list", "--porcelain"]);
+    assert_eq!(worktrees.matches("worktree ").count(), 1, "{worktrees}");
     let status = json_of(&repo.run(&["status", "-o", "json"]));
     assert_eq!(status["nodes"][1]["status"], "errored", "{status}");
     let text = std::fs::read_to_string(&log).unwrap();
@@ -108,6 +118,10 @@ fn sigkill_of_the_server_mid_run_keeps_the_trail_and_the_next_server_closes_the_
     let runs = json_of(&repo.run(&["runs", "-o", "json"]));
     assert_eq!(runs[0]["outcome"], "passed");
     assert_eq!(runs[1]["outcome"], "incomplete");
+    // A run that ended names no snapshot: its server removes it.
+    let ended =
+        std::fs::read_to_string(repo.path().join(format!(".ci/{}/runs/2.json", repo.sha7()))).unwrap();
+    assert!(!ended.contains("\"snapshot\""), "{ended}");
     stop_server(&repo);
 }
 
@@ -165,16 +179,23 @@ fn a_run_waiting_on_a_sleeping_node_leaves_its_server_and_client_asleep() {
 fn a_new_server_closes_a_run_whose_server_died() {
     let (repo, run, server) = run_sleeping("slow");
     let p = local_platform();
+    let record = repo.path().join(format!(".ci/{}/runs/1.json", repo.sha7()));
+    let record: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(record).unwrap()).unwrap();
+    let snapshot =
+        std::path::PathBuf::from(record["snapshot"].as_str().expect("the record names its snapshot"));
     // SAFETY: killing the server this test started.
     unsafe { libc::kill(server, libc::SIGKILL) };
     let _ = run.finish();
     until("the old server to go", DEADLINE, || gone(server));
+    assert!(snapshot.is_dir(), "the dead server left its snapshot");
     let serve = Running::spawn(repo.odu(&["serve"]));
     wait_for_socket(repo.path());
     let status = json_of(&repo.run(&["status", "-o", "json"]));
     assert_eq!(status["live"], false);
     assert_eq!(status["outcome"], "incomplete", "{status}");
     assert_eq!(statuses(&status)[&format!("slow@{p}")], "errored");
+    // The new server closed the run before it answered a client, and removed the snapshot.
+    assert!(!snapshot.exists(), "{} is left", snapshot.display());
     serve.signal(libc::SIGTERM);
     let (code, err) = serve.finish();
     assert_eq!(code, Some(0), "{err}");
