@@ -489,7 +489,7 @@ impl Driver {
         self.progress_save = None;
         self.settle_save = None;
         self.saved_at = tokio::time::Instant::now();
-        self.record.take(&self.run.record());
+        self.record.take_run(&self.run);
         if let Some(poster) = &self.poster {
             self.record.unposted = poster.report().owed;
         }

@@ -155,6 +155,32 @@ impl RunRecord {
         }
     }
 
+    /// [`RunRecord::take`] from the run itself, for every save after the first: while the
+    /// record lists the run's nodes in the run's order (a run's nodes never change), each node
+    /// keeps its id and log path and takes only its state. Each save rebuilt every node's id
+    /// and log path, twice (the run's copy, then the record's), about half of a save's
+    /// instructions at 200 nodes.
+    pub fn take_run(&mut self, run: &odu_core::run::Run) {
+        let listed = self.nodes.len() == run.nodes().count()
+            && self.nodes.iter().zip(run.nodes()).all(|(node, (id, _))| id.is(&node.id));
+        if !listed {
+            self.take(&run.record());
+            return;
+        }
+        for (node, (_, view)) in self.nodes.iter_mut().zip(run.nodes()) {
+            node.status = view.status;
+            node.exit_code = view.exit_code;
+            node.started_at = view.started_at;
+            node.duration_ms = view.duration_ms;
+        }
+        self.outcome = run.reported_outcome();
+        self.finished_at = run.finished_at();
+        if self.finished_at.is_some() {
+            self.pid = None;
+            self.snapshot = None;
+        }
+    }
+
     /// Closes a run its coordinator left `running`: the run `incomplete`, its running nodes
     /// `errored`, its pending ones `skipped`. Returns the ids of the nodes that were running.
     fn close_orphaned(&mut self, note: String) -> Vec<String> {
@@ -1300,6 +1326,60 @@ mod tests {
             logs_pruned: None,
             snapshot: None,
         }
+    }
+
+    /// A save after the first takes each node's state in place ([`RunRecord::take_run`]):
+    /// the record is the one a save that built every node afresh would write, and a record
+    /// that does not list the run's nodes is built afresh.
+    #[test]
+    fn a_save_takes_the_nodes_state_in_place_and_equals_a_record_built_afresh() {
+        use odu_core::run::{LanePlan, Run, RunEvent, RunMeta};
+        let platform = "x86_64-linux";
+        let tasks: Vec<odu_core::lane::TaskSpec> = ["a", "b"]
+            .iter()
+            .map(|t| odu_core::lane::TaskSpec {
+                id: t.to_string(),
+                argv: vec!["just".into(), t.to_string()],
+                needs: vec![],
+            })
+            .collect();
+        let plans = [LanePlan { platform: platform.into(), host: "localhost".into(), tasks }];
+        let meta = RunMeta {
+            run: "0123456#1".into(),
+            sha: "0123456789abcdef0123456789abcdef01234567".into(),
+            label: "0123456".into(),
+            pipeline: "ci".into(),
+            started_at: 1,
+        };
+        let mut run = Run::new(meta, &plans);
+        let fresh = |run: &Run| {
+            let mut built = record("0123456");
+            built.take(&run.record());
+            built
+        };
+        let mut kept = fresh(&run);
+        assert_eq!(kept.nodes.len(), 3, "the setup node and two recipes");
+        let mut a = NodeView::pending("a", "just a".into(), vec![]);
+        let mut steps = vec![];
+        a.status = odu_core::NodeStatus::Running;
+        a.started_at = Some(5);
+        steps.push(RunEvent::LaneReported { platform: platform.into(), views: vec![a.clone()] });
+        a.status = odu_core::NodeStatus::Failed;
+        a.exit_code = Some(3);
+        a.duration_ms = Some(7);
+        steps.push(RunEvent::LaneReported { platform: platform.into(), views: vec![a] });
+        steps.push(RunEvent::LaneDied { platform: platform.into(), reason: "gone".into(), at: 20 });
+        steps.push(RunEvent::LaneClosed { platform: platform.into(), at: 21 });
+        for step in steps {
+            let _ = run.apply(step);
+            kept.take_run(&run);
+            assert_eq!(kept, fresh(&run));
+        }
+        assert_eq!(kept.nodes[1].exit_code, Some(3), "{kept:?}");
+        // A record that lists other nodes (none, here) takes the run's whole.
+        let mut other = record("0123456");
+        other.take_run(&run);
+        assert_eq!(other, fresh(&run));
     }
 
     /// Every trusted record under `.ci`, newest first, read whole ([`read`]).

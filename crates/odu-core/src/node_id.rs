@@ -20,6 +20,14 @@ impl NodeId {
 
     /// Splits at the last `@` when a platform (a system tuple) follows it: a task id may hold
     /// an `@` inside its arguments (`dep(user@host)`), a platform never does.
+    /// Whether `text` is this id written out (`<task>@<platform>`), without writing it.
+    pub fn is(&self, text: &str) -> bool {
+        text.len() == self.task.len() + 1 + self.platform.len()
+            && text.starts_with(self.task.as_str())
+            && text.as_bytes()[self.task.len()] == b'@'
+            && text.ends_with(self.platform.as_str())
+    }
+
     pub fn parse(id: &str) -> Option<NodeId> {
         crate::platform::split_platform(id).map(|(task, platform)| NodeId::new(task, platform))
     }
@@ -203,6 +211,17 @@ mod tests {
             ".ci/338eb01/aarch64-darwin/_ci-setup.log"
         );
         assert_eq!(NodeId::parse("nope"), None);
+        let e2e = NodeId::new("ci::e2e", "x86_64-linux");
+        assert!(e2e.is("ci::e2e@x86_64-linux"));
+        for other in [
+            "ci::e2e@x86_64-linu",
+            "ci::e2f@x86_64-linux",
+            "ci::e2e-x86_64-linux",
+            "",
+            "ci::e2e@x86_64-linux@",
+        ] {
+            assert!(!e2e.is(other), "{other}");
+        }
         assert_eq!(NodeId::new("fmt(a/b)", "x").log_path("s"), ".ci/s/x/fmt(a%2Fb).log");
         // Control characters never reach a file name.
         assert_eq!(log_file_stem("say(a\nb\tc\0\u{85})"), "say(a%0Ab%09c%00%C2%85)");

@@ -879,6 +879,11 @@ impl Run {
         self.index.get(id).map(|&pos| &self.nodes[pos])
     }
 
+    /// When the run ended, as its record says (`None` while it lives).
+    pub fn finished_at(&self) -> Option<u64> {
+        self.finished_at
+    }
+
     /// The node's log, relative to the checkout.
     pub fn log_path(&self, id: &NodeId) -> String {
         id.log_path(&self.meta.label)
