@@ -267,7 +267,13 @@ impl DumpInputs {
         if !inputs.same_as(self) {
             return None;
         }
-        Some(dump.replacen(&source_field(&inputs.source), &source_field(&self.source), 1))
+        let (field, own) = (source_field(&inputs.source), source_field(&self.source));
+        let at = memchr::memmem::find(dump.as_bytes(), field.as_bytes())?;
+        let mut made = String::with_capacity(dump.len() + own.len() - field.len().min(own.len()));
+        made.push_str(&dump[..at]);
+        made.push_str(&own);
+        made.push_str(&dump[at + field.len()..]);
+        Some(made)
     }
 
     /// Keeps `dump` for the next dump of the same inputs, if its `source` is where these inputs
@@ -278,7 +284,12 @@ impl DumpInputs {
 
     /// [`DumpInputs::remember`], over a dump already kept only when `replace`.
     fn keep(self, dump: String, replace: bool) {
-        if dump.matches(&source_field(&self.source)).count() == 1
+        // memchr's search: the str pattern's walked a 1,000-recipe dump at a fifth of `odu
+        // dump`'s own instructions (callgrind).
+        let field = source_field(&self.source);
+        let mut found = memchr::memmem::find_iter(dump.as_bytes(), field.as_bytes());
+        if found.next().is_some()
+            && found.next().is_none()
             && let Ok(mut dumped) = DUMPED.lock()
             && (replace || dumped.is_none())
         {
