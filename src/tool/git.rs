@@ -640,6 +640,12 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The private folder holding the worktree (what a run's record keeps, so that whoever
+    /// closes the run after its server died removes it: [`remove_abandoned`]).
+    pub fn scratch_path(&self) -> Option<&Path> {
+        self.scratch.as_ref().map(tempfile::TempDir::path)
+    }
+
     pub fn create(repo: &Path, sha: &str) -> CliResult<Snapshot> {
         let short = sha.get(..7).unwrap_or(sha);
         let scratch = crate::private::scratch(&format!("odu-{short}-")).map_err(|e| {
@@ -667,14 +673,6 @@ impl Snapshot {
             checkout: Checkout::WorktreeAdd,
             scratch: Some(scratch),
         })
-    }
-}
-
-impl Snapshot {
-    /// The private folder holding the worktree (what a run's record keeps, so that whoever
-    /// closes the run after its server died removes it: [`remove_abandoned`]).
-    pub fn scratch_path(&self) -> Option<&Path> {
-        self.scratch.as_ref().map(tempfile::TempDir::path)
     }
 }
 
@@ -913,6 +911,18 @@ mod tests {
         let out = crate::tool::run("git", args, dir).unwrap();
         assert!(out.success, "git {args:?}: {}", out.stderr);
         out.stdout
+    }
+
+    /// A repository of one commit holding a justfile, and that commit's sha.
+    fn one_commit() -> (tempfile::TempDir, String) {
+        let repo = tempfile::tempdir().unwrap();
+        let git = |args: &[&str]| git_in(repo.path(), args);
+        git(&["init", "-q"]);
+        std::fs::write(repo.path().join("justfile"), "a:\n    true\n").unwrap();
+        git(&["add", "-A"]);
+        git(&["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]);
+        let sha = git(&["rev-parse", "HEAD"]).trim().to_string();
+        (repo, sha)
     }
 
     #[test]
@@ -1254,13 +1264,8 @@ mod tests {
 
     #[test]
     fn a_snapshot_leaves_no_worktree_behind() {
-        let repo = tempfile::tempdir().unwrap();
+        let (repo, sha) = one_commit();
         let git = |args: &[&str]| git_in(repo.path(), args);
-        git(&["init", "-q"]);
-        std::fs::write(repo.path().join("justfile"), "a:\n    true\n").unwrap();
-        git(&["add", "-A"]);
-        git(&["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]);
-        let sha = git(&["rev-parse", "HEAD"]).trim().to_string();
         let snapshot = Snapshot::create(repo.path(), &sha).unwrap();
         let dir = snapshot.dir.clone();
         assert!(dir.join("justfile").is_file());
@@ -1279,13 +1284,8 @@ mod tests {
     #[test]
     fn a_dead_servers_snapshot_is_removed_and_nothing_else_is() {
         use std::os::unix::fs::PermissionsExt;
-        let repo = tempfile::tempdir().unwrap();
+        let (repo, sha) = one_commit();
         let git = |args: &[&str]| git_in(repo.path(), args);
-        git(&["init", "-q"]);
-        std::fs::write(repo.path().join("justfile"), "a:\n    true\n").unwrap();
-        git(&["add", "-A"]);
-        git(&["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]);
-        let sha = git(&["rev-parse", "HEAD"]).trim().to_string();
         let worktrees = || git(&["worktree", "list", "--porcelain"]).matches("worktree ").count();
         // What a server killed mid-run leaves: the folder, the checkout, git's entry.
         let mut snapshot = Snapshot::create(repo.path(), &sha).unwrap();

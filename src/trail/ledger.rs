@@ -145,10 +145,15 @@ impl RunRecord {
     /// Takes what the run decides: its outcome, finish time and nodes. A final record (one
     /// with a finish time) has no pid and names no snapshot.
     pub fn take(&mut self, recorded: &Recorded) {
-        self.outcome = recorded.outcome;
-        self.finished_at = recorded.finished_at;
         self.nodes = recorded.nodes.iter().map(NodeRecord::from).collect();
-        if recorded.finished_at.is_some() {
+        self.take_end(recorded.outcome, recorded.finished_at);
+    }
+
+    /// The run's outcome and finish time; a final record has no pid and names no snapshot.
+    fn take_end(&mut self, outcome: RunOutcome, finished_at: Option<u64>) {
+        self.outcome = outcome;
+        self.finished_at = finished_at;
+        if finished_at.is_some() {
             self.pid = None;
             // Its server removes the snapshot now: nothing is left for another to remove.
             self.snapshot = None;
@@ -173,12 +178,7 @@ impl RunRecord {
             node.started_at = view.started_at;
             node.duration_ms = view.duration_ms;
         }
-        self.outcome = run.reported_outcome();
-        self.finished_at = run.finished_at();
-        if self.finished_at.is_some() {
-            self.pid = None;
-            self.snapshot = None;
-        }
+        self.take_end(run.reported_outcome(), run.finished_at());
     }
 
     /// Closes a run its coordinator left `running`: the run `incomplete`, its running nodes
