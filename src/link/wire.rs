@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use odu_proto::frame::MAX_FRAME_BYTES;
-use odu_proto::{FrameError, Message, RpcError, decode_line};
+use odu_proto::{FrameError, Message, RawParams, RpcError, decode_line};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -347,6 +347,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }))
     }
 
+    /// [`FrameReader::next`] with each message's params kept as their JSON text, for a reader
+    /// that takes them straight into its own types.
+    pub async fn next_raw(&mut self) -> Result<Option<Result<Message<RawParams>, RpcError>>, ReadError> {
+        let Some(bytes) = self.next_frame().await? else { return Ok(None) };
+        Ok(Some(Message::parse_raw(&bytes)))
+    }
+
     /// Whether a whole line is already read and waiting: the next [`FrameReader::next`] then
     /// returns without reading the link.
     pub fn holds_a_line(&self) -> bool {
@@ -501,13 +508,14 @@ pub fn spawn_writer<W: AsyncWrite + Unpin + Send + 'static>(
     (tx, task)
 }
 
-/// What a server is asked once a client has greeted it.
+/// What a server is asked once a client has greeted it. A request's params are the JSON text
+/// they came as: each request reads them into its own type.
 #[derive(Debug)]
 pub enum Served {
     Request {
         id: serde_json::Value,
         method: String,
-        params: serde_json::Value,
+        params: RawParams,
     },
     /// The client stops one of its streams.
     CancelStream(serde_json::Value),
@@ -535,9 +543,9 @@ impl<R: AsyncRead + Unpin> ServerLink<R> {
             CANCEL_STREAM, CancelStream, HANDSHAKE, HandshakeAnswer, answer_handshake, error_code,
         };
         loop {
-            let message = match self.frames.next().await? {
-                Some(Incoming::Message(m)) => m,
-                Some(Incoming::Invalid(error)) => {
+            let message = match self.frames.next_raw().await? {
+                Some(Ok(m)) => m,
+                Some(Err(error)) => {
                     self.reply(Message::err(serde_json::Value::Null, error)).await;
                     continue;
                 }
@@ -545,7 +553,7 @@ impl<R: AsyncRead + Unpin> ServerLink<R> {
             };
             match message {
                 Message::Request { id, method, params } if method == HANDSHAKE => {
-                    match answer_handshake(id, params, self.role) {
+                    match answer_handshake(id, &params, self.role) {
                         HandshakeAnswer::Accept(reply) => {
                             self.greeted = true;
                             self.reply(reply).await;
@@ -565,7 +573,7 @@ impl<R: AsyncRead + Unpin> ServerLink<R> {
                     return Ok(Some(Served::Request { id, method, params }));
                 }
                 Message::Notification { method, params } if method == CANCEL_STREAM => {
-                    if let Ok(c) = serde_json::from_value::<CancelStream>(params) {
+                    if let Ok(c) = serde_json::from_str::<CancelStream>(params.get()) {
                         return Ok(Some(Served::CancelStream(c.id)));
                     }
                 }

@@ -23,8 +23,9 @@ use odu_core::lane::{Exit, LaneEffect, LaneEvent, LaneState};
 use odu_core::{NodeView, SETUP};
 use odu_proto::{
     Configure, LANE_CLOSE, Message, NODE_CANCEL, NODE_LOG_GET, NODE_RERUN, NODES_GET, NodeParams, NodesFrame,
-    RUN_CONFIGURE, RpcError, error_code, log_item_frame,
+    RUN_CONFIGURE, RawParams, RpcError, error_code, log_item_frame,
 };
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
@@ -51,7 +52,8 @@ enum ActorMsg {
     Request {
         id: Value,
         method: String,
-        params: Value,
+        /// As sent: each request reads them straight into its own type.
+        params: RawParams,
     },
     CancelStream(Value),
     Exited {
@@ -304,7 +306,7 @@ impl Actor {
                     break;
                 }
                 ActorMsg::Request { id, method, params } => {
-                    let reply = self.handle_request(id.clone(), &method, params);
+                    let reply = self.handle_request(id.clone(), &method, &params);
                     if let Some(reply) = reply {
                         let _ = self.out.send(reply.to_frame()).await;
                     }
@@ -367,7 +369,7 @@ impl Actor {
     }
 
     /// Answers a request; `None` when the answer comes later (streams answer when they end).
-    fn handle_request(&mut self, id: Value, method: &str, params: Value) -> Option<Message> {
+    fn handle_request(&mut self, id: Value, method: &str, params: &RawValue) -> Option<Message> {
         let result = match method {
             RUN_CONFIGURE => self.configure(params),
             NODES_GET => {
@@ -422,9 +424,9 @@ impl Actor {
         })
     }
 
-    fn node_param(&self, params: Value) -> Result<String, RpcError> {
+    fn node_param(&self, params: &RawValue) -> Result<String, RpcError> {
         let p: NodeParams =
-            serde_json::from_value(params).map_err(|e| RpcError::invalid_params(e.to_string()))?;
+            serde_json::from_str(params.get()).map_err(|e| RpcError::invalid_params(e.to_string()))?;
         if self.lane.is_none() {
             return Err(RpcError::refused("the runner is not configured yet: send run.configure first"));
         }
@@ -438,12 +440,12 @@ impl Actor {
         Ok(json!({"ok": true}))
     }
 
-    fn configure(&mut self, params: Value) -> Result<Value, RpcError> {
+    fn configure(&mut self, params: &RawValue) -> Result<Value, RpcError> {
         if self.lane.is_some() {
             return Err(RpcError::refused("runner is already configured (one run per runner process)"));
         }
         let c: Configure =
-            serde_json::from_value(params).map_err(|e| RpcError::invalid_params(e.to_string()))?;
+            serde_json::from_str(params.get()).map_err(|e| RpcError::invalid_params(e.to_string()))?;
         let setup_command = format!("(workspace {})", c.workspace);
         let lane = LaneState::new(&c.tasks, &setup_command, c.jobs).map_err(RpcError::invalid_params)?;
         // A spool's file is created with its first byte: a node that prints nothing costs none.

@@ -25,8 +25,8 @@ use odu_core::run::{Refusal, RunRequest};
 use odu_core::{NodeId, NodeStatus, NodeView};
 use odu_proto::{
     HEADER_GET, HeaderFrame, LANE_CANCEL, LogChunk, Message, NODE_CANCEL, NODE_LOG_GET, NODE_RERUN,
-    NODES_GET, NodeParams, NodesFrame, RUN_CANCEL, RUN_START, RUNS_GET, RpcError, StartParams, error_code,
-    item_frame, log_item_frame,
+    NODES_GET, NodeParams, NodesFrame, RUN_CANCEL, RUN_START, RUNS_GET, RawParams, RpcError, StartParams,
+    error_code, item_frame, log_item_frame,
 };
 use serde_json::{Value, json};
 use tokio::net::UnixStream;
@@ -267,8 +267,13 @@ async fn dispatch(
     streams: &mut BTreeMap<String, AbortHandle>,
     id: Value,
     method: &str,
-    params: Value,
+    params: RawParams,
 ) -> Option<Message> {
+    // A client's params are small: read as a value, of which each request takes what it needs.
+    let params: Value = match serde_json::from_str(params.get()) {
+        Ok(params) => params,
+        Err(e) => return Some(Message::err(id, RpcError::invalid_params(e.to_string()))),
+    };
     let run = params.get("run").and_then(Value::as_str).map(str::to_string);
     tracing::debug!(method, run = ?run, "request");
     let target = || server.target(run.as_deref());

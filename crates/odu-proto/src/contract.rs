@@ -296,9 +296,13 @@ pub enum HandshakeAnswer {
 }
 
 /// Answers a `handshake` request; `server` names this end in a refusal ("runner", "server").
-pub fn answer_handshake(id: serde_json::Value, params: serde_json::Value, server: &str) -> HandshakeAnswer {
+pub fn answer_handshake(
+    id: serde_json::Value,
+    params: &serde_json::value::RawValue,
+    server: &str,
+) -> HandshakeAnswer {
     use crate::{BUILD_ID, Message, PROTOCOL_VERSION, RpcError, error_code};
-    match serde_json::from_value::<Handshake>(params) {
+    match serde_json::from_str::<Handshake>(params.get()) {
         Ok(h) if h.protocol == PROTOCOL_VERSION => {
             let reply = Handshake { protocol: PROTOCOL_VERSION, build: BUILD_ID.into() };
             HandshakeAnswer::Accept(Message::ok(id, serde_json::json!(reply)))

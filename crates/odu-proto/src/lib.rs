@@ -17,7 +17,7 @@ pub mod message;
 pub use contract::*;
 pub use frame::{FrameError, MAX_FRAME_BYTES, decode_line, encode_frame};
 pub use log::{LogChunk, LogItem, item_frame, log_frame_json, log_item_frame};
-pub use message::{Message, RpcError, error_code};
+pub use message::{Message, RawParams, RpcError, error_code};
 
 /// Bumped whenever the meaning or shape of any message changes.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -42,23 +42,46 @@ impl RpcError {
     }
 }
 
-/// One JSON-RPC message, classified.
+/// One JSON-RPC message, classified. Its params are a [`Value`], or with [`RawParams`] the JSON
+/// text they came as ([`Message::parse_raw`]).
 #[derive(Clone, Debug, PartialEq)]
-pub enum Message {
-    Request { id: Value, method: String, params: Value },
-    Notification { method: String, params: Value },
+pub enum Message<P = Value> {
+    Request { id: Value, method: String, params: P },
+    Notification { method: String, params: P },
     Response { id: Value, result: Result<Value, RpcError> },
 }
 
+/// A message's params as the JSON text they came as: a reader takes them straight into its own
+/// type (a run's whole plan, for `run.configure`) without building a [`Value`] of them first.
+pub type RawParams = Box<serde_json::value::RawValue>;
+
+/// What a message's params are read as, and what stands for params a message left out.
+pub trait Params: serde::de::DeserializeOwned {
+    fn absent() -> Self;
+}
+
+impl Params for Value {
+    fn absent() -> Self {
+        Value::Null
+    }
+}
+
+impl Params for RawParams {
+    fn absent() -> Self {
+        serde_json::value::RawValue::NULL.to_owned()
+    }
+}
+
 #[derive(Serialize, Deserialize)]
-struct Envelope {
+#[serde(bound(deserialize = "P: serde::de::DeserializeOwned"))]
+struct Envelope<P = Value> {
     jsonrpc: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     id: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     method: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    params: Option<Value>,
+    params: Option<P>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     result: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -121,25 +144,7 @@ impl Message {
 
     /// Parses one decoded frame. Errors carry the JSON-RPC error to answer with.
     pub fn parse(bytes: &[u8]) -> Result<Message, RpcError> {
-        let envelope: Envelope = serde_json::from_slice(bytes)
-            .map_err(|e| RpcError::new(error_code::PARSE_ERROR, format!("not a JSON-RPC message: {e}")))?;
-        if envelope.jsonrpc != "2.0" {
-            return Err(RpcError::new(error_code::INVALID_REQUEST, "jsonrpc must be \"2.0\""));
-        }
-        let params = envelope.params.unwrap_or(Value::Null);
-        match (envelope.method, envelope.id) {
-            (Some(method), Some(id)) => Ok(Message::Request { id, method, params }),
-            (Some(method), None) => Ok(Message::Notification { method, params }),
-            (None, Some(id)) => match (envelope.result, envelope.error) {
-                (_, Some(error)) => Ok(Message::Response { id, result: Err(error) }),
-                (result, None) => Ok(Message::Response { id, result: Ok(result.unwrap_or(Value::Null)) }),
-            },
-            // An error about a frame that could not be read carries `"id": null`.
-            (None, None) => match envelope.error {
-                Some(error) => Ok(Message::Response { id: Value::Null, result: Err(error) }),
-                None => Err(RpcError::new(error_code::INVALID_REQUEST, "message has neither method nor id")),
-            },
-        }
+        classify(bytes)
     }
 
     pub fn to_json(&self) -> Vec<u8> {
@@ -170,6 +175,36 @@ impl Message {
     }
 }
 
+impl Message<RawParams> {
+    /// [`Message::parse`] keeping the params as their JSON text.
+    pub fn parse_raw(bytes: &[u8]) -> Result<Message<RawParams>, RpcError> {
+        classify(bytes)
+    }
+}
+
+/// Reads and classifies one decoded frame, its params read as `P`.
+fn classify<P: Params>(bytes: &[u8]) -> Result<Message<P>, RpcError> {
+    let envelope: Envelope<P> = serde_json::from_slice(bytes)
+        .map_err(|e| RpcError::new(error_code::PARSE_ERROR, format!("not a JSON-RPC message: {e}")))?;
+    if envelope.jsonrpc != "2.0" {
+        return Err(RpcError::new(error_code::INVALID_REQUEST, "jsonrpc must be \"2.0\""));
+    }
+    let params = envelope.params.unwrap_or_else(P::absent);
+    match (envelope.method, envelope.id) {
+        (Some(method), Some(id)) => Ok(Message::Request { id, method, params }),
+        (Some(method), None) => Ok(Message::Notification { method, params }),
+        (None, Some(id)) => match (envelope.result, envelope.error) {
+            (_, Some(error)) => Ok(Message::Response { id, result: Err(error) }),
+            (result, None) => Ok(Message::Response { id, result: Ok(result.unwrap_or(Value::Null)) }),
+        },
+        // An error about a frame that could not be read carries `"id": null`.
+        (None, None) => match envelope.error {
+            Some(error) => Ok(Message::Response { id: Value::Null, result: Err(error) }),
+            None => Err(RpcError::new(error_code::INVALID_REQUEST, "message has neither method nor id")),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +223,45 @@ mod tests {
             assert_eq!(Message::parse(&m.to_json()).unwrap(), m);
         }
         assert_eq!(Message::parse(b"[1,2]").unwrap_err().code, error_code::PARSE_ERROR);
+    }
+
+    /// Read with its params kept as text, a message is classified as [`Message::parse`] does
+    /// it, and its params read into a value are the value's.
+    #[test]
+    fn a_message_read_raw_is_the_message_with_its_params_as_text() {
+        let as_value = |m: Message<RawParams>| match m {
+            Message::Request { id, method, params } => {
+                Message::Request { id, method, params: serde_json::from_str(params.get()).unwrap() }
+            }
+            Message::Notification { method, params } => {
+                Message::Notification { method, params: serde_json::from_str(params.get()).unwrap() }
+            }
+            Message::Response { id, result } => Message::Response { id, result },
+        };
+        let frames: [&[u8]; 7] = [
+            br#"{"jsonrpc":"2.0","id":7,"method":"run.configure","params":{"tasks":[{"id":"a","argv":["just","a\"b"]}]}}"#,
+            br#"{"jsonrpc":"2.0","id":"x","method":"nodes.get"}"#,
+            br#"{"jsonrpc":"2.0","method":"$/cancel","params":{"id":3}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"result":{"ok":true}}"#,
+            br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32000,"message":"no"}}"#,
+            br#"{"jsonrpc":"1.0","id":1,"method":"m"}"#,
+            br#"{"jsonrpc":"2.0","params":[1]}"#,
+        ];
+        for frame in frames {
+            assert_eq!(
+                Message::parse_raw(frame).map(as_value),
+                Message::parse(frame),
+                "{}",
+                String::from_utf8_lossy(frame)
+            );
+        }
+        let Ok(Message::Request { params, .. }) =
+            Message::parse_raw(br#"{"jsonrpc":"2.0","id":2,"method":"m"}"#)
+        else {
+            panic!("a request");
+        };
+        assert_eq!(params.get(), "null", "params left out read as null, as Message::parse reads them");
+        assert_eq!(Message::parse_raw(b"{").unwrap_err().code, error_code::PARSE_ERROR);
     }
 
     #[test]
