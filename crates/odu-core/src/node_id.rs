@@ -18,8 +18,6 @@ impl NodeId {
         NodeId { task: task.into(), platform: platform.into() }
     }
 
-    /// Splits at the last `@` when a platform (a system tuple) follows it: a task id may hold
-    /// an `@` inside its arguments (`dep(user@host)`), a platform never does.
     /// Whether `text` is this id written out (`<task>@<platform>`), without writing it.
     pub fn is(&self, text: &str) -> bool {
         text.len() == self.task.len() + 1 + self.platform.len()
@@ -28,6 +26,8 @@ impl NodeId {
             && text.ends_with(self.platform.as_str())
     }
 
+    /// Splits at the last `@` when a platform (a system tuple) follows it: a task id may hold
+    /// an `@` inside its arguments (`dep(user@host)`), a platform never does.
     pub fn parse(id: &str) -> Option<NodeId> {
         crate::platform::split_platform(id).map(|(task, platform)| NodeId::new(task, platform))
     }
