@@ -269,7 +269,8 @@ impl DumpInputs {
         }
         let (field, own) = (source_field(&inputs.source), source_field(&self.source));
         let at = memchr::memmem::find(dump.as_bytes(), field.as_bytes())?;
-        let mut made = String::with_capacity(dump.len() + own.len() - field.len().min(own.len()));
+        // `field` was found in `dump`: the dump is at least that long.
+        let mut made = String::with_capacity(dump.len() - field.len() + own.len());
         made.push_str(&dump[..at]);
         made.push_str(&own);
         made.push_str(&dump[at + field.len()..]);
