@@ -2,6 +2,8 @@
 //! search, the scroll, the log pane and the mode. Keys change it ([`Dash::key`]); the driver
 //! carries out what it asks ([`Ask`]).
 
+use std::collections::HashMap;
+
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use odu_core::{NodeId, NodeStatus, Run};
 use odu_proto::RunSummary;
@@ -16,14 +18,20 @@ pub struct Grid {
     pub tasks: Vec<String>,
     pub platforms: Vec<String>,
     cells: Vec<Vec<bool>>,
+    /// Each task's row. The grid is made again at every change of the run's nodes: finding a
+    /// task's row in the list compared each name with every one before it, a cost that grew
+    /// with the square of the run's size at every delta.
+    row_of: HashMap<String, usize>,
 }
 
 impl Grid {
     pub fn of(run: &Run) -> Grid {
         let platforms: Vec<String> = run.lanes().iter().map(|l| l.platform.clone()).collect();
         let mut tasks: Vec<String> = Vec::new();
+        let mut row_of = HashMap::new();
         for id in run.order() {
-            if !tasks.contains(&id.task) {
+            if !row_of.contains_key(&id.task) {
+                row_of.insert(id.task.clone(), tasks.len());
                 tasks.push(id.task.clone());
             }
         }
@@ -33,7 +41,7 @@ impl Grid {
                 platforms.iter().map(|p| run.view(&NodeId::new(t.as_str(), p.as_str())).is_some()).collect()
             })
             .collect();
-        Grid { tasks, platforms, cells }
+        Grid { tasks, platforms, cells, row_of }
     }
 
     pub fn rows(&self) -> usize {
@@ -46,7 +54,7 @@ impl Grid {
     }
 
     pub fn position(&self, id: &NodeId) -> Option<(usize, usize)> {
-        let row = self.tasks.iter().position(|t| *t == id.task)?;
+        let row = *self.row_of.get(&id.task)?;
         let col = self.platforms.iter().position(|p| *p == id.platform)?;
         self.cells[row][col].then_some((row, col))
     }
