@@ -2102,6 +2102,100 @@ def scenario_monitor_fast200(ctx: "Ctx") -> Result:
                    "/proc over the same window)"])
 
 
+def tty_run(repo: OduRepo, rows: int = 40, cols: int = 120) -> float:
+    """One `odu run` on a terminal of its own (a pty of `rows` x `cols`), as a person starts
+    it: the live matrix. Its output is read and dropped; returns the client's own CPU (its
+    rusage, user + system), in seconds."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+    pid, fd = pty.fork()
+    if pid == 0:
+        try:
+            fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+            os.chdir(repo.repo)
+            os.execve(str(repo.odu_bin), [str(repo.odu_bin), "run", "--no-post", *HOST_FLAG],
+                      {**repo.env, "TERM": "xterm-256color"})
+        finally:
+            os._exit(127)
+    try:
+        while True:
+            try:
+                if not os.read(fd, 1 << 16):
+                    break
+            except OSError:   # EIO: the run closed its terminal
+                break
+    finally:
+        os.close(fd)
+    _, status, usage = os.wait4(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise BenchError(f"odu run on a terminal exited {os.waitstatus_to_exitcode(status)} in {repo.repo}")
+    return usage.ru_utime + usage.ru_stime
+
+
+# The faces' own cost must not grow with the run's size. Both redraw on a clock (the spinner,
+# the running durations) as well as at every change, so over a run they cost in proportion to
+# its length, which grows with its size: their CPU as a share of a core over the run is what
+# stays flat when a redraw costs the same whatever the run's size. A redraw step that looks at
+# every node for each node (a task's row found in the list of rows) makes it grow with N.
+FACES_SIZES = (200, 2000)
+FACES_GROWTH_MAX = 1.5
+
+
+def scenario_faces2000(ctx: "Ctx") -> Result:
+    """The live matrix (`odu run` on a terminal) and the dashboard (`odu monitor`, watching the
+    same run) over a wide run of 200 and of 2,000 nodes: each face's CPU, as a share of a core
+    over the run and per node."""
+    shares: dict[tuple[str, int], list[float]] = {}
+    per_node: dict[tuple[str, int], list[float]] = {}
+    notes = []
+    for n in FACES_SIZES:
+        d = ctx.tmp / f"faces{n}"
+        names = [f"w{i:04}" for i in range(n)]
+        sha = make_repo(d, ci_justfile(names, {}, names), ctx.env)
+        repo = OduRepo(ctx.odu, d, sha, ctx.env)
+        try:
+            for _ in range(ctx.runs):
+                stop_servers(repo.repo)
+                retire_trail(repo.repo)
+                serve_in(repo)
+                dash = Dashboard(repo, f"faces{n}")
+                try:
+                    dash.wait_screen("no runs recorded")
+                    before, t0 = proc_cpu_s(dash.pid), time.monotonic()
+                    client = tty_run(repo)
+                    t_client = time.monotonic()
+                    # The run's end reaches the dashboard after the client's: its counts line.
+                    dash.wait_screen(f"{n + 1} ok")
+                    after, t_dash = proc_cpu_s(dash.pid), time.monotonic()
+                finally:
+                    dash.close()
+                if before is None or after is None:
+                    raise BenchError(f"the dashboard of faces{n} exited before its CPU was read")
+                for face, cpu, wall in (("matrix", client, t_client - t0), ("dashboard", after - before, t_dash - t0)):
+                    shares.setdefault((face, n), []).append(cpu / wall * 100)
+                    per_node.setdefault((face, n), []).append(cpu / n * 1000)
+                notes.append(f"{n} nodes: run {t_client - t0:.2f} s; CPU: live matrix {client * 1000:.0f} ms, "
+                             f"dashboard {(after - before) * 1000:.0f} ms")
+        finally:
+            stop_servers(d)
+    small, big = FACES_SIZES
+    checks = []
+    for face, label in (("matrix", "live matrix (odu run on a terminal)"), ("dashboard", "dashboard (odu monitor)")):
+        a, b = statistics.median(shares[(face, small)]), statistics.median(shares[(face, big)])
+        checks += [Check(f"{label} at {small}", a, "% core", digits=2),
+                   Check(f"{label} at {big}", b, "% core", digits=2),
+                   Check(f"  {face}: at {big} over at {small}", b / a if a > 0 else float("inf"), "x",
+                         FACES_GROWTH_MAX, digits=2),
+                   Check(f"  {face}: CPU per node at {small}", statistics.median(per_node[(face, small)]),
+                         "ms", digits=3),
+                   Check(f"  {face}: CPU per node at {big}", statistics.median(per_node[(face, big)]),
+                         "ms", digits=3)]
+    return Result("faces2000", "the live matrix and the dashboard on wide runs of 200 and 2,000 nodes",
+                  ctx.runs, "", "", [], [], None, checks, notes)
+
+
 def serve_in(repo: OduRepo, deadline_s: float = SOCKET_DEADLINE_S) -> None:
     """Starts the checkout's `odu serve` (if none is up) in a session of its own, as `odu run`
     would, and returns once its socket exists."""
@@ -2341,6 +2435,7 @@ SCENARIOS: dict[str, Callable[["Ctx"], Result]] = {
     "monitor_idle": scenario_monitor_idle,
     "monitor_fast200": scenario_monitor_fast200,
     "monitor_log256m": scenario_monitor_log256m,
+    "faces2000": scenario_faces2000,
     "post200": scenario_post200,
 }
 
