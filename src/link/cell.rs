@@ -6,8 +6,9 @@
 //! snapshot. So a slow subscriber costs at most its queue, and no change is ever lost: a
 //! subscriber either sees every delta or a snapshot that contains them.
 //!
-//! A subscriber that finds several deltas queued takes them as one (see [`CellValue::merge`]):
-//! a burst of changes costs each subscriber one frame, not one per change, and adds no latency.
+//! A subscriber that finds several deltas queued takes them as one (see [`CellValue::merge`]
+//! and [`CellValue::merge_span`], which folds them in one pass): a burst of changes costs each
+//! subscriber one frame, not one per change, and adds no latency.
 //!
 //! A delta is made once and shared: every queue holds the same [`Published`] delta, and the
 //! first subscriber to write it out keeps its JSON for the others ([`Delivered::json`]), so a
@@ -17,6 +18,7 @@
 //! JSON) for the others ([`Merged`]).
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -39,6 +41,22 @@ pub trait CellValue: Revisioned + Send + Sync + 'static {
     fn merge(into: &mut Self::Frame, later: Self::Frame) -> Option<Self::Frame> {
         let _ = into;
         Some(later)
+    }
+
+    /// Folds the deltas of `span`, in order, into delta `into` while they fold (as
+    /// [`CellValue::merge`] does, one at a time); gives back the first that does not, the
+    /// rest left in `span`. A cell whose deltas carry many items overrides it to fold a whole
+    /// span in one pass.
+    fn merge_span(
+        into: &mut Self::Frame,
+        span: &mut dyn Iterator<Item = Self::Frame>,
+    ) -> Option<Self::Frame> {
+        for later in span {
+            if let Some(unmerged) = Self::merge(into, later) {
+                return Some(unmerged);
+            }
+        }
+        None
     }
 }
 
@@ -220,6 +238,30 @@ impl CellValue for NodesValue {
             }
             (_, later) => Some(later),
         }
+    }
+
+    /// One pass over the span, each node's place in the merge found in a map: folded a delta
+    /// at a time, each node was looked for among all the merge held already, and a subscriber
+    /// that found a burst of single-node deltas queued (a lagging client, the runner's link
+    /// while the coordinator is busy) paid the square of the burst.
+    fn merge_span(into: &mut NodesFrame, span: &mut dyn Iterator<Item = NodesFrame>) -> Option<NodesFrame> {
+        let NodesFrame::Delta { revision, nodes } = into else { return span.next() };
+        let mut at: HashMap<String, usize> =
+            nodes.iter().enumerate().map(|(i, n)| (n.id.clone(), i)).collect();
+        for later in span {
+            let NodesFrame::Delta { revision: r, nodes: more } = later else { return Some(later) };
+            *revision = r;
+            for node in more {
+                match at.get(&node.id) {
+                    Some(&i) => nodes[i] = node,
+                    None => {
+                        at.insert(node.id.clone(), nodes.len());
+                        nodes.push(node);
+                    }
+                }
+            }
+        }
+        None
     }
 }
 
@@ -548,12 +590,9 @@ impl<V: CellValue> Subscription<V> {
             // Merging makes the delta this subscriber's own, until it is left for the others.
             let mut own = delta.into_frame();
             let mut rest = span.into_iter();
-            while let Some(later) = rest.next() {
-                if let Some(unmerged) = V::merge(&mut own, later.into_frame()) {
-                    self.held.push_back(Delivered::Own(unmerged));
-                    self.held.extend(rest);
-                    break;
-                }
+            if let Some(unmerged) = V::merge_span(&mut own, &mut rest.by_ref().map(Delivered::into_frame)) {
+                self.held.push_back(Delivered::Own(unmerged));
+                self.held.extend(rest);
             }
             self.last_revision = own.revision();
             if !self.held.is_empty() {
@@ -834,5 +873,30 @@ mod tests {
             }
         });
         assert!(mid_stream > 0, "some subscribers joined while changes were being published");
+    }
+
+    #[test]
+    fn a_span_of_node_deltas_folds_as_the_deltas_applied_in_turn() {
+        let view = |id: &str, command: &str| NodeView::pending(id, command.to_string(), vec![]);
+        let delta = |revision, nodes| NodesFrame::Delta { revision, nodes };
+        let mut into = delta(1, vec![view("a", "1"), view("b", "1")]);
+        let mut span = vec![
+            delta(2, vec![view("c", "1")]),
+            delta(3, vec![view("a", "2")]),
+            delta(4, vec![view("c", "2"), view("d", "1")]),
+        ]
+        .into_iter();
+        assert_eq!(NodesValue::merge_span(&mut into, &mut span), None);
+        let folded = vec![view("a", "2"), view("b", "1"), view("c", "2"), view("d", "1")];
+        assert_eq!(into, delta(4, folded.clone()), "each node once, where it first came, as it last was");
+
+        // A snapshot is not folded into a delta: it comes back, and what follows it stays.
+        let snapshot = NodesFrame::Snapshot { revision: 6, name: "ci".into(), order: vec![], nodes: vec![] };
+        let mut span = vec![delta(5, vec![view("e", "1")]), snapshot.clone(), delta(7, vec![])].into_iter();
+        assert_eq!(NodesValue::merge_span(&mut into, &mut span), Some(snapshot));
+        assert_eq!(span.count(), 1, "the delta after the snapshot is left");
+        let mut with_e = folded;
+        with_e.push(view("e", "1"));
+        assert_eq!(into, delta(5, with_e));
     }
 }
