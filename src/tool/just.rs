@@ -22,20 +22,24 @@ fn check_version(out: ToolOutput) -> CliResult<String> {
     }
 }
 
-/// `just --dump --dump-format json` in `dir`, after checking just is new enough. The version
-/// check runs beside the dump, so it costs no wall time.
+/// `just --dump --dump-format json` in `dir`, after checking just is new enough, for a process
+/// that plans once (`odu dump`, `odu graph`, `odu protect`). The version check runs beside the
+/// dump, so it costs no wall time. The dump, the longer of the two processes, starts first, in
+/// the order a run's start uses (`server/start.rs`): each start waits for its child's `execve`.
+/// Nothing is remembered: reading the justfile to know whether its dump could be kept, and
+/// keeping a copy, serve only a server, which asks again.
 pub fn dump(dir: &Path) -> CliResult<String> {
-    dump_with(dir, None)
+    let file = locate(None);
+    let started = tool::Pending::start("just", &["--dump", "--dump-format", "json"], dir, None)
+        .map(Started::Running)
+        .map_err(drop);
+    let dumping = Dumping { dir: dir.to_path_buf(), inputs: None, started };
+    finish_dump(start_version_of(file, dir, None), dumping).map(|(dump, _)| dump)
 }
 
-/// `dump`, with just found on (and run in) `env` when given. The dump, the longer of the two
-/// processes, starts first, in the order a run's start uses (`server/start.rs`): each start
-/// waits for its child's `execve`.
-pub fn dump_with(dir: &Path, env: Option<&tool::Env>) -> CliResult<String> {
-    dump_and_version(dir, env).map(|(dump, _)| dump)
-}
-
-/// [`dump_with`], and just's version line.
+/// The dump and just's version line in `dir`, with just found on (and run in) `env` when
+/// given, as a server asks them: a dump of a justfile that names no other file is remembered
+/// ([`start_dump`]), just's version once per `just` binary.
 pub fn dump_and_version(dir: &Path, env: Option<&tool::Env>) -> CliResult<(String, String)> {
     let file = locate(env);
     let dumping = start_dump(file.as_ref(), dir, env);
