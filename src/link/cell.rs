@@ -230,14 +230,7 @@ impl CellValue for NodesValue {
     }
 
     fn merge(into: &mut NodesFrame, later: NodesFrame) -> Option<NodesFrame> {
-        match (into, later) {
-            (NodesFrame::Delta { revision, nodes }, NodesFrame::Delta { revision: r, nodes: more }) => {
-                *revision = r;
-                fold_by_key(nodes, more, |n| &n.id);
-                None
-            }
-            (_, later) => Some(later),
-        }
+        Self::merge_span(into, &mut std::iter::once(later))
     }
 
     /// One pass over the span, each node's place in the merge found in a map: folded a delta
