@@ -30,20 +30,8 @@ fn check_version(out: ToolOutput) -> CliResult<String> {
 /// keeping a copy, serve only a server, which asks again.
 pub fn dump(dir: &Path) -> CliResult<String> {
     let file = locate(None);
-    let started = tool::Pending::start("just", &["--dump", "--dump-format", "json"], dir, None)
-        .map(Started::Running)
-        .map_err(drop);
-    let dumping = Dumping { dir: dir.to_path_buf(), inputs: None, started };
+    let dumping = start_dump(None, dir, None);
     finish_dump(start_version_of(file, dir, None), dumping).map(|(dump, _)| dump)
-}
-
-/// The dump and just's version line in `dir`, with just found on (and run in) `env` when
-/// given, as a server asks them: a dump of a justfile that names no other file is remembered
-/// ([`start_dump`]), just's version once per `just` binary.
-pub fn dump_and_version(dir: &Path, env: Option<&tool::Env>) -> CliResult<(String, String)> {
-    let file = locate(env);
-    let dumping = start_dump(file.as_ref(), dir, env);
-    finish_dump(start_version_of(file, dir, env), dumping)
 }
 
 /// just's version for [`finish_dump`] to check: known already, or being asked.
@@ -110,6 +98,8 @@ impl Dumping {
 }
 
 /// Starts the dump of `dir`'s justfile, unless this process remembers it ([`DumpInputs`]).
+/// `just` is the `just` file that answers ([`locate`]), part of what a remembered dump was made
+/// from; without it the dump is neither looked for among the remembered ones nor kept.
 /// Dropped unfinished, its process is ended and reaped.
 pub fn start_dump(
     just: Option<&(PathBuf, odu_proto::FileStamp)>,
@@ -623,6 +613,15 @@ impl DotenvUse {
 #[cfg(test)]
 mod variable_tests {
     use super::*;
+
+    /// The dump and just's version line in `dir`, with just found on (and run in) `env`, as a
+    /// server asks them: a dump of a justfile that names no other file is remembered
+    /// ([`start_dump`]), just's version once per `just` binary.
+    fn dump_and_version(dir: &Path, env: Option<&tool::Env>) -> CliResult<(String, String)> {
+        let file = locate(env);
+        let dumping = start_dump(file.as_ref(), dir, env);
+        finish_dump(start_version_of(file, dir, env), dumping)
+    }
 
     #[test]
     fn a_just_binary_is_asked_its_version_once_until_it_changes() {
