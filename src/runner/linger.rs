@@ -21,14 +21,16 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// How long a busy lane's reports gather. A dashboard following a busy lane is then redrawn
-/// up to ten times a second (`odu monitor`, which may draw 30, drew 6.6–8.2 a second following
-/// 200 quick nodes, at 50 ms and at 100 ms alike). Several nodes' worth gather even where each
-/// `just` call takes 25 ms (a justfile of 2,000 recipes): at 20 ms a chain of such nodes woke
-/// the coordinator from idle for every node, at 50 ms for every second one. A chain of 200
-/// nodes of 25 ms each, server left up, cost the server 47 ms and the runner 45 ms (medians of
-/// 5) at 50 ms, against 30 and 38 ms at 100 ms. A node's start never waits (the runner starts
-/// it), nor a run's end.
-pub const REPORT_WINDOW: Duration = Duration::from_millis(100);
+/// up to four times a second for its transitions (its clock redraws the rest). Several nodes'
+/// worth gather even where each `just` call takes 25 ms (a justfile of 2,000 recipes), and
+/// every window costs a wake-up of the runner, the coordinator and each face, which on a
+/// machine that idles between them runs cold: at 20 ms a chain of such nodes woke the
+/// coordinator from idle for every node, at 50 ms for every second one. A chain of 200 nodes
+/// of 25 ms each, server left up, cost the server 47 ms and the runner 45 ms (medians of 5) at
+/// 50 ms, against 30 and 38 ms at 100 ms; a chain of 200 nodes sleeping 25 ms cost the server
+/// 42.3 ms and the runner 66.0 ms at 100 ms, against 32.8 and 61.0 ms at 250 ms (medians of
+/// 5, alternating). A node's start never waits (the runner starts it), nor a run's end.
+pub const REPORT_WINDOW: Duration = Duration::from_millis(250);
 
 /// While the runner is still spawning nodes an event started (see `Actor::starting`), a
 /// window lasts this many [`REPORT_WINDOW`]s (500 ms): such a burst keeps ending nodes all
@@ -37,7 +39,7 @@ pub const REPORT_WINDOW: Duration = Duration::from_millis(100);
 /// goes at once, not the moment after it too. With 100 followers a 200-node burst took 11–13 %
 /// longer than with none at windows of 50 or 200 ms, 5–10 % at 500 ms, and −3 to +1 % (as when
 /// nothing was reported before the last spawn) once its second moment waited too.
-pub const STARTING_WINDOWS: u32 = 5;
+pub const STARTING_WINDOWS: u32 = 2;
 
 /// How many moments report at once in a window that follows a quiet one.
 pub const IMMEDIATE_TICKS: u32 = 2;
