@@ -1,7 +1,6 @@
 //! How a run looks: a live matrix on a TTY, one line per transition when piped, NDJSON with
 //! `--progress json`, and always a verdict summary on stderr at the end.
 
-use std::collections::HashSet;
 use std::io::Write;
 
 use odu_core::duration::go_duration;
@@ -283,7 +282,7 @@ pub fn fit_region(
     // The matrix is its header, the platforms' line, a row a task and the counts line: whether
     // it has the rows is known without drawing it. A run of thousands of nodes, which never
     // fits, was drawn whole twice at every repaint only to find that out.
-    if matrix_tasks(run).len() + 3 <= rows {
+    if run.tasks().len() + 3 <= rows {
         let full = render_matrix(run, now, false, spinner);
         if full.iter().all(|l| l.chars().count() <= width) {
             return render_matrix(run, now, color, spinner);
@@ -335,14 +334,6 @@ const REPAINT: std::time::Duration = std::time::Duration::from_millis(120);
 
 const SPINNER: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
 
-/// The matrix's rows: each task of the run once (on every platform it runs on), in the run's
-/// order. Whether a task has its row already is asked of a set: asked of the list, a run of
-/// 2,000 nodes compared each name with every one before it at every repaint.
-fn matrix_tasks(run: &Run) -> Vec<&str> {
-    let mut listed = HashSet::new();
-    run.order().iter().map(|id| id.task.as_str()).filter(|task| listed.insert(*task)).collect()
-}
-
 /// The matrix's first line: the run's mark (a spinner until it settles), pipeline, commit and
 /// duration.
 fn matrix_header(run: &Run, now: u64, color: bool, spinner: usize) -> String {
@@ -358,7 +349,7 @@ fn matrix_header(run: &Run, now: u64, color: bool, spinner: usize) -> String {
 /// The matrix: a header, one row per task with a cell per platform, and a counts line.
 pub fn render_matrix(run: &Run, now: u64, color: bool, spinner: usize) -> Vec<String> {
     let platforms: Vec<&str> = run.lanes().iter().map(|l| l.platform.as_str()).collect();
-    let tasks = matrix_tasks(run);
+    let tasks = run.tasks();
     let mut lines = vec![matrix_header(run, now, color, spinner)];
     let label = |t: &str| t.strip_prefix("ci::").unwrap_or(t).to_string();
     let width = tasks.iter().map(|t| label(t).chars().count()).max().unwrap_or(6).max(6);

@@ -27,14 +27,8 @@ pub struct Grid {
 impl Grid {
     pub fn of(run: &Run) -> Grid {
         let platforms: Vec<String> = run.lanes().iter().map(|l| l.platform.clone()).collect();
-        let mut tasks: Vec<String> = Vec::new();
-        let mut row_of = HashMap::new();
-        for id in run.order() {
-            if !row_of.contains_key(&id.task) {
-                row_of.insert(id.task.clone(), tasks.len());
-                tasks.push(id.task.clone());
-            }
-        }
+        let tasks: Vec<String> = run.tasks().into_iter().map(String::from).collect();
+        let row_of = tasks.iter().enumerate().map(|(row, task)| (task.clone(), row)).collect();
         let cells = tasks
             .iter()
             .map(|t| {

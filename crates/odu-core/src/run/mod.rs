@@ -865,6 +865,15 @@ impl Run {
         &self.order
     }
 
+    /// Each task of the run once (whatever platforms it runs on), in run order: the rows of
+    /// the faces that draw the run as tasks × platforms. Whether a task is listed already is
+    /// asked of a set: asked of the list, a run of 2,000 nodes compared each name with every
+    /// one before it.
+    pub fn tasks(&self) -> Vec<&str> {
+        let mut listed = std::collections::HashSet::new();
+        self.order.iter().map(|id| id.task.as_str()).filter(|task| listed.insert(*task)).collect()
+    }
+
     /// Node views in run order.
     pub fn views(&self) -> &[NodeView] {
         &self.nodes
