@@ -14,7 +14,9 @@
 //!   since boot as `/proc/<pid>/stat` counts it, lies between `from` and `to` (the clock read
 //!   just before and just after the spawn, which costs far less than reading the leader's stat
 //!   file; a pid cannot be reused within one spawn). A line `<pgid> <start>` (an older runner's)
-//!   names the start exactly.
+//!   names the start exactly. The lines are stored into a shared mapping of the file
+//!   ([`GroupsFile`]), so a node's record costs no system call; the file is allocated ahead of
+//!   them and ends in zero bytes past the last line.
 //!
 //! [`reap_dead`] finds the directories of dead runners of this user under a `TMPDIR`, kills
 //! what is left of their recorded process groups (SIGKILL: their runner is gone) and removes the
@@ -40,7 +42,7 @@ const GROUPS_CAP: u64 = 4 * 1024 * 1024;
 pub struct Scratch {
     // Field order is drop order: the directory goes first, the lock after it.
     dir: tempfile::TempDir,
-    groups: File,
+    groups: GroupsFile,
     _lock: File,
     /// What `groups` holds, less the groups found gone ([`Scratch::forget_group`]).
     recorded: std::collections::HashMap<i32, Started>,
@@ -56,7 +58,7 @@ impl Scratch {
             return Err(io::Error::other(format!("cannot lock {}", staged.display())));
         }
         std::fs::rename(&staged, dir.path().join(LOCK))?;
-        let groups = private_file().create_new(true).append(true).open(dir.path().join(GROUPS))?;
+        let groups = GroupsFile::create(&dir.path().join(GROUPS))?;
         crate::private::spread_subfolders(dir.path());
         std::fs::create_dir(dir.path().join(LOGS))?;
         Ok(Scratch { dir, groups, _lock: lock, recorded: std::collections::HashMap::new() })
@@ -82,7 +84,7 @@ impl Scratch {
         let mut cursor = io::Cursor::new(&mut line[..]);
         writeln!(cursor, "{pgid} {} {}", started.from, started.to)?;
         let len = usize::try_from(cursor.position()).unwrap_or(line.len());
-        self.groups.write_all(&line[..len])
+        self.groups.append(&line[..len])
     }
 
     /// Leaves out group `pgid` whose leader started within `started`, found empty after its
@@ -119,6 +121,114 @@ impl Scratch {
             .filter(|&&(pgid, start)| group_is_the_recorded_one(&table, pgid, start))
             .map(|&(pgid, _)| pgid)
             .collect()
+    }
+}
+
+/// The `groups` file, appended to line by line. Where the system allows (Linux), the file is
+/// allocated a chunk ahead of its lines and mapped shared, and a line is stored into the
+/// mapping: the page cache holds it at once, so whoever finds this runner dead reads it
+/// however the runner died, and no line costs a system call (a `write` to a file on disk costs
+/// a journalled update of its times, at every node). The blocks are allocated before any line
+/// is stored, so a full disk fails the allocation, not a store; the file then takes the lines
+/// by `write` from where the mapping ended. The file ends in zero bytes past the last line,
+/// which [`parse_groups`] skips as it skips any line cut short.
+struct GroupsFile {
+    file: File,
+    /// Bytes of lines stored so far: where the next one goes.
+    len: u64,
+    #[cfg(target_os = "linux")]
+    map: Option<Mapping>,
+}
+
+/// The first chunk a `groups` file is allocated and mapped in, and how much it grows by at
+/// least: room for a few thousand lines.
+#[cfg(target_os = "linux")]
+const GROUPS_CHUNK: usize = 64 * 1024;
+
+/// A shared, writable mapping of a whole file of `size` bytes.
+#[cfg(target_os = "linux")]
+struct Mapping {
+    base: std::ptr::NonNull<u8>,
+    size: usize,
+}
+
+// SAFETY: the mapping is owned by one `GroupsFile` and reached only through `&mut` of it.
+#[cfg(target_os = "linux")]
+unsafe impl Send for Mapping {}
+
+#[cfg(target_os = "linux")]
+impl Mapping {
+    /// Allocates `file`'s first `size` bytes on its file system (the length grows to `size`)
+    /// and maps them; `None` where either is refused.
+    fn of(file: &File, size: usize) -> Option<Mapping> {
+        let len = libc::off_t::try_from(size).ok()?;
+        // SAFETY: posix_fallocate and mmap on a descriptor we own; the result is checked.
+        unsafe {
+            if libc::posix_fallocate(file.as_raw_fd(), 0, len) != 0 {
+                return None;
+            }
+            let base = libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            );
+            if base == libc::MAP_FAILED {
+                return None;
+            }
+            Some(Mapping { base: std::ptr::NonNull::new(base.cast())?, size })
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `Mapping::of`, used by nothing after this.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.size) };
+    }
+}
+
+impl GroupsFile {
+    /// Creates the file at `path` (readable too: a shared mapping that is written must be).
+    fn create(path: &Path) -> io::Result<GroupsFile> {
+        let file = private_file().create_new(true).read(true).write(true).open(path)?;
+        #[cfg(target_os = "linux")]
+        let map = Mapping::of(&file, GROUPS_CHUNK);
+        Ok(GroupsFile {
+            file,
+            len: 0,
+            #[cfg(target_os = "linux")]
+            map,
+        })
+    }
+
+    /// Stores `line` after the lines before it.
+    fn append(&mut self, line: &[u8]) -> io::Result<()> {
+        #[cfg(target_os = "linux")]
+        if let Some(at) = usize::try_from(self.len).ok().filter(|_| self.map.is_some()) {
+            let end = at + line.len();
+            if self.map.as_ref().is_some_and(|map| end > map.size) {
+                // Mapped afresh, larger: or not at all, and written from here on.
+                let size = self.map.as_ref().map_or(GROUPS_CHUNK, |map| map.size);
+                self.map = None;
+                self.map = Mapping::of(&self.file, (size * 2).max(end));
+            }
+            if let Some(map) = &self.map {
+                // SAFETY: `at..end` lies within the mapping (checked above), which only this
+                // `GroupsFile` writes, and within the file's allocated length.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(line.as_ptr(), map.base.as_ptr().add(at), line.len())
+                };
+                self.len += line.len() as u64;
+                return Ok(());
+            }
+        }
+        std::os::unix::fs::FileExt::write_all_at(&self.file, line, self.len)?;
+        self.len += line.len() as u64;
+        Ok(())
     }
 }
 
@@ -351,6 +461,41 @@ mod tests {
         // Every group stays in the file, for whoever finds this runner dead.
         let file = std::fs::read_to_string(scratch.path().join(GROUPS)).unwrap();
         assert_eq!(parse_groups(&file), [(100, at(5)), (200, at(6)), (200, at(9))]);
+    }
+
+    #[test]
+    fn groups_past_the_first_chunks_and_past_a_lost_mapping_are_all_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(GROUPS);
+        let mut groups = GroupsFile::create(&path).unwrap();
+        let at = |from| Started { from, to: from + 1 };
+        let mut expected = vec![];
+        let mut record = |groups: &mut GroupsFile, pgid: i32| {
+            groups
+                .append(format!("{pgid} {} {}\n", at(pgid as u64).from, at(pgid as u64).to).as_bytes())
+                .unwrap();
+            expected.push((pgid, at(pgid as u64)));
+        };
+        // Several chunks' worth of lines: the mapping grows twice.
+        for pgid in 10_000..30_000 {
+            record(&mut groups, pgid);
+        }
+        #[cfg(target_os = "linux")]
+        {
+            assert!(
+                groups.map.as_ref().is_some_and(|m| m.size >= 4 * GROUPS_CHUNK),
+                "the mapping grew twice: {:?}",
+                groups.map.as_ref().map(|m| m.size)
+            );
+            // A mapping the system refuses to grow: the lines go on by `write`, after the last.
+            groups.map = None;
+        }
+        for pgid in 30_000..30_100 {
+            record(&mut groups, pgid);
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(parse_groups(&text), expected);
+        assert_eq!(recorded_groups(&path), expected, "as a reaper reads it");
     }
 
     #[test]
