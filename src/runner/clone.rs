@@ -404,6 +404,22 @@ impl Leader {
         }
     }
 
+    /// Reaps the process if it exits within `within`, asking the kernel again and again
+    /// without sleeping: its exit status, else `None` (then [`Leader::wait`] sleeps for it).
+    /// For a process whose output just ended, which is exiting on another core: its exit is a
+    /// few microseconds away, and a wake-up on its pidfd costs the runner more than that.
+    pub fn reap_within(&mut self, within: std::time::Duration) -> Option<ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            match self.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Err(_) => return None,
+                Ok(None) if std::time::Instant::now() >= deadline => return None,
+                Ok(None) => std::thread::yield_now(),
+            }
+        }
+    }
+
     /// The exit status if the process has exited (reaping it), else `None`.
     fn try_wait(&mut self) -> std::io::Result<Option<ExitStatus>> {
         if self.status.is_none()
@@ -527,6 +543,45 @@ mod tests {
         assert_eq!(status.code(), Some(3));
         // Reaped: the pid is no child of this process any more.
         assert_eq!(unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) }, -1);
+    }
+
+    #[tokio::test]
+    async fn a_process_whose_output_ended_is_reaped_within_the_spin_or_left_to_wait_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = |script: &str| {
+            let (read, write) = crate::tool::pipe().unwrap();
+            let argv = [c("sh"), c("-c"), c(script)];
+            let sh = c(super::super::spawner::resolve_program("sh").to_str().unwrap());
+            let leader = spawn(&sh, &argv, &c(dir.path().to_str().unwrap()), None, write.as_fd()).unwrap();
+            drop(write);
+            // The end of its output, as the runner hears it before it asks for the exit.
+            let mut out = String::new();
+            std::fs::File::from(read).read_to_string(&mut out).unwrap();
+            (leader, out)
+        };
+        // Output ended by the exit itself: reaped without a sleep on the pidfd, in most tries
+        // (the exit lands within the spin unless the machine preempts the exiting process).
+        let mut reaped = 0;
+        for _ in 0..20 {
+            let (mut leader, out) = start("echo done; exit 4");
+            assert_eq!(out, "done\n");
+            match leader.reap_within(std::time::Duration::from_millis(50)) {
+                Some(status) => {
+                    assert_eq!(status.code(), Some(4));
+                    reaped += 1;
+                }
+                None => assert_eq!(leader.wait().await.unwrap().code(), Some(4)),
+            }
+        }
+        assert!(reaped >= 15, "reaped within the spin {reaped} times of 20");
+        // Output closed by a process that goes on: the spin gives up at its deadline, and the
+        // process is still waited for (and reaped) when it ends.
+        let (mut leader, out) = start("exec >&- 2>&-; sleep 0.3; exit 5");
+        assert_eq!(out, "");
+        let asked = std::time::Instant::now();
+        assert!(leader.reap_within(std::time::Duration::from_micros(200)).is_none());
+        assert!(asked.elapsed() < std::time::Duration::from_millis(100), "the spin is bounded");
+        assert_eq!(leader.wait().await.unwrap().code(), Some(5));
     }
 
     #[tokio::test]
