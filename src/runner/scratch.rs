@@ -208,27 +208,37 @@ impl GroupsFile {
     /// Stores `line` after the lines before it.
     fn append(&mut self, line: &[u8]) -> io::Result<()> {
         #[cfg(target_os = "linux")]
-        if let Some(at) = usize::try_from(self.len).ok().filter(|_| self.map.is_some()) {
-            let end = at + line.len();
-            if self.map.as_ref().is_some_and(|map| end > map.size) {
-                // Mapped afresh, larger: or not at all, and written from here on.
-                let size = self.map.as_ref().map_or(GROUPS_CHUNK, |map| map.size);
-                self.map = None;
-                self.map = Mapping::of(&self.file, (size * 2).max(end));
-            }
-            if let Some(map) = &self.map {
-                // SAFETY: `at..end` lies within the mapping (checked above), which only this
-                // `GroupsFile` writes, and within the file's allocated length.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(line.as_ptr(), map.base.as_ptr().add(at), line.len())
-                };
-                self.len += line.len() as u64;
-                return Ok(());
-            }
+        let stored = self.store_mapped(line);
+        #[cfg(not(target_os = "linux"))]
+        let stored = false;
+        if !stored {
+            std::os::unix::fs::FileExt::write_all_at(&self.file, line, self.len)?;
         }
-        std::os::unix::fs::FileExt::write_all_at(&self.file, line, self.len)?;
         self.len += line.len() as u64;
         Ok(())
+    }
+
+    /// Stores `line` at `len` through the mapping, grown first (doubled, or to fit) when the
+    /// line would pass its end; false where there is no mapping, or it could not grow (the
+    /// caller then writes the line, and every later one).
+    #[cfg(target_os = "linux")]
+    fn store_mapped(&mut self, line: &[u8]) -> bool {
+        let Ok(at) = usize::try_from(self.len) else { return false };
+        let end = at + line.len();
+        let larger = match &self.map {
+            Some(map) if end > map.size => Some((map.size * 2).max(end)),
+            _ => None,
+        };
+        if let Some(size) = larger {
+            // The old mapping goes before the larger one is made.
+            self.map = None;
+            self.map = Mapping::of(&self.file, size);
+        }
+        let Some(map) = &self.map else { return false };
+        // SAFETY: `at..end` lies within the mapping (grown above to hold it), which only this
+        // `GroupsFile` writes, and within the file's allocated length.
+        unsafe { std::ptr::copy_nonoverlapping(line.as_ptr(), map.base.as_ptr().add(at), line.len()) };
+        true
     }
 }
 

@@ -136,8 +136,8 @@ enum NodeProcess {
 
 impl NodeProcess {
     /// The exit status if the process exits within `within` (see
-    /// [`super::clone::Leader::reap_within`]);
-    /// `None` at once for a process std started (tokio reaps it).
+    /// [`super::clone::Leader::reap_within`]); `None` at once for a process std started
+    /// (tokio reaps it).
     fn reap_within(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         match self {
             NodeProcess::Std(_) => None,
