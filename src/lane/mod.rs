@@ -998,7 +998,7 @@ mod tests {
     fn running(id: &str) -> NodeView {
         NodeView {
             status: odu_core::NodeStatus::Running,
-            ..NodeView::pending(id, "just --no-deps".into(), vec![])
+            ..NodeView::pending(id, "just --no-deps", Vec::new())
         }
     }
 

@@ -1359,7 +1359,7 @@ mod tests {
         };
         let mut kept = fresh(&run);
         assert_eq!(kept.nodes.len(), 3, "the setup node and two recipes");
-        let mut a = NodeView::pending("a", "just a".into(), vec![]);
+        let mut a = NodeView::pending("a", "just a", Vec::new());
         let mut steps = vec![];
         a.status = odu_core::NodeStatus::Running;
         a.started_at = Some(5);

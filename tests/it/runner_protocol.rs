@@ -27,7 +27,7 @@ fn assert_topological_in_every_frame(h: &LaneHarness) {
         }
         for node in state.values() {
             if matches!(node.status, Running | Ok) {
-                for need in &node.needs {
+                for need in node.needs.iter() {
                     assert_eq!(
                         state[need].status, Ok,
                         "{} was {} before its need {need} was ok",

@@ -6,6 +6,7 @@
 //! `skipped`; effects from a stale attempt (an exit of a generation that was rerun) are ignored.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::{Dfs, Walker};
@@ -28,8 +29,12 @@ pub struct TaskSpec {
 pub struct NodeView {
     pub id: String,
     /// What runs: `just --no-deps ci::e2e`, or a description for bookkeeping nodes.
-    pub command: String,
-    pub needs: Vec<String>,
+    ///
+    /// The command and the needs never change once the lane is planned, and a view is copied
+    /// at every transition (into the published cell, the delta, the coordinator's mirror):
+    /// shared, a copy costs a count where it cost four allocations and their frees.
+    pub command: Arc<str>,
+    pub needs: Arc<[String]>,
     pub status: NodeStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
@@ -44,11 +49,11 @@ pub struct NodeView {
 
 impl NodeView {
     /// A node that has not run yet.
-    pub fn pending(id: &str, command: String, needs: Vec<String>) -> NodeView {
+    pub fn pending(id: &str, command: impl Into<Arc<str>>, needs: impl Into<Arc<[String]>>) -> NodeView {
         NodeView {
             id: id.to_string(),
-            command,
-            needs,
+            command: command.into(),
+            needs: needs.into(),
             status: NodeStatus::Pending,
             exit_code: None,
             started_at: None,

@@ -479,9 +479,11 @@ impl Run {
     fn insert(&mut self, platform: &str, mut view: NodeView) {
         let id = NodeId::new(view.id.as_str(), platform);
         view.id = id.to_string();
-        view.needs = view.needs.iter().map(|n| NodeId::new(n.as_str(), platform).to_string()).collect();
-        view.needs.sort();
-        view.needs.dedup();
+        let mut needs: Vec<String> =
+            view.needs.iter().map(|n| NodeId::new(n.as_str(), platform).to_string()).collect();
+        needs.sort();
+        needs.dedup();
+        view.needs = needs.into();
         self.index.insert(id.clone(), self.nodes.len());
         self.order.push(id);
         self.unsettled += usize::from(!view.status.is_terminal());

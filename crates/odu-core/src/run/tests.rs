@@ -406,14 +406,14 @@ fn a_failure_skips_its_dependents_and_never_its_siblings() {
 fn a_green_run_passes_with_exit_code_zero() {
     let mut sim = Sim::new(&[("x86_64-linux", vec![task("build", &[]), task("test", &["build"])])]);
     assert_eq!(sim.run.lanes()[0].status, LaneStatus::Provisioning);
-    assert_eq!(sim.run.view(&id("_ci-setup@x86_64-linux")).unwrap().command, "(provision localhost)");
+    assert_eq!(&*sim.run.view(&id("_ci-setup@x86_64-linux")).unwrap().command, "(provision localhost)");
     assert_eq!(
-        sim.run.view(&id("test@x86_64-linux")).unwrap().needs,
+        *sim.run.view(&id("test@x86_64-linux")).unwrap().needs,
         ["_ci-setup@x86_64-linux", "build@x86_64-linux"]
     );
     sim.start_all();
     assert_eq!(sim.run.lanes()[0].status, LaneStatus::Running);
-    assert_eq!(sim.run.view(&id("_ci-setup@x86_64-linux")).unwrap().command, "(workspace)");
+    assert_eq!(&*sim.run.view(&id("_ci-setup@x86_64-linux")).unwrap().command, "(workspace)");
     assert_eq!(sim.last.save, Some(Save::Soon), "a change mid-run is saved on the next tick");
     sim.exit("_ci-setup@x86_64-linux", 0);
     sim.exit("build@x86_64-linux", 0);
