@@ -93,7 +93,7 @@ const STOPPED_BEFORE_SPAWN: &str = "[odu] stopped before its process was started
 struct Start {
     id: String,
     generation: u32,
-    argv: Vec<String>,
+    argv: Arc<[String]>,
 }
 
 struct Actor {
@@ -449,8 +449,9 @@ impl Actor {
         let setup_command = format!("(workspace {})", c.workspace);
         let lane = LaneState::new(&c.tasks, &setup_command, c.jobs).map_err(RpcError::invalid_params)?;
         // A spool's file is created with its first byte: a node that prints nothing costs none.
+        let logs = self.scratch.logs();
         for (index, id) in lane.order().iter().enumerate() {
-            let spool = Spool::windowed(&self.spool_path(index, 0), LOG_HEAD, LOG_WINDOW);
+            let spool = Spool::windowed(&logs.join(format!("{index}.0.log")), LOG_HEAD, LOG_WINDOW);
             self.spools.insert(id.clone(), spool);
         }
         self.name = c.name;
@@ -579,7 +580,7 @@ impl Actor {
         }
     }
 
-    fn spawn(&mut self, id: String, generation: u32, argv: Vec<String>) {
+    fn spawn(&mut self, id: String, generation: u32, argv: Arc<[String]>) {
         let Some(spool) = self.spools.get(&id).cloned() else { return };
         self.running.insert(id.clone(), Running { generation, pgid: None });
         let me = self.me.clone();

@@ -34,7 +34,8 @@ const COALESCE_FOR: Duration = Duration::from_millis(2);
 
 /// What to run for one node attempt.
 pub struct NodeLaunch {
-    pub argv: Vec<String>,
+    /// Shared with the lane's plan: a spawn copies no word of it.
+    pub argv: Arc<[String]>,
     pub workspace: PathBuf,
     pub env: Environment,
     pub generation: u32,

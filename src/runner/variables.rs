@@ -19,6 +19,7 @@
 
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::Arc;
 
 use crate::tool::just::{self, ModuleVariables};
 
@@ -164,12 +165,13 @@ impl Drop for Group {
 
 /// A node's argv with the lane's overrides placed before its recipe
 /// (`just --no-deps NAME=VALUE… recipe args`); any other shape is left alone.
-pub fn with_overrides(mut argv: Vec<String>, overrides: &[String]) -> Vec<String> {
+pub fn with_overrides(argv: Arc<[String]>, overrides: &[String]) -> Arc<[String]> {
     if overrides.is_empty() || argv.len() < 3 || argv[1] != "--no-deps" {
         return argv;
     }
-    argv.splice(2..2, overrides.iter().cloned());
-    argv
+    let mut with = argv.to_vec();
+    with.splice(2..2, overrides.iter().cloned());
+    with.into()
 }
 
 #[cfg(test)]
@@ -178,14 +180,15 @@ mod tests {
 
     #[test]
     fn overrides_go_between_the_options_and_the_recipe() {
-        let argv = ["just", "--no-deps", "build", "x"].map(String::from).to_vec();
+        let argv: Arc<[String]> = ["just", "--no-deps", "build", "x"].map(String::from).into();
         let overrides = vec!["a=1".to_string(), "m::b=-n".to_string()];
         assert_eq!(
-            with_overrides(argv.clone(), &overrides),
+            *with_overrides(argv.clone(), &overrides),
             ["just", "--no-deps", "a=1", "m::b=-n", "build", "x"]
         );
-        assert_eq!(with_overrides(argv.clone(), &[]), argv);
-        let other = ["sh", "-c", "true"].map(String::from).to_vec();
+        // Without overrides the plan's own argv is passed on, not a copy of it.
+        assert!(Arc::ptr_eq(&with_overrides(argv.clone(), &[]), &argv));
+        let other: Arc<[String]> = ["sh", "-c", "true"].map(String::from).into();
         assert_eq!(with_overrides(other.clone(), &overrides), other);
     }
 }

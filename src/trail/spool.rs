@@ -438,6 +438,13 @@ pub struct SpoolReader {
     chunk: usize,
 }
 
+/// What [`SpoolReader::next`] reads of the spool's state at a wake-up.
+struct Seen {
+    generation: u32,
+    len: u64,
+    ended: bool,
+}
+
 impl SpoolReader {
     pub fn new(spool: &Spool, chunk: usize) -> Self {
         let position = Arc::new(AtomicU64::new(0));
@@ -462,13 +469,20 @@ impl SpoolReader {
     /// The next chunk; `None` once the spool is gone (its writers dropped) and drained.
     pub async fn next(&mut self) -> Option<SpoolChunk> {
         loop {
-            let state = self.rx.borrow_and_update().clone();
+            // The state's scalars, and its path only for a new generation: a reader wakes a few
+            // times a node, and a copy of the whole state at each was a path copied each time.
+            let state = {
+                let state = self.rx.borrow_and_update();
+                if self.generation != Some(state.generation) {
+                    self.path.clone_from(&state.path);
+                }
+                Seen { generation: state.generation, len: state.len, ended: state.ended }
+            };
             if self.generation != Some(state.generation) {
                 self.generation = Some(state.generation);
                 // Opened by the first read that needs it: a log that stays empty (most nodes
                 // print nothing) is never opened, nor looked for before its file exists.
                 self.file = None;
-                self.path = state.path.clone();
                 self.offset = 0;
                 self.end_sent = false;
                 let bytes = match self.read_upto(state.len) {

@@ -110,7 +110,7 @@ pub enum LaneEffect {
     /// Start a fresh, empty log for the new generation (a rerun reopens the log).
     ResetLog { id: String, generation: u32 },
     /// Start the node's process (`argv` empty for the bookkeeping setup node).
-    Spawn { id: String, generation: u32, argv: Vec<String> },
+    Spawn { id: String, generation: u32, argv: Arc<[String]> },
     /// The node will write nothing more to this generation's log.
     EndLog { id: String, generation: u32, note: Option<String> },
     /// These nodes changed: publish them.
@@ -130,7 +130,7 @@ pub enum Refusal {
 #[derive(Clone, Debug)]
 struct NodeState {
     view: NodeView,
-    argv: Vec<String>,
+    argv: Arc<[String]>,
     /// Indices of the needs, so scheduling never looks ids up.
     needs: Vec<usize>,
 }
@@ -171,7 +171,7 @@ impl LaneState {
         let mut index = HashMap::from([(SETUP.to_string(), 0)]);
         let mut nodes = vec![NodeState {
             view: NodeView::pending(SETUP, setup_command.to_string(), vec![]),
-            argv: vec![],
+            argv: Arc::from([]),
             needs: vec![],
         }];
         let mut graph = DiGraph::new();
@@ -204,7 +204,7 @@ impl LaneState {
             let command = shell_words(&task.argv);
             nodes.push(NodeState {
                 view: NodeView::pending(&task.id, command, needs),
-                argv: task.argv.clone(),
+                argv: task.argv.as_slice().into(),
                 needs: need_positions,
             });
             index.insert(task.id.clone(), at);
