@@ -552,11 +552,11 @@ impl Actor {
                 }
                 LaneEffect::Publish { changed } => {
                     let Some(lane) = self.lane.as_ref() else { continue };
-                    let nodes: Vec<NodeView> =
-                        changed.iter().filter_map(|id| lane.view(id).cloned()).collect();
-                    for view in &nodes {
-                        if let Some(at) = lane.position(&view.id) {
+                    let mut nodes: Vec<NodeView> = Vec::with_capacity(changed.len());
+                    for &at in &changed {
+                        if let Some(view) = lane.view_at(at) {
                             self.cell_nodes.set(at, view.clone());
+                            nodes.push(view.clone());
                         }
                     }
                     self.revision += 1;

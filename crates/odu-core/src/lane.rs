@@ -113,8 +113,9 @@ pub enum LaneEffect {
     Spawn { id: String, generation: u32, argv: Arc<[String]> },
     /// The node will write nothing more to this generation's log.
     EndLog { id: String, generation: u32, note: Option<String> },
-    /// These nodes changed: publish them.
-    Publish { changed: Vec<String> },
+    /// The nodes at these positions in scheduling order ([`LaneState::view_at`]) changed:
+    /// publish them.
+    Publish { changed: Vec<usize> },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -240,6 +241,11 @@ impl LaneState {
         self.index.get(id).map(|&at| &self.nodes[at].view)
     }
 
+    /// The node at a position in scheduling order (as [`LaneEffect::Publish`] names them).
+    pub fn view_at(&self, at: usize) -> Option<&NodeView> {
+        self.nodes.get(at).map(|node| &node.view)
+    }
+
     /// Every node in scheduling order.
     pub fn views(&self) -> Vec<NodeView> {
         self.nodes.iter().map(|n| n.view.clone()).collect()
@@ -347,7 +353,7 @@ impl LaneState {
                 }
             }
         }
-        Ok(fx.finish(&self.order))
+        Ok(fx.finish())
     }
 
     /// The node and everything that transitively needs it, in scheduling order.
@@ -441,18 +447,23 @@ impl LaneState {
     }
 }
 
-/// Renders argv for display, quoting words a shell would split.
+/// Renders argv for display, quoting words a shell would split. Written into one string: every
+/// node's command is rendered once a lane (in the runner) and once a run (in the server).
 pub fn shell_words(argv: &[String]) -> String {
-    argv.iter()
-        .map(|w| {
-            if !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:/@=+,()".contains(c)) {
-                w.clone()
-            } else {
-                format!("'{}'", w.replace('\'', r"'\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    let mut out = String::with_capacity(argv.iter().map(|w| w.len() + 3).sum());
+    for (at, w) in argv.iter().enumerate() {
+        if at > 0 {
+            out.push(' ');
+        }
+        if !w.is_empty() && w.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_.:/@=+,()".contains(&c)) {
+            out.push_str(w);
+        } else {
+            out.push('\'');
+            out.push_str(&w.replace('\'', r"'\''"));
+            out.push('\'');
+        }
+    }
+    out
 }
 
 #[derive(Default)]
@@ -470,9 +481,9 @@ impl Effects {
         self.changed.insert(pos);
     }
     /// The effects, then one `Publish` naming the changed nodes in scheduling order.
-    fn finish(mut self, order: &[String]) -> Vec<LaneEffect> {
+    fn finish(mut self) -> Vec<LaneEffect> {
         if !self.changed.is_empty() {
-            let changed = self.changed.into_iter().map(|pos| order[pos].clone()).collect();
+            let changed = self.changed.into_iter().collect();
             self.effects.push(LaneEffect::Publish { changed });
         }
         self.effects
@@ -482,6 +493,16 @@ impl Effects {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shell_words_quotes_only_what_a_shell_would_split() {
+        let words = |w: &[&str]| shell_words(&w.iter().map(|w| w.to_string()).collect::<Vec<_>>());
+        assert_eq!(words(&["just", "--no-deps", "ci::e2e", "a=1"]), "just --no-deps ci::e2e a=1");
+        assert_eq!(words(&["echo", "two words", ""]), "echo 'two words' ''");
+        assert_eq!(words(&["echo", "it's"]), r"echo 'it'\''s'");
+        assert_eq!(words(&["echo", "caf\u{e9}", "$HOME"]), "echo 'caf\u{e9}' '$HOME'");
+        assert_eq!(words(&[]), "");
+    }
 
     fn task(id: &str, needs: &[&str]) -> TaskSpec {
         TaskSpec {

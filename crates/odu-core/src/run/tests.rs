@@ -132,7 +132,7 @@ impl Sim {
             if let LaneEffect::Publish { changed } = effect {
                 let lane = &self.lanes[&platform];
                 let views =
-                    changed.iter().map(|id| lane.state.view(id).expect("published").clone()).collect();
+                    changed.iter().map(|&at| lane.state.view_at(at).expect("published").clone()).collect();
                 let _ = self.apply(RunEvent::LaneReported { platform: platform.clone(), views });
             }
         }
