@@ -241,6 +241,12 @@ where
     Ok(())
 }
 
+/// The spool file of the node at `index` in scheduling order, for one attempt, in the scratch
+/// directory's `logs` folder.
+fn spool_file(logs: &Path, index: usize, generation: u32) -> PathBuf {
+    logs.join(format!("{index}.{generation}.log"))
+}
+
 /// Points this process's stderr at /dev/null: whoever reads the other end hears its end.
 fn detach_stderr() {
     use std::os::fd::AsRawFd;
@@ -451,7 +457,7 @@ impl Actor {
         // A spool's file is created with its first byte: a node that prints nothing costs none.
         let logs = self.scratch.logs();
         for (index, id) in lane.order().iter().enumerate() {
-            let spool = Spool::windowed(&logs.join(format!("{index}.0.log")), LOG_HEAD, LOG_WINDOW);
+            let spool = Spool::windowed(&spool_file(&logs, index, 0), LOG_HEAD, LOG_WINDOW);
             self.spools.insert(id.clone(), spool);
         }
         self.name = c.name;
@@ -481,7 +487,7 @@ impl Actor {
     }
 
     fn spool_path(&self, index: usize, generation: u32) -> PathBuf {
-        self.scratch.logs().join(format!("{index}.{generation}.log"))
+        spool_file(&self.scratch.logs(), index, generation)
     }
 
     fn snapshot(&self) -> NodesValue {

@@ -471,14 +471,15 @@ impl SpoolReader {
         loop {
             // The state's scalars, and its path only for a new generation: a reader wakes a few
             // times a node, and a copy of the whole state at each was a path copied each time.
-            let state = {
+            let (state, new_attempt) = {
                 let state = self.rx.borrow_and_update();
-                if self.generation != Some(state.generation) {
+                let new_attempt = self.generation != Some(state.generation);
+                if new_attempt {
                     self.path.clone_from(&state.path);
                 }
-                Seen { generation: state.generation, len: state.len, ended: state.ended }
+                (Seen { generation: state.generation, len: state.len, ended: state.ended }, new_attempt)
             };
-            if self.generation != Some(state.generation) {
+            if new_attempt {
                 self.generation = Some(state.generation);
                 // Opened by the first read that needs it: a log that stays empty (most nodes
                 // print nothing) is never opened, nor looked for before its file exists.
