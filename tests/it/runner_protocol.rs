@@ -539,6 +539,25 @@ async fn the_runner_binary_never_runs_a_program_from_the_worktree_that_path_lack
 }
 
 #[tokio::test]
+async fn a_node_whose_stray_holds_its_output_ends_when_its_process_does() {
+    // The recipe's process exits at once and leaves a stray holding the node's output open for
+    // 30 s: the runner, which watches a node's exit only once it has run a while, still hears
+    // it, ends the stray with the group and the node with them, well within the 30 s.
+    let ws = workspace("held:\n    sleep 30 & echo $! > stray; echo leader-done\n");
+    let (mut child, mut h) = runner_binary_harness().await;
+    h.configure(ws.path(), &[task("held", &[])]).await.unwrap();
+    let log = h.subscribe_log("held").await;
+    h.until_within(Duration::from_secs(15), |h| h.settled(2) && h.log_kinds(log).last() == Some(&"end"))
+        .await;
+    assert_eq!(h.status("held"), Some(Ok));
+    assert!(h.log_text(log).contains("leader-done"), "{}", h.log_text(log));
+    let stray = read_pid(ws.path().join("stray")).await;
+    assert!(wait_until_dead(stray, Duration::from_secs(10)).await, "the stray outlived its node");
+    drop(h);
+    let _ = child.kill().await;
+}
+
+#[tokio::test]
 async fn a_busy_lane_reports_its_transitions_in_batches_and_its_end_at_once() {
     use odu::runner::linger::{IMMEDIATE_TICKS, REPORT_WINDOW};
     // Forty 5 ms nodes two at a time: a node ends every few milliseconds, many to a window.
