@@ -13,10 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 
-use odu_core::{NodeView, SETUP, TaskSpec};
+use odu_core::{NodeReport, SETUP, TaskSpec};
 use odu_proto::{
-    Configure, LANE_CLOSE, LogItem, NODE_CANCEL, NODE_LOG_GET, NODE_RERUN, NODES_GET, NodesFrame,
-    RUN_CONFIGURE,
+    Configure, LANE_CLOSE, LogItem, NODE_CANCEL, NODE_LOG_GET, NODE_RERUN, NODES_GET, RUN_CONFIGURE,
 };
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -345,7 +344,7 @@ pub enum LaneCommand {
 pub enum LaneReport {
     Nodes {
         platform: String,
-        nodes: Vec<NodeView>,
+        nodes: Vec<NodeReport>,
     },
     /// A node's log could not be written whole (a full disk): it was cut short, and the node
     /// is errored. Sent before the view that ends the node.
@@ -565,8 +564,8 @@ async fn reap_runner_leftovers(spec: &LaneSpec) {
 
 /// How a runner link ended.
 pub struct LinkEnd {
-    /// The runner's last view of every node.
-    pub views: BTreeMap<String, NodeView>,
+    /// The runner's last report of every node.
+    pub views: BTreeMap<String, NodeReport>,
     /// The runner answered `lane.close`: its process groups are ended, its scratch directory
     /// is gone and its stderr said its last. Only its exit is left.
     pub closed: bool,
@@ -726,7 +725,7 @@ fn pass_on(
     spec: &LaneSpec,
     reports: &mpsc::UnboundedSender<LaneReport>,
     truncations: Vec<(String, String)>,
-    released: Vec<NodeView>,
+    released: Vec<NodeReport>,
 ) {
     for (id, reason) in truncations {
         let _ = reports.send(LaneReport::LogTruncated { platform: spec.platform.clone(), id, reason });
@@ -742,7 +741,7 @@ pub fn die(
     logs: &LaneLogs,
     reports: &mpsc::UnboundedSender<LaneReport>,
     reason: String,
-    views: &BTreeMap<String, NodeView>,
+    views: &BTreeMap<String, NodeReport>,
 ) {
     logs.narrate(&format!("lane {} died: {reason}", spec.platform));
     for (id, spool) in &logs.spools {
@@ -756,12 +755,55 @@ pub fn die(
     let _ = reports.send(LaneReport::Died { platform: spec.platform.clone(), reason });
 }
 
+/// A runner's `nodes` frame (an [`odu_proto::NodesFrame`]) as its lane reads it: each view's state only
+/// (a [`NodeReport`]), read in one pass. The frame's other fields (its kind, its revision, a
+/// snapshot's name and order) and each view's needs are skipped over, and a view's command is
+/// borrowed from the frame and kept only for the setup node: the run has every other node's
+/// from its plan, and a view repeats them at every transition (parsing them into shared
+/// strings and lists was about half of what the lane's link spent on a report).
+#[derive(serde::Deserialize)]
+struct ReportFrame<'a> {
+    #[serde(borrow)]
+    nodes: Vec<ReportedView<'a>>,
+}
+
+/// One view of a [`ReportFrame`].
+#[derive(serde::Deserialize)]
+struct ReportedView<'a> {
+    id: String,
+    #[serde(borrow)]
+    command: std::borrow::Cow<'a, str>,
+    status: odu_core::NodeStatus,
+    #[serde(default)]
+    exit_code: Option<i32>,
+    #[serde(default)]
+    started_at: Option<u64>,
+    #[serde(default)]
+    duration_ms: Option<u64>,
+    #[serde(default)]
+    generation: u32,
+}
+
+impl From<ReportedView<'_>> for NodeReport {
+    fn from(view: ReportedView<'_>) -> NodeReport {
+        NodeReport {
+            setup_command: (view.id == SETUP).then(|| std::sync::Arc::from(view.command.as_ref())),
+            id: view.id,
+            status: view.status,
+            exit_code: view.exit_code,
+            started_at: view.started_at,
+            duration_ms: view.duration_ms,
+            generation: view.generation,
+        }
+    }
+}
+
 /// The coordinator's mirror of one runner: its views, the log streams, and the terminal gate.
 struct LaneLink {
     nodes_stream: u64,
     log_streams: BTreeMap<u64, String>,
-    /// The runner's latest view of each node.
-    views: BTreeMap<String, NodeView>,
+    /// The runner's latest report of each node.
+    views: BTreeMap<String, NodeReport>,
     /// Per node: the log generation seen and whether its end arrived.
     log_state: BTreeMap<String, (u32, bool)>,
     /// Reused buffer for decoded log bytes.
@@ -769,7 +811,7 @@ struct LaneLink {
     /// Views not yet released, in arrival order: a terminal view waits for its log to be
     /// complete, and everything after it waits too, so the coordinator never sees a dependent
     /// start before its need finished.
-    held: std::collections::VecDeque<NodeView>,
+    held: std::collections::VecDeque<NodeReport>,
     /// Nodes whose released terminal view was errored because their log was cut short, with
     /// why, not yet reported.
     truncations: Vec<(String, String)>,
@@ -782,7 +824,7 @@ struct LaneLink {
     published: std::collections::BTreeSet<String>,
     /// A report's views not yet looked at: each waits for its log to be named the latest
     /// ([`LaneLink::name_some`]).
-    unnamed: std::collections::VecDeque<NodeView>,
+    unnamed: std::collections::VecDeque<NodeReport>,
     /// How long naming logs may go on before what is named is passed on ([`NAMING_SLICE`]).
     naming_slice: std::time::Duration,
     /// Until when the link's other items go before naming goes on, after a slice.
@@ -801,7 +843,7 @@ const NAMING_SLICE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Where a lane's link passes on what it releases: the nodes whose logs turned out cut short
 /// (with why), then the views the coordinator may now apply.
-type Release<'a> = dyn FnMut(Vec<(String, String)>, Vec<NodeView>) + 'a;
+type Release<'a> = dyn FnMut(Vec<(String, String)>, Vec<NodeReport>) + 'a;
 
 impl LaneLink {
     fn new(spec: &LaneSpec) -> Self {
@@ -822,7 +864,7 @@ impl LaneLink {
         }
     }
 
-    fn log_complete(&self, view: &NodeView) -> bool {
+    fn log_complete(&self, view: &NodeReport) -> bool {
         self.log_state
             .get(&view.id)
             .is_some_and(|&(generation, ended)| generation == view.generation && ended)
@@ -830,7 +872,7 @@ impl LaneLink {
 
     /// Releases held views from the front while they may be shown. A node whose log could not
     /// be written whole ends `errored`, never `ok` (nor `failed`: its log does not show why).
-    fn release(&mut self, logs: &LaneLogs) -> Vec<NodeView> {
+    fn release(&mut self, logs: &LaneLogs) -> Vec<NodeReport> {
         let mut released = Vec::new();
         while let Some(front) = self.held.front() {
             let superseded =
@@ -897,15 +939,13 @@ impl LaneLink {
     /// yields, then calls [`LaneLink::name_some`] again or handles the next item.
     fn on_item(&mut self, logs: &LaneLogs, stream: u64, value: &RawValue, release: &mut Release<'_>) {
         if stream == self.nodes_stream {
-            let Ok(frame) = serde_json::from_str::<NodesFrame>(value.get()) else { return };
-            let nodes = match frame {
-                NodesFrame::Snapshot { nodes, .. } | NodesFrame::Delta { nodes, .. } => nodes,
-            };
+            let Ok(frame) = serde_json::from_str::<ReportFrame<'_>>(value.get()) else { return };
             // Behind views still waiting for their names, a report waits its turn.
             let waiting = self.naming();
-            for view in nodes {
-                self.views.insert(view.id.clone(), view.clone());
-                self.unnamed.push_back(view);
+            for view in frame.nodes {
+                let report = NodeReport::from(view);
+                self.views.insert(report.id.clone(), report.clone());
+                self.unnamed.push_back(report);
             }
             if !waiting {
                 self.name_some(logs, release);
@@ -967,7 +1007,8 @@ impl LaneLink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use odu_proto::LogChunk;
+    use odu_core::NodeView;
+    use odu_proto::{LogChunk, NodesFrame};
 
     fn spec(dir: &Path, ids: &[&str]) -> LaneSpec {
         LaneSpec {
@@ -1040,7 +1081,7 @@ mod tests {
         }
 
         /// Records what the link passes on, with the latest names there at that moment.
-        fn pass_on(passed: &mut Vec<(Vec<String>, Vec<String>)>, latest: &Path, views: Vec<NodeView>) {
+        fn pass_on(passed: &mut Vec<(Vec<String>, Vec<String>)>, latest: &Path, views: Vec<NodeReport>) {
             let mut named: Vec<String> = std::fs::read_dir(latest)
                 .unwrap()
                 .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
@@ -1068,6 +1109,57 @@ mod tests {
         fn released(&self) -> Vec<Vec<String>> {
             self.passed.iter().map(|(ids, _)| ids.clone()).filter(|ids| !ids.is_empty()).collect()
         }
+    }
+
+    #[test]
+    fn a_runners_views_are_read_as_reports_with_only_the_setup_nodes_command() {
+        let mut lane = Lane::new();
+        let setup = NodeView {
+            status: odu_core::NodeStatus::Ok,
+            started_at: Some(10),
+            duration_ms: Some(4),
+            exit_code: Some(0),
+            ..NodeView::pending(SETUP, "(workspace /w \"quoted\")", Vec::new())
+        };
+        let failed = NodeView {
+            status: odu_core::NodeStatus::Failed,
+            exit_code: Some(3),
+            started_at: Some(20),
+            duration_ms: Some(7),
+            generation: 2,
+            ..NodeView::pending("a", "just --no-deps a", vec![SETUP.to_string()])
+        };
+        // A snapshot, as the runner sends first: its name and order are skipped over.
+        let snapshot = NodesFrame::Snapshot {
+            revision: 1,
+            name: "ci".into(),
+            order: names(&[SETUP, "a"]),
+            nodes: vec![setup, failed],
+        };
+        lane.item(NODES, &serde_json::value::to_raw_value(&snapshot).unwrap());
+        let want = [
+            NodeReport {
+                id: SETUP.into(),
+                status: odu_core::NodeStatus::Ok,
+                exit_code: Some(0),
+                started_at: Some(10),
+                duration_ms: Some(4),
+                generation: 0,
+                setup_command: Some("(workspace /w \"quoted\")".into()),
+            },
+            NodeReport {
+                id: "a".into(),
+                status: odu_core::NodeStatus::Failed,
+                exit_code: Some(3),
+                started_at: Some(20),
+                duration_ms: Some(7),
+                generation: 2,
+                setup_command: None,
+            },
+        ];
+        // Both ended, so both wait for the end of their logs; the link holds the runner's word.
+        assert_eq!(lane.link.views.values().cloned().collect::<Vec<_>>(), want);
+        assert!(lane.released().is_empty());
     }
 
     #[test]

@@ -397,9 +397,7 @@ impl Driver {
     /// Turns one lane report into a run event.
     fn absorb(&mut self, report: LaneReport) -> Effects {
         match report {
-            LaneReport::Nodes { platform, nodes } => {
-                self.apply(RunEvent::LaneReported { platform, views: nodes })
-            }
+            LaneReport::Nodes { platform, nodes } => self.apply(RunEvent::LaneReported { platform, nodes }),
             LaneReport::LogTruncated { platform, id, reason } => {
                 let node = NodeId::new(id, platform);
                 note(&format!("the log of {node} could not be written whole: {reason}"));

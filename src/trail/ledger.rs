@@ -1363,11 +1363,11 @@ mod tests {
         let mut steps = vec![];
         a.status = odu_core::NodeStatus::Running;
         a.started_at = Some(5);
-        steps.push(RunEvent::LaneReported { platform: platform.into(), views: vec![a.clone()] });
+        steps.push(RunEvent::LaneReported { platform: platform.into(), nodes: vec![(&a).into()] });
         a.status = odu_core::NodeStatus::Failed;
         a.exit_code = Some(3);
         a.duration_ms = Some(7);
-        steps.push(RunEvent::LaneReported { platform: platform.into(), views: vec![a] });
+        steps.push(RunEvent::LaneReported { platform: platform.into(), nodes: vec![(&a).into()] });
         steps.push(RunEvent::LaneDied { platform: platform.into(), reason: "gone".into(), at: 20 });
         steps.push(RunEvent::LaneClosed { platform: platform.into(), at: 21 });
         for step in steps {

@@ -63,6 +63,35 @@ impl NodeView {
     }
 }
 
+/// What a lane reports of one node at a transition: its state, without the command and the
+/// needs, which never change once the lane is planned and which the run has from its plan.
+/// Only the setup node's command comes with it: the runner makes that one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeReport {
+    pub id: String,
+    pub status: NodeStatus,
+    pub exit_code: Option<i32>,
+    pub started_at: Option<u64>,
+    pub duration_ms: Option<u64>,
+    pub generation: u32,
+    /// The setup node's command; `None` for every other node.
+    pub setup_command: Option<Arc<str>>,
+}
+
+impl From<&NodeView> for NodeReport {
+    fn from(view: &NodeView) -> NodeReport {
+        NodeReport {
+            id: view.id.clone(),
+            status: view.status,
+            exit_code: view.exit_code,
+            started_at: view.started_at,
+            duration_ms: view.duration_ms,
+            generation: view.generation,
+            setup_command: (view.id == SETUP).then(|| view.command.clone()),
+        }
+    }
+}
+
 /// How a node's process ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exit {

@@ -18,7 +18,7 @@ pub mod run;
 pub mod status;
 pub mod suggest;
 
-pub use lane::{LaneEffect, LaneEvent, LaneState, NodeView, TaskSpec};
+pub use lane::{LaneEffect, LaneEvent, LaneState, NodeReport, NodeView, TaskSpec};
 pub use node_id::{NodeId, SETUP};
 pub use plan::{IngestError, Plan, Task};
 pub use run::{Run, RunEvent, RunRequest};

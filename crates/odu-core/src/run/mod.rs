@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::lane::{NodeView, TaskSpec, shell_words};
+use crate::lane::{NodeReport, NodeView, TaskSpec, shell_words};
 use crate::node_id::{NodeId, SETUP};
 use crate::status::{NodeStatus, Outcome, RunOutcome};
 
@@ -136,7 +136,7 @@ pub enum Stop {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RunEvent {
     /// A lane reported views of its nodes, under the lane's own ids (`ci::e2e`, `_ci-setup`).
-    LaneReported { platform: String, views: Vec<NodeView> },
+    LaneReported { platform: String, nodes: Vec<NodeReport> },
     /// A node's log could not be written whole. The view that ends the node (errored) follows.
     LogTruncated { node: NodeId, reason: String },
     /// A lane's link died before it was asked to stop (or the lane could not even start).
@@ -496,8 +496,8 @@ impl Run {
         let mut fx = Effects::default();
         let mut touched = BTreeSet::new();
         match event {
-            RunEvent::LaneReported { platform, views } => {
-                self.lane_reported(&platform, views, &mut fx, &mut touched);
+            RunEvent::LaneReported { platform, nodes } => {
+                self.lane_reported(&platform, nodes, &mut fx, &mut touched);
             }
             RunEvent::LogTruncated { node, reason } => {
                 if self.index.contains_key(&node) {
@@ -615,7 +615,7 @@ impl Run {
     fn lane_reported(
         &mut self,
         platform: &str,
-        views: Vec<NodeView>,
+        reports: Vec<NodeReport>,
         fx: &mut Effects,
         touched: &mut BTreeSet<usize>,
     ) {
@@ -626,17 +626,17 @@ impl Run {
             return;
         }
         lane.status = LaneStatus::Running;
-        for view in views {
-            let id = NodeId::new(view.id.as_str(), platform);
+        for report in reports {
+            let id = NodeId::new(report.id.as_str(), platform);
             let Some(&pos) = self.index.get(&id) else { continue };
             let mut next = self.nodes[pos].clone();
-            next.status = view.status;
-            next.exit_code = view.exit_code;
-            next.started_at = view.started_at;
-            next.duration_ms = view.duration_ms;
-            next.generation = view.generation;
-            if view.id == SETUP {
-                next.command = view.command;
+            next.status = report.status;
+            next.exit_code = report.exit_code;
+            next.started_at = report.started_at;
+            next.duration_ms = report.duration_ms;
+            next.generation = report.generation;
+            if let Some(command) = report.setup_command.filter(|_| report.id == SETUP) {
+                next.command = command;
             }
             // A node that runs again (a rerun) starts a new log.
             if !next.status.is_terminal() && self.truncated.iter().any(|cut| cut.node == id) {

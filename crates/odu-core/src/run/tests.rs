@@ -131,9 +131,11 @@ impl Sim {
         for effect in effects {
             if let LaneEffect::Publish { changed } = effect {
                 let lane = &self.lanes[&platform];
-                let views =
-                    changed.iter().map(|&at| lane.state.view_at(at).expect("published").clone()).collect();
-                let _ = self.apply(RunEvent::LaneReported { platform: platform.clone(), views });
+                let nodes = changed
+                    .iter()
+                    .map(|&at| NodeReport::from(lane.state.view_at(at).expect("published")))
+                    .collect();
+                let _ = self.apply(RunEvent::LaneReported { platform: platform.clone(), nodes });
             }
         }
     }
@@ -554,7 +556,10 @@ fn a_dead_lane_errors_what_ran_skips_what_waited_and_keeps_what_ended() {
     // A report still in flight from the dead lane changes nothing.
     let mut late = sim.lanes["x86_64-linux"].state.view("build").unwrap().clone();
     late.status = NodeStatus::Ok;
-    let fx = sim.apply(RunEvent::LaneReported { platform: "x86_64-linux".into(), views: vec![late] });
+    let fx = sim.apply(RunEvent::LaneReported {
+        platform: "x86_64-linux".into(),
+        nodes: vec![NodeReport::from(&late)],
+    });
     assert!(fx.is_empty(), "{fx:?}");
     assert_eq!(
         sim.run.request(RunRequest::Rerun(id("build@x86_64-linux"))),
@@ -622,7 +627,11 @@ fn an_interrupt_cancels_what_runs_stops_every_lane_and_leaves_the_run_incomplete
     let mut late = sim.lanes["x86_64-linux"].state.view("build").unwrap().clone();
     late.status = NodeStatus::Ok;
     assert!(
-        sim.apply(RunEvent::LaneReported { platform: "x86_64-linux".into(), views: vec![late] }).is_empty()
+        sim.apply(RunEvent::LaneReported {
+            platform: "x86_64-linux".into(),
+            nodes: vec![NodeReport::from(&late)]
+        })
+        .is_empty()
     );
     sim.close_all();
     let header = sim.run.header();
@@ -677,7 +686,10 @@ fn a_truncated_log_is_in_the_header_until_its_node_runs_again() {
     // The lane ends the node errored (its log does not show why it ended).
     let mut errored = sim.lanes["x86_64-linux"].state.view("build").unwrap().clone();
     errored.status = NodeStatus::Errored;
-    let _ = sim.apply(RunEvent::LaneReported { platform: "x86_64-linux".into(), views: vec![errored] });
+    let _ = sim.apply(RunEvent::LaneReported {
+        platform: "x86_64-linux".into(),
+        nodes: vec![NodeReport::from(&errored)],
+    });
     assert_eq!(sim.status("build@x86_64-linux"), NodeStatus::Errored);
     // The lane reducer thinks build still runs; its rerun starts a new log.
     sim.request(RunRequest::Rerun(build)).unwrap();
@@ -859,7 +871,8 @@ fn random_step(sim: &mut Sim, rng: &mut Rng) -> bool {
                 for view in &mut views {
                     view.status = NodeStatus::ALL[rng.below(NodeStatus::ALL.len())];
                 }
-                let fx = sim.apply(RunEvent::LaneReported { platform, views });
+                let nodes = views.iter().map(NodeReport::from).collect();
+                let fx = sim.apply(RunEvent::LaneReported { platform, nodes });
                 assert!(fx.is_empty(), "{fx:?}");
             }
         }
