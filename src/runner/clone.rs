@@ -8,7 +8,7 @@
 //! process. Its exit is waited for on a pidfd the reactor watches, opened only when it is asked
 //! for ([`Leader::wait`]): a node's end is usually told by the end of its output, and a pidfd
 //! made at every clone (`CLONE_PIDFD`), registered with the reactor and closed again cost the
-//! runner 9 to 17 % of its CPU over runs of short nodes.
+//! runner up to 17 % of its CPU over runs of short nodes (5 to 12 % in most series).
 //!
 //! The child also starts on the runner's own descriptor table (`CLONE_FILES`) and leaves it at
 //! once for a copy of only its lowest few entries (`close_range(first, ~0, CLOSE_RANGE_UNSHARE)`),
