@@ -548,6 +548,21 @@ mod tests {
     use std::io::Write;
     use std::os::fd::AsFd;
 
+    /// Starts `sh -c script` through [`spawn`] in `dir` and reads its output to the end, as the
+    /// runner hears it before it asks for the exit: the leader, not yet waited for, and what it
+    /// printed.
+    fn start_and_read(script: &str, dir: &std::path::Path) -> (Leader, String) {
+        let (read, write) = crate::tool::pipe().unwrap();
+        let sh = c(super::super::spawner::resolve_program("sh").to_str().unwrap());
+        let leader =
+            spawn(&sh, &[c("sh"), c("-c"), c(script)], &c(dir.to_str().unwrap()), None, write.as_fd())
+                .unwrap();
+        drop(write);
+        let mut out = String::new();
+        std::fs::File::from(read).read_to_string(&mut out).unwrap();
+        (leader, out)
+    }
+
     #[tokio::test]
     async fn a_cloned_process_leads_its_own_group_in_its_folder_with_one_output() {
         let dir = tempfile::tempdir().unwrap();
@@ -569,17 +584,7 @@ mod tests {
     #[tokio::test]
     async fn a_process_whose_output_ended_is_reaped_within_the_spin_or_left_to_wait_for() {
         let dir = tempfile::tempdir().unwrap();
-        let start = |script: &str| {
-            let (read, write) = crate::tool::pipe().unwrap();
-            let argv = [c("sh"), c("-c"), c(script)];
-            let sh = c(super::super::spawner::resolve_program("sh").to_str().unwrap());
-            let leader = spawn(&sh, &argv, &c(dir.path().to_str().unwrap()), None, write.as_fd()).unwrap();
-            drop(write);
-            // The end of its output, as the runner hears it before it asks for the exit.
-            let mut out = String::new();
-            std::fs::File::from(read).read_to_string(&mut out).unwrap();
-            (leader, out)
-        };
+        let start = |script: &str| start_and_read(script, dir.path());
         // Output ended by the exit itself: reaped without a sleep on the pidfd, in most tries
         // (the exit lands within the spin unless the machine preempts the exiting process).
         let mut reaped = 0;
@@ -608,16 +613,7 @@ mod tests {
     #[tokio::test]
     async fn a_pidfd_is_opened_only_when_the_exit_is_waited_for_and_tells_an_exit_before_it() {
         let dir = tempfile::tempdir().unwrap();
-        let sh = c(super::super::spawner::resolve_program("sh").to_str().unwrap());
-        let cwd = c(dir.path().to_str().unwrap());
-        let start = |script: &str| {
-            let (read, write) = crate::tool::pipe().unwrap();
-            let leader = spawn(&sh, &[c("sh"), c("-c"), c(script)], &cwd, None, write.as_fd()).unwrap();
-            drop(write);
-            let mut out = String::new();
-            std::fs::File::from(read).read_to_string(&mut out).unwrap();
-            (leader, out)
-        };
+        let start = |script: &str| start_and_read(script, dir.path());
         // Ended with its output and reaped by the spin: no pidfd was ever made for it.
         let (mut leader, out) = start("echo quick; exit 6");
         assert_eq!(out, "quick\n");
