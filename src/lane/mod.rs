@@ -787,7 +787,7 @@ struct ReportedView<'a> {
 impl From<ReportedView<'_>> for NodeReport {
     fn from(view: ReportedView<'_>) -> NodeReport {
         NodeReport {
-            setup_command: (view.id == SETUP).then(|| std::sync::Arc::from(view.command.as_ref())),
+            setup_command: NodeReport::carried_command(&view.id, &view.command),
             id: view.id,
             status: view.status,
             exit_code: view.exit_code,

@@ -74,8 +74,16 @@ pub struct NodeReport {
     pub started_at: Option<u64>,
     pub duration_ms: Option<u64>,
     pub generation: u32,
-    /// The setup node's command; `None` for every other node.
+    /// The setup node's command; `None` for every other node ([`NodeReport::carried_command`]).
     pub setup_command: Option<Arc<str>>,
+}
+
+impl NodeReport {
+    /// The command a report of node `id` carries: the setup node's, which its runner makes
+    /// (`(workspace …)`); no other node's, which the run has from its plan.
+    pub fn carried_command(id: &str, command: &str) -> Option<Arc<str>> {
+        (id == SETUP).then(|| Arc::from(command))
+    }
 }
 
 impl From<&NodeView> for NodeReport {
@@ -87,7 +95,7 @@ impl From<&NodeView> for NodeReport {
             started_at: view.started_at,
             duration_ms: view.duration_ms,
             generation: view.generation,
-            setup_command: (view.id == SETUP).then(|| view.command.clone()),
+            setup_command: NodeReport::carried_command(&view.id, &view.command),
         }
     }
 }
@@ -522,6 +530,14 @@ impl Effects {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_report_carries_the_setup_nodes_command_and_no_other() {
+        let setup = NodeView::pending(SETUP, "(workspace /w)", vec![]);
+        let task = NodeView::pending("build", "just --no-deps build", vec![SETUP.to_string()]);
+        assert_eq!(NodeReport::from(&setup).setup_command.as_deref(), Some("(workspace /w)"));
+        assert_eq!(NodeReport::from(&task).setup_command, None);
+    }
 
     #[test]
     fn shell_words_quotes_only_what_a_shell_would_split() {

@@ -635,7 +635,7 @@ impl Run {
             next.started_at = report.started_at;
             next.duration_ms = report.duration_ms;
             next.generation = report.generation;
-            if let Some(command) = report.setup_command.filter(|_| report.id == SETUP) {
+            if let Some(command) = report.setup_command {
                 next.command = command;
             }
             // A node that runs again (a rerun) starts a new log.
