@@ -84,6 +84,19 @@ impl NodeReport {
     pub fn carried_command(id: &str, command: &str) -> Option<Arc<str>> {
         (id == SETUP).then(|| Arc::from(command))
     }
+
+    /// Writes what this report says into `view` (the inverse of `NodeReport::from(&view)`):
+    /// the node's state, and the command it carries, if any; the needs stay the plan's.
+    pub fn apply_to(self, view: &mut NodeView) {
+        view.status = self.status;
+        view.exit_code = self.exit_code;
+        view.started_at = self.started_at;
+        view.duration_ms = self.duration_ms;
+        view.generation = self.generation;
+        if let Some(command) = self.setup_command {
+            view.command = command;
+        }
+    }
 }
 
 impl From<&NodeView> for NodeReport {
@@ -537,6 +550,32 @@ mod tests {
         let task = NodeView::pending("build", "just --no-deps build", vec![SETUP.to_string()]);
         assert_eq!(NodeReport::from(&setup).setup_command.as_deref(), Some("(workspace /w)"));
         assert_eq!(NodeReport::from(&task).setup_command, None);
+    }
+
+    #[test]
+    fn a_report_applied_to_a_pending_view_gives_back_the_view_it_was_made_from() {
+        let setup = NodeView {
+            status: NodeStatus::Ok,
+            exit_code: Some(0),
+            started_at: Some(3),
+            duration_ms: Some(2),
+            ..NodeView::pending(SETUP, "(workspace /w)", vec![])
+        };
+        let task = NodeView {
+            status: NodeStatus::Failed,
+            exit_code: Some(4),
+            started_at: Some(5),
+            duration_ms: Some(6),
+            generation: 2,
+            ..NodeView::pending("build", "just --no-deps build", vec![SETUP.to_string()])
+        };
+        // The run's view of the setup node before its runner says what it is.
+        let mut planned_setup = NodeView::pending(SETUP, "(provision localhost)", vec![]);
+        NodeReport::from(&setup).apply_to(&mut planned_setup);
+        assert_eq!(planned_setup, setup);
+        let mut planned_task = NodeView::pending("build", "just --no-deps build", vec![SETUP.to_string()]);
+        NodeReport::from(&task).apply_to(&mut planned_task);
+        assert_eq!(planned_task, task);
     }
 
     #[test]

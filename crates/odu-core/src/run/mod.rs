@@ -630,14 +630,7 @@ impl Run {
             let id = NodeId::new(report.id.as_str(), platform);
             let Some(&pos) = self.index.get(&id) else { continue };
             let mut next = self.nodes[pos].clone();
-            next.status = report.status;
-            next.exit_code = report.exit_code;
-            next.started_at = report.started_at;
-            next.duration_ms = report.duration_ms;
-            next.generation = report.generation;
-            if let Some(command) = report.setup_command {
-                next.command = command;
-            }
+            report.apply_to(&mut next);
             // A node that runs again (a rerun) starts a new log.
             if !next.status.is_terminal() && self.truncated.iter().any(|cut| cut.node == id) {
                 self.truncated.retain(|cut| cut.node != id);
