@@ -27,6 +27,7 @@ import random
 import re
 import resource
 import select
+import shlex
 import shutil
 import signal
 import statistics
@@ -1030,11 +1031,21 @@ def chain_scenario(ctx: "Ctx", n: int, warm: bool = False, padding: int = 0,
     sha = make_repo(ctx.tmp / scenario, justfile, ctx.env)
     repo = OduRepo(ctx.odu, ctx.tmp / scenario, sha, ctx.env)
     repo.keep_server = repo.retire_label = warm
-    # One shell loop: the cheapest serial execution of the same 200 nodes.
-    loop = f"for r in {' '.join(names)}; do just --no-deps \"$r\" || exit 1; done"
+    # One shell loop: the cheapest serial execution of the same 200 nodes. At its end the shell
+    # reads its own time on a CPU (its forks and waits, none of `just`'s) with builtins alone,
+    # so the baseline's spawner is measured in the same run as odu's, at no cost to its wall.
+    loop_cpu = ctx.tmp / f"{scenario}.loop-cpu"
+    loop = (f"for r in {' '.join(names)}; do just --no-deps \"$r\" || exit 1; done; "
+            f"read -r ns _ < /proc/$$/schedstat && echo \"$ns\" > {shlex.quote(str(loop_cpu))}")
+    shell_cpu: list[float] = []
 
     def baseline() -> float:
-        return timed(["sh", "-c", loop], cwd=repo.repo, env=ctx.env, what="baseline shell loop")[0]
+        elapsed = timed(["sh", "-c", loop], cwd=repo.repo, env=ctx.env, what="baseline shell loop")[0]
+        try:
+            shell_cpu.append(int(loop_cpu.read_text()) / 1e9)
+        except (OSError, ValueError):
+            pass   # no schedstat here: the line is left out
+        return elapsed
 
     def odu() -> float:
         return repo.run()[0]
@@ -1048,7 +1059,18 @@ def chain_scenario(ctx: "Ctx", n: int, warm: bool = False, padding: int = 0,
     return Result(scenario, what, ctx.runs,
                   "sh loop of just --no-deps", "odu run", b, o, SHAPE_RATIO_TARGET.get(n),
                   [*overhead_checks(b, o, n, OVERHEAD_TARGET_MS.get(n)), *repo.cpu_checks(n),
-                   *repo.rss_checks(None, None)])
+                   *spawner_checks(shell_cpu[1:], n), *repo.rss_checks(None, None)])
+
+
+def spawner_checks(shell_cpu: list[float], nodes: int) -> list[Check]:
+    """The baseline's shell loop's own CPU per node (median over the timed runs): what the
+    plainest spawner (a fork, then a wait, per node) costs in the machine's state of the moment.
+    Not judged; beside odu's own CPU per node it parts what any spawner pays here (more after
+    idle: the chain200_sleep10ms row) from what odu adds."""
+    if not shell_cpu:
+        return []
+    return [Check("baseline's shell, own CPU per node (fork, wait)", statistics.median(shell_cpu) / nodes * 1000,
+                  "ms", digits=3)]
 
 
 NOISY_LINES = 200_000
