@@ -787,7 +787,8 @@ struct ReportedView<'a> {
 impl From<ReportedView<'_>> for NodeReport {
     fn from(view: ReportedView<'_>) -> NodeReport {
         NodeReport {
-            setup_command: NodeReport::carried_command(&view.id, &view.command),
+            setup_command: NodeReport::carries_command(&view.id)
+                .then(|| std::sync::Arc::from(view.command.as_ref())),
             id: view.id,
             status: view.status,
             exit_code: view.exit_code,

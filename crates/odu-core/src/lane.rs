@@ -74,15 +74,16 @@ pub struct NodeReport {
     pub started_at: Option<u64>,
     pub duration_ms: Option<u64>,
     pub generation: u32,
-    /// The setup node's command; `None` for every other node ([`NodeReport::carried_command`]).
+    /// The setup node's command; `None` for every other node ([`NodeReport::carries_command`]).
     pub setup_command: Option<Arc<str>>,
 }
 
 impl NodeReport {
-    /// The command a report of node `id` carries: the setup node's, which its runner makes
-    /// (`(workspace …)`); no other node's, which the run has from its plan.
-    pub fn carried_command(id: &str, command: &str) -> Option<Arc<str>> {
-        (id == SETUP).then(|| Arc::from(command))
+    /// Whether a report of node `id` carries its command: the setup node's, which its runner
+    /// makes (`(workspace …)`), and no other node's, which the run has from its plan. Each
+    /// maker of a report shares or copies the command its own way.
+    pub fn carries_command(id: &str) -> bool {
+        id == SETUP
     }
 
     /// Writes what this report says into `view` (the inverse of `NodeReport::from(&view)`):
@@ -108,7 +109,7 @@ impl From<&NodeView> for NodeReport {
             started_at: view.started_at,
             duration_ms: view.duration_ms,
             generation: view.generation,
-            setup_command: NodeReport::carried_command(&view.id, &view.command),
+            setup_command: NodeReport::carries_command(&view.id).then(|| view.command.clone()),
         }
     }
 }
