@@ -787,8 +787,7 @@ struct ReportedView<'a> {
 impl From<ReportedView<'_>> for NodeReport {
     fn from(view: ReportedView<'_>) -> NodeReport {
         NodeReport {
-            setup_command: NodeReport::carries_command(&view.id)
-                .then(|| std::sync::Arc::from(view.command.as_ref())),
+            setup_command: NodeReport::carries_command(&view.id).then(|| Arc::from(view.command.as_ref())),
             id: view.id,
             status: view.status,
             exit_code: view.exit_code,
